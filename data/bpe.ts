@@ -1,0 +1,199 @@
+// The BPE model of a byte-level tokenizer: vocab + ranked merges, and the merge loop that turns
+// the bytes of one pre-tokenized piece into token ids. Merge rank = index in the merges list.
+
+import { BYTE_TO_CHAR } from "./byte_level.ts";
+
+/** Open-addressing hash map from an id pair (a, b) to a non-negative int. */
+export class PairMap {
+  #keyA: Int32Array;
+  #keyB: Int32Array;
+  #val: Int32Array;
+  #mask: number;
+  #size = 0;
+
+  /** @param capacity Expected number of entries. */
+  constructor(capacity = 1024) {
+    let cap = 16;
+    while (cap < capacity * 2) cap *= 2;
+    this.#keyA = new Int32Array(cap).fill(-1);
+    this.#keyB = new Int32Array(cap);
+    this.#val = new Int32Array(cap);
+    this.#mask = cap - 1;
+  }
+
+  /** Number of entries. */
+  get size(): number {
+    return this.#size;
+  }
+
+  #slot(a: number, b: number): number {
+    let h = (Math.imul(a, 0x9e3779b1) ^ Math.imul(b, 0x85ebca6b)) & this.#mask;
+    const ka = this.#keyA;
+    const kb = this.#keyB;
+    while (ka[h] !== -1 && (ka[h] !== a || kb[h] !== b)) h = (h + 1) & this.#mask;
+    return h;
+  }
+
+  /**
+   * @param a First id (≥ 0).
+   * @param b Second id (≥ 0).
+   * @returns The value, or -1 when absent.
+   */
+  get(a: number, b: number): number {
+    const h = this.#slot(a, b);
+    return this.#keyA[h] === -1 ? -1 : this.#val[h];
+  }
+
+  /**
+   * Sets (a, b) → v unless (a, b) is already present and `keepFirst`.
+   * @param a First id (≥ 0).
+   * @param b Second id (≥ 0).
+   * @param v Value (≥ 0).
+   * @param keepFirst Leave an existing entry unchanged.
+   */
+  set(a: number, b: number, v: number, keepFirst = false): void {
+    if ((this.#size + 1) * 2 > this.#keyA.length) this.#grow();
+    const h = this.#slot(a, b);
+    if (this.#keyA[h] === -1) {
+      this.#keyA[h] = a;
+      this.#keyB[h] = b;
+      this.#val[h] = v;
+      this.#size++;
+    } else if (!keepFirst) {
+      this.#val[h] = v;
+    }
+  }
+
+  #grow(): void {
+    const oa = this.#keyA, ob = this.#keyB, ov = this.#val;
+    const cap = oa.length * 2;
+    this.#keyA = new Int32Array(cap).fill(-1);
+    this.#keyB = new Int32Array(cap);
+    this.#val = new Int32Array(cap);
+    this.#mask = cap - 1;
+    this.#size = 0;
+    for (let i = 0; i < oa.length; i++) if (oa[i] !== -1) this.set(oa[i], ob[i], ov[i]);
+  }
+}
+
+/** Options of {@link BpeModel} taken from the `model` object of a tokenizer.json. */
+export interface BpeModelOptions {
+  /** Token id used for bytes that have no vocab entry (null: such bytes are dropped, like HF). */
+  unkId?: number | null;
+  /** Use a piece's own vocab id without merging when it is in the vocab (HF `ignore_merges`). */
+  ignoreMerges?: boolean;
+}
+
+/** Byte-level BPE: vocab, ranked merges and the per-piece merge loop. */
+export class BpeModel {
+  /** Token string → id. */
+  readonly vocab: Map<string, number>;
+  /** Merges in rank order, as pairs of token strings. */
+  readonly merges: [string, string][];
+  readonly #ranks: PairMap;
+  readonly #mergeA: Int32Array;
+  readonly #mergeB: Int32Array;
+  readonly #mergeNew: Int32Array;
+  readonly #byteIds: Int32Array;
+  readonly #unkId: number;
+  readonly #ignoreMerges: boolean;
+  #scratch = new Int32Array(256);
+
+  /**
+   * @param vocab Token string → id.
+   * @param merges Ranked merges as `[a, b]` pairs or legacy `"a b"` strings.
+   * @param options Unknown-byte and ignore-merges behaviour.
+   */
+  constructor(
+    vocab: Map<string, number>,
+    merges: ([string, string] | string)[],
+    options: BpeModelOptions = {},
+  ) {
+    this.vocab = vocab;
+    this.#unkId = options.unkId ?? -1;
+    this.#ignoreMerges = options.ignoreMerges ?? false;
+    const n = merges.length;
+    this.merges = new Array(n);
+    this.#ranks = new PairMap(n);
+    this.#mergeA = new Int32Array(n);
+    this.#mergeB = new Int32Array(n);
+    this.#mergeNew = new Int32Array(n);
+    for (let r = 0; r < n; r++) {
+      const m = merges[r];
+      let pair: [string, string];
+      if (typeof m === "string") {
+        const parts = m.split(" ");
+        if (parts.length !== 2) {
+          throw new Error(`Cannot parse merge #${r} ${JSON.stringify(m)}: expected "a b"`);
+        }
+        pair = [parts[0], parts[1]];
+      } else {
+        pair = [m[0], m[1]];
+      }
+      const a = vocab.get(pair[0]), b = vocab.get(pair[1]), c = vocab.get(pair[0] + pair[1]);
+      if (a === undefined || b === undefined || c === undefined) {
+        throw new Error(
+          `Cannot load merge #${r} ${JSON.stringify(pair)}: ${
+            a === undefined ? pair[0] : b === undefined ? pair[1] : pair[0] + pair[1]
+          } is not in the vocab`,
+        );
+      }
+      this.merges[r] = pair;
+      this.#mergeA[r] = a;
+      this.#mergeB[r] = b;
+      this.#mergeNew[r] = c;
+      this.#ranks.set(a, b, r); // like HF's HashMap collect, a duplicated pair keeps its last rank
+    }
+    this.#byteIds = new Int32Array(256);
+    for (let b = 0; b < 256; b++) this.#byteIds[b] = vocab.get(BYTE_TO_CHAR[b]) ?? -1;
+  }
+
+  /**
+   * Runs BPE over the UTF-8 bytes of one piece and appends the ids to `out`.
+   *
+   * @param bytes Bytes of the piece (only `bytes[0..len)` is read).
+   * @param len Number of bytes.
+   * @param out Receives the token ids.
+   * @param word The piece as a byte-level string, needed only when `ignoreMerges` is set.
+   */
+  encodeBytes(bytes: Uint8Array, len: number, out: number[], word?: string): void {
+    if (this.#ignoreMerges && word !== undefined) {
+      const id = this.vocab.get(word);
+      if (id !== undefined) {
+        out.push(id);
+        return;
+      }
+    }
+    if (this.#scratch.length < len) this.#scratch = new Int32Array(len * 2);
+    const syms = this.#scratch;
+    let n = 0;
+    for (let i = 0; i < len; i++) {
+      const id = this.#byteIds[bytes[i]];
+      if (id >= 0) syms[n++] = id;
+      else if (this.#unkId >= 0) syms[n++] = this.#unkId;
+    }
+    const ranks = this.#ranks;
+    while (n > 1) {
+      // Find the lowest-ranked adjacent pair, then merge all its occurrences left to right
+      // (equivalent to HF's priority queue, which pops equal ranks in position order).
+      let best = 0x7fffffff;
+      for (let p = 0; p + 1 < n; p++) {
+        const r = ranks.get(syms[p], syms[p + 1]);
+        if (r >= 0 && r < best) best = r;
+      }
+      if (best === 0x7fffffff) break;
+      const a = this.#mergeA[best], b = this.#mergeB[best], c = this.#mergeNew[best];
+      let w = 0;
+      for (let p = 0; p < n;) {
+        if (p + 1 < n && syms[p] === a && syms[p + 1] === b) {
+          syms[w++] = c;
+          p += 2;
+        } else {
+          syms[w++] = syms[p++];
+        }
+      }
+      n = w;
+    }
+    for (let i = 0; i < n; i++) out.push(syms[i]);
+  }
+}
