@@ -1,0 +1,37 @@
+/**
+ * MiniMind.ts: train a small LLM from scratch in TypeScript — tensors, autodiff, a CPU and a
+ * WebGPU backend, the MiniMind model, tokenizer, trainers and an OpenAI-compatible server.
+ *
+ * ```ts
+ * import * as mm from "@minimind/ts";
+ * const x = mm.tensor([[1, 2], [3, 4]]);
+ * const [loss, grads] = mm.valueAndGrad((w: mm.Tensor) => mm.sum(mm.matmul(x, w)))(mm.ones([2, 2]));
+ * ```
+ * @module
+ */
+export { Tensor } from "./nn/tensor.ts";
+export type { DType, TypedArray } from "./nn/dtype.ts";
+export { arange, full, fullLike, ones, scalar, tensor, zeros, zerosLike } from "./nn/creation.ts";
+export type { CreateOptions, NestedArray } from "./nn/creation.ts";
+export { keep, scope } from "./nn/scope.ts";
+export * as tree from "./nn/tree.ts";
+export type { Leaf, TensorTree, Tree } from "./nn/tree.ts";
+export * as random from "./nn/random.ts";
+export type { Key } from "./nn/random.ts";
+export { checkpoint, customVjp, grad, stopGradient, valueAndGrad, vjp } from "./nn/autodiff.ts";
+export type { GradOptions, VjpFn } from "./nn/autodiff.ts";
+export { defaultBackend, setBackend } from "./nn/backend/select.ts";
+export type { BackendName, SetBackendOptions } from "./nn/backend/select.ts";
+export type { Backend, BackendCounters, Storage } from "./nn/backend/backend.ts";
+export { apply, defineOp, NONDIFF } from "./nn/op.ts";
+export type {
+  Call,
+  Example,
+  InputSpec,
+  Meta,
+  OpDef,
+  Vjp,
+  VjpContext,
+  WgslKernel,
+} from "./nn/op.ts";
+export * from "./nn/ops/mod.ts";

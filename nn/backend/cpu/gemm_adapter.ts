@@ -1,0 +1,106 @@
+/**
+ * One entry point for CPU matrix products used by kernels (matmul, attention): f32 goes to the
+ * fast gemm (BLAS through FFI, or wasm SIMD), f64 to plain loops (the gradient-check path).
+ * @module
+ */
+import type { TypedArray } from "../../dtype.ts";
+
+/** A fast single-precision gemm (row-major, strided). */
+export interface FastSgemm {
+  sgemm(args: {
+    transA: boolean;
+    transB: boolean;
+    m: number;
+    n: number;
+    k: number;
+    a: Float32Array;
+    aOffset?: number;
+    lda: number;
+    b: Float32Array;
+    bOffset?: number;
+    ldb: number;
+    c: Float32Array;
+    cOffset?: number;
+    ldc: number;
+    beta?: 0 | 1;
+    batch?: number;
+    strideA?: number;
+    strideB?: number;
+    strideC?: number;
+  }): void;
+}
+
+let fast: FastSgemm | null = null;
+
+/** Installs the fast f32 gemm (called once at start-up). */
+export function setFastSgemm(g: FastSgemm | null): void {
+  fast = g;
+}
+
+/**
+ * C[m,n] (+)= op(A)[m,k] · op(B)[k,n], row-major with leading dimensions; `beta` 1 accumulates.
+ * Batched over `batch` with element strides.
+ */
+export function gemm(
+  transA: boolean,
+  transB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  a: TypedArray,
+  aOffset: number,
+  lda: number,
+  b: TypedArray,
+  bOffset: number,
+  ldb: number,
+  c: TypedArray,
+  cOffset: number,
+  ldc: number,
+  beta: 0 | 1 = 0,
+  batch = 1,
+  strideA = 0,
+  strideB = 0,
+  strideC = 0,
+): void {
+  if (m === 0 || n === 0) return;
+  if (fast && a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array) {
+    fast.sgemm({
+      transA,
+      transB,
+      m,
+      n,
+      k,
+      a,
+      aOffset,
+      lda,
+      b,
+      bOffset,
+      ldb,
+      c,
+      cOffset,
+      ldc,
+      beta,
+      batch,
+      strideA,
+      strideB,
+      strideC,
+    });
+    return;
+  }
+  for (let q = 0; q < batch; q++) {
+    const ao = aOffset + q * strideA, bo = bOffset + q * strideB, co = cOffset + q * strideC;
+    for (let i = 0; i < m; i++) {
+      const crow = co + i * ldc;
+      if (beta === 0) { for (let j = 0; j < n; j++) c[crow + j] = 0; }
+      for (let p = 0; p < k; p++) {
+        const av = transA ? a[ao + p * lda + i] : a[ao + i * lda + p];
+        if (av === 0) continue;
+        if (transB) { for (let j = 0; j < n; j++) c[crow + j] += av * b[bo + j * ldb + p]; }
+        else {
+          const brow = bo + p * ldb;
+          for (let j = 0; j < n; j++) c[crow + j] += av * b[brow + j];
+        }
+      }
+    }
+  }
+}

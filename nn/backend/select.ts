@@ -1,0 +1,70 @@
+/**
+ * Backend selection: the default backend for new tensors. Ops run on their inputs' backend.
+ * @module
+ */
+import type { Backend } from "./backend.ts";
+import { cpuBackend } from "./cpu/mod.ts";
+
+/** Names accepted by `setBackend`. */
+export type BackendName = "cpu" | "webgpu" | "auto";
+
+/** Options of `setBackend`. */
+export interface SetBackendOptions {
+  /** Allow a software (fallback) WebGPU adapter such as llvmpipe (default false for "auto"). */
+  allowSoftware?: boolean;
+}
+
+let current: Backend = cpuBackend;
+const factories = new Map<string, (o: SetBackendOptions) => Promise<Backend | null>>();
+
+/** The backend new tensors are created on. */
+export function defaultBackend(): Backend {
+  return current;
+}
+
+/**
+ * Registers a backend factory (used by the WebGPU backend module). A factory resolves to null
+ * when the device is not available.
+ */
+export function registerBackend(
+  name: string,
+  factory: (o: SetBackendOptions) => Promise<Backend | null>,
+): void {
+  factories.set(name, factory);
+}
+
+/**
+ * Selects the default backend. `"auto"` picks a real (non-fallback) GPU adapter when present,
+ * else the CPU; `"webgpu"` also accepts a software adapter and fails when none exists.
+ *
+ * @param name backend name
+ * @param options selection options
+ * @returns the backend now in use
+ * @example
+ * ```ts
+ * import { setBackend } from "@minimind/ts";
+ * await setBackend("cpu");
+ * ```
+ */
+export async function setBackend(
+  name: BackendName,
+  options: SetBackendOptions = {},
+): Promise<Backend> {
+  if (name === "cpu") return (current = cpuBackend);
+  const f = factories.get("webgpu");
+  if (name === "webgpu") {
+    const b = f ? await f({ allowSoftware: true, ...options }) : null;
+    if (!b) throw new Error("Cannot select backend webgpu: no WebGPU adapter is available");
+    return (current = b);
+  }
+  if (name === "auto") {
+    const b = f ? await f({ allowSoftware: false, ...options }) : null;
+    return (current = b ?? cpuBackend);
+  }
+  throw new Error(`Cannot select backend "${name}": expected cpu, webgpu or auto`);
+}
+
+/** Makes `b` the default backend (synchronous; `b` must be initialised). */
+export function useBackend(b: Backend): void {
+  current = b;
+}

@@ -1,0 +1,203 @@
+/**
+ * The op contract. A primitive is one `OpDef`: shape rule, CPU kernel, WGSL kernel, VJP rule,
+ * saved values and examples, registered by one line in `ops/mod.ts`. `apply` runs an op on the
+ * inputs' backend and records it for autodiff; the engine never names a specific op.
+ * @module
+ */
+import type { DType, TypedArray } from "./dtype.ts";
+import type { Backend } from "./backend/backend.ts";
+import { Tensor } from "./tensor.ts";
+import { record } from "./tape.ts";
+import { defaultBackend } from "./backend/select.ts";
+
+/** Shape and dtype of a value, as shape rules see it. */
+export interface Meta {
+  /** Axis sizes. */
+  readonly shape: readonly number[];
+  /** Element type. */
+  readonly dtype: DType;
+}
+
+/** What a kernel is called with: input and output metas and the op's static params. */
+export interface Call<P> {
+  /** Input shapes/dtypes. */
+  readonly inputs: readonly Meta[];
+  /** Output shapes/dtypes. */
+  readonly outputs: readonly Meta[];
+  /** Static parameters. */
+  readonly params: P;
+}
+
+/** What a VJP rule sees: the saved tensors (null where not saved) and the params. */
+export interface VjpContext<P> {
+  /** Inputs (null where `saves` did not keep them). */
+  readonly inputs: readonly (Tensor | null)[];
+  /** Outputs (null where `saves` did not keep them). */
+  readonly outputs: readonly (Tensor | null)[];
+  /** Input metas (always available). */
+  readonly inMetas: readonly Meta[];
+  /** Output metas (always available). */
+  readonly outMetas: readonly Meta[];
+  /** Static parameters. */
+  readonly params: P;
+}
+
+/**
+ * A VJP rule: `ct` holds one cotangent per output (null where none reached it; never all
+ * null). Returns one gradient per input (null = no gradient). Rules call ops, not kernels, and
+ * never unbroadcast or accumulate: the engine does both.
+ */
+export type Vjp<P> = (ct: readonly (Tensor | null)[], ctx: VjpContext<P>) => (Tensor | null)[];
+
+/** Marks an op as non-differentiable (JAX `defjvp_zero`). */
+export const NONDIFF = "nondiff" as const;
+
+/** How the conformance test and benchmarks build one input. */
+export interface InputSpec {
+  /** Shape. */
+  readonly shape: readonly number[];
+  /** Dtype (default f32; the gradient check uses f64 for float inputs). */
+  readonly dtype?: DType;
+  /** Value distribution: normal (default), positive (0.5..2), unit (-0.9..0.9), or int in [0, high). */
+  readonly kind?: "normal" | "positive" | "unit" | "int" | "bool";
+  /** Exclusive upper bound for `int` inputs. */
+  readonly high?: number;
+  /** Fixed values (overrides `kind`). */
+  readonly values?: readonly number[];
+}
+
+/** One example application: input specs and params. */
+export interface Example<P> {
+  /** Inputs. */
+  readonly inputs: readonly InputSpec[];
+  /** Params. */
+  readonly params: P;
+  /** Label shown in test names. */
+  readonly label?: string;
+}
+
+/** A WebGPU kernel description produced by an op for one call (interpreted by the WebGPU backend). */
+export interface WgslKernel {
+  /** WGSL source. Identical sources share one pipeline. */
+  readonly code: string;
+  /** Entry point (default `main`). */
+  readonly entryPoint?: string;
+  /** Number of workgroups in x, y, z. */
+  readonly workgroups: readonly [number, number?, number?];
+  /** 32-bit words of uniform data (bound as `@group(0) @binding(0)` when present). */
+  readonly uniforms?: ArrayLike<number>;
+  /** How the words in `uniforms` are typed ("u32" default, "f32", "i32" per word). */
+  readonly uniformTypes?: readonly ("u32" | "f32" | "i32")[];
+}
+
+/** A primitive op. */
+export interface OpDef<P> {
+  /** Unique name (also the pipeline-cache key prefix). */
+  readonly name: string;
+  /** Output metas from input metas; throws with the shapes in the message. */
+  readonly infer: (inputs: readonly Meta[], params: P) => Meta[];
+  /** Reference CPU kernel: reads `ins`, fills the zeroed `outs` (f32 and f64). */
+  readonly cpu?: (ins: readonly TypedArray[], outs: TypedArray[], call: Call<P>) => void;
+  /** WGSL kernels for one call, dispatched in order; storage bindings: inputs then outputs. */
+  readonly wgsl?: (
+    call: Call<P>,
+    device: { readonly limits: Record<string, number> },
+  ) => WgslKernel[];
+  /** The VJP rule, or `NONDIFF`. */
+  readonly vjp: Vjp<P> | typeof NONDIFF;
+  /** Which inputs/outputs the rule needs (default: every input, no output). */
+  readonly saves?: {
+    readonly inputs?: boolean | readonly number[];
+    readonly outputs?: boolean | readonly number[];
+  };
+  /** Outputs that are saved statistics (e.g. log-sum-exp): not differentiable, their cotangent is never used. */
+  readonly statOutputs?: readonly number[];
+  /** Output 0 shares input 0's storage (reshape): no kernel runs. */
+  readonly view?: boolean;
+  /** Examples for the conformance test, the parity test and benchmarks. */
+  readonly examples: readonly Example<P>[];
+}
+
+/** Declares an op (identity helper that fixes the params type). */
+export function defineOp<P>(def: OpDef<P>): OpDef<P> {
+  return def;
+}
+
+function metaOf(t: Tensor): Meta {
+  return { shape: t.shape, dtype: t.dtype };
+}
+
+function pick(spec: boolean | readonly number[] | undefined, n: number, dflt: boolean): boolean[] {
+  if (spec === undefined) return new Array(n).fill(dflt);
+  if (typeof spec === "boolean") return new Array(n).fill(spec);
+  const out = new Array(n).fill(false);
+  for (const i of spec) out[i] = true;
+  return out;
+}
+
+function commonBackend(name: string, inputs: readonly Tensor[]): Backend {
+  const b = inputs[0].backend;
+  for (const x of inputs) {
+    if (x.backend !== b) {
+      throw new Error(
+        `Cannot apply ${name} to tensors on different backends (${b.name} and ${x.backend.name})`,
+      );
+    }
+  }
+  return b;
+}
+
+/**
+ * Runs `op` on `inputs` and records it for autodiff.
+ *
+ * @param op the primitive
+ * @param inputs input tensors (all on one backend)
+ * @param params static parameters
+ * @returns the outputs
+ */
+export function apply<P>(op: OpDef<P>, inputs: readonly Tensor[], params: P): Tensor[] {
+  const inMetas = inputs.map(metaOf);
+  const outMetas = op.infer(inMetas, params);
+  let outs: Tensor[];
+  if (op.view) {
+    const m = outMetas[0];
+    outs = [new Tensor(inputs[0].storage, m.shape, m.dtype)];
+  } else {
+    const backend = inputs.length ? commonBackend(op.name, inputs) : defaultBackend();
+    const st = backend.run(op, inputs.map((x) => x.storage), inMetas, outMetas, params);
+    outs = st.map((s, i) => new Tensor(s, outMetas[i].shape, outMetas[i].dtype));
+  }
+  const rule = op.vjp;
+  if (rule !== NONDIFF) {
+    record(
+      op.name,
+      inputs,
+      outs,
+      () => {
+        const si = pick(op.saves?.inputs, inputs.length, true);
+        const so = pick(op.saves?.outputs, outs.length, false);
+        return [
+          ...inputs.map((x, i) => (si[i] ? x : null)),
+          ...outs.map((o, i) => (so[i] ? o : null)),
+        ];
+      },
+      (saved) => {
+        const ctx: VjpContext<P> = {
+          inputs: saved.slice(0, inputs.length),
+          outputs: saved.slice(inputs.length),
+          inMetas,
+          outMetas,
+          params,
+        };
+        return (cts) => rule(cts, ctx);
+      },
+      op.statOutputs,
+    );
+  }
+  return outs;
+}
+
+/** Runs a single-output op. */
+export function apply1<P>(op: OpDef<P>, inputs: readonly Tensor[], params: P): Tensor {
+  return apply(op, inputs, params)[0];
+}

@@ -1,0 +1,305 @@
+/**
+ * Indexing ops: `takeAlongAxis` (gather) and its VJP `scatterAdd`, `embedding` (row gather)
+ * and its VJP `embeddingBackward`, and `topk` (not differentiable).
+ * @module
+ */
+// V = vocab rows, H = row width
+import { isFloat } from "../dtype.ts";
+import type { Meta, OpDef } from "../op.ts";
+import { apply, apply1, defineOp, NONDIFF } from "../op.ts";
+import { fmt, normAxis } from "../shape.ts";
+import type { Tensor } from "../tensor.ts";
+import { zeros } from "../creation.ts";
+
+function isInt(m: Meta): boolean {
+  return m.dtype === "i32" || m.dtype === "u32";
+}
+
+/** outer × n × inner decomposition of `shape` around `axis`. */
+function around(shape: readonly number[], axis: number): [number, number, number] {
+  let outer = 1, inner = 1;
+  for (let i = 0; i < axis; i++) outer *= shape[i];
+  for (let i = axis + 1; i < shape.length; i++) inner *= shape[i];
+  return [outer, shape[axis], inner];
+}
+
+function checkIndexShape(name: string, x: Meta, idx: Meta, axis: number): void {
+  if (!isInt(idx)) {
+    throw new Error(`Cannot ${name} with ${idx.dtype} indices: they must be i32 or u32`);
+  }
+  if (
+    idx.shape.length !== x.shape.length || idx.shape.some((d, i) => i !== axis && d !== x.shape[i])
+  ) {
+    throw new Error(
+      `Cannot ${name} shape ${fmt(x.shape)} with indices ${
+        fmt(idx.shape)
+      } along axis ${axis}: other axes must match`,
+    );
+  }
+}
+
+/** Params of the axis ops. */
+export interface AxisParams {
+  /** The indexed axis (non-negative). */
+  readonly axis: number;
+}
+
+/** out[..., j, ...] = x[..., idx[..., j, ...], ...] along `axis`. */
+export const takeAlongAxisOp: OpDef<AxisParams> = defineOp<AxisParams>({
+  name: "take_along_axis",
+  infer: ([x, idx], { axis }) => {
+    checkIndexShape("takeAlongAxis", x, idx, axis);
+    return [{ shape: idx.shape, dtype: x.dtype }];
+  },
+  cpu: ([x, idx], [y], { inputs, params }) => {
+    const [outer, n, inner] = around(inputs[0].shape, params.axis);
+    const m = inputs[1].shape[params.axis];
+    for (let o = 0; o < outer; o++) {
+      for (let j = 0; j < m; j++) {
+        for (let i = 0; i < inner; i++) {
+          const q = (o * m + j) * inner + i;
+          const k = idx[q];
+          if (k < 0 || k >= n) throw new Error(`Cannot take index ${k} along an axis of size ${n}`);
+          y[q] = x[(o * n + k) * inner + i];
+        }
+      }
+    }
+  },
+  // d gather = scatter-add of ct into zeros
+  vjp: (ct, ctx) => {
+    const x = ctx.inMetas[0];
+    const z = zeros(x.shape, x.dtype, { backend: ct[0]!.backend });
+    return [scatterAdd(z, ctx.inputs[1]!, ct[0]!, ctx.params.axis), null];
+  },
+  saves: { inputs: [1] },
+  examples: [
+    {
+      inputs: [{ shape: [3, 5] }, { shape: [3, 2], kind: "int", high: 5, dtype: "i32" }],
+      params: { axis: 1 },
+    },
+    {
+      inputs: [{ shape: [4, 3] }, { shape: [6, 3], kind: "int", high: 4, dtype: "i32" }],
+      params: { axis: 0 },
+      label: "repeats",
+    },
+  ],
+});
+
+/** out = base; out[..., idx[..., j, ...], ...] += upd[..., j, ...] along `axis`. */
+export const scatterAddOp: OpDef<AxisParams> = defineOp<AxisParams>({
+  name: "scatter_add",
+  infer: ([base, idx, upd], { axis }) => {
+    checkIndexShape("scatterAdd", base, idx, axis);
+    if (
+      upd.shape.length !== idx.shape.length || upd.shape.some((d, i) => d !== idx.shape[i]) ||
+      upd.dtype !== base.dtype
+    ) {
+      throw new Error(
+        `Cannot scatterAdd updates ${upd.dtype} ${fmt(upd.shape)} with indices ${
+          fmt(idx.shape)
+        } into ${base.dtype} ${fmt(base.shape)}`,
+      );
+    }
+    return [{ shape: base.shape, dtype: base.dtype }];
+  },
+  cpu: ([base, idx, upd], [y], { inputs, params }) => {
+    y.set(base);
+    const [outer, n, inner] = around(inputs[0].shape, params.axis);
+    const m = inputs[1].shape[params.axis];
+    for (let o = 0; o < outer; o++) {
+      for (let j = 0; j < m; j++) {
+        for (let i = 0; i < inner; i++) {
+          const q = (o * m + j) * inner + i;
+          const k = idx[q];
+          if (k < 0 || k >= n) {
+            throw new Error(`Cannot scatter to index ${k} along an axis of size ${n}`);
+          }
+          y[(o * n + k) * inner + i] += upd[q];
+        }
+      }
+    }
+  },
+  // d base = ct; d upd = gather(ct)
+  vjp: (ct, ctx) => [ct[0], null, takeAlongAxis(ct[0]!, ctx.inputs[1]!, ctx.params.axis)],
+  saves: { inputs: [1] },
+  examples: [
+    {
+      inputs: [{ shape: [3, 5] }, { shape: [3, 4], kind: "int", high: 5, dtype: "i32" }, {
+        shape: [3, 4],
+      }],
+      params: { axis: 1 },
+    },
+  ],
+});
+
+/**
+ * Gathers along `axis` (NumPy `take_along_axis`): indices have x's rank, equal sizes off-axis.
+ *
+ * @param x source
+ * @param indices i32/u32 indices
+ * @param axis the axis (default last)
+ * @returns gathered values, shaped like `indices`
+ */
+export function takeAlongAxis(x: Tensor, indices: Tensor, axis = -1): Tensor {
+  return apply1(takeAlongAxisOp, [x, indices], { axis: normAxis(axis, x.rank) });
+}
+
+/**
+ * Adds `updates` into a copy of `base` at `indices` along `axis` (duplicates accumulate).
+ *
+ * @param base destination values
+ * @param indices i32/u32 indices, shaped like `updates`
+ * @param updates values to add
+ * @param axis the axis (default last)
+ * @returns the updated copy
+ */
+export function scatterAdd(base: Tensor, indices: Tensor, updates: Tensor, axis = -1): Tensor {
+  return apply1(scatterAddOp, [base, indices, updates], { axis: normAxis(axis, base.rank) });
+}
+
+/** Params of `embedding`. */
+export type EmbeddingParams = Record<string, never>;
+
+/** Row lookup: w [V, H], ids [...] → [..., H]. */
+export const embeddingOp: OpDef<EmbeddingParams> = defineOp<EmbeddingParams>({
+  name: "embedding",
+  infer: ([w, ids]) => {
+    if (w.shape.length !== 2 || !isInt(ids)) {
+      throw new Error(
+        `Cannot look up ${ids.dtype} ids ${fmt(ids.shape)} in a table of shape ${fmt(w.shape)}`,
+      );
+    }
+    return [{ shape: [...ids.shape, w.shape[1]], dtype: w.dtype }];
+  },
+  cpu: ([w, ids], [y], { inputs }) => {
+    const [v, h] = inputs[0].shape;
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i];
+      if (id < 0 || id >= v) {
+        throw new Error(`Cannot embed token id ${id}: the table has ${v} rows`);
+      }
+      y.set(w.subarray(id * h, id * h + h), i * h);
+    }
+  },
+  // d table = scatter-add rows of ct at ids
+  vjp: (ct, ctx) => [embeddingBackward(ct[0]!, ctx.inputs[1]!, ctx.inMetas[0].shape[0]), null],
+  saves: { inputs: [1] },
+  examples: [
+    {
+      inputs: [{ shape: [11, 4] }, { shape: [2, 5], kind: "int", high: 11, dtype: "i32" }],
+      params: {},
+    },
+  ],
+});
+
+/** Params of `embeddingBackward`. */
+export interface EmbeddingBackwardParams {
+  /** Table rows. */
+  readonly vocab: number;
+}
+
+/** Gradient of `embedding`: ct [..., H], ids [...] → [V, H] (duplicates accumulate). */
+export const embeddingBackwardOp: OpDef<EmbeddingBackwardParams> = defineOp<
+  EmbeddingBackwardParams
+>({
+  name: "embedding_backward",
+  infer: (
+    [ct, _ids],
+    { vocab },
+  ) => [{ shape: [vocab, ct.shape[ct.shape.length - 1]], dtype: ct.dtype }],
+  cpu: ([ct, ids], [y], { inputs }) => {
+    const h = inputs[0].shape[inputs[0].shape.length - 1];
+    for (let i = 0; i < ids.length; i++) {
+      const base = ids[i] * h;
+      for (let j = 0; j < h; j++) y[base + j] += ct[i * h + j];
+    }
+  },
+  vjp: NONDIFF,
+  examples: [{
+    inputs: [{ shape: [2, 5, 4] }, { shape: [2, 5], kind: "int", high: 7, dtype: "i32" }],
+    params: { vocab: 7 },
+  }],
+});
+
+/**
+ * Looks up rows of `weight` (token embedding).
+ *
+ * @param weight table [V, H]
+ * @param ids integer ids [...]
+ * @returns [..., H]
+ */
+export function embedding(weight: Tensor, ids: Tensor): Tensor {
+  return apply1(embeddingOp, [weight, ids], {});
+}
+
+/**
+ * Scatter-adds rows of `ct` into a zero [vocab, H] table at `ids` (embedding's VJP).
+ *
+ * @param ct gradients [..., H]
+ * @param ids integer ids [...]
+ * @param vocab table rows
+ * @returns [vocab, H]
+ */
+export function embeddingBackward(ct: Tensor, ids: Tensor, vocab: number): Tensor {
+  return apply1(embeddingBackwardOp, [ct, ids], { vocab });
+}
+
+/** Params of `topk`. */
+export interface TopkParams {
+  /** How many. */
+  readonly k: number;
+}
+
+/** The k largest along the last axis, sorted descending (lower index first on ties). */
+export const topkOp: OpDef<TopkParams> = defineOp<TopkParams>({
+  name: "topk",
+  infer: ([x], { k }) => {
+    const n = x.shape[x.shape.length - 1];
+    if (!isFloat(x.dtype) || k < 1 || k > n) {
+      throw new Error(`Cannot take top-${k} of ${x.dtype} ${fmt(x.shape)}`);
+    }
+    const s = [...x.shape.slice(0, -1), k];
+    return [{ shape: s, dtype: x.dtype }, { shape: s, dtype: "i32" }];
+  },
+  cpu: ([x], [vals, idx], { inputs, params }) => {
+    const n = inputs[0].shape[inputs[0].shape.length - 1];
+    const k = params.k;
+    const rows = n === 0 ? 0 : x.length / n;
+    const order = new Int32Array(n);
+    for (let r = 0; r < rows; r++) {
+      const base = r * n;
+      for (let i = 0; i < n; i++) order[i] = i;
+      // partial selection sort: k is small (MoE k ≤ 8, sampling k ≤ 100)
+      for (let j = 0; j < k; j++) {
+        let best = j;
+        for (let i = j + 1; i < n; i++) {
+          const a = x[base + order[i]], b = x[base + order[best]];
+          if (a > b || (a === b && order[i] < order[best])) best = i;
+        }
+        const t = order[j];
+        order[j] = order[best];
+        order[best] = t;
+        vals[r * k + j] = x[base + order[j]];
+        idx[r * k + j] = order[j];
+      }
+    }
+  },
+  vjp: NONDIFF,
+  examples: [{ inputs: [{ shape: [3, 8] }], params: { k: 2 } }, {
+    inputs: [{ shape: [5] }],
+    params: { k: 5 },
+  }],
+});
+
+/**
+ * The `k` largest values along the last axis and their indices (not differentiable; gather with
+ * `takeAlongAxis` for a differentiable selection).
+ *
+ * @param x input
+ * @param k how many
+ * @returns `[values, indices]`, sorted descending
+ */
+export function topk(x: Tensor, k: number): [Tensor, Tensor] {
+  const [v, i] = apply(topkOp, [x], { k });
+  return [v, i];
+}

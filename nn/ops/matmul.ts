@@ -1,0 +1,165 @@
+/**
+ * Batched matrix multiply with transpose flags. The VJP is two matmuls with flipped flags, so
+ * backward never materialises a transpose. f32 runs on the fast gemm (BLAS / wasm SIMD).
+ * @module
+ */
+// B = batch dims, M×K · K×N → M×N
+import { isFloat } from "../dtype.ts";
+import type { Meta, OpDef } from "../op.ts";
+import { apply1, defineOp } from "../op.ts";
+import { fmt, sameShape, sizeOf } from "../shape.ts";
+import type { Tensor } from "../tensor.ts";
+import { reshape } from "./movement.ts";
+import { gemm } from "../backend/cpu/gemm_adapter.ts";
+
+/** Params of `matmul`. */
+export interface MatmulParams {
+  /** Use Aᵀ (A stored [..., K, M]). */
+  readonly transA: boolean;
+  /** Use Bᵀ (B stored [..., N, K]). */
+  readonly transB: boolean;
+}
+
+interface Dims {
+  batch: number[];
+  m: number;
+  k: number;
+  n: number;
+  batchA: number;
+  batchB: number;
+}
+
+function dims(a: Meta, b: Meta, p: MatmulParams): Dims {
+  const ra = a.shape.length, rb = b.shape.length;
+  if (ra < 2 || rb < 2) {
+    throw new Error(
+      `Cannot matmul shapes ${fmt(a.shape)} and ${fmt(b.shape)}: both need rank >= 2`,
+    );
+  }
+  const [a0, a1] = a.shape.slice(ra - 2);
+  const [b0, b1] = b.shape.slice(rb - 2);
+  const m = p.transA ? a1 : a0, ka = p.transA ? a0 : a1;
+  const kb = p.transB ? b1 : b0, n = p.transB ? b0 : b1;
+  if (ka !== kb) {
+    throw new Error(
+      `Cannot matmul shapes ${fmt(a.shape)} and ${fmt(b.shape)}${
+        p.transA ? " (A transposed)" : ""
+      }${p.transB ? " (B transposed)" : ""}: inner dimensions differ (${ka} vs ${kb})`,
+    );
+  }
+  const ba = a.shape.slice(0, ra - 2), bb = b.shape.slice(0, rb - 2);
+  if (ba.length && bb.length && !sameShape(ba, bb)) {
+    throw new Error(
+      `Cannot matmul shapes ${fmt(a.shape)} and ${fmt(b.shape)}: batch dimensions ${fmt(ba)} and ${
+        fmt(bb)
+      } differ`,
+    );
+  }
+  const batch = ba.length >= bb.length ? ba : bb;
+  return { batch, m, k: ka, n, batchA: sizeOf(ba), batchB: sizeOf(bb) };
+}
+
+/** Batched matmul with transpose flags. */
+export const matmulOp: OpDef<MatmulParams> = defineOp<MatmulParams>({
+  name: "matmul",
+  infer: ([a, b], p) => {
+    if (a.dtype !== b.dtype || !isFloat(a.dtype)) {
+      throw new Error(
+        `Cannot matmul ${a.dtype} and ${b.dtype} tensors: both must be the same float dtype`,
+      );
+    }
+    const d = dims(a, b, p);
+    return [{ shape: [...d.batch, d.m, d.n], dtype: a.dtype }];
+  },
+  cpu: ([a, b], [c], { inputs, params }) => {
+    const d = dims(inputs[0], inputs[1], params);
+    const { m, n, k } = d;
+    const { transA, transB } = params;
+    const batch = Math.max(d.batchA, d.batchB);
+    const lda = transA ? m : k, ldb = transB ? k : n;
+    if (inputs[1].shape.length === 2 && !transA) {
+      // fold A's batch into rows: one big gemm
+      gemm(transA, transB, m * batch, n, k, a, 0, lda, b, 0, ldb, c, 0, n);
+      return;
+    }
+    const sa = inputs[0].shape.length > 2 ? m * k : 0, sb = inputs[1].shape.length > 2 ? k * n : 0;
+    gemm(transA, transB, m, n, k, a, 0, lda, b, 0, ldb, c, 0, n, 0, batch, sa, sb, m * n);
+  },
+  // C = op(A) op(B): dop(A) = ct op(B)ᵀ, dop(B) = op(A)ᵀ ct, then undo the flags
+  vjp: (ct, ctx) => {
+    const g = ct[0]!;
+    const a = ctx.inputs[0]!, b = ctx.inputs[1]!;
+    const { transA, transB } = ctx.params;
+    const da = transA
+      ? matmul(b, g, { transA: transB, transB: true })
+      : matmul(g, b, { transB: !transB });
+    let db: Tensor;
+    if (b.rank === 2 && a.rank > 2 && !transA) {
+      // sum over A's batch inside one gemm instead of materialising per-batch gradients
+      const a2 = reshape(a, [-1, a.shape[a.rank - 1]]);
+      const g2 = reshape(g, [-1, g.shape[g.rank - 1]]);
+      db = transB ? matmul(g2, a2, { transA: true }) : matmul(a2, g2, { transA: true });
+    } else {
+      db = transB
+        ? matmul(g, a, { transA: true, transB: transA })
+        : matmul(a, g, { transA: !transA });
+    }
+    return [da, db];
+  },
+  examples: [
+    { inputs: [{ shape: [3, 4] }, { shape: [4, 5] }], params: { transA: false, transB: false } },
+    {
+      inputs: [{ shape: [4, 3] }, { shape: [4, 5] }],
+      params: { transA: true, transB: false },
+      label: "tA",
+    },
+    {
+      inputs: [{ shape: [3, 4] }, { shape: [5, 4] }],
+      params: { transA: false, transB: true },
+      label: "tB",
+    },
+    {
+      inputs: [{ shape: [4, 3] }, { shape: [5, 4] }],
+      params: { transA: true, transB: true },
+      label: "tAtB",
+    },
+    {
+      inputs: [{ shape: [2, 3, 4] }, { shape: [2, 4, 5] }],
+      params: { transA: false, transB: false },
+      label: "batched",
+    },
+    {
+      inputs: [{ shape: [2, 3, 4] }, { shape: [5, 4] }],
+      params: { transA: false, transB: true },
+      label: "linear",
+    },
+    {
+      inputs: [{ shape: [2, 2, 4, 3] }, { shape: [2, 2, 5, 4] }],
+      params: { transA: true, transB: true },
+      label: "4d",
+    },
+  ],
+});
+
+/**
+ * Matrix product of the last two axes, batched over leading axes (equal, or one side 2-D).
+ *
+ * @param a left operand [..., M, K] (or [..., K, M] with transA)
+ * @param b right operand [..., K, N] (or [..., N, K] with transB)
+ * @param options transpose flags
+ * @returns [..., M, N]
+ * @example
+ * ```ts
+ * import { matmul, tensor } from "@minimind/ts";
+ * const x = tensor([[1, 2], [3, 4]]);
+ * const w = tensor([[1, 0], [0, 1]]);
+ * const y = matmul(x, w, { transB: true }); // x · wᵀ, like nn.Linear
+ * ```
+ */
+export function matmul(
+  a: Tensor,
+  b: Tensor,
+  options: { transA?: boolean; transB?: boolean } = {},
+): Tensor {
+  return apply1(matmulOp, [a, b], { transA: !!options.transA, transB: !!options.transB });
+}

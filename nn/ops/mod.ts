@@ -1,0 +1,71 @@
+/**
+ * The op registry: every primitive, by name. The conformance test (VJP vs finite differences),
+ * the CPU↔WebGPU parity test and the benchmarks iterate it. Adding an op = one file + one line.
+ * @module
+ */
+import type { OpDef } from "../op.ts";
+import { castOp, UNARY_OPS } from "./unary.ts";
+import { affineOp, BINARY_OPS, powScalarOp, whereOp } from "./binary.ts";
+import { argmaxOp, maxOp, sumOp } from "./reduce.ts";
+import { broadcastToOp, concatOp, padOp, reshapeOp, sliceOp, transposeOp } from "./movement.ts";
+import { matmulOp } from "./matmul.ts";
+import {
+  embeddingBackwardOp,
+  embeddingOp,
+  scatterAddOp,
+  takeAlongAxisOp,
+  topkOp,
+} from "./gather.ts";
+import { logSoftmaxOp, logsumexpOp, softmaxOp } from "./softmax.ts";
+import { crossEntropyBackwardOp, crossEntropyOp } from "./cross_entropy.ts";
+import { rmsNormBackwardOp, rmsNormOp } from "./rms_norm.ts";
+import { ropeOp } from "./rope.ts";
+import { attentionBackwardOp, attentionOp } from "./attention.ts";
+
+/** Every registered primitive, keyed by op name. */
+// deno-lint-ignore no-explicit-any
+export const OPS: Readonly<Record<string, OpDef<any>>> = {
+  ...UNARY_OPS,
+  cast: castOp,
+  ...BINARY_OPS,
+  affine: affineOp,
+  pow_scalar: powScalarOp,
+  where: whereOp,
+  sum: sumOp,
+  max: maxOp,
+  argmax: argmaxOp,
+  reshape: reshapeOp,
+  transpose: transposeOp,
+  broadcast_to: broadcastToOp,
+  slice: sliceOp,
+  pad: padOp,
+  concat: concatOp,
+  matmul: matmulOp,
+  take_along_axis: takeAlongAxisOp,
+  scatter_add: scatterAddOp,
+  embedding: embeddingOp,
+  embedding_backward: embeddingBackwardOp,
+  topk: topkOp,
+  softmax: softmaxOp,
+  log_softmax: logSoftmaxOp,
+  logsumexp: logsumexpOp,
+  cross_entropy: crossEntropyOp,
+  cross_entropy_backward: crossEntropyBackwardOp,
+  rms_norm: rmsNormOp,
+  rms_norm_backward: rmsNormBackwardOp,
+  rope: ropeOp,
+  attention: attentionOp,
+  attention_backward: attentionBackwardOp,
+};
+
+export * from "./unary.ts";
+export * from "./binary.ts";
+export * from "./reduce.ts";
+export * from "./movement.ts";
+export * from "./matmul.ts";
+export * from "./gather.ts";
+export * from "./softmax.ts";
+export * from "./cross_entropy.ts";
+export * from "./rms_norm.ts";
+export * from "./rope.ts";
+export * from "./attention.ts";

@@ -1,0 +1,223 @@
+/**
+ * Reductions over axes: `sum`, `max` (primitives), `argmax` (non-differentiable), and `mean`
+ * composed from `sum`.
+ * @module
+ */
+import { isFloat } from "../dtype.ts";
+import type { Meta, OpDef } from "../op.ts";
+import { apply1, defineOp, NONDIFF } from "../op.ts";
+import { normAxes, normAxis, sizeOf, stridesOf } from "../shape.ts";
+import type { Tensor } from "../tensor.ts";
+import { affine, div, equal, mul } from "./binary.ts";
+import { cast } from "./unary.ts";
+import { broadcastTo, reshape } from "./movement.ts";
+
+/** Params of a reduction. */
+export interface ReduceParams {
+  /** Reduced axes (sorted, non-negative). */
+  readonly axes: readonly number[];
+  /** Keep reduced axes with size 1. */
+  readonly keepdims: boolean;
+}
+
+function reducedShape(
+  shape: readonly number[],
+  axes: readonly number[],
+  keepdims: boolean,
+): number[] {
+  const out: number[] = [];
+  for (let i = 0; i < shape.length; i++) {
+    if (axes.includes(i)) {
+      if (keepdims) out.push(1);
+    } else out.push(shape[i]);
+  }
+  return out;
+}
+
+function inferReduce(name: string, [x]: readonly Meta[], p: ReduceParams): Meta[] {
+  for (const a of p.axes) {
+    if (a < 0 || a >= x.shape.length) {
+      throw new Error(`Cannot ${name} over axis ${a} of a rank-${x.shape.length} tensor`);
+    }
+  }
+  return [{ shape: reducedShape(x.shape, p.axes, p.keepdims), dtype: x.dtype }];
+}
+
+/**
+ * Folds every input element into its output slot: `init` fills, `step(acc, v)` accumulates.
+ * Contiguous trailing reductions take a fast path.
+ */
+function reduceKernel(
+  x: ArrayLike<number>,
+  y: { [i: number]: number; length: number },
+  shape: readonly number[],
+  axes: readonly number[],
+  init: number,
+  step: (acc: number, v: number) => number,
+): void {
+  const r = shape.length;
+  for (let i = 0; i < y.length; i++) y[i] = init;
+  // fast path: reduce a trailing block of axes
+  let trailing = true;
+  for (let i = 0; i < axes.length; i++) {
+    if (axes[axes.length - 1 - i] !== r - 1 - i) trailing = false;
+  }
+  if (trailing) {
+    let inner = 1;
+    for (const a of axes) inner *= shape[a];
+    const outer = inner === 0 ? 0 : x.length / inner;
+    for (let o = 0; o < outer; o++) {
+      let acc = init;
+      const base = o * inner;
+      for (let i = 0; i < inner; i++) acc = step(acc, x[base + i]);
+      y[o] = acc;
+    }
+    return;
+  }
+  // general: odometer over the input with output strides (0 on reduced axes)
+  const outShape = shape.map((d, i) => (axes.includes(i) ? 1 : d));
+  const os = stridesOf(outShape).map((s, i) => (axes.includes(i) ? 0 : s));
+  const idx = new Array<number>(r).fill(0);
+  let o = 0;
+  for (let i = 0; i < x.length; i++) {
+    y[o] = step(y[o], x[i]);
+    for (let ax = r - 1; ax >= 0; ax--) {
+      idx[ax]++;
+      o += os[ax];
+      if (idx[ax] < shape[ax]) break;
+      o -= os[ax] * shape[ax];
+      idx[ax] = 0;
+    }
+  }
+}
+
+function keepShape(m: Meta, p: ReduceParams): number[] {
+  return reducedShape(m.shape, p.axes, true);
+}
+
+/** Sum over axes. */
+export const sumOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
+  name: "sum",
+  infer: (ins, p) => inferReduce("sum", ins, p),
+  cpu: ([x], [y], { inputs, params }) =>
+    reduceKernel(x, y, inputs[0].shape, params.axes, 0, (a, v) => a + v),
+  // d sum = broadcast(ct)
+  vjp: (
+    ct,
+    ctx,
+  ) => [broadcastTo(reshape(ct[0]!, keepShape(ctx.inMetas[0], ctx.params)), ctx.inMetas[0].shape)],
+  saves: { inputs: false },
+  examples: [
+    { inputs: [{ shape: [3, 4] }], params: { axes: [1], keepdims: false } },
+    {
+      inputs: [{ shape: [2, 3, 4] }],
+      params: { axes: [0, 2], keepdims: true },
+      label: "non-trailing",
+    },
+    { inputs: [{ shape: [2, 3] }], params: { axes: [0, 1], keepdims: false }, label: "all" },
+  ],
+});
+
+/** Max over axes. */
+export const maxOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
+  name: "max",
+  infer: (ins, p) => inferReduce("max", ins, p),
+  cpu: ([x], [y], { inputs, params }) =>
+    reduceKernel(x, y, inputs[0].shape, params.axes, -Infinity, (a, v) => (v > a ? v : a)),
+  // the gradient is shared equally by the maxima
+  vjp: (ct, ctx) => {
+    const x = ctx.inputs[0]!;
+    const ks = keepShape(ctx.inMetas[0], ctx.params);
+    const yb = broadcastTo(reshape(ctx.outputs[0]!, ks), x.shape);
+    const m = cast(equal(x, yb), x.dtype);
+    const cnt = broadcastTo(sum(m, ctx.params.axes, true), x.shape);
+    return [div(mul(broadcastTo(reshape(ct[0]!, ks), x.shape), m), cnt)];
+  },
+  saves: { inputs: true, outputs: true },
+  examples: [
+    { inputs: [{ shape: [3, 5] }], params: { axes: [1], keepdims: false } },
+    { inputs: [{ shape: [4, 3, 2] }], params: { axes: [0], keepdims: true }, label: "leading" },
+  ],
+});
+
+/** Index of the maximum along one axis (i32, first on ties); not differentiable. */
+export const argmaxOp: OpDef<{ readonly axis: number }> = defineOp<{ readonly axis: number }>({
+  name: "argmax",
+  infer: ([x], p) => [{ shape: x.shape.filter((_, i) => i !== p.axis), dtype: "i32" }],
+  cpu: ([x], [y], { inputs, params }) => {
+    const shape = inputs[0].shape;
+    const n = shape[params.axis];
+    let inner = 1;
+    for (let i = params.axis + 1; i < shape.length; i++) inner *= shape[i];
+    const outer = sizeOf(shape) / Math.max(1, n * inner);
+    for (let o = 0; o < outer; o++) {
+      for (let j = 0; j < inner; j++) {
+        let best = -Infinity, bi = 0;
+        for (let i = 0; i < n; i++) {
+          const v = x[(o * n + i) * inner + j];
+          if (v > best) {
+            best = v;
+            bi = i;
+          }
+        }
+        y[o * inner + j] = bi;
+      }
+    }
+  },
+  vjp: NONDIFF,
+  examples: [{ inputs: [{ shape: [3, 7] }], params: { axis: 1 } }, {
+    inputs: [{ shape: [4, 3] }],
+    params: { axis: 0 },
+  }],
+});
+
+/**
+ * Sum over `axes` (all when omitted).
+ *
+ * @param x input
+ * @param axes axis or axes (negative counts from the end)
+ * @param keepdims keep reduced axes as size 1
+ * @returns the sum
+ */
+export function sum(x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor {
+  return apply1(sumOp, [x], { axes: normAxes(axes, x.rank), keepdims });
+}
+
+/**
+ * Maximum over `axes` (all when omitted).
+ *
+ * @param x input
+ * @param axes axis or axes
+ * @param keepdims keep reduced axes as size 1
+ * @returns the maximum
+ */
+export function max(x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor {
+  return apply1(maxOp, [x], { axes: normAxes(axes, x.rank), keepdims });
+}
+
+/**
+ * Mean over `axes` (all when omitted), composed from `sum`.
+ *
+ * @param x input
+ * @param axes axis or axes
+ * @param keepdims keep reduced axes as size 1
+ * @returns the mean
+ */
+export function mean(x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor {
+  if (!isFloat(x.dtype)) throw new Error(`Cannot take the mean of a ${x.dtype} tensor`);
+  const ax = normAxes(axes, x.rank);
+  let n = 1;
+  for (const a of ax) n *= x.shape[a];
+  return affine(sum(x, ax, keepdims), 1 / n);
+}
+
+/**
+ * Index of the maximum along `axis` (i32).
+ *
+ * @param x input
+ * @param axis axis (default last)
+ * @returns indices
+ */
+export function argmax(x: Tensor, axis = -1): Tensor {
+  return apply1(argmaxOp, [x], { axis: normAxis(axis, x.rank) });
+}

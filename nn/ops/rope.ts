@@ -1,0 +1,136 @@
+/**
+ * Rotary position embedding, rotate-half (NeoX / HF Llama) layout:
+ * x' = x·cos[p] + rotate_half(x)·sin[p], rotate_half(x) = concat(−x[d/2:], x[:d/2]).
+ * With duplicated-half tables the VJP is the same op with −sin.
+ * @module
+ */
+// B = batch, T = time, NH = heads, HD = head dim, P = table positions
+import { isFloat } from "../dtype.ts";
+import type { OpDef } from "../op.ts";
+import { apply1, defineOp } from "../op.ts";
+import { fmt } from "../shape.ts";
+import type { Tensor } from "../tensor.ts";
+
+/** Params of `rope`. */
+export interface RopeParams {
+  /** Position of time step 0 when no positions tensor is given (the KV-cache length). */
+  readonly offset: number;
+  /** Rotate by −angle (the VJP). */
+  readonly inverse: boolean;
+}
+
+/** x [B,T,NH,HD], cos [P,HD], sin [P,HD], optional pos i32 [B,T] → rotated x. */
+export const ropeOp: OpDef<RopeParams> = defineOp<RopeParams>({
+  name: "rope",
+  infer: ([x, c, s, pos], p) => {
+    const [, t, , hd] = x.shape;
+    const ok = x.shape.length === 4 && isFloat(x.dtype) && hd % 2 === 0 && c.shape.length === 2 &&
+      c.shape[1] === hd && s.shape[0] === c.shape[0] && s.shape[1] === hd && c.dtype === x.dtype &&
+      s.dtype === x.dtype;
+    if (!ok) {
+      throw new Error(
+        `Cannot apply RoPE to ${fmt(x.shape)} with tables ${fmt(c.shape)} / ${fmt(s.shape)}`,
+      );
+    }
+    if (
+      pos &&
+      (pos.dtype !== "i32" || pos.shape.length !== 2 || pos.shape[0] !== x.shape[0] ||
+        pos.shape[1] !== t)
+    ) {
+      throw new Error(
+        `Cannot apply RoPE to ${fmt(x.shape)} with positions ${pos.dtype} ${fmt(pos.shape)}`,
+      );
+    }
+    if (!pos && p.offset + t > c.shape[0]) {
+      throw new Error(
+        `Cannot apply RoPE at positions ${p.offset}..${p.offset + t - 1}: the table has ${
+          c.shape[0]
+        } rows`,
+      );
+    }
+    return [{ shape: x.shape, dtype: x.dtype }];
+  },
+  cpu: ([x, c, s, pos], [y], { inputs, params }) => {
+    const [b, t, nh, hd] = inputs[0].shape;
+    const half = hd / 2, P = inputs[1].shape[0];
+    const sg = params.inverse ? -1 : 1;
+    for (let bi = 0; bi < b; bi++) {
+      for (let ti = 0; ti < t; ti++) {
+        const p = pos ? pos[bi * t + ti] : params.offset + ti;
+        if (p < 0 || p >= P) {
+          throw new Error(`Cannot apply RoPE at position ${p}: the table has ${P} rows`);
+        }
+        const tb = p * hd;
+        for (let h = 0; h < nh; h++) {
+          const base = ((bi * t + ti) * nh + h) * hd;
+          for (let i = 0; i < half; i++) {
+            const x1 = x[base + i], x2 = x[base + i + half];
+            y[base + i] = x1 * c[tb + i] - x2 * sg * s[tb + i];
+            y[base + i + half] = x2 * c[tb + i + half] + x1 * sg * s[tb + i + half];
+          }
+        }
+      }
+    }
+  },
+  // inverse rotation (tables have equal halves)
+  vjp: (ct, ctx) => [
+    apply1(ropeOp, [ct[0]!, ...(ctx.inputs.slice(1) as Tensor[])], {
+      ...ctx.params,
+      inverse: !ctx.params.inverse,
+    }),
+    null,
+    null,
+    ...(ctx.inputs.length > 3 ? [null] : []),
+  ],
+  saves: { inputs: [1, 2, 3] },
+  examples: [
+    {
+      inputs: [{ shape: [2, 3, 2, 8] }, ropeTable(6, 8, "cos"), ropeTable(6, 8, "sin")],
+      params: { offset: 1, inverse: false },
+    },
+    {
+      inputs: [{ shape: [1, 2, 3, 4] }, ropeTable(9, 4, "cos"), ropeTable(9, 4, "sin"), {
+        shape: [1, 2],
+        dtype: "i32",
+        values: [7, 2],
+      }],
+      params: { offset: 0, inverse: false },
+      label: "positions",
+    },
+  ],
+});
+
+/** An example input: a valid cos/sin table (θ = 10000) for `p` positions of width `hd`. */
+function ropeTable(
+  p: number,
+  hd: number,
+  which: "cos" | "sin",
+): { shape: number[]; values: number[] } {
+  const values: number[] = [];
+  for (let t = 0; t < p; t++) {
+    for (let j = 0; j < hd; j++) {
+      const a = t / Math.pow(10000, (2 * (j % (hd / 2))) / hd);
+      values.push(which === "cos" ? Math.cos(a) : Math.sin(a));
+    }
+  }
+  return { shape: [p, hd], values };
+}
+
+/**
+ * Applies rotary embeddings to q or k.
+ *
+ * @param x [B, T, NH, HD]
+ * @param cos table [P, HD] (halves equal)
+ * @param sin table [P, HD] (halves equal)
+ * @param options `offset` (position of t = 0) or `positions` (i32 [B, T], per-row positions)
+ * @returns rotated x
+ */
+export function rope(
+  x: Tensor,
+  cos: Tensor,
+  sin: Tensor,
+  options: { offset?: number; positions?: Tensor } = {},
+): Tensor {
+  const ins = options.positions ? [x, cos, sin, options.positions] : [x, cos, sin];
+  return apply1(ropeOp, ins, { offset: options.offset ?? 0, inverse: false });
+}

@@ -1,0 +1,143 @@
+/**
+ * Fused last-axis `softmax`, `logSoftmax` and `logsumexp` (max-shifted, stable).
+ * @module
+ */
+// N = rows, V = last-axis size
+import { isFloat } from "../dtype.ts";
+import type { Meta, OpDef } from "../op.ts";
+import { apply1, defineOp } from "../op.ts";
+import { fmt, normAxis } from "../shape.ts";
+import type { Tensor } from "../tensor.ts";
+import { mul, sub } from "./binary.ts";
+import { exp } from "./unary.ts";
+import { sum } from "./reduce.ts";
+import { broadcastTo, expandDims } from "./movement.ts";
+
+type P = Record<string, never>;
+
+function lastAxis(name: string, [x]: readonly Meta[]): void {
+  if (!isFloat(x.dtype) || x.shape.length === 0) {
+    throw new Error(
+      `Cannot apply ${name} to ${x.dtype} ${fmt(x.shape)}: it needs a float tensor of rank >= 1`,
+    );
+  }
+}
+
+/** Row-wise max and log-sum-exp of the last axis (f64 accumulation). */
+function rowLse(x: ArrayLike<number>, base: number, n: number): number {
+  let m = -Infinity;
+  for (let i = 0; i < n; i++) if (x[base + i] > m) m = x[base + i];
+  if (m === -Infinity) return -Infinity;
+  let s = 0;
+  for (let i = 0; i < n; i++) s += Math.exp(x[base + i] - m);
+  return m + Math.log(s);
+}
+
+/** softmax over the last axis. */
+export const softmaxOp: OpDef<P> = defineOp<P>({
+  name: "softmax",
+  infer: (ins) => (lastAxis("softmax", ins), [{ shape: ins[0].shape, dtype: ins[0].dtype }]),
+  cpu: ([x], [y], { inputs }) => {
+    const n = inputs[0].shape[inputs[0].shape.length - 1];
+    for (let base = 0; base < x.length; base += n) {
+      const l = rowLse(x, base, n);
+      for (let i = 0; i < n; i++) y[base + i] = Math.exp(x[base + i] - l);
+    }
+  },
+  // dx = y ⊙ (ct − Σ ct ⊙ y)
+  vjp: (ct, ctx) => {
+    const y = ctx.outputs[0]!, g = ct[0]!;
+    return [mul(y, sub(g, sum(mul(g, y), -1, true)))];
+  },
+  saves: { inputs: false, outputs: true },
+  examples: [{ inputs: [{ shape: [3, 7] }], params: {} }, {
+    inputs: [{ shape: [2, 2, 5] }],
+    params: {},
+  }],
+});
+
+/** log-softmax over the last axis. */
+export const logSoftmaxOp: OpDef<P> = defineOp<P>({
+  name: "log_softmax",
+  infer: (ins) => (lastAxis("logSoftmax", ins), [{ shape: ins[0].shape, dtype: ins[0].dtype }]),
+  cpu: ([x], [y], { inputs }) => {
+    const n = inputs[0].shape[inputs[0].shape.length - 1];
+    for (let base = 0; base < x.length; base += n) {
+      const l = rowLse(x, base, n);
+      for (let i = 0; i < n; i++) y[base + i] = x[base + i] - l;
+    }
+  },
+  // dx = ct − exp(y) Σ ct
+  vjp: (ct, ctx) => {
+    const y = ctx.outputs[0]!, g = ct[0]!;
+    return [sub(g, mul(exp(y), sum(g, -1, true)))];
+  },
+  saves: { inputs: false, outputs: true },
+  examples: [{ inputs: [{ shape: [4, 6] }], params: {} }],
+});
+
+/** log Σ exp over the last axis (that axis removed). */
+export const logsumexpOp: OpDef<P> = defineOp<P>({
+  name: "logsumexp",
+  infer: (
+    ins,
+  ) => (lastAxis("logsumexp", ins), [{ shape: ins[0].shape.slice(0, -1), dtype: ins[0].dtype }]),
+  cpu: ([x], [y], { inputs }) => {
+    const n = inputs[0].shape[inputs[0].shape.length - 1];
+    for (let r = 0; r < y.length; r++) y[r] = rowLse(x, r * n, n);
+  },
+  // dx = ct ⊙ exp(x − y)
+  vjp: (ct, ctx) => {
+    const x = ctx.inputs[0]!;
+    const y = broadcastTo(expandDims(ctx.outputs[0]!, -1), x.shape);
+    return [mul(broadcastTo(expandDims(ct[0]!, -1), x.shape), exp(sub(x, y)))];
+  },
+  saves: { inputs: true, outputs: true },
+  examples: [{ inputs: [{ shape: [3, 5] }], params: {} }, { inputs: [{ shape: [9] }], params: {} }],
+});
+
+function checkLast(x: Tensor, axis: number, name: string): void {
+  if (normAxis(axis, x.rank) !== x.rank - 1) {
+    throw new Error(
+      `Cannot apply ${name} over axis ${axis} of ${fmt(x.shape)}: only the last axis is supported`,
+    );
+  }
+}
+
+/**
+ * Softmax over the last axis.
+ *
+ * @param x input
+ * @param axis must be the last axis (default -1)
+ * @returns probabilities
+ */
+export function softmax(x: Tensor, axis = -1): Tensor {
+  checkLast(x, axis, "softmax");
+  return apply1(softmaxOp, [x], {});
+}
+
+/**
+ * Log-softmax over the last axis.
+ *
+ * @param x input
+ * @param axis must be the last axis (default -1)
+ * @returns log-probabilities
+ */
+export function logSoftmax(x: Tensor, axis = -1): Tensor {
+  checkLast(x, axis, "logSoftmax");
+  return apply1(logSoftmaxOp, [x], {});
+}
+
+/**
+ * log Σ exp over the last axis.
+ *
+ * @param x input
+ * @param axis must be the last axis (default -1)
+ * @param keepdims keep the reduced axis as size 1
+ * @returns the reduction
+ */
+export function logsumexp(x: Tensor, axis = -1, keepdims = false): Tensor {
+  checkLast(x, axis, "logsumexp");
+  const y = apply1(logsumexpOp, [x], {});
+  return keepdims ? expandDims(y, -1) : y;
+}
