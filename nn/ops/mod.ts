@@ -21,6 +21,7 @@ import { crossEntropyBackwardOp, crossEntropyOp } from "./cross_entropy.ts";
 import { rmsNormBackwardOp, rmsNormOp } from "./rms_norm.ts";
 import { ropeOp } from "./rope.ts";
 import { attentionBackwardOp, attentionOp } from "./attention.ts";
+import { swigluBackwardOp, swigluOp } from "./swiglu.ts";
 
 /** Every registered primitive, keyed by op name. */
 // deno-lint-ignore no-explicit-any
@@ -56,6 +57,8 @@ export const OPS: Readonly<Record<string, OpDef<any>>> = {
   rope: ropeOp,
   attention: attentionOp,
   attention_backward: attentionBackwardOp,
+  swiglu: swigluOp,
+  swiglu_backward: swigluBackwardOp,
 };
 
 export * from "./unary.ts";
@@ -69,3 +72,4 @@ export * from "./cross_entropy.ts";
 export * from "./rms_norm.ts";
 export * from "./rope.ts";
 export * from "./attention.ts";
+export * from "./swiglu.ts";
