@@ -29,6 +29,7 @@ export type {
   Example,
   InputSpec,
   Meta,
+  NoParams,
   OpDef,
   Vjp,
   VjpContext,

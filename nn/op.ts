@@ -118,6 +118,9 @@ export interface OpDef<P> {
   readonly examples: readonly Example<P>[];
 }
 
+/** Params of ops that take none. */
+export type NoParams = Record<string, never>;
+
 /** Declares an op (identity helper that fixes the params type). */
 export function defineOp<P>(def: OpDef<P>): OpDef<P> {
   return def;

@@ -6,15 +6,13 @@
  */
 import type { DType } from "../dtype.ts";
 import { isFloat } from "../dtype.ts";
-import type { Meta, OpDef, Vjp } from "../op.ts";
+import type { Meta, NoParams, OpDef, Vjp } from "../op.ts";
 import { apply1, defineOp, NONDIFF } from "../op.ts";
 import { broadcastShapes, fmt, sameShape } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { full } from "../creation.ts";
 import { forEachBroadcast } from "./_broadcast.ts";
 import { cast, log, neg } from "./unary.ts";
-
-type P = Record<string, never>;
 
 interface BinaryRow {
   name: string;
@@ -151,14 +149,14 @@ function inferBinary(
   return [{ shape, dtype: out === "u32" ? "u32" : a.dtype }];
 }
 
-function makeBinary(row: BinaryRow): OpDef<P> {
+function makeBinary(row: BinaryRow): OpDef<NoParams> {
   const f = row.f;
   const grad = row.grad;
-  const vjp: Vjp<P> | typeof NONDIFF = grad === null ? NONDIFF : (ct, ctx) => {
+  const vjp: Vjp<NoParams> | typeof NONDIFF = grad === null ? NONDIFF : (ct, ctx) => {
     return grad(ct[0]!, ctx.inputs[0]!, ctx.inputs[1]!, ctx.outputs[0]!);
   };
   const kinds = row.kinds ?? ["normal", "normal"];
-  return defineOp<P>({
+  return defineOp<NoParams>({
     name: row.name,
     infer: ([a, b]) => inferBinary(row.name, a, b, row.out, row.floatOnly),
     cpu: ([a, b], [y], call) => {
@@ -215,7 +213,7 @@ export const BINARY_WGSL: Readonly<Record<string, string>> = Object.fromEntries(
 );
 
 /** The binary op table, keyed by name. */
-export const BINARY_OPS: Readonly<Record<string, OpDef<P>>> = Object.fromEntries(
+export const BINARY_OPS: Readonly<Record<string, OpDef<NoParams>>> = Object.fromEntries(
   ROWS.map((r) => [r.name, makeBinary(r)]),
 );
 
@@ -372,7 +370,7 @@ export function powScalar(x: Tensor, p: number): Tensor {
 }
 
 /** where(cond, a, b): a where cond ≠ 0, else b (broadcasting all three). */
-export const whereOp: OpDef<P> = defineOp<P>({
+export const whereOp: OpDef<NoParams> = defineOp<NoParams>({
   name: "where",
   infer: ([c, a, b]) => {
     if (a.dtype !== b.dtype) {

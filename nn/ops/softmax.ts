@@ -4,7 +4,7 @@
  */
 // N = rows, V = last-axis size
 import { isFloat } from "../dtype.ts";
-import type { Meta, OpDef } from "../op.ts";
+import type { Meta, NoParams, OpDef } from "../op.ts";
 import { apply1, defineOp } from "../op.ts";
 import { fmt, normAxis } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
@@ -12,8 +12,6 @@ import { mul, sub } from "./binary.ts";
 import { exp } from "./unary.ts";
 import { sum } from "./reduce.ts";
 import { broadcastTo, expandDims } from "./movement.ts";
-
-type P = Record<string, never>;
 
 function lastAxis(name: string, [x]: readonly Meta[]): void {
   if (!isFloat(x.dtype) || x.shape.length === 0) {
@@ -34,7 +32,7 @@ function rowLse(x: ArrayLike<number>, base: number, n: number): number {
 }
 
 /** softmax over the last axis. */
-export const softmaxOp: OpDef<P> = defineOp<P>({
+export const softmaxOp: OpDef<NoParams> = defineOp<NoParams>({
   name: "softmax",
   infer: (ins) => (lastAxis("softmax", ins), [{ shape: ins[0].shape, dtype: ins[0].dtype }]),
   cpu: ([x], [y], { inputs }) => {
@@ -57,7 +55,7 @@ export const softmaxOp: OpDef<P> = defineOp<P>({
 });
 
 /** log-softmax over the last axis. */
-export const logSoftmaxOp: OpDef<P> = defineOp<P>({
+export const logSoftmaxOp: OpDef<NoParams> = defineOp<NoParams>({
   name: "log_softmax",
   infer: (ins) => (lastAxis("logSoftmax", ins), [{ shape: ins[0].shape, dtype: ins[0].dtype }]),
   cpu: ([x], [y], { inputs }) => {
@@ -77,7 +75,7 @@ export const logSoftmaxOp: OpDef<P> = defineOp<P>({
 });
 
 /** log Σ exp over the last axis (that axis removed). */
-export const logsumexpOp: OpDef<P> = defineOp<P>({
+export const logsumexpOp: OpDef<NoParams> = defineOp<NoParams>({
   name: "logsumexp",
   infer: (
     ins,

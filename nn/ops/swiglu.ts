@@ -3,19 +3,17 @@
  * @module
  */
 import { isFloat } from "../dtype.ts";
-import type { OpDef } from "../op.ts";
+import type { NoParams, OpDef } from "../op.ts";
 import { apply, apply1, defineOp, NONDIFF } from "../op.ts";
 import { fmt, sameShape } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
-
-type P = Record<string, never>;
 
 function sig(x: number): number {
   return x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x));
 }
 
 /** g, u (same shape) → silu(g) ⊙ u. */
-export const swigluOp: OpDef<P> = defineOp<P>({
+export const swigluOp: OpDef<NoParams> = defineOp<NoParams>({
   name: "swiglu",
   infer: ([g, u]) => {
     if (!isFloat(g.dtype) || g.dtype !== u.dtype || !sameShape(g.shape, u.shape)) {
@@ -37,7 +35,7 @@ export const swigluOp: OpDef<P> = defineOp<P>({
 });
 
 /** ct, g, u → dg, du. */
-export const swigluBackwardOp: OpDef<P> = defineOp<P>({
+export const swigluBackwardOp: OpDef<NoParams> = defineOp<NoParams>({
   name: "swiglu_backward",
   infer: ([, g, u]) => [{ shape: g.shape, dtype: g.dtype }, { shape: u.shape, dtype: u.dtype }],
   cpu: ([ct, g, u], [dg, du]) => {
