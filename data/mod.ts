@@ -71,3 +71,22 @@ export {
 export { type Batch, DataLoader, type DataLoaderOptions } from "./loader.ts";
 export { mixSeed, Rng } from "./random.ts";
 export { byteLevelAlphabet, bytesToToken, tokenToBytes } from "./byte_level.ts";
+export {
+  buildCorpus,
+  CORPUS_VERSION,
+  type CorpusFiles,
+  type CorpusManifest,
+  type CorpusOptions,
+} from "./corpus/build.ts";
+export {
+  analyzePoem,
+  formScore,
+  loadPoems,
+  type Poem,
+  POEM_FORMS,
+  type PoemForm,
+  poemForm,
+  type PoemShape,
+  poetryDistDir,
+} from "./corpus/poetry.ts";
+export { readTrainingTexts } from "./train_tokenizer.ts";

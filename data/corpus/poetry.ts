@@ -112,18 +112,28 @@ export function formScore(text: string, form: PoemForm): number {
  * @returns Absolute path of the package's `dist/` folder.
  */
 export async function poetryDistDir(): Promise<string> {
-  // A dynamic import with a literal specifier makes Deno fetch the package when it is missing.
-  await import("chinese-poetry/package.json", { with: { type: "json" } });
+  // Importing the package's package.json makes Deno fetch the package (85 MB) when it is missing.
+  // The specifier is built at run time so that type-checking or publishing this module never
+  // downloads it; only building the corpus does.
+  const spec = ["chinese-poetry", "package.json"].join("/");
+  try {
+    await import(spec, { with: { type: "json" } });
+  } catch (e) {
+    throw new Error(
+      `Cannot load the npm package chinese-poetry@2.0.1 (needs "chinese-poetry" in the import ` +
+        `map and npm registry access once): ${(e as Error).message}`,
+    );
+  }
   let pkgJson: string | null = null;
   try {
-    const url = import.meta.resolve("chinese-poetry/package.json");
+    const url = import.meta.resolve(spec);
     if (url.startsWith("file:")) pkgJson = fileURLToPath(url);
   } catch {
     // fall through to node resolution
   }
   if (pkgJson === null) {
     try {
-      pkgJson = createRequire(import.meta.url).resolve("chinese-poetry/package.json");
+      pkgJson = createRequire(import.meta.url).resolve(spec);
     } catch (e) {
       throw new Error(
         `Cannot locate the npm package chinese-poetry@2.0.1 (run \`deno install\`): ${
