@@ -11,7 +11,10 @@ export class PairMap {
   #mask: number;
   #size = 0;
 
-  /** @param capacity Expected number of entries. */
+  /**
+   * Creates the structure.
+   * @param capacity Expected number of entries.
+   */
   constructor(capacity = 1024) {
     let cap = 16;
     while (cap < capacity * 2) cap *= 2;
@@ -35,6 +38,7 @@ export class PairMap {
   }
 
   /**
+   * Looks up the value of the pair (a, b).
    * @param a First id (≥ 0).
    * @param b Second id (≥ 0).
    * @returns The value, or -1 when absent.
@@ -100,6 +104,7 @@ export class BpeModel {
   #scratch = new Int32Array(256);
 
   /**
+   * Creates the structure.
    * @param vocab Token string → id.
    * @param merges Ranked merges as `[a, b]` pairs or legacy `"a b"` strings.
    * @param options Unknown-byte and ignore-merges behaviour.

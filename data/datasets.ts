@@ -8,7 +8,7 @@ import { mixSeed, Rng } from "./random.ts";
 import type { Tokenizer } from "./tokenizer.ts";
 
 /** Label value ignored by the loss (PyTorch's `ignore_index`). */
-export const IGNORE_INDEX = -100;
+export const IGNORE_INDEX: number = -100;
 
 /** MiniMind's 10 system prompts, one of which `pre_processing_chat` may prepend. */
 export const SYSTEM_PROMPTS: readonly string[] = [
@@ -31,6 +31,7 @@ export interface Dataset<T> {
   /** Number of samples. */
   readonly length: number;
   /**
+   * Computes one sample.
    * @param index Sample index in [0, length).
    * @param epoch Epoch number; seeds the sample's random augmentations.
    * @returns The sample.
@@ -284,6 +285,7 @@ export class PretrainDataset implements Dataset<LMSample> {
   readonly #tok: Tokenizer;
 
   /**
+   * Creates the dataset.
    * @param source JSONL path, opened file or array of `{text}` records.
    * @param tokenizer The tokenizer (needs bos, eos and pad tokens).
    * @param options `maxLength` (default 512), bad-line policy, index cache.
@@ -300,6 +302,7 @@ export class PretrainDataset implements Dataset<LMSample> {
   }
 
   /**
+   * Computes one sample.
    * @param index Sample index.
    * @returns `{inputIds, labels}`, each of length T.
    */
@@ -354,6 +357,7 @@ export class SFTDataset implements Dataset<LMSample> {
   readonly #thinkRatio: number;
 
   /**
+   * Creates the dataset.
    * @param source JSONL path, opened file or array of `{conversations}` records.
    * @param tokenizer The tokenizer (needs a chat template, bos/eos/pad tokens).
    * @param options `maxLength` (default 1024), seed, augmentation ratios, bad-line policy.
@@ -405,6 +409,7 @@ export class SFTDataset implements Dataset<LMSample> {
   }
 
   /**
+   * Computes one sample.
    * @param index Sample index.
    * @param epoch Epoch (seeds the augmentations).
    * @returns `{inputIds, labels}`, each of length T.
@@ -460,6 +465,7 @@ export class DPODataset implements Dataset<DPOSample> {
   readonly #end: number[];
 
   /**
+   * Creates the dataset.
    * @param source JSONL path, opened file or array of `{chosen, rejected}` records.
    * @param tokenizer The tokenizer.
    * @param options `maxLength` (default 4096), seed, empty-think ratio, bad-line policy.
@@ -494,6 +500,7 @@ export class DPODataset implements Dataset<DPOSample> {
   }
 
   /**
+   * Computes one sample.
    * @param index Sample index.
    * @param epoch Epoch (seeds the empty-think removal).
    * @returns The six arrays, each of length T−1.
@@ -544,6 +551,7 @@ export class RLAIFDataset implements Dataset<RLAIFSample> {
   readonly #systemRatio: number;
 
   /**
+   * Creates the dataset.
    * @param source JSONL path, opened file or array of `{conversations}` records.
    * @param tokenizer The tokenizer (for its chat template).
    * @param options Thinking and system-prompt ratios, seed, bad-line policy.
@@ -558,6 +566,7 @@ export class RLAIFDataset implements Dataset<RLAIFSample> {
   }
 
   /**
+   * Computes one sample.
    * @param index Sample index.
    * @param epoch Epoch (seeds the system prompt and open_thinking draws).
    * @returns `{prompt, answer: "", record}`.
@@ -615,6 +624,7 @@ export class PlainTextDataset implements Dataset<LMSample> {
   readonly #stream: Int32Array | null;
 
   /**
+   * Creates the dataset.
    * @param lines The documents (empty lines are ignored).
    * @param tokenizer The tokenizer (needs bos, eos, pad).
    * @param options `maxLength`, `mode`.
@@ -666,6 +676,7 @@ export class PlainTextDataset implements Dataset<LMSample> {
   }
 
   /**
+   * Builds the dataset from text in memory.
    * @param text Text with one document per line.
    * @param tokenizer The tokenizer.
    * @param options `maxLength`, `mode`.
@@ -680,6 +691,7 @@ export class PlainTextDataset implements Dataset<LMSample> {
   }
 
   /**
+   * Computes one sample.
    * @param index Sample index.
    * @returns `{inputIds, labels}` of length T.
    */

@@ -9,6 +9,7 @@ import { join, resolve } from "node:path";
 /** A JSONL problem tied to a file and a 1-based line number. */
 export class JsonlError extends Error {
   /**
+   * Creates the error.
    * @param file The JSONL path.
    * @param line 1-based line number.
    * @param reason What is wrong.
@@ -167,6 +168,7 @@ export class JsonlFile {
   }
 
   /**
+   * Where a record sits in the file.
    * @param index Record index in [0, length).
    * @returns The 1-based line number of that record in the file.
    */

@@ -73,6 +73,7 @@ export class DataLoader<T extends object> {
   readonly #trim: boolean;
 
   /**
+   * Creates a loader.
    * @param dataset Samples to batch.
    * @param options Batch size, shuffling, padding.
    */

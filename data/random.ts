@@ -49,7 +49,10 @@ export class Rng {
   #s2: number;
   #s3: number;
 
-  /** @param seed Any integer (its low 32 bits are used). */
+  /**
+   * Seeds the generator.
+   * @param seed Any integer (its low 32 bits are used).
+   */
   constructor(seed: number) {
     let st = seed | 0;
     let v: number;
@@ -63,7 +66,10 @@ export class Rng {
     this.#s3 = v | 0;
   }
 
-  /** @returns The next 32-bit unsigned integer. */
+  /**
+   * Draws 32 random bits.
+   * @returns The next 32-bit unsigned integer.
+   */
   next(): number {
     const r = Math.imul(rotl(Math.imul(this.#s1, 5), 7), 9);
     const t = this.#s1 << 9;
@@ -76,12 +82,16 @@ export class Rng {
     return r >>> 0;
   }
 
-  /** @returns A float in [0, 1) with 32 random bits. */
+  /**
+   * Draws a uniform float.
+   * @returns A float in [0, 1) with 32 random bits.
+   */
   float(): number {
     return this.next() / 4294967296;
   }
 
   /**
+   * Draws a uniform integer.
    * @param n Upper bound (exclusive), 1 ≤ n ≤ 2^32.
    * @returns A uniform integer in [0, n).
    */
@@ -90,6 +100,7 @@ export class Rng {
   }
 
   /**
+   * Picks a random element.
    * @param items A non-empty array.
    * @returns One element chosen uniformly.
    */

@@ -667,6 +667,7 @@ export class Tokenizer {
   }
 
   /**
+   * Looks up the id of a token.
    * @param token A vocab entry or added token, e.g. `"<|im_end|>"`.
    * @returns Its id, or `undefined`.
    * @example
@@ -682,6 +683,7 @@ export class Tokenizer {
   }
 
   /**
+   * Looks up the token string of an id.
    * @param id A token id.
    * @returns The token string (byte-level characters for BPE tokens), or `undefined`.
    * @example
