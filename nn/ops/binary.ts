@@ -12,6 +12,7 @@ import { broadcastShapes, fmt, sameShape } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { full } from "../creation.ts";
 import { forEachBroadcast } from "./_broadcast.ts";
+import { specialize } from "./_specialize.ts";
 import { cast, log, neg } from "./unary.ts";
 
 interface BinaryRow {
@@ -149,8 +150,54 @@ function inferBinary(
   return [{ shape, dtype: out === "u32" ? "u32" : a.dtype }];
 }
 
+interface BinaryLoops {
+  same(
+    a: ArrayLike<number>,
+    b: ArrayLike<number>,
+    y: { [i: number]: number; length: number },
+  ): void;
+  scalarB(a: ArrayLike<number>, b: number, y: { [i: number]: number; length: number }): void;
+  scalarA(a: number, b: ArrayLike<number>, y: { [i: number]: number; length: number }): void;
+  strided(
+    a: ArrayLike<number>,
+    b: ArrayLike<number>,
+    y: { [i: number]: number },
+    o: number,
+    n: number,
+    ia: number,
+    ib: number,
+    da: number,
+    db: number,
+  ): void;
+}
+
+function loopsFor(f: (a: number, b: number) => number): BinaryLoops {
+  return {
+    same: specialize(
+      f,
+      ["a", "b", "y"],
+      "for (let i = 0; i < y.length; i++) y[i] = f(a[i], b[i]);",
+    ),
+    scalarB: specialize(
+      f,
+      ["a", "b", "y"],
+      "for (let i = 0; i < y.length; i++) y[i] = f(a[i], b);",
+    ),
+    scalarA: specialize(
+      f,
+      ["a", "b", "y"],
+      "for (let i = 0; i < y.length; i++) y[i] = f(a, b[i]);",
+    ),
+    strided: specialize(
+      f,
+      ["a", "b", "y", "o", "n", "ia", "ib", "da", "db"],
+      "for (let i = 0; i < n; i++, ia += da, ib += db) y[o + i] = f(a[ia], b[ib]);",
+    ),
+  };
+}
+
 function makeBinary(row: BinaryRow): OpDef<NoParams> {
-  const f = row.f;
+  const k = loopsFor(row.f);
   const grad = row.grad;
   const vjp: Vjp<NoParams> | typeof NONDIFF = grad === null ? NONDIFF : (ct, ctx) => {
     return grad(ct[0]!, ctx.inputs[0]!, ctx.inputs[1]!, ctx.outputs[0]!);
@@ -161,25 +208,11 @@ function makeBinary(row: BinaryRow): OpDef<NoParams> {
     infer: ([a, b]) => inferBinary(row.name, a, b, row.out, row.floatOnly),
     cpu: ([a, b], [y], call) => {
       const sa = call.inputs[0].shape, sb = call.inputs[1].shape, so = call.outputs[0].shape;
-      if (sameShape(sa, sb)) {
-        for (let i = 0; i < y.length; i++) y[i] = f(a[i], b[i]);
-        return;
-      }
-      if (b.length === 1) {
-        const bv = b[0];
-        for (let i = 0; i < y.length; i++) y[i] = f(a[i], bv);
-        return;
-      }
-      if (a.length === 1) {
-        const av = a[0];
-        for (let i = 0; i < y.length; i++) y[i] = f(av, b[i]);
-        return;
-      }
-      forEachBroadcast(so, [sa, sb], (o, n, offs, st) => {
-        let ia = offs[0], ib = offs[1];
-        const da = st[0], db = st[1];
-        for (let i = 0; i < n; i++, ia += da, ib += db) y[o + i] = f(a[ia], b[ib]);
-      });
+      if (sameShape(sa, sb)) k.same(a, b, y);
+      else if (b.length === 1) k.scalarB(a, b[0], y);
+      else if (a.length === 1) k.scalarA(a[0], b, y);
+      else {forEachBroadcast(so, [sa, sb], (o, n, offs, st) =>
+          k.strided(a, b, y, o, n, offs[0], offs[1], st[0], st[1]));}
     },
     vjp,
     saves: { inputs: true, outputs: !!row.saveOut },

@@ -8,6 +8,7 @@ import type { InputSpec, OpDef, Vjp } from "../op.ts";
 import { apply1, defineOp, NONDIFF } from "../op.ts";
 import type { Tensor } from "../tensor.ts";
 import { affine, div, mul } from "./binary.ts";
+import { specialize } from "./_specialize.ts";
 
 type Saved = { x: Tensor; y: Tensor };
 
@@ -186,7 +187,11 @@ const ROWS: UnaryRow[] = [
 ];
 
 function makeUnary(row: UnaryRow): OpDef<Record<string, never>> {
-  const f = row.f;
+  const loop = specialize<(x: ArrayLike<number>, y: { [i: number]: number }) => void>(
+    row.f,
+    ["x", "y"],
+    "for (let i = 0; i < x.length; i++) y[i] = f(x[i]);",
+  );
   const grad = row.grad;
   const vjp: Vjp<Record<string, never>> | typeof NONDIFF = grad === null ? NONDIFF : (ct, ctx) => {
     return [grad(ct[0]!, { x: ctx.inputs[0]!, y: ctx.outputs[0]! })];
@@ -199,9 +204,7 @@ function makeUnary(row: UnaryRow): OpDef<Record<string, never>> {
       }
       return [{ shape: x.shape, dtype: x.dtype }];
     },
-    cpu: ([x], [y]) => {
-      for (let i = 0; i < x.length; i++) y[i] = f(x[i]);
-    },
+    cpu: ([x], [y]) => loop(x, y),
     vjp,
     saves: { inputs: row.save === "x", outputs: row.save === "y" },
     examples: [
