@@ -35,6 +35,8 @@ export interface JsonlOptions {
   checkName?: string;
   /** Folder for cached indexes (default `.cache/jsonl_index`); null disables the cache. */
   cacheDir?: string | null;
+  /** Do not print the "Skipped N malformed line(s)" warning. */
+  quiet?: boolean;
 }
 
 const INDEX_VERSION = 1;
@@ -154,6 +156,12 @@ export class JsonlFile {
         index.badLines[0],
         `${index.badReasons[0]} (${index.badLines.length} bad line(s) in total; ` +
           `pass --skip_bad_lines / skipBadLines to skip them)`,
+      );
+    }
+    if (index.badLines.length > 0 && !options.quiet) {
+      console.warn(
+        `Skipped ${index.badLines.length} malformed line(s) in ${path} ` +
+          `(first: line ${index.badLines[0]}: ${index.badReasons[0]})`,
       );
     }
     return new JsonlFile(
