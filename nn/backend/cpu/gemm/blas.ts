@@ -1,0 +1,195 @@
+/**
+ * BLAS `cblas_sgemm` through Deno FFI, found at run time: `MINIMIND_BLAS`, then the usual OpenBLAS
+ * (pthread build) locations on Linux, then Accelerate on macOS. OpenMP builds of OpenBLAS are refused:
+ * their thread pool crashes Deno at process exit.
+ *
+ * @module
+ */
+
+import { handleTrivial, resolveArgs, type SgemmArgs } from "./types.ts";
+import type { Gemm } from "./types.ts";
+
+const CblasRowMajor = 101;
+const CblasNoTrans = 111;
+const CblasTrans = 112;
+
+const SYMBOLS = {
+  cblas_sgemm: {
+    // order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc
+    parameters: [
+      "i32",
+      "i32",
+      "i32",
+      "i32",
+      "i32",
+      "i32",
+      "f32",
+      "buffer",
+      "i32",
+      "buffer",
+      "i32",
+      "f32",
+      "buffer",
+      "i32",
+    ],
+    result: "void",
+  },
+  openblas_get_parallel: { parameters: [], result: "i32", optional: true },
+  openblas_get_config: { parameters: [], result: "pointer", optional: true },
+  openblas_get_corename: { parameters: [], result: "pointer", optional: true },
+  openblas_get_num_threads: { parameters: [], result: "i32", optional: true },
+  openblas_set_num_threads: { parameters: ["i32"], result: "void", optional: true },
+} as const;
+
+type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
+
+/** Why no BLAS was loaded: `"permission"` (no `--allow-ffi`), `"unavailable"` or `"unsupported"`. */
+export interface BlasMiss {
+  reason: "permission" | "unavailable" | "unsupported";
+  /** One line per candidate tried, with what went wrong. */
+  tried: string[];
+}
+
+const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
+
+function envGet(name: string): string | undefined {
+  try {
+    return isDeno ? Deno.env.get(name) : undefined;
+  } catch {
+    return undefined; // no --allow-env
+  }
+}
+
+/** Candidate libraries in search order for this OS and CPU. */
+export function blasCandidates(): string[] {
+  const out: string[] = [];
+  const fromEnv = envGet("MINIMIND_BLAS");
+  if (fromEnv) out.push(fromEnv);
+  const { os, arch } = Deno.build;
+  if (os === "darwin") {
+    out.push(
+      "/System/Library/Frameworks/Accelerate.framework/Accelerate",
+      "/opt/homebrew/opt/openblas/lib/libopenblas.dylib",
+      "/usr/local/opt/openblas/lib/libopenblas.dylib",
+    );
+  } else if (os === "windows") {
+    out.push("libopenblas.dll", "openblas.dll");
+  } else {
+    const triplet = arch === "aarch64" ? "aarch64-linux-gnu" : "x86_64-linux-gnu";
+    out.push(
+      `/usr/lib/${triplet}/openblas-pthread/libopenblas.so.0`,
+      `/usr/lib64/libopenblasp.so.0`, // Fedora's pthread build
+      "libopenblas.so.0",
+      "libopenblas.so",
+      "libcblas.so.3",
+    );
+  }
+  return out;
+}
+
+function cString(p: Deno.PointerValue | undefined): string {
+  return p ? Deno.UnsafePointerView.getCString(p) : "";
+}
+
+/** FFI-backed {@linkcode Gemm}. The library stays loaded for the life of the process. */
+class BlasGemm implements Gemm {
+  readonly kind = "blas" as const;
+  readonly detail: string;
+  readonly #sgemm: Lib["symbols"]["cblas_sgemm"];
+
+  constructor(lib: Lib, path: string) {
+    this.#sgemm = lib.symbols.cblas_sgemm;
+    const s = lib.symbols;
+    const config = cString(s.openblas_get_config?.()).trim();
+    const core = cString(s.openblas_get_corename?.());
+    const threads = s.openblas_get_num_threads?.();
+    this.detail = [
+      config || "cblas_sgemm",
+      core && `core ${core}`,
+      threads !== undefined && `${threads} threads`,
+      path,
+    ].filter(Boolean).join(", ");
+  }
+
+  sgemm(args: SgemmArgs): void {
+    const r = resolveArgs(args);
+    if (handleTrivial(r)) return;
+    const ta = r.transA ? CblasTrans : CblasNoTrans;
+    const tb = r.transB ? CblasTrans : CblasNoTrans;
+    const f = this.#sgemm;
+    for (let bi = 0; bi < r.batch; bi++) {
+      const ao = r.aOff + bi * r.strideA,
+        bo = r.bOff + bi * r.strideB,
+        co = r.cOff + bi * r.strideC;
+      f(
+        CblasRowMajor,
+        ta,
+        tb,
+        r.m,
+        r.n,
+        r.k,
+        1,
+        ao === 0 ? r.a : r.a.subarray(ao),
+        r.lda,
+        bo === 0 ? r.b : r.b.subarray(bo),
+        r.ldb,
+        r.beta,
+        co === 0 ? r.c : r.c.subarray(co),
+        r.ldc,
+      );
+    }
+  }
+
+  dispose(): void {
+    // Nothing to release: unloading a threaded BLAS while the process runs is not safe.
+  }
+}
+
+const cache = new Map<string, Lib>();
+
+/** Opens `path` (once per process) or returns why not; refuses OpenMP builds of OpenBLAS. */
+function load(path: string): Lib | string {
+  const hit = cache.get(path);
+  if (hit) return hit;
+  if (/openblas-openmp|openblaso/i.test(path)) {
+    return "skipped, an OpenMP build of OpenBLAS (crashes Deno at exit)";
+  }
+  const lib = Deno.dlopen(path, SYMBOLS); // throws NotCapable without --allow-ffi
+  if (lib.symbols.openblas_get_parallel?.() === 2) {
+    lib.close();
+    return "skipped, OpenBLAS built with OpenMP (crashes Deno at exit)";
+  }
+  cache.set(path, lib);
+  return lib;
+}
+
+/**
+ * Loads the first usable BLAS among {@linkcode blasCandidates} (or `paths`), or says why none could
+ * be loaded. `threads`, when given, sets OpenBLAS's thread count (process-wide).
+ */
+export function openBlas(opts: { paths?: string[]; threads?: number } = {}): Gemm | BlasMiss {
+  if (!isDeno || typeof Deno.dlopen !== "function") {
+    return { reason: "unsupported", tried: ["Deno.dlopen is not available"] };
+  }
+  const tried: string[] = [];
+  for (const path of opts.paths ?? blasCandidates()) {
+    let lib: Lib | string;
+    try {
+      lib = load(path);
+    } catch (e) {
+      if (e instanceof Deno.errors.NotCapable || e instanceof Deno.errors.PermissionDenied) {
+        return { reason: "permission", tried: [`${path}: ${(e as Error).message}`] };
+      }
+      lib = (e as Error).message.split("\n")[0];
+    }
+    if (typeof lib === "string") {
+      tried.push(`${path}: ${lib}`);
+      continue;
+    }
+    if (opts.threads !== undefined && opts.threads > 0) {
+      lib.symbols.openblas_set_num_threads?.(Math.floor(opts.threads));
+    }
+    return new BlasGemm(lib, path);
+  }
+  return { reason: "unavailable", tried };
+}

@@ -1,0 +1,478 @@
+/**
+ * Portable matmul: a WebAssembly SIMD kernel (relaxed-SIMD FMA where the engine has it) over
+ * operands packed into panels, optionally sharing the work with Worker threads over a shared
+ * `WebAssembly.Memory`. Runs in Deno, Node and browsers; needs no permission.
+ *
+ * Per matrix: JS packs op(A) into MR-row panels and op(B) into NR-column panels inside wasm memory
+ * (this is where the transposes are absorbed: no transposed copy of an operand is ever made), copies C
+ * in when accumulating, the kernel computes the padded C, and JS copies the M×N result out.
+ *
+ * @module
+ */
+
+import { handleTrivial, resolveArgs, type Resolved, type SgemmArgs } from "./types.ts";
+import type { Gemm } from "./types.ts";
+import { sgemmJsOne } from "./js.ts";
+import * as K from "./kernel_wasm.ts";
+import { CTRL, CTRL_BYTES, OP_GEMM, OP_QUIT, type WorkerInit } from "./worker_protocol.ts";
+
+const { MR, NR } = K;
+/** Depth of a K block: an A micro-panel (KC×MR) and B micro-panel (KC×NR) stay in L1. */
+const KC = 256;
+/** M panels per block: an A block (MCP·MR × KC floats ≈ 96 KiB) stays in L2. */
+const MCP = 32;
+/** Below this many multiply-adds, the plain TS kernel beats packing + a wasm call. */
+const SMALL = 4096;
+/** Below this many multiply-adds, waking workers costs more than it saves. */
+const PARALLEL_MIN = 1 << 18;
+/** Largest wasm memory we ask for (pages of 64 KiB): 4 GiB. */
+const MAX_PAGES = 65536;
+/** Spin iterations before sleeping in `Atomics.wait` (~50-100 µs). */
+export const SPIN = 20000;
+
+type GemmFn = (
+  pa: number,
+  pb: number,
+  pc: number,
+  mp: number,
+  np: number,
+  k: number,
+  kc: number,
+  ip0: number,
+  ip1: number,
+  jp0: number,
+  jp1: number,
+  mcp: number,
+  beta0: number,
+) => void;
+
+function decode(b64: string): Uint8Array<ArrayBuffer> {
+  const s = atob(b64);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/** The compiled kernel variant this engine supports, chosen once. */
+interface Compiled {
+  module: WebAssembly.Module;
+  relaxed: boolean;
+  shared: boolean;
+}
+
+let compiled: Compiled | undefined;
+
+function hasSharedMemory(): boolean {
+  if (typeof SharedArrayBuffer === "undefined") return false;
+  try {
+    new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Compiles the best kernel variant: relaxed SIMD if it validates, shared memory if available. */
+export function compileKernel(): Compiled {
+  if (compiled) return compiled;
+  if (typeof WebAssembly === "undefined") {
+    throw new Error("wasm gemm: WebAssembly is not available");
+  }
+  const shared = hasSharedMemory();
+  const tries: [string, boolean][] = shared
+    ? [[K.WASM_RELAXED_SHARED, true], [K.WASM_SIMD_SHARED, false]]
+    : [[K.WASM_RELAXED_PRIVATE, true], [K.WASM_SIMD_PRIVATE, false]];
+  const errors: string[] = [];
+  for (const [b64, relaxed] of tries) {
+    const bytes = decode(b64);
+    if (!WebAssembly.validate(bytes)) {
+      errors.push(`${relaxed ? "relaxed SIMD" : "SIMD"} variant does not validate`);
+      continue;
+    }
+    compiled = { module: new WebAssembly.Module(bytes), relaxed, shared };
+    return compiled;
+  }
+  throw new Error(`wasm gemm: no kernel variant compiles here (${errors.join("; ")})`);
+}
+
+/** Work split: thread t computes M panels [ip0, ip1) × N panels [jp0, jp1). */
+type Part = [number, number, number, number];
+
+function split(mp: number, np: number, threads: number): Part[] {
+  const parts: Part[] = [];
+  if (np >= mp) {
+    for (let t = 0; t < threads; t++) {
+      parts.push([0, mp, Math.round((np * t) / threads), Math.round((np * (t + 1)) / threads)]);
+    }
+  } else {
+    for (let t = 0; t < threads; t++) {
+      parts.push([Math.round((mp * t) / threads), Math.round((mp * (t + 1)) / threads), 0, np]);
+    }
+  }
+  return parts.filter(([i0, i1, j0, j1]) => i1 > i0 && j1 > j0);
+}
+
+/** A started worker thread, seen from the main thread. */
+interface WorkerHandle {
+  /** Index of this worker's control block in the shared Int32 view. */
+  base: number;
+  /** Last job sequence number sent. */
+  seq: number;
+  terminate(): void;
+}
+
+const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
+const isNode = !isDeno &&
+  typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node ===
+    "string";
+
+/** Starts one worker running `worker.ts` and resolves once it has instantiated the kernel. */
+async function spawn(init: WorkerInit): Promise<{ terminate(): void }> {
+  const url = new URL("./worker.ts", import.meta.url);
+  if (isDeno || isNode) {
+    // node:worker_threads can unref() its workers, so an idle pool never keeps the process alive
+    // (Deno's web Worker has no unref).
+    const wt = await import("node:worker_threads");
+    const w = new wt.Worker(url);
+    await new Promise<void>((resolve, reject) => {
+      w.once("message", () => resolve());
+      w.once("error", (e: Error) => reject(e));
+      w.once("exit", (code: number) => reject(new Error(`gemm worker exited with code ${code}`)));
+      w.postMessage(init);
+    });
+    w.removeAllListeners();
+    w.unref();
+    return { terminate: () => void w.terminate() };
+  }
+  const w = new Worker(url, { type: "module" });
+  await new Promise<void>((resolve, reject) => {
+    w.onmessage = () => resolve();
+    w.onerror = (e) => reject(new Error(`gemm worker failed: ${e.message}`));
+    w.postMessage(init);
+  });
+  w.onmessage = null;
+  return { terminate: () => w.terminate() };
+}
+
+/** The wasm {@linkcode Gemm}: single-threaded until {@linkcode WasmGemm.startWorkers} resolves. */
+export class WasmGemm implements Gemm {
+  readonly kind = "wasm" as const;
+  readonly #compiled: Compiled;
+  readonly #memory: WebAssembly.Memory;
+  readonly #gemm: GemmFn;
+  #f32: Float32Array;
+  #i32: Int32Array;
+  #workers: WorkerHandle[] = [];
+  #canWait = true; // Atomics.wait is not allowed on a browser's main thread
+
+  constructor() {
+    this.#compiled = compileKernel();
+    const { shared, module } = this.#compiled;
+    this.#memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared });
+    const inst = new WebAssembly.Instance(module, { env: { memory: this.#memory } });
+    this.#gemm = inst.exports.gemm as GemmFn;
+    this.#f32 = new Float32Array(this.#memory.buffer);
+    this.#i32 = new Int32Array(this.#memory.buffer, 0, CTRL_BYTES / 4);
+  }
+
+  /** Kernel variant and thread count. */
+  get detail(): string {
+    const { relaxed, shared } = this.#compiled;
+    const t = this.#workers.length + 1;
+    return `wasm ${relaxed ? "relaxed-SIMD FMA" : "SIMD"} ${MR}×${NR} kernel, ${t} thread${
+      t > 1 ? "s" : ""
+    }${shared ? "" : " (no SharedArrayBuffer)"}`;
+  }
+
+  /** Number of threads (this one plus workers) that share large calls. */
+  get threads(): number {
+    return this.#workers.length + 1;
+  }
+
+  /**
+   * Starts `threads - 1` workers sharing this engine's memory. Resolves when they are ready; until
+   * then (and if starting fails) calls run on the calling thread only.
+   */
+  async startWorkers(threads: number): Promise<void> {
+    const want = Math.min(Math.max(1, Math.floor(threads)), CTRL.maxWorkers + 1) - 1;
+    if (!this.#compiled.shared || want <= this.#workers.length) return;
+    const started: WorkerHandle[] = [];
+    const jobs: Promise<void>[] = [];
+    for (let w = this.#workers.length; w < want; w++) {
+      const base = CTRL.first + w * CTRL.stride;
+      Atomics.store(this.#i32, base + CTRL.seq, 0);
+      Atomics.store(this.#i32, base + CTRL.done, 0);
+      const init: WorkerInit = {
+        module: this.#compiled.module,
+        memory: this.#memory,
+        base,
+        spin: SPIN,
+      };
+      jobs.push(
+        spawn(init).then((h) => void started.push({ base, seq: 0, terminate: h.terminate })),
+      );
+    }
+    const results = await Promise.allSettled(jobs);
+    started.sort((x, y) => x.base - y.base);
+    this.#workers.push(...started);
+    const failed = results.find((r) => r.status === "rejected") as
+      | PromiseRejectedResult
+      | undefined;
+    if (failed) {
+      throw new Error(
+        `wasm gemm: started ${started.length} of ${want} workers: ${String(failed.reason)}`,
+      );
+    }
+  }
+
+  /** Stops the workers; later calls run on the calling thread. */
+  dispose(): void {
+    for (const w of this.#workers) {
+      this.#i32[w.base + CTRL.op] = OP_QUIT;
+      Atomics.store(this.#i32, w.base + CTRL.seq, ++w.seq);
+      Atomics.notify(this.#i32, w.base + CTRL.seq);
+      w.terminate();
+    }
+    this.#workers = [];
+  }
+
+  sgemm(args: SgemmArgs): void {
+    const r = resolveArgs(args);
+    if (handleTrivial(r)) return;
+    const small = r.m * r.n * r.k < SMALL;
+    for (let bi = 0; bi < r.batch; bi++) {
+      const ao = r.aOff + bi * r.strideA,
+        bo = r.bOff + bi * r.strideB,
+        co = r.cOff + bi * r.strideC;
+      if (small) sgemmJsOne(r, ao, bo, co);
+      else this.#one(r, ao, bo, co);
+    }
+  }
+
+  /** Makes the memory at least `bytes` long and refreshes the views. */
+  #ensure(bytes: number): void {
+    const have = this.#memory.buffer.byteLength;
+    if (bytes > have) {
+      const pages = Math.ceil((bytes - have) / 65536);
+      try {
+        this.#memory.grow(pages);
+      } catch (e) {
+        throw new RangeError(
+          `wasm gemm: cannot grow memory from ${have} to ${bytes} bytes: ${(e as Error).message}`,
+        );
+      }
+    }
+    if (this.#f32.buffer.byteLength !== this.#memory.buffer.byteLength) {
+      this.#f32 = new Float32Array(this.#memory.buffer);
+    }
+  }
+
+  /** One matrix: C[m,n] (at co) (+)= op(A) (at ao) · op(B) (at bo). */
+  #one(r: Resolved, ao: number, bo: number, co: number): void {
+    const { m, n, k } = r;
+    const np = Math.ceil(n / NR), Np = np * NR;
+    const bBytes = align(k * Np * 4);
+    // Rows of C per chunk: everything at once unless that would not fit in 4 GiB.
+    const budget = MAX_PAGES * 65536 - CTRL_BYTES - bBytes - 65536;
+    const perPanel = MR * (k + Np) * 4 + 64;
+    if (budget < perPanel) {
+      throw new RangeError(
+        `wasm gemm: B[k=${k},n=${n}] packed (${bBytes} bytes) does not fit in wasm memory`,
+      );
+    }
+    const chunkPanels = Math.max(1, Math.min(Math.ceil(m / MR), Math.floor(budget / perPanel)));
+    const pb = CTRL_BYTES;
+    let bPacked = false;
+    for (let i0 = 0; i0 < m; i0 += chunkPanels * MR) {
+      const mc = Math.min(m - i0, chunkPanels * MR);
+      const mp = Math.ceil(mc / MR), Mp = mp * MR;
+      const pa = pb + bBytes;
+      const pc = pa + align(Mp * k * 4);
+      this.#ensure(pc + Mp * Np * 4);
+      if (!bPacked) {
+        packB(this.#f32, pb >> 2, r, bo, np);
+        bPacked = true;
+      }
+      const aChunk = ao + (r.transA ? i0 : i0 * r.lda);
+      packA(this.#f32, pa >> 2, r, aChunk, mc, mp);
+      const cChunk = co + i0 * r.ldc;
+      if (r.beta === 1) copyC(this.#f32, pc >> 2, Np, r.c, cChunk, r.ldc, mc, n, true);
+      this.#run(pa, pb, pc, mp, np, k, r.beta === 0 ? 1 : 0);
+      copyC(this.#f32, pc >> 2, Np, r.c, cChunk, r.ldc, mc, n, false);
+    }
+  }
+
+  /** Runs the kernel over all panels, sharing them with the workers when it pays. */
+  #run(pa: number, pb: number, pc: number, mp: number, np: number, k: number, beta0: number) {
+    const flops = mp * MR * np * NR * k;
+    const threads = flops < PARALLEL_MIN ? 1 : this.#workers.length + 1;
+    if (threads === 1) {
+      this.#gemm(pa, pb, pc, mp, np, k, KC, 0, mp, 0, np, MCP, beta0);
+      return;
+    }
+    const parts = split(mp, np, threads);
+    const i32 = this.#i32;
+    const busy: WorkerHandle[] = [];
+    for (let t = 1; t < parts.length; t++) {
+      const w = this.#workers[t - 1];
+      const [ip0, ip1, jp0, jp1] = parts[t];
+      const p = w.base + CTRL.params;
+      i32[p] = pa;
+      i32[p + 1] = pb;
+      i32[p + 2] = pc;
+      i32[p + 3] = mp;
+      i32[p + 4] = np;
+      i32[p + 5] = k;
+      i32[p + 6] = KC;
+      i32[p + 7] = ip0;
+      i32[p + 8] = ip1;
+      i32[p + 9] = jp0;
+      i32[p + 10] = jp1;
+      i32[p + 11] = MCP;
+      i32[p + 12] = beta0;
+      i32[w.base + CTRL.op] = OP_GEMM;
+      Atomics.store(i32, w.base + CTRL.seq, ++w.seq); // publishes the params above
+      Atomics.notify(i32, w.base + CTRL.seq);
+      busy.push(w);
+    }
+    const [ip0, ip1, jp0, jp1] = parts[0];
+    this.#gemm(pa, pb, pc, mp, np, k, KC, ip0, ip1, jp0, jp1, MCP, beta0);
+    for (const w of busy) this.#join(w);
+  }
+
+  /** Waits for worker `w` to finish its job: spin first, then sleep. */
+  #join(w: WorkerHandle): void {
+    const i32 = this.#i32, at = w.base + CTRL.done;
+    for (let s = 0; s < SPIN; s++) if (Atomics.load(i32, at) === w.seq) return;
+    for (let d = Atomics.load(i32, at); d !== w.seq; d = Atomics.load(i32, at)) {
+      if (this.#canWait) {
+        try {
+          Atomics.wait(i32, at, d, 1000);
+        } catch {
+          this.#canWait = false;
+        }
+      }
+    }
+  }
+}
+
+function align(bytes: number): number {
+  return (bytes + 63) & ~63;
+}
+
+/**
+ * Packs rows [0, mc) of op(A) (element (i,p) at `a[ao + i*lda + p]`, or `a[ao + p*lda + i]` when
+ * transposed) into `mp` panels per K block: panel (kb, ip) holds kcur × MR floats, row-interleaved.
+ * Padding rows are zero.
+ */
+function packA(f: Float32Array, dst0: number, r: Resolved, ao: number, mc: number, mp: number) {
+  const { k, a, lda } = r;
+  const Mp = mp * MR;
+  for (let kb = 0; kb < k; kb += KC) {
+    const kcur = Math.min(KC, k - kb);
+    const blk = dst0 + kb * Mp;
+    for (let ip = 0; ip < mp; ip++) {
+      const i0 = ip * MR, rows = Math.min(MR, mc - i0);
+      const d0 = blk + ip * kcur * MR;
+      if (!r.transA) {
+        for (let rr = 0; rr < MR; rr++) {
+          const d = d0 + rr;
+          if (rr < rows) {
+            const s = ao + (i0 + rr) * lda + kb;
+            for (let p = 0; p < kcur; p++) f[d + p * MR] = a[s + p];
+          } else {
+            for (let p = 0; p < kcur; p++) f[d + p * MR] = 0;
+          }
+        }
+      } else if (rows === MR) {
+        for (let p = 0; p < kcur; p++) {
+          const s = ao + (kb + p) * lda + i0, d = d0 + p * MR;
+          f[d] = a[s];
+          f[d + 1] = a[s + 1];
+          f[d + 2] = a[s + 2];
+        }
+      } else {
+        for (let p = 0; p < kcur; p++) {
+          const s = ao + (kb + p) * lda + i0, d = d0 + p * MR;
+          for (let rr = 0; rr < MR; rr++) f[d + rr] = rr < rows ? a[s + rr] : 0;
+        }
+      }
+    }
+  }
+}
+
+/**
+ * Packs op(B) (element (p,j) at `b[bo + p*ldb + j]`, or `b[bo + j*ldb + p]` when transposed) into
+ * `np` panels per K block: panel (kb, jp) holds kcur × NR floats. Padding columns are zero.
+ */
+function packB(f: Float32Array, dst0: number, r: Resolved, bo: number, np: number) {
+  const { k, n, b, ldb } = r;
+  const Np = np * NR;
+  for (let kb = 0; kb < k; kb += KC) {
+    const kcur = Math.min(KC, k - kb);
+    const blk = dst0 + kb * Np;
+    for (let jp = 0; jp < np; jp++) {
+      const j0 = jp * NR, cols = Math.min(NR, n - j0);
+      const d0 = blk + jp * kcur * NR;
+      if (r.transB) {
+        for (let jj = 0; jj < NR; jj++) {
+          const d = d0 + jj;
+          if (jj < cols) {
+            const s = bo + (j0 + jj) * ldb + kb;
+            for (let p = 0; p < kcur; p++) f[d + p * NR] = b[s + p];
+          } else {
+            for (let p = 0; p < kcur; p++) f[d + p * NR] = 0;
+          }
+        }
+      } else if (cols === NR) {
+        for (let p = 0; p < kcur; p++) {
+          const s = bo + (kb + p) * ldb + j0, d = d0 + p * NR;
+          f[d] = b[s];
+          f[d + 1] = b[s + 1];
+          f[d + 2] = b[s + 2];
+          f[d + 3] = b[s + 3];
+          f[d + 4] = b[s + 4];
+          f[d + 5] = b[s + 5];
+          f[d + 6] = b[s + 6];
+          f[d + 7] = b[s + 7];
+          f[d + 8] = b[s + 8];
+          f[d + 9] = b[s + 9];
+          f[d + 10] = b[s + 10];
+          f[d + 11] = b[s + 11];
+        }
+      } else {
+        for (let p = 0; p < kcur; p++) {
+          const s = bo + (kb + p) * ldb + j0, d = d0 + p * NR;
+          for (let jj = 0; jj < NR; jj++) f[d + jj] = jj < cols ? b[s + jj] : 0;
+        }
+      }
+    }
+  }
+}
+
+/** Copies rows [0, mc) × [0, n) of C between user memory and the padded wasm copy (row stride Np). */
+function copyC(
+  f: Float32Array,
+  pc: number,
+  Np: number,
+  c: Float32Array,
+  co: number,
+  ldc: number,
+  mc: number,
+  n: number,
+  toWasm: boolean,
+) {
+  if (n >= 32) {
+    for (let i = 0; i < mc; i++) {
+      const w = pc + i * Np, u = co + i * ldc;
+      if (toWasm) f.set(c.subarray(u, u + n), w);
+      else c.set(f.subarray(w, w + n), u);
+    }
+  } else {
+    for (let i = 0; i < mc; i++) {
+      const w = pc + i * Np, u = co + i * ldc;
+      if (toWasm) { for (let j = 0; j < n; j++) f[w + j] = c[u + j]; }
+      else for (let j = 0; j < n; j++) c[u + j] = f[w + j];
+    }
+  }
+}
