@@ -22,6 +22,8 @@ import { rmsNormBackwardOp, rmsNormOp } from "./rms_norm.ts";
 import { ropeOp } from "./rope.ts";
 import { attentionBackwardOp, attentionOp } from "./attention.ts";
 import { swigluBackwardOp, swigluOp } from "./swiglu.ts";
+import { adamwOp } from "./adamw.ts";
+import { sampleOp } from "./sample.ts";
 
 /** Every registered primitive, keyed by op name. */
 // deno-lint-ignore no-explicit-any
@@ -59,6 +61,8 @@ export const OPS: Readonly<Record<string, OpDef<any>>> = {
   attention_backward: attentionBackwardOp,
   swiglu: swigluOp,
   swiglu_backward: swigluBackwardOp,
+  adamw: adamwOp,
+  sample: sampleOp,
 };
 
 export * from "./unary.ts";
@@ -73,3 +77,5 @@ export * from "./rms_norm.ts";
 export * from "./rope.ts";
 export * from "./attention.ts";
 export * from "./swiglu.ts";
+export * from "./adamw.ts";
+export * from "./sample.ts";
