@@ -76,18 +76,62 @@ export interface Example<P> {
   readonly label?: string;
 }
 
-/** A WebGPU kernel description produced by an op for one call (interpreted by the WebGPU backend). */
+/** What a WGSL generator knows about the device it targets (kernel variants are chosen from it). */
+export interface WgslDevice {
+  /** The device's limits (as granted from the adapter's). */
+  readonly limits: Readonly<Record<string, number>>;
+  /**
+   * A software adapter (Mesa llvmpipe/lavapipe): every storage or workgroup-memory load is a
+   * per-lane scalar loop there, so register-blocked kernels without workgroup memory win; real
+   * GPUs want shared-memory tiling.
+   */
+  readonly software: boolean;
+  /** The device has `shader-f16`. */
+  readonly f16: boolean;
+}
+
+/** Binding index of the device status buffer (kernels report bad indices there; see `WgslKernel.bindings`). */
+export const STATUS_BINDING = -1;
+
+/**
+ * One compute dispatch of a WGSL plan. Storage buffers are `@group(0) @binding(i)` for the i-th
+ * entry of `bindings`; a kernel with `uniforms` reads them as `@group(1) @binding(0) var<uniform>`
+ * (at most 256 bytes). Each binding's access (`read` / `read_write`) is read from the source.
+ */
 export interface WgslKernel {
-  /** WGSL source. Identical sources share one pipeline. */
+  /** WGSL source. Identical sources share one pipeline (the source is the cache key). */
   readonly code: string;
   /** Entry point (default `main`). */
   readonly entryPoint?: string;
-  /** Number of workgroups in x, y, z. */
+  /** Number of workgroups in x, y, z (a zero skips the dispatch). */
   readonly workgroups: readonly [number, number?, number?];
-  /** 32-bit words of uniform data (bound as `@group(0) @binding(0)` when present). */
+  /** 32-bit words of uniform data. */
   readonly uniforms?: ArrayLike<number>;
   /** How the words in `uniforms` are typed ("u32" default, "f32", "i32" per word). */
   readonly uniformTypes?: readonly ("u32" | "f32" | "i32")[];
+  /**
+   * Which buffers to bind, in order: indices into [...inputs, ...outputs, ...scratch], or
+   * `STATUS_BINDING` for the device status buffer. Default: every input, then every output.
+   */
+  readonly bindings?: readonly number[];
+}
+
+/** Scratch storage a plan needs between its kernels (freed after the call). */
+export interface WgslScratch {
+  /** Element type. */
+  readonly dtype: DType;
+  /** Number of elements. */
+  readonly size: number;
+}
+
+/** What an op's `wgsl` returns: kernels dispatched in order, plus scratch and zeroing needs. */
+export interface WgslPlan {
+  /** The dispatches, in order. */
+  readonly kernels: readonly WgslKernel[];
+  /** Scratch buffers (bound after the outputs). */
+  readonly scratch?: readonly WgslScratch[];
+  /** Output indices whose storage must be zero-filled before the first kernel (accumulators). */
+  readonly zero?: readonly number[];
 }
 
 /** A primitive op. */
@@ -98,11 +142,8 @@ export interface OpDef<P> {
   readonly infer: (inputs: readonly Meta[], params: P) => Meta[];
   /** Reference CPU kernel: reads `ins`, fills the zeroed `outs` (f32 and f64). */
   readonly cpu?: (ins: readonly TypedArray[], outs: TypedArray[], call: Call<P>) => void;
-  /** WGSL kernels for one call, dispatched in order; storage bindings: inputs then outputs. */
-  readonly wgsl?: (
-    call: Call<P>,
-    device: { readonly limits: Record<string, number> },
-  ) => WgslKernel[];
+  /** The WebGPU plan for one call (see `WgslPlan`; a bare kernel list is a plan without scratch). */
+  readonly wgsl?: (call: Call<P>, device: WgslDevice) => WgslPlan | readonly WgslKernel[];
   /** The VJP rule, or `NONDIFF`. */
   readonly vjp: Vjp<P> | typeof NONDIFF;
   /** Which inputs/outputs the rule needs (default: every input, no output). */

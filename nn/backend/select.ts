@@ -51,10 +51,18 @@ export async function setBackend(
   options: SetBackendOptions = {},
 ): Promise<Backend> {
   if (name === "cpu") return (current = cpuBackend);
+  if (name !== "webgpu" && name !== "auto") {
+    throw new Error(`Cannot select backend "${name}": expected cpu, webgpu or auto`);
+  }
+  if (!factories.has("webgpu")) await import("./webgpu/mod.ts"); // registers the factory
   const f = factories.get("webgpu");
   if (name === "webgpu") {
     const b = f ? await f({ allowSoftware: true, ...options }) : null;
-    if (!b) throw new Error("Cannot select backend webgpu: no WebGPU adapter is available");
+    if (!b) {
+      throw new Error(
+        "Cannot select backend webgpu: no WebGPU adapter is available (on a machine without a GPU install mesa-vulkan-drivers for the software adapter and set XDG_RUNTIME_DIR)",
+      );
+    }
     return (current = b);
   }
   if (name === "auto") {
@@ -67,4 +75,21 @@ export async function setBackend(
 /** Makes `b` the default backend (synchronous; `b` must be initialised). */
 export function useBackend(b: Backend): void {
   current = b;
+}
+
+/**
+ * Parses a `--device` flag value (`cpu`, `webgpu` or `auto`; default `auto`) and selects that
+ * backend. CLIs call this once at start-up.
+ *
+ * @param flag the flag's value (undefined = auto)
+ * @returns the backend now in use
+ */
+export function setBackendFromFlag(flag: string | undefined): Promise<Backend> {
+  const name = (flag ?? "auto").toLowerCase();
+  if (name !== "cpu" && name !== "webgpu" && name !== "auto") {
+    return Promise.reject(
+      new Error(`Cannot use --device ${flag}: expected cpu, webgpu or auto`),
+    );
+  }
+  return setBackend(name);
 }

@@ -8,12 +8,13 @@ import type { DType } from "../dtype.ts";
 import { isFloat } from "../dtype.ts";
 import type { Meta, NoParams, OpDef, Vjp } from "../op.ts";
 import { apply1, defineOp, NONDIFF } from "../op.ts";
-import { broadcastShapes, fmt, sameShape } from "../shape.ts";
+import { broadcastShapes, fmt, sameShape, sizeOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { full } from "../creation.ts";
 import { forEachBroadcast } from "./_broadcast.ts";
 import { specialize } from "./_specialize.ts";
 import { cast, log, neg } from "./unary.ts";
+import { broadcastWgsl, mapWgsl, wgslType } from "../backend/webgpu/wgsl.ts";
 
 interface BinaryRow {
   name: string;
@@ -214,6 +215,12 @@ function makeBinary(row: BinaryRow): OpDef<NoParams> {
       else {forEachBroadcast(so, [sa, sb], (o, n, offs, st) =>
           k.strided(a, b, y, o, n, offs[0], offs[1], st[0], st[1]));}
     },
+    wgsl: ({ inputs: [a, b], outputs: [y] }) => {
+      const t = wgslType(a.dtype);
+      return [
+        broadcastWgsl(["a", "b"], [t, t], wgslType(y.dtype), row.wgsl, [a.shape, b.shape], y.shape),
+      ];
+    },
     vjp,
     saves: { inputs: true, outputs: !!row.saveOut },
     examples: [
@@ -346,6 +353,13 @@ export const affineOp: OpDef<AffineParams> = defineOp<AffineParams>({
   cpu: ([x], [y], { params: { a, b } }) => {
     for (let i = 0; i < x.length; i++) y[i] = a * x[i] + b;
   },
+  wgsl: ({ inputs: [x], params: { a, b } }) => [
+    mapWgsl(["x"], ["f32"], "f32", "u.a * x + u.b", sizeOf(x.shape), {
+      fields: "a: f32, b: f32",
+      words: [a, b],
+      types: ["f32", "f32"],
+    }),
+  ],
   // d(a x + b) = a dx
   vjp: (ct, ctx) => [affine(ct[0]!, ctx.params.a, 0)],
   saves: { inputs: false },
@@ -379,6 +393,20 @@ export const powScalarOp: OpDef<PowScalarParams> = defineOp<PowScalarParams>({
   },
   cpu: ([x], [y], { params: { p } }) => {
     for (let i = 0; i < x.length; i++) y[i] = Math.pow(x[i], p);
+  },
+  // integer exponents keep the sign of negative bases (WGSL pow is exp2(p·log2 x))
+  wgsl: ({ inputs: [x], params: { p } }) => {
+    const odd = Number.isInteger(p) && Math.abs(p % 2) === 1;
+    const expr = Number.isInteger(p)
+      ? (p === 0 ? "1.0" : `select(1.0, ${odd ? "sign(x)" : "1.0"}, x < 0.0) * pow(abs(x), u.p)`)
+      : "pow(x, u.p)";
+    return [
+      mapWgsl(["x"], ["f32"], "f32", expr, sizeOf(x.shape), {
+        fields: "p: f32",
+        words: [p],
+        types: ["f32"],
+      }),
+    ];
   },
   // d x^p = p x^(p-1) dx
   vjp: (
@@ -419,6 +447,19 @@ export const whereOp: OpDef<NoParams> = defineOp<NoParams>({
         y[o + i] = c[ic] !== 0 ? a[ia] : b[ib];
       }
     });
+  },
+  wgsl: ({ inputs: [c, a, b], outputs: [y] }) => {
+    const t = wgslType(y.dtype);
+    return [
+      broadcastWgsl(
+        ["c", "a", "b"],
+        [wgslType(c.dtype), t, t],
+        t,
+        `select(b, a, c != ${wgslType(c.dtype)}(0))`,
+        [c.shape, a.shape, b.shape],
+        y.shape,
+      ),
+    ];
   },
   // the selected branch gets the gradient
   vjp: (ct, ctx) => {

@@ -17,6 +17,7 @@ import {
 } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { forEachBroadcast } from "./_broadcast.ts";
+import { broadcastStrides, gatherCopyWgsl, scatterCopyWgsl } from "../backend/webgpu/wgsl.ts";
 
 // ---------------------------------------------------------------------------------------------
 // reshape
@@ -130,6 +131,10 @@ export const transposeOp: OpDef<TransposeParams> = defineOp<TransposeParams>({
       }
     }
   },
+  wgsl: ({ inputs: [x], outputs: [y], params }) => {
+    const st = stridesOf(x.shape);
+    return [gatherCopyWgsl(y.shape, params.perm.map((p) => st[p]))];
+  },
   // d transpose = transpose by the inverse permutation
   vjp: (ct, ctx) => {
     const inv = new Array<number>(ctx.params.perm.length);
@@ -179,6 +184,9 @@ export const broadcastToOp: OpDef<BroadcastParams> = defineOp<BroadcastParams>({
       for (let i = 0, p = offs[0]; i < n; i++, p += st[0]) y[o + i] = x[p];
     });
   },
+  wgsl: (
+    { inputs: [x], outputs: [y] },
+  ) => [gatherCopyWgsl(y.shape, broadcastStrides(x.shape, y.shape))],
   // the engine sums the cotangent back to the input shape
   vjp: (ct) => [ct[0]],
   saves: { inputs: false },
@@ -275,6 +283,11 @@ export const sliceOp: OpDef<SliceParams> = defineOp<SliceParams>({
   },
   cpu: ([x], [y], { inputs, outputs, params }) =>
     blockCopy(x, inputs[0].shape, y, outputs[0].shape, params.begin, false),
+  wgsl: ({ inputs: [x], outputs: [y], params }) => {
+    const st = stridesOf(x.shape);
+    const base = params.begin.reduce((acc, b, i) => acc + b * st[i], 0);
+    return [gatherCopyWgsl(y.shape, st, base)];
+  },
   // d slice = pad with zeros back to the input shape
   vjp: (ct, ctx) => [
     pad(ct[0]!, ctx.params.begin, ctx.inMetas[0].shape.map((d, i) => d - ctx.params.end[i])),
@@ -303,6 +316,11 @@ export const padOp: OpDef<PadParams> = defineOp<PadParams>({
   },
   cpu: ([x], [y], { inputs, outputs, params }) =>
     blockCopy(y, outputs[0].shape, x, inputs[0].shape, params.before, true),
+  wgsl: ({ inputs: [x], outputs: [y], params }) => {
+    const st = stridesOf(y.shape);
+    const base = params.before.reduce((acc, b, i) => acc + b * st[i], 0);
+    return { kernels: [scatterCopyWgsl(x.shape, st, base)], zero: [0] };
+  },
   // d pad = slice out the original block
   vjp: (ct, ctx) => {
     const b = ctx.params.before;
@@ -406,6 +424,19 @@ export const concatOp: OpDef<ConcatParams> = defineOp<ConcatParams>({
       blockCopy(y, outputs[0].shape, xs[k], inputs[k].shape, begin, true);
       at += inputs[k].shape[params.axis];
     }
+  },
+  // one block copy per input, bound as (input k, output)
+  wgsl: ({ inputs, outputs: [y], params }) => {
+    const st = stridesOf(y.shape);
+    let at = 0;
+    return inputs.map((m, k) => {
+      const kern = {
+        ...scatterCopyWgsl(m.shape, st, at * st[params.axis]),
+        bindings: [k, inputs.length],
+      };
+      at += m.shape[params.axis];
+      return kern;
+    });
   },
   // d concat = the slices of ct
   vjp: (ct, ctx) => {

@@ -11,6 +11,20 @@ import type { Tensor } from "../tensor.ts";
 import { affine, div, equal, mul } from "./binary.ts";
 import { cast } from "./unary.ts";
 import { broadcastTo, reshape } from "./movement.ts";
+import type { DType } from "../dtype.ts";
+import type { WgslDevice, WgslKernel } from "../op.ts";
+import {
+  coalesce,
+  grid,
+  GRID_ARGS,
+  gridIndex,
+  NEG_INF,
+  ROW_INDEX,
+  rowGrid,
+  stridedPrelude,
+  stridedUniforms,
+  wgslType,
+} from "../backend/webgpu/wgsl.ts";
 
 /** Params of a reduction. */
 export interface ReduceParams {
@@ -91,6 +105,117 @@ function reduceKernel(
   }
 }
 
+// ---------------------------------------------------------------------------------------------
+// WGSL: one invocation per output (software adapters, many outputs) or one workgroup per output
+// (real GPUs, few long reductions), accumulating in f32 (i32/u32 wrap like the CPU stores).
+
+function reduceInit(kind: "sum" | "max", t: string): string {
+  if (kind === "sum") return `${t}(0)`;
+  if (t === "f32") return NEG_INF;
+  return t === "i32" ? "i32(-2147483647) - 1" : "0u";
+}
+
+function reduceStep(kind: "sum" | "max", acc: string, v: string): string {
+  return kind === "sum" ? `${acc} + ${v}` : `select(${acc}, ${v}, ${v} > ${acc})`;
+}
+
+/** WGSL plan of `sum` / `max` over any set of axes. */
+function reduceWgsl(
+  kind: "sum" | "max",
+  x: Meta,
+  axes: readonly number[],
+  device: WgslDevice,
+): WgslKernel[] {
+  const t = wgslType(x.dtype as DType);
+  const st = stridesOf(x.shape);
+  const kept = x.shape.map((_, i) => i).filter((i) => !axes.includes(i));
+  const red = coalesce(axes.map((a) => x.shape[a]), [axes.map((a) => st[a])]);
+  let nOut = 1, nRed = 1;
+  for (const i of kept) nOut *= x.shape[i];
+  for (const a of axes) nRed *= x.shape[a];
+  if (red.shape.length > 4) {
+    throw new Error(
+      `Cannot ${kind} over ${red.shape.length} non-contiguous axes on WebGPU: at most 4`,
+    );
+  }
+  const pad4 = (xs: number[]) => [...xs, ...new Array(4 - xs.length).fill(0)];
+  const uniforms = [
+    ...stridedUniforms(kept.map((i) => x.shape[i]), [kept.map((i) => st[i])]),
+    ...pad4(red.shape),
+    ...pad4(red.strides[0]),
+    nRed,
+    red.shape.length,
+    0,
+    0,
+  ];
+  // offset of reduction step r: one axis is a multiply, more need divisions
+  const roff = red.shape.length <= 1 ? "r * u.rst[0]" : "roff(r)";
+  const head = `@group(0) @binding(0) var<storage, read> x: array<${t}>;
+@group(0) @binding(1) var<storage, read_write> y: array<${t}>;
+${
+    stridedPrelude(
+      1,
+      "rshape: vec4<u32>, rst: vec4<u32>, nred: u32, rrank: u32, _q0: u32, _q1: u32,",
+    )
+  }
+fn roff(r: u32) -> u32 {
+  var rem = r;
+  var o = 0u;
+  for (var d = i32(u.rrank) - 1; d >= 0; d--) {
+    let c = rem % u.rshape[d];
+    rem = rem / u.rshape[d];
+    o += c * u.rst[d];
+  }
+  return o;
+}`;
+  const wgPerOutput = nRed >= 64 && (device.software ? nOut < 64 : nOut < 65536 * 4);
+  if (!wgPerOutput) {
+    const code = `${head}
+@compute @workgroup_size(64)
+fn main(${GRID_ARGS}) {
+  let i = ${gridIndex(64)};
+  if (i >= u.n) { return; }
+  let base = offsets(i)[0];
+  var acc = ${reduceInit(kind, t)};
+  for (var r = 0u; r < u.nred; r++) {
+    let v = x[base + ${roff}];
+    acc = ${reduceStep(kind, "acc", "v")};
+  }
+  y[i] = acc;
+}`;
+    return [{ code, workgroups: grid(nOut, 64), uniforms }];
+  }
+  const code = `${head}
+var<workgroup> part: array<${t}, 256>;
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = ${ROW_INDEX};
+  let inRange = i < u.n;
+  var base = 0u;
+  if (inRange) { base = offsets(i)[0]; }
+  var acc = ${reduceInit(kind, t)};
+  if (inRange) {
+    for (var r = lid; r < u.nred; r += 256u) {
+      let v = x[base + ${roff}];
+      acc = ${reduceStep(kind, "acc", "v")};
+    }
+  }
+  part[lid] = acc;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s = s >> 1u) {
+    if (lid < s) {
+      let a = part[lid];
+      let v = part[lid + s];
+      part[lid] = ${reduceStep(kind, "a", "v")};
+    }
+    workgroupBarrier();
+  }
+  if (lid == 0u && inRange) { y[i] = part[0]; }
+}`;
+  return [{ code, workgroups: rowGrid(nOut), uniforms }];
+}
+
 function keepShape(m: Meta, p: ReduceParams): number[] {
   return reducedShape(m.shape, p.axes, true);
 }
@@ -101,6 +226,7 @@ export const sumOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
   infer: (ins, p) => inferReduce("sum", ins, p),
   cpu: ([x], [y], { inputs, params }) =>
     reduceKernel(x, y, inputs[0].shape, params.axes, 0, (a, v) => a + v),
+  wgsl: ({ inputs: [x], params }, device) => reduceWgsl("sum", x, params.axes, device),
   // d sum = broadcast(ct)
   vjp: (
     ct,
@@ -124,6 +250,7 @@ export const maxOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
   infer: (ins, p) => inferReduce("max", ins, p),
   cpu: ([x], [y], { inputs, params }) =>
     reduceKernel(x, y, inputs[0].shape, params.axes, -Infinity, (a, v) => (v > a ? v : a)),
+  wgsl: ({ inputs: [x], params }, device) => reduceWgsl("max", x, params.axes, device),
   // the gradient is shared equally by the maxima
   vjp: (ct, ctx) => {
     const x = ctx.inputs[0]!;
@@ -163,6 +290,33 @@ export const argmaxOp: OpDef<{ readonly axis: number }> = defineOp<{ readonly ax
         y[o * inner + j] = bi;
       }
     }
+  },
+  wgsl: ({ inputs: [x], params }) => {
+    const shape = x.shape;
+    const n = shape[params.axis];
+    let inner = 1, outer = 1;
+    for (let i = params.axis + 1; i < shape.length; i++) inner *= shape[i];
+    for (let i = 0; i < params.axis; i++) outer *= shape[i];
+    const t = wgslType(x.dtype);
+    const code = `@group(0) @binding(0) var<storage, read> x: array<${t}>;
+@group(0) @binding(1) var<storage, read_write> y: array<i32>;
+struct U { count: u32, n: u32, inner: u32, _p: u32 }
+@group(1) @binding(0) var<uniform> u: U;
+@compute @workgroup_size(64)
+fn main(${GRID_ARGS}) {
+  let i = ${gridIndex(64)};
+  if (i >= u.count) { return; }
+  let o = i / u.inner;
+  let j = i % u.inner;
+  var best = ${reduceInit("max", t)};
+  var bi = 0u;
+  for (var k = 0u; k < u.n; k++) {
+    let v = x[(o * u.n + k) * u.inner + j];
+    if (v > best) { best = v; bi = k; }
+  }
+  y[i] = i32(bi);
+}`;
+    return [{ code, workgroups: grid(outer * inner, 64), uniforms: [outer * inner, n, inner, 0] }];
   },
   vjp: NONDIFF,
   examples: [{ inputs: [{ shape: [3, 7] }], params: { axis: 1 } }, {

@@ -9,6 +9,8 @@ import { apply1, defineOp, NONDIFF } from "../op.ts";
 import type { Tensor } from "../tensor.ts";
 import { affine, div, mul } from "./binary.ts";
 import { specialize } from "./_specialize.ts";
+import { sizeOf } from "../shape.ts";
+import { mapWgsl, wgslType } from "../backend/webgpu/wgsl.ts";
 
 type Saved = { x: Tensor; y: Tensor };
 
@@ -144,7 +146,7 @@ const ROWS: UnaryRow[] = [
   {
     name: "tanh",
     f: Math.tanh,
-    wgsl: "tanh(x)",
+    wgsl: "tanh(clamp(x, -15.0, 15.0))",
     grad: (ct, s) => mul(ct, affine(mul(s.y, s.y), -1, 1)),
     save: "y",
     kind: "normal",
@@ -205,6 +207,13 @@ function makeUnary(row: UnaryRow): OpDef<Record<string, never>> {
       return [{ shape: x.shape, dtype: x.dtype }];
     },
     cpu: ([x], [y]) => loop(x, y),
+    wgsl: ({ inputs: [x] }) => {
+      const t = wgslType(x.dtype);
+      let expr = row.wgsl;
+      if (t === "u32" && row.name === "neg") expr = "0u - x";
+      if (t === "u32" && row.name === "abs") expr = "x";
+      return [mapWgsl(["x"], [t], t, expr, sizeOf(x.shape))];
+    },
     vjp,
     saves: { inputs: row.save === "x", outputs: row.save === "y" },
     examples: [
@@ -316,6 +325,14 @@ export const castOp: OpDef<CastParams> = defineOp<CastParams>({
     if (to === "i32" || to === "u32") {
       for (let i = 0; i < x.length; i++) y[i] = Math.trunc(x[i]);
     } else for (let i = 0; i < x.length; i++) y[i] = x[i];
+  },
+  // f32 → int truncates (WGSL clamps out-of-range values); int ↔ int reinterprets the bits
+  wgsl: ({ inputs: [x], outputs: [y] }) => {
+    const from = wgslType(x.dtype), to = wgslType(y.dtype);
+    let expr = `${to}(x)`;
+    if (from === "f32" && to === "u32") expr = "u32(i32(x))";
+    else if (from !== "f32" && to !== "f32" && from !== to) expr = `bitcast<${to}>(x)`;
+    return [mapWgsl(["x"], [from], to, expr, sizeOf(x.shape))];
   },
   // d cast(x) = cast back (only between float types)
   vjp: (ct, ctx) => [isFloat(ctx.inMetas[0].dtype) ? cast(ct[0]!, ctx.inMetas[0].dtype) : null],
