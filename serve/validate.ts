@@ -1,0 +1,536 @@
+/**
+ * Request validation for the OpenAI routes: every field the server reads is checked for type and
+ * range, and a bad one is a 400 that names it (`messages[2].role`). Unknown fields are ignored, as
+ * the OpenAI-compatible servers (llama.cpp, vLLM, Ollama) do.
+ * @module
+ */
+import { badRequest } from "./errors.ts";
+
+/** A chat message as the template sees it. */
+export interface TemplateMessage {
+  /** system | user | assistant | tool. */
+  role: string;
+  /** Text (parts joined). */
+  content: string;
+  /** Assistant reasoning (rendered into the think block). */
+  reasoning_content?: string;
+  /** Assistant tool calls. */
+  tool_calls?: { id?: string; type: "function"; function: { name: string; arguments: string } }[];
+  /** Tool message: the call it answers. */
+  tool_call_id?: string;
+  /** Optional participant name. */
+  name?: string;
+  /** Other fields (none are produced; present for the template's message type). */
+  [field: string]: unknown;
+}
+
+/** Sampling settings of one request. */
+export interface SamplingSettings {
+  /** Softmax temperature; 0 = greedy. */
+  temperature: number;
+  /** Nucleus mass in (0, 1]. */
+  topP: number;
+  /** Keep the k most likely tokens; 0 = off. */
+  topK: number;
+  /** MiniMind repetition penalty (1 = off). */
+  repetitionPenalty: number;
+}
+
+/** Defaults the server applies to omitted fields. */
+export interface RequestDefaults {
+  /** Default temperature (MiniMind's server: 0.7). */
+  temperature: number;
+  /** Default top-p (MiniMind's server: 0.92). */
+  topP: number;
+  /** Default top-k (MiniMind's generate: 50). */
+  topK: number;
+  /** Default max tokens of a chat reply. */
+  maxTokens: number;
+}
+
+/** Limits that turn a request into a 400 or 413 instead of a long computation. */
+export interface RequestLimits {
+  /** Largest request body in bytes (413 above). */
+  maxBodyBytes: number;
+  /** Largest prompt + completion, in tokens. */
+  maxContextTokens: number;
+  /** Largest `max_tokens` a request may ask for. */
+  maxCompletionTokens: number;
+  /** Most messages in one chat request. */
+  maxMessages: number;
+  /** Most stop sequences. */
+  maxStop: number;
+}
+
+/** A validated chat completion request. */
+export interface ChatRequest {
+  /** Requested model id (null = the served model). */
+  model: string | null;
+  /** Messages, normalised for the template. */
+  messages: TemplateMessage[];
+  /** Tools given (null = none). */
+  tools: Record<string, unknown>[] | null;
+  /** Whether tool calls are parsed from the reply (tools given and tool_choice ≠ "none"). */
+  parseToolCalls: boolean;
+  /** Start the reply inside an open think block. */
+  openThinking: boolean;
+  /** Max new tokens (null = server default). */
+  maxTokens: number | null;
+  /** Which field set it (for error messages). */
+  maxTokensField: string;
+  /** Sampling. */
+  sampling: SamplingSettings;
+  /** Stop strings. */
+  stop: string[];
+  /** Seed (null = random). */
+  seed: number | null;
+  /** SSE streaming. */
+  stream: boolean;
+  /** Add a usage chunk at the end of the stream. */
+  includeUsage: boolean;
+}
+
+/** A validated legacy completion request. */
+export interface CompletionRequest {
+  /** Requested model id (null = the served model). */
+  model: string | null;
+  /** Prompt text, or token ids. */
+  prompt: string | number[];
+  /** Max new tokens (null = server default). */
+  maxTokens: number | null;
+  /** Sampling. */
+  sampling: SamplingSettings;
+  /** Stop strings. */
+  stop: string[];
+  /** Seed (null = random). */
+  seed: number | null;
+  /** SSE streaming. */
+  stream: boolean;
+  /** Add a usage chunk at the end of the stream. */
+  includeUsage: boolean;
+}
+
+type Json = Record<string, unknown>;
+
+function kind(v: unknown): string {
+  if (v === null) return "null";
+  if (Array.isArray(v)) return "array";
+  return typeof v;
+}
+
+function isObject(v: unknown): v is Json {
+  return typeof v === "object" && v !== null && !Array.isArray(v);
+}
+
+function optNumber(
+  body: Json,
+  field: string,
+  range: { min: number; max: number; minExclusive?: boolean },
+): number | undefined {
+  const v = body[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isFinite(v)) {
+    throw badRequest(field, `Invalid '${field}': expected a number, got ${kind(v)}`);
+  }
+  const low = range.minExclusive ? v <= range.min : v < range.min;
+  if (low || v > range.max) {
+    throw badRequest(
+      field,
+      `Invalid '${field}': ${v} is out of range; expected a number in ${
+        range.minExclusive ? "(" : "["
+      }${range.min}, ${range.max}]`,
+    );
+  }
+  return v;
+}
+
+function optInteger(body: Json, field: string, min: number, max: number): number | undefined {
+  const v = body[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "number" || !Number.isInteger(v)) {
+    throw badRequest(field, `Invalid '${field}': expected an integer, got ${JSON.stringify(v)}`);
+  }
+  if (v < min || v > max) {
+    throw badRequest(field, `Invalid '${field}': ${v} is out of range; expected ${min}..${max}`);
+  }
+  return v;
+}
+
+function optBoolean(obj: Json, field: string, path = field): boolean | undefined {
+  const v = obj[field];
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== "boolean") {
+    throw badRequest(path, `Invalid '${path}': expected a boolean, got ${kind(v)}`);
+  }
+  return v;
+}
+
+function parseModel(body: Json): string | null {
+  const v = body.model;
+  if (v === undefined || v === null) return null;
+  if (typeof v !== "string") {
+    throw badRequest("model", `Invalid 'model': expected a string, got ${kind(v)}`);
+  }
+  return v;
+}
+
+function parseStop(body: Json, limits: RequestLimits): string[] {
+  const v = body.stop;
+  if (v === undefined || v === null) return [];
+  const list = typeof v === "string" ? [v] : v;
+  if (!Array.isArray(list)) {
+    throw badRequest(
+      "stop",
+      `Invalid 'stop': expected a string or an array of strings, got ${kind(v)}`,
+    );
+  }
+  if (list.length > limits.maxStop) {
+    throw badRequest("stop", `Invalid 'stop': ${list.length} sequences; at most ${limits.maxStop}`);
+  }
+  list.forEach((s, i) => {
+    if (typeof s !== "string") {
+      throw badRequest(`stop[${i}]`, `Invalid 'stop[${i}]': expected a string, got ${kind(s)}`);
+    }
+    if (s.length === 0 || s.length > 256) {
+      throw badRequest(`stop[${i}]`, `Invalid 'stop[${i}]': length ${s.length}; expected 1..256`);
+    }
+  });
+  return list as string[];
+}
+
+function parseSampling(body: Json, defaults: RequestDefaults): SamplingSettings {
+  const temperature = optNumber(body, "temperature", { min: 0, max: 2 }) ?? defaults.temperature;
+  const topP = optNumber(body, "top_p", { min: 0, max: 1, minExclusive: true }) ?? defaults.topP;
+  const topK = optInteger(body, "top_k", -1, 1_000_000) ?? defaults.topK;
+  const rp = optNumber(body, "repetition_penalty", { min: 0, max: 10, minExclusive: true }) ?? 1;
+  for (const f of ["frequency_penalty", "presence_penalty"]) {
+    const p = optNumber(body, f, { min: -2, max: 2 });
+    if (p !== undefined && p !== 0) {
+      throw badRequest(f, `Unsupported '${f}': ${p}; only 0 is supported (use repetition_penalty)`);
+    }
+  }
+  return { temperature, topP, topK: topK < 0 ? 0 : topK, repetitionPenalty: rp };
+}
+
+function parseCommon(
+  body: Json,
+  limits: RequestLimits,
+): { seed: number | null; stream: boolean; includeUsage: boolean } {
+  const n = optInteger(body, "n", 1, 128);
+  if (n !== undefined && n !== 1) {
+    throw badRequest("n", `Unsupported 'n': ${n}; only one choice (n=1) is supported`);
+  }
+  const seed = optInteger(body, "seed", Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER) ?? null;
+  const stream = optBoolean(body, "stream") ?? false;
+  let includeUsage = false;
+  const so = body.stream_options;
+  if (so !== undefined && so !== null) {
+    if (!isObject(so)) {
+      throw badRequest(
+        "stream_options",
+        `Invalid 'stream_options': expected an object, got ${kind(so)}`,
+      );
+    }
+    includeUsage = optBoolean(so, "include_usage", "stream_options.include_usage") ?? false;
+  }
+  const lp = body.logprobs;
+  if (lp !== undefined && lp !== null && lp !== false && lp !== 0) {
+    throw badRequest("logprobs", "Unsupported 'logprobs': log probabilities are not returned");
+  }
+  void limits;
+  return { seed, stream, includeUsage };
+}
+
+function parseMaxTokens(
+  body: Json,
+  limits: RequestLimits,
+): { maxTokens: number | null; field: string } {
+  // llama.cpp's priority: max_completion_tokens over max_tokens.
+  for (const f of ["max_completion_tokens", "max_tokens"]) {
+    const v = optInteger(body, f, 1, Number.MAX_SAFE_INTEGER);
+    if (v === undefined) continue;
+    if (v > limits.maxCompletionTokens) {
+      throw badRequest(
+        f,
+        `Invalid '${f}': ${v} is more than this server allows (${limits.maxCompletionTokens})`,
+      );
+    }
+    return { maxTokens: v, field: f };
+  }
+  return { maxTokens: null, field: "max_tokens" };
+}
+
+function parseContent(v: unknown, path: string): string {
+  if (v === undefined || v === null) return "";
+  if (typeof v === "string") return v;
+  if (!Array.isArray(v)) {
+    throw badRequest(
+      path,
+      `Invalid '${path}': expected a string or an array of parts, got ${kind(v)}`,
+    );
+  }
+  let out = "";
+  v.forEach((part, j) => {
+    const p = `${path}[${j}]`;
+    if (!isObject(part)) {
+      throw badRequest(p, `Invalid '${p}': expected an object, got ${kind(part)}`);
+    }
+    if (part.type !== "text") {
+      throw badRequest(
+        `${p}.type`,
+        `Unsupported '${p}.type': ${JSON.stringify(part.type)}; only "text" parts are supported`,
+      );
+    }
+    if (typeof part.text !== "string") {
+      throw badRequest(
+        `${p}.text`,
+        `Invalid '${p}.text': expected a string, got ${kind(part.text)}`,
+      );
+    }
+    out += part.text;
+  });
+  return out;
+}
+
+const ROLES = new Set(["system", "developer", "user", "assistant", "tool"]);
+
+function parseToolCalls(v: unknown, path: string): TemplateMessage["tool_calls"] {
+  if (v === undefined || v === null) return undefined;
+  if (!Array.isArray(v)) {
+    throw badRequest(path, `Invalid '${path}': expected an array, got ${kind(v)}`);
+  }
+  return v.map((c, j) => {
+    const p = `${path}[${j}]`;
+    if (!isObject(c) || !isObject(c.function)) {
+      throw badRequest(`${p}.function`, `Invalid '${p}.function': expected an object`);
+    }
+    const name = c.function.name;
+    if (typeof name !== "string" || name.length === 0) {
+      throw badRequest(
+        `${p}.function.name`,
+        `Invalid '${p}.function.name': expected a non-empty string`,
+      );
+    }
+    const args = c.function.arguments ?? "{}";
+    const argText = typeof args === "string" ? args : JSON.stringify(args);
+    return {
+      ...(typeof c.id === "string" ? { id: c.id } : {}),
+      type: "function" as const,
+      function: { name, arguments: argText },
+    };
+  });
+}
+
+function parseMessages(body: Json, limits: RequestLimits): TemplateMessage[] {
+  const v = body.messages;
+  if (v === undefined || v === null) {
+    throw badRequest("messages", "Missing required parameter: 'messages'");
+  }
+  if (!Array.isArray(v)) {
+    throw badRequest("messages", `Invalid 'messages': expected an array, got ${kind(v)}`);
+  }
+  if (v.length === 0) {
+    throw badRequest("messages", "Invalid 'messages': empty array; expected at least one message");
+  }
+  if (v.length > limits.maxMessages) {
+    throw badRequest(
+      "messages",
+      `Invalid 'messages': ${v.length} messages; at most ${limits.maxMessages}`,
+    );
+  }
+  return v.map((m, i) => {
+    const p = `messages[${i}]`;
+    if (!isObject(m)) throw badRequest(p, `Invalid '${p}': expected an object, got ${kind(m)}`);
+    if (typeof m.role !== "string" || !ROLES.has(m.role)) {
+      throw badRequest(
+        `${p}.role`,
+        `Invalid '${p}.role': ${
+          JSON.stringify(m.role)
+        }; expected one of system, developer, user, assistant, tool`,
+      );
+    }
+    const out: TemplateMessage = {
+      role: m.role === "developer" ? "system" : m.role,
+      content: parseContent(m.content, `${p}.content`),
+    };
+    if (m.role !== "assistant" && (m.content === undefined || m.content === null)) {
+      throw badRequest(`${p}.content`, `Missing required parameter: '${p}.content'`);
+    }
+    if (m.name !== undefined && m.name !== null) {
+      if (typeof m.name !== "string") {
+        throw badRequest(`${p}.name`, `Invalid '${p}.name': expected a string`);
+      }
+      out.name = m.name;
+    }
+    if (m.role === "assistant") {
+      if (m.reasoning_content !== undefined && m.reasoning_content !== null) {
+        if (typeof m.reasoning_content !== "string") {
+          throw badRequest(
+            `${p}.reasoning_content`,
+            `Invalid '${p}.reasoning_content': expected a string`,
+          );
+        }
+        out.reasoning_content = m.reasoning_content;
+      }
+      const calls = parseToolCalls(m.tool_calls, `${p}.tool_calls`);
+      if (calls && calls.length) out.tool_calls = calls;
+    }
+    if (m.role === "tool" && typeof m.tool_call_id === "string") out.tool_call_id = m.tool_call_id;
+    return out;
+  });
+}
+
+function parseTools(body: Json): Record<string, unknown>[] | null {
+  const v = body.tools;
+  if (v === undefined || v === null) return null;
+  if (!Array.isArray(v)) {
+    throw badRequest("tools", `Invalid 'tools': expected an array, got ${kind(v)}`);
+  }
+  if (v.length > 64) throw badRequest("tools", `Invalid 'tools': ${v.length} tools; at most 64`);
+  v.forEach((t, i) => {
+    const p = `tools[${i}]`;
+    if (!isObject(t)) throw badRequest(p, `Invalid '${p}': expected an object, got ${kind(t)}`);
+    if (t.type !== "function") {
+      throw badRequest(
+        `${p}.type`,
+        `Invalid '${p}.type': ${JSON.stringify(t.type)}; expected "function"`,
+      );
+    }
+    if (!isObject(t.function) || typeof t.function.name !== "string" || !t.function.name) {
+      throw badRequest(
+        `${p}.function.name`,
+        `Invalid '${p}.function.name': expected a non-empty string`,
+      );
+    }
+  });
+  return v.length ? v as Record<string, unknown>[] : null;
+}
+
+function parseToolChoice(body: Json): "none" | "auto" {
+  const v = body.tool_choice;
+  if (v === undefined || v === null || v === "auto" || v === "required") return "auto";
+  if (v === "none") return "none";
+  if (isObject(v)) return "auto";
+  throw badRequest(
+    "tool_choice",
+    `Invalid 'tool_choice': ${JSON.stringify(v)}; expected "none", "auto" or "required"`,
+  );
+}
+
+function parseThinking(body: Json): boolean {
+  const top = optBoolean(body, "open_thinking");
+  const kw = body.chat_template_kwargs;
+  let fromKw: boolean | undefined;
+  if (kw !== undefined && kw !== null) {
+    if (!isObject(kw)) {
+      throw badRequest(
+        "chat_template_kwargs",
+        `Invalid 'chat_template_kwargs': expected an object, got ${kind(kw)}`,
+      );
+    }
+    fromKw = optBoolean(kw, "open_thinking", "chat_template_kwargs.open_thinking") ??
+      optBoolean(kw, "enable_thinking", "chat_template_kwargs.enable_thinking");
+  }
+  return fromKw ?? top ?? false;
+}
+
+function parseResponseFormat(body: Json): void {
+  const v = body.response_format;
+  if (v === undefined || v === null) return;
+  if (!isObject(v) || v.type !== "text") {
+    throw badRequest(
+      "response_format",
+      `Unsupported 'response_format': only {"type": "text"} is supported`,
+    );
+  }
+}
+
+function requireObject(body: unknown): Json {
+  if (!isObject(body)) {
+    throw badRequest(null, `Invalid request body: expected a JSON object, got ${kind(body)}`);
+  }
+  return body;
+}
+
+/**
+ * Validates a `/v1/chat/completions` body.
+ *
+ * @param raw the parsed JSON body
+ * @param defaults sampling and length defaults
+ * @param limits request limits
+ * @returns the request, normalised
+ */
+export function parseChatRequest(
+  raw: unknown,
+  defaults: RequestDefaults,
+  limits: RequestLimits,
+): ChatRequest {
+  const body = requireObject(raw);
+  const model = parseModel(body);
+  const messages = parseMessages(body, limits);
+  const tools = parseTools(body);
+  const toolChoice = parseToolChoice(body);
+  const { maxTokens, field } = parseMaxTokens(body, limits);
+  parseResponseFormat(body);
+  return {
+    model,
+    messages,
+    tools: toolChoice === "none" ? null : tools,
+    parseToolCalls: tools !== null && toolChoice !== "none",
+    openThinking: parseThinking(body),
+    maxTokens,
+    maxTokensField: field,
+    sampling: parseSampling(body, defaults),
+    stop: parseStop(body, limits),
+    ...parseCommon(body, limits),
+  };
+}
+
+/**
+ * Validates a `/v1/completions` body.
+ *
+ * @param raw the parsed JSON body
+ * @param defaults sampling and length defaults
+ * @param limits request limits
+ * @returns the request, normalised
+ */
+export function parseCompletionRequest(
+  raw: unknown,
+  defaults: RequestDefaults,
+  limits: RequestLimits,
+): CompletionRequest {
+  const body = requireObject(raw);
+  const model = parseModel(body);
+  let prompt: string | number[];
+  const p = body.prompt;
+  if (p === undefined || p === null) {
+    throw badRequest("prompt", "Missing required parameter: 'prompt'");
+  }
+  if (typeof p === "string") prompt = p;
+  else if (Array.isArray(p) && p.length === 1 && typeof p[0] === "string") prompt = p[0];
+  else if (Array.isArray(p) && p.length > 0 && p.every((x) => Number.isInteger(x))) {
+    prompt = p as number[];
+  } else if (Array.isArray(p) && p.length > 1 && p.every((x) => typeof x === "string")) {
+    throw badRequest("prompt", `Unsupported 'prompt': ${p.length} prompts; one prompt per request`);
+  } else {
+    throw badRequest(
+      "prompt",
+      `Invalid 'prompt': expected a string or an array of token ids, got ${kind(p)}`,
+    );
+  }
+  for (const f of ["suffix", "echo", "best_of"]) {
+    const v = body[f];
+    if (v !== undefined && v !== null && v !== false && v !== 1) {
+      throw badRequest(f, `Unsupported '${f}'`);
+    }
+  }
+  const { maxTokens } = parseMaxTokens(body, limits);
+  return {
+    model,
+    prompt,
+    maxTokens,
+    sampling: parseSampling(body, defaults),
+    stop: parseStop(body, limits),
+    ...parseCommon(body, limits),
+  };
+}

@@ -1,0 +1,57 @@
+/**
+ * Shared fixture of the serving tests: a real, randomly initialised tiny MiniMind (H 64, 2 layers,
+ * the real 6400-token vocab) with minimind-3's real tokenizer and chat template.
+ * @module
+ */
+import { config, init, type MiniMindConfig, type MiniMindParams } from "../nn/minimind.ts";
+import { key } from "../nn/random.ts";
+import { Tokenizer } from "../data/tokenizer.ts";
+import { createApp, type CreateAppOptions, type ServeApp } from "../serve/mod.ts";
+import { fixture } from "./_util.ts";
+
+/** The tiny model's config. */
+export const TINY_CFG: MiniMindConfig = config("minimind2-small", {
+  hiddenSize: 64,
+  numHiddenLayers: 2,
+});
+
+let params: MiniMindParams | null = null;
+let tok: Tokenizer | null = null;
+
+/** The tiny model (created once per test process). */
+export function tinyModel(): { cfg: MiniMindConfig; params: MiniMindParams } {
+  params ??= init(TINY_CFG, key(7));
+  return { cfg: TINY_CFG, params };
+}
+
+/** minimind-3's tokenizer (loaded once). */
+export async function tokenizer(): Promise<Tokenizer> {
+  tok ??= await Tokenizer.fromFile(fixture("minimind/minimind-3"));
+  return tok;
+}
+
+/** An app over the tiny model. */
+export async function tinyApp(options: Partial<CreateAppOptions> = {}): Promise<ServeApp> {
+  return createApp({ model: tinyModel(), tokenizer: await tokenizer(), ...options });
+}
+
+/** POST JSON to an app. */
+export function postJson(
+  app: ServeApp,
+  path: string,
+  body: unknown,
+  headers: Record<string, string> = {},
+): Promise<Response> {
+  return Promise.resolve(app.request(path, {
+    method: "POST",
+    headers: { "content-type": "application/json", ...headers },
+    body: typeof body === "string" ? body : JSON.stringify(body),
+  }));
+}
+
+/** Parses an SSE body into its `data:` payloads. */
+export function sseData(text: string): string[] {
+  return text.split("\n\n").map((e) =>
+    e.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n")
+  ).filter((d) => d.length > 0);
+}
