@@ -36,3 +36,58 @@ export type {
   WgslKernel,
 } from "./nn/op.ts";
 export * from "./nn/ops/mod.ts";
+export {
+  cacheLength,
+  concatCacheRows,
+  config,
+  configFromHF,
+  configToHF,
+  countParams,
+  defaultIntermediateSize,
+  disposeCache,
+  forward,
+  init,
+  lossFromLogits,
+  paramsFromFlat,
+  paramShapes,
+  PRESETS,
+  selectCacheRows,
+  YARN_DEFAULTS,
+} from "./nn/minimind.ts";
+export type {
+  ConfigFromHFOptions,
+  ConfigOverrides,
+  ForwardOptions,
+  ForwardResult,
+  FromFlatOptions,
+  Generation,
+  HiddenAct,
+  InitOptions,
+  KvCache,
+  LayerCache,
+  LayerParams,
+  MiniMindConfig,
+  MiniMindParams,
+  MoeDispatch,
+  ParamCount,
+  PresetName,
+  RopeScaling,
+  RouterInfo,
+  Weight,
+} from "./nn/minimind.ts";
+export {
+  loadSafetensors,
+  parseSafetensors,
+  readSafetensorsMetadata,
+  saveSafetensors,
+  serializeSafetensors,
+  tensorsFromSafetensors,
+  toHalf,
+} from "./convert/safetensors.ts";
+export type {
+  LoadSafetensorsOptions,
+  ParsedSafetensors,
+  RawTensor,
+  SafetensorsDType,
+  SafetensorsEntry,
+} from "./convert/safetensors.ts";
