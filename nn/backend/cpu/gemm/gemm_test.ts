@@ -219,6 +219,17 @@ Deno.test("gemm wasm 3 threads (2 workers): all transpose variants match f64", a
   }
 });
 
+Deno.test("gemm wasm 2 threads on a web Worker (the browser path)", async () => {
+  const g = new WasmGemm();
+  await g.startWorkers(2, { webWorker: true });
+  try {
+    assert(g.threads === 2, g.detail);
+    checkVariant((x) => g.sgemm(x), false, true);
+  } finally {
+    g.dispose();
+  }
+});
+
 // --- blas -----------------------------------------------------------------------------------------
 
 const requireBlas = Deno.env.get("MINIMIND_REQUIRE_BLAS") === "1";

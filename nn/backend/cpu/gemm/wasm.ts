@@ -126,10 +126,13 @@ const isNode = !isDeno &&
   typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node ===
     "string";
 
-/** Starts one worker running `worker.ts` and resolves once it has instantiated the kernel. */
-async function spawn(init: WorkerInit): Promise<{ terminate(): void }> {
+/**
+ * Starts one worker running `worker.ts` and resolves once it has instantiated the kernel; `web`
+ * forces a web Worker where node:worker_threads would be used (tests of the browser path).
+ */
+async function spawn(init: WorkerInit, web: boolean): Promise<{ terminate(): void }> {
   const url = new URL("./worker.ts", import.meta.url);
-  if (isDeno || isNode) {
+  if ((isDeno || isNode) && !web) {
     // node:worker_threads can unref() its workers, so an idle pool never keeps the process alive
     // (Deno's web Worker has no unref).
     const wt = await import("node:worker_threads");
@@ -191,9 +194,10 @@ export class WasmGemm implements Gemm {
 
   /**
    * Starts `threads - 1` workers sharing this engine's memory. Resolves when they are ready; until
-   * then (and if starting fails) calls run on the calling thread only.
+   * then (and if starting fails) calls run on the calling thread only. `webWorker` uses web Workers
+   * even in Deno (they keep a Deno process alive until {@linkcode WasmGemm.dispose}).
    */
-  async startWorkers(threads: number): Promise<void> {
+  async startWorkers(threads: number, { webWorker = false } = {}): Promise<void> {
     const want = Math.min(Math.max(1, Math.floor(threads)), CTRL.maxWorkers + 1) - 1;
     if (!this.#compiled.shared || want <= this.#workers.length) return;
     const started: WorkerHandle[] = [];
@@ -209,7 +213,9 @@ export class WasmGemm implements Gemm {
         spin: SPIN,
       };
       jobs.push(
-        spawn(init).then((h) => void started.push({ base, seq: 0, terminate: h.terminate })),
+        spawn(init, webWorker).then((h) =>
+          void started.push({ base, seq: 0, terminate: h.terminate })
+        ),
       );
     }
     const results = await Promise.allSettled(jobs);
