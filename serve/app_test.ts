@@ -1,0 +1,454 @@
+import assert from "node:assert/strict";
+import { postJson, sseData, tinyApp } from "../tests/_serve.ts";
+
+const HELLO = [{ role: "user", content: "你好" }];
+
+async function chat(app: Awaited<ReturnType<typeof tinyApp>>, body: Record<string, unknown>) {
+  const res = await postJson(app, "/v1/chat/completions", { messages: HELLO, ...body });
+  assert.equal(res.status, 200, await res.clone().text());
+  return await res.json();
+}
+
+/** Joins the streamed deltas of an SSE chat reply; checks the chunk protocol on the way. */
+function joinStream(text: string) {
+  const data = sseData(text);
+  assert.equal(data.at(-1), "[DONE]");
+  const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+  assert.deepEqual(chunks[0].choices[0].delta, { role: "assistant", content: "" });
+  let content = "", reasoning = "", finish = null, usage = null;
+  for (const c of chunks) {
+    assert.equal(c.object, "chat.completion.chunk");
+    assert.equal(c.id, chunks[0].id);
+    assert.equal(c.model, "minimind");
+    if (c.usage) usage = c.usage;
+    if (!c.choices.length) continue;
+    const ch = c.choices[0];
+    content += ch.delta.content ?? "";
+    reasoning += ch.delta.reasoning_content ?? "";
+    if (ch.finish_reason) {
+      assert.equal(finish, null, "one finish_reason");
+      finish = ch.finish_reason;
+    }
+  }
+  return { chunks, content, reasoning, finish, usage };
+}
+
+Deno.test("serve: /health, /v1/models, unknown routes and methods", async () => {
+  const app = await tinyApp();
+  try {
+    const h = await app.request("/health");
+    assert.equal(h.status, 200);
+    assert.equal((await h.json()).status, "ok");
+    const m = await (await app.request("/v1/models")).json();
+    assert.equal(m.object, "list");
+    assert.deepEqual(m.data.map((x: { id: string }) => x.id), ["minimind"]);
+    assert.equal((await app.request("/v1/models/minimind")).status, 200);
+    const nm = await app.request("/v1/models/gpt-4");
+    assert.equal(nm.status, 404);
+    assert.equal((await nm.json()).error.code, "model_not_found");
+    const nf = await app.request("/v1/nothing");
+    assert.equal(nf.status, 404);
+    const body = await nf.json();
+    assert.deepEqual(Object.keys(body.error).sort(), ["code", "message", "param", "type"]);
+    assert.equal(body.error.type, "not_found_error");
+    const get = await app.request("/v1/chat/completions");
+    assert.equal(get.status, 405);
+    const page = await app.request("/");
+    assert.equal(page.status, 200);
+    assert.match(page.headers.get("content-type")!, /text\/html/);
+    assert.match(await page.text(), /id="stop"/);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: chat JSON reply has the OpenAI shape, usage and finish_reason length", async () => {
+  const app = await tinyApp();
+  try {
+    const r = await chat(app, { max_tokens: 6, seed: 3 });
+    assert.equal(r.object, "chat.completion");
+    assert.match(r.id, /^chatcmpl-/);
+    assert.equal(r.model, "minimind");
+    assert.equal(r.choices.length, 1);
+    assert.equal(r.choices[0].message.role, "assistant");
+    assert.equal(typeof r.choices[0].message.content, "string");
+    assert.equal(r.choices[0].finish_reason, "length");
+    // the prompt is the template's 18 tokens for [user 你好] (spec §10.8)
+    assert.deepEqual(r.usage, { prompt_tokens: 18, completion_tokens: 6, total_tokens: 24 });
+    // max_completion_tokens wins over max_tokens (llama.cpp's priority)
+    const r2 = await chat(app, { max_tokens: 9, max_completion_tokens: 3, seed: 3 });
+    assert.equal(r2.usage.completion_tokens, 3);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: a seed fixes the reply; streaming and JSON agree; include_usage", async () => {
+  const app = await tinyApp();
+  try {
+    const body = { max_tokens: 12, seed: 42, temperature: 1, top_p: 0.9, top_k: 40 };
+    const a = await chat(app, body);
+    const b = await chat(app, body);
+    assert.equal(a.choices[0].message.content, b.choices[0].message.content);
+    const res = await postJson(app, "/v1/chat/completions", {
+      messages: HELLO,
+      ...body,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    assert.equal(res.status, 200);
+    assert.match(res.headers.get("content-type")!, /text\/event-stream/);
+    const s = joinStream(await res.text());
+    assert.equal(s.content, a.choices[0].message.content);
+    assert.equal(s.finish, "length");
+    assert.deepEqual(s.usage, a.usage);
+    // usage chunk: choices [] and the only non-null usage; the others carry usage: null
+    const last = s.chunks.at(-1);
+    assert.deepEqual(last.choices, []);
+    for (const c of s.chunks.slice(0, -1)) assert.equal(c.usage, null);
+    // without include_usage there is no usage anywhere
+    const plain = joinStream(
+      await (await postJson(app, "/v1/chat/completions", {
+        messages: HELLO,
+        ...body,
+        stream: true,
+      })).text(),
+    );
+    assert.equal(plain.usage, null);
+    assert.equal(plain.content, s.content);
+    // greedy (temperature 0) ignores the seed
+    const g1 = await chat(app, { max_tokens: 8, temperature: 0, seed: 1 });
+    const g2 = await chat(app, { max_tokens: 8, temperature: 0, seed: 2 });
+    assert.equal(g1.choices[0].message.content, g2.choices[0].message.content);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: open_thinking streams the reply as reasoning_content", async () => {
+  const app = await tinyApp();
+  try {
+    const body = { max_tokens: 10, seed: 5, chat_template_kwargs: { open_thinking: true } };
+    const r = await chat(app, body);
+    const msg = r.choices[0].message;
+    // a random model never closes the think block: everything it says is reasoning
+    assert.ok(msg.reasoning_content.length > 0);
+    assert.equal(msg.content, "");
+    const s = joinStream(
+      await (await postJson(app, "/v1/chat/completions", {
+        messages: HELLO,
+        ...body,
+        stream: true,
+      })).text(),
+    );
+    assert.equal(s.reasoning, msg.reasoning_content);
+    assert.equal(s.content, "");
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: stop sequences cut the reply and finish with stop", async () => {
+  const app = await tinyApp();
+  try {
+    const base = { max_tokens: 24, seed: 11, temperature: 0.9 };
+    const full: string = (await chat(app, base)).choices[0].message.content;
+    assert.ok(full.length > 6, full);
+    const stop = full.slice(4, 6);
+    const cut = full.slice(0, full.indexOf(stop));
+    const r = await chat(app, { ...base, stop });
+    assert.equal(r.choices[0].message.content, cut);
+    assert.equal(r.choices[0].finish_reason, "stop");
+    assert.ok(r.usage.completion_tokens < 24);
+    const s = joinStream(
+      await (await postJson(app, "/v1/chat/completions", {
+        messages: HELLO,
+        ...base,
+        stop: ["\u0000never", stop],
+        stream: true,
+      })).text(),
+    );
+    assert.equal(s.content, cut);
+    assert.equal(s.finish, "stop");
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: /v1/completions, JSON and SSE, text or token-id prompts", async () => {
+  const app = await tinyApp();
+  try {
+    const res = await postJson(app, "/v1/completions", {
+      prompt: "白日依山尽",
+      max_tokens: 5,
+      seed: 2,
+    });
+    assert.equal(res.status, 200);
+    const r = await res.json();
+    assert.equal(r.object, "text_completion");
+    assert.equal(r.choices[0].finish_reason, "length");
+    assert.deepEqual(r.usage, { prompt_tokens: 5, completion_tokens: 5, total_tokens: 10 });
+    const ids = await (await postJson(app, "/v1/completions", {
+      prompt: [2178, 1053, 2472, 2302, 1932],
+      max_tokens: 5,
+      seed: 2,
+    })).json();
+    assert.equal(ids.choices[0].text, r.choices[0].text);
+    const sres = await postJson(app, "/v1/completions", {
+      prompt: "白日依山尽",
+      max_tokens: 5,
+      seed: 2,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const data = sseData(await sres.text());
+    assert.equal(data.at(-1), "[DONE]");
+    const chunks = data.slice(0, -1).map((d) => JSON.parse(d));
+    const text = chunks.map((c) => c.choices[0]?.text ?? "").join("");
+    assert.equal(text, r.choices[0].text);
+    assert.equal(chunks.at(-2).choices[0].finish_reason, "length");
+    assert.deepEqual(chunks.at(-1).usage, r.usage);
+    // default max_tokens is OpenAI's 16 for this endpoint
+    const d = await (await postJson(app, "/v1/completions", { prompt: "a", seed: 1 })).json();
+    assert.ok(d.usage.completion_tokens <= 16);
+    const bad = await postJson(app, "/v1/completions", { prompt: [1, 99999] });
+    assert.equal(bad.status, 400);
+    assert.equal((await bad.json()).error.param, "prompt[1]");
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: bad requests are 400s naming the field", async () => {
+  const app = await tinyApp();
+  try {
+    const cases: [unknown, number, string | null, string?][] = [
+      ["{not json", 400, null, "invalid_json"],
+      ["[1, 2]", 400, null],
+      ["", 400, null],
+      [{ messages: "hi" }, 400, "messages"],
+      [{}, 400, "messages"],
+      [{ messages: [] }, 400, "messages"],
+      [{ messages: [{ role: "wizard", content: "x" }] }, 400, "messages[0].role"],
+      [{ messages: [{ role: "user" }] }, 400, "messages[0].content"],
+      [{ messages: [{ role: "user", content: 5 }] }, 400, "messages[0].content"],
+      [
+        { messages: [{ role: "user", content: [{ type: "image_url" }] }] },
+        400,
+        "messages[0].content[0].type",
+      ],
+      [{ messages: HELLO, temperature: "hot" }, 400, "temperature"],
+      [{ messages: HELLO, temperature: 3 }, 400, "temperature"],
+      [{ messages: HELLO, top_p: 0 }, 400, "top_p"],
+      [{ messages: HELLO, top_k: 1.5 }, 400, "top_k"],
+      [{ messages: HELLO, max_tokens: 0 }, 400, "max_tokens"],
+      [{ messages: HELLO, max_tokens: 10 ** 9 }, 400, "max_tokens"],
+      [{ messages: HELLO, max_completion_tokens: "9" }, 400, "max_completion_tokens"],
+      [{ messages: HELLO, n: 2 }, 400, "n"],
+      [{ messages: HELLO, stop: 7 }, 400, "stop"],
+      [{ messages: HELLO, stop: ["a", 3] }, 400, "stop[1]"],
+      [{ messages: HELLO, stop: ["a", "b", "c", "d", "e"] }, 400, "stop"],
+      [{ messages: HELLO, seed: "x" }, 400, "seed"],
+      [{ messages: HELLO, stream: "yes" }, 400, "stream"],
+      [
+        { messages: HELLO, stream_options: { include_usage: 1 } },
+        400,
+        "stream_options.include_usage",
+      ],
+      [{ messages: HELLO, tools: [{ type: "function" }] }, 400, "tools[0].function.name"],
+      [
+        { messages: HELLO, chat_template_kwargs: { open_thinking: "no" } },
+        400,
+        "chat_template_kwargs.open_thinking",
+      ],
+      [{ messages: HELLO, model: "gpt-4o" }, 400, "model", "model_not_found"],
+      [{ messages: HELLO, model: 4 }, 400, "model"],
+      [{ messages: HELLO, logprobs: true }, 400, "logprobs"],
+    ];
+    for (const [body, status, param, code] of cases) {
+      const res = await postJson(app, "/v1/chat/completions", body);
+      const label = JSON.stringify(body);
+      assert.equal(res.status, status, label);
+      const e = (await res.json()).error;
+      assert.equal(e.type, "invalid_request_error", label);
+      assert.equal(e.param, param, label);
+      if (code) assert.equal(e.code, code, label);
+      assert.ok(e.message.length > 0);
+    }
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: body and token limits (413, context_length_exceeded, max_tokens clamp)", async () => {
+  const app = await tinyApp({ limits: { maxBodyBytes: 2000, maxContextTokens: 40 } });
+  try {
+    const big = JSON.stringify({ messages: [{ role: "user", content: "x".repeat(5000) }] });
+    const r1 = await postJson(app, "/v1/chat/completions", big);
+    assert.equal(r1.status, 413);
+    assert.equal((await r1.json()).error.code, "request_too_large");
+    // a chunked body without Content-Length is cut off while reading
+    const stream = new ReadableStream({
+      start(c) {
+        c.enqueue(new TextEncoder().encode(big));
+        c.close();
+      },
+    });
+    const r2 = await app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: stream,
+    });
+    assert.equal(r2.status, 413);
+    const long = await postJson(app, "/v1/chat/completions", {
+      messages: [{ role: "user", content: "你好".repeat(30) }],
+    });
+    assert.equal(long.status, 400);
+    const e = (await long.json()).error;
+    assert.equal(e.code, "context_length_exceeded");
+    assert.equal(e.param, "messages");
+    // prompt 18 + max_tokens 100 > 40: the reply is clamped to the 22 tokens left
+    const r = await chat(app, { max_tokens: 100, seed: 1, temperature: 1, top_k: 0 });
+    assert.equal(r.usage.total_tokens <= 40, true);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: API key (Bearer) guards /v1, OpenAI-style 401; /health and / stay public", async () => {
+  const app = await tinyApp({ apiKey: "sk-test-123" });
+  try {
+    const none = await app.request("/v1/models");
+    assert.equal(none.status, 401);
+    const e = (await none.json()).error;
+    assert.equal(e.type, "authentication_error");
+    assert.equal(e.code, "missing_api_key");
+    const wrong = await app.request("/v1/models", { headers: { authorization: "Bearer nope" } });
+    assert.equal(wrong.status, 401);
+    assert.equal((await wrong.json()).error.code, "invalid_api_key");
+    const ok = await app.request("/v1/models", {
+      headers: { authorization: "Bearer sk-test-123" },
+    });
+    assert.equal(ok.status, 200);
+    const chatRes = await postJson(
+      app,
+      "/v1/chat/completions",
+      { messages: HELLO, max_tokens: 2 },
+      {
+        authorization: "Bearer sk-test-123",
+      },
+    );
+    assert.equal(chatRes.status, 200);
+    await chatRes.body?.cancel();
+    assert.equal((await app.request("/health")).status, 200);
+    assert.equal((await app.request("/")).status, 200);
+    // CORS preflight needs no key
+    const pre = await app.request("/v1/chat/completions", {
+      method: "OPTIONS",
+      headers: { origin: "http://example.test", "access-control-request-method": "POST" },
+    });
+    assert.equal(pre.status, 204);
+    assert.equal(pre.headers.get("access-control-allow-origin"), "*");
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: concurrent requests are decoded together and match their sequential runs", async () => {
+  const app = await tinyApp({ scheduler: { maxBatch: 8 } });
+  try {
+    const seeds = [1, 2, 3, 4, 5, 6];
+    const ask = (seed: number) =>
+      chat(app, { max_tokens: 10 + seed, seed, temperature: 1, top_p: 0.95 }).then((r) =>
+        r.choices[0].message.content as string
+      );
+    const together = await Promise.all(seeds.map(ask));
+    assert.ok(app.stats().maxBatchSeen >= 4, `largest batch ${app.stats().maxBatchSeen}`);
+    const alone: string[] = [];
+    for (const s of seeds) alone.push(await ask(s));
+    assert.deepEqual(together, alone);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: a full queue answers 429; a request that waits too long answers 503", async () => {
+  const post = (app: Awaited<ReturnType<typeof tinyApp>>, signal?: AbortSignal) =>
+    Promise.resolve(app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        messages: HELLO,
+        max_tokens: 2000,
+        seed: 1,
+        temperature: 1,
+        top_k: 0,
+      }),
+      signal,
+    }));
+  const app = await tinyApp({ scheduler: { maxBatch: 1, maxQueue: 1, queueTimeoutMs: 60_000 } });
+  try {
+    const ctl = new AbortController();
+    const first = post(app, ctl.signal); // runs
+    await new Promise((r) => setTimeout(r, 20));
+    const second = post(app, ctl.signal); // waits
+    await new Promise((r) => setTimeout(r, 20));
+    const third = await post(app); // refused
+    assert.equal(third.status, 429);
+    assert.equal(third.headers.get("retry-after"), "1");
+    const e = (await third.json()).error;
+    assert.equal(e.type, "rate_limit_error");
+    assert.equal(e.code, "rate_limit_exceeded");
+    assert.equal(app.stats().running + app.stats().waiting, 2);
+    ctl.abort(); // both clients leave: the running one stops, the waiting one never starts
+    assert.equal((await first).status, 200);
+    assert.equal((await second).status, 503);
+  } finally {
+    await app.close();
+  }
+  const slow = await tinyApp({ scheduler: { maxBatch: 1, maxQueue: 4, queueTimeoutMs: 30 } });
+  try {
+    const ctl = new AbortController();
+    const first = post(slow, ctl.signal);
+    await new Promise((r) => setTimeout(r, 10));
+    const second = await post(slow);
+    assert.equal(second.status, 503);
+    assert.equal((await second.json()).error.code, "overloaded");
+    ctl.abort();
+    assert.equal((await first).status, 200);
+  } finally {
+    await slow.close();
+  }
+});
+
+Deno.test("serve: a client that goes away stops its generation", async () => {
+  const app = await tinyApp();
+  try {
+    const ctl = new AbortController();
+    const res = await app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({
+        messages: HELLO,
+        max_tokens: 4000,
+        stream: true,
+        temperature: 1,
+        top_k: 0,
+      }),
+      signal: ctl.signal,
+    });
+    const reader = res.body!.getReader();
+    await reader.read();
+    await reader.read();
+    ctl.abort();
+    await reader.cancel().catch(() => {});
+    await new Promise((r) => setTimeout(r, 50));
+    const t1 = app.stats().tokens;
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(app.stats().tokens, t1, "no tokens after the client left");
+    assert.equal(app.stats().running, 0);
+    assert.ok(t1 < 4000);
+  } finally {
+    await app.close();
+  }
+});
