@@ -47,7 +47,7 @@ export function compare(
   const first: string[] = [];
   for (let i = 0; i < got.length; i++) {
     const a = got[i], b = want[i];
-    const d = Math.abs(a - b);
+    const d = a === b ? 0 : Math.abs(a - b); // equal infinities match
     if (!(d <= atol + rtol * Math.abs(b))) {
       bad++;
       if (first.length < 5) first.push(`[${i}] got ${a} want ${b}`);

@@ -8,6 +8,7 @@ import type { OpDef } from "../op.ts";
 import { apply, defineOp, NONDIFF } from "../op.ts";
 import { fmt, sameShape } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
+import { grid, GRID_ARGS, gridIndex } from "../backend/webgpu/wgsl.ts";
 
 /** Params of `adamwUpdate` (hyper-parameters of one step). */
 export interface AdamwParams {
@@ -65,6 +66,50 @@ export const adamwOp: OpDef<AdamwParams> = defineOp<AdamwParams>({
       mo[i] = mi;
       vo[i] = vi;
     }
+  },
+  // the same f32 operation order as the CPU kernel; step scalars are rounded on the host
+  wgsl: ({ inputs: [p], params }) => {
+    const { lr, beta1, beta2, eps, weightDecay, step } = params;
+    const r = Math.fround;
+    let n = 1;
+    for (const d of p.shape) n *= d;
+    return [{
+      code: `@group(0) @binding(0) var<storage, read> p: array<f32>;
+@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(2) var<storage, read> m: array<f32>;
+@group(0) @binding(3) var<storage, read> v: array<f32>;
+@group(0) @binding(4) var<storage, read_write> po: array<f32>;
+@group(0) @binding(5) var<storage, read_write> mo: array<f32>;
+@group(0) @binding(6) var<storage, read_write> vo: array<f32>;
+struct U { n: u32, decay: f32, b1: f32, a1: f32, b2: f32, a2: f32, step_size: f32, bc2: f32, eps: f32 }
+@group(1) @binding(0) var<uniform> u: U;
+@compute @workgroup_size(256)
+fn main(${GRID_ARGS}) {
+  let i = ${gridIndex(256)};
+  if (i >= u.n) { return; }
+  let gi = g[i];
+  let pi = p[i] * u.decay;
+  let mi = m[i] * u.b1 + u.a1 * gi;
+  let vi = v[i] * u.b2 + (u.a2 * gi) * gi;
+  let denom = sqrt(vi) / u.bc2 + u.eps;
+  po[i] = pi + (u.step_size * mi) / denom;
+  mo[i] = mi;
+  vo[i] = vi;
+}`,
+      workgroups: grid(n),
+      uniforms: [
+        n,
+        r(1 - lr * weightDecay),
+        r(beta1),
+        r(1 - beta1),
+        r(beta2),
+        r(1 - beta2),
+        r(-(lr / (1 - Math.pow(beta1, step)))),
+        r(Math.sqrt(1 - Math.pow(beta2, step))),
+        r(eps),
+      ],
+      uniformTypes: ["u32", "f32", "f32", "f32", "f32", "f32", "f32", "f32", "f32"],
+    }];
   },
   vjp: NONDIFF,
   examples: [

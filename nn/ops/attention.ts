@@ -13,6 +13,7 @@ import { apply, defineOp, NONDIFF } from "../op.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { gemm } from "../backend/cpu/gemm_adapter.ts";
+import { attentionBackward, attentionForward } from "./attention/wgsl.ts";
 
 /** Params of `attention`. */
 export interface AttentionParams {
@@ -150,6 +151,10 @@ export const attentionOp: OpDef<AttentionParams> = defineOp<AttentionParams>({
       }
     }
   },
+  wgsl: ({ inputs, params }, device) => {
+    const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[3]);
+    return attentionForward(d, inputs.length > 3, params.causal, params.scale, device);
+  },
   // see attentionBackward
   vjp: (ct, ctx) => {
     const [q, k, v, mask] = ctx.inputs as Tensor[];
@@ -230,6 +235,10 @@ export const attentionBackwardOp: OpDef<AttentionParams> = defineOp<AttentionPar
         gemm(true, false, s, hd, t, dp, 0, s, q, qo, nh * hd, dk, ko, nkv * hd, 1);
       }
     }
+  },
+  wgsl: ({ inputs, params }) => {
+    const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[6]);
+    return attentionBackward(d, inputs.length > 6, params.causal, params.scale);
   },
   vjp: NONDIFF,
   examples: [],

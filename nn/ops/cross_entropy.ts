@@ -13,6 +13,18 @@ import { div, maximum, mul, notEqual } from "./binary.ts";
 import { cast } from "./unary.ts";
 import { sum } from "./reduce.ts";
 import { reshape } from "./movement.ts";
+import { STATUS_BINDING } from "../op.ts";
+import {
+  grid,
+  GRID_ARGS,
+  gridIndex,
+  NEG_INF,
+  ROW_INDEX,
+  rowGrid,
+  rowWorkgroup,
+  statusDecl,
+  wgReducePrelude,
+} from "../backend/webgpu/wgsl.ts";
 
 /** Params of the cross-entropy ops. */
 export interface CrossEntropyParams {
@@ -54,6 +66,45 @@ export const crossEntropyOp: OpDef<CrossEntropyParams> = defineOp<CrossEntropyPa
       loss[r] = z - l[base + y];
     }
   },
+  // one workgroup per row: max, Σ exp, then lse − logit[target]
+  wgsl: ({ inputs: [l], params }) => {
+    const [n, v] = l.shape;
+    const wg = rowWorkgroup(v);
+    return [{
+      code: `@group(0) @binding(0) var<storage, read> l: array<f32>;
+@group(0) @binding(1) var<storage, read> t: array<i32>;
+@group(0) @binding(2) var<storage, read_write> loss: array<f32>;
+@group(0) @binding(3) var<storage, read_write> lse: array<f32>;
+${statusDecl(4)}
+struct U { rows: u32, v: u32, ignore: i32 }
+@group(1) @binding(0) var<uniform> u: U;
+${wgReducePrelude(wg)}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = ${ROW_INDEX};
+  let ok = row < u.rows;
+  let base = row * u.v;
+  var m = ${NEG_INF};
+  if (ok) { for (var i = lid; i < u.v; i += ${wg}u) { m = max(m, l[base + i]); } }
+  m = wgMax(m, lid);
+  var s = 0.0;
+  if (ok) { for (var i = lid; i < u.v; i += ${wg}u) { s += exp(l[base + i] - m); } }
+  s = wgSum(s, lid);
+  if (!ok || lid != 0u) { return; }
+  let z = m + log(s);
+  lse[row] = z;
+  let y = t[row];
+  if (y == u.ignore) { loss[row] = 0.0; return; }
+  if (y < 0 || u32(y) >= u.v) { report(3u, y, u.v); loss[row] = 0.0; return; }
+  loss[row] = z - l[base + u32(y)];
+}`,
+      workgroups: rowGrid(n),
+      uniforms: [n, v, params.ignoreIndex],
+      uniformTypes: ["u32", "u32", "i32"],
+      bindings: [0, 1, 2, 3, STATUS_BINDING],
+    }];
+  },
   // dlogits = (softmax − onehot) ⊙ ct, zero on ignored rows
   vjp: (ct, ctx) => [
     crossEntropyBackward(
@@ -88,6 +139,34 @@ export const crossEntropyBackwardOp: OpDef<CrossEntropyParams> = defineOp<CrossE
       for (let i = 0; i < v; i++) dl[base + i] = Math.exp(l[base + i] - z) * g;
       dl[base + y] -= g;
     }
+  },
+  // elementwise over [N, V]: no reduction left after the forward's lse
+  wgsl: ({ inputs: [l], params }) => {
+    const [n, v] = l.shape;
+    return [{
+      code: `@group(0) @binding(0) var<storage, read> l: array<f32>;
+@group(0) @binding(1) var<storage, read> t: array<i32>;
+@group(0) @binding(2) var<storage, read> lse: array<f32>;
+@group(0) @binding(3) var<storage, read> ct: array<f32>;
+@group(0) @binding(4) var<storage, read_write> dl: array<f32>;
+struct U { count: u32, v: u32, ignore: i32 }
+@group(1) @binding(0) var<uniform> u: U;
+@compute @workgroup_size(256)
+fn main(${GRID_ARGS}) {
+  let q = ${gridIndex(256)};
+  if (q >= u.count) { return; }
+  let r = q / u.v;
+  let y = t[r];
+  if (y == u.ignore) { dl[q] = 0.0; return; }
+  let g = ct[r];
+  var d = exp(l[q] - lse[r]) * g;
+  if (i32(q % u.v) == y) { d -= g; }
+  dl[q] = d;
+}`,
+      workgroups: grid(n * v),
+      uniforms: [n * v, v, params.ignoreIndex],
+      uniformTypes: ["u32", "u32", "i32"],
+    }];
   },
   vjp: NONDIFF,
   examples: [

@@ -10,6 +10,46 @@ import { apply, apply1, defineOp, NONDIFF } from "../op.ts";
 import { fmt, normAxis } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { zeros } from "../creation.ts";
+import { STATUS_BINDING } from "../op.ts";
+import type { WgslKernel } from "../op.ts";
+import {
+  grid,
+  GRID_ARGS,
+  gridIndex,
+  NEG_INF,
+  ROW_INDEX,
+  rowGrid,
+  statusDecl,
+  wgslType,
+} from "../backend/webgpu/wgsl.ts";
+
+// WGSL: ids are checked on the GPU; a bad one writes 0 and is reported through the status
+// buffer, which the next read turns into an error.
+
+/** out[(o, j, i)] = x[(o, idx, i)]: one invocation per output element. */
+function gatherKernel(outer: number, n: number, m: number, inner: number, it: string): WgslKernel {
+  return {
+    code: `@group(0) @binding(0) var<storage, read> x: array<u32>;
+@group(0) @binding(1) var<storage, read> idx: array<${it}>;
+@group(0) @binding(2) var<storage, read_write> y: array<u32>;
+${statusDecl(3)}
+struct U { count: u32, n: u32, m: u32, inner: u32 }
+@group(1) @binding(0) var<uniform> u: U;
+@compute @workgroup_size(256)
+fn main(${GRID_ARGS}) {
+  let q = ${gridIndex(256)};
+  if (q >= u.count) { return; }
+  let i = q % u.inner;
+  let o = q / (u.m * u.inner);
+  let k = i32(idx[q]);
+  if (k < 0 || u32(k) >= u.n) { report(1u, k, u.n); y[q] = 0u; return; }
+  y[q] = x[(o * u.n + u32(k)) * u.inner + i];
+}`,
+    workgroups: grid(outer * m * inner),
+    uniforms: [outer * m * inner, n, m, inner],
+    bindings: [0, 1, 2, STATUS_BINDING],
+  };
+}
 
 function isInt(m: Meta): boolean {
   return m.dtype === "i32" || m.dtype === "u32";
@@ -65,6 +105,10 @@ export const takeAlongAxisOp: OpDef<AxisParams> = defineOp<AxisParams>({
       }
     }
   },
+  wgsl: ({ inputs: [x, idx], params }) => {
+    const [outer, n, inner] = around(x.shape, params.axis);
+    return [gatherKernel(outer, n, idx.shape[params.axis], inner, wgslType(idx.dtype))];
+  },
   // d gather = scatter-add of ct into zeros
   vjp: (ct, ctx) => {
     const x = ctx.inMetas[0];
@@ -118,6 +162,51 @@ export const scatterAddOp: OpDef<AxisParams> = defineOp<AxisParams>({
         }
       }
     }
+  },
+  // copy base, then one invocation per (outer, inner) column adds its m updates in order: no
+  // two invocations touch one element, so no atomics and a deterministic sum
+  wgsl: ({ inputs: [base, idx], params }) => {
+    const [outer, n, inner] = around(base.shape, params.axis);
+    const m = idx.shape[params.axis];
+    const copy = `@group(0) @binding(0) var<storage, read> x: array<u32>;
+@group(0) @binding(1) var<storage, read_write> y: array<u32>;
+struct U { count: u32 }
+@group(1) @binding(0) var<uniform> u: U;
+@compute @workgroup_size(256)
+fn main(${GRID_ARGS}) {
+  let q = ${gridIndex(256)};
+  if (q < u.count) { y[q] = x[q]; }
+}`;
+    const add = `@group(0) @binding(0) var<storage, read> idx: array<${wgslType(idx.dtype)}>;
+@group(0) @binding(1) var<storage, read> upd: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+${statusDecl(3)}
+struct U { count: u32, n: u32, m: u32, inner: u32 }
+@group(1) @binding(0) var<uniform> u: U;
+@compute @workgroup_size(64)
+fn main(${GRID_ARGS}) {
+  let c = ${gridIndex(64)};
+  if (c >= u.count) { return; }
+  let o = c / u.inner;
+  let i = c % u.inner;
+  for (var j = 0u; j < u.m; j++) {
+    let q = (o * u.m + j) * u.inner + i;
+    let k = i32(idx[q]);
+    if (k < 0 || u32(k) >= u.n) { report(1u, k, u.n); continue; }
+    let t = (o * u.n + u32(k)) * u.inner + i;
+    y[t] = y[t] + upd[q];
+  }
+}`;
+    const total = outer * n * inner;
+    return [
+      { code: copy, workgroups: grid(total), uniforms: [total], bindings: [0, 3] },
+      {
+        code: add,
+        workgroups: grid(outer * inner, 64),
+        uniforms: [outer * inner, n, m, inner],
+        bindings: [1, 2, 3, STATUS_BINDING],
+      },
+    ];
   },
   // d base = ct; d upd = gather(ct)
   vjp: (ct, ctx) => [ct[0], null, takeAlongAxis(ct[0]!, ctx.inputs[1]!, ctx.params.axis)],
@@ -181,6 +270,32 @@ export const embeddingOp: OpDef<EmbeddingParams> = defineOp<EmbeddingParams>({
       y.set(w.subarray(id * h, id * h + h), i * h);
     }
   },
+  wgsl: ({ inputs: [w, ids] }) => {
+    const [v, h] = w.shape;
+    let n = 1;
+    for (const d of ids.shape) n *= d;
+    // a row gather is a gather along axis 0 of [V, H] with ids repeated over H: index ids[q / H]
+    return [{
+      code: `@group(0) @binding(0) var<storage, read> w: array<u32>;
+@group(0) @binding(1) var<storage, read> ids: array<${wgslType(ids.dtype)}>;
+@group(0) @binding(2) var<storage, read_write> y: array<u32>;
+${statusDecl(3)}
+struct U { count: u32, v: u32, h: u32, _p: u32 }
+@group(1) @binding(0) var<uniform> u: U;
+@compute @workgroup_size(256)
+fn main(${GRID_ARGS}) {
+  let q = ${gridIndex(256)};
+  if (q >= u.count) { return; }
+  let t = q / u.h;
+  let k = i32(ids[t]);
+  if (k < 0 || u32(k) >= u.v) { report(1u, k, u.v); y[q] = 0u; return; }
+  y[q] = w[u32(k) * u.h + q % u.h];
+}`,
+      workgroups: grid(n * h),
+      uniforms: [n * h, v, h, 0],
+      bindings: [0, 1, 2, STATUS_BINDING],
+    }];
+  },
   // d table = scatter-add rows of ct at ids
   vjp: (ct, ctx) => [embeddingBackward(ct[0]!, ctx.inputs[1]!, ctx.inMetas[0].shape[0]), null],
   saves: { inputs: [1] },
@@ -213,6 +328,48 @@ export const embeddingBackwardOp: OpDef<EmbeddingBackwardParams> = defineOp<
       const base = ids[i] * h;
       for (let j = 0; j < h; j++) y[base + j] += ct[i * h + j];
     }
+  },
+  // one invocation per (column, vocab block) walks every token in order and adds the rows whose
+  // id falls in its block: deterministic, no atomics; blocks add parallelism when H is small
+  wgsl: ({ inputs: [ct, ids], params }) => {
+    const h = ct.shape[ct.shape.length - 1];
+    let n = 1;
+    for (const d of ids.shape) n *= d;
+    const blocks = Math.max(1, Math.min(64, Math.ceil(16384 / Math.max(h, 1)), params.vocab));
+    const per = Math.ceil(params.vocab / blocks);
+    return {
+      kernels: [{
+        code: `@group(0) @binding(0) var<storage, read> ct: array<f32>;
+@group(0) @binding(1) var<storage, read> ids: array<${wgslType(ids.dtype)}>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+${statusDecl(3)}
+struct U { count: u32, ntok: u32, h: u32, v: u32, per: u32 }
+@group(1) @binding(0) var<uniform> u: U;
+@compute @workgroup_size(64)
+fn main(${GRID_ARGS}) {
+  let c = ${gridIndex(64)};
+  if (c >= u.count) { return; }
+  let col = c % u.h;
+  let lo = (c / u.h) * u.per;
+  let hi = min(lo + u.per, u.v);
+  for (var t = 0u; t < u.ntok; t++) {
+    let k = i32(ids[t]);
+    if (k < 0 || u32(k) >= u.v) {
+      if (lo == 0u) { report(1u, k, u.v); }
+      continue;
+    }
+    if (u32(k) >= lo && u32(k) < hi) {
+      let o = u32(k) * u.h + col;
+      y[o] = y[o] + ct[t * u.h + col];
+    }
+  }
+}`,
+        workgroups: grid(h * blocks, 64),
+        uniforms: [h * blocks, n, h, params.vocab, per],
+        bindings: [0, 1, 2, STATUS_BINDING],
+      }],
+      zero: [0],
+    };
   },
   vjp: NONDIFF,
   examples: [{
@@ -283,6 +440,71 @@ export const topkOp: OpDef<TopkParams> = defineOp<TopkParams>({
         idx[r * k + j] = order[j];
       }
     }
+  },
+  // one workgroup per row; pass j finds the largest (value, -index) key strictly below the
+  // previous pass's key, so nothing is marked or sorted
+  wgsl: ({ inputs: [x], params }) => {
+    const n = x.shape[x.shape.length - 1];
+    let rows = 1;
+    for (let i = 0; i < x.shape.length - 1; i++) rows *= x.shape[i];
+    return [{
+      code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> vals: array<f32>;
+@group(0) @binding(2) var<storage, read_write> idx: array<i32>;
+struct U { rows: u32, n: u32, k: u32, _p: u32 }
+@group(1) @binding(0) var<uniform> u: U;
+var<workgroup> bv: array<f32, 64>;
+var<workgroup> bi: array<u32, 64>;
+// key a ranks before key b: larger value, then lower index
+fn before(va: f32, ia: u32, vb: f32, ib: u32) -> bool {
+  return va > vb || (va == vb && ia < ib);
+}
+@compute @workgroup_size(64)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = ${ROW_INDEX};
+  let ok = row < u.rows;
+  let base = row * u.n;
+  var pv = bitcast<f32>(0x7f800000u); // previous key: +inf, index 0
+  var pi = 0u;
+  var first = true;
+  for (var j = 0u; j < u.k; j++) {
+    var cv = ${NEG_INF};
+    var ci = 0xffffffffu;
+    if (ok) {
+      for (var i = lid; i < u.n; i += 64u) {
+        let v = x[base + i];
+        let below = first || before(pv, pi, v, i);
+        if (below && (ci == 0xffffffffu || before(v, i, cv, ci))) { cv = v; ci = i; }
+      }
+    }
+    bv[lid] = cv;
+    bi[lid] = ci;
+    workgroupBarrier();
+    for (var s = 32u; s > 0u; s = s >> 1u) {
+      if (lid < s) {
+        let ov = bv[lid + s];
+        let oi = bi[lid + s];
+        if (oi != 0xffffffffu && (bi[lid] == 0xffffffffu || before(ov, oi, bv[lid], bi[lid]))) {
+          bv[lid] = ov;
+          bi[lid] = oi;
+        }
+      }
+      workgroupBarrier();
+    }
+    pv = bv[0];
+    pi = bi[0];
+    first = false;
+    if (lid == 0u && ok) {
+      vals[row * u.k + j] = pv;
+      idx[row * u.k + j] = i32(pi);
+    }
+    workgroupBarrier();
+  }
+}`,
+      workgroups: rowGrid(rows),
+      uniforms: [rows, n, params.k, 0],
+    }];
   },
   vjp: NONDIFF,
   examples: [{ inputs: [{ shape: [3, 8] }], params: { k: 2 } }, {

@@ -11,6 +11,7 @@ import { fmt, sameShape, sizeOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { reshape } from "./movement.ts";
 import { gemm } from "../backend/cpu/gemm_adapter.ts";
+import { matmulKernel } from "./matmul/wgsl.ts";
 
 /** Params of `matmul`. */
 export interface MatmulParams {
@@ -84,6 +85,27 @@ export const matmulOp: OpDef<MatmulParams> = defineOp<MatmulParams>({
     }
     const sa = inputs[0].shape.length > 2 ? m * k : 0, sb = inputs[1].shape.length > 2 ? k * n : 0;
     gemm(transA, transB, m, n, k, a, 0, lda, b, 0, ldb, c, 0, n, 0, batch, sa, sb, m * n);
+  },
+  wgsl: ({ inputs: [a, b], params }, device) => {
+    const d = dims(a, b, params);
+    const batch = Math.max(d.batchA, d.batchB);
+    if (b.shape.length === 2 && !params.transA) {
+      // fold A's batch into rows: one big product
+      return [
+        matmulKernel({
+          ...params,
+          m: d.m * batch,
+          n: d.n,
+          k: d.k,
+          batch: 1,
+          strideA: 0,
+          strideB: 0,
+        }, device),
+      ];
+    }
+    const strideA = a.shape.length > 2 ? d.m * d.k : 0,
+      strideB = b.shape.length > 2 ? d.k * d.n : 0;
+    return [matmulKernel({ ...params, m: d.m, n: d.n, k: d.k, batch, strideA, strideB }, device)];
   },
   // C = op(A) op(B): dop(A) = ct op(B)ᵀ, dop(B) = op(A)ᵀ ct, then undo the flags
   vjp: (ct, ctx) => {

@@ -9,6 +9,22 @@ import type { OpDef } from "../op.ts";
 import { apply, defineOp, NONDIFF } from "../op.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
+import {
+  grid,
+  GRID_ARGS,
+  gridIndex,
+  ROW_INDEX,
+  rowGrid,
+  rowWorkgroup,
+  wgReducePrelude,
+} from "../backend/webgpu/wgsl.ts";
+
+function rowsOf(shape: readonly number[]): [number, number] {
+  const h = shape[shape.length - 1];
+  let rows = 1;
+  for (let i = 0; i < shape.length - 1; i++) rows *= shape[i];
+  return [rows, h];
+}
 
 /** Params of `rmsNorm`. */
 export interface RmsNormParams {
@@ -39,6 +55,37 @@ export const rmsNormOp: OpDef<RmsNormParams> = defineOp<RmsNormParams>({
       rstd[r] = rs;
       for (let i = 0; i < h; i++) y[base + i] = w[i] * (x[base + i] * rs);
     }
+  },
+  // one workgroup per row: Σ x², then the scaled row
+  wgsl: ({ inputs: [x], params }) => {
+    const [rows, h] = rowsOf(x.shape);
+    const wg = rowWorkgroup(h);
+    return [{
+      code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> w: array<f32>;
+@group(0) @binding(2) var<storage, read_write> y: array<f32>;
+@group(0) @binding(3) var<storage, read_write> rstd: array<f32>;
+struct U { rows: u32, h: u32, eps: f32 }
+@group(1) @binding(0) var<uniform> u: U;
+${wgReducePrelude(wg)}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = ${ROW_INDEX};
+  let ok = row < u.rows;
+  let base = row * u.h;
+  var ss = 0.0;
+  if (ok) { for (var i = lid; i < u.h; i += ${wg}u) { let v = x[base + i]; ss += v * v; } }
+  ss = wgSum(ss, lid);
+  if (!ok) { return; }
+  let rs = 1.0 / sqrt(ss / f32(u.h) + u.eps);
+  if (lid == 0u) { rstd[row] = rs; }
+  for (var i = lid; i < u.h; i += ${wg}u) { y[base + i] = w[i] * (x[base + i] * rs); }
+}`,
+      workgroups: rowGrid(rows),
+      uniforms: [rows, h, params.eps],
+      uniformTypes: ["u32", "u32", "f32"],
+    }];
   },
   // see rmsNormBackward
   vjp: (ct, ctx) => {
@@ -78,6 +125,48 @@ export const rmsNormBackwardOp: OpDef<Record<string, never>> = defineOp<Record<s
         dw[i] += ct[base + i] * x[base + i] * rs;
       }
     }
+  },
+  // dx: one workgroup per row (needs Σ w·ct·x); dw: one invocation per column over the rows
+  wgsl: ({ inputs: [, x] }) => {
+    const [rows, h] = rowsOf(x.shape);
+    const wg = rowWorkgroup(h);
+    const decl = `@group(0) @binding(0) var<storage, read> ct: array<f32>;
+@group(0) @binding(1) var<storage, read> x: array<f32>;
+@group(0) @binding(2) var<storage, read> w: array<f32>;
+@group(0) @binding(3) var<storage, read> rstd: array<f32>;
+struct U { rows: u32, h: u32 }
+@group(1) @binding(0) var<uniform> u: U;`;
+    const dx = `${decl}
+@group(0) @binding(4) var<storage, read_write> dx: array<f32>;
+${wgReducePrelude(wg)}
+@compute @workgroup_size(${wg})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = ${ROW_INDEX};
+  let ok = row < u.rows;
+  let base = row * u.h;
+  var dot = 0.0;
+  if (ok) { for (var i = lid; i < u.h; i += ${wg}u) { dot += w[i] * ct[base + i] * x[base + i]; } }
+  dot = wgSum(dot, lid);
+  if (!ok) { return; }
+  let rs = rstd[row];
+  let c = rs * rs * rs * dot / f32(u.h);
+  for (var i = lid; i < u.h; i += ${wg}u) { dx[base + i] = rs * w[i] * ct[base + i] - x[base + i] * c; }
+}`;
+    const dw = `${decl}
+@group(0) @binding(4) var<storage, read_write> dw: array<f32>;
+@compute @workgroup_size(64)
+fn main(${GRID_ARGS}) {
+  let i = ${gridIndex(64)};
+  if (i >= u.h) { return; }
+  var acc = 0.0;
+  for (var r = 0u; r < u.rows; r++) { acc += ct[r * u.h + i] * x[r * u.h + i] * rstd[r]; }
+  dw[i] = acc;
+}`;
+    return [
+      { code: dx, workgroups: rowGrid(rows), uniforms: [rows, h], bindings: [0, 1, 2, 3, 4] },
+      { code: dw, workgroups: grid(h, 64), uniforms: [rows, h], bindings: [0, 1, 2, 3, 5] },
+    ];
   },
   vjp: NONDIFF,
   examples: [

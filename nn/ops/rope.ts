@@ -10,6 +10,8 @@ import type { OpDef } from "../op.ts";
 import { apply1, defineOp } from "../op.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
+import { STATUS_BINDING } from "../op.ts";
+import { grid, GRID_ARGS, gridIndex, statusDecl } from "../backend/webgpu/wgsl.ts";
 
 /** Params of `rope`. */
 export interface RopeParams {
@@ -71,6 +73,52 @@ export const ropeOp: OpDef<RopeParams> = defineOp<RopeParams>({
         }
       }
     }
+  },
+  // one invocation per (row, i < HD/2) pair; positions from the optional i32 input
+  wgsl: ({ inputs: [x, c, , pos], params }) => {
+    const [b, t, nh, hd] = x.shape;
+    const half = hd / 2;
+    const count = b * t * nh * half;
+    const posDecl = pos
+      ? `@group(0) @binding(3) var<storage, read> pos: array<i32>;
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;
+${statusDecl(5)}`
+      : `@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+${statusDecl(4)}`;
+    const p = pos ? "pos[bt]" : "i32(u.offset + bt % u.t)";
+    return [{
+      code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read> cs: array<f32>;
+@group(0) @binding(2) var<storage, read> sn: array<f32>;
+${posDecl}
+struct U { count: u32, t: u32, nh: u32, half: u32, table: u32, offset: u32, sg: f32 }
+@group(1) @binding(0) var<uniform> u: U;
+@compute @workgroup_size(256)
+fn main(${GRID_ARGS}) {
+  let q = ${gridIndex(256)};
+  if (q >= u.count) { return; }
+  let i = q % u.half;
+  let row = q / u.half;          // (b, t, h)
+  let bt = row / u.nh;           // (b, t)
+  let p = ${p};
+  let base = row * 2u * u.half;
+  if (p < 0 || u32(p) >= u.table) {
+    report(2u, p, u.table);
+    y[base + i] = 0.0;
+    y[base + i + u.half] = 0.0;
+    return;
+  }
+  let tb = u32(p) * 2u * u.half;
+  let x1 = x[base + i];
+  let x2 = x[base + i + u.half];
+  y[base + i] = x1 * cs[tb + i] - x2 * u.sg * sn[tb + i];
+  y[base + i + u.half] = x2 * cs[tb + i + u.half] + x1 * u.sg * sn[tb + i + u.half];
+}`,
+      workgroups: grid(count),
+      uniforms: [count, t, nh, half, c.shape[0], params.offset, params.inverse ? -1 : 1],
+      uniformTypes: ["u32", "u32", "u32", "u32", "u32", "u32", "f32"],
+      bindings: pos ? [0, 1, 2, 3, 4, STATUS_BINDING] : [0, 1, 2, 3, STATUS_BINDING],
+    }];
   },
   // inverse rotation (tables have equal halves)
   vjp: (ct, ctx) => [

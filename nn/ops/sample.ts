@@ -10,6 +10,243 @@ import type { OpDef } from "../op.ts";
 import { apply1, defineOp, NONDIFF } from "../op.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
+import type { WgslKernel } from "../op.ts";
+import { NEG_INF, ROW_INDEX, rowGrid } from "../backend/webgpu/wgsl.ts";
+
+/**
+ * WGSL of `sample`: one 256-invocation workgroup per row, no sorting. Top-k finds the k-th
+ * largest value by a 32-step bitwise search over order-preserving u32 keys of the floats
+ * (count(key ≥ T) ≥ k); top-p finds the boundary value the same way on softmax mass
+ * (Σ_{key ≥ T} p > top_p), then keeps only as many tokens tied at the boundary (lowest index
+ * first) as the shifted mask would. The draw is an inverse CDF in index order over per-invocation
+ * chunks (prefix sums of chunk masses, then a walk inside the crossing chunk).
+ */
+function sampleKernel(rows: number, v: number, p: SampleParams, hasSeen: boolean): WgslKernel {
+  const useTopK = p.topK > 0 && p.topK < v;
+  const useTopP = p.topP < 1;
+  const code = `@group(0) @binding(0) var<storage, read> logits: array<f32>;
+@group(0) @binding(1) var<storage, read> unif: array<f32>;
+${hasSeen ? "@group(0) @binding(2) var<storage, read> seen: array<u32>;" : ""}
+@group(0) @binding(${hasSeen ? 3 : 2}) var<storage, read_write> ids: array<i32>;
+struct U { rows: u32, v: u32, k: u32, greedy: u32, temp: f32, rep: f32, topp: f32, chunk: u32 }
+@group(1) @binding(0) var<uniform> u: U;
+var<workgroup> rf: array<f32, 256>;
+var<workgroup> ru: array<u32, 256>;
+var<workgroup> pick: atomic<u32>;
+var<workgroup> lastKept: atomic<u32>;
+var<workgroup> base: u32;
+
+fn val(i: u32) -> f32 {
+  var x = logits[base + i];
+  if (u.greedy == 0u) { x = x / u.temp; }
+  ${
+    hasSeen
+      ? "if (u.rep != 1.0 && seen[base + i] != 0u) { x = select(x * u.rep, x / u.rep, x > 0.0); }"
+      : ""
+  }
+  return x;
+}
+// order-preserving u32 key of an f32
+fn key(x: f32) -> u32 {
+  let b = bitcast<u32>(x);
+  return select(b ^ 0x80000000u, ~b, (b >> 31u) == 1u);
+}
+fn unkey(k: u32) -> f32 {
+  return bitcast<f32>(select(~k, k ^ 0x80000000u, (k >> 31u) == 1u));
+}
+fn sumU(x: u32, lid: u32) -> u32 {
+  workgroupBarrier();
+  ru[lid] = x;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s = s >> 1u) {
+    if (lid < s) { ru[lid] = ru[lid] + ru[lid + s]; }
+    workgroupBarrier();
+  }
+  return ru[0];
+}
+fn sumF(x: f32, lid: u32) -> f32 {
+  workgroupBarrier();
+  rf[lid] = x;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s = s >> 1u) {
+    if (lid < s) { rf[lid] = rf[lid] + rf[lid + s]; }
+    workgroupBarrier();
+  }
+  return rf[0];
+}
+fn maxF(x: f32, lid: u32) -> f32 {
+  workgroupBarrier();
+  rf[lid] = x;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s = s >> 1u) {
+    if (lid < s) { rf[lid] = max(rf[lid], rf[lid + s]); }
+    workgroupBarrier();
+  }
+  return rf[0];
+}
+
+@compute @workgroup_size(256)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = ${ROW_INDEX};
+  if (row >= u.rows) { return; } // uniform across the workgroup
+  if (lid == 0u) {
+    base = row * u.v;
+    atomicStore(&pick, 0xffffffffu);
+    atomicStore(&lastKept, 0u);
+  }
+  workgroupBarrier();
+  // the row maximum (first index on ties): argmax for greedy, shift for the softmax
+  var bv = ${NEG_INF};
+  var bi = 0xffffffffu;
+  for (var i = lid; i < u.v; i += 256u) {
+    let x = val(i);
+    if (bi == 0xffffffffu || x > bv) { bv = x; bi = i; }
+  }
+  workgroupBarrier();
+  rf[lid] = bv;
+  ru[lid] = bi;
+  workgroupBarrier();
+  for (var s = 128u; s > 0u; s = s >> 1u) {
+    if (lid < s) {
+      let ov = rf[lid + s];
+      let oi = ru[lid + s];
+      if (oi != 0xffffffffu && (ru[lid] == 0xffffffffu || ov > rf[lid] || (ov == rf[lid] && oi < ru[lid]))) {
+        rf[lid] = ov;
+        ru[lid] = oi;
+      }
+    }
+    workgroupBarrier();
+  }
+  let mx = rf[0];
+  let best = ru[0];
+  if (u.greedy != 0u) {
+    if (lid == 0u) { ids[row] = i32(best); }
+    return;
+  }
+  // top-k: the largest key T with count(key ≥ T) ≥ k
+  var tk = 0u;
+  ${
+    useTopK
+      ? `for (var bit = 31i; bit >= 0i; bit--) {
+    let cand = tk | (1u << u32(bit));
+    var c = 0u;
+    for (var i = lid; i < u.v; i += 256u) { if (key(val(i)) >= cand) { c += 1u; } }
+    if (sumU(c, lid) >= u.k) { tk = cand; }
+  }`
+      : ""
+  }
+  var z = 0.0;
+  for (var i = lid; i < u.v; i += 256u) {
+    let x = val(i);
+    if (key(x) >= tk) { z += exp(x - mx); }
+  }
+  z = sumF(z, lid);
+  // top-p: boundary key vb = the largest T with Σ_{key ≥ T} p > top_p
+  var vb = 0u;
+  var nkeep = 0xffffffffu;
+  ${
+    useTopP
+      ? `for (var bit = 31i; bit >= 0i; bit--) {
+    let cand = vb | (1u << u32(bit));
+    var m = 0.0;
+    for (var i = lid; i < u.v; i += 256u) {
+      let x = val(i);
+      let kx = key(x);
+      if (kx >= tk && kx >= cand) { m += exp(x - mx); }
+    }
+    if (sumF(m, lid) / z > u.topp) { vb = cand; }
+  }
+  var above = 0.0;
+  for (var i = lid; i < u.v; i += 256u) {
+    let x = val(i);
+    let kx = key(x);
+    if (kx >= tk && kx > vb) { above += exp(x - mx); }
+  }
+  above = sumF(above, lid) / z;
+  let pvb = exp(unkey(vb) - mx) / z;
+  nkeep = u32(max(floor((u.topp - above) / pvb), 0.0)) + 1u;`
+      : ""
+  }
+  // chunked inverse CDF: invocation lid owns [lo, hi)
+  let lo = min(lid * u.chunk, u.v);
+  let hi = min(lo + u.chunk, u.v);
+  var ties = 0u;
+  ${useTopP ? "for (var i = lo; i < hi; i++) { if (key(val(i)) == vb) { ties += 1u; } }" : ""}
+  workgroupBarrier();
+  ru[lid] = ties;
+  workgroupBarrier();
+  if (lid == 0u) {
+    var acc = 0u;
+    for (var j = 0u; j < 256u; j++) { let c = ru[j]; ru[j] = acc; acc += c; }
+  }
+  workgroupBarrier();
+  let tieBase = ru[lid];
+  var rank = tieBase;
+  var w = 0.0;
+  for (var i = lo; i < hi; i++) {
+    let x = val(i);
+    let kx = key(x);
+    var keep = kx >= tk && kx >= vb;
+    if (kx == vb${useTopP ? "" : " && false"}) { keep = keep && rank < nkeep; rank += 1u; }
+    if (keep) { w += exp(x - mx); }
+  }
+  workgroupBarrier();
+  rf[lid] = w;
+  workgroupBarrier();
+  if (lid == 0u) {
+    var acc = 0.0;
+    for (var j = 0u; j < 256u; j++) { let c = rf[j]; rf[j] = acc; acc += c; }
+    ru[0] = bitcast<u32>(acc);
+  }
+  workgroupBarrier();
+  let goal = unif[row] * bitcast<f32>(ru[0]);
+  // walk the own chunk again from its prefix mass: the first crossing (lowest index) wins
+  var cum = rf[lid];
+  rank = tieBase;
+  if (cum <= goal) {
+    for (var i = lo; i < hi; i++) {
+      let x = val(i);
+      let kx = key(x);
+      var keep = kx >= tk && kx >= vb;
+      if (kx == vb${useTopP ? "" : " && false"}) { keep = keep && rank < nkeep; rank += 1u; }
+      if (keep) {
+        atomicMax(&lastKept, i);
+        cum += exp(x - mx);
+        if (cum > goal) { atomicMin(&pick, i); break; }
+      }
+    }
+  } else {
+    for (var i = lo; i < hi; i++) {
+      let kx = key(val(i));
+      var keep = kx >= tk && kx >= vb;
+      if (kx == vb${useTopP ? "" : " && false"}) { keep = keep && rank < nkeep; rank += 1u; }
+      if (keep) { atomicMax(&lastKept, i); }
+    }
+  }
+  workgroupBarrier();
+  if (lid == 0u) {
+    var r = atomicLoad(&pick);
+    if (r == 0xffffffffu) { r = atomicLoad(&lastKept); }
+    ids[row] = i32(r);
+  }
+}`;
+  return {
+    code,
+    workgroups: rowGrid(rows),
+    uniforms: [
+      rows,
+      v,
+      p.topK,
+      p.greedy ? 1 : 0,
+      p.temperature,
+      p.repetitionPenalty,
+      p.topP,
+      Math.ceil(v / 256),
+    ],
+    uniformTypes: ["u32", "u32", "u32", "u32", "f32", "f32", "f32", "u32"],
+  };
+}
 
 /** Params of `sample`. */
 export interface SampleParams {
@@ -132,6 +369,9 @@ export const sampleOp: OpDef<SampleParams> = defineOp<SampleParams>({
       ids[b] = pick >= 0 ? pick : last;
     }
   },
+  wgsl: ({ inputs, params }) => [
+    sampleKernel(inputs[0].shape[0], inputs[0].shape[1], params, inputs.length > 2),
+  ],
   vjp: NONDIFF,
   examples: [
     {

@@ -7,6 +7,9 @@ import type { NoParams, OpDef } from "../op.ts";
 import { apply, apply1, defineOp, NONDIFF } from "../op.ts";
 import { fmt, sameShape } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
+import { grid, GRID_ARGS, gridIndex, mapWgsl } from "../backend/webgpu/wgsl.ts";
+
+const SIGMOID_WGSL = "select(exp(x) / (1.0 + exp(x)), 1.0 / (1.0 + exp(-x)), x >= 0.0)";
 
 function sig(x: number): number {
   return x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x));
@@ -26,6 +29,12 @@ export const swigluOp: OpDef<NoParams> = defineOp<NoParams>({
   cpu: ([g, u], [y]) => {
     for (let i = 0; i < g.length; i++) y[i] = g[i] * sig(g[i]) * u[i];
   },
+  wgsl: ({ inputs: [g] }) => {
+    let n = 1;
+    for (const d of g.shape) n *= d;
+    const expr = `x * ${SIGMOID_WGSL} * up`;
+    return [mapWgsl(["x", "up"], ["f32", "f32"], "f32", expr, n)];
+  },
   // dg = ct ⊙ u ⊙ silu'(g) ; du = ct ⊙ silu(g)
   vjp: (ct, ctx) => {
     const [dg, du] = apply(swigluBackwardOp, [ct[0]!, ctx.inputs[0]!, ctx.inputs[1]!], {});
@@ -44,6 +53,30 @@ export const swigluBackwardOp: OpDef<NoParams> = defineOp<NoParams>({
       du[i] = ct[i] * g[i] * s;
       dg[i] = ct[i] * u[i] * s * (1 + g[i] * (1 - s));
     }
+  },
+  wgsl: ({ inputs: [, g] }) => {
+    let n = 1;
+    for (const d of g.shape) n *= d;
+    return [{
+      code: `@group(0) @binding(0) var<storage, read> ct: array<f32>;
+@group(0) @binding(1) var<storage, read> g: array<f32>;
+@group(0) @binding(2) var<storage, read> up: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dg: array<f32>;
+@group(0) @binding(4) var<storage, read_write> du: array<f32>;
+struct U { n: u32 }
+@group(1) @binding(0) var<uniform> u: U;
+@compute @workgroup_size(256)
+fn main(${GRID_ARGS}) {
+  let i = ${gridIndex(256)};
+  if (i >= u.n) { return; }
+  let x = g[i];
+  let s = ${SIGMOID_WGSL};
+  du[i] = ct[i] * x * s;
+  dg[i] = ct[i] * up[i] * s * (1.0 + x * (1.0 - s));
+}`,
+      workgroups: grid(n),
+      uniforms: [n],
+    }];
   },
   vjp: NONDIFF,
   examples: [{ inputs: [{ shape: [2, 5] }, { shape: [2, 5] }, { shape: [2, 5] }], params: {} }],

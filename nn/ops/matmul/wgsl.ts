@@ -1,0 +1,279 @@
+/**
+ * WGSL of `matmul` (C = op(A)·op(B), batched, transpose flags read in place — backward never
+ * materialises a transpose). Two variants:
+ * - "blocked" (software adapters): each invocation keeps a TM×TN block of C in registers and
+ *   reads A and B straight from storage, vec4 along the contiguous axis when it is a multiple
+ *   of 4 — llvmpipe turns every storage or workgroup load into a per-lane loop, so fewer, wider
+ *   loads and no workgroup memory win there.
+ * - "tiled" (real GPUs): 64×64 output tiles per 256-invocation workgroup, 16-deep K slices
+ *   staged in workgroup memory, 4×4 outputs per invocation.
+ * @module
+ */
+// M×K · K×N → M×N; A stored [K, M] with transA, B stored [N, K] with transB
+import type { WgslDevice, WgslKernel } from "../../op.ts";
+
+/** Problem description of one matmul dispatch. */
+export interface MatmulDims {
+  /** Rows of C. */
+  m: number;
+  /** Columns of C. */
+  n: number;
+  /** Inner dimension. */
+  k: number;
+  /** Number of products. */
+  batch: number;
+  /** Element strides between batches (0 = shared). */
+  strideA: number;
+  /** B batch stride. */
+  strideB: number;
+  /** A stored transposed. */
+  transA: boolean;
+  /** B stored transposed. */
+  transB: boolean;
+}
+
+const UNIFORMS = `struct U { m: u32, n: u32, k: u32, lda: u32, ldb: u32, sa: u32, sb: u32, sc: u32 }
+@group(1) @binding(0) var<uniform> u: U;`;
+
+function uniformWords(d: MatmulDims): number[] {
+  const lda = d.transA ? d.m : d.k, ldb = d.transB ? d.k : d.n;
+  return [d.m, d.n, d.k, lda, ldb, d.strideA, d.strideB, d.m * d.n];
+}
+
+/** Register-blocked kernel source for block TM×TN (TM, TN multiples of 4). */
+function blockedCode(d: MatmulDims, tm: number, tn: number): string {
+  // vec4 loads need the contiguous axis (and every offset) to be a multiple of 4
+  const vecA = d.transA ? d.m % 4 === 0 : d.k % 4 === 0;
+  const vecB = d.transB ? d.k % 4 === 0 : d.n % 4 === 0;
+  const L: string[] = [];
+  const I = [...Array(tm).keys()], J = [...Array(tn).keys()], KK = [0, 1, 2, 3];
+  L.push(`@group(0) @binding(0) var<storage, read> A: array<${vecA ? "vec4<f32>" : "f32"}>;`);
+  L.push(`@group(0) @binding(1) var<storage, read> B: array<${vecB ? "vec4<f32>" : "f32"}>;`);
+  L.push(`@group(0) @binding(2) var<storage, read_write> C: array<f32>;`);
+  L.push(UNIFORMS);
+  L.push(`@compute @workgroup_size(8, 8)`);
+  L.push(`fn main(@builtin(global_invocation_id) gid: vec3<u32>) {`);
+  L.push(`  let m0 = gid.y * ${tm}u;`);
+  L.push(`  let n0 = gid.x * ${tn}u;`);
+  L.push(`  if (m0 >= u.m || n0 >= u.n) { return; }`);
+  L.push(`  let aoff = gid.z * u.sa;`);
+  L.push(`  let boff = gid.z * u.sb;`);
+  L.push(`  let coff = gid.z * u.sc;`);
+  // clamped row / column indices: loads stay in bounds, results past the edge are not stored
+  for (const i of I) L.push(`  let r${i} = min(m0 + ${i}u, u.m - 1u);`);
+  for (const j of J) L.push(`  let q${j} = min(n0 + ${j}u, u.n - 1u);`);
+  for (const i of I) for (const j of J) L.push(`  var c${i}_${j} = 0.0;`);
+  const loadA = (guard: boolean): string[] => {
+    const out: string[] = [];
+    if (!d.transA) {
+      for (const i of I) {
+        if (vecA && !guard) out.push(`    let a${i} = A[(aoff + r${i} * u.lda + k) >> 2u];`);
+        else {
+          const e = KK.map((kk) => {
+            const idx = `aoff + r${i} * u.lda + k + ${kk}u`;
+            return guard
+              ? `select(0.0, ${scalar("A", idx, vecA)}, k + ${kk}u < u.k)`
+              : scalar("A", idx, vecA);
+          });
+          out.push(`    let a${i} = vec4<f32>(${e.join(", ")});`);
+        }
+      }
+    } else {
+      // A stored [K, M]: row k+kk holds A[.., m] contiguous in m
+      for (const kk of KK) {
+        const row = `min(k + ${kk}u, u.k - 1u)`;
+        if (vecA && !guard) {
+          for (let iv = 0; iv < tm / 4; iv++) {
+            out.push(
+              `    let t${kk}_${iv} = A[(aoff + ${row} * u.lda) / 4u + min(m0 / 4u + ${iv}u, u.m / 4u - 1u)];`,
+            );
+          }
+        } else {
+          for (const i of I) {
+            const v = scalar("A", `aoff + ${row} * u.lda + r${i}`, vecA);
+            out.push(
+              `    let t${kk}_s${i} = ${guard ? `select(0.0, ${v}, k + ${kk}u < u.k)` : v};`,
+            );
+          }
+        }
+      }
+      for (const i of I) {
+        const comp = (kk: number) =>
+          vecA && !guard ? `t${kk}_${Math.floor(i / 4)}[${i % 4}]` : `t${kk}_s${i}`;
+        out.push(`    let a${i} = vec4<f32>(${KK.map(comp).join(", ")});`);
+      }
+    }
+    return out;
+  };
+  const loadB = (guard: boolean): string[] => {
+    const out: string[] = [];
+    if (d.transB) {
+      for (const j of J) {
+        if (vecB && !guard) out.push(`    let b${j} = B[(boff + q${j} * u.ldb + k) >> 2u];`);
+        else {
+          const e = KK.map((kk) => {
+            const idx = `boff + q${j} * u.ldb + k + ${kk}u`;
+            return guard
+              ? `select(0.0, ${scalar("B", idx, vecB)}, k + ${kk}u < u.k)`
+              : scalar("B", idx, vecB);
+          });
+          out.push(`    let b${j} = vec4<f32>(${e.join(", ")});`);
+        }
+      }
+    } else {
+      // B stored [K, N]: row k+kk contiguous in n
+      for (const kk of KK) {
+        const row = `min(k + ${kk}u, u.k - 1u)`;
+        if (vecB && !guard) {
+          for (let jv = 0; jv < tn / 4; jv++) {
+            out.push(
+              `    let s${kk}_${jv} = B[(boff + ${row} * u.ldb) / 4u + min(n0 / 4u + ${jv}u, u.n / 4u - 1u)];`,
+            );
+          }
+        } else {
+          for (const j of J) {
+            const v = scalar("B", `boff + ${row} * u.ldb + q${j}`, vecB);
+            out.push(
+              `    let s${kk}_s${j} = ${guard ? `select(0.0, ${v}, k + ${kk}u < u.k)` : v};`,
+            );
+          }
+        }
+      }
+      for (const j of J) {
+        const comp = (kk: number) =>
+          vecB && !guard ? `s${kk}_${Math.floor(j / 4)}[${j % 4}]` : `s${kk}_s${j}`;
+        out.push(`    let b${j} = vec4<f32>(${KK.map(comp).join(", ")});`);
+      }
+    }
+    return out;
+  };
+  // explicit fma chains: dot() + add would round twice and (on llvmpipe) cost twice the ops
+  const fma = I.flatMap((i) =>
+    J.map((j) =>
+      `    c${i}_${j} = fma(a${i}.w, b${j}.w, fma(a${i}.z, b${j}.z, fma(a${i}.y, b${j}.y, fma(a${i}.x, b${j}.x, c${i}_${j}))));`
+    )
+  );
+  L.push(`  let kmain = u.k & ~3u;`);
+  L.push(`  for (var k = 0u; k < kmain; k += 4u) {`);
+  L.push(...loadA(false), ...loadB(false), ...fma);
+  L.push(`  }`);
+  L.push(`  if (kmain < u.k) {`);
+  L.push(`    let k = kmain;`);
+  L.push(...loadA(true), ...loadB(true), ...fma);
+  L.push(`  }`);
+  for (const i of I) {
+    L.push(`  if (m0 + ${i}u < u.m) {`);
+    for (const j of J) {
+      L.push(
+        `    if (n0 + ${j}u < u.n) { C[coff + (m0 + ${i}u) * u.n + n0 + ${j}u] = c${i}_${j}; }`,
+      );
+    }
+    L.push(`  }`);
+  }
+  L.push(`}`);
+  return L.join("\n");
+}
+
+/** A scalar element of a binding declared as f32 or vec4<f32>. */
+function scalar(name: string, idx: string, vec: boolean): string {
+  return vec ? `${name}[(${idx}) >> 2u][(${idx}) & 3u]` : `${name}[${idx}]`;
+}
+
+/** Shared-memory tiled kernel: 64×64 tiles, BK = 16, 4×4 outputs per invocation. */
+function tiledCode(d: MatmulDims): string {
+  const ldA = d.transA
+    ? `let mm = e % 64u; let kk = e / 64u;
+      var v = 0.0;
+      if (m0 + mm < u.m && k + kk < u.k) { v = A[aoff + (k + kk) * u.lda + m0 + mm]; }`
+    : `let kk = e % 16u; let mm = e / 16u;
+      var v = 0.0;
+      if (m0 + mm < u.m && k + kk < u.k) { v = A[aoff + (m0 + mm) * u.lda + k + kk]; }`;
+  const ldB = d.transB
+    ? `let kk = e % 16u; let nn = e / 16u;
+      var v = 0.0;
+      if (n0 + nn < u.n && k + kk < u.k) { v = B[boff + (n0 + nn) * u.ldb + k + kk]; }`
+    : `let nn = e % 64u; let kk = e / 64u;
+      var v = 0.0;
+      if (n0 + nn < u.n && k + kk < u.k) { v = B[boff + (k + kk) * u.ldb + n0 + nn]; }`;
+  return `@group(0) @binding(0) var<storage, read> A: array<f32>;
+@group(0) @binding(1) var<storage, read> B: array<f32>;
+@group(0) @binding(2) var<storage, read_write> C: array<f32>;
+${UNIFORMS}
+var<workgroup> As: array<f32, 1024>; // [kk][m] of a 64×16 slice of op(A)
+var<workgroup> Bs: array<f32, 1024>; // [kk][n] of a 16×64 slice of op(B)
+@compute @workgroup_size(16, 16)
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let m0 = wid.y * 64u;
+  let n0 = wid.x * 64u;
+  let aoff = wid.z * u.sa;
+  let boff = wid.z * u.sb;
+  let coff = wid.z * u.sc;
+  let tx = lid3.x;
+  let ty = lid3.y;
+  var acc: array<vec4<f32>, 4>;
+  for (var k = 0u; k < u.k; k += 16u) {
+    for (var r = 0u; r < 4u; r++) {
+      let e = lid + r * 256u;
+      ${ldA}
+      As[kk * 64u + mm] = v;
+    }
+    for (var r = 0u; r < 4u; r++) {
+      let e = lid + r * 256u;
+      ${ldB}
+      Bs[kk * 64u + nn] = v;
+    }
+    workgroupBarrier();
+    for (var kk = 0u; kk < 16u; kk++) {
+      let a = vec4<f32>(As[kk * 64u + ty * 4u], As[kk * 64u + ty * 4u + 1u],
+                        As[kk * 64u + ty * 4u + 2u], As[kk * 64u + ty * 4u + 3u]);
+      let b = vec4<f32>(Bs[kk * 64u + tx * 4u], Bs[kk * 64u + tx * 4u + 1u],
+                        Bs[kk * 64u + tx * 4u + 2u], Bs[kk * 64u + tx * 4u + 3u]);
+      acc[0] += a.x * b;
+      acc[1] += a.y * b;
+      acc[2] += a.z * b;
+      acc[3] += a.w * b;
+    }
+    workgroupBarrier();
+  }
+  for (var i = 0u; i < 4u; i++) {
+    let row = m0 + ty * 4u + i;
+    if (row < u.m) {
+      for (var j = 0u; j < 4u; j++) {
+        let col = n0 + tx * 4u + j;
+        if (col < u.n) { C[coff + row * u.n + col] = acc[i][j]; }
+      }
+    }
+  }
+}`;
+}
+
+/** Block shape of the register-blocked variant (overridable for benchmarks). */
+export const MATMUL_BLOCK = { tm: 8, tn: 8 };
+
+/**
+ * The kernel for one (possibly batched) product.
+ *
+ * @param d problem dimensions
+ * @param device the target device (picks the variant)
+ * @returns one dispatch
+ */
+export function matmulKernel(d: MatmulDims, device: WgslDevice): WgslKernel {
+  if (d.batch > 65535) {
+    throw new Error(`Cannot matmul a batch of ${d.batch} on WebGPU: at most 65535`);
+  }
+  const uniforms = uniformWords(d);
+  if (device.software) {
+    const { tm, tn } = MATMUL_BLOCK;
+    return {
+      code: blockedCode(d, tm, tn),
+      workgroups: [Math.ceil(d.n / (8 * tn)), Math.ceil(d.m / (8 * tm)), d.batch],
+      uniforms,
+    };
+  }
+  return {
+    code: tiledCode(d),
+    workgroups: [Math.ceil(d.n / 64), Math.ceil(d.m / 64), d.batch],
+    uniforms,
+  };
+}
