@@ -91,6 +91,7 @@ export class WebGpuBackend implements Backend {
   #errors: string[] = [];
   #pending: Promise<void>[] = [];
   #destroyed = false;
+  #dry: Promise<void>[] | null = null;
 
   /** @param opened an opened device (see `openDevice`) */
   constructor(opened: OpenedDevice) {
@@ -304,6 +305,10 @@ export class WebGpuBackend implements Backend {
   #dispatch(label: string, k: WgslKernel, all: readonly WebGpuStorage[]): void {
     const [x, y = 1, z = 1] = k.workgroups;
     if (x === 0 || y === 0 || z === 0) return;
+    if (this.#dry) {
+      this.#dry.push(this.#pipelines.prepare(k.code, k.entryPoint ?? "main", label));
+      return;
+    }
     const maxDim = this.#opened.limits.maxComputeWorkgroupsPerDimension ?? 65535;
     if (x > maxDim || y > maxDim || z > maxDim) {
       throw new Error(
@@ -421,6 +426,7 @@ export class WebGpuBackend implements Backend {
 
   async read(s: Storage, dtype: DType, size: number): Promise<TypedArray> {
     this.#check(`read ${size} ${dtype}`);
+    if (this.#dry) throw new Error("Cannot read a tensor inside warmup(): nothing was computed");
     this.#checkDtype(dtype, "read");
     const src = this.#buf(s, "read");
     const bytes = size * 4;
@@ -509,6 +515,30 @@ export class WebGpuBackend implements Backend {
     const plan: WgslPlan = Array.isArray(raw) ? { kernels: raw } : raw as WgslPlan;
     const before = this.#pipelines.compiled;
     for (const k of plan.kernels) this.#pipelines.get(k.code, k.entryPoint ?? "main", op.name);
+    return this.#pipelines.compiled - before;
+  }
+
+  /**
+   * Start-up warm-up: runs `fn` without dispatching anything (outputs hold no values), compiling
+   * every pipeline it would use in parallel in the background, and resolves when all are ready.
+   * Call it once with a representative step (e.g. one train step on a real batch) so the first
+   * real step records straight into the command buffer. Reading a tensor inside `fn` throws.
+   *
+   * @param fn the computation to prepare (synchronous; its results are discarded)
+   * @returns the number of pipelines compiled
+   */
+  async warmup(fn: () => unknown): Promise<number> {
+    const before = this.#pipelines.compiled;
+    this.#dry = [];
+    let jobs: Promise<void>[];
+    try {
+      fn();
+    } finally {
+      jobs = this.#dry;
+      this.#dry = null;
+    }
+    await Promise.all(jobs);
+    await this.#settle("warm up");
     return this.#pipelines.compiled - before;
   }
 

@@ -53,6 +53,7 @@ export class PipelineCache {
   readonly #pipelines = new Map<string, CachedPipeline>();
   readonly #layouts = new Map<string, GPUBindGroupLayout>();
   readonly #bindGroups = new Map<string, GPUBindGroup>();
+  readonly #preparing = new Map<string, Promise<void>>();
   /** Layout of the uniforms group (one dynamic-offset uniform binding). */
   readonly uniformLayout: GPUBindGroupLayout;
   /** Called with a promise per compiled pipeline that resolves to an error message or null. */
@@ -122,6 +123,34 @@ export class PipelineCache {
     const entry = { pipeline, storageLayout, signature, usesUniforms };
     this.#pipelines.set(key, entry);
     return entry;
+  }
+
+  /**
+   * Compiles `code` in the background (createComputePipelineAsync); the pipeline lands in the
+   * cache when ready. Resolves once it is there (or immediately when it already is).
+   */
+  prepare(code: string, entryPoint: string, label: string): Promise<void> {
+    const key = entryPoint + "\n" + code;
+    if (this.#pipelines.has(key)) return Promise.resolve();
+    let p = this.#preparing.get(key);
+    if (p) return p;
+    const { signature, usesUniforms } = parseBindings(code);
+    const storageLayout = this.#layout(signature);
+    const layout = this.#device.createPipelineLayout({
+      bindGroupLayouts: usesUniforms ? [storageLayout, this.uniformLayout] : [storageLayout],
+    });
+    const module = this.#device.createShaderModule({ label, code });
+    p = this.#device.createComputePipelineAsync({ label, layout, compute: { module, entryPoint } })
+      .then((pipeline) => {
+        this.compiled++;
+        if (!this.#pipelines.has(key)) {
+          this.#pipelines.set(key, { pipeline, storageLayout, signature, usesUniforms });
+        }
+      }, (e) => {
+        throw new Error(`Cannot compile ${label}: ${(e as Error).message}\n${numbered(code)}`);
+      }).finally(() => this.#preparing.delete(key));
+    this.#preparing.set(key, p);
+    return p;
   }
 
   /** A bind group of `signature` over the given buffers (cached by buffer id and size). */
