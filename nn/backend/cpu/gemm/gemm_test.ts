@@ -214,6 +214,17 @@ Deno.test("gemm wasm 3 threads (2 workers): all transpose variants match f64", a
     for (const [ta, tb] of VARIANTS) {
       await t.step(variantName(ta, tb), () => void checkVariant((x) => g.sgemm(x), ta, tb));
     }
+    // The calling thread may have claimed every chunk if the workers were slow to wake; make sure
+    // the workers' side of the protocol ran too, and that its results are right.
+    const x = makeArgs(false, true, [300, 200, 100], 0, LAYOUTS[0], 99);
+    const { want, tol } = reference(x);
+    const deadline = performance.now() + 10_000;
+    const before = g.workerChunks;
+    do g.sgemm(x); while (g.workerChunks === before && performance.now() < deadline);
+    assert(g.workerChunks > before, "workers never ran a chunk of the 300×200×100 call in 10 s");
+    for (let i = 0; i < want.length; i++) {
+      assert(Math.abs(x.c[i] - want[i]) <= tol[i], `C[${i}] = ${x.c[i]}, want ${want[i]}`);
+    }
   } finally {
     g.dispose();
   }

@@ -14,7 +14,14 @@ import { handleTrivial, resolveArgs, type Resolved, type SgemmArgs } from "./typ
 import type { Gemm } from "./types.ts";
 import { sgemmJsOne } from "./js.ts";
 import * as K from "./kernel_wasm.ts";
-import { CTRL, CTRL_BYTES, OP_GEMM, OP_QUIT, type WorkerInit } from "./worker_protocol.ts";
+import {
+  CTRL,
+  CTRL_BYTES,
+  type GemmFn,
+  MAX_CHUNKS,
+  runChunks,
+  type WorkerInit,
+} from "./worker_protocol.ts";
 
 const { MR, NR } = K;
 /** Depth of a K block: an A micro-panel (KC×MR) and B micro-panel (KC×NR) stay in L1. */
@@ -29,22 +36,10 @@ const PARALLEL_MIN = 1 << 18;
 const MAX_PAGES = 65536;
 /** Spin iterations before sleeping in `Atomics.wait` (~50-100 µs). */
 export const SPIN = 20000;
-
-type GemmFn = (
-  pa: number,
-  pb: number,
-  pc: number,
-  mp: number,
-  np: number,
-  k: number,
-  kc: number,
-  ip0: number,
-  ip1: number,
-  jp0: number,
-  jp1: number,
-  mcp: number,
-  beta0: number,
-) => void;
+/** Most worker threads one engine starts. */
+const MAX_WORKERS = 15;
+/** Chunks per thread in a parallel call: enough to even out a late or slow thread. */
+const CHUNKS_PER_THREAD = 4;
 
 function decode(b64: string): Uint8Array<ArrayBuffer> {
   const s = atob(b64);
@@ -95,32 +90,6 @@ export function compileKernel(): Compiled {
   throw new Error(`wasm gemm: no kernel variant compiles here (${errors.join("; ")})`);
 }
 
-/** Work split: thread t computes M panels [ip0, ip1) × N panels [jp0, jp1). */
-type Part = [number, number, number, number];
-
-function split(mp: number, np: number, threads: number): Part[] {
-  const parts: Part[] = [];
-  if (np >= mp) {
-    for (let t = 0; t < threads; t++) {
-      parts.push([0, mp, Math.round((np * t) / threads), Math.round((np * (t + 1)) / threads)]);
-    }
-  } else {
-    for (let t = 0; t < threads; t++) {
-      parts.push([Math.round((mp * t) / threads), Math.round((mp * (t + 1)) / threads), 0, np]);
-    }
-  }
-  return parts.filter(([i0, i1, j0, j1]) => i1 > i0 && j1 > j0);
-}
-
-/** A started worker thread, seen from the main thread. */
-interface WorkerHandle {
-  /** Index of this worker's control block in the shared Int32 view. */
-  base: number;
-  /** Last job sequence number sent. */
-  seq: number;
-  terminate(): void;
-}
-
 const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
 const isNode = !isDeno &&
   typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node ===
@@ -165,7 +134,9 @@ export class WasmGemm implements Gemm {
   readonly #gemm: GemmFn;
   #f32: Float32Array;
   #i32: Int32Array;
-  #workers: WorkerHandle[] = [];
+  #workers: { terminate(): void }[] = [];
+  #seq = 0;
+  #workerChunks = 0;
   #canWait = true; // Atomics.wait is not allowed on a browser's main thread
 
   constructor() {
@@ -192,53 +163,45 @@ export class WasmGemm implements Gemm {
     return this.#workers.length + 1;
   }
 
+  /** Chunks of parallel calls that workers (not the calling thread) have run so far. */
+  get workerChunks(): number {
+    return this.#workerChunks;
+  }
+
   /**
    * Starts `threads - 1` workers sharing this engine's memory. Resolves when they are ready; until
    * then (and if starting fails) calls run on the calling thread only. `webWorker` uses web Workers
    * even in Deno (they keep a Deno process alive until {@linkcode WasmGemm.dispose}).
    */
   async startWorkers(threads: number, { webWorker = false } = {}): Promise<void> {
-    const want = Math.min(Math.max(1, Math.floor(threads)), CTRL.maxWorkers + 1) - 1;
+    const want = Math.min(Math.max(1, Math.floor(threads)) - 1, MAX_WORKERS);
     if (!this.#compiled.shared || want <= this.#workers.length) return;
-    const started: WorkerHandle[] = [];
-    const jobs: Promise<void>[] = [];
-    for (let w = this.#workers.length; w < want; w++) {
-      const base = CTRL.first + w * CTRL.stride;
-      Atomics.store(this.#i32, base + CTRL.seq, 0);
-      Atomics.store(this.#i32, base + CTRL.done, 0);
-      const init: WorkerInit = {
-        module: this.#compiled.module,
-        memory: this.#memory,
-        base,
-        spin: SPIN,
-      };
-      jobs.push(
-        spawn(init, webWorker).then((h) =>
-          void started.push({ base, seq: 0, terminate: h.terminate })
-        ),
-      );
-    }
+    Atomics.store(this.#i32, CTRL.quit, 0);
+    const init: WorkerInit = { module: this.#compiled.module, memory: this.#memory, spin: SPIN };
+    const jobs: Promise<{ terminate(): void }>[] = [];
+    for (let w = this.#workers.length; w < want; w++) jobs.push(spawn(init, webWorker));
     const results = await Promise.allSettled(jobs);
-    started.sort((x, y) => x.base - y.base);
-    this.#workers.push(...started);
-    const failed = results.find((r) => r.status === "rejected") as
-      | PromiseRejectedResult
-      | undefined;
-    if (failed) {
+    const failed: string[] = [];
+    for (const r of results) {
+      if (r.status === "fulfilled") this.#workers.push(r.value);
+      else failed.push(String(r.reason));
+    }
+    if (failed.length) {
       throw new Error(
-        `wasm gemm: started ${started.length} of ${want} workers: ${String(failed.reason)}`,
+        `wasm gemm: started ${results.length - failed.length} of ${results.length} workers: ${
+          failed[0]
+        }`,
       );
     }
   }
 
   /** Stops the workers; later calls run on the calling thread. */
   dispose(): void {
-    for (const w of this.#workers) {
-      this.#i32[w.base + CTRL.op] = OP_QUIT;
-      Atomics.store(this.#i32, w.base + CTRL.seq, ++w.seq);
-      Atomics.notify(this.#i32, w.base + CTRL.seq);
-      w.terminate();
-    }
+    if (!this.#workers.length) return;
+    Atomics.store(this.#i32, CTRL.quit, 1);
+    Atomics.store(this.#i32, CTRL.seq, ++this.#seq);
+    Atomics.notify(this.#i32, CTRL.seq);
+    for (const w of this.#workers) w.terminate();
     this.#workers = [];
   }
 
@@ -308,52 +271,50 @@ export class WasmGemm implements Gemm {
     }
   }
 
-  /** Runs the kernel over all panels, sharing them with the workers when it pays. */
+  /**
+   * Runs the kernel over all panels. With workers and enough work, C's panels are cut into chunks
+   * that every thread (this one included) claims until none are left (worker_protocol.ts).
+   */
   #run(pa: number, pb: number, pc: number, mp: number, np: number, k: number, beta0: number) {
     const flops = mp * MR * np * NR * k;
-    const threads = flops < PARALLEL_MIN ? 1 : this.#workers.length + 1;
-    if (threads === 1) {
+    const threads = this.#workers.length + 1;
+    if (threads === 1 || flops < PARALLEL_MIN) {
       this.#gemm(pa, pb, pc, mp, np, k, KC, 0, mp, 0, np, MCP, beta0);
       return;
     }
-    const parts = split(mp, np, threads);
-    const i32 = this.#i32;
-    const busy: WorkerHandle[] = [];
-    for (let t = 1; t < parts.length; t++) {
-      const w = this.#workers[t - 1];
-      const [ip0, ip1, jp0, jp1] = parts[t];
-      const p = w.base + CTRL.params;
-      i32[p] = pa;
-      i32[p + 1] = pb;
-      i32[p + 2] = pc;
-      i32[p + 3] = mp;
-      i32[p + 4] = np;
-      i32[p + 5] = k;
-      i32[p + 6] = KC;
-      i32[p + 7] = ip0;
-      i32[p + 8] = ip1;
-      i32[p + 9] = jp0;
-      i32[p + 10] = jp1;
-      i32[p + 11] = MCP;
-      i32[p + 12] = beta0;
-      i32[w.base + CTRL.op] = OP_GEMM;
-      Atomics.store(i32, w.base + CTRL.seq, ++w.seq); // publishes the params above
-      Atomics.notify(i32, w.base + CTRL.seq);
-      busy.push(w);
-    }
-    const [ip0, ip1, jp0, jp1] = parts[0];
-    this.#gemm(pa, pb, pc, mp, np, k, KC, ip0, ip1, jp0, jp1, MCP, beta0);
-    for (const w of busy) this.#join(w);
-  }
-
-  /** Waits for worker `w` to finish its job: spin first, then sleep. */
-  #join(w: WorkerHandle): void {
-    const i32 = this.#i32, at = w.base + CTRL.done;
-    for (let s = 0; s < SPIN; s++) if (Atomics.load(i32, at) === w.seq) return;
-    for (let d = Atomics.load(i32, at); d !== w.seq; d = Atomics.load(i32, at)) {
+    // Cut the longer side (in panels) into about CHUNKS_PER_THREAD chunks per thread.
+    const splitN = np > mp ? 1 : 0;
+    const total = splitN ? np : mp;
+    const per = Math.ceil(total / Math.min(MAX_CHUNKS, threads * CHUNKS_PER_THREAD, total));
+    const chunks = Math.ceil(total / per);
+    const i32 = this.#i32, p = CTRL.params;
+    const seq = ++this.#seq, gen = seq & 0xfff;
+    i32[p] = pa;
+    i32[p + 1] = pb;
+    i32[p + 2] = pc;
+    i32[p + 3] = mp;
+    i32[p + 4] = np;
+    i32[p + 5] = k;
+    i32[p + 6] = KC;
+    i32[p + 7] = MCP;
+    i32[p + 8] = beta0;
+    i32[p + 9] = splitN;
+    i32[p + 10] = per;
+    Atomics.store(i32, CTRL.finished, 0);
+    Atomics.store(i32, CTRL.claim, (gen << 20) | (chunks << 10)); // publishes the params above
+    Atomics.store(i32, CTRL.seq, seq);
+    Atomics.notify(i32, CTRL.seq);
+    this.#workerChunks += chunks - runChunks(i32, this.#gemm, gen);
+    // Wait for chunks other threads still hold: spin first, then sleep.
+    for (let s = 0; s < SPIN; s++) if (Atomics.load(i32, CTRL.finished) === chunks) return;
+    for (
+      let d = Atomics.load(i32, CTRL.finished);
+      d !== chunks;
+      d = Atomics.load(i32, CTRL.finished)
+    ) {
       if (this.#canWait) {
         try {
-          Atomics.wait(i32, at, d, 1000);
+          Atomics.wait(i32, CTRL.finished, d, 1000);
         } catch {
           this.#canWait = false;
         }

@@ -1,50 +1,32 @@
 /**
  * A gemm worker thread: instantiates the kernel on the shared memory, answers one message when ready,
- * then serves jobs through the control block only (spin, then `Atomics.wait`). Runs as a
+ * then serves jobs through the control block only (spin, then `Atomics.wait`; see
+ * worker_protocol.ts). Runs as a
  * `node:worker_threads` worker in Deno and Node (so it can be unref'd) or as a web Worker.
  *
  * @module
  */
 
-import { CTRL, OP_QUIT, type WorkerInit } from "./worker_protocol.ts";
-
-type GemmFn = (...args: number[]) => void;
+import { CTRL, type GemmFn, runChunks, type WorkerInit } from "./worker_protocol.ts";
 
 function serve(init: WorkerInit, ready: () => void): void {
   const inst = new WebAssembly.Instance(init.module, { env: { memory: init.memory } });
   const gemm = inst.exports.gemm as GemmFn;
   // The control block is at the start of the memory, so this view stays valid when it grows.
   const i32 = new Int32Array(init.memory.buffer, 0, 1024);
-  const { base, spin } = init;
-  const seqAt = base + CTRL.seq, p = base + CTRL.params;
-  let last = Atomics.load(i32, seqAt);
+  const spin = init.spin;
+  let last = Atomics.load(i32, CTRL.seq);
   ready();
   for (;;) {
-    let s = Atomics.load(i32, seqAt);
-    for (let n = 0; s === last && n < spin; n++) s = Atomics.load(i32, seqAt);
+    let s = Atomics.load(i32, CTRL.seq);
+    for (let n = 0; s === last && n < spin; n++) s = Atomics.load(i32, CTRL.seq);
     if (s === last) {
-      Atomics.wait(i32, seqAt, last);
+      Atomics.wait(i32, CTRL.seq, last);
       continue;
     }
     last = s;
-    if (i32[base + CTRL.op] === OP_QUIT) return;
-    gemm(
-      i32[p],
-      i32[p + 1],
-      i32[p + 2],
-      i32[p + 3],
-      i32[p + 4],
-      i32[p + 5],
-      i32[p + 6],
-      i32[p + 7],
-      i32[p + 8],
-      i32[p + 9],
-      i32[p + 10],
-      i32[p + 11],
-      i32[p + 12],
-    );
-    Atomics.store(i32, base + CTRL.done, s);
-    Atomics.notify(i32, base + CTRL.done);
+    if (Atomics.load(i32, CTRL.quit)) return;
+    runChunks(i32, gemm, s & 0xfff);
   }
 }
 
