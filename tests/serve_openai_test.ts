@@ -1,0 +1,182 @@
+// The official `openai` npm client against a real server on a random loopback port: streaming
+// and non-streaming chat, usage, stop sequences, legacy completions, models, and errors surfacing
+// as the client's typed exceptions.
+import assert from "node:assert/strict";
+import OpenAI from "openai";
+import { startServer } from "../serve.ts";
+import { tinyApp } from "./_serve.ts";
+
+const KEY = "sk-minimind-test";
+
+async function withServer(fn: (client: OpenAI, url: string) => Promise<void>): Promise<void> {
+  const app = await tinyApp({ apiKey: KEY });
+  const server = startServer(app, { port: 0 });
+  const client = new OpenAI({
+    baseURL: `${server.url}/v1`,
+    apiKey: KEY,
+    maxRetries: 0,
+    timeout: 30_000,
+  });
+  try {
+    await fn(client, server.url);
+  } finally {
+    await server.shutdown();
+  }
+}
+
+const HELLO = [{ role: "user" as const, content: "你好" }];
+
+Deno.test("openai client: chat completions, JSON and streaming, with usage and stop", async () => {
+  await withServer(async (client) => {
+    const models = await client.models.list();
+    assert.deepEqual(models.data.map((m) => m.id), ["minimind"]);
+
+    const r = await client.chat.completions.create({
+      model: "minimind",
+      messages: HELLO,
+      max_tokens: 12,
+      seed: 9,
+      temperature: 0.9,
+    });
+    assert.equal(r.object, "chat.completion");
+    const text = r.choices[0].message.content ?? "";
+    assert.equal(r.choices[0].finish_reason, "length");
+    assert.equal(r.usage?.prompt_tokens, 18);
+    assert.equal(r.usage?.completion_tokens, 12);
+    assert.equal(r.usage?.total_tokens, 30);
+
+    const stream = await client.chat.completions.create({
+      model: "minimind",
+      messages: HELLO,
+      max_completion_tokens: 12,
+      seed: 9,
+      temperature: 0.9,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    let streamed = "", finish: string | null = null, role: string | undefined;
+    let usage: OpenAI.CompletionUsage | null | undefined = null;
+    for await (const chunk of stream) {
+      if (chunk.usage) usage = chunk.usage;
+      const c = chunk.choices[0];
+      if (!c) continue;
+      role ??= c.delta.role;
+      streamed += c.delta.content ?? "";
+      if (c.finish_reason) finish = c.finish_reason;
+    }
+    assert.equal(role, "assistant");
+    assert.equal(streamed, text);
+    assert.equal(finish, "length");
+    assert.deepEqual(usage, r.usage);
+
+    // a stop sequence taken from the reply itself
+    const stop = text.slice(3, 5);
+    const cut = await client.chat.completions.create({
+      model: "minimind",
+      messages: HELLO,
+      max_tokens: 12,
+      seed: 9,
+      temperature: 0.9,
+      stop: [stop],
+    });
+    assert.equal(cut.choices[0].message.content, text.slice(0, text.indexOf(stop)));
+    assert.equal(cut.choices[0].finish_reason, "stop");
+
+    // the streaming helper of the SDK sees the same text
+    const runner = client.chat.completions.stream({
+      model: "minimind",
+      messages: HELLO,
+      max_tokens: 12,
+      seed: 9,
+      temperature: 0.9,
+    });
+    const final = await runner.finalChatCompletion();
+    assert.equal(final.choices[0].message.content, text);
+  });
+});
+
+Deno.test("openai client: legacy completions and typed errors", async () => {
+  await withServer(async (client, url) => {
+    const c = await client.completions.create({
+      model: "minimind",
+      prompt: "床前明月光",
+      max_tokens: 6,
+      seed: 1,
+    });
+    assert.equal(c.object, "text_completion");
+    assert.equal(c.usage?.completion_tokens, 6);
+
+    await assert.rejects(
+      client.chat.completions.create({ model: "gpt-4o", messages: HELLO }),
+      (e: unknown) => {
+        assert.ok(e instanceof OpenAI.BadRequestError);
+        assert.equal(e.status, 400);
+        assert.equal(e.param, "model");
+        assert.equal(e.code, "model_not_found");
+        return true;
+      },
+    );
+    await assert.rejects(
+      client.chat.completions.create({ model: "minimind", messages: HELLO, temperature: 7 }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === "temperature",
+    );
+    await assert.rejects(
+      client.chat.completions.create({ model: "minimind", messages: HELLO, n: 3 }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === "n",
+    );
+    const wrong = new OpenAI({ baseURL: `${url}/v1`, apiKey: "sk-wrong", maxRetries: 0 });
+    await assert.rejects(
+      wrong.models.list(),
+      (e: unknown) => e instanceof OpenAI.AuthenticationError && e.status === 401,
+    );
+    // the page and /health need no key
+    const health = await fetch(`${url}/health`);
+    assert.equal((await health.json()).status, "ok");
+  });
+});
+
+Deno.test("openai client: aborting a stream stops generation on the server", async () => {
+  const app = await tinyApp();
+  const server = startServer(app, { port: 0 });
+  try {
+    const client = new OpenAI({ baseURL: `${server.url}/v1`, apiKey: "none", maxRetries: 0 });
+    const stream = await client.chat.completions.create({
+      model: "minimind",
+      messages: HELLO,
+      max_tokens: 4000,
+      temperature: 1,
+      top_k: 0,
+      stream: true,
+    } as OpenAI.ChatCompletionCreateParamsStreaming);
+    let n = 0;
+    for await (const _ of stream) if (++n >= 5) break; // leaving the loop aborts the request
+    const deadline = Date.now() + 5000;
+    while (app.stats().running > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(app.stats().running, 0, "the generation stopped");
+    const t = app.stats().tokens;
+    assert.ok(t < 4000, `${t} tokens`);
+    await new Promise((r) => setTimeout(r, 100));
+    assert.equal(app.stats().tokens, t);
+    // and a non-streaming request whose client gives up is cancelled too (plain fetch: the
+    // SDK rejects at once on abort but, under Deno, leaves the connection open)
+    const ctl = new AbortController();
+    const pending = fetch(`${server.url}/v1/chat/completions`, {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: JSON.stringify({ messages: HELLO, max_tokens: 4000, temperature: 1, top_k: 0 }),
+      signal: ctl.signal,
+    }).catch((e) => e);
+    while (app.stats().running === 0) await new Promise((r) => setTimeout(r, 5));
+    ctl.abort();
+    assert.ok((await pending) instanceof Error);
+    const deadline2 = Date.now() + 5000;
+    while (app.stats().running > 0 && Date.now() < deadline2) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    assert.equal(app.stats().running, 0, "the non-streaming generation stopped");
+  } finally {
+    await server.shutdown();
+  }
+});

@@ -1,0 +1,134 @@
+// The chat page in headless Chromium (Debian `chromium`, driven by playwright-core) against a real
+// server on a random loopback port: type a message, watch the reply stream in, fold a think
+// block, stop a long reply, reload and keep the history. Leaves a screenshot in
+// out/screenshots/chat_page.png.
+import assert from "node:assert/strict";
+import { chromium } from "playwright-core";
+import { startServer } from "../serve.ts";
+import { tinyApp } from "./_serve.ts";
+
+const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
+const FLAGS = [
+  "--headless",
+  "--no-sandbox",
+  "--disable-gpu",
+  "--disable-quic",
+  "--no-first-run",
+  "--disable-background-networking",
+  "--disable-component-update",
+  "--disable-sync",
+];
+const SHOT = new URL("../out/screenshots/chat_page.png", import.meta.url).pathname;
+
+Deno.test({
+  name: "chat page: streams a reply, folds thinking, stops, keeps history (headless Chromium)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    const app = await tinyApp();
+    const server = startServer(app, { port: 0 });
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: FLAGS,
+    });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1100, height: 720 } });
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(String(e)));
+      const bodies: Record<string, unknown>[] = [];
+      page.on("request", (r) => {
+        if (r.url().endsWith("/v1/chat/completions")) bodies.push(JSON.parse(r.postData() ?? "{}"));
+      });
+      // nothing but the server on loopback is ever contacted
+      await page.route("**/*", (route) => {
+        const u = new URL(route.request().url());
+        return u.hostname === "127.0.0.1" ? route.continue() : route.abort();
+      });
+      await page.goto(server.url + "/");
+      await page.waitForSelector("body[data-ready='1']");
+      assert.equal(await page.textContent("#model"), "minimind");
+
+      // 1. a streamed reply: the assistant text changes several times before it is done
+      await page.fill("#max_tokens", "24");
+      await page.dispatchEvent("#max_tokens", "change");
+      // (page functions are strings: this file is type-checked without the DOM lib)
+      await page.evaluate(`globalThis.updates = 0; new MutationObserver(() => globalThis.updates++)
+        .observe(document.getElementById("messages"), { childList: true, subtree: true, characterData: true })`);
+      await page.fill("#input", "你好");
+      await page.press("#input", "Enter");
+      await page.waitForSelector(".msg.assistant[data-state='done']", { timeout: 20_000 });
+      const first = await page.textContent(".msg.assistant .content");
+      assert.ok(first && first.length > 0, "the reply has text");
+      assert.ok((await page.evaluate("globalThis.updates")) as number > 5);
+      assert.equal(await page.getAttribute(".msg.assistant", "data-finish"), "length");
+      assert.match((await page.textContent(".msg.assistant .meta"))!, /24 tokens/);
+      const b0 = bodies[0];
+      assert.equal(b0.stream, true);
+      assert.equal(b0.max_tokens, 24);
+      assert.equal(typeof b0.temperature, "number");
+      assert.equal(typeof b0.top_p, "number");
+
+      // 2. thinking on: the reasoning streams into a think block, folded when the reply ends
+      await page.check("#thinking");
+      await page.fill("#input", "想一想");
+      await page.press("#input", "Enter");
+      await page.waitForSelector(".msg.assistant:nth-of-type(4)[data-state='done']", {
+        timeout: 20_000,
+      });
+      const think = page.locator(".msg.assistant").nth(1).locator("details.think");
+      assert.equal(await think.count(), 1);
+      assert.equal(await think.getAttribute("open"), null, "folded");
+      assert.ok(((await think.locator(".think-body").textContent()) ?? "").length > 0);
+      const b1 = bodies[1] as {
+        messages: unknown[];
+        chat_template_kwargs: { open_thinking: boolean };
+      };
+      assert.equal(b1.chat_template_kwargs.open_thinking, true);
+      assert.equal(b1.messages.length, 3, "history: the first exchange is sent along");
+      await page.uncheck("#thinking");
+      await page.screenshot({ path: await ensureDir(SHOT), fullPage: true });
+
+      // 3. the stop button ends a long reply, and the server stops generating it
+      await page.fill("#max_tokens", "4000");
+      await page.dispatchEvent("#max_tokens", "change");
+      await page.fill("#input", "long");
+      await page.press("#input", "Enter");
+      // (polled with evaluate: waitForFunction would need eval, which the page's CSP forbids)
+      const streamed =
+        `(document.querySelectorAll(".msg.assistant")[2]?.querySelector(".content")?.textContent ?? "").length > 3`;
+      for (let i = 0; i < 400 && !(await page.evaluate(streamed)); i++) {
+        await new Promise((r) => setTimeout(r, 25));
+      }
+      assert.equal(await page.isEnabled("#stop"), true);
+      await page.click("#stop");
+      await page.waitForSelector(".msg.assistant:nth-of-type(6)[data-state='done']");
+      assert.equal(
+        await page.locator(".msg.assistant").nth(2).getAttribute("data-finish"),
+        "stopped",
+      );
+      const deadline = Date.now() + 5000;
+      while (app.stats().running > 0 && Date.now() < deadline) {
+        await new Promise((r) => setTimeout(r, 10));
+      }
+      assert.equal(app.stats().running, 0, "the server stopped generating");
+      assert.equal(await page.isEnabled("#send"), true);
+
+      // 4. history survives a reload; "Clear history" empties it
+      await page.reload();
+      await page.waitForSelector("body[data-ready='1']");
+      assert.equal(await page.locator(".msg").count(), 6);
+      await page.click("#clear");
+      assert.equal(await page.locator(".msg").count(), 0);
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+      await server.shutdown();
+    }
+  },
+});
+
+async function ensureDir(path: string): Promise<string> {
+  await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
+  return path;
+}
