@@ -68,11 +68,14 @@ export type {
   LayerParams,
   MiniMindConfig,
   MiniMindParams,
+  MlpParams,
   MoeDispatch,
+  MoeParams,
   ParamCount,
   PresetName,
   RopeScaling,
   RouterInfo,
+  SelfAttentionParams,
   Weight,
 } from "./nn/minimind.ts";
 export {

@@ -25,7 +25,7 @@ import { concat, reshape, sliceAxis } from "./ops/movement.ts";
 import { rmsNorm } from "./ops/rms_norm.ts";
 import { crossEntropy } from "./ops/cross_entropy.ts";
 import type { MiniMindConfig } from "./minimind_config.ts";
-import type { AttentionParams } from "./layers/attention.ts";
+import type { SelfAttentionParams } from "./layers/attention.ts";
 import { selfAttention } from "./layers/attention.ts";
 import type { MlpParams } from "./layers/mlp.ts";
 import { mlp } from "./layers/mlp.ts";
@@ -65,7 +65,7 @@ export type Weight = {
 /** One decoder block's parameters. */
 export type LayerParams = {
   /** Attention (q/k/v/o projections; minimind3 adds q_norm/k_norm). */
-  readonly self_attn: AttentionParams;
+  readonly self_attn: SelfAttentionParams;
   /** RMSNorm before attention (H). */
   readonly input_layernorm: Weight;
   /** RMSNorm before the MLP (H). */
@@ -503,4 +503,4 @@ export function lossFromLogits(logits: Tensor, labels: Tensor): Tensor {
 }
 
 /** Parameter types of the layers. */
-export type { AttentionParams, MlpParams, MoeParams };
+export type { MlpParams, MoeParams, SelfAttentionParams };

@@ -16,7 +16,7 @@ import type { LayerCache } from "./kv_cache.ts";
 import type { RopeTables } from "./rope_table.ts";
 
 /** Parameters of one attention block (HF names; Linear weights are [out, in]). */
-export type AttentionParams = {
+export type SelfAttentionParams = {
   /** q_proj.weight (NH·HD, H). */
   readonly q_proj: { readonly weight: Tensor };
   /** k_proj.weight (NKV·HD, H). */
@@ -55,7 +55,7 @@ export interface AttentionContext {
  */
 export function selfAttention(
   cfg: MiniMindConfig,
-  p: AttentionParams,
+  p: SelfAttentionParams,
   x: Tensor,
   ctx: AttentionContext,
   past?: LayerCache,
