@@ -442,7 +442,13 @@ export function forward(
         return { h: add(h1, y), kv: a.kv, aux: null, route: null };
       }
       const m = moe(cfg, lp.mlp as MoeParams, x2, { train, dispatch: options.moeDispatch });
-      return { h: add(h1, m.y), kv: a.kv, aux: m.aux, route: m.routing };
+      // routing tensors outlive the block only when asked for
+      return {
+        h: add(h1, m.y),
+        kv: a.kv,
+        aux: m.aux,
+        route: options.outputRouting ? m.routing : null,
+      };
     });
     h = r.h; // (B, T, H)
     kvs.push(r.kv);
