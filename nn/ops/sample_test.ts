@@ -101,3 +101,21 @@ Deno.test("adamwUpdate() first step moves each weight by lr in the gradient's di
     /step 0/,
   );
 });
+
+Deno.test("kthLargest() equals the k-th value of a descending sort (repeats counted)", async () => {
+  const { kthLargest } = await import("./sample.ts");
+  let seed = 1;
+  const rnd = () => (seed = (seed * 1103515245 + 12345) % 2147483648) / 2147483648;
+  for (const n of [1, 7, 64, 6400]) {
+    for (const k of [1, 2, 5, 50, Math.max(1, n >> 1), n]) {
+      if (k > n) continue;
+      // few distinct values so ties straddle the k-th place; -Infinity entries included
+      const x = Float64Array.from(
+        { length: n },
+        () => rnd() < 0.05 ? -Infinity : Math.floor(rnd() * 20) / 4,
+      );
+      const want = Float64Array.from(x).sort()[n - k];
+      assert.equal(kthLargest(x, k), want, `n ${n} k ${k}`);
+    }
+  }
+});
