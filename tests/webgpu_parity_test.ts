@@ -166,7 +166,17 @@ function ropeTable(p: number, hd: number, which: "cos" | "sin"): InputSpec {
 }
 
 /** Ops whose WGSL differs by adapter kind: both variants run everywhere. */
-const VARIANT_OPS = new Set(["matmul", "attention"]);
+const VARIANT_OPS = new Set([
+  "matmul",
+  "attention",
+  "softmax",
+  "log_softmax",
+  "logsumexp",
+  "cross_entropy",
+  "rms_norm",
+  "sum",
+  "max",
+]);
 
 interface RunResult {
   outs: Float32Array[];

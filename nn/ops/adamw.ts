@@ -94,20 +94,22 @@ export const adamwOp: OpDef<AdamwParams> = defineOp<AdamwParams>({
       adamwKernel(p, g, m, v, po, mo, vo, params);
     }
   },
-  // the same f32 operation order as the CPU kernel; step scalars are rounded on the host
+  // torch's operation order in f32 (vec4 when the size allows); step scalars come from the host
   wgsl: ({ inputs: [p], params }) => {
     const { lr, beta1, beta2, eps, weightDecay, step } = params;
-    const r = Math.fround;
     let n = 1;
     for (const d of p.shape) n *= d;
+    const vec = n % 4 === 0;
+    const T = vec ? "vec4<f32>" : "f32";
+    const count = vec ? n / 4 : n;
     return [{
-      code: `@group(0) @binding(0) var<storage, read> p: array<f32>;
-@group(0) @binding(1) var<storage, read> g: array<f32>;
-@group(0) @binding(2) var<storage, read> m: array<f32>;
-@group(0) @binding(3) var<storage, read> v: array<f32>;
-@group(0) @binding(4) var<storage, read_write> po: array<f32>;
-@group(0) @binding(5) var<storage, read_write> mo: array<f32>;
-@group(0) @binding(6) var<storage, read_write> vo: array<f32>;
+      code: `@group(0) @binding(0) var<storage, read> p: array<${T}>;
+@group(0) @binding(1) var<storage, read> g: array<${T}>;
+@group(0) @binding(2) var<storage, read> m: array<${T}>;
+@group(0) @binding(3) var<storage, read> v: array<${T}>;
+@group(0) @binding(4) var<storage, read_write> po: array<${T}>;
+@group(0) @binding(5) var<storage, read_write> mo: array<${T}>;
+@group(0) @binding(6) var<storage, read_write> vo: array<${T}>;
 struct U { n: u32, decay: f32, b1: f32, a1: f32, b2: f32, a2: f32, step_size: f32, bc2: f32, eps: f32 }
 @group(1) @binding(0) var<uniform> u: U;
 @compute @workgroup_size(256)
@@ -115,25 +117,24 @@ fn main(${GRID_ARGS}) {
   let i = ${gridIndex(256)};
   if (i >= u.n) { return; }
   let gi = g[i];
-  let pi = p[i] * u.decay;
   let mi = m[i] * u.b1 + u.a1 * gi;
-  let vi = v[i] * u.b2 + (u.a2 * gi) * gi;
+  let vi = v[i] * u.b2 + u.a2 * gi * gi;
   let denom = sqrt(vi) / u.bc2 + u.eps;
-  po[i] = pi + (u.step_size * mi) / denom;
+  po[i] = p[i] * u.decay + (u.step_size * mi) / denom;
   mo[i] = mi;
   vo[i] = vi;
 }`,
-      workgroups: grid(n),
+      workgroups: grid(count),
       uniforms: [
-        n,
-        r(1 - lr * weightDecay),
-        r(beta1),
-        r(1 - beta1),
-        r(beta2),
-        r(1 - beta2),
-        r(-(lr / (1 - Math.pow(beta1, step)))),
-        r(Math.sqrt(1 - Math.pow(beta2, step))),
-        r(eps),
+        count,
+        1 - lr * weightDecay,
+        beta1,
+        1 - beta1,
+        beta2,
+        1 - beta2,
+        -(lr / (1 - Math.pow(beta1, step))),
+        Math.sqrt(1 - Math.pow(beta2, step)),
+        eps,
       ],
       uniformTypes: ["u32", "f32", "f32", "f32", "f32", "f32", "f32", "f32", "f32"],
     }];

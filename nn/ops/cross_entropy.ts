@@ -19,11 +19,9 @@ import {
   GRID_ARGS,
   gridIndex,
   NEG_INF,
-  ROW_INDEX,
-  rowGrid,
-  rowWorkgroup,
+  ROW_ARGS,
+  rowLayout,
   statusDecl,
-  wgReducePrelude,
 } from "../backend/webgpu/wgsl.ts";
 
 /** Params of the cross-entropy ops. */
@@ -67,9 +65,9 @@ export const crossEntropyOp: OpDef<CrossEntropyParams> = defineOp<CrossEntropyPa
     }
   },
   // one workgroup per row: max, Σ exp, then lse − logit[target]
-  wgsl: ({ inputs: [l], params }) => {
+  wgsl: ({ inputs: [l], params }, device) => {
     const [n, v] = l.shape;
-    const wg = rowWorkgroup(v);
+    const L = rowLayout(v, device);
     return [{
       code: `@group(0) @binding(0) var<storage, read> l: array<f32>;
 @group(0) @binding(1) var<storage, read> t: array<i32>;
@@ -78,20 +76,19 @@ export const crossEntropyOp: OpDef<CrossEntropyParams> = defineOp<CrossEntropyPa
 ${statusDecl(4)}
 struct U { rows: u32, v: u32, ignore: i32 }
 @group(1) @binding(0) var<uniform> u: U;
-${wgReducePrelude(wg)}
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let row = ${ROW_INDEX};
+${L.prelude}
+@compute @workgroup_size(${L.wg})
+fn main(${ROW_ARGS}) {
+  let row = ${L.row};
   let ok = row < u.rows;
   let base = row * u.v;
   var m = ${NEG_INF};
-  if (ok) { for (var i = lid; i < u.v; i += ${wg}u) { m = max(m, l[base + i]); } }
+  if (ok) { for (var i = ${L.lane}; i < u.v; i += ${L.lanes}u) { m = max(m, l[base + i]); } }
   m = wgMax(m, lid);
   var s = 0.0;
-  if (ok) { for (var i = lid; i < u.v; i += ${wg}u) { s += exp(l[base + i] - m); } }
+  if (ok) { for (var i = ${L.lane}; i < u.v; i += ${L.lanes}u) { s += exp(l[base + i] - m); } }
   s = wgSum(s, lid);
-  if (!ok || lid != 0u) { return; }
+  if (!ok || ${L.lane} != 0u) { return; }
   let z = m + log(s);
   lse[row] = z;
   let y = t[row];
@@ -99,7 +96,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (y < 0 || u32(y) >= u.v) { report(3u, y, u.v); loss[row] = 0.0; return; }
   loss[row] = z - l[base + u32(y)];
 }`,
-      workgroups: rowGrid(n),
+      workgroups: L.workgroups(n),
       uniforms: [n, v, params.ignoreIndex],
       uniformTypes: ["u32", "u32", "i32"],
       bindings: [0, 1, 2, 3, STATUS_BINDING],

@@ -9,15 +9,7 @@ import type { OpDef } from "../op.ts";
 import { apply, defineOp, NONDIFF } from "../op.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
-import {
-  grid,
-  GRID_ARGS,
-  gridIndex,
-  ROW_INDEX,
-  rowGrid,
-  rowWorkgroup,
-  wgReducePrelude,
-} from "../backend/webgpu/wgsl.ts";
+import { grid, GRID_ARGS, gridIndex, ROW_ARGS, rowLayout } from "../backend/webgpu/wgsl.ts";
 
 function rowsOf(shape: readonly number[]): [number, number] {
   const h = shape[shape.length - 1];
@@ -57,9 +49,9 @@ export const rmsNormOp: OpDef<RmsNormParams> = defineOp<RmsNormParams>({
     }
   },
   // one workgroup per row: Σ x², then the scaled row
-  wgsl: ({ inputs: [x], params }) => {
+  wgsl: ({ inputs: [x], params }, device) => {
     const [rows, h] = rowsOf(x.shape);
-    const wg = rowWorkgroup(h);
+    const L = rowLayout(h, device);
     return [{
       code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read> w: array<f32>;
@@ -67,22 +59,21 @@ export const rmsNormOp: OpDef<RmsNormParams> = defineOp<RmsNormParams>({
 @group(0) @binding(3) var<storage, read_write> rstd: array<f32>;
 struct U { rows: u32, h: u32, eps: f32 }
 @group(1) @binding(0) var<uniform> u: U;
-${wgReducePrelude(wg)}
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let row = ${ROW_INDEX};
+${L.prelude}
+@compute @workgroup_size(${L.wg})
+fn main(${ROW_ARGS}) {
+  let row = ${L.row};
   let ok = row < u.rows;
   let base = row * u.h;
   var ss = 0.0;
-  if (ok) { for (var i = lid; i < u.h; i += ${wg}u) { let v = x[base + i]; ss += v * v; } }
+  if (ok) { for (var i = ${L.lane}; i < u.h; i += ${L.lanes}u) { let v = x[base + i]; ss += v * v; } }
   ss = wgSum(ss, lid);
   if (!ok) { return; }
   let rs = 1.0 / sqrt(ss / f32(u.h) + u.eps);
-  if (lid == 0u) { rstd[row] = rs; }
-  for (var i = lid; i < u.h; i += ${wg}u) { y[base + i] = w[i] * (x[base + i] * rs); }
+  if (${L.lane} == 0u) { rstd[row] = rs; }
+  for (var i = ${L.lane}; i < u.h; i += ${L.lanes}u) { y[base + i] = w[i] * (x[base + i] * rs); }
 }`,
-      workgroups: rowGrid(rows),
+      workgroups: L.workgroups(rows),
       uniforms: [rows, h, params.eps],
       uniformTypes: ["u32", "u32", "f32"],
     }];
@@ -127,9 +118,9 @@ export const rmsNormBackwardOp: OpDef<Record<string, never>> = defineOp<Record<s
     }
   },
   // dx: one workgroup per row (needs Σ w·ct·x); dw: one invocation per column over the rows
-  wgsl: ({ inputs: [, x] }) => {
+  wgsl: ({ inputs: [, x] }, device) => {
     const [rows, h] = rowsOf(x.shape);
-    const wg = rowWorkgroup(h);
+    const L = rowLayout(h, device);
     const decl = `@group(0) @binding(0) var<storage, read> ct: array<f32>;
 @group(0) @binding(1) var<storage, read> x: array<f32>;
 @group(0) @binding(2) var<storage, read> w: array<f32>;
@@ -138,20 +129,19 @@ struct U { rows: u32, h: u32 }
 @group(1) @binding(0) var<uniform> u: U;`;
     const dx = `${decl}
 @group(0) @binding(4) var<storage, read_write> dx: array<f32>;
-${wgReducePrelude(wg)}
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let row = ${ROW_INDEX};
+${L.prelude}
+@compute @workgroup_size(${L.wg})
+fn main(${ROW_ARGS}) {
+  let row = ${L.row};
   let ok = row < u.rows;
   let base = row * u.h;
   var dot = 0.0;
-  if (ok) { for (var i = lid; i < u.h; i += ${wg}u) { dot += w[i] * ct[base + i] * x[base + i]; } }
+  if (ok) { for (var i = ${L.lane}; i < u.h; i += ${L.lanes}u) { dot += w[i] * ct[base + i] * x[base + i]; } }
   dot = wgSum(dot, lid);
   if (!ok) { return; }
   let rs = rstd[row];
   let c = rs * rs * rs * dot / f32(u.h);
-  for (var i = lid; i < u.h; i += ${wg}u) { dx[base + i] = rs * w[i] * ct[base + i] - x[base + i] * c; }
+  for (var i = ${L.lane}; i < u.h; i += ${L.lanes}u) { dx[base + i] = rs * w[i] * ct[base + i] - x[base + i] * c; }
 }`;
     const dw = `${decl}
 @group(0) @binding(4) var<storage, read_write> dw: array<f32>;
@@ -164,7 +154,7 @@ fn main(${GRID_ARGS}) {
   dw[i] = acc;
 }`;
     return [
-      { code: dx, workgroups: rowGrid(rows), uniforms: [rows, h], bindings: [0, 1, 2, 3, 4] },
+      { code: dx, workgroups: L.workgroups(rows), uniforms: [rows, h], bindings: [0, 1, 2, 3, 4] },
       { code: dw, workgroups: grid(h, 64), uniforms: [rows, h], bindings: [0, 1, 2, 3, 5] },
     ];
   },

@@ -12,51 +12,49 @@ import { mul, sub } from "./binary.ts";
 import { exp } from "./unary.ts";
 import { sum } from "./reduce.ts";
 import { broadcastTo, expandDims } from "./movement.ts";
-import type { WgslKernel } from "../op.ts";
-import {
-  NEG_INF,
-  ROW_INDEX,
-  rowGrid,
-  rowWorkgroup,
-  wgReducePrelude,
-} from "../backend/webgpu/wgsl.ts";
+import type { WgslDevice, WgslKernel } from "../op.ts";
+import { NEG_INF, ROW_ARGS, rowLayout } from "../backend/webgpu/wgsl.ts";
 
 /**
  * One workgroup per row: max, then Σ exp(x − max), then `write` per element (with `lse` in
  * scope), or one value per row when `perRow`.
  */
-function rowKernel(shape: readonly number[], write: string, perRow: boolean): WgslKernel {
+function rowKernel(
+  shape: readonly number[],
+  write: string,
+  perRow: boolean,
+  device: WgslDevice,
+): WgslKernel {
   const n = shape[shape.length - 1];
   let rows = 1;
   for (let i = 0; i < shape.length - 1; i++) rows *= shape[i];
-  const wg = rowWorkgroup(n);
+  const L = rowLayout(n, device);
   const code = `@group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 struct U { rows: u32, n: u32 }
 @group(1) @binding(0) var<uniform> u: U;
-${wgReducePrelude(wg)}
-@compute @workgroup_size(${wg})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let row = ${ROW_INDEX};
+${L.prelude}
+@compute @workgroup_size(${L.wg})
+fn main(${ROW_ARGS}) {
+  let row = ${L.row};
   let ok = row < u.rows;
   let base = row * u.n;
   var m = ${NEG_INF};
-  if (ok) { for (var i = lid; i < u.n; i += ${wg}u) { m = max(m, x[base + i]); } }
+  if (ok) { for (var i = ${L.lane}; i < u.n; i += ${L.lanes}u) { m = max(m, x[base + i]); } }
   m = wgMax(m, lid);
   var s = 0.0;
-  if (ok && m != ${NEG_INF}) { for (var i = lid; i < u.n; i += ${wg}u) { s += exp(x[base + i] - m); } }
+  if (ok && m != ${NEG_INF}) { for (var i = ${L.lane}; i < u.n; i += ${L.lanes}u) { s += exp(x[base + i] - m); } }
   s = wgSum(s, lid);
   var lse = ${NEG_INF};
   if (m != ${NEG_INF}) { lse = m + log(s); }
   if (!ok) { return; }
   ${
     perRow
-      ? "if (lid == 0u) { y[row] = lse; }"
-      : `for (var i = lid; i < u.n; i += ${wg}u) { ${write} }`
+      ? `if (${L.lane} == 0u) { y[row] = lse; }`
+      : `for (var i = ${L.lane}; i < u.n; i += ${L.lanes}u) { ${write} }`
   }
 }`;
-  return { code, workgroups: rowGrid(rows), uniforms: [rows, n] };
+  return { code, workgroups: L.workgroups(rows), uniforms: [rows, n] };
 }
 
 function lastAxis(name: string, [x]: readonly Meta[]): void {
@@ -88,7 +86,9 @@ export const softmaxOp: OpDef<NoParams> = defineOp<NoParams>({
       for (let i = 0; i < n; i++) y[base + i] = Math.exp(x[base + i] - l);
     }
   },
-  wgsl: ({ inputs: [x] }) => [rowKernel(x.shape, "y[base + i] = exp(x[base + i] - lse);", false)],
+  wgsl: ({ inputs: [x] }, device) => [
+    rowKernel(x.shape, "y[base + i] = exp(x[base + i] - lse);", false, device),
+  ],
   // dx = y ⊙ (ct − Σ ct ⊙ y)
   vjp: (ct, ctx) => {
     const y = ctx.outputs[0]!, g = ct[0]!;
@@ -112,7 +112,9 @@ export const logSoftmaxOp: OpDef<NoParams> = defineOp<NoParams>({
       for (let i = 0; i < n; i++) y[base + i] = x[base + i] - l;
     }
   },
-  wgsl: ({ inputs: [x] }) => [rowKernel(x.shape, "y[base + i] = x[base + i] - lse;", false)],
+  wgsl: ({ inputs: [x] }, device) => [
+    rowKernel(x.shape, "y[base + i] = x[base + i] - lse;", false, device),
+  ],
   // dx = ct − exp(y) Σ ct
   vjp: (ct, ctx) => {
     const y = ctx.outputs[0]!, g = ct[0]!;
@@ -132,7 +134,7 @@ export const logsumexpOp: OpDef<NoParams> = defineOp<NoParams>({
     const n = inputs[0].shape[inputs[0].shape.length - 1];
     for (let r = 0; r < y.length; r++) y[r] = rowLse(x, r * n, n);
   },
-  wgsl: ({ inputs: [x] }) => [rowKernel(x.shape, "", true)],
+  wgsl: ({ inputs: [x] }, device) => [rowKernel(x.shape, "", true, device)],
   // dx = ct ⊙ exp(x − y)
   vjp: (ct, ctx) => {
     const x = ctx.inputs[0]!;

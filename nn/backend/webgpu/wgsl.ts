@@ -394,3 +394,52 @@ export function scatterCopyWgsl(
     uniforms: stridedUniforms(inShape, [outStrides], [base]),
   };
 }
+
+/**
+ * How a row kernel maps rows onto invocations. Real GPUs: one workgroup per row, `lanes`
+ * invocations striding over it and reducing through workgroup memory. Software adapters
+ * (barriers are costly there): one invocation per row, `wgSum`/`wgMax` are the identity.
+ * Kernels use `${row}`, `for (var i = ${lane}; i < n; i += ${lanes}u)`, `${prelude}`.
+ */
+export interface RowLayout {
+  /** Workgroup size. */
+  readonly wg: number;
+  /** Invocations sharing one row. */
+  readonly lanes: number;
+  /** Declares `wgSum` and `wgMax`. */
+  readonly prelude: string;
+  /** Row index expression (entry args: `wid`, `nwg`, `lid`). */
+  readonly row: string;
+  /** This invocation's lane within its row. */
+  readonly lane: string;
+  /** Workgroups for `rows` rows. */
+  readonly workgroups: (rows: number) => [number, number];
+}
+
+/** The row layout for rows of `n` elements on `device`. */
+export function rowLayout(n: number, device: { readonly software: boolean }): RowLayout {
+  if (device.software) {
+    return {
+      wg: 64,
+      lanes: 1,
+      prelude: `fn wgSum(v: f32, lid: u32) -> f32 { return v; }
+fn wgMax(v: f32, lid: u32) -> f32 { return v; }`,
+      row: "((wid.x + wid.y * nwg.x) * 64u + lid)",
+      lane: "0u",
+      workgroups: (rows) => grid(rows, 64),
+    };
+  }
+  const wg = rowWorkgroup(n);
+  return {
+    wg,
+    lanes: wg,
+    prelude: wgReducePrelude(wg),
+    row: ROW_INDEX,
+    lane: "lid",
+    workgroups: rowGrid,
+  };
+}
+
+/** Entry-point parameters of row kernels. */
+export const ROW_ARGS =
+  "@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32";
