@@ -4,6 +4,7 @@
  * @module
  */
 import type { TypedArray } from "../../dtype.ts";
+import { getGemm } from "./gemm/mod.ts";
 
 /** A fast single-precision gemm (row-major, strided). */
 export interface FastSgemm {
@@ -32,7 +33,10 @@ export interface FastSgemm {
 
 let fast: FastSgemm | null = null;
 
-/** Installs the fast f32 gemm (called once at start-up). */
+/**
+ * Overrides the fast f32 gemm (tests; `null` restores the default). By default the first f32 call
+ * takes `getGemm()`: BLAS through FFI when found, else wasm SIMD (see `gemm/mod.ts`).
+ */
 export function setFastSgemm(g: FastSgemm | null): void {
   fast = g;
 }
@@ -63,7 +67,8 @@ export function gemm(
   strideC = 0,
 ): void {
   if (m === 0 || n === 0) return;
-  if (fast && a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array) {
+  if (a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array) {
+    fast ??= getGemm();
     fast.sgemm({
       transA,
       transB,
