@@ -204,6 +204,17 @@ for (const [ta, tb] of VARIANTS) {
   });
 }
 
+Deno.test("gemm wasm fallbacks: plain SIMD mul+add, and private (non-shared) memory", () => {
+  const simd = new WasmGemm({ relaxed: false });
+  assert(simd.detail.includes("wasm SIMD") && !simd.detail.includes("relaxed"), simd.detail);
+  const priv = new WasmGemm({ shared: false });
+  assert(priv.detail.includes("private memory"), priv.detail);
+  for (const [ta, tb] of VARIANTS) {
+    checkVariant((x) => simd.sgemm(x), ta, tb);
+    checkVariant((x) => priv.sgemm(x), ta, tb);
+  }
+});
+
 // --- wasm with workers (3 threads: uneven splits over both M and N) -------------------------------
 
 Deno.test("gemm wasm 3 threads (2 workers): all transpose variants match f64", async (t) => {

@@ -55,7 +55,7 @@ interface Compiled {
   shared: boolean;
 }
 
-let compiled: Compiled | undefined;
+const compiled = new Map<string, Compiled>();
 
 function hasSharedMemory(): boolean {
   if (typeof SharedArrayBuffer === "undefined") return false;
@@ -67,25 +67,37 @@ function hasSharedMemory(): boolean {
   }
 }
 
-/** Compiles the best kernel variant: relaxed SIMD if it validates, shared memory if available. */
-export function compileKernel(): Compiled {
-  if (compiled) return compiled;
+/** Which kernel variant to use; `false` rules a feature out (tests use it to cover the fallbacks). */
+export interface KernelOptions {
+  /** Allow relaxed-SIMD FMA (default: when the engine validates it). */
+  relaxed?: boolean;
+  /** Allow shared memory, needed for workers (default: when `SharedArrayBuffer` works). */
+  shared?: boolean;
+}
+
+/** Compiles the best allowed kernel variant: relaxed SIMD if it validates, shared memory if available. */
+export function compileKernel(opts: KernelOptions = {}): Compiled {
+  const key = `${opts.relaxed !== false}/${opts.shared !== false}`;
+  const hit = compiled.get(key);
+  if (hit) return hit;
   if (typeof WebAssembly === "undefined") {
     throw new Error("wasm gemm: WebAssembly is not available");
   }
-  const shared = hasSharedMemory();
+  const shared = opts.shared !== false && hasSharedMemory();
   const tries: [string, boolean][] = shared
     ? [[K.WASM_RELAXED_SHARED, true], [K.WASM_SIMD_SHARED, false]]
     : [[K.WASM_RELAXED_PRIVATE, true], [K.WASM_SIMD_PRIVATE, false]];
   const errors: string[] = [];
   for (const [b64, relaxed] of tries) {
+    if (relaxed && opts.relaxed === false) continue;
     const bytes = decode(b64);
     if (!WebAssembly.validate(bytes)) {
       errors.push(`${relaxed ? "relaxed SIMD" : "SIMD"} variant does not validate`);
       continue;
     }
-    compiled = { module: new WebAssembly.Module(bytes), relaxed, shared };
-    return compiled;
+    const c = { module: new WebAssembly.Module(bytes), relaxed, shared };
+    compiled.set(key, c);
+    return c;
   }
   throw new Error(`wasm gemm: no kernel variant compiles here (${errors.join("; ")})`);
 }
@@ -139,8 +151,9 @@ export class WasmGemm implements Gemm {
   #workerChunks = 0;
   #canWait = true; // Atomics.wait is not allowed on a browser's main thread
 
-  constructor() {
-    this.#compiled = compileKernel();
+  /** Compiles (once per process) and instantiates the kernel; `opts` can rule out features. */
+  constructor(opts: KernelOptions = {}) {
+    this.#compiled = compileKernel(opts);
     const { shared, module } = this.#compiled;
     this.#memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared });
     const inst = new WebAssembly.Instance(module, { env: { memory: this.#memory } });
@@ -155,7 +168,7 @@ export class WasmGemm implements Gemm {
     const t = this.#workers.length + 1;
     return `wasm ${relaxed ? "relaxed-SIMD FMA" : "SIMD"} ${MR}×${NR} kernel, ${t} thread${
       t > 1 ? "s" : ""
-    }${shared ? "" : " (no SharedArrayBuffer)"}`;
+    }${shared ? "" : " (private memory: no workers)"}`;
   }
 
   /** Number of threads (this one plus workers) that share large calls. */
