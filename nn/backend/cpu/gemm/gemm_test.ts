@@ -141,9 +141,14 @@ function makeArgs(
 }
 
 /** Runs every shape × beta × layout through `sgemm` for one transpose variant; returns the count. */
-function checkVariant(sgemm: (args: SgemmArgs) => void, transA: boolean, transB: boolean): number {
+function checkVariant(
+  sgemm: (args: SgemmArgs) => void,
+  transA: boolean,
+  transB: boolean,
+  shapes = SHAPES,
+): number {
   let count = 0, seed = 1;
-  for (const shape of SHAPES) {
+  for (const shape of shapes) {
     for (const beta of [0, 1] as const) {
       for (const l of LAYOUTS) {
         const x = makeArgs(transA, transB, shape, beta, l, seed += 3);
@@ -212,6 +217,23 @@ Deno.test("gemm wasm fallbacks: plain SIMD mul+add, and private (non-shared) mem
   for (const [ta, tb] of VARIANTS) {
     checkVariant((x) => simd.sgemm(x), ta, tb);
     checkVariant((x) => priv.sgemm(x), ta, tb);
+  }
+});
+
+Deno.test("gemm wasm: products larger than the memory limit run in row chunks", async () => {
+  // 2 pages = 128 KiB: both products need 3 row chunks (B packed once, A and C per chunk).
+  const g = new WasmGemm({ maxPages: 2 });
+  await g.startWorkers(2);
+  try {
+    const shapes: [number, number, number][] = [[400, 100, 60], [800, 30, 50]];
+    for (const [ta, tb] of VARIANTS) checkVariant((x) => g.sgemm(x), ta, tb, shapes);
+    assertThrows(
+      () => g.sgemm(makeArgs(false, false, [2, 40000, 4], 0, LAYOUTS[0], 6)),
+      RangeError,
+      "does not fit in wasm memory",
+    );
+  } finally {
+    g.dispose();
   }
 });
 

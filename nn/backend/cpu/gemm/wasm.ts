@@ -73,6 +73,11 @@ export interface KernelOptions {
   relaxed?: boolean;
   /** Allow shared memory, needed for workers (default: when `SharedArrayBuffer` works). */
   shared?: boolean;
+  /**
+   * Most wasm memory pages (64 KiB) to use (default 65536 = 4 GiB); larger products are computed in
+   * row chunks. Tests set it low to exercise the chunking.
+   */
+  maxPages?: number;
 }
 
 /** Compiles the best allowed kernel variant: relaxed SIMD if it validates, shared memory if available. */
@@ -144,6 +149,7 @@ export class WasmGemm implements Gemm {
   readonly #compiled: Compiled;
   readonly #memory: WebAssembly.Memory;
   readonly #gemm: GemmFn;
+  readonly #maxPages: number;
   #f32: Float32Array;
   #i32: Int32Array;
   #workers: { terminate(): void }[] = [];
@@ -155,7 +161,12 @@ export class WasmGemm implements Gemm {
   constructor(opts: KernelOptions = {}) {
     this.#compiled = compileKernel(opts);
     const { shared, module } = this.#compiled;
-    this.#memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared });
+    this.#maxPages = Math.min(MAX_PAGES, opts.maxPages ?? MAX_PAGES);
+    this.#memory = new WebAssembly.Memory({
+      initial: Math.min(16, this.#maxPages),
+      maximum: this.#maxPages,
+      shared,
+    });
     const inst = new WebAssembly.Instance(module, { env: { memory: this.#memory } });
     this.#gemm = inst.exports.gemm as GemmFn;
     this.#f32 = new Float32Array(this.#memory.buffer);
@@ -255,7 +266,7 @@ export class WasmGemm implements Gemm {
     const np = Math.ceil(n / NR), Np = np * NR;
     const bBytes = align(k * Np * 4);
     // Rows of C per chunk: everything at once unless that would not fit in 4 GiB.
-    const budget = MAX_PAGES * 65536 - CTRL_BYTES - bBytes - 65536;
+    const budget = this.#maxPages * 65536 - CTRL_BYTES - bBytes - 64;
     const perPanel = MR * (k + Np) * 4 + 64;
     if (budget < perPanel) {
       throw new RangeError(
