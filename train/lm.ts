@@ -1,0 +1,362 @@
+/**
+ * What `deno task pretrain` and `deno task sft` share (MiniMind's trainer_utils.py): the flag
+ * table with each script's defaults, device selection, the tokenizer (trained on the embedded
+ * corpus on first use), the model config from the flags or from `--from_weight`'s metadata, the
+ * LM loss (CE + MoE aux), and the run: loader, AdamW, the loop, final weights.
+ * @module
+ */
+import { join } from "node:path";
+import { setBackend } from "../nn/backend/select.ts";
+import type { BackendName } from "../nn/backend/select.ts";
+import { tensor } from "../nn/creation.ts";
+import { key } from "../nn/random.ts";
+import type { Tree } from "../nn/tree.ts";
+import type { Tensor } from "../nn/tensor.ts";
+import { add } from "../nn/ops/binary.ts";
+import {
+  config as makeConfig,
+  configToHF,
+  countParams,
+  forward,
+  init,
+  lossFromLogits,
+  PRESETS,
+} from "../nn/minimind.ts";
+import type {
+  ConfigOverrides,
+  MiniMindConfig,
+  MiniMindParams,
+  PresetName,
+} from "../nn/minimind.ts";
+import { loadModel } from "../convert/hf.ts";
+import { Tokenizer } from "../data/tokenizer.ts";
+import { trainTokenizer } from "../data/bpe_trainer.ts";
+import { buildCorpus } from "../data/corpus/build.ts";
+import { readTrainingTexts } from "../data/train_tokenizer.ts";
+import type { Dataset, LMSample } from "../data/datasets.ts";
+import { DataLoader } from "../data/loader.ts";
+import type { Batch } from "../data/loader.ts";
+import type { Flags, FlagTable } from "./cli.ts";
+import { UsageError } from "./cli.ts";
+import { adamw } from "./optim.ts";
+import { saveWeights, weightStem } from "./checkpoint.ts";
+import { runTraining } from "./loop.ts";
+import type { LoopResult } from "./loop.ts";
+import { Progress } from "./progress.ts";
+
+/** Per-script defaults (MiniMind's argparse defaults of train_pretrain.py / train_full_sft.py). */
+export interface LmDefaults {
+  /** Weight name prefix (`pretrain`, `full_sft`). */
+  saveWeight: string;
+  /** Epochs. */
+  epochs: number;
+  /** Batch size. */
+  batchSize: number;
+  /** Peak learning rate. */
+  learningRate: number;
+  /** Gradient accumulation. */
+  accumulationSteps: number;
+  /** Sequence length. */
+  maxSeqLen: number;
+  /** `--from_weight` default (`none` or a weight name). */
+  fromWeight: string;
+}
+
+/**
+ * The flag table of an LM trainer: MiniMind's flags (same names and meaning) plus ours.
+ *
+ * @param d the script's defaults
+ * @returns the table
+ */
+export function lmFlags(d: LmDefaults) {
+  return {
+    save_dir: { type: "string", default: "out", help: "where weights, metrics and plots go" },
+    save_weight: { type: "string", default: d.saveWeight, help: "weight name prefix" },
+    epochs: { type: "int", default: d.epochs, min: 1, help: "passes over the data" },
+    batch_size: { type: "int", default: d.batchSize, min: 1, help: "sequences per micro-batch" },
+    learning_rate: { type: "float", default: d.learningRate, min: 0, help: "peak lr of get_lr" },
+    device: {
+      type: "choice",
+      default: "auto",
+      choices: ["auto", "cpu", "webgpu"],
+      help: "auto = a real GPU if present, else CPU",
+    },
+    dtype: {
+      type: "choice",
+      default: "float32",
+      choices: ["float32", "bfloat16", "float16"],
+      help: "accepted for MiniMind compatibility; training runs in float32",
+    },
+    num_workers: { type: "int", default: 0, min: 0, help: "accepted for compatibility (unused)" },
+    accumulation_steps: {
+      type: "int",
+      default: d.accumulationSteps,
+      min: 1,
+      help: "micro-batches per optimizer update",
+    },
+    grad_clip: { type: "float", default: 1.0, min: 0, help: "global-norm clip (0 = off)" },
+    log_interval: { type: "int", default: 100, min: 1, help: "log every N steps" },
+    save_interval: { type: "int", default: 1000, min: 1, help: "save every N steps" },
+    hidden_size: { type: "int", default: 512, min: 8, help: "model width" },
+    num_hidden_layers: { type: "int", default: 8, min: 1, help: "decoder blocks" },
+    max_seq_len: { type: "int", default: d.maxSeqLen, min: 3, help: "tokens per sequence" },
+    use_moe: { type: "bool01", default: false, help: "mixture-of-experts MLPs" },
+    data_path: {
+      type: "optional",
+      help: "JSONL data (default: the embedded poetry corpus)",
+    },
+    from_weight: {
+      type: "string",
+      default: d.fromWeight,
+      help: "start from <save_dir>/<name>_<hidden>.safetensors, a file, an HF folder, or none",
+    },
+    from_resume: { type: "bool01", default: false, help: "continue from the resume checkpoint" },
+    use_wandb: { type: "switch", default: false, help: "accepted for compatibility (unused)" },
+    wandb_project: { type: "string", default: "MiniMind", help: "accepted (unused)" },
+    use_compile: { type: "bool01", default: false, help: "accepted for compatibility (unused)" },
+    tokenizer_path: {
+      type: "optional",
+      help: "tokenizer folder (default out/tokenizer, trained on the corpus if missing)",
+    },
+    preset: {
+      type: "choice",
+      default: "minimind2-small",
+      choices: Object.keys(PRESETS),
+      help: "architecture family; the size flags override it",
+    },
+    num_attention_heads: { type: "int", default: 0, min: 0, help: "query heads (0 = preset)" },
+    num_key_value_heads: { type: "int", default: 0, min: 0, help: "kv heads (0 = preset)" },
+    intermediate_size: { type: "int", default: 0, min: 0, help: "MLP width (0 = derived)" },
+    checkpoint_dir: {
+      type: "string",
+      default: "checkpoints",
+      help: "where resume checkpoints go",
+    },
+    seed: { type: "int", default: 42, help: "init and data-order seed" },
+    max_steps: { type: "int", default: 0, min: 0, help: "stop after N steps (0 = all epochs)" },
+    skip_bad_lines: {
+      type: "switch",
+      default: false,
+      help: "count and skip malformed JSONL lines",
+    },
+  } satisfies FlagTable;
+}
+
+/** Parsed LM trainer flags. */
+export type LmArgs = Flags<ReturnType<typeof lmFlags>>;
+
+/**
+ * Selects the backend for `--device`.
+ *
+ * @param device auto, cpu or webgpu
+ * @returns the backend's name
+ */
+export async function selectDevice(device: string): Promise<string> {
+  // Without XDG_RUNTIME_DIR the Vulkan loader complains on stderr while probing for an adapter
+  if (device !== "cpu" && Deno.build.os === "linux" && !Deno.env.get("XDG_RUNTIME_DIR")) {
+    Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync({ prefix: "minimind-xdg-" }));
+  }
+  const b = await setBackend(device as BackendName);
+  return b.name;
+}
+
+/** The default tokenizer folder. */
+export const DEFAULT_TOKENIZER = "out/tokenizer";
+
+/**
+ * The tokenizer: `path` if given; else `out/tokenizer`, trained on the embedded corpus's pretrain
+ * text (MiniMind's special tokens and template, vocab 6400) when it does not exist yet.
+ *
+ * @param path `--tokenizer_path`
+ * @param log progress messages
+ * @returns the tokenizer
+ */
+export async function resolveTokenizer(
+  path: string | undefined,
+  log: (m: string) => void = console.log,
+): Promise<Tokenizer> {
+  if (path) return await Tokenizer.fromFile(path);
+  const dir = DEFAULT_TOKENIZER;
+  if (await Deno.stat(join(dir, "tokenizer.json")).catch(() => null)) {
+    return await Tokenizer.fromFile(dir);
+  }
+  const corpus = await buildCorpus({ log });
+  log(`Training a tokenizer on ${corpus.pretrain} (vocab 6400) → ${dir}`);
+  const tok = trainTokenizer(readTrainingTexts(corpus.pretrain), { vocabSize: 6400 });
+  await tok.save(dir);
+  return await Tokenizer.fromFile(dir);
+}
+
+/**
+ * The model config from the flags: `--preset` with the size flags on top; vocab from the
+ * tokenizer.
+ *
+ * @param a parsed flags
+ * @param vocabSize the tokenizer's vocabulary size
+ * @returns the resolved config
+ */
+export function configFromArgs(a: LmArgs, vocabSize: number): MiniMindConfig {
+  const o: ConfigOverrides = {
+    hiddenSize: a.hidden_size,
+    numHiddenLayers: a.num_hidden_layers,
+    useMoe: a.use_moe,
+    vocabSize,
+  };
+  if (a.num_attention_heads) o.numAttentionHeads = a.num_attention_heads;
+  if (a.num_key_value_heads) o.numKeyValueHeads = a.num_key_value_heads;
+  if (a.intermediate_size) o.intermediateSize = a.intermediate_size;
+  try {
+    return makeConfig(a.preset as PresetName, o);
+  } catch (e) {
+    throw new UsageError(`Invalid model flags: ${(e as Error).message}`);
+  }
+}
+
+/** `--from_weight` as a path: a file or folder as given, or `<save_dir>/<name>_<hidden>[_moe].safetensors`. */
+export function fromWeightPath(a: LmArgs): string {
+  const w = a.from_weight;
+  if (w.endsWith(".safetensors") || w.includes("/")) return w;
+  return join(a.save_dir, `${weightStem(w, a.hidden_size, a.use_moe)}.safetensors`);
+}
+
+/**
+ * The LM loss of MiniMind's pretrain and SFT scripts: `res.loss + res.aux_loss`, with the aux
+ * part returned separately for logging.
+ *
+ * @param cfg model config
+ * @returns (params, batch) → [loss, aux]
+ */
+export function lmLoss(
+  cfg: MiniMindConfig,
+): (params: Tree, batch: { ids: Tensor; labels: Tensor }) => [Tensor, Tensor] {
+  return (params, b) => {
+    const { logits, auxLoss } = forward(cfg, params as unknown as MiniMindParams, b.ids, {
+      train: true,
+    });
+    return [add(lossFromLogits(logits, b.labels), auxLoss), auxLoss];
+  };
+}
+
+/** (B, T) typed arrays of a batch → tensors. */
+export function lmBatch(b: Batch<LMSample>): { ids: Tensor; labels: Tensor } {
+  return {
+    ids: tensor(b.inputIds, [b.batch, b.seqLen], "i32"),
+    labels: tensor(b.labels, [b.batch, b.seqLen], "i32"),
+  };
+}
+
+/** Everything an LM run needs besides the flags. */
+export interface LmRunInput {
+  /** Parsed flags. */
+  args: LmArgs;
+  /** Flags given explicitly. */
+  given: Set<string>;
+  /** The dataset. */
+  dataset: Dataset<LMSample>;
+  /** Its tokenizer (saved beside the weights). */
+  tokenizer: Tokenizer;
+  /** Test hook: stop after N steps of this process. */
+  stopAfter?: number;
+  /** Output (default stdout). */
+  progress?: Progress;
+  /** Handle Ctrl-C (default true). */
+  handleSigint?: boolean;
+}
+
+/** What an LM run produced. */
+export interface LmRunResult extends LoopResult {
+  /** The model config trained. */
+  cfg: MiniMindConfig;
+}
+
+/**
+ * Builds or loads the model, then trains it (MiniMind's `init_model` + the epoch loop).
+ *
+ * @param input flags, dataset, tokenizer
+ * @returns the loop's result and the config
+ */
+export async function runLm(input: LmRunInput): Promise<LmRunResult> {
+  const { args: a, given, dataset, tokenizer } = input;
+  const progress = input.progress ?? new Progress();
+  const say = (m: string) => progress.line(m);
+
+  // model: fresh (MiniMind2 init) or from earlier weights, whose config wins
+  let cfg: MiniMindConfig;
+  let params: Tree;
+  if (a.from_weight === "none") {
+    cfg = configFromArgs(a, tokenizer.vocabSize);
+    params = init(cfg, key(a.seed)) as unknown as Tree;
+  } else {
+    const path = fromWeightPath(a);
+    if (!(await Deno.stat(path).catch(() => null))) {
+      throw new UsageError(
+        `Cannot start from --from_weight ${a.from_weight}: ${path} does not exist ` +
+          `(train it first, pass a path, or use --from_weight none)`,
+      );
+    }
+    const m = await loadModel(path);
+    cfg = m.cfg;
+    params = m.params as unknown as Tree;
+    for (
+      const [flag, want, got] of [
+        ["hidden_size", a.hidden_size, cfg.hiddenSize],
+        ["num_hidden_layers", a.num_hidden_layers, cfg.numHiddenLayers],
+        ["use_moe", a.use_moe, cfg.useMoe],
+      ] as const
+    ) {
+      if (given.has(flag) && want !== got) {
+        throw new UsageError(
+          `Invalid --${flag} ${want}: ${path} was trained with ${flag} ${got}`,
+        );
+      }
+    }
+    say(`Loaded ${path}`);
+  }
+  if (cfg.vocabSize !== tokenizer.vocabSize) {
+    throw new UsageError(
+      `Cannot train: the model's vocab size ${cfg.vocabSize} differs from the tokenizer's ${tokenizer.vocabSize}`,
+    );
+  }
+  const n = countParams(cfg);
+  say(
+    `Model Params: ${(n.total / 1e6).toFixed(2)}M` +
+      (cfg.useMoe ? `-A${(n.active / 1e6).toFixed(2)}M` : "") +
+      ` (${cfg.generation}, hidden ${cfg.hiddenSize}, ${cfg.numHiddenLayers} layers, ` +
+      `${cfg.numAttentionHeads}/${cfg.numKeyValueHeads} heads, vocab ${cfg.vocabSize})`,
+  );
+
+  const stem = weightStem(a.save_weight, cfg.hiddenSize, cfg.useMoe);
+  await Deno.mkdir(a.save_dir, { recursive: true });
+  await tokenizer.save(a.save_dir); // the weights' tokenizer, where loadModel looks for it
+  const loader = new DataLoader(dataset, {
+    batchSize: a.batch_size,
+    seed: a.seed,
+    trimPadding: true,
+  });
+  const hf = JSON.stringify(configToHF(cfg));
+  const result = await runTraining({
+    stem,
+    saveDir: a.save_dir,
+    checkpointDir: a.checkpoint_dir,
+    loader,
+    toBatch: lmBatch,
+    lossFn: lmLoss(cfg),
+    optimizer: adamw(),
+    params,
+    epochs: a.epochs,
+    learningRate: a.learning_rate,
+    accumulationSteps: a.accumulation_steps,
+    gradClip: a.grad_clip,
+    logInterval: a.log_interval,
+    saveInterval: a.save_interval,
+    resume: a.from_resume,
+    seed: a.seed,
+    maxSteps: a.max_steps || undefined,
+    stopAfter: input.stopAfter,
+    saveWeights: (p, path) => saveWeights(path, p, { config: hf }),
+    extra: { args: a, config: configToHF(cfg) },
+    progress,
+    handleSigint: input.handleSigint,
+  });
+  return { ...result, cfg };
+}

@@ -1,0 +1,230 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Tokenizer } from "../data/tokenizer.ts";
+import { PretrainDataset } from "../data/datasets.ts";
+import { flatten } from "../nn/tree.ts";
+import type { Tree } from "../nn/tree.ts";
+import { mul } from "../nn/ops/binary.ts";
+import { fixture } from "../tests/_util.ts";
+import { parseFlags } from "./cli.ts";
+import { lmFlags, runLm } from "./lm.ts";
+import type { LmRunResult } from "./lm.ts";
+import { loadResume } from "./checkpoint.ts";
+import { NonFiniteLossError, runTraining } from "./loop.ts";
+import { Progress } from "./progress.ts";
+import { DataLoader } from "../data/loader.ts";
+import { adamw } from "./optim.ts";
+import { lmBatch, lmLoss } from "./lm.ts";
+import { config, init } from "../nn/minimind.ts";
+import { key } from "../nn/random.ts";
+import { MetricsWriter } from "./metrics.ts";
+
+const POEMS = [
+  "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。",
+  "白日依山盡，黃河入海流。欲窮千里目，更上一層樓。",
+  "春眠不覺曉，處處聞啼鳥。夜來風雨聲，花落知多少。",
+  "紅豆生南國，春來發幾枝。願君多采擷，此物最相思。",
+  "千山鳥飛絕，萬徑人蹤滅。孤舟蓑笠翁，獨釣寒江雪。",
+  "松下問童子，言師採藥去。只在此山中，雲深不知處。",
+];
+const TEXTS = Array.from({ length: 36 }, (_, i) => ({ text: `${i}：${POEMS[i % POEMS.length]}` }));
+const tok = await Tokenizer.fromFile(fixture("minimind/minimind2"));
+const quiet = () => new Progress({ tty: false, write: () => {} });
+
+function args(dir: string, extra: string[] = []) {
+  return parseFlags(
+    [
+      ...["--hidden_size", "32", "--num_hidden_layers", "2", "--num_attention_heads", "4"],
+      ...["--batch_size", "4", "--max_seq_len", "24", "--accumulation_steps", "3"],
+      ...["--learning_rate", "1e-3", "--log_interval", "1", "--save_interval", "1000"],
+      ...["--epochs", "3"],
+      ...["--save_dir", join(dir, "out"), "--checkpoint_dir", join(dir, "ck"), "--device", "cpu"],
+      ...extra,
+    ],
+    lmFlags({
+      saveWeight: "pretrain",
+      epochs: 2,
+      batchSize: 4,
+      learningRate: 1e-3,
+      accumulationSteps: 1,
+      maxSeqLen: 24,
+      fromWeight: "none",
+    }),
+    "test",
+  );
+}
+
+async function run(dir: string, extra: string[], stopAfter?: number): Promise<LmRunResult> {
+  const { values, given } = args(dir, extra);
+  const dataset = new PretrainDataset(TEXTS, tok, { maxLength: values.max_seq_len });
+  return await runLm({
+    args: values,
+    given,
+    dataset,
+    tokenizer: tok,
+    stopAfter,
+    progress: quiet(),
+    handleSigint: false,
+  });
+}
+
+async function bits(t: Tree): Promise<Record<string, number[]>> {
+  const out: Record<string, number[]> = {};
+  for (const [k, v] of Object.entries(flatten(t))) {
+    const d = await v.data();
+    out[k] = [...new Uint32Array(d.buffer, d.byteOffset, d.length)];
+  }
+  return out;
+}
+
+Deno.test("--from_resume 1 continues bit-exactly: 20 steps straight = 10 + resume + 10", async () => {
+  const a = await Deno.makeTempDir(), b = await Deno.makeTempDir();
+  // accumulation 3 and an epoch of 9 batches: the stop at 10 falls inside a group, in epoch 2
+  const straight = await run(a, ["--max_steps", "20"]);
+  const first = await run(b, ["--max_steps", "20"], 10);
+  assert.ok(first.interrupted);
+  assert.equal(first.steps, 10);
+  const { info, state } = await loadResume(first.files.resume);
+  assert.deepEqual([info.epoch, info.step, state.micro], [1, 1, 1]);
+  const second = await run(b, ["--max_steps", "20", "--from_resume", "1"]);
+  assert.ok(!second.interrupted);
+  assert.equal(second.steps, 20);
+  assert.equal(second.updates, straight.updates);
+  assert.deepEqual([...first.losses, ...second.losses], straight.losses);
+  assert.deepEqual(await bits(second.params), await bits(straight.params));
+  // metrics continue in the same file; the weights file is final
+  assert.equal(MetricsWriter.read(second.files.metrics).length, 20);
+  for (const d of [a, b]) await Deno.remove(d, { recursive: true });
+});
+
+Deno.test("a NaN loss stops the run naming the step; the last checkpoint stays intact", async () => {
+  const dir = await Deno.makeTempDir();
+  const cfg = config("minimind2-small", {
+    hiddenSize: 32,
+    numHiddenLayers: 1,
+    numAttentionHeads: 4,
+    vocabSize: tok.vocabSize,
+  });
+  const base = lmLoss(cfg);
+  let calls = 0;
+  const lossFn = (
+    p: Tree,
+    b: Parameters<typeof base>[1],
+  ): [ReturnType<typeof mul>, ReturnType<typeof mul>] => {
+    const [l, aux] = base(p, b);
+    return ++calls === 7 ? [mul(l, NaN), aux] : [l, aux];
+  };
+  const opts = {
+    stem: "pretrain_32",
+    saveDir: join(dir, "out"),
+    checkpointDir: join(dir, "ck"),
+    loader: new DataLoader(new PretrainDataset(TEXTS, tok, { maxLength: 16 }), { batchSize: 4 }),
+    toBatch: lmBatch,
+    lossFn,
+    optimizer: adamw(),
+    params: init(cfg, key(0)) as unknown as Tree,
+    epochs: 1,
+    learningRate: 1e-3,
+    accumulationSteps: 1,
+    gradClip: 1,
+    logInterval: 100,
+    saveInterval: 3,
+    resume: false,
+    seed: 42,
+    saveWeights: async () => {},
+    progress: quiet(),
+    handleSigint: false,
+  };
+  await assert.rejects(
+    () => runTraining(opts),
+    (e: Error) => {
+      assert.ok(e instanceof NonFiniteLossError);
+      assert.match(e.message, /Loss is NaN at epoch 1 step 7\/9/);
+      assert.match(e.message, /epoch 1 step 6\) is intact/);
+      return true;
+    },
+  );
+  const { info } = await loadResume(join(dir, "ck", "pretrain_32_resume.safetensors"));
+  assert.equal(info.step, 6);
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("Ctrl-C in deno task pretrain saves a resume checkpoint and exits 130", async () => {
+  const dir = await Deno.makeTempDir();
+  const data = join(dir, "data.jsonl");
+  await Deno.writeTextFile(data, TEXTS.map((t) => JSON.stringify(t)).join("\n") + "\n");
+  const common = [
+    "run",
+    "-A",
+    new URL("./pretrain.ts", import.meta.url).pathname,
+    ...["--data_path", data, "--tokenizer_path", fixture("minimind/minimind2")],
+    ...["--hidden_size", "32", "--num_hidden_layers", "1", "--num_attention_heads", "4"],
+    ...["--batch_size", "2", "--max_seq_len", "24", "--epochs", "50", "--log_interval", "1"],
+    ...["--save_dir", join(dir, "out"), "--checkpoint_dir", join(dir, "ck"), "--device", "cpu"],
+  ];
+  const child = new Deno.Command(Deno.execPath(), {
+    args: common,
+    stdout: "piped",
+    stderr: "piped",
+  }).spawn();
+  const reader = child.stdout.pipeThrough(new TextDecoderStream()).getReader();
+  let out = "";
+  while (!out.includes("Epoch:[1/50](3/")) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  child.kill("SIGINT");
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    out += value;
+  }
+  const status = await child.status;
+  await child.stderr.cancel();
+  assert.equal(status.code, 130, out);
+  assert.match(
+    out,
+    /Saved .*pretrain_32_resume\.safetensors at epoch 1 step \d+\/18; continue with --from_resume 1/,
+  );
+  const { info } = await loadResume(join(dir, "ck", "pretrain_32_resume.safetensors"));
+  assert.ok(info.epoch * 18 + info.step < 12, `stopped late: ${out}`);
+  const at = info.epoch * 18 + info.step;
+  // resuming picks up where it stopped
+  const again = await new Deno.Command(Deno.execPath(), {
+    args: [...common, "--from_resume", "1", "--max_steps", String(at + 2)],
+  }).output();
+  const text = new TextDecoder().decode(again.stdout);
+  assert.equal(again.code, 0, text + new TextDecoder().decode(again.stderr));
+  assert.match(text, new RegExp(`Resuming from .* epoch ${info.epoch + 1}, step ${info.step}/18`));
+  const end = at + 2;
+  assert.match(
+    text,
+    new RegExp(`Epoch:\\[${Math.floor((end - 1) / 18) + 1}/50\\]\\(${(end - 1) % 18 + 1}/18\\)`),
+  );
+  await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("CLI flag errors name the flag and list the valid choices", async () => {
+  const bad = (argv: string[]) => () => args("/tmp", argv);
+  assert.throws(
+    bad(["--bogus", "1"]),
+    /Unknown flag --bogus for test\. Valid flags: --save_dir, .*--epochs/,
+  );
+  assert.throws(
+    bad(["--device", "cuda:0"]),
+    /Invalid --device "cuda:0": expected one of auto, cpu, webgpu/,
+  );
+  assert.throws(bad(["--batch_size", "0"]), /Invalid --batch_size "0": expected an integer ≥ 1/);
+  assert.throws(bad(["--from_resume", "yes"]), /Invalid --from_resume "yes": expected 0 or 1/);
+  assert.throws(bad(["--epochs"]), /Missing a value after --epochs/);
+  assert.equal(args("/tmp", ["--learning-rate=3e-4"]).values.learning_rate, 3e-4);
+  const r = await new Deno.Command(Deno.execPath(), {
+    args: ["run", "-A", new URL("./sft.ts", import.meta.url).pathname, "--preset", "gpt2"],
+  }).output();
+  assert.equal(r.code, 2);
+  assert.match(
+    new TextDecoder().decode(r.stderr),
+    /Invalid --preset "gpt2": expected one of minimind2-small, minimind2, minimind2-moe, minimind3, minimind3-moe/,
+  );
+});

@@ -1,0 +1,73 @@
+/**
+ * `deno task sft` — MiniMind's trainer/train_full_sft.py: supervised fine-tuning on
+ * `{"conversations": […]}` JSONL (default: the embedded corpus's poetry tasks) with the loss on
+ * the assistant spans only, starting from `out/pretrain_<hidden>.safetensors`; weights to
+ * `out/full_sft_<hidden>.safetensors`.
+ *
+ *   deno task sft                                        # after deno task pretrain
+ *   deno task sft --data_path dataset/sft_mini_512.jsonl --tokenizer_path model/
+ *   deno task sft --from_weight out/pretrain_256.safetensors --epochs 1
+ * @module
+ */
+import { buildCorpus } from "../data/corpus/build.ts";
+import { SFTDataset } from "../data/datasets.ts";
+import { parseFlags, runMain, usage } from "./cli.ts";
+import { lmFlags, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
+import { formatDuration } from "./progress.ts";
+
+/**
+ * train_full_sft.py defaults: epochs 2, batch 16, accumulation 1, 340 tokens (MiniMind2), from
+ * the pretrain weights; lr 1e-5 (minimind-3's; MiniMind2 used 1e-6).
+ */
+export const SFT_FLAGS = lmFlags({
+  saveWeight: "full_sft",
+  epochs: 2,
+  batchSize: 16,
+  learningRate: 1e-5,
+  accumulationSteps: 1,
+  maxSeqLen: 340,
+  fromWeight: "pretrain",
+});
+
+const COMMAND = "deno task sft";
+
+/**
+ * Runs the SFT command.
+ *
+ * @param argv command-line arguments
+ * @returns the exit code
+ */
+export async function main(argv: readonly string[]): Promise<number> {
+  const { values: args, given, help } = parseFlags(argv, SFT_FLAGS, COMMAND);
+  if (help) {
+    console.log(usage(COMMAND, "Supervised fine-tuning (trainer/train_full_sft.py).", SFT_FLAGS));
+    return 0;
+  }
+  // 1. device
+  const device = await selectDevice(args.device);
+  console.log(`Device: ${device}`);
+
+  // 2. tokenizer and data (default: the embedded corpus's SFT conversations)
+  const tokenizer = await resolveTokenizer(args.tokenizer_path);
+  const data = args.data_path ?? (await buildCorpus({ log: console.log })).sft;
+  const dataset = new SFTDataset(data, tokenizer, {
+    maxLength: args.max_seq_len,
+    seed: args.seed,
+    skipBadLines: args.skip_bad_lines,
+  });
+  console.log(`Data: ${data} (${dataset.length} conversations, up to ${args.max_seq_len} tokens)`);
+
+  // 3. model (from the pretrain weights) and training
+  const r = await runLm({ args, given, dataset, tokenizer });
+
+  // 4. where things are
+  console.log(
+    `${r.interrupted ? "Stopped" : "Done"}: ${r.steps} steps, ${r.updates} updates, ` +
+      `${(r.tokens / 1e6).toFixed(2)}M tokens in ${formatDuration(r.elapsedS)}`,
+  );
+  if (!r.interrupted) console.log(`Weights: ${r.files.weights}`);
+  console.log(`Metrics: ${r.files.metrics}, loss curve: ${r.files.lossCurve}`);
+  return r.interrupted ? 130 : 0;
+}
+
+if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));
