@@ -17,6 +17,8 @@ import { Tokenizer } from "./data/tokenizer.ts";
 import { config, countParams, init } from "./nn/minimind.ts";
 import { key } from "./nn/random.ts";
 import { type BackendName, setBackend } from "./nn/backend/select.ts";
+import { initGemm } from "./nn/backend/cpu/gemm/mod.ts";
+import { setFastSgemm } from "./nn/backend/cpu/gemm_adapter.ts";
 import { loadModel } from "./convert/hf.ts";
 import { createApp, type ServeApp } from "./serve/mod.ts";
 
@@ -138,6 +140,8 @@ export async function main(args: string[]): Promise<void> {
     return n;
   };
   await setBackend(v.backend as BackendName);
+  // the fast CPU matmul (BLAS through FFI, else wasm SIMD) for the CPU backend
+  setFastSgemm(await initGemm());
   let model, tokenizer: Tokenizer | undefined, modelId = v.model_id;
   if (v.load_from) {
     const loaded = await loadModel(v.load_from);

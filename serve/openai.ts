@@ -147,13 +147,14 @@ function submit(
   maxTokens: number,
   sampling: SamplingSettings,
   seed: number | null,
+  ignoreEos: boolean,
 ): Job {
   return deps.scheduler.submit({
     promptIds,
     maxTokens,
     sampling,
     seed: seed ?? undefined,
-    stopIds: deps.stopIds,
+    stopIds: ignoreEos ? new Set() : deps.stopIds,
     signal: c.req.raw.signal,
   });
 }
@@ -204,7 +205,7 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
       deps.defaults.maxTokens,
       "messages",
     );
-    const job = submit(c, deps, promptIds, maxTokens, req.sampling, req.seed);
+    const job = submit(c, deps, promptIds, maxTokens, req.sampling, req.seed, req.ignoreEos);
     await job.admitted;
     const id = newId("chatcmpl-");
     const created = Math.floor(Date.now() / 1000);
@@ -319,7 +320,7 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
     }
     // OpenAI's default for the legacy endpoint is 16 tokens.
     const maxTokens = budget(deps, promptIds.length, req.maxTokens, 16, "prompt");
-    const job = submit(c, deps, promptIds, maxTokens, req.sampling, req.seed);
+    const job = submit(c, deps, promptIds, maxTokens, req.sampling, req.seed, req.ignoreEos);
     await job.admitted;
     const id = newId("cmpl-");
     const created = Math.floor(Date.now() / 1000);

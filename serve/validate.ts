@@ -88,6 +88,8 @@ export interface ChatRequest {
   stream: boolean;
   /** Add a usage chunk at the end of the stream. */
   includeUsage: boolean;
+  /** Keep generating past end-of-sequence tokens (vLLM's `ignore_eos`; for benchmarks). */
+  ignoreEos: boolean;
 }
 
 /** A validated legacy completion request. */
@@ -108,6 +110,8 @@ export interface CompletionRequest {
   stream: boolean;
   /** Add a usage chunk at the end of the stream. */
   includeUsage: boolean;
+  /** Keep generating past end-of-sequence tokens (vLLM's `ignore_eos`; for benchmarks). */
+  ignoreEos: boolean;
 }
 
 type Json = Record<string, unknown>;
@@ -215,7 +219,7 @@ function parseSampling(body: Json, defaults: RequestDefaults): SamplingSettings 
 function parseCommon(
   body: Json,
   limits: RequestLimits,
-): { seed: number | null; stream: boolean; includeUsage: boolean } {
+): { seed: number | null; stream: boolean; includeUsage: boolean; ignoreEos: boolean } {
   const n = optInteger(body, "n", 1, 128);
   if (n !== undefined && n !== 1) {
     throw badRequest("n", `Unsupported 'n': ${n}; only one choice (n=1) is supported`);
@@ -238,7 +242,8 @@ function parseCommon(
     throw badRequest("logprobs", "Unsupported 'logprobs': log probabilities are not returned");
   }
   void limits;
-  return { seed, stream, includeUsage };
+  const ignoreEos = optBoolean(body, "ignore_eos") ?? false;
+  return { seed, stream, includeUsage, ignoreEos };
 }
 
 function parseMaxTokens(
