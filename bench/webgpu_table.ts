@@ -47,7 +47,7 @@ rows.push([
 const cfg: MiniMindConfig = gpu.software
   ? config("minimind2-small", { hiddenSize: 64, numHiddenLayers: 2, vocabSize: 512 })
   : config("minimind2-small");
-const [B, T] = gpu.software ? [2, 64] : [16, 512];
+const [B, T] = gpu.software ? [2, 64] : [8, 512];
 const ids = Int32Array.from(uniformArray(key(3), B * T), (u) => Math.floor(u * cfg.vocabSize));
 const lossFn = (p: Tree, x: Int32Array) => {
   const t = tensor(x, [B, T], "i32");

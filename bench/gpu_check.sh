@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# WebGPU check on a GPU machine: the CPU↔WebGPU parity suite, the backend and train-step tests,
+# then the kernel table (GFLOP/s, GB/s, dispatch/readback overhead, MiniMind2-Small train step
+# in tokens/s), printed as one table. Budget: under 5 minutes.
+#
+# Two steps, following the device tool's recipe (the GPU machine has no registry access, no
+# Vulkan loader and no Deno):
+#
+#   bash bench/gpu_check.sh prepare     # here, once: Vulkan/EGL loader .debs and an xz'd deno
+#                                       # binary into .gl/ (git-ignored; ~33 MB)
+#   bash bench/gpu_check.sh             # there (device run with carry [".gl"]); also runs here
+#                                       # on the software adapter, to check the script itself
+#
+# Set GPU_CHECK_OUT to a folder to also save the log and the table there (e.g. $OUT);
+# GPU_CHECK_CARRIED_DENO=1 uses .gl/deno.xz even when a deno is on the PATH.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+log() { printf '[gpu_check] %s\n' "$*" >&2; }
+
+if [ "${1:-}" = prepare ]; then
+  grep -qxF '/.gl/' .git/info/exclude 2>/dev/null || echo /.gl/ >>.git/info/exclude
+  mkdir -p .gl /tmp/amd64/partial
+  o='-oAPT::Architecture=amd64 -oAPT::Architectures=amd64 -oDir::State::Lists=/tmp/amd64'
+  # shellcheck disable=SC2086
+  apt-get $o update -qq
+  # shellcheck disable=SC2086
+  (cd .gl && apt-get $o download -qq libvulkan1 libegl1 libglvnd0 libopengl0 libgl1 libglx0 libgles2)
+  deno_bin="$(readlink -f "$(command -v deno)")"
+  if [ ! -f .gl/deno.xz ] || [ "$deno_bin" -nt .gl/deno.xz ]; then
+    log "compressing $deno_bin ($(deno --version | head -n 1))"
+    xz -T0 -6 -c "$deno_bin" >.gl/deno.xz
+  fi
+  du -sh .gl
+  exit 0
+fi
+
+started=$(date +%s)
+out="${GPU_CHECK_OUT:-$(mktemp -d)}"
+mkdir -p "$out"
+
+# --- Vulkan / EGL loaders (the image has the NVIDIA driver but no loader)
+if ! ldconfig -p | grep -q 'libvulkan.so.1'; then
+  if ls .gl/*.deb >/dev/null 2>&1; then
+    for f in .gl/*.deb; do dpkg -x "$f" /; done
+    ldconfig
+  else
+    log "no Vulkan loader and no .gl/*.deb: run 'bash bench/gpu_check.sh prepare' first"
+  fi
+fi
+nv_icd=/usr/local/nvidia/share/vulkan/icd.d/nvidia_icd.json
+if [ -f "$nv_icd" ] && [ -z "${VK_DRIVER_FILES:-}" ]; then
+  export VK_DRIVER_FILES="$nv_icd"
+  export __EGL_VENDOR_LIBRARY_FILENAMES=/usr/local/nvidia/share/glvnd/egl_vendor.d/10_nvidia.json
+fi
+export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
+export NO_COLOR=1
+
+# --- Deno (carried xz'd when the machine has none)
+DENO="$(command -v deno || true)"
+if [ -z "$DENO" ] || [ "${GPU_CHECK_CARRIED_DENO:-0}" = 1 ]; then
+  if [ -f .gl/deno.xz ]; then
+    xz -dc .gl/deno.xz >/tmp/deno && chmod +x /tmp/deno
+    DENO=/tmp/deno
+  else
+    log "no deno and no .gl/deno.xz: run 'bash bench/gpu_check.sh prepare' first"
+    exit 1
+  fi
+fi
+export DENO_DIR="${DENO_DIR:-/tmp/deno_dir}"
+log "$($DENO --version | head -n 1)"
+command -v nvidia-smi >/dev/null && nvidia-smi --query-gpu=name,driver_version,memory.total \
+  --format=csv,noheader | sed 's/^/[gpu_check] gpu: /' >&2 || true
+
+# --- the parity suite and the backend / train-step tests (the adapter the tests find is printed
+#     by the table below; on a GPU machine it must not be llvmpipe)
+set +e
+timeout 240 "$DENO" test -A --cached-only tests/webgpu_parity_test.ts tests/webgpu_backend_test.ts \
+  tests/webgpu_train_test.ts >"$out/gpu_check_tests.log" 2>&1
+test_status=$?
+timeout 200 "$DENO" run -A --cached-only bench/webgpu_table.ts --steps 10 >"$out/gpu_check_table.md" \
+  2>"$out/gpu_check_table.err"
+table_status=$?
+set -e
+
+summary="$(grep -E '^(ok|FAILED) \| [0-9]+ passed' "$out/gpu_check_tests.log" | tail -n 1 || true)"
+failed_tests="$(grep -E '\.\.\. FAILED' "$out/gpu_check_tests.log" | sed 's/ \.\.\. FAILED.*//' || true)"
+adapter="$(grep -m1 '^adapter:' "$out/gpu_check_table.md" || echo 'adapter: unknown')"
+
+echo
+echo "## WebGPU check — ${adapter#adapter: }"
+echo
+echo "tests (parity, backend, train step): ${summary:-no summary (exit $test_status)}"
+if [ -n "$failed_tests" ]; then echo "failed: $(echo "$failed_tests" | paste -sd, -)"; fi
+echo
+if [ "$table_status" = 0 ]; then
+  grep -v '^adapter:' "$out/gpu_check_table.md"
+else
+  echo "kernel table failed (exit $table_status):"
+  tail -n 20 "$out/gpu_check_table.err"
+fi
+echo
+echo "total $(($(date +%s) - started)) s; logs in $out"
+if [ "$test_status" != 0 ] || [ "$table_status" != 0 ]; then exit 1; fi
