@@ -94,3 +94,38 @@ export type {
   SafetensorsDType,
   SafetensorsEntry,
 } from "./convert/safetensors.ts";
+export {
+  ApiError,
+  createApp,
+  DEFAULT_LIMITS,
+  DEFAULT_REQUEST_DEFAULTS,
+  MiniMindEngine,
+} from "./serve/mod.ts";
+export type {
+  CreateAppOptions,
+  Engine,
+  EngineOptions,
+  EngineRow,
+  ErrorBody,
+  ErrorStatus,
+  RequestDefaults,
+  RequestLimits,
+  SchedulerOptions,
+  SchedulerStats,
+  ServeApp,
+  ServeModel,
+} from "./serve/mod.ts";
+export { loadModel, saveModel } from "./convert/hf.ts";
+export type { LoadedModel, LoadModelOptions, SaveModelInput } from "./convert/hf.ts";
+export { Tokenizer } from "./data/tokenizer.ts";
+export type {
+  AddedToken,
+  DecodeOptions,
+  DecodeStream,
+  EncodeOptions,
+  TokenizerConfig,
+  TokenizerJson,
+} from "./data/tokenizer.ts";
+export type { ChatMessage, ChatTemplateOptions } from "./data/chat_template.ts";
+export { BpeModel } from "./data/bpe.ts";
+export type { BpeModelOptions } from "./data/bpe.ts";

@@ -62,6 +62,8 @@ export class MiniMindEngine implements Engine {
   #rows: Row[] = [];
 
   /**
+   * Creates an engine with an empty batch.
+   *
    * @param model config and params
    * @param options limits
    */

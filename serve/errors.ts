@@ -47,6 +47,8 @@ export class ApiError extends Error {
   readonly headers: Record<string, string>;
 
   /**
+   * Creates an error reply.
+   *
    * @param status HTTP status
    * @param message what went wrong, with the values involved
    * @param options the field at fault, a code, a type override, extra headers

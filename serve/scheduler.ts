@@ -208,6 +208,8 @@ export class Scheduler {
   };
 
   /**
+   * Creates an idle scheduler; its loop runs while there are requests.
+   *
    * @param engine the model engine
    * @param options batch size, queue bound, timeouts
    */
