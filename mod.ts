@@ -129,3 +129,30 @@ export type {
 export type { ChatMessage, ChatTemplateOptions } from "./data/chat_template.ts";
 export { BpeModel } from "./data/bpe.ts";
 export type { BpeModelOptions } from "./data/bpe.ts";
+export { decodeStep, generate, generateBatch } from "./nn/generate.ts";
+export type {
+  DecodeState,
+  DecodeStepOptions,
+  GenerateModel,
+  GenerateOptions,
+  GenerateTokenizer,
+  GenerationPiece,
+} from "./nn/generate.ts";
+export * as optim from "./train/optim.ts";
+export type {
+  AdamwOptions,
+  AdamwState,
+  ChainState,
+  GradientTransformation,
+  Mask,
+  Optimizer,
+  SgdOptions,
+  SgdState,
+  StepHyper,
+} from "./train/optim.ts";
+export { constant, getLr, warmupCosine } from "./train/schedule.ts";
+export type { Schedule, WarmupCosineOptions } from "./train/schedule.ts";
+export { disposeState, makeTrainStep } from "./train/step.ts";
+export type { LossFn, StepOutput, TrainState, TrainStep, TrainStepOptions } from "./train/step.ts";
+export { loadResume, loadWeights, saveResume, saveWeights } from "./train/checkpoint.ts";
+export type { ResumeInfo } from "./train/checkpoint.ts";

@@ -148,6 +148,7 @@ export interface AdamwState {
   mu: Tree;
   /** Second moments (PyTorch `exp_avg_sq`). */
   nu: Tree;
+  /** (Index signature: the state is a plain tree.) */
   [key: string]: Tree;
 }
 
@@ -224,6 +225,7 @@ export interface SgdState {
   count: number;
   /** Momentum buffers. */
   trace: Tree;
+  /** (Index signature: the state is a plain tree.) */
   [key: string]: Tree;
 }
 
@@ -312,6 +314,12 @@ export type ChainState = Tree[];
 export function chain(
   ...links: [...GradientTransformation[], Optimizer]
 ): Optimizer<ChainState>;
+/**
+ * Composes transformations left to right into one transformation.
+ *
+ * @param links transformations
+ * @returns the composed transformation
+ */
 export function chain(...links: GradientTransformation[]): GradientTransformation<ChainState>;
 export function chain(
   ...links: (GradientTransformation | Optimizer)[]

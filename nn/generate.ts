@@ -1,0 +1,329 @@
+/**
+ * Text generation with the KV cache, in MiniMind's `generate()` order (HEAD §1.11): prefill the
+ * prompt, then per step feed only the new token, take the last position's logits, filter and
+ * sample them with the `sample` op (temperature, repetition penalty, top-k, top-p, a host-drawn
+ * uniform per row), force eos on finished rows, stop when every row is done. Batched prompts are
+ * left-padded with a key mask (positions are absolute, as in MiniMind). On WebGPU tokens stay on
+ * the device between steps and are read back in chunks.
+ *
+ * `decodeStep` is the reusable per-step function (the server's continuous batching calls it with
+ * per-row positions).
+ * @module
+ */
+// B = rows, T = new tokens this step, S = cache + new, V = vocab
+import type { Tensor } from "./tensor.ts";
+import { tensor } from "./creation.ts";
+import { keep, scope } from "./scope.ts";
+import { foldIn, key as makeKey, uniformArray } from "./random.ts";
+import type { Key } from "./random.ts";
+import { concat, reshape } from "./ops/movement.ts";
+import { scatterAdd } from "./ops/gather.ts";
+import { full } from "./creation.ts";
+import { sample } from "./ops/sample.ts";
+import { disposeCache, forward } from "./minimind.ts";
+import type { KvCache, MiniMindConfig, MiniMindParams } from "./minimind.ts";
+
+/** What generation needs of a tokenizer (the `data/` Tokenizer fits). */
+export interface GenerateTokenizer {
+  /** Text → ids (no special tokens added). */
+  encode(text: string): number[];
+  /** An incremental decoder that holds back incomplete UTF-8. */
+  decodeStream(options?: { skipSpecialTokens?: boolean }): {
+    push(id: number): string;
+    flush(): string;
+  };
+  /** End-of-sequence id (-1 if none). */
+  readonly eosId: number;
+  /** Padding id (-1 if none). */
+  readonly padId: number;
+}
+
+/** A model to generate with: config, params and (for text prompts) its tokenizer. */
+export interface GenerateModel {
+  /** Model config. */
+  readonly cfg: MiniMindConfig;
+  /** Parameters. */
+  readonly params: MiniMindParams;
+  /** Tokenizer (needed for string prompts and text output). */
+  readonly tokenizer?: GenerateTokenizer;
+}
+
+/** Options of {@link generate}. */
+export interface GenerateOptions {
+  /** Most tokens to generate per row (default 512). */
+  maxNewTokens?: number;
+  /** Temperature (default 0.85, MiniMind's). */
+  temperature?: number;
+  /** Nucleus mass (default 0.85; 1 = off). */
+  topP?: number;
+  /** Top-k (default 50; 0 = off). */
+  topK?: number;
+  /** Repetition penalty on tokens already in the row, prompt included (default 1 = off). */
+  repetitionPenalty?: number;
+  /** Argmax decoding (default false). */
+  greedy?: boolean;
+  /** Seed of the sampling uniforms (default 0); row r, step s uses foldIn(foldIn(key(seed), r), s). */
+  seed?: number;
+  /** Stop token(s) (default: the tokenizer's eos, else the config's eos id). */
+  eos?: number | readonly number[];
+  /** Drop special tokens from the text (default true). */
+  skipSpecialTokens?: boolean;
+  /** Stops generation when aborted (e.g. a client disconnect). */
+  signal?: AbortSignal;
+  /** Tokens sampled between readbacks (default 1 on CPU, 8 on WebGPU). */
+  chunk?: number;
+}
+
+/** A piece of a batched generation. */
+export interface GenerationPiece {
+  /** Which prompt. */
+  index: number;
+  /** The new text (may be "" while a multi-byte character is incomplete). */
+  text: string;
+  /** The token id that produced it (-1 for the final flush). */
+  token: number;
+}
+
+/** The state of a decode: cache and how many positions each row has. */
+export interface DecodeState {
+  /** KV cache (owned by the state; `decodeStep` disposes the old one). */
+  cache: KvCache | null;
+}
+
+/** Options of {@link decodeStep}. */
+export interface DecodeStepOptions {
+  /** Per-row RoPE positions i32 (B, T) (default: cache length + t). */
+  positions?: Tensor;
+  /** 1/0 mask of real tokens, (B, T) or (B, S). */
+  attentionMask?: Tensor;
+}
+
+/**
+ * Feeds `ids` (B, T) after the cached tokens and returns the last position's logits (B, V). The
+ * old cache is disposed and replaced in `state`.
+ *
+ * @param model config and params
+ * @param state the cache (updated in place)
+ * @param ids i32 token ids (B, T)
+ * @param options positions, attention mask
+ * @returns logits of the last position (B, V)
+ */
+export function decodeStep(
+  model: GenerateModel,
+  state: DecodeState,
+  ids: Tensor,
+  options: DecodeStepOptions = {},
+): Tensor {
+  const old = state.cache;
+  const r = scope(() => {
+    const { logits, cache } = forward(model.cfg, model.params, ids, {
+      cache: old,
+      useCache: true,
+      logitsToKeep: 1,
+      positions: options.positions,
+      attentionMask: options.attentionMask,
+    });
+    return { logits: reshape(logits, [ids.shape[0], model.cfg.vocabSize]), cache }; // (B, V)
+  });
+  disposeCache(old);
+  state.cache = keep(r.cache); // owned by the state, whatever scope the caller runs in
+  return r.logits;
+}
+
+function isIds(p: unknown): p is readonly number[] {
+  return Array.isArray(p) && p.length > 0 && p.every((x) => typeof x === "number");
+}
+
+/**
+ * Generates text for one prompt (yielding text pieces) or for a batch of prompts (yielding
+ * `{index, text, token}`). A string prompt is tokenized as is: apply the chat template first for
+ * chat models.
+ *
+ * @param model config, params, tokenizer
+ * @param prompt a string or token ids, or an array of them
+ * @param options sampling, length, stop tokens, seed, abort signal
+ * @returns an async generator of pieces
+ * @example
+ * ```ts
+ * import { config, generate, init, random } from "@minimind/ts";
+ * const cfg = config("minimind2-small", { hiddenSize: 64, numHiddenLayers: 2 });
+ * const model = { cfg, params: init(cfg, random.key(0)) };
+ * const ids: number[] = [];
+ * for await (const p of generate(model, [[1, 5, 9]], { maxNewTokens: 4, greedy: true })) ids.push(p.token);
+ * ```
+ */
+export function generate(
+  model: GenerateModel,
+  prompt: string | readonly number[],
+  options?: GenerateOptions,
+): AsyncGenerator<string>;
+/**
+ * Generates for a batch of prompts, yielding `{index, text, token}` pieces.
+ *
+ * @param model config, params, tokenizer
+ * @param prompts strings or token-id arrays
+ * @param options sampling, length, stop tokens, seed, abort signal
+ * @returns an async generator of pieces
+ */
+export function generate(
+  model: GenerateModel,
+  prompts: readonly (string | readonly number[])[],
+  options?: GenerateOptions,
+): AsyncGenerator<GenerationPiece>;
+export function generate(
+  model: GenerateModel,
+  prompt: string | readonly number[] | readonly (string | readonly number[])[],
+  options: GenerateOptions = {},
+): AsyncGenerator<string> | AsyncGenerator<GenerationPiece> {
+  if (typeof prompt === "string" || isIds(prompt)) {
+    return single(model, prompt as string | readonly number[], options);
+  }
+  return generateBatch(model, prompt as readonly (string | readonly number[])[], options);
+}
+
+async function* single(
+  model: GenerateModel,
+  prompt: string | readonly number[],
+  options: GenerateOptions,
+): AsyncGenerator<string> {
+  for await (const p of generateBatch(model, [prompt], options)) if (p.text) yield p.text;
+}
+
+/**
+ * The batched generator behind {@link generate}.
+ *
+ * @param model config, params, tokenizer
+ * @param prompts strings or token-id arrays
+ * @param options sampling options
+ * @returns pieces tagged with their prompt index
+ */
+export async function* generateBatch(
+  model: GenerateModel,
+  prompts: readonly (string | readonly number[])[],
+  options: GenerateOptions = {},
+): AsyncGenerator<GenerationPiece> {
+  const { cfg } = model;
+  const tok = model.tokenizer;
+  if (prompts.length === 0) throw new Error("Cannot generate for zero prompts");
+  const rows = prompts.map((p, i) => {
+    if (typeof p === "string") {
+      if (!tok) throw new Error(`Cannot encode prompt ${i}: the model has no tokenizer`);
+      return tok.encode(p);
+    }
+    return [...p];
+  });
+  rows.forEach((r, i) => {
+    if (r.length === 0) throw new Error(`Cannot generate from prompt ${i}: it has no tokens`);
+    for (const id of r) {
+      if (!(Number.isInteger(id) && id >= 0 && id < cfg.vocabSize)) {
+        throw new Error(
+          `Cannot generate from prompt ${i}: token ${id} is outside [0, ${cfg.vocabSize})`,
+        );
+      }
+    }
+  });
+  const B = rows.length, V = cfg.vocabSize;
+  const maxNew = options.maxNewTokens ?? 512;
+  const eosList = options.eos === undefined
+    ? [tok && tok.eosId >= 0 ? tok.eosId : cfg.eosTokenId]
+    : typeof options.eos === "number"
+    ? [options.eos]
+    : [...options.eos];
+  const eos = new Set(eosList);
+  const sampling = {
+    temperature: options.temperature ?? 0.85,
+    topK: options.topK ?? 50,
+    topP: options.topP ?? 0.85,
+    repetitionPenalty: options.repetitionPenalty ?? 1,
+    greedy: options.greedy ?? false,
+  };
+  const baseKey: Key = makeKey(options.seed ?? 0);
+  const rowKeys = rows.map((_, r) => foldIn(baseKey, r));
+  const backend = model.params.model.embed_tokens.weight.backend;
+  const chunk = Math.max(1, options.chunk ?? (backend.name === "cpu" ? 1 : 8));
+  const streams = rows.map(() =>
+    tok?.decodeStream({ skipSpecialTokens: options.skipSpecialTokens ?? true }) ?? null
+  );
+
+  // left-pad to a rectangle; the key mask hides the pads (positions stay absolute, as MiniMind)
+  const L = Math.max(...rows.map((r) => r.length));
+  const padId = tok && tok.padId >= 0 ? tok.padId : 0;
+  const ids0 = new Int32Array(B * L).fill(padId), mask0 = new Float32Array(B * L);
+  const seen0 = sampling.repetitionPenalty !== 1 ? new Float32Array(B * V) : null;
+  rows.forEach((r, b) => {
+    ids0.set(r, b * L + L - r.length);
+    mask0.fill(1, b * L + L - r.length, (b + 1) * L);
+    if (seen0) { for (const id of r) seen0[b * V + id] = 1; }
+  });
+  const ragged = rows.some((r) => r.length !== L);
+  const state: DecodeState = { cache: null };
+  let seen = seen0 ? tensor(seen0, [B, V], "f32", { backend }) : null; // (B, V)
+  const done = new Array<boolean>(B).fill(false);
+  let last: Tensor | null = null; // sampled ids (B) of the previous step, on the device
+  try {
+    let step = 0;
+    while (step < maxNew && !done.every(Boolean)) {
+      // sample up to `chunk` tokens without reading anything back
+      const pending: Tensor[] = [];
+      for (let c = 0; c < chunk && step < maxNew; c++, step++) {
+        if (options.signal?.aborted) return;
+        const u = new Float32Array(B);
+        for (let b = 0; b < B; b++) u[b] = uniformArray(foldIn(rowKeys[b], step), 1)[0];
+        const next: Tensor = scope(() => {
+          const input = last === null
+            ? tensor(ids0, [B, L], "i32", { backend })
+            : reshape(last, [B, 1]); // (B, T)
+          const logits = decodeStep(model, state, input, {
+            attentionMask: last === null && ragged
+              ? tensor(mask0, [B, L], "f32", { backend })
+              : undefined,
+          }); // (B, V)
+          return sample(logits, tensor(u, [B], "f32", { backend }), {
+            ...sampling,
+            seen: seen ?? undefined,
+          }); // (B)
+        });
+        if (seen) {
+          const old: Tensor = seen;
+          seen = scope(() =>
+            scatterAdd(old, reshape(next, [B, 1]), full([B, 1], 1, "f32", { backend }), 1)
+          );
+          old.dispose();
+        }
+        const prev: Tensor | null = last;
+        last = next;
+        pending.push(next);
+        if (prev && !pending.includes(prev)) prev.dispose(); // read back in the previous chunk
+      }
+      // one readback per chunk (a sync point on WebGPU)
+      const got = pending.length === 1
+        ? await pending[0].data()
+        : await scope(() => concat(pending, 0)).data();
+      for (const t of pending) if (t !== last) t.dispose();
+      for (let c = 0; c < pending.length; c++) {
+        for (let b = 0; b < B; b++) {
+          if (done[b]) continue;
+          const id = got[c * B + b];
+          if (eos.has(id)) {
+            done[b] = true;
+            const tail = streams[b]?.flush() ?? "";
+            yield { index: b, text: tail, token: id };
+            continue;
+          }
+          const text = streams[b]?.push(id) ?? "";
+          yield { index: b, text, token: id };
+          if (options.signal?.aborted) return;
+        }
+      }
+    }
+    for (let b = 0; b < B; b++) {
+      if (done[b]) continue;
+      const tail = streams[b]?.flush() ?? "";
+      if (tail) yield { index: b, text: tail, token: -1 };
+    }
+  } finally {
+    (last as Tensor | null)?.dispose();
+    (seen as Tensor | null)?.dispose();
+    disposeCache(state.cache);
+  }
+}
