@@ -452,3 +452,30 @@ Deno.test("serve: a client that goes away stops its generation", async () => {
     await app.close();
   }
 });
+
+Deno.test("serve: a seeded reply is exactly what mm.generate samples for that seed", async () => {
+  const { generate } = await import("../nn/generate.ts");
+  const { tinyModel, tokenizer } = await import("../tests/_serve.ts");
+  const tok = await tokenizer();
+  const app = await tinyApp();
+  try {
+    const settings = { temperature: 0.9, top_p: 0.9, top_k: 40 };
+    for (const seed of [3, 77]) {
+      const r = await chat(app, { max_tokens: 16, seed, ...settings });
+      const prompt = tok.encode(tok.applyChatTemplate(HELLO, { addGenerationPrompt: true }));
+      let text = "";
+      for await (
+        const piece of generate({ ...tinyModel(), tokenizer: tok }, prompt, {
+          maxNewTokens: 16,
+          seed,
+          temperature: 0.9,
+          topP: 0.9,
+          topK: 40,
+        })
+      ) text += piece;
+      assert.equal(r.choices[0].message.content, text, `seed ${seed}`);
+    }
+  } finally {
+    await app.close();
+  }
+});

@@ -3,7 +3,7 @@
  * `generate` filters: temperature → repetition penalty → top-k → top-p → inverse-CDF draw). Rows
  * with equal settings share one op call. Each request draws its uniform from its own key and
  * step (`foldIn(key, step)`), so the token a request gets never depends on what else is decoded
- * in the same batch.
+ * in the same batch, and a request with a seed gets exactly what `generate` gives for that seed.
  * @module
  */
 // B = rows in the batch, G = rows in one settings group, V = vocab size
@@ -20,9 +20,12 @@ export function stepUniform(k: Key, step: number): number {
   return uniformArray(foldIn(k, step), 1)[0];
 }
 
-/** The key of a request seed. */
+/**
+ * The key of a request seed: row 0 of `generate`'s scheme (row r, step s uses
+ * `foldIn(foldIn(key(seed), r), s)`), so a seeded request returns what `generate` returns.
+ */
 export function requestKey(seed: number): Key {
-  return seedKey(seed);
+  return foldIn(seedKey(seed), 0);
 }
 
 /** One row to sample: its settings, its uniform, and (for the penalty) the tokens it has seen. */
