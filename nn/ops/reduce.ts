@@ -14,6 +14,7 @@ import { broadcastTo, reshape } from "./movement.ts";
 import type { DType } from "../dtype.ts";
 import type { WgslDevice, WgslKernel } from "../op.ts";
 import {
+  cachedCode,
   coalesce,
   grid,
   GRID_ARGS,
@@ -150,14 +151,15 @@ function reduceWgsl(
   ];
   // offset of reduction step r: one axis is a multiply, more need divisions
   const roff = red.shape.length <= 1 ? "r * u.rst[0]" : "roff(r)";
-  const head = `@group(0) @binding(0) var<storage, read> x: array<${t}>;
+  const head = () =>
+    `@group(0) @binding(0) var<storage, read> x: array<${t}>;
 @group(0) @binding(1) var<storage, read_write> y: array<${t}>;
 ${
-    stridedPrelude(
-      1,
-      "rshape: vec4<u32>, rst: vec4<u32>, nred: u32, rrank: u32, _q0: u32, _q1: u32,",
-    )
-  }
+      stridedPrelude(
+        1,
+        "rshape: vec4<u32>, rst: vec4<u32>, nred: u32, rrank: u32, _q0: u32, _q1: u32,",
+      )
+    }
 fn roff(r: u32) -> u32 {
   var rem = r;
   var o = 0u;
@@ -169,8 +171,10 @@ fn roff(r: u32) -> u32 {
   return o;
 }`;
   const wgPerOutput = nRed >= 64 && (device.software ? nOut < 64 : nOut < 65536 * 4);
+  const key = `reduce ${kind} ${t} ${red.shape.length <= 1} ${wgPerOutput}`;
   if (!wgPerOutput) {
-    const code = `${head}
+    const code = cachedCode(key, () =>
+      `${head()}
 @compute @workgroup_size(64)
 fn main(${GRID_ARGS}) {
   let i = ${gridIndex(64)};
@@ -182,10 +186,11 @@ fn main(${GRID_ARGS}) {
     acc = ${reduceStep(kind, "acc", "v")};
   }
   y[i] = acc;
-}`;
+}`);
     return [{ code, workgroups: grid(nOut, 64), uniforms }];
   }
-  const code = `${head}
+  const code = cachedCode(key, () =>
+    `${head()}
 var<workgroup> part: array<${t}, 256>;
 @compute @workgroup_size(256)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -212,7 +217,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     workgroupBarrier();
   }
   if (lid == 0u && inRange) { y[i] = part[0]; }
-}`;
+}`);
   return [{ code, workgroups: rowGrid(nOut), uniforms }];
 }
 

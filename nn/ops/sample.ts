@@ -11,7 +11,7 @@ import { apply1, defineOp, NONDIFF } from "../op.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import type { WgslKernel } from "../op.ts";
-import { NEG_INF, ROW_INDEX, rowGrid } from "../backend/webgpu/wgsl.ts";
+import { cachedCode, NEG_INF, ROW_INDEX, rowGrid } from "../backend/webgpu/wgsl.ts";
 
 /**
  * WGSL of `sample`: one 256-invocation workgroup per row, no sorting. Top-k finds the k-th
@@ -24,7 +24,9 @@ import { NEG_INF, ROW_INDEX, rowGrid } from "../backend/webgpu/wgsl.ts";
 function sampleKernel(rows: number, v: number, p: SampleParams, hasSeen: boolean): WgslKernel {
   const useTopK = p.topK > 0 && p.topK < v;
   const useTopP = p.topP < 1;
-  const code = `@group(0) @binding(0) var<storage, read> logits: array<f32>;
+  const key = `sample ${useTopK} ${useTopP} ${hasSeen}`;
+  const code = cachedCode(key, () =>
+    `@group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> unif: array<f32>;
 ${hasSeen ? "@group(0) @binding(2) var<storage, read> seen: array<u32>;" : ""}
 @group(0) @binding(${hasSeen ? 3 : 2}) var<storage, read_write> ids: array<i32>;
@@ -40,10 +42,10 @@ fn val(i: u32) -> f32 {
   var x = logits[base + i];
   if (u.greedy == 0u) { x = x / u.temp; }
   ${
-    hasSeen
-      ? "if (u.rep != 1.0 && seen[base + i] != 0u) { x = select(x * u.rep, x / u.rep, x > 0.0); }"
-      : ""
-  }
+      hasSeen
+        ? "if (u.rep != 1.0 && seen[base + i] != 0u) { x = select(x * u.rep, x / u.rep, x > 0.0); }"
+        : ""
+    }
   return x;
 }
 // order-preserving u32 key of an f32
@@ -127,15 +129,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   // top-k: the largest key T with count(key ≥ T) ≥ k
   var tk = 0u;
   ${
-    useTopK
-      ? `for (var bit = 31i; bit >= 0i; bit--) {
+      useTopK
+        ? `for (var bit = 31i; bit >= 0i; bit--) {
     let cand = tk | (1u << u32(bit));
     var c = 0u;
     for (var i = lid; i < u.v; i += 256u) { if (key(val(i)) >= cand) { c += 1u; } }
     if (sumU(c, lid) >= u.k) { tk = cand; }
   }`
-      : ""
-  }
+        : ""
+    }
   var z = 0.0;
   for (var i = lid; i < u.v; i += 256u) {
     let x = val(i);
@@ -146,8 +148,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   var vb = 0u;
   var nkeep = 0xffffffffu;
   ${
-    useTopP
-      ? `for (var bit = 31i; bit >= 0i; bit--) {
+      useTopP
+        ? `for (var bit = 31i; bit >= 0i; bit--) {
     let cand = vb | (1u << u32(bit));
     var m = 0.0;
     for (var i = lid; i < u.v; i += 256u) {
@@ -166,8 +168,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   above = sumF(above, lid) / z;
   let pvb = exp(unkey(vb) - mx) / z;
   nkeep = u32(max(floor((u.topp - above) / pvb), 0.0)) + 1u;`
-      : ""
-  }
+        : ""
+    }
   // chunked inverse CDF: invocation lid owns [lo, hi)
   let lo = min(lid * u.chunk, u.v);
   let hi = min(lo + u.chunk, u.v);
@@ -230,7 +232,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (r == 0xffffffffu) { r = atomicLoad(&lastKept); }
     ids[row] = i32(r);
   }
-}`;
+}`);
   return {
     code,
     workgroups: rowGrid(rows),

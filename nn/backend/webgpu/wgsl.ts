@@ -175,6 +175,10 @@ export function mapKernel(opts: {
   vec4?: boolean;
   extra?: string;
 }): string {
+  return cachedCode(`map ${JSON.stringify(opts)}`, () => mapKernelCode(opts));
+}
+
+function mapKernelCode(opts: Parameters<typeof mapKernel>[0]): string {
   const { names, inTypes, outType, expr, mode } = opts;
   const k = names.length;
   const params = names.map((n, j) => `${n}: ${inTypes[j]}`).join(", ");
@@ -443,3 +447,18 @@ fn wgMax(v: f32, lid: u32) -> f32 { return v; }`,
 /** Entry-point parameters of row kernels. */
 export const ROW_ARGS =
   "@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32";
+
+const CODE_CACHE = new Map<string, string>();
+
+/**
+ * Generated WGSL by key: kernels whose source is built from a few flags (matmul, attention,
+ * reductions) are generated once, so recording a dispatch costs a map lookup, not string work.
+ */
+export function cachedCode(key: string, make: () => string): string {
+  let c = CODE_CACHE.get(key);
+  if (c === undefined) {
+    c = make();
+    CODE_CACHE.set(key, c);
+  }
+  return c;
+}

@@ -10,7 +10,14 @@
  */
 // B = batch, T = query time, S = key time, NH = query heads, NKV = kv heads, HD = head dim
 import type { WgslDevice, WgslKernel, WgslPlan } from "../../op.ts";
-import { grid, GRID_ARGS, gridIndex, NEG_INF, rowGrid } from "../../backend/webgpu/wgsl.ts";
+import {
+  cachedCode,
+  grid,
+  GRID_ARGS,
+  gridIndex,
+  NEG_INF,
+  rowGrid,
+} from "../../backend/webgpu/wgsl.ts";
 
 /** Static shape of one attention call. */
 export interface AttnShape {
@@ -77,21 +84,22 @@ export function attentionForward(
 ${D.map((dd) => `        a${dd} = a${dd} * corr + p * ${vAt(dd)};`).join("\n")}
         m = mn;
       }`;
-  const head = `@group(0) @binding(0) var<storage, read> q: array<f32>;
+  const head = () =>
+    `@group(0) @binding(0) var<storage, read> q: array<f32>;
 @group(0) @binding(1) var<storage, read> k: array<f32>;
 @group(0) @binding(2) var<storage, read> v: array<f32>;
 ${maskDecl}
 @group(0) @binding(${o}) var<storage, read_write> out: array<f32>;
 @group(0) @binding(${o + 1}) var<storage, read_write> lse: array<f32>;
 ${UNIFORMS}`;
-  const finish = `
+  const finish = () => `
   if (!ok) { return; }
   var inv = 0.0;
   if (l > 0.0) { inv = 1.0 / l; }
 ${D.map((dd) => `  out[qo + ${dd}u] = a${dd} * inv;`).join("\n")}
   lse[i] = select(${NEG_INF}, m + log(l), l > 0.0);
 }`;
-  const init = `
+  const init = () => `
   let h = bh % u.nh;
   let b = bh / u.nh;
   let g = h / u.grp;
@@ -105,7 +113,8 @@ ${D.map((dd) => `    q${dd} = q[qo + ${dd}u];`).join("\n")}
   const visible = (s: string) =>
     hasMask ? `${s} < lim && mask[b * u.s + ${s}] != 0.0` : `${s} < lim`;
   if (!tiled) {
-    const code = `${head}
+    const code = cachedCode(`attention rows ${hd} ${hasMask}`, () =>
+      `${head()}
 @compute @workgroup_size(64)
 fn main(${GRID_ARGS}) {
   let i = ${gridIndex(64)};
@@ -113,14 +122,14 @@ fn main(${GRID_ARGS}) {
   if (!ok) { return; }
   let t = i % u.t;
   let bh = i / u.t;
-${init}
+${init()}
   let lim = ${LIMIT};
   for (var s = 0u; s < lim; s++) {
     let ko = ((b * u.s + s) * u.nkv + g) * ${hd}u;
     let j = 0u;
 ${step(hasMask ? "mask[b * u.s + s] != 0.0" : "true")}
   }
-${finish}`;
+${finish()}`);
     return {
       kernels: [{
         code,
@@ -131,7 +140,8 @@ ${finish}`;
   }
   // tiled: workgroup = 64 consecutive queries of one (b, h); K/V tiles of bc keys shared
   const blocks = Math.ceil(d.t / 64);
-  const code = `${head}
+  const code = cachedCode(`attention tiled ${hd} ${hasMask} ${bc}`, () =>
+    `${head()}
 var<workgroup> kt: array<f32, ${bc * hd}>;
 var<workgroup> vt: array<f32, ${bc * hd}>;
 @compute @workgroup_size(64)
@@ -144,7 +154,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let t = t0 + lid;
   let ok = t < u.t && bh < u.b * u.nh;
   let i = bh * u.t + t;
-${init}
+${init()}
   let lim = ${LIMIT};
   let tl = min(t0 + 63u, u.t - 1u);
   let wlim = select(u.s, min(u.s, tl + (u.s - u.t) + 1u), u.causal != 0u);
@@ -166,7 +176,7 @@ ${step(visible("s"))}
       }
     }
   }
-${finish}`;
+${finish()}`);
   return {
     kernels: [{
       code,
@@ -197,7 +207,10 @@ ${hasMask ? "@group(0) @binding(6) var<storage, read> mask: array<f32>;" : ""}
 ${UNIFORMS}`;
   const u = uniforms(d, causal, scale);
   // D = rowsum(dO ⊙ O), one per query row, into scratch
-  const dKernel = `@group(0) @binding(0) var<storage, read> o: array<f32>;
+  const dKernel = cachedCode(
+    `attention bwd d ${hd}`,
+    () =>
+      `@group(0) @binding(0) var<storage, read> o: array<f32>;
 @group(0) @binding(1) var<storage, read> dout: array<f32>;
 @group(0) @binding(2) var<storage, read_write> dsum: array<f32>;
 ${UNIFORMS}
@@ -210,10 +223,12 @@ fn main(${GRID_ARGS}) {
   let b = i / (u.t * u.nh);
   let qo = ((b * u.t + t) * u.nh + h) * ${hd}u;
   dsum[i] = ${dotExpr(hd, (dd) => `dout[qo + ${dd}u]`, (dd) => `o[qo + ${dd}u]`)};
-}`;
+}`,
+  );
   const maskOk = hasMask ? "mask[b * u.s + s] != 0.0" : "true";
   // dQ = Σ_s dS·K with dS = P ⊙ (dP − D)·scale, P = exp(S·scale − lse)
-  const dqKernel = `${decl}
+  const dqKernel = cachedCode(`attention bwd dq ${hd} ${hasMask}`, () =>
+    `${decl}
 @group(0) @binding(${nIn}) var<storage, read_write> dq: array<f32>;
 @group(0) @binding(${nIn + 1}) var<storage, read> dsum: array<f32>;
 @compute @workgroup_size(64)
@@ -226,10 +241,10 @@ fn main(${GRID_ARGS}) {
   let g = h / u.grp;
   let qo = ((b * u.t + t) * u.nh + h) * ${hd}u;
 ${
-    D.map((dd) =>
-      `  let q${dd} = q[qo + ${dd}u];\n  let g${dd} = dout[qo + ${dd}u];\n  var a${dd} = 0.0;`
-    ).join("\n")
-  }
+      D.map((dd) =>
+        `  let q${dd} = q[qo + ${dd}u];\n  let g${dd} = dout[qo + ${dd}u];\n  var a${dd} = 0.0;`
+      ).join("\n")
+    }
   let z = lse[i];
   let ds0 = dsum[i];
   let lim = ${LIMIT};
@@ -245,9 +260,10 @@ ${D.map((dd) => `        a${dd} += dsc * k[ko + ${dd}u];`).join("\n")}
     }
   }
 ${D.map((dd) => `  dq[qo + ${dd}u] = a${dd};`).join("\n")}
-}`;
+}`);
   // dK = Σ dSᵀ·Q, dV = Σ Pᵀ·dO over the group's query heads and the queries that see key s
-  const dkvKernel = `${decl}
+  const dkvKernel = cachedCode(`attention bwd dkv ${hd} ${hasMask}`, () =>
+    `${decl}
 @group(0) @binding(${nIn}) var<storage, read_write> dk: array<f32>;
 @group(0) @binding(${nIn + 1}) var<storage, read_write> dv: array<f32>;
 @group(0) @binding(${nIn + 2}) var<storage, read> dsum: array<f32>;
@@ -260,10 +276,10 @@ fn main(${GRID_ARGS}) {
   let b = i / (u.nkv * u.s);
   let ko = i * ${hd}u;
 ${
-    D.map((dd) =>
-      `  let k${dd} = k[ko + ${dd}u];\n  let v${dd} = v[ko + ${dd}u];\n  var ak${dd} = 0.0;\n  var av${dd} = 0.0;`
-    ).join("\n")
-  }
+      D.map((dd) =>
+        `  let k${dd} = k[ko + ${dd}u];\n  let v${dd} = v[ko + ${dd}u];\n  var ak${dd} = 0.0;\n  var av${dd} = 0.0;`
+      ).join("\n")
+    }
   // queries t with s < lim(t): t ≥ s − (S − T) when causal
   var t0 = 0u;
   if (u.causal != 0u && s + u.t > u.s) { t0 = s + u.t - u.s; }
@@ -279,15 +295,15 @@ ${
         let dp = ${dotExpr(hd, (dd) => `dout[qo + ${dd}u]`, (dd) => `v${dd}`)};
         let dsc = p * (dp - dsum[r]) * u.scale;
 ${
-    D.map((dd) =>
-      `        av${dd} += p * dout[qo + ${dd}u];\n        ak${dd} += dsc * q[qo + ${dd}u];`
-    ).join("\n")
-  }
+      D.map((dd) =>
+        `        av${dd} += p * dout[qo + ${dd}u];\n        ak${dd} += dsc * q[qo + ${dd}u];`
+      ).join("\n")
+    }
       }
     }
   }
 ${D.map((dd) => `  dk[ko + ${dd}u] = ak${dd};\n  dv[ko + ${dd}u] = av${dd};`).join("\n")}
-}`;
+}`);
   return {
     scratch: [{ dtype: "f32", size: rows }],
     kernels: [

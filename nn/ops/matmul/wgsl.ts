@@ -11,6 +11,7 @@
  */
 // M×K · K×N → M×N; A stored [K, M] with transA, B stored [N, K] with transB
 import type { WgslDevice, WgslKernel } from "../../op.ts";
+import { cachedCode } from "../../backend/webgpu/wgsl.ts";
 
 /** Problem description of one matmul dispatch. */
 export interface MatmulDims {
@@ -266,13 +267,16 @@ export function matmulKernel(d: MatmulDims, device: WgslDevice): WgslKernel {
   if (device.software) {
     const { tm, tn } = MATMUL_BLOCK;
     return {
-      code: blockedCode(d, tm, tn),
+      code: cachedCode(
+        `matmul blocked ${d.transA} ${d.transB} ${tm} ${tn} ${d.m % 4} ${d.n % 4} ${d.k % 4}`,
+        () => blockedCode(d, tm, tn),
+      ),
       workgroups: [Math.ceil(d.n / (8 * tn)), Math.ceil(d.m / (8 * tm)), d.batch],
       uniforms,
     };
   }
   return {
-    code: tiledCode(d),
+    code: cachedCode(`matmul tiled ${d.transA} ${d.transB}`, () => tiledCode(d)),
     workgroups: [Math.ceil(d.n / 64), Math.ceil(d.m / 64), d.batch],
     uniforms,
   };
