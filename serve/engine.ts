@@ -11,12 +11,12 @@
 import { tensor } from "../nn/creation.ts";
 import { keep, scope } from "../nn/scope.ts";
 import type { Tensor } from "../nn/tensor.ts";
-import { reshape, sliceAxis } from "../nn/ops/movement.ts";
+import { sliceAxis } from "../nn/ops/movement.ts";
+import { type DecodeState, decodeStep } from "../nn/generate.ts";
 import {
   cacheLength,
   concatCacheRows,
   disposeCache,
-  forward,
   type KvCache,
   type MiniMindConfig,
   type MiniMindParams,
@@ -55,8 +55,7 @@ export interface EngineOptions {
 export class MiniMindEngine implements Engine {
   readonly vocabSize: number;
   readonly maxPositions: number;
-  readonly #cfg: MiniMindConfig;
-  readonly #params: MiniMindParams;
+  readonly #model: ServeModel;
   readonly #trimAt: number;
   #cache: KvCache | null = null;
   #rows: Row[] = [];
@@ -68,8 +67,7 @@ export class MiniMindEngine implements Engine {
    * @param options limits
    */
   constructor(model: ServeModel, options: EngineOptions = {}) {
-    this.#cfg = model.cfg;
-    this.#params = model.params;
+    this.#model = model;
     this.vocabSize = model.cfg.vocabSize;
     this.maxPositions = Math.min(options.maxPositions ?? Infinity, model.cfg.maxPositionEmbeddings);
     this.#trimAt = options.trimAt ?? 32;
@@ -85,13 +83,12 @@ export class MiniMindEngine implements Engine {
     if (n === 0 || n >= this.maxPositions) {
       throw new Error(`Cannot prefill ${n} tokens: expected 1..${this.maxPositions - 1}`);
     }
-    const r = scope(() => {
+    const state: DecodeState = { cache: null };
+    const logits = keep(scope(() => {
       const x = tensor(Int32Array.from(ids), [1, n], "i32"); // (1, T)
-      const out = forward(this.#cfg, this.#params, x, { useCache: true, logitsToKeep: 1 });
-      return { logits: reshape(out.logits, [1, this.vocabSize]), cache: out.cache! }; // (1, V)
-    });
-    keep(r);
-    return { row: new Row(n, r.cache), logits: r.logits };
+      return decodeStep(this.#model, state, x); // (1, V)
+    }));
+    return { row: new Row(n, state.cache!), logits };
   }
 
   release(row: EngineRow): void {
@@ -169,17 +166,15 @@ export class MiniMindEngine implements Engine {
       }
     }
     this.#arrange(rs);
-    const out = scope(() => {
+    const state: DecodeState = { cache: this.#cache };
+    const logits = keep(scope(() => {
       const ids = tensor(Int32Array.from(tokens), [b, 1], "i32"); // (B, 1)
       const pos = tensor(Int32Array.from(rs, (r) => r.length), [b, 1], "i32"); // (B, 1)
-      const res = forward(this.#cfg, this.#params, ids, { cache: this.#cache, positions: pos });
-      return { logits: reshape(res.logits, [b, this.vocabSize]), cache: res.cache! }; // (B, V)
-    });
-    keep(out);
-    disposeCache(this.#cache);
-    this.#cache = out.cache;
+      return decodeStep(this.#model, state, ids, { positions: pos }); // (B, V)
+    }));
+    this.#cache = state.cache; // decodeStep disposed the old one
     for (const r of rs) r.length++;
-    return out.logits;
+    return logits;
   }
 
   /** Frees the shared cache and every pending row. */
