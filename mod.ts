@@ -20,7 +20,7 @@ export * as random from "./nn/random.ts";
 export type { Key } from "./nn/random.ts";
 export { checkpoint, customVjp, grad, stopGradient, valueAndGrad, vjp } from "./nn/autodiff.ts";
 export type { GradOptions, VjpFn } from "./nn/autodiff.ts";
-export { defaultBackend, setBackend } from "./nn/backend/select.ts";
+export { defaultBackend, setBackend, setBackendFromFlag } from "./nn/backend/select.ts";
 export type { BackendName, SetBackendOptions } from "./nn/backend/select.ts";
 export type { Backend, BackendCounters, Storage } from "./nn/backend/backend.ts";
 export { apply, defineOp, NONDIFF } from "./nn/op.ts";
@@ -33,7 +33,10 @@ export type {
   OpDef,
   Vjp,
   VjpContext,
+  WgslDevice,
   WgslKernel,
+  WgslPlan,
+  WgslScratch,
 } from "./nn/op.ts";
 export * from "./nn/ops/mod.ts";
 export {
