@@ -121,3 +121,15 @@ Deno.test("setBackend: webgpu accepts the software adapter; auto prefers a real 
   }
   assert.equal(await setBackend("cpu"), cpuBackend);
 });
+
+Deno.test("WebGPU reports a lost device as a thrown error naming the reason", async () => {
+  const { openDevice, WebGpuBackend } = await import("../nn/backend/webgpu/mod.ts");
+  const opened = await openDevice({ allowSoftware: true });
+  assert.ok(opened, "a second device opens");
+  const b = new WebGpuBackend(opened);
+  const x = tensor([1, 2, 3], [3], "f32", { backend: b });
+  opened.device.destroy(); // as a driver reset would
+  await opened.device.lost;
+  await new Promise((r) => setTimeout(r, 0));
+  assert.throws(() => exp(x), /Cannot run exp on WebGPU: the device was lost \(destroyed/);
+});
