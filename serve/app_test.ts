@@ -479,3 +479,36 @@ Deno.test("serve: a seeded reply is exactly what mm.generate samples for that se
     await app.close();
   }
 });
+
+Deno.test("serve: no device memory is left behind by finished, stopped or cancelled requests", async () => {
+  const { defaultBackend } = await import("../nn/backend/select.ts");
+  const app = await tinyApp({ scheduler: { maxBatch: 4 } });
+  try {
+    await chat(app, { max_tokens: 4, seed: 1 }); // warm-up: RoPE tables and other caches
+    const before = defaultBackend().counters.bytesInUse;
+    const ctl = new AbortController();
+    const jobs = [
+      ...[1, 2, 3, 4, 5].map((seed) => chat(app, { max_tokens: 5 + seed, seed })),
+      chat(app, { max_tokens: 20, seed: 9, stop: ["e", "a", "o", "i"] }),
+      Promise.resolve(app.request("/v1/chat/completions", {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: JSON.stringify({ messages: HELLO, max_tokens: 500, stream: true }),
+        signal: ctl.signal,
+      })).then(async (r) => {
+        const reader = r.body!.getReader();
+        await reader.read();
+        ctl.abort();
+        await reader.cancel().catch(() => {});
+      }),
+    ];
+    await Promise.all(jobs);
+    for (let i = 0; i < 100 && app.stats().running + app.stats().waiting > 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await new Promise((r) => setTimeout(r, 20));
+    assert.equal(defaultBackend().counters.bytesInUse, before);
+  } finally {
+    await app.close();
+  }
+});

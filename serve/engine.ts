@@ -99,10 +99,16 @@ export class MiniMindEngine implements Engine {
       disposeCache(r.pending);
       r.pending = null;
     }
+    // the shared cache drops released rows at the next decode; free it now if none is left
+    if (this.#rows.length && this.#rows.every((x) => x.released)) {
+      disposeCache(this.#cache);
+      this.#cache = null;
+      this.#rows = [];
+    }
   }
 
   /** Makes the shared cache hold exactly `rows`, in that order. */
-  #arrange(rows: readonly Row[]): void {
+  #arrange(rows: readonly Row[]): KvCache | null {
     const at = new Map(this.#rows.map((r, i) => [r, i]));
     const kept = rows.filter((r) => at.has(r));
     const fresh = rows.filter((r) => !at.has(r));
@@ -150,8 +156,8 @@ export class MiniMindEngine implements Engine {
       cache = next;
       order = [...rows];
     }
-    this.#cache = cache ? keep(cache) : null;
     this.#rows = order;
+    return cache;
   }
 
   decode(rows: readonly EngineRow[], tokens: readonly number[]): Tensor {
@@ -165,7 +171,9 @@ export class MiniMindEngine implements Engine {
         throw new Error(`Cannot decode past ${this.maxPositions} positions`);
       }
     }
-    this.#arrange(rs);
+    // intermediates of the joins, selections and trims are freed by the scope
+    const arranged = scope(() => this.#arrange(rs));
+    this.#cache = arranged ? keep(arranged) : null;
     const state: DecodeState = { cache: this.#cache };
     const logits = keep(scope(() => {
       const ids = tensor(Int32Array.from(tokens), [b, 1], "i32"); // (B, 1)
