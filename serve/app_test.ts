@@ -442,7 +442,10 @@ Deno.test("serve: a client that goes away stops its generation", async () => {
     await reader.read();
     ctl.abort();
     await reader.cancel().catch(() => {});
-    await new Promise((r) => setTimeout(r, 50));
+    const deadline = Date.now() + 5000;
+    while (app.stats().running > 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
     const t1 = app.stats().tokens;
     await new Promise((r) => setTimeout(r, 100));
     assert.equal(app.stats().tokens, t1, "no tokens after the client left");
