@@ -389,10 +389,13 @@ Deno.test("serve: a full queue answers 429; a request that waits too long answer
   const app = await tinyApp({ scheduler: { maxBatch: 1, maxQueue: 1, queueTimeoutMs: 60_000 } });
   try {
     const ctl = new AbortController();
+    const until = async (f: () => boolean) => {
+      for (let i = 0; i < 1000 && !f(); i++) await new Promise((r) => setTimeout(r, 5));
+    };
     const first = post(app, ctl.signal); // runs
-    await new Promise((r) => setTimeout(r, 20));
+    await until(() => app.stats().running === 1);
     const second = post(app, ctl.signal); // waits
-    await new Promise((r) => setTimeout(r, 20));
+    await until(() => app.stats().waiting === 1);
     const third = await post(app); // refused
     assert.equal(third.status, 429);
     assert.equal(third.headers.get("retry-after"), "1");
@@ -410,7 +413,9 @@ Deno.test("serve: a full queue answers 429; a request that waits too long answer
   try {
     const ctl = new AbortController();
     const first = post(slow, ctl.signal);
-    await new Promise((r) => setTimeout(r, 10));
+    for (let i = 0; i < 1000 && slow.stats().running === 0; i++) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
     const second = await post(slow);
     assert.equal(second.status, 503);
     assert.equal((await second.json()).error.code, "overloaded");
