@@ -523,3 +523,50 @@ Deno.test("serve: no device memory is left behind by finished, stopped or cancel
     await app.close();
   }
 });
+
+Deno.test("serve: tools are rendered by the chat template; tool turns in the history are accepted", async () => {
+  const app = await tinyApp();
+  try {
+    const tools = [{
+      type: "function",
+      function: {
+        name: "get_weather",
+        description: "Weather of a city",
+        parameters: {
+          type: "object",
+          properties: { city: { type: "string" } },
+          required: ["city"],
+        },
+      },
+    }];
+    const plain = await chat(app, { max_tokens: 1, seed: 1 });
+    const withTools = await chat(app, { max_tokens: 1, seed: 1, tools });
+    assert.ok(withTools.usage.prompt_tokens > plain.usage.prompt_tokens + 40);
+    const none = await chat(app, { max_tokens: 1, seed: 1, tools, tool_choice: "none" });
+    assert.equal(none.usage.prompt_tokens, plain.usage.prompt_tokens);
+    const history = [
+      { role: "system", content: "You are MiniMind." },
+      { role: "user", content: "北京天气？" },
+      {
+        role: "assistant",
+        content: null,
+        tool_calls: [{
+          id: "call_1",
+          type: "function",
+          function: { name: "get_weather", arguments: '{"city": "北京"}' },
+        }],
+      },
+      { role: "tool", tool_call_id: "call_1", content: '{"temp": 21}' },
+    ];
+    const r = await postJson(app, "/v1/chat/completions", {
+      messages: history,
+      tools,
+      max_tokens: 3,
+    });
+    assert.equal(r.status, 200);
+    const body = await r.json();
+    assert.ok(body.usage.prompt_tokens > withTools.usage.prompt_tokens);
+  } finally {
+    await app.close();
+  }
+});
