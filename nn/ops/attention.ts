@@ -236,9 +236,9 @@ export const attentionBackwardOp: OpDef<AttentionParams> = defineOp<AttentionPar
       }
     }
   },
-  wgsl: ({ inputs, params }) => {
+  wgsl: ({ inputs, params }, device) => {
     const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[6]);
-    return attentionBackward(d, inputs.length > 6, params.causal, params.scale);
+    return attentionBackward(d, inputs.length > 6, params.causal, params.scale, device);
   },
   vjp: NONDIFF,
   examples: [],

@@ -36,17 +36,19 @@ export interface AttnShape {
 }
 
 const UNIFORMS =
-  `struct U { b: u32, t: u32, s: u32, nh: u32, nkv: u32, grp: u32, causal: u32, scale: f32 }
+  `struct U { b: u32, t: u32, s: u32, nh: u32, nkv: u32, grp: u32, causal: u32, scale: f32, tc: u32, nch: u32 }
 @group(1) @binding(0) var<uniform> u: U;`;
 
 function uniforms(
   d: AttnShape,
   causal: boolean,
   scale: number,
+  tc = d.t,
+  nch = 1,
 ): Pick<WgslKernel, "uniforms" | "uniformTypes"> {
   return {
-    uniforms: [d.b, d.t, d.s, d.nh, d.nkv, d.nh / d.nkv, causal ? 1 : 0, scale],
-    uniformTypes: ["u32", "u32", "u32", "u32", "u32", "u32", "u32", "f32"],
+    uniforms: [d.b, d.t, d.s, d.nh, d.nkv, d.nh / d.nkv, causal ? 1 : 0, scale, tc, nch],
+    uniformTypes: ["u32", "u32", "u32", "u32", "u32", "u32", "u32", "f32", "u32", "u32"],
   };
 }
 
@@ -186,12 +188,17 @@ ${finish()}`);
   };
 }
 
-/** Backward plan: inputs q, k, v, o, lse, dout, [mask]; outputs dq, dk, dv; scratch D. */
+/**
+ * Backward plan: inputs q, k, v, o, lse, dout, [mask]; outputs dq, dk, dv; scratch D (and, on
+ * GPUs, per-chunk partial dK/dV: the queries are split into ≤ 16 chunks so B·S·NKV key rows
+ * become up to 16× as many invocations, summed in a second pass).
+ */
 export function attentionBackward(
   d: AttnShape,
   hasMask: boolean,
   causal: boolean,
   scale: number,
+  device: WgslDevice,
 ): WgslPlan {
   const hd = d.hd;
   const D = [...Array(hd).keys()];
@@ -205,7 +212,10 @@ export function attentionBackward(
 @group(0) @binding(5) var<storage, read> dout: array<f32>;
 ${hasMask ? "@group(0) @binding(6) var<storage, read> mask: array<f32>;" : ""}
 ${UNIFORMS}`;
-  const u = uniforms(d, causal, scale);
+  const keyRows = d.b * d.s * d.nkv;
+  const tc = Math.max(16, Math.ceil(d.t / 16));
+  const nch = device.software || keyRows >= 65536 ? 1 : Math.ceil(d.t / tc);
+  const u = uniforms(d, causal, scale, nch > 1 ? tc : d.t, nch);
   // D = rowsum(dO ⊙ O), one per query row, into scratch
   const dKernel = cachedCode(
     `attention bwd d ${hd}`,
@@ -270,23 +280,28 @@ ${D.map((dd) => `  dq[qo + ${dd}u] = a${dd};`).join("\n")}
 @compute @workgroup_size(64)
 fn main(${GRID_ARGS}) {
   let i = ${gridIndex(64)};
-  if (i >= u.b * u.s * u.nkv) { return; }
-  let g = i % u.nkv;
-  let s = (i / u.nkv) % u.s;
-  let b = i / (u.nkv * u.s);
-  let ko = i * ${hd}u;
+  let rowsKv = u.b * u.s * u.nkv;
+  if (i >= rowsKv * u.nch) { return; }
+  let c = i / rowsKv;            // query chunk
+  let e = i % rowsKv;            // key row (b, s, g)
+  let g = e % u.nkv;
+  let s = (e / u.nkv) % u.s;
+  let b = e / (u.nkv * u.s);
+  let ko = e * ${hd}u;
+  let oo = c * rowsKv * ${hd}u + ko; // where this chunk's partial sums go
 ${
       D.map((dd) =>
         `  let k${dd} = k[ko + ${dd}u];\n  let v${dd} = v[ko + ${dd}u];\n  var ak${dd} = 0.0;\n  var av${dd} = 0.0;`
       ).join("\n")
     }
   // queries t with s < lim(t): t ≥ s − (S − T) when causal
-  var t0 = 0u;
-  if (u.causal != 0u && s + u.t > u.s) { t0 = s + u.t - u.s; }
+  var t0 = c * u.tc;
+  if (u.causal != 0u && s + u.t > u.s) { t0 = max(t0, s + u.t - u.s); }
+  let t1 = min(u.t, (c + 1u) * u.tc);
   if (${maskOk}) {
     for (var hh = 0u; hh < u.grp; hh++) {
       let h = g * u.grp + hh;
-      for (var t = t0; t < u.t; t++) {
+      for (var t = t0; t < t1; t++) {
         let r = (b * u.nh + h) * u.t + t;
         let z = lse[r];
         if (z == ${NEG_INF}) { continue; }
@@ -302,8 +317,58 @@ ${
       }
     }
   }
-${D.map((dd) => `  dk[ko + ${dd}u] = ak${dd};\n  dv[ko + ${dd}u] = av${dd};`).join("\n")}
+${D.map((dd) => `  dk[oo + ${dd}u] = ak${dd};\n  dv[oo + ${dd}u] = av${dd};`).join("\n")}
 }`);
+  const sumKernel = `@group(0) @binding(0) var<storage, read> pk: array<f32>;
+@group(0) @binding(1) var<storage, read> pv: array<f32>;
+@group(0) @binding(2) var<storage, read_write> dk: array<f32>;
+@group(0) @binding(3) var<storage, read_write> dv: array<f32>;
+${UNIFORMS}
+@compute @workgroup_size(256)
+fn main(${GRID_ARGS}) {
+  let j = ${gridIndex(256)};
+  let n = u.b * u.s * u.nkv * ${hd}u;
+  if (j >= n) { return; }
+  var ak = 0.0;
+  var av = 0.0;
+  for (var c = 0u; c < u.nch; c++) {
+    ak += pk[c * n + j];
+    av += pv[c * n + j];
+  }
+  dk[j] = ak;
+  dv[j] = av;
+}`;
+  if (nch > 1) {
+    const part = keyRows * hd * nch;
+    return {
+      scratch: [
+        { dtype: "f32", size: rows },
+        { dtype: "f32", size: part },
+        { dtype: "f32", size: part },
+      ],
+      kernels: [
+        { code: dKernel, workgroups: grid(rows, 64), ...u, bindings: [3, 5, nIn + 3] },
+        {
+          code: dqKernel,
+          workgroups: grid(rows, 64),
+          ...u,
+          bindings: [...Array(nIn).keys(), nIn, nIn + 3],
+        },
+        {
+          code: dkvKernel,
+          workgroups: grid(keyRows * nch, 64),
+          ...u,
+          bindings: [...Array(nIn).keys(), nIn + 4, nIn + 5, nIn + 3],
+        },
+        {
+          code: sumKernel,
+          workgroups: grid(keyRows * hd),
+          ...u,
+          bindings: [nIn + 4, nIn + 5, nIn + 1, nIn + 2],
+        },
+      ],
+    };
+  }
   return {
     scratch: [{ dtype: "f32", size: rows }],
     kernels: [
