@@ -1,9 +1,10 @@
 // Matmul GFLOP/s per path (blas, wasm on 1 thread, wasm with workers, plain TS) for 512³ and the LLM
 // shapes of a 512→1536 linear layer on 1024 tokens, optionally next to numpy measured in the same
-// run (alternating shape by shape, so both see the same machine load).
+// run: numpy and our BLAS path alternate sample by sample (each sample ≥ 40 ms of calls), so both see
+// the same machine load, and the ratio is the median of the paired ratios.
 //
 //   deno run -A bench/matmul_report.ts                       # our paths only
-//   deno run -A bench/matmul_report.ts --numpy /usr/bin/python3 [--rounds 3] [--no-js]
+//   deno run -A bench/matmul_report.ts --numpy /usr/bin/python3 [--pairs 11] [--no-js]
 //   deno run -A bench/matmul_report.ts --json                # machine-readable
 //
 // bench/matmul_vs_numpy.sh finds a Python with numpy and runs the second form.
@@ -96,59 +97,121 @@ export function median(xs: number[]): number {
   return s.length % 2 ? s[h] : (s[h - 1] + s[h]) / 2;
 }
 
-/** numpy's side: same shapes, same timing method, one shape per process call. */
-const NUMPY = `
+/** A persistent Python process that times numpy matmuls on request, one sample per line. */
+const NUMPY_SERVER = `
 import json, sys, time
 import numpy as np
-ta, tb, m, n, k, samples, min_ms = map(int, sys.argv[1:8])
-rng = np.random.default_rng(0)
-a = (rng.random((k, m) if ta else (m, k), dtype=np.float32) - 0.5)
-b = (rng.random((n, k) if tb else (k, n), dtype=np.float32) - 0.5)
-A = a.T if ta else a
-B = b.T if tb else b
-c = np.empty((m, n), dtype=np.float32)
-np.matmul(A, B, out=c)
-t = time.perf_counter(); np.matmul(A, B, out=c); once = max(time.perf_counter() - t, 1e-6)
-reps = max(1, int(-(-min_ms / 1000 // once)))
-rates = []
-for _ in range(samples):
-    t = time.perf_counter()
-    for _ in range(reps): np.matmul(A, B, out=c)
-    rates.append(2 * m * n * k / ((time.perf_counter() - t) / reps) / 1e9)
-rates.sort()
 info = ""
 try:
     from threadpoolctl import threadpool_info
     info = "; ".join(f"{i.get('internal_api')} {i.get('version')} {i.get('architecture')} {i.get('num_threads')} threads" for i in threadpool_info())
 except Exception:
     pass
-print(json.dumps({"gflops": rates[len(rates) // 2], "numpy": np.__version__, "blas": info}))
+print(json.dumps({"numpy": np.__version__, "blas": info}), flush=True)
+rng = np.random.default_rng(0)
+cache = {}
+for line in sys.stdin:
+    ta, tb, m, n, k, min_ms = map(int, line.split())
+    key = (ta, tb, m, n, k)
+    if key not in cache:
+        cache.clear()
+        a = rng.random((k, m) if ta else (m, k), dtype=np.float32) - 0.5
+        b = rng.random((n, k) if tb else (k, n), dtype=np.float32) - 0.5
+        A, B = (a.T if ta else a), (b.T if tb else b)
+        c = np.empty((m, n), dtype=np.float32)
+        np.matmul(A, B, out=c)
+        t = time.perf_counter(); np.matmul(A, B, out=c); once = max(time.perf_counter() - t, 1e-6)
+        cache[key] = (A, B, c, max(1, int(-(-min_ms / 1000 // once))))
+    A, B, c, reps = cache[key]
+    t = time.perf_counter()
+    for _ in range(reps): np.matmul(A, B, out=c)
+    print(2 * m * n * k / ((time.perf_counter() - t) / reps) / 1e9, flush=True)
 `;
 
-/** Runs numpy on one shape through `python`; returns its median GFLOP/s and version info. */
-export async function measureNumpy(
-  python: string,
-  s: Shape,
-  { samples = 7, minMs = 40 } = {},
-): Promise<{ gflops: number; numpy: string; blas: string }> {
-  const args = [s.transA, s.transB, s.m, s.n, s.k, samples, minMs].map((x) => String(+x));
-  const out = await new Deno.Command(python, {
-    args: ["-c", NUMPY, ...args],
-    stdout: "piped",
-    stderr: "piped",
-  }).output();
-  if (!out.success) {
-    throw new Error(
-      `${python} numpy bench for ${s.name} failed: ${new TextDecoder().decode(out.stderr)}`,
-    );
+/** numpy measured by a child Python, sample by sample, so it can alternate with our samples. */
+export class NumpyServer {
+  readonly #child: Deno.ChildProcess;
+  readonly #writer: WritableStreamDefaultWriter<Uint8Array>;
+  readonly #lines: AsyncIterator<string>;
+  /** numpy's version and BLAS (from threadpoolctl when installed). */
+  info = "";
+
+  private constructor(python: string) {
+    this.#child = new Deno.Command(python, {
+      args: ["-c", NUMPY_SERVER],
+      stdin: "piped",
+      stdout: "piped",
+      stderr: "inherit",
+    }).spawn();
+    this.#writer = this.#child.stdin.getWriter();
+    this.#lines = this.#child.stdout.pipeThrough(new TextDecoderStream()).pipeThrough(
+      new LineStream(),
+    )[Symbol.asyncIterator]();
   }
-  return JSON.parse(new TextDecoder().decode(out.stdout));
+
+  /** Starts `python` with numpy; rejects with its message if numpy does not import. */
+  static async start(python: string): Promise<NumpyServer> {
+    const s = new NumpyServer(python);
+    const head = JSON.parse(await s.#line(`${python}: numpy did not start`));
+    s.info = `numpy ${head.numpy}${head.blas ? ` (${head.blas})` : ""}`;
+    return s;
+  }
+
+  async #line(what: string): Promise<string> {
+    const r = await this.#lines.next();
+    if (r.done) throw new Error(what);
+    return r.value;
+  }
+
+  /** One timing of `s` (enough calls to last ≥ `minMs`), in GFLOP/s. */
+  async sample(s: Shape, minMs = 40): Promise<number> {
+    const line = [s.transA, s.transB, s.m, s.n, s.k].map((x) => +x).join(" ") + ` ${minMs}\n`;
+    await this.#writer.write(new TextEncoder().encode(line));
+    return Number(await this.#line(`numpy exited while timing ${s.name}`));
+  }
+
+  /** Ends the child. */
+  async close(): Promise<void> {
+    await this.#writer.close();
+    await this.#child.status;
+  }
+}
+
+/** Splits a text stream into lines. */
+class LineStream extends TransformStream<string, string> {
+  constructor() {
+    let buf = "";
+    super({
+      transform(chunk, ctl) {
+        buf += chunk;
+        const parts = buf.split("\n");
+        buf = parts.pop()!;
+        for (const p of parts) ctl.enqueue(p);
+      },
+      flush(ctl) {
+        if (buf) ctl.enqueue(buf);
+      },
+    });
+  }
+}
+
+/** One timing of `reps` calls of `sgemm` on `args`, in GFLOP/s. */
+export function sampleOnce(
+  sgemm: (a: SgemmArgs) => void,
+  args: SgemmArgs,
+  reps: number,
+): number {
+  const t = performance.now();
+  for (let r = 0; r < reps; r++) sgemm(args);
+  const sec = (performance.now() - t) / 1000 / reps;
+  return (2 * args.m * args.n * args.k) / sec / 1e9;
 }
 
 interface Row {
   shape: string;
   numpy?: number;
   blas?: number;
+  ratio?: number;
   wasm1: number;
   wasmN: number;
   js?: number;
@@ -161,7 +224,7 @@ function flag(name: string): string | undefined {
 
 async function main(): Promise<void> {
   const python = flag("--numpy");
-  const rounds = Number(flag("--rounds") ?? 3);
+  const pairs = Number(flag("--pairs") ?? 11);
   const withJs = !Deno.args.includes("--no-js");
   const json = Deno.args.includes("--json");
   const threads = Math.min(8, navigator.hardwareConcurrency);
@@ -182,36 +245,44 @@ async function main(): Promise<void> {
     .map((v) => `${v}=${Deno.env.get(v) ?? "(unset)"}`).join(" ");
   log(`env:    ${env}`);
 
+  const numpy = python ? await NumpyServer.start(python) : undefined;
   const rows: Row[] = [];
-  let numpyInfo = "";
   for (const s of SHAPES) {
-    // numpy and blas alternate `rounds` times; each round is itself a median of 7 samples.
-    const np: number[] = [], bl: number[] = [];
-    for (let r = 0; r < (python || blas ? rounds : 0); r++) {
-      if (python) {
-        const got = await measureNumpy(python, s);
-        np.push(got.gflops);
-        numpyInfo = `numpy ${got.numpy}${got.blas ? ` (${got.blas})` : ""}`;
+    // numpy and blas alternate sample by sample, so both see the same load; the ratio is the
+    // median of the paired ratios.
+    const np: number[] = [], bl: number[] = [], ratio: number[] = [];
+    if (blas) {
+      const args = makeArgs(s);
+      blas.sgemm(args);
+      const t = performance.now();
+      blas.sgemm(args);
+      const reps = Math.max(1, Math.ceil(40 / Math.max(performance.now() - t, 1e-3)));
+      for (let r = 0; r < pairs; r++) {
+        if (numpy) np.push(await numpy.sample(s));
+        bl.push(sampleOnce((a) => blas.sgemm(a), args, reps));
+        if (numpy) ratio.push(bl[r] / np[r]);
       }
-      if (blas) bl.push(measure((a) => blas.sgemm(a), s));
+    } else if (numpy) {
+      for (let r = 0; r < pairs; r++) np.push(await numpy.sample(s));
     }
-    const row: Row = {
+    rows.push({
       shape: s.name,
-      numpy: python ? median(np) : undefined,
+      numpy: numpy ? median(np) : undefined,
       blas: blas ? median(bl) : undefined,
+      ratio: ratio.length ? median(ratio) : undefined,
       wasm1: measure((a) => wasm1.sgemm(a), s),
       wasmN: measure((a) => wasmN.sgemm(a), s),
       js: withJs ? measure(sgemmJs, s, { samples: 3, minMs: 0 }) : undefined,
-    };
-    rows.push(row);
+    });
   }
+  await numpy?.close();
   wasmN.dispose();
 
   if (json) {
-    console.log(JSON.stringify({ numpy: numpyInfo, threads, rows }));
+    console.log(JSON.stringify({ numpy: numpy?.info, threads, rows }));
     return;
   }
-  if (numpyInfo) log(`numpy:  ${python}: ${numpyInfo}`);
+  if (numpy) log(`numpy:  ${python}: ${numpy.info}`);
   const f = (x?: number) => (x === undefined ? "-" : x.toFixed(1)).padStart(7);
   const head = `| ${"shape (GFLOP/s, median)".padEnd(34)} | ${
     ["numpy", "blas", "ratio", "wasm×1", `wasm×${threads}`, "js"].map((h) => h.padStart(7)).join(
@@ -220,7 +291,7 @@ async function main(): Promise<void> {
   } |`;
   console.log(`\n${head}\n|${"-".repeat(head.length - 2)}|`);
   for (const r of rows) {
-    const ratio = r.numpy && r.blas ? `${Math.round((100 * r.blas) / r.numpy)}%` : "-";
+    const ratio = r.ratio ? `${Math.round(100 * r.ratio)}%` : "-";
     console.log(
       `| ${r.shape.padEnd(34)} | ${
         [f(r.numpy), f(r.blas), ratio.padStart(7), f(r.wasm1), f(r.wasmN), f(r.js)].join(" | ")
@@ -228,7 +299,7 @@ async function main(): Promise<void> {
     );
   }
   if (python && blas) {
-    const ratios = rows.map((r) => r.blas! / r.numpy!);
+    const ratios = rows.map((r) => r.ratio!);
     console.log(
       `\nblas / numpy: ${ratios.map((x) => `${Math.round(100 * x)}%`).join(", ")}; lowest ${
         Math.round(100 * Math.min(...ratios))
