@@ -265,7 +265,7 @@ export class WasmGemm implements Gemm {
     const { m, n, k } = r;
     const np = Math.ceil(n / NR), Np = np * NR;
     const bBytes = align(k * Np * 4);
-    // Rows of C per chunk: everything at once unless that would not fit in 4 GiB.
+    // Rows of C per chunk: all of them unless A, B and C packed would exceed the memory limit.
     const budget = this.#maxPages * 65536 - CTRL_BYTES - bBytes - 64;
     const perPanel = MR * (k + Np) * 4 + 64;
     if (budget < perPanel) {
