@@ -65,6 +65,10 @@ const EXTRA: Record<string, Example<any>[]> = {
     { inputs: [f([2, 36, 64]), f([48, 64])], params: { transA: false, transB: true } },
     { inputs: [f([3, 17, 20]), f([3, 20, 9])], params: { transA: false, transB: false } },
     { inputs: [f([3, 20, 16]), f([20, 12])], params: { transA: true, transB: false } },
+    // decode shapes (a few rows): blocks of exactly that height
+    { inputs: [f([1, 64]), f([96, 64])], params: { transA: false, transB: true } },
+    { inputs: [f([3, 1, 40]), f([70, 40])], params: { transA: false, transB: true } },
+    { inputs: [f([2, 33]), f([33, 21])], params: { transA: false, transB: false } },
     // ≥ 128 on both sides: the large-tile GPU kernel
     { inputs: [f([130, 37]), f([37, 141])], params: { transA: false, transB: false } },
     { inputs: [f([37, 130]), f([141, 37])], params: { transA: true, transB: true } },

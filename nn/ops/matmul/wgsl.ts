@@ -45,7 +45,7 @@ function uniformWords(d: MatmulDims): number[] {
 /** Register-blocked kernel source for block TM×TN (TM, TN multiples of 4). */
 function blockedCode(d: MatmulDims, tm: number, tn: number): string {
   // vec4 loads need the contiguous axis (and every offset) to be a multiple of 4
-  const vecA = d.transA ? d.m % 4 === 0 : d.k % 4 === 0;
+  const vecA = d.transA ? d.m % 4 === 0 && tm % 4 === 0 : d.k % 4 === 0;
   const vecB = d.transB ? d.k % 4 === 0 : d.n % 4 === 0;
   const L: string[] = [];
   const I = [...Array(tm).keys()], J = [...Array(tn).keys()], KK = [0, 1, 2, 3];
@@ -339,8 +339,10 @@ export function matmulKernel(d: MatmulDims, device: WgslDevice): WgslKernel {
     throw new Error(`Cannot matmul a batch of ${d.batch} on WebGPU: at most 65535`);
   }
   const uniforms = uniformWords(d);
-  if (device.software) {
-    const { tm, tn } = MATMUL_BLOCK;
+  if (device.software || d.m <= 8) {
+    // few rows (decode: M = batch) get a block of exactly that height, on every device
+    const tm = d.m <= 8 ? (d.m <= 1 ? 1 : d.m <= 2 ? 2 : d.m <= 4 ? 4 : 8) : MATMUL_BLOCK.tm;
+    const tn = MATMUL_BLOCK.tn;
     return {
       code: cachedCode(
         `matmul blocked ${d.transA} ${d.transB} ${tm} ${tn} ${d.m % 4} ${d.n % 4} ${d.k % 4}`,
