@@ -87,6 +87,8 @@ Deno.test({
       assert.equal(b1.chat_template_kwargs.open_thinking, true);
       assert.equal(b1.messages.length, 3, "history: the first exchange is sent along");
       await page.uncheck("#thinking");
+      await think.locator("summary").click(); // unfold it for the screenshot
+      assert.equal(await think.getAttribute("open"), "");
       await page.screenshot({ path: await ensureDir(SHOT), fullPage: true });
 
       // 3. the stop button ends a long reply, and the server stops generating it
