@@ -26,28 +26,6 @@ const MODELS: Record<string, { hiddenSize: number; numHiddenLayers: number }> = 
   small: { hiddenSize: 512, numHiddenLayers: 8 }, // MiniMind2-Small
 };
 
-const { values: v } = parseArgs({
-  args: Deno.args,
-  options: {
-    model: { type: "string", multiple: true },
-    hidden_size: { type: "string" },
-    num_hidden_layers: { type: "string" },
-    tokens: { type: "string", default: "64" },
-    streams: { type: "string", default: "8" },
-    tokenizer: { type: "string" },
-    torch: { type: "boolean", default: false },
-    gemm_threads: { type: "string" },
-    repeat: { type: "string", default: "3" },
-  },
-});
-
-const N = Number(v.tokens), S = Number(v.streams);
-const gemm = await initGemm(v.gemm_threads ? { threads: Number(v.gemm_threads) } : {});
-setFastSgemm(gemm);
-const tok = await Tokenizer.fromFile(
-  v.tokenizer ?? new URL("../../shared/fixtures/minimind/minimind-3", import.meta.url).pathname,
-);
-
 interface StreamTiming {
   tokens: number;
   start: number;
@@ -92,7 +70,7 @@ async function stream(app: ServeApp, seed: number, tokens: number): Promise<Stre
   return { tokens: n, start, first, end };
 }
 
-function torchDecode(cfg: MiniMindConfig): Record<number, number> | null {
+function torchDecode(cfg: MiniMindConfig, N: number): Record<number, number> | null {
   try {
     const out = new Deno.Command("/usr/bin/python3", {
       args: [
@@ -119,74 +97,103 @@ function torchDecode(cfg: MiniMindConfig): Record<number, number> | null {
   }
 }
 
-const names = v.model ?? (v.hidden_size ? ["custom"] : ["demo", "small"]);
-const rows: Record<string, unknown>[] = [];
-for (const name of names) {
-  const size = name === "custom"
-    ? { hiddenSize: Number(v.hidden_size), numHiddenLayers: Number(v.num_hidden_layers ?? 8) }
-    : MODELS[name];
-  if (!size) throw new Error(`Unknown --model ${name}: expected ${Object.keys(MODELS).join(", ")}`);
-  const cfg = config("minimind2-small", size);
-  const app = createApp({
-    model: { cfg, params: init(cfg, key(0)) },
-    tokenizer: tok,
-    scheduler: { maxBatch: S },
-  });
-  await stream(app, 0, 8); // warm-up (JIT, RoPE tables)
-
-  // best of R runs each: the machine may be shared, and the best run is the least disturbed
-  const R = Number(v.repeat);
-  let single = 0, sequential = 0, concurrent = 0;
-  for (let r = 0; r < R; r++) {
-    // single stream: decode rate from the first token to the last
-    const one = await stream(app, 1, N);
-    single = Math.max(single, (one.tokens - 1) / ((one.end - one.first) / 1000));
-    // S streams one after another, then the same S at once
-    let t0 = performance.now(), total = 0;
-    for (let s = 0; s < S; s++) total += (await stream(app, 10 + s, N)).tokens;
-    sequential = Math.max(sequential, total / ((performance.now() - t0) / 1000));
-    t0 = performance.now();
-    const all = await Promise.all(Array.from({ length: S }, (_, s) => stream(app, 10 + s, N)));
-    const wall = (performance.now() - t0) / 1000;
-    concurrent = Math.max(concurrent, all.reduce((a, x) => a + x.tokens, 0) / wall);
-  }
-  const stats = app.stats();
-  await app.close();
-
-  const torch = v.torch ? torchDecode(cfg) : null;
-  const row = {
-    model: name,
-    hidden_size: cfg.hiddenSize,
-    num_hidden_layers: cfg.numHiddenLayers,
-    params_m: +(countM(cfg)).toFixed(2),
-    gemm: gemm.kind,
-    tokens: N,
-    streams: S,
-    single_stream_tokens_per_s: +single.toFixed(1),
-    sequential_aggregate_tokens_per_s: +sequential.toFixed(1),
-    concurrent_aggregate_tokens_per_s: +concurrent.toFixed(1),
-    largest_batch: stats.maxBatchSeen,
-    ...(torch ? { torch_single_tokens_per_s: torch[1], torch_batch8_tokens_per_s: torch[8] } : {}),
-  };
-  rows.push(row);
-  console.log(JSON.stringify(row));
-}
-
 function countM(cfg: MiniMindConfig): number {
   const h = cfg.hiddenSize, i = cfg.intermediateSize, hd = cfg.headDim;
   const layer = h * hd * (cfg.numAttentionHeads * 2 + cfg.numKeyValueHeads * 2) + 3 * h * i + 2 * h;
   return (cfg.vocabSize * h + cfg.numHiddenLayers * layer + h) / 1e6;
 }
 
-console.log(
-  "\n| model | params | single stream tok/s | " + S + " sequential tok/s | " + S +
-    " concurrent tok/s | PyTorch single | PyTorch batch 8 |\n|---|---|---|---|---|---|---|",
-);
-for (const r of rows) {
-  console.log(
-    `| ${r.model} (${r.hidden_size}×${r.num_hidden_layers}) | ${r.params_m}M | ${r.single_stream_tokens_per_s} | ${r.sequential_aggregate_tokens_per_s} | ${r.concurrent_aggregate_tokens_per_s} | ${
-      r.torch_single_tokens_per_s ?? "–"
-    } | ${r.torch_batch8_tokens_per_s ?? "–"} |`,
+// `deno bench` imports every *_bench.ts: run only as a script
+if (import.meta.main) {
+  const { values: v } = parseArgs({
+    args: Deno.args,
+    options: {
+      model: { type: "string", multiple: true },
+      hidden_size: { type: "string" },
+      num_hidden_layers: { type: "string" },
+      tokens: { type: "string", default: "64" },
+      streams: { type: "string", default: "8" },
+      tokenizer: { type: "string" },
+      torch: { type: "boolean", default: false },
+      gemm_threads: { type: "string" },
+      repeat: { type: "string", default: "3" },
+    },
+  });
+
+  const N = Number(v.tokens), S = Number(v.streams);
+  const gemm = await initGemm(v.gemm_threads ? { threads: Number(v.gemm_threads) } : {});
+  setFastSgemm(gemm);
+  const tok = await Tokenizer.fromFile(
+    v.tokenizer ?? new URL("../../shared/fixtures/minimind/minimind-3", import.meta.url).pathname,
   );
+
+  const names = v.model ?? (v.hidden_size ? ["custom"] : ["demo", "small"]);
+  const rows: Record<string, unknown>[] = [];
+  for (const name of names) {
+    const size = name === "custom"
+      ? { hiddenSize: Number(v.hidden_size), numHiddenLayers: Number(v.num_hidden_layers ?? 8) }
+      : MODELS[name];
+    if (!size) {
+      throw new Error(`Unknown --model ${name}: expected ${Object.keys(MODELS).join(", ")}`);
+    }
+    const cfg = config("minimind2-small", size);
+    const app = createApp({
+      model: { cfg, params: init(cfg, key(0)) },
+      tokenizer: tok,
+      scheduler: { maxBatch: S },
+    });
+    await stream(app, 0, 8); // warm-up (JIT, RoPE tables)
+
+    // best of R runs each: the machine may be shared, and the best run is the least disturbed
+    const R = Number(v.repeat);
+    let single = 0, sequential = 0, concurrent = 0;
+    for (let r = 0; r < R; r++) {
+      // single stream: decode rate from the first token to the last
+      const one = await stream(app, 1, N);
+      single = Math.max(single, (one.tokens - 1) / ((one.end - one.first) / 1000));
+      // S streams one after another, then the same S at once
+      let t0 = performance.now(), total = 0;
+      for (let s = 0; s < S; s++) total += (await stream(app, 10 + s, N)).tokens;
+      sequential = Math.max(sequential, total / ((performance.now() - t0) / 1000));
+      t0 = performance.now();
+      const all = await Promise.all(Array.from({ length: S }, (_, s) => stream(app, 10 + s, N)));
+      const wall = (performance.now() - t0) / 1000;
+      concurrent = Math.max(concurrent, all.reduce((a, x) => a + x.tokens, 0) / wall);
+    }
+    const stats = app.stats();
+    await app.close();
+
+    const torch = v.torch ? torchDecode(cfg, N) : null;
+    const row = {
+      model: name,
+      hidden_size: cfg.hiddenSize,
+      num_hidden_layers: cfg.numHiddenLayers,
+      params_m: +(countM(cfg)).toFixed(2),
+      gemm: gemm.kind,
+      tokens: N,
+      streams: S,
+      single_stream_tokens_per_s: +single.toFixed(1),
+      sequential_aggregate_tokens_per_s: +sequential.toFixed(1),
+      concurrent_aggregate_tokens_per_s: +concurrent.toFixed(1),
+      largest_batch: stats.maxBatchSeen,
+      ...(torch
+        ? { torch_single_tokens_per_s: torch[1], torch_batch8_tokens_per_s: torch[8] }
+        : {}),
+    };
+    rows.push(row);
+    console.log(JSON.stringify(row));
+  }
+
+  console.log(
+    "\n| model | params | single stream tok/s | " + S + " sequential tok/s | " + S +
+      " concurrent tok/s | PyTorch single | PyTorch batch 8 |\n|---|---|---|---|---|---|---|",
+  );
+  for (const r of rows) {
+    console.log(
+      `| ${r.model} (${r.hidden_size}×${r.num_hidden_layers}) | ${r.params_m}M | ${r.single_stream_tokens_per_s} | ${r.sequential_aggregate_tokens_per_s} | ${r.concurrent_aggregate_tokens_per_s} | ${
+        r.torch_single_tokens_per_s ?? "–"
+      } | ${r.torch_batch8_tokens_per_s ?? "–"} |`,
+    );
+  }
+  gemm.dispose();
 }
-gemm.dispose();
