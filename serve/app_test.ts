@@ -570,3 +570,32 @@ Deno.test("serve: tools are rendered by the chat template; tool turns in the his
     await app.close();
   }
 });
+
+Deno.test("serve: repetition_penalty and unfiltered sampling reach the sampler", async () => {
+  const { generate } = await import("../nn/generate.ts");
+  const { tinyModel, tokenizer } = await import("../tests/_serve.ts");
+  const tok = await tokenizer();
+  const app = await tinyApp();
+  try {
+    const prompt = tok.encode(tok.applyChatTemplate(HELLO, { addGenerationPrompt: true }));
+    for (
+      const s of [{ repetition_penalty: 1.5, top_k: 20 }, { top_k: 0, top_p: 1, temperature: 1.1 }]
+    ) {
+      const r = await chat(app, { max_tokens: 12, seed: 5, temperature: 0.8, top_p: 0.9, ...s });
+      let text = "";
+      for await (
+        const piece of generate({ ...tinyModel(), tokenizer: tok }, prompt, {
+          maxNewTokens: 12,
+          seed: 5,
+          temperature: (s as { temperature?: number }).temperature ?? 0.8,
+          topP: s.top_p ?? 0.9,
+          topK: s.top_k,
+          repetitionPenalty: (s as { repetition_penalty?: number }).repetition_penalty ?? 1,
+        })
+      ) text += piece;
+      assert.equal(r.choices[0].message.content, text, JSON.stringify(s));
+    }
+  } finally {
+    await app.close();
+  }
+});
