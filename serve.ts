@@ -97,6 +97,8 @@ const HELP = `Usage: deno run -A serve.ts [options]
   --max_context N         prompt + reply tokens (default 4096)
   --max_tokens N          default reply length (default 512)
   --max_body_bytes N      request body limit (default 1048576)
+  --threads N             CPU matmul threads (default: the gemm's choice; 1 is often best for
+                          decode on a small, busy machine)
   -h, --help              this text`;
 
 /**
@@ -125,6 +127,7 @@ export async function main(args: string[]): Promise<void> {
       max_context: { type: "string", default: "4096" },
       max_tokens: { type: "string", default: "512" },
       max_body_bytes: { type: "string", default: String(1 << 20) },
+      threads: { type: "string" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -141,7 +144,7 @@ export async function main(args: string[]): Promise<void> {
   };
   await setBackend(v.backend as BackendName);
   // the fast CPU matmul (BLAS through FFI, else wasm SIMD) for the CPU backend
-  setFastSgemm(await initGemm());
+  setFastSgemm(await initGemm(v.threads ? { threads: int("threads", v.threads, 1) } : {}));
   let model, tokenizer: Tokenizer | undefined, modelId = v.model_id;
   if (v.load_from) {
     const loaded = await loadModel(v.load_from);
