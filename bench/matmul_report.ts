@@ -4,7 +4,7 @@
 // the same machine load, and the ratio is the median of the paired ratios.
 //
 //   deno run -A bench/matmul_report.ts                       # our paths only
-//   deno run -A bench/matmul_report.ts --numpy /usr/bin/python3 [--pairs 11] [--no-js]
+//   deno run -A bench/matmul_report.ts --numpy /usr/bin/python3 [--pairs 9] [--gap-ms 300] [--no-js]
 //   deno run -A bench/matmul_report.ts --json                # machine-readable
 //
 // bench/matmul_vs_numpy.sh finds a Python with numpy and runs the second form.
@@ -195,6 +195,10 @@ class LineStream extends TransformStream<string, string> {
   }
 }
 
+function pause(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
 /** One timing of `reps` calls of `sgemm` on `args`, in GFLOP/s. */
 export function sampleOnce(
   sgemm: (a: SgemmArgs) => void,
@@ -224,7 +228,10 @@ function flag(name: string): string | undefined {
 
 async function main(): Promise<void> {
   const python = flag("--numpy");
-  const pairs = Number(flag("--pairs") ?? 11);
+  const pairs = Number(flag("--pairs") ?? 9);
+  // OpenBLAS's idle threads spin for ~0.1 s after a call (some builds without yielding), which
+  // would slow the other process's next sample: leave a gap.
+  const gapMs = Number(flag("--gap-ms") ?? 300);
   const withJs = !Deno.args.includes("--no-js");
   const json = Deno.args.includes("--json");
   const threads = Math.min(8, navigator.hardwareConcurrency);
@@ -258,9 +265,15 @@ async function main(): Promise<void> {
       blas.sgemm(args);
       const reps = Math.max(1, Math.ceil(40 / Math.max(performance.now() - t, 1e-3)));
       for (let r = 0; r < pairs; r++) {
-        if (numpy) np.push(await numpy.sample(s));
+        if (numpy) {
+          np.push(await numpy.sample(s));
+          await pause(gapMs);
+        }
         bl.push(sampleOnce((a) => blas.sgemm(a), args, reps));
-        if (numpy) ratio.push(bl[r] / np[r]);
+        if (numpy) {
+          ratio.push(bl[r] / np[r]);
+          await pause(gapMs);
+        }
       }
     } else if (numpy) {
       for (let r = 0; r < pairs; r++) np.push(await numpy.sample(s));
