@@ -385,7 +385,8 @@ async function runScript(
 > {
   const cmd = new Deno.Command(Deno.execPath(), {
     args: ["run", "--quiet", ...flags, await script(), mode],
-    env,
+    // the test's own MINIMIND_* settings must not leak into the child ("" counts as unset)
+    env: { MINIMIND_GEMM: "", MINIMIND_BLAS: "", ...env },
     stdout: "piped",
     stderr: "piped",
     signal: AbortSignal.timeout(30_000), // a worker keeping the process alive would hang here
