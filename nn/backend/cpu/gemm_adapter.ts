@@ -5,39 +5,15 @@
  */
 import type { TypedArray } from "../../dtype.ts";
 import { getGemm } from "./gemm/mod.ts";
+import type { Gemm } from "./gemm/mod.ts";
 
-/** A fast single-precision gemm (row-major, strided). */
-export interface FastSgemm {
-  sgemm(args: {
-    transA: boolean;
-    transB: boolean;
-    m: number;
-    n: number;
-    k: number;
-    a: Float32Array;
-    aOffset?: number;
-    lda: number;
-    b: Float32Array;
-    bOffset?: number;
-    ldb: number;
-    c: Float32Array;
-    cOffset?: number;
-    ldc: number;
-    beta?: 0 | 1;
-    batch?: number;
-    strideA?: number;
-    strideB?: number;
-    strideC?: number;
-  }): void;
-}
-
-let fast: FastSgemm | null = null;
+let fast: Pick<Gemm, "sgemm"> | null = null;
 
 /**
- * Overrides the fast f32 gemm (tests; `null` restores the default). By default the first f32 call
- * takes `getGemm()`: BLAS through FFI when found, else wasm SIMD (see `gemm/mod.ts`).
+ * Overrides the fast f32 gemm (`null` restores the default). By default every f32 call uses
+ * `getGemm()`: BLAS through FFI when found, else wasm SIMD (`initGemm()` adds wasm worker threads).
  */
-export function setFastSgemm(g: FastSgemm | null): void {
+export function setFastSgemm(g: Pick<Gemm, "sgemm"> | null): void {
   fast = g;
 }
 
@@ -68,8 +44,7 @@ export function gemm(
 ): void {
   if (m === 0 || n === 0) return;
   if (a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array) {
-    fast ??= getGemm();
-    fast.sgemm({
+    (fast ?? getGemm()).sgemm({
       transA,
       transB,
       m,
