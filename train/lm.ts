@@ -261,6 +261,8 @@ export interface LmRunInput {
   progress?: Progress;
   /** Handle Ctrl-C (default true). */
   handleSigint?: boolean;
+  /** Start from these params instead of a fresh init (with `--from_weight none`). */
+  initialParams?: Tree;
 }
 
 /** What an LM run produced. */
@@ -285,7 +287,7 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
   let params: Tree;
   if (a.from_weight === "none") {
     cfg = configFromArgs(a, tokenizer.vocabSize);
-    params = init(cfg, key(a.seed)) as unknown as Tree;
+    params = input.initialParams ?? init(cfg, key(a.seed)) as unknown as Tree;
   } else {
     const path = fromWeightPath(a);
     if (!(await Deno.stat(path).catch(() => null))) {

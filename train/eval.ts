@@ -1,0 +1,186 @@
+/**
+ * `deno task eval` — MiniMind's eval_llm.py: load weights (ours from `out/`, a `.safetensors`
+ * file or an HF folder), then either run the fixed test prompts or chat interactively, streaming
+ * the reply and printing tokens/s.
+ *
+ *   deno task eval                                   # out/full_sft_512.safetensors, auto-test
+ *   deno task eval --weight pretrain --hidden_size 256
+ *   deno task eval --load_from out/full_sft_512.safetensors --mode chat --historys 2
+ * @module
+ */
+import { join } from "node:path";
+import { loadModel } from "../convert/hf.ts";
+import { YARN_DEFAULTS } from "../nn/minimind.ts";
+import type { MiniMindConfig } from "../nn/minimind.ts";
+import { generate } from "../nn/generate.ts";
+import type { ChatMessage } from "../data/chat_template.ts";
+import { Tokenizer } from "../data/tokenizer.ts";
+import { parseFlags, runMain, usage, UsageError } from "./cli.ts";
+import type { FlagTable } from "./cli.ts";
+import { DEFAULT_TOKENIZER, selectDevice } from "./lm.ts";
+import { weightStem } from "./checkpoint.ts";
+
+/** eval_llm.py's flags (plus `--mode`, `--top_k`, `--seed`, `--tokenizer_path`). */
+export const EVAL_FLAGS = {
+  load_from: {
+    type: "string",
+    default: "model",
+    help: "'model' = <save_dir>/<weight>_<hidden>.safetensors; else a file or HF folder",
+  },
+  save_dir: { type: "string", default: "out", help: "where our weights are" },
+  weight: { type: "string", default: "full_sft", help: "weight prefix (pretrain, full_sft, …)" },
+  lora_weight: { type: "string", default: "None", help: "LoRA weights (not supported yet)" },
+  hidden_size: { type: "int", default: 512, min: 8, help: "selects the weight file" },
+  num_hidden_layers: { type: "int", default: 8, min: 1, help: "accepted (the file has it)" },
+  use_moe: { type: "bool01", default: false, help: "selects the _moe weight file" },
+  inference_rope_scaling: { type: "switch", default: false, help: "YaRN 16x context" },
+  max_new_tokens: { type: "int", default: 8192, min: 1, help: "most tokens per reply" },
+  temperature: { type: "float", default: 0.85, min: 0, help: "sampling temperature" },
+  top_p: { type: "float", default: 0.95, min: 0, help: "nucleus mass" },
+  top_k: { type: "int", default: 50, min: 0, help: "top-k (0 = off)" },
+  repetition_penalty: { type: "float", default: 1, min: 0, help: "penalty on seen tokens" },
+  open_thinking: { type: "bool01", default: false, help: "let the model think first" },
+  historys: { type: "int", default: 0, min: 0, help: "past messages kept (even)" },
+  show_speed: { type: "bool01", default: true, help: "print tokens/s" },
+  device: {
+    type: "choice",
+    default: "auto",
+    choices: ["auto", "cpu", "webgpu"],
+    help: "auto = a real GPU if present, else CPU",
+  },
+  mode: {
+    type: "choice",
+    default: "ask",
+    choices: ["ask", "auto", "chat"],
+    help: "auto-test prompts, interactive chat, or ask (auto when stdin is not a terminal)",
+  },
+  tokenizer_path: { type: "optional", help: "tokenizer (default: beside the weights)" },
+  seed: { type: "int", default: 0, help: "sampling seed" },
+} satisfies FlagTable;
+
+/** The auto-test prompts: the corpus's poetry tasks, then general ones as eval_llm.py has. */
+export const TEST_PROMPTS: readonly string[] = [
+  "写一首五言绝句，题为《春晓》。",
+  "请以《秋夜》为题，写一首七言绝句。",
+  "作一首五言律诗，题目是《登高》。",
+  "「床前明月光」的下一句是什么？",
+  "《静夜思》的作者是谁？",
+  "下面这首诗是什么体裁？\n白日依山尽，黄河入海流。\n欲穷千里目，更上一层楼。",
+  "你有什么特长？",
+  "解释一下什么是机器学习",
+];
+
+const COMMAND = "deno task eval";
+
+async function readLine(prompt: string): Promise<string | null> {
+  await Deno.stdout.write(new TextEncoder().encode(prompt));
+  const buf = new Uint8Array(4096);
+  let line = "";
+  const dec = new TextDecoder();
+  for (;;) {
+    const n = await Deno.stdin.read(buf);
+    if (n === null) return line.length ? line : null;
+    line += dec.decode(buf.subarray(0, n), { stream: true });
+    const nl = line.indexOf("\n");
+    if (nl >= 0) return line.slice(0, nl).replace(/\r$/, "");
+  }
+}
+
+/**
+ * Runs the eval command.
+ *
+ * @param argv command-line arguments
+ * @returns the exit code
+ */
+export async function main(argv: readonly string[]): Promise<number> {
+  const { values: a, help } = parseFlags(argv, EVAL_FLAGS, COMMAND);
+  if (help) {
+    console.log(usage(COMMAND, "Chat with or auto-test a model (eval_llm.py).", EVAL_FLAGS));
+    return 0;
+  }
+  if (a.lora_weight !== "None") {
+    throw new UsageError(
+      `Invalid --lora_weight ${a.lora_weight}: LoRA weights are not supported yet`,
+    );
+  }
+  const device = await selectDevice(a.device);
+  const path = a.load_from === "model"
+    ? join(a.save_dir, `${weightStem(a.weight, a.hidden_size, a.use_moe)}.safetensors`)
+    : a.load_from;
+  if (!(await Deno.stat(path).catch(() => null))) {
+    throw new UsageError(
+      `Cannot load ${path}: no such file (train it with deno task ${
+        a.weight === "pretrain" ? "pretrain" : "sft"
+      }, or pass --load_from / --weight / --hidden_size)`,
+    );
+  }
+  const loaded = await loadModel(path);
+  const tokenizer = a.tokenizer_path
+    ? await Tokenizer.fromFile(a.tokenizer_path)
+    : loaded.tokenizer ?? await Tokenizer.fromFile(DEFAULT_TOKENIZER);
+  let cfg: MiniMindConfig = loaded.cfg;
+  if (a.inference_rope_scaling) {
+    cfg = { ...cfg, inferenceRopeScaling: true, ropeScaling: YARN_DEFAULTS };
+  }
+  const model = { cfg, params: loaded.params, tokenizer };
+  console.log(
+    `Loaded ${path} on ${device} (hidden ${cfg.hiddenSize}, ${cfg.numHiddenLayers} layers)`,
+  );
+  const raw = /pretrain/.test(a.weight) && a.load_from === "model" ||
+    /pretrain/.test(path.split("/").pop() ?? "");
+
+  let mode = a.mode;
+  if (mode === "ask") {
+    if (!Deno.stdin.isTerminal()) mode = "auto";
+    else {
+      const ans = await readLine("[0] auto-test  [1] chat: ");
+      mode = ans?.trim() === "1" ? "chat" : "auto";
+    }
+  }
+  const history: ChatMessage[] = [];
+  const answer = async (prompt: string, seed: number) => {
+    const past = a.historys > 0 ? history.slice(-a.historys) : [];
+    const messages: ChatMessage[] = [...past, { role: "user", content: prompt }];
+    const text = raw
+      ? `${tokenizer.config.bos_token ?? "<|im_start|>"}${prompt}`
+      : tokenizer.applyChatTemplate(messages, {
+        addGenerationPrompt: true,
+        openThinking: a.open_thinking,
+      });
+    const t0 = performance.now();
+    let n = 0, reply = "";
+    await Deno.stdout.write(new TextEncoder().encode("🤖: "));
+    for await (
+      const piece of generate(model, [text], {
+        maxNewTokens: a.max_new_tokens,
+        temperature: a.temperature,
+        topP: a.top_p,
+        topK: a.top_k,
+        repetitionPenalty: a.repetition_penalty,
+        seed,
+      })
+    ) {
+      n++;
+      reply += piece.text;
+      if (piece.text) await Deno.stdout.write(new TextEncoder().encode(piece.text));
+    }
+    const s = (performance.now() - t0) / 1000;
+    console.log(a.show_speed ? `\n[Speed]: ${(n / s).toFixed(2)} tokens/s\n` : "\n");
+    history.push({ role: "user", content: prompt }, { role: "assistant", content: reply });
+  };
+  if (mode === "auto") {
+    for (const [i, p] of TEST_PROMPTS.entries()) {
+      console.log(`💬: ${p}`);
+      await answer(p, a.seed + i);
+    }
+    return 0;
+  }
+  for (let i = 0;; i++) {
+    const line = await readLine("💬: ");
+    if (line === null) return 0;
+    if (!line.trim()) continue;
+    await answer(line, a.seed + i);
+  }
+}
+
+if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));
