@@ -20,7 +20,6 @@ import { getLr } from "./schedule.ts";
 import { atomicWrite, loadResume, saveResume } from "./checkpoint.ts";
 import type { ResumeInfo } from "./checkpoint.ts";
 import { lossCurveSvg, MetricsWriter } from "./metrics.ts";
-import type { MetricsRecord } from "./metrics.ts";
 import { formatLogLine, Progress } from "./progress.ts";
 import type { ProgressInfo } from "./progress.ts";
 
@@ -106,6 +105,10 @@ interface Pending<A> {
   epoch: number;
   step: number;
   lr: number;
+  /** Tokens processed up to and including this step. */
+  tokens: number;
+  /** Optimizer updates done after this step. */
+  updates: number;
 }
 
 /**
@@ -193,9 +196,10 @@ export async function runTraining<S extends object, B>(
     ? { epoch: resumed.epoch, step: resumed.step }
     : null;
   let pending: Pending<Tensor> | null = null;
-  let lastLoss = NaN, lastAux = 0, lastNorm: number | null = null;
+  let lastLoss = NaN, lastAux = 0;
   let epochStart = performance.now(), epochStartStep = 0;
   let logTokens = tokens, logTime = performance.now();
+  let recTokens = tokens, recTime = performance.now();
   let runSteps = 0;
   let interrupted = false;
   let lastYield = performance.now();
@@ -240,25 +244,27 @@ export async function runTraining<S extends object, B>(
     }
     losses.push(loss);
     lastLoss = loss, lastAux = aux;
-    if (norm !== null) lastNorm = norm;
+    // one metrics record per step (the loss is read anyway); a log line every logInterval
+    const now = performance.now();
+    const dt = (now - recTime) / 1000;
+    metrics.write({
+      update: p.updates,
+      epoch: p.epoch,
+      step: p.step,
+      globalStep: p.epoch * iters + p.step,
+      loss,
+      auxLoss: aux,
+      lr: p.lr,
+      gradNorm: norm,
+      tokensPerS: dt > 0 ? (p.tokens - recTokens) / dt : 0,
+      tokens: p.tokens,
+      elapsedS: elapsed(),
+    });
+    recTokens = p.tokens, recTime = now;
     if (log) {
       const pi = { ...info(), epoch: p.epoch, step: p.step, loss, auxLoss: aux, lr: p.lr };
       progress.line(formatLogLine(pi));
-      const rec: MetricsRecord = {
-        update: state.updates,
-        epoch: p.epoch,
-        step: p.step,
-        globalStep: p.epoch * iters + p.step,
-        loss,
-        auxLoss: aux,
-        lr: p.lr,
-        gradNorm: lastNorm,
-        tokensPerS: pi.tokensPerS,
-        tokens,
-        elapsedS: elapsed(),
-      };
-      metrics.write(rec);
-      logTokens = tokens, logTime = performance.now();
+      logTokens = tokens, logTime = now;
     }
   };
 
@@ -303,7 +309,7 @@ export async function runTraining<S extends object, B>(
         position = { epoch, step: s };
         // read the previous step's loss now that this one is encoded
         if (pending) await settle(pending, false);
-        pending = { out, epoch, step: s, lr };
+        pending = { out, epoch, step: s, lr, tokens, updates: state.updates };
         const isLog = s % o.logInterval === 0 || s === iters || global === total;
         const isSave = s % o.saveInterval === 0 || s === iters || global === total;
         progress.update(info());

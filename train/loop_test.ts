@@ -94,6 +94,12 @@ Deno.test("--from_resume 1 continues bit-exactly: 20 steps straight = 10 + resum
   assert.deepEqual(await bits(second.params), await bits(straight.params));
   // metrics continue in the same file; the weights file is final
   assert.equal(MetricsWriter.read(second.files.metrics).length, 20);
+  assert.deepEqual(
+    MetricsWriter.read(second.files.metrics).map((r) => r.globalStep),
+    [
+      ...Array(20).keys(),
+    ].map((i) => i + 1),
+  );
   for (const d of [a, b]) await Deno.remove(d, { recursive: true });
 });
 

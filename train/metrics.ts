@@ -87,9 +87,14 @@ export class MetricsWriter {
 export function lossCurveSvg(records: readonly MetricsRecord[], title: string): string {
   const x = records.map((r) => r.globalStep);
   const y = records.map((r) => r.loss);
+  // exponential moving average, debiased (TensorBoard-style) so the start does not lag
   const smooth: number[] = [];
-  let s = NaN;
-  for (const v of y) smooth.push(s = Number.isNaN(s) ? v : 0.9 * s + 0.1 * v);
+  let s = 0, w = 0;
+  for (const v of y) {
+    s = 0.9 * s + 0.1 * v;
+    w = 0.9 * w + 0.1;
+    smooth.push(s / w);
+  }
   return lineChartSvg(
     [
       { name: "loss", x, y, color: "#9ecae1" },
