@@ -62,9 +62,9 @@ const FULL: Plan = {
   heads: 6,
   kvHeads: 2,
   pretrain: { steps: 280, batch: 16, seqLen: 128, lr: 4e-3 },
-  sft: { steps: 240, batch: 16, seqLen: 160, lr: 1.5e-3 },
+  sft: { steps: 300, batch: 16, seqLen: 160, lr: 1.5e-3 },
   pplTexts: 256,
-  perForm: 8,
+  perForm: 12,
 };
 
 const QUICK: Plan = {
@@ -322,9 +322,13 @@ export async function main(argv: readonly string[]): Promise<number> {
       corpus.manifest.files["sft.jsonl"].records
     }`,
   );
+  // no random system prompt, and the empty think block kept: the reply follows exactly the
+  // prompt `deno task eval` and the form test give (the template always adds the think block)
   const sftData = new SFTDataset(compose, tokenizer, {
     maxLength: plan.sft.seqLen,
     seed: a.seed,
+    addSystemRatio: 0,
+    emptyThinkRatio: 1,
   });
   const sft = await runLm({
     args: sftArgs.values,

@@ -45,7 +45,7 @@ export interface LoopOptions<S extends object, B> {
   /** Turns a batch of typed arrays into the loss function's input (called inside a scope). */
   toBatch: (batch: Batch<S>) => B;
   /** (params, batch) → [loss, auxLoss] (the loss includes aux; aux is reported separately). */
-  lossFn: LossFn<B>;
+  lossFn: LossFn<B, Tensor>;
   /** The update rule. */
   optimizer: Optimizer;
   /** Initial params (ignored when a resume checkpoint is loaded; the loop owns them). */
@@ -100,7 +100,7 @@ export interface LoopResult {
   files: { weights: string; resume: string; metrics: string; lossCurve: string };
 }
 
-interface Pending<A> {
+interface Pending<A extends Tree> {
   out: StepOutput<A>;
   epoch: number;
   step: number;

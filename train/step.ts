@@ -31,7 +31,7 @@ export interface TrainState {
 }
 
 /** What one call reports (tensors: read them late, then dispose them). */
-export interface StepOutput<A> {
+export interface StepOutput<A extends Tree = Tree> {
   /** The micro-batch loss (unscaled by accumulation), scalar. */
   loss: Tensor;
   /** The loss function's aux output (null without `hasAux`). */
@@ -43,7 +43,7 @@ export interface StepOutput<A> {
 }
 
 /** A loss function: (params, batch) → scalar loss, or [loss, aux] with `hasAux`. */
-export type LossFn<B> = (params: Tree, batch: B) => Tensor | [Tensor, Tree];
+export type LossFn<B, A extends Tree = Tree> = (params: Tree, batch: B) => Tensor | [Tensor, A];
 
 /** Options of {@link makeTrainStep}. */
 export interface TrainStepOptions {
@@ -56,7 +56,7 @@ export interface TrainStepOptions {
 }
 
 /** The step function with its helpers. */
-export interface TrainStep<B, A = Tree> {
+export interface TrainStep<B, A extends Tree = Tree> {
   /** One micro-batch: returns the new state (the old one's unused tensors are disposed). */
   (state: TrainState, batch: B, hyper?: StepHyper): [TrainState, StepOutput<A>];
   /** A fresh state for `params` (takes ownership of `params`). */
@@ -102,8 +102,8 @@ function stateTree(s: TrainState): Tree {
  * }
  * ```
  */
-export function makeTrainStep<B, A = Tree>(
-  lossFn: LossFn<B>,
+export function makeTrainStep<B, A extends Tree = Tree>(
+  lossFn: LossFn<B, A>,
   optimizer: Optimizer,
   options: TrainStepOptions = {},
 ): TrainStep<B, A> {

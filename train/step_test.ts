@@ -123,3 +123,29 @@ Deno.test("makeTrainStep() rejects bad options", () => {
   );
   assert.throws(() => makeTrainStep(loss, adamw(), { gradClip: -1 }), /gradClip -1/);
 });
+
+Deno.test("a MiniMind train step (forward, backward, clip, AdamW) keeps memory flat", async () => {
+  const { config, init } = await import("../nn/minimind.ts");
+  const { lmLoss } = await import("./lm.ts");
+  const cfg = config("minimind2-small", {
+    hiddenSize: 32,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    vocabSize: 128,
+  });
+  const step = makeTrainStep(lmLoss(cfg), adamw({ lr: 1e-3 }), { hasAux: true });
+  let s = step.init(init(cfg, key(0)) as unknown as Tree);
+  const ids = tensor(Int32Array.from({ length: 4 * 16 }, (_, i) => (i * 7) % 128), [4, 16], "i32");
+  const used: number[] = [];
+  for (let i = 0; i < 8; i++) {
+    const [n, out] = scope(() => step(s, { ids, labels: ids }));
+    s = n;
+    out.loss.dispose();
+    out.aux?.dispose();
+    out.gradNorm?.dispose();
+    used.push(defaultBackend().counters.bytesInUse);
+  }
+  for (let i = 3; i < 8; i++) assert.equal(used[i], used[2], `step ${i}: ${used}`);
+  disposeState(s);
+  ids.dispose();
+});
