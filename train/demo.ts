@@ -151,19 +151,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   const allTexts = readTrainingTexts(corpus.pretrain);
   // the demo pretrains on the regulated verse (绝句 and 律诗: every line 5 or 7 characters)
   const texts = allTexts.filter((t) => poemForm(t.slice(t.indexOf("\n") + 1)) !== null);
-  let tokenizer: Tokenizer;
-  if (await Deno.stat(join(tokDir, "tokenizer.json")).catch(() => null)) {
-    tokenizer = await Tokenizer.fromFile(tokDir);
-    say(`  reusing ${tokDir}`);
-  } else {
-    const tt = performance.now();
-    const perChar = allTexts.map((t) => t.replace(/(\p{Script=Han})/gu, "$1\u0001"));
-    await trainTokenizer(perChar, { vocabSize: 6400 }).save(tokDir);
-    tokenizer = await Tokenizer.fromFile(tokDir);
-    say(
-      `  trained ${tokenizer.vocabSize} tokens in ${((performance.now() - tt) / 1000).toFixed(1)}s`,
-    );
-  }
+  const tt = performance.now();
+  const perChar = allTexts.map((t) => t.replace(/(\p{Script=Han})/gu, "$1\u0001"));
+  await trainTokenizer(perChar, { vocabSize: 6400 }).save(tokDir);
+  const tokenizer = await Tokenizer.fromFile(tokDir);
+  say(
+    `  trained ${tokenizer.vocabSize} tokens in ${((performance.now() - tt) / 1000).toFixed(1)}s`,
+  );
   const sample = texts[0].split("\n").slice(0, 2).join("\n");
   say(`  "${sample.replace(/\n/g, "\\n")}" → ${tokenizer.encode(sample).length} tokens`);
 
