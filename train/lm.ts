@@ -6,8 +6,7 @@
  * @module
  */
 import { join } from "node:path";
-import { setBackend } from "../nn/backend/select.ts";
-import type { BackendName } from "../nn/backend/select.ts";
+import { setBackendFromFlag } from "../nn/backend/select.ts";
 import { tensor } from "../nn/creation.ts";
 import { key } from "../nn/random.ts";
 import type { Tree } from "../nn/tree.ts";
@@ -152,12 +151,7 @@ export type LmArgs = Flags<ReturnType<typeof lmFlags>>;
  * @returns the backend's name
  */
 export async function selectDevice(device: string): Promise<string> {
-  // Without XDG_RUNTIME_DIR the Vulkan loader complains on stderr while probing for an adapter
-  if (device !== "cpu" && Deno.build.os === "linux" && !Deno.env.get("XDG_RUNTIME_DIR")) {
-    Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync({ prefix: "minimind-xdg-" }));
-  }
-  const b = await setBackend(device as BackendName);
-  return b.name;
+  return (await setBackendFromFlag(device)).name;
 }
 
 /** The default tokenizer folder. */
