@@ -270,18 +270,9 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
         const calls = parser.toolCalls;
         if (calls.length) await s.writeSSE({ data: chunk({ tool_calls: toolCallDeltas(calls) }) });
         await s.writeSSE({ data: chunk({}, chatFinish(finish, calls)) });
-        if (req.includeUsage) {
-          await s.writeSSE({ data: JSON.stringify({ ...base, choices: [], usage: usageOf(job) }) });
-        }
-        await s.writeSSE({ data: "[DONE]" });
+        await endStream(s, req.includeUsage ? { ...base, choices: [], usage: usageOf(job) } : null);
       } catch (e) {
-        job.cancel();
-        if (s.aborted || s.closed) return;
-        const err = e instanceof ApiError
-          ? e
-          : new ApiError(500, `Generation failed: ${(e as Error).message}`);
-        await s.writeSSE({ data: JSON.stringify(err.toBody()) }).catch(() => {});
-        await s.writeSSE({ data: "[DONE]" }).catch(() => {});
+        await failStream(s, job, e);
       }
     });
   };
@@ -367,21 +358,31 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
         }
         if (finish === "cancelled") return;
         await s.writeSSE({ data: chunk("", finish) });
-        if (req.includeUsage) {
-          await s.writeSSE({ data: JSON.stringify({ ...base, choices: [], usage: usageOf(job) }) });
-        }
-        await s.writeSSE({ data: "[DONE]" });
+        await endStream(s, req.includeUsage ? { ...base, choices: [], usage: usageOf(job) } : null);
       } catch (e) {
-        job.cancel();
-        if (s.aborted || s.closed) return;
-        const err = e instanceof ApiError
-          ? e
-          : new ApiError(500, `Generation failed: ${(e as Error).message}`);
-        await s.writeSSE({ data: JSON.stringify(err.toBody()) }).catch(() => {});
-        await s.writeSSE({ data: "[DONE]" }).catch(() => {});
+        await failStream(s, job, e);
       }
     });
   };
+}
+
+type SSE = Parameters<Parameters<typeof streamSSE>[1]>[0];
+
+/** Ends a stream: the usage chunk when asked for, then `[DONE]`. */
+async function endStream(s: SSE, usageChunk: Record<string, unknown> | null): Promise<void> {
+  if (usageChunk) await s.writeSSE({ data: JSON.stringify(usageChunk) });
+  await s.writeSSE({ data: "[DONE]" });
+}
+
+/** A generation that failed mid-stream: cancel it and, if the client is still there, send the error and `[DONE]`. */
+async function failStream(s: SSE, job: Job, e: unknown): Promise<void> {
+  job.cancel();
+  if (s.aborted || s.closed) return;
+  const err = e instanceof ApiError
+    ? e
+    : new ApiError(500, `Generation failed: ${(e as Error).message}`);
+  await s.writeSSE({ data: JSON.stringify(err.toBody()) }).catch(() => {});
+  await s.writeSSE({ data: "[DONE]" }).catch(() => {});
 }
 
 /** The `/v1/models` entry of the served model. */
