@@ -42,14 +42,22 @@ export const DEMO_FLAGS = {
   seed: { type: "int", default: 42, help: "init, data order and sampling seed" },
 } satisfies FlagTable;
 
+/** One training stage of the demo. */
+interface Stage {
+  steps: number;
+  batch: number;
+  seqLen: number;
+  lr: number;
+}
+
 /** Sizes of one demo run. */
 interface Plan {
   hidden: number;
   layers: number;
   heads: number;
   kvHeads: number;
-  pretrain: { steps: number; batch: number; seqLen: number; lr: number };
-  sft: { steps: number; batch: number; seqLen: number; lr: number };
+  pretrain: Stage;
+  sft: Stage;
   /** Held-out texts for perplexity. */
   pplTexts: number;
   /** Prompts per form for form accuracy. */
@@ -110,6 +118,39 @@ function readJsonl(path: string): { conversations?: { content?: unknown }[] }[] 
 
 function pct(x: number): string {
   return `${(100 * x).toFixed(1)}%`;
+}
+
+/** Parsed trainer flags for one demo stage: the shared flags plus the stage's size and schedule. */
+function stageFlags(
+  common: string[],
+  st: Stage,
+  logs: number,
+  extra: string[],
+  saveWeight: string,
+  fromWeight: string,
+): ReturnType<typeof parseFlags<ReturnType<typeof lmFlags>>> {
+  const argv = [
+    ...common,
+    ...["--batch_size", String(st.batch), "--max_seq_len", String(st.seqLen)],
+    ...["--learning_rate", String(st.lr), "--max_steps", String(st.steps)],
+    ...[
+      "--log_interval",
+      String(Math.max(1, Math.round(st.steps / logs))),
+      "--save_interval",
+      "100000",
+    ],
+    ...extra,
+  ];
+  const defaults = {
+    saveWeight,
+    epochs: 1,
+    batchSize: st.batch,
+    learningRate: st.lr,
+    accumulationSteps: 1,
+    maxSeqLen: st.seqLen,
+    fromWeight,
+  };
+  return parseFlags(argv, lmFlags(defaults), COMMAND);
 }
 
 /**
@@ -226,33 +267,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     "--seed",
     String(a.seed),
   ];
-  const ptArgs = parseFlags(
-    [
-      ...common,
-      "--batch_size",
-      String(plan.pretrain.batch),
-      "--max_seq_len",
-      String(plan.pretrain.seqLen),
-      "--learning_rate",
-      String(plan.pretrain.lr),
-      "--max_steps",
-      String(plan.pretrain.steps),
-      "--log_interval",
-      String(Math.max(1, Math.round(plan.pretrain.steps / 8))),
-      "--save_interval",
-      "100000",
-    ],
-    lmFlags({
-      saveWeight: "pretrain",
-      epochs: 1,
-      batchSize: 16,
-      learningRate: 2e-3,
-      accumulationSteps: 1,
-      maxSeqLen: 128,
-      fromWeight: "none",
-    }),
-    COMMAND,
-  );
+  const ptArgs = stageFlags(common, plan.pretrain, 8, [], "pretrain", "none");
   const ptData = new PlainTextDataset(texts, tokenizer, {
     maxLength: plan.pretrain.seqLen,
     mode: "packed",
@@ -278,34 +293,13 @@ export async function main(argv: readonly string[]): Promise<number> {
 
   // 5. SFT: the corpus's poetry tasks as chat, loss on the assistant's tokens
   section("5. SFT");
-  const sftArgs = parseFlags(
-    [
-      ...common,
-      "--batch_size",
-      String(plan.sft.batch),
-      "--max_seq_len",
-      String(plan.sft.seqLen),
-      "--learning_rate",
-      String(plan.sft.lr),
-      "--max_steps",
-      String(plan.sft.steps),
-      "--log_interval",
-      String(Math.max(1, Math.round(plan.sft.steps / 6))),
-      "--save_interval",
-      "100000",
-      "--from_weight",
-      pt.files.weights,
-    ],
-    lmFlags({
-      saveWeight: "full_sft",
-      epochs: 1,
-      batchSize: 16,
-      learningRate: 1e-3,
-      accumulationSteps: 1,
-      maxSeqLen: 160,
-      fromWeight: "pretrain",
-    }),
-    COMMAND,
+  const sftArgs = stageFlags(
+    common,
+    plan.sft,
+    6,
+    ["--from_weight", pt.files.weights],
+    "full_sft",
+    "pretrain",
   );
   // the corpus's poem-writing conversations (写一首…, 请以…为题…): the task the demo measures
   const compose = readJsonl(corpus.sft).filter((r) =>
