@@ -154,3 +154,37 @@ Deno.test("WebGPU train steps: few submits, one readback, flat memory over 50 st
   );
   disposeState(s);
 });
+
+Deno.test("step.warmup() compiles a step's pipelines up front and leaves the state untouched", async () => {
+  // a config no other test uses, so its kernels are not compiled yet
+  const cfg = config("minimind2-small", {
+    hiddenSize: 48,
+    numHiddenLayers: 1,
+    numAttentionHeads: 3,
+    numKeyValueHeads: 1,
+    vocabSize: 80,
+    intermediateSize: 112,
+  });
+  const ids = Int32Array.from({ length: 2 * 7 }, (_, i) => (i * 13) % 80);
+  const loss = (params: Tree, b: Int32Array): Tensor => {
+    const x = tensor(b, [2, 7], "i32", { backend: gpu });
+    return lossFromLogits(
+      forward(cfg, params as ReturnType<typeof init>, x, { train: true }).logits,
+      x,
+    );
+  };
+  const step = makeTrainStep(loss, adamw({ lr: 1e-3 }), { gradClip: 1 });
+  let s = step.init(on(gpu, () => init(cfg, key(5))));
+  const before = await flatValues(s);
+  const prepared = await on(gpu, () => step.warmup(s, ids));
+  assert.ok(prepared > 0, "warm-up compiled no pipeline");
+  assert.deepEqual(await flatValues(s), before, "warm-up changed the parameters");
+  const compiled = gpu.stats.pipelines;
+  const [n, out] = on(gpu, () => scope(() => step(s, ids)));
+  s = n;
+  assert.ok(Number.isFinite(await out.loss.item()));
+  out.loss.dispose();
+  out.gradNorm?.dispose();
+  assert.equal(gpu.stats.pipelines, compiled, "the first real step still compiled pipelines");
+  disposeState(s);
+});

@@ -9,7 +9,7 @@
  */
 import { join } from "node:path";
 import type { Tree } from "../nn/tree.ts";
-import { tensors } from "../nn/tree.ts";
+import { dispose, tensors } from "../nn/tree.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { scope } from "../nn/scope.ts";
 import type { Batch, DataLoader } from "../data/loader.ts";
@@ -302,6 +302,12 @@ export async function runTraining<S extends object, B>(
         const s = batch.step + 1; // 1-based within the epoch, as MiniMind's enumerate(start=1)
         const global = epoch * iters + s;
         lr = getLr(global, total, o.learningRate);
+        if (runSteps === 0) {
+          // compile the step's GPU pipelines now, not inside the first step (no-op on CPU)
+          const wb = o.toBatch(batch);
+          await step.warmup(state, wb, { lr });
+          dispose(wb as Tree);
+        }
         const [next, out] = scope(() => step(state, o.toBatch(batch), { lr }));
         state = next;
         tokens += batch.batch * batch.seqLen;

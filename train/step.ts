@@ -8,9 +8,10 @@
  * @module
  */
 import type { Tree } from "../nn/tree.ts";
-import { leaves, zip } from "../nn/tree.ts";
+import { leaves, mapTree, zip } from "../nn/tree.ts";
 import { Tensor } from "../nn/tensor.ts";
 import { scope } from "../nn/scope.ts";
+import { defaultBackend } from "../nn/backend/select.ts";
 import { valueAndGrad } from "../nn/autodiff.ts";
 import { add, affine } from "../nn/ops/binary.ts";
 import type { Optimizer, StepHyper } from "./optim.ts";
@@ -66,6 +67,12 @@ export interface TrainStep<B, A extends Tree = Tree> {
    * returns the state unchanged when nothing is pending.
    */
   flush(state: TrainState, hyper?: StepHyper): [TrainState, Tensor | null];
+  /**
+   * Start-up warm-up on backends that compile kernels (WebGPU): traces one step on `batch`
+   * without running it, so pipelines are built before the first real step. The state is left
+   * untouched; resolves to the number of kernels prepared (0 on CPU).
+   */
+  warmup(state: TrainState, batch: B, hyper?: StepHyper): Promise<number>;
   /** The options in effect. */
   readonly options: Required<TrainStepOptions>;
 }
@@ -160,6 +167,25 @@ export function makeTrainStep<B, A extends Tree = Tree>(
     disposeReplaced(stateTree(state), stateTree(next));
     return [next, out as StepOutput<A>];
   }) as TrainStep<B, A>;
+
+  step.warmup = (state: TrainState, batch: B, hyper?: StepHyper): Promise<number> => {
+    const backend = defaultBackend();
+    if (!backend.warmup) return Promise.resolve(0);
+    // step() disposes the state it replaces: give it handles of its own on the same storages
+    const own = (t: Tree) =>
+      mapTree(t, (x) => (x instanceof Tensor ? new Tensor(x.storage, x.shape, x.dtype) : x));
+    return backend.warmup(() =>
+      scope(() => {
+        const alias = {
+          ...state,
+          params: own(state.params),
+          optState: own(state.optState),
+          grads: state.grads && own(state.grads),
+        };
+        step(alias, batch, hyper);
+      })
+    );
+  };
 
   step.init = (params: Tree): TrainState => ({
     params,

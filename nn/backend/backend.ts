@@ -52,6 +52,12 @@ export interface Backend {
   readonly counters: BackendCounters;
   /** Waits until every queued kernel has finished (no-op on CPU). */
   sync(): Promise<void>;
+  /**
+   * Prepares every kernel `fn` would run without running any (WebGPU compiles the pipelines in
+   * parallel), so the first real step does not stall on compilation. Absent where there is
+   * nothing to prepare (CPU). Resolves to the number of kernels prepared.
+   */
+  warmup?(fn: () => unknown): Promise<number>;
 }
 
 /** Fresh zeroed counters. */

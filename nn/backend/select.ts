@@ -54,7 +54,6 @@ export async function setBackend(
   if (name !== "webgpu" && name !== "auto") {
     throw new Error(`Cannot select backend "${name}": expected cpu, webgpu or auto`);
   }
-  quietVulkanLoader();
   if (!factories.has("webgpu")) await import("./webgpu/mod.ts"); // registers the factory
   const f = factories.get("webgpu");
   if (name === "webgpu") {
@@ -71,20 +70,6 @@ export async function setBackend(
     return (current = b ?? cpuBackend);
   }
   throw new Error(`Cannot select backend "${name}": expected cpu, webgpu or auto`);
-}
-
-/**
- * NOTE: without XDG_RUNTIME_DIR the Vulkan loader prints errors on stderr while probing for an
- * adapter; point it at a private temp folder when unset (Linux only, needs env access).
- */
-function quietVulkanLoader(): void {
-  try {
-    if (Deno.build.os === "linux" && !Deno.env.get("XDG_RUNTIME_DIR")) {
-      Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync({ prefix: "minimind-xdg-" }));
-    }
-  } catch {
-    // no env/write permission: the loader's warning is harmless
-  }
 }
 
 /** Makes `b` the default backend (synchronous; `b` must be initialised). */

@@ -53,6 +53,22 @@ function isSoftware(adapter: GPUAdapter): boolean {
 }
 
 /**
+ * NOTE: without XDG_RUNTIME_DIR the Vulkan loader prints errors on stderr while probing for an
+ * adapter; point it at a private temp folder when unset (Linux only, needs env access).
+ */
+function quietVulkanLoader(): void {
+  try {
+    if (
+      typeof Deno !== "undefined" && Deno.build.os === "linux" && !Deno.env.get("XDG_RUNTIME_DIR")
+    ) {
+      Deno.env.set("XDG_RUNTIME_DIR", Deno.makeTempDirSync({ prefix: "minimind-xdg-" }));
+    }
+  } catch {
+    // no env/write permission: the loader's warning is harmless
+  }
+}
+
+/**
  * Opens the best available device: a real GPU adapter when there is one, else (when allowed) the
  * software adapter. Resolves to null when none is usable.
  *
@@ -61,6 +77,7 @@ function isSoftware(adapter: GPUAdapter): boolean {
  */
 export async function openDevice(options: OpenDeviceOptions = {}): Promise<OpenedDevice | null> {
   const allowSoftware = options.allowSoftware ?? true;
+  quietVulkanLoader();
   const gpu = (globalThis.navigator as Navigator | undefined)?.gpu;
   if (!gpu) return null;
   let adapter = await gpu.requestAdapter({ powerPreference: "high-performance" });
