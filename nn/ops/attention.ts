@@ -14,6 +14,7 @@ import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { gemm } from "../backend/cpu/gemm_adapter.ts";
 import { attentionBackward, attentionForward } from "./attention/wgsl.ts";
+import { type AttnWorkspace, attnWorkspace } from "../backend/cpu/simd/attention.ts";
 
 /** Params of `attention`. */
 export interface AttentionParams {
@@ -73,6 +74,7 @@ function probs(
   sc: TypedArray,
   lse: TypedArray | null,
   lseIn: TypedArray | null,
+  ws: AttnWorkspace | null,
 ): void {
   const { t, s, nh, nkv, hd } = d;
   const g = Math.floor(h / (nh / nkv));
@@ -93,6 +95,11 @@ function probs(
     s,
   );
   const shift = s - t;
+  if (ws) {
+    // the same passes as below, as SIMD kernels over sc (which is ws.sc)
+    ws.probs(p.causal, shift, p.scale, (lse ?? lseIn)!, (bi * nh + h) * t, lseIn !== null);
+    return;
+  }
   for (let ti = 0; ti < t; ti++) {
     const row = ti * s;
     const lim = p.causal ? Math.min(s, ti + shift + 1) : s;
@@ -127,10 +134,13 @@ export const attentionOp: OpDef<AttentionParams> = defineOp<AttentionParams>({
   cpu: ([q, k, v, mask], [out, lse], { inputs, params }) => {
     const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[3]);
     const { b, t, s, nh, nkv, hd } = d;
-    const sc = allocArray(inputs[0].dtype, t * s);
+    // f32: scores live in the SIMD module's memory and the softmax runs there
+    const ws = attnWorkspace(q, t, s, false, !!mask);
+    const sc = ws ? ws.sc : allocArray(inputs[0].dtype, t * s); // (T, S)
     for (let bi = 0; bi < b; bi++) {
+      if (ws && mask) ws.setMask(mask, bi * s);
       for (let h = 0; h < nh; h++) {
-        probs(d, bi, h, q, k, mask, params, sc, lse, null);
+        probs(d, bi, h, q, k, mask, params, sc, lse, null, ws);
         const g = Math.floor(h / (nh / nkv));
         gemm(
           false,
@@ -207,12 +217,17 @@ export const attentionBackwardOp: OpDef<AttentionParams> = defineOp<AttentionPar
     const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[6]);
     const { b, t, s, nh, nkv, hd } = d;
     const dt = inputs[0].dtype;
-    const p = allocArray(dt, t * s), dp = allocArray(dt, t * s), dsum = allocArray(dt, t);
+    // f32: P, dP and rowsum(dO ⊙ O) live in the SIMD module's memory, dS is computed there
+    const ws = attnWorkspace(q, t, s, true, !!mask);
+    const p = ws ? ws.sc : allocArray(dt, t * s); // (T, S)
+    const dp = ws ? ws.dp : allocArray(dt, t * s); // (T, S)
+    const dsum = ws ? ws.dsum : allocArray(dt, t); // (T)
     for (let bi = 0; bi < b; bi++) {
+      if (ws && mask) ws.setMask(mask, bi * s);
       for (let h = 0; h < nh; h++) {
         const g = Math.floor(h / (nh / nkv));
         const qo = (bi * t * nh + h) * hd, ko = (bi * s * nkv + g) * hd;
-        probs(d, bi, h, q, k, mask, params, p, null, lse);
+        probs(d, bi, h, q, k, mask, params, p, null, lse, ws);
         // dV += Pᵀ dO
         gemm(true, false, s, hd, t, p, 0, s, dout, qo, nh * hd, dv, ko, nkv * hd, 1);
         // dP = dO Vᵀ
@@ -224,10 +239,13 @@ export const attentionBackwardOp: OpDef<AttentionParams> = defineOp<AttentionPar
           }
           dsum[ti] = acc;
         }
-        for (let ti = 0; ti < t; ti++) {
-          const row = ti * s;
-          for (let j = 0; j < s; j++) {
-            dp[row + j] = p[row + j] * (dp[row + j] - dsum[ti]) * params.scale;
+        if (ws) ws.ds(params.scale);
+        else {
+          for (let ti = 0; ti < t; ti++) {
+            const row = ti * s;
+            for (let j = 0; j < s; j++) {
+              dp[row + j] = p[row + j] * (dp[row + j] - dsum[ti]) * params.scale;
+            }
           }
         }
         // dQ = dS K ; dK += dSᵀ Q

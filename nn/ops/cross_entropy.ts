@@ -14,6 +14,7 @@ import { cast } from "./unary.ts";
 import { sum } from "./reduce.ts";
 import { reshape } from "./movement.ts";
 import { STATUS_BINDING } from "../op.ts";
+import { rowExp, rowStats } from "../backend/cpu/simd/ops.ts";
 import {
   grid,
   GRID_ARGS,
@@ -48,12 +49,16 @@ export const crossEntropyOp: OpDef<CrossEntropyParams> = defineOp<CrossEntropyPa
   },
   cpu: ([l, t], [loss, lse], { inputs, params }) => {
     const [n, v] = inputs[0].shape;
+    // f32: each row's max and Σ exp(l − max) from the SIMD kernel (f64 sum), null otherwise
+    const st = rowStats(l, n, v);
     for (let r = 0; r < n; r++) {
       const base = r * v;
-      let m = -Infinity;
-      for (let i = 0; i < v; i++) if (l[base + i] > m) m = l[base + i];
-      let s = 0;
-      for (let i = 0; i < v; i++) s += Math.exp(l[base + i] - m);
+      let m = -Infinity, s = 0;
+      if (st) [m, s] = [st[2 * r], st[2 * r + 1]];
+      else {
+        for (let i = 0; i < v; i++) if (l[base + i] > m) m = l[base + i];
+        for (let i = 0; i < v; i++) s += Math.exp(l[base + i] - m);
+      }
       const z = m + Math.log(s);
       lse[r] = z;
       const y = t[r];
@@ -129,11 +134,13 @@ export const crossEntropyBackwardOp: OpDef<CrossEntropyParams> = defineOp<CrossE
   infer: ([l]) => [{ shape: l.shape, dtype: l.dtype }],
   cpu: ([l, t, lse, ct], [dl], { inputs, params }) => {
     const [n, v] = inputs[0].shape;
+    // f32: softmax·ct of every row by the SIMD kernel (ignored rows left 0), then the one-hot below
+    const fast = rowExp(l, dl, n, v, lse, ct, (r) => t[r] === params.ignoreIndex);
     for (let r = 0; r < n; r++) {
       const y = t[r];
       if (y === params.ignoreIndex) continue;
       const base = r * v, g = ct[r], z = lse[r];
-      for (let i = 0; i < v; i++) dl[base + i] = Math.exp(l[base + i] - z) * g;
+      if (!fast) { for (let i = 0; i < v; i++) dl[base + i] = Math.exp(l[base + i] - z) * g; }
       dl[base + y] -= g;
     }
   },

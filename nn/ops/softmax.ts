@@ -14,6 +14,8 @@ import { sum } from "./reduce.ts";
 import { broadcastTo, expandDims } from "./movement.ts";
 import type { WgslDevice, WgslKernel } from "../op.ts";
 import { NEG_INF, ROW_ARGS, rowLayout } from "../backend/webgpu/wgsl.ts";
+import type { TypedArray } from "../dtype.ts";
+import { rowSoftmax, rowStats } from "../backend/cpu/simd/ops.ts";
 
 /**
  * One workgroup per row: max, then Σ exp(x − max), then `write` per element (with `lse` in
@@ -75,15 +77,34 @@ function rowLse(x: ArrayLike<number>, base: number, n: number): number {
   return m + Math.log(s);
 }
 
+/**
+ * `rowLse` of every row [rows, n]: f32 through the SIMD kernel's max and Σ exp (same f64 sum),
+ * anything else through the loop.
+ */
+function allLse(x: TypedArray, rows: number, n: number): Float64Array {
+  const out = new Float64Array(rows);
+  const st = rowStats(x, rows, n);
+  for (let r = 0; r < rows; r++) {
+    if (!st) out[r] = rowLse(x, r * n, n);
+    else out[r] = st[2 * r] === -Infinity ? -Infinity : st[2 * r] + Math.log(st[2 * r + 1]);
+  }
+  return out;
+}
+
+function lastSize(m: Meta): number {
+  return m.shape[m.shape.length - 1];
+}
+
 /** softmax over the last axis. */
 export const softmaxOp: OpDef<NoParams> = defineOp<NoParams>({
   name: "softmax",
   infer: (ins) => (lastAxis("softmax", ins), [{ shape: ins[0].shape, dtype: ins[0].dtype }]),
   cpu: ([x], [y], { inputs }) => {
-    const n = inputs[0].shape[inputs[0].shape.length - 1];
-    for (let base = 0; base < x.length; base += n) {
-      const l = rowLse(x, base, n);
-      for (let i = 0; i < n; i++) y[base + i] = Math.exp(x[base + i] - l);
+    const n = lastSize(inputs[0]), rows = n === 0 ? 0 : x.length / n;
+    if (rowSoftmax(x, y, rows, n)) return; // f32: the SIMD kernel
+    const lse = allLse(x, rows, n);
+    for (let r = 0, base = 0; r < rows; r++, base += n) {
+      for (let i = 0; i < n; i++) y[base + i] = Math.exp(x[base + i] - lse[r]);
     }
   },
   wgsl: ({ inputs: [x] }, device) => [
@@ -106,10 +127,10 @@ export const logSoftmaxOp: OpDef<NoParams> = defineOp<NoParams>({
   name: "log_softmax",
   infer: (ins) => (lastAxis("logSoftmax", ins), [{ shape: ins[0].shape, dtype: ins[0].dtype }]),
   cpu: ([x], [y], { inputs }) => {
-    const n = inputs[0].shape[inputs[0].shape.length - 1];
-    for (let base = 0; base < x.length; base += n) {
-      const l = rowLse(x, base, n);
-      for (let i = 0; i < n; i++) y[base + i] = x[base + i] - l;
+    const n = lastSize(inputs[0]), rows = n === 0 ? 0 : x.length / n;
+    const lse = allLse(x, rows, n);
+    for (let r = 0, base = 0; r < rows; r++, base += n) {
+      for (let i = 0; i < n; i++) y[base + i] = x[base + i] - lse[r];
     }
   },
   wgsl: ({ inputs: [x] }, device) => [
@@ -131,8 +152,7 @@ export const logsumexpOp: OpDef<NoParams> = defineOp<NoParams>({
     ins,
   ) => (lastAxis("logsumexp", ins), [{ shape: ins[0].shape.slice(0, -1), dtype: ins[0].dtype }]),
   cpu: ([x], [y], { inputs }) => {
-    const n = inputs[0].shape[inputs[0].shape.length - 1];
-    for (let r = 0; r < y.length; r++) y[r] = rowLse(x, r * n, n);
+    y.set(allLse(x, y.length, lastSize(inputs[0])));
   },
   wgsl: ({ inputs: [x] }, device) => [rowKernel(x.shape, "", true, device)],
   // dx = ct ⊙ exp(x − y)

@@ -8,6 +8,10 @@ import { apply, apply1, defineOp, NONDIFF } from "../op.ts";
 import { fmt, sameShape } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { grid, GRID_ARGS, gridIndex, mapWgsl } from "../backend/webgpu/wgsl.ts";
+import {
+  swiglu as simdSwiglu,
+  swigluBackward as simdSwigluBackward,
+} from "../backend/cpu/simd/ops.ts";
 
 const SIGMOID_WGSL = "select(exp(x) / (1.0 + exp(x)), 1.0 / (1.0 + exp(-x)), x >= 0.0)";
 
@@ -27,6 +31,7 @@ export const swigluOp: OpDef<NoParams> = defineOp<NoParams>({
     return [{ shape: g.shape, dtype: g.dtype }];
   },
   cpu: ([g, u], [y]) => {
+    if (simdSwiglu(g, u, y)) return; // f32: the wasm SIMD kernel
     for (let i = 0; i < g.length; i++) y[i] = g[i] * sig(g[i]) * u[i];
   },
   wgsl: ({ inputs: [g] }) => {
@@ -48,6 +53,7 @@ export const swigluBackwardOp: OpDef<NoParams> = defineOp<NoParams>({
   name: "swiglu_backward",
   infer: ([, g, u]) => [{ shape: g.shape, dtype: g.dtype }, { shape: u.shape, dtype: u.dtype }],
   cpu: ([ct, g, u], [dg, du]) => {
+    if (simdSwigluBackward(ct, g, u, dg, du)) return; // f32: the wasm SIMD kernel
     for (let i = 0; i < g.length; i++) {
       const s = sig(g[i]);
       du[i] = ct[i] * g[i] * s;

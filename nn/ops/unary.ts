@@ -11,6 +11,7 @@ import { affine, div, mul } from "./binary.ts";
 import { specialize } from "./_specialize.ts";
 import { sizeOf } from "../shape.ts";
 import { mapWgsl, wgslType } from "../backend/webgpu/wgsl.ts";
+import { type MapKind, mapUnary } from "../backend/cpu/simd/ops.ts";
 
 type Saved = { x: Tensor; y: Tensor };
 
@@ -29,6 +30,8 @@ interface UnaryRow {
   kind: InputSpec["kind"];
   /** Also defined on integer dtypes. */
   ints?: boolean;
+  /** The wasm SIMD kernel computing this row on f32 arrays, if any. */
+  simd?: MapKind;
 }
 
 function sigmoidF(x: number): number {
@@ -60,6 +63,7 @@ const ROWS: UnaryRow[] = [
   // d exp(x) = exp(x) dx
   {
     name: "exp",
+    simd: "exp",
     f: Math.exp,
     wgsl: "exp(x)",
     grad: (ct, s) => mul(ct, s.y),
@@ -115,6 +119,7 @@ const ROWS: UnaryRow[] = [
   // d sigmoid = y (1 - y) dx
   {
     name: "sigmoid",
+    simd: "sigmoid",
     f: sigmoidF,
     wgsl: "select(exp(x) / (1.0 + exp(x)), 1.0 / (1.0 + exp(-x)), x >= 0.0)",
     grad: (ct, s) => mul(ct, mul(s.y, affine(s.y, -1, 1))),
@@ -124,6 +129,7 @@ const ROWS: UnaryRow[] = [
   // d silu = sigmoid(x) (1 + x (1 - sigmoid(x))) dx
   {
     name: "silu",
+    simd: "silu",
     f: (x) => x * sigmoidF(x),
     wgsl: "x * select(exp(x) / (1.0 + exp(x)), 1.0 / (1.0 + exp(-x)), x >= 0.0)",
     grad: (ct, s) => mul(ct, siluGrad(s.x)),
@@ -132,6 +138,7 @@ const ROWS: UnaryRow[] = [
   },
   {
     name: "silu_grad",
+    simd: "silu_grad",
     f: (x) => {
       const s = sigmoidF(x);
       return s * (1 + x * (1 - s));
@@ -194,7 +201,7 @@ function makeUnary(row: UnaryRow): OpDef<Record<string, never>> {
     ["x", "y"],
     "for (let i = 0; i < x.length; i++) y[i] = f(x[i]);",
   );
-  const grad = row.grad;
+  const grad = row.grad, simdKind = row.simd;
   const vjp: Vjp<Record<string, never>> | typeof NONDIFF = grad === null ? NONDIFF : (ct, ctx) => {
     return [grad(ct[0]!, { x: ctx.inputs[0]!, y: ctx.outputs[0]! })];
   };
@@ -206,7 +213,11 @@ function makeUnary(row: UnaryRow): OpDef<Record<string, never>> {
       }
       return [{ shape: x.shape, dtype: x.dtype }];
     },
-    cpu: ([x], [y]) => loop(x, y),
+    cpu: simdKind
+      ? ([x], [y]) => {
+        if (!mapUnary(simdKind, x, y)) loop(x, y);
+      }
+      : ([x], [y]) => loop(x, y),
     wgsl: ({ inputs: [x] }) => {
       const t = wgslType(x.dtype);
       let expr = row.wgsl;

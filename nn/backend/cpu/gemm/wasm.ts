@@ -14,14 +14,24 @@ import { handleTrivial, resolveArgs, type Resolved, type SgemmArgs } from "./typ
 import type { Gemm } from "./types.ts";
 import { sgemmJsOne } from "./js.ts";
 import * as K from "./kernel_wasm.ts";
-import {
-  CTRL,
-  CTRL_BYTES,
-  type GemmFn,
-  MAX_CHUNKS,
-  runChunks,
-  type WorkerInit,
-} from "./worker_protocol.ts";
+import { CTRL_BYTES, type KernelFn, MAX_CHUNKS, WasmPool } from "../wasm_pool/mod.ts";
+
+/** The kernel's `gemm` export (see build_wasm.ts). */
+type GemmFn = (
+  pa: number,
+  pb: number,
+  pc: number,
+  mp: number,
+  np: number,
+  k: number,
+  kc: number,
+  ip0: number,
+  ip1: number,
+  jp0: number,
+  jp1: number,
+  mcp: number,
+  beta0: number,
+) => void;
 
 const { MR, NR } = K;
 /** Depth of a K block: an A micro-panel (KC×MR) and B micro-panel (KC×NR) stay in L1. */
@@ -34,10 +44,6 @@ const SMALL = 4096;
 const PARALLEL_MIN = 1 << 18;
 /** Largest wasm memory we ask for (pages of 64 KiB): 4 GiB. */
 const MAX_PAGES = 65536;
-/** Spin iterations before sleeping in `Atomics.wait` (~50-100 µs). */
-export const SPIN = 20000;
-/** Most worker threads one engine starts. */
-const MAX_WORKERS = 15;
 /** Chunks per thread in a parallel call: enough to even out a late or slow thread. */
 const CHUNKS_PER_THREAD = 4;
 
@@ -107,42 +113,6 @@ export function compileKernel(opts: KernelOptions = {}): Compiled {
   throw new Error(`wasm gemm: no kernel variant compiles here (${errors.join("; ")})`);
 }
 
-const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
-const isNode = !isDeno &&
-  typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node ===
-    "string";
-
-/**
- * Starts one worker running `worker.ts` and resolves once it has instantiated the kernel; `web`
- * forces a web Worker where node:worker_threads would be used (tests of the browser path).
- */
-async function spawn(init: WorkerInit, web: boolean): Promise<{ terminate(): void }> {
-  const url = new URL("./worker.ts", import.meta.url);
-  if ((isDeno || isNode) && !web) {
-    // node:worker_threads can unref() its workers, so an idle pool never keeps the process alive
-    // (Deno's web Worker has no unref).
-    const wt = await import("node:worker_threads");
-    const w = new wt.Worker(url);
-    await new Promise<void>((resolve, reject) => {
-      w.once("message", () => resolve());
-      w.once("error", (e: Error) => reject(e));
-      w.once("exit", (code: number) => reject(new Error(`gemm worker exited with code ${code}`)));
-      w.postMessage(init);
-    });
-    w.removeAllListeners();
-    w.unref();
-    return { terminate: () => void w.terminate() };
-  }
-  const w = new Worker(url, { type: "module" });
-  await new Promise<void>((resolve, reject) => {
-    w.onmessage = () => resolve();
-    w.onerror = (e) => reject(new Error(`gemm worker failed: ${e.message}`));
-    w.postMessage(init);
-  });
-  w.onmessage = null;
-  return { terminate: () => w.terminate() };
-}
-
 /** The wasm {@linkcode Gemm}: single-threaded until {@linkcode WasmGemm.startWorkers} resolves. */
 export class WasmGemm implements Gemm {
   readonly kind = "wasm" as const;
@@ -150,12 +120,8 @@ export class WasmGemm implements Gemm {
   readonly #memory: WebAssembly.Memory;
   readonly #gemm: GemmFn;
   readonly #maxPages: number;
+  readonly #pool: WasmPool | null;
   #f32: Float32Array;
-  #i32: Int32Array;
-  #workers: { terminate(): void }[] = [];
-  #seq = 0;
-  #workerChunks = 0;
-  #canWait = true; // Atomics.wait is not allowed on a browser's main thread
 
   /** Compiles (once per process) and instantiates the kernel; `opts` can rule out features. */
   constructor(opts: KernelOptions = {}) {
@@ -170,13 +136,15 @@ export class WasmGemm implements Gemm {
     const inst = new WebAssembly.Instance(module, { env: { memory: this.#memory } });
     this.#gemm = inst.exports.gemm as GemmFn;
     this.#f32 = new Float32Array(this.#memory.buffer);
-    this.#i32 = new Int32Array(this.#memory.buffer, 0, CTRL_BYTES / 4);
+    this.#pool = shared
+      ? new WasmPool(module, this.#memory, ["gemm"], [this.#gemm as KernelFn])
+      : null;
   }
 
   /** Kernel variant and thread count. */
   get detail(): string {
     const { relaxed, shared } = this.#compiled;
-    const t = this.#workers.length + 1;
+    const t = this.threads;
     return `wasm ${relaxed ? "relaxed-SIMD FMA" : "SIMD"} ${MR}×${NR} kernel, ${t} thread${
       t > 1 ? "s" : ""
     }${shared ? "" : " (private memory: no workers)"}`;
@@ -184,49 +152,31 @@ export class WasmGemm implements Gemm {
 
   /** Number of threads (this one plus workers) that share large calls. */
   get threads(): number {
-    return this.#workers.length + 1;
+    return this.#pool?.threads ?? 1;
   }
 
   /** Chunks of parallel calls that workers (not the calling thread) have run so far. */
   get workerChunks(): number {
-    return this.#workerChunks;
+    return this.#pool?.workerChunks ?? 0;
   }
 
   /**
-   * Starts `threads - 1` workers sharing this engine's memory. Resolves when they are ready; until
-   * then (and if starting fails) calls run on the calling thread only. `webWorker` uses web Workers
-   * even in Deno (they keep a Deno process alive until {@linkcode WasmGemm.dispose}).
+   * Starts `threads - 1` workers sharing this engine's memory (the shared wasm pool,
+   * `../wasm_pool/`). Resolves when they are ready; until then (and if starting fails) calls run on
+   * the calling thread only. `webWorker` uses web Workers even in Deno (they keep a Deno process
+   * alive until {@linkcode WasmGemm.dispose}).
    */
   async startWorkers(threads: number, { webWorker = false } = {}): Promise<void> {
-    const want = Math.min(Math.max(1, Math.floor(threads)) - 1, MAX_WORKERS);
-    if (!this.#compiled.shared || want <= this.#workers.length) return;
-    Atomics.store(this.#i32, CTRL.quit, 0);
-    const init: WorkerInit = { module: this.#compiled.module, memory: this.#memory, spin: SPIN };
-    const jobs: Promise<{ terminate(): void }>[] = [];
-    for (let w = this.#workers.length; w < want; w++) jobs.push(spawn(init, webWorker));
-    const results = await Promise.allSettled(jobs);
-    const failed: string[] = [];
-    for (const r of results) {
-      if (r.status === "fulfilled") this.#workers.push(r.value);
-      else failed.push(String(r.reason));
-    }
-    if (failed.length) {
-      throw new Error(
-        `wasm gemm: started ${results.length - failed.length} of ${results.length} workers: ${
-          failed[0]
-        }`,
-      );
+    try {
+      await this.#pool?.start(threads, { webWorker });
+    } catch (e) {
+      throw new Error(`wasm gemm: ${(e as Error).message}`);
     }
   }
 
   /** Stops the workers; later calls run on the calling thread. */
   dispose(): void {
-    if (!this.#workers.length) return;
-    Atomics.store(this.#i32, CTRL.quit, 1);
-    Atomics.store(this.#i32, CTRL.seq, ++this.#seq);
-    Atomics.notify(this.#i32, CTRL.seq);
-    for (const w of this.#workers) w.terminate();
-    this.#workers = [];
+    this.#pool?.dispose();
   }
 
   sgemm(args: SgemmArgs): void {
@@ -297,53 +247,22 @@ export class WasmGemm implements Gemm {
 
   /**
    * Runs the kernel over all panels. With workers and enough work, C's panels are cut into chunks
-   * that every thread (this one included) claims until none are left (worker_protocol.ts).
+   * that every thread (this one included) claims until none are left (the wasm pool's protocol).
    */
   #run(pa: number, pb: number, pc: number, mp: number, np: number, k: number, beta0: number) {
     const flops = mp * MR * np * NR * k;
-    const threads = this.#workers.length + 1;
-    if (threads === 1 || flops < PARALLEL_MIN) {
+    const threads = this.threads;
+    if (!this.#pool || threads === 1 || flops < PARALLEL_MIN) {
       this.#gemm(pa, pb, pc, mp, np, k, KC, 0, mp, 0, np, MCP, beta0);
       return;
     }
-    // Cut the longer side (in panels) into about CHUNKS_PER_THREAD chunks per thread.
-    const splitN = np > mp ? 1 : 0;
+    // Cut the longer side (in panels) into about CHUNKS_PER_THREAD chunks per thread: the chunk's
+    // panel range goes to (jp0, jp1), argument slots 9 and 10, or to (ip0, ip1), slots 7 and 8.
+    const splitN = np > mp;
     const total = splitN ? np : mp;
     const per = Math.ceil(total / Math.min(MAX_CHUNKS, threads * CHUNKS_PER_THREAD, total));
-    const chunks = Math.ceil(total / per);
-    const i32 = this.#i32, p = CTRL.params;
-    const seq = ++this.#seq, gen = seq & 0xfff;
-    i32[p] = pa;
-    i32[p + 1] = pb;
-    i32[p + 2] = pc;
-    i32[p + 3] = mp;
-    i32[p + 4] = np;
-    i32[p + 5] = k;
-    i32[p + 6] = KC;
-    i32[p + 7] = MCP;
-    i32[p + 8] = beta0;
-    i32[p + 9] = splitN;
-    i32[p + 10] = per;
-    Atomics.store(i32, CTRL.finished, 0);
-    Atomics.store(i32, CTRL.claim, (gen << 20) | (chunks << 10)); // publishes the params above
-    Atomics.store(i32, CTRL.seq, seq);
-    Atomics.notify(i32, CTRL.seq);
-    this.#workerChunks += chunks - runChunks(i32, this.#gemm, gen);
-    // Wait for chunks other threads still hold: spin first, then sleep.
-    for (let s = 0; s < SPIN; s++) if (Atomics.load(i32, CTRL.finished) === chunks) return;
-    for (
-      let d = Atomics.load(i32, CTRL.finished);
-      d !== chunks;
-      d = Atomics.load(i32, CTRL.finished)
-    ) {
-      if (this.#canWait) {
-        try {
-          Atomics.wait(i32, CTRL.finished, d, 1000);
-        } catch {
-          this.#canWait = false;
-        }
-      }
-    }
+    const args = [pa, pb, pc, mp, np, k, KC, 0, mp, 0, np, MCP, beta0];
+    this.#pool.run(0, args, splitN ? 9 : 7, splitN ? 10 : 8, 0, total, per);
   }
 }
 

@@ -1,19 +1,20 @@
 /**
- * A gemm worker thread: instantiates the kernel on the shared memory, answers one message when ready,
- * then serves jobs through the control block only (spin, then `Atomics.wait`; see
- * worker_protocol.ts). Runs as a
- * `node:worker_threads` worker in Deno and Node (so it can be unref'd) or as a web Worker.
+ * A wasm pool worker thread: instantiates the kernels on the shared memory, answers one message
+ * when ready, then serves jobs through the control block only (spin, then `Atomics.wait`; see
+ * protocol.ts). Runs as a `node:worker_threads` worker in Deno and Node (so it can be unref'd) or
+ * as a web Worker.
  *
  * @module
  */
 
-import { CTRL, type GemmFn, runChunks, type WorkerInit } from "./worker_protocol.ts";
+import { CTRL, type KernelFn, runChunks, type WorkerInit } from "./protocol.ts";
 
 function serve(init: WorkerInit, ready: () => void): void {
   const inst = new WebAssembly.Instance(init.module, { env: { memory: init.memory } });
-  const gemm = inst.exports.gemm as GemmFn;
-  // The control block is at the start of the memory, so this view stays valid when it grows.
+  const fns = init.exports.map((name) => inst.exports[name] as KernelFn);
+  // The control block is at the start of the memory, so these views stay valid when it grows.
   const i32 = new Int32Array(init.memory.buffer, 0, 1024);
+  const f64 = new Float64Array(init.memory.buffer, 0, 512);
   const spin = init.spin;
   let last = Atomics.load(i32, CTRL.seq);
   ready();
@@ -26,7 +27,7 @@ function serve(init: WorkerInit, ready: () => void): void {
     }
     last = s;
     if (Atomics.load(i32, CTRL.quit)) return;
-    runChunks(i32, gemm, s & 0xfff);
+    runChunks(i32, f64, fns, s & 0xfff);
   }
 }
 

@@ -1,0 +1,666 @@
+/**
+ * Build script for the wasm SIMD elementwise kernels (exp-heavy rows: log-sum-exp, softmax,
+ * cross-entropy, attention probabilities, SwiGLU, sigmoid/SiLU): generates the WebAssembly text,
+ * assembles it with the npm `wabt` package and writes `kernels_wasm.ts`, which embeds the bytes as
+ * base64 so that nothing is built at run time.
+ *
+ * ```sh
+ * deno run -A nn/backend/cpu/simd/build_wasm.ts          # rewrite kernels_wasm.ts
+ * deno run -A nn/backend/cpu/simd/build_wasm.ts --wat    # print the WAT
+ * deno run -A nn/backend/cpu/simd/build_wasm.ts --check  # fail if kernels_wasm.ts is stale
+ * ```
+ *
+ * Two variants are emitted, shared and private memory (shared is needed for worker threads). Only
+ * plain SIMD128 is used, no relaxed SIMD: every engine computes the same bits.
+ *
+ * ## exp(x) in f32x4 (Cephes `expf`)
+ *
+ * 1. Clamp x to [-104, 88.8] with `pmin`/`pmax`, which pass NaN through. e^88.8 > FLT_MAX, so the
+ *    top of the range still overflows to +Infinity, and e^-104 < 2^-150 rounds to 0 (as -Infinity
+ *    must).
+ * 2. n = round(x·log2 e): adding 1.5·2^23 rounds to an integer in the low mantissa bits (ties to
+ *    even), so n is read both as a float (t − 1.5·2^23) and as an int (bits(t) − bits(1.5·2^23)).
+ * 3. r = x − n·C1 − n·C2 with C1 + C2 = ln 2 (Cody–Waite): C1 = 0.693359375 has 9 significant
+ *    bits, so n·C1 (|n| ≤ 151) is exact and x − n·C1 loses nothing; |r| ≤ ln2/2 ≈ 0.347.
+ * 4. e^r ≈ 1 + r + r²·P(r), P of degree 5 (Cephes' minimax coefficients): relative error
+ *    ≈ 1.2e-7 on |r| ≤ ln2/2 before rounding.
+ * 5. 2^n is applied as two normal powers 2^⌊n/2⌋·2^(n−⌊n/2⌋) built from exponent bits, so results
+ *    in the denormal range (x < −87.3) are rounded once, and 2^128 overflows correctly.
+ *
+ * Measured against `Math.exp` (f64, rounded to f32) over every f32 in [-104, 88.8]: at most 2 ulp
+ * (the test and the bench check it; denormal results are within 1 ulp of the denormal grid).
+ * NaN in gives NaN out; ±Infinity give +Infinity and 0.
+ *
+ * ## Row sums
+ *
+ * Σ exp(x − m) is accumulated in f64 (two f64x2 accumulators per row), as the TypeScript loops did,
+ * so the sum adds no error beyond each term's own.
+ *
+ * ## Tails
+ *
+ * Rows need not be multiples of 4: the last partial vector is loaded whole (the caller leaves 16
+ * bytes of padding after every buffer), the lanes past the end are masked (to -Infinity or 0) and
+ * only the valid lanes are stored with `v128.store32_lane`.
+ *
+ * @module
+ */
+
+import wabtInit from "npm:wabt@1.0.39";
+
+// ---- numeric constants (f32) ----
+
+/** Inputs are clamped to [EXP_LO, EXP_HI]: e^EXP_HI overflows, e^EXP_LO rounds to 0. */
+const EXP_HI = 88.8;
+const EXP_LO = -104;
+const LOG2E = 1.44269504088896341;
+/** 1.5·2^23: adding it rounds a float of magnitude < 2^22 to an integer in the mantissa. */
+const MAGIC = 12582912;
+/** The f32 bits of MAGIC. */
+const MAGIC_BITS = 0x4b400000;
+/** ln 2 = C1 + C2, C1 with 9 significant bits so that n·C1 is exact. */
+const C1 = 0.693359375;
+const C2 = -2.12194440e-4;
+/** Cephes expf: e^r ≈ 1 + r + r²·(((((P0 r + P1) r + P2) r + P3) r + P4) r + P5). */
+const P = [
+  1.9875691500e-4,
+  1.3981999507e-3,
+  8.3334519073e-3,
+  4.1665795894e-2,
+  1.6666665459e-1,
+  5.0000001201e-1,
+];
+
+/** Shortest decimal that reads back as the same f32. */
+function f32Lit(v: number): string {
+  const f = Math.fround(v);
+  if (!Number.isFinite(f)) return f > 0 ? "inf" : f < 0 ? "-inf" : "nan";
+  for (let p = 1; p <= 9; p++) {
+    const s = f.toPrecision(p);
+    if (Math.fround(Number(s)) === f) return s;
+  }
+  return f.toPrecision(9);
+}
+
+// ---- tiny WAT helpers ----
+
+const get = (n: string) => `(local.get $${n})`;
+const set = (n: string, e: string) => `(local.set $${n} ${e})`;
+const i32 = (v: number) => `(i32.const ${v})`;
+/**
+ * Vector constants are hoisted into locals set once at function entry: V8 materialises every
+ * `v128.const` with several instructions at each use, which made the exp loop 4× slower.
+ */
+let consts = new Map<string, string>();
+function constant(init: string): string {
+  let name = consts.get(init);
+  if (!name) consts.set(init, name = `$k${consts.size}`);
+  return `(local.get ${name})`;
+}
+const f4 = (v: number) => {
+  const s = f32Lit(v);
+  return constant(`(v128.const f32x4 ${s} ${s} ${s} ${s})`);
+};
+const i4 = (v: number) => constant(`(v128.const i32x4 ${v} ${v} ${v} ${v})`);
+
+/**
+ * A function: `head` (name and params), `locals`, and `body`, a thunk so that the constants it uses
+ * are collected and declared here.
+ */
+function func(head: string, locals: string, body: () => string): string {
+  const saved = consts;
+  consts = new Map();
+  const b = body();
+  const decl = [...consts.values()].map((n) => `(local ${n} v128)`).join(" ");
+  const init = [...consts].map(([i, n]) => `(local.set ${n} ${i})`).join("\n    ");
+  consts = saved;
+  return `
+  (func ${head}
+    ${locals} ${decl}
+    ${init}
+    ${b})`;
+}
+const add = (a: string, b: string) => `(i32.add ${a} ${b})`;
+const mul = (a: string, b: string) => `(i32.mul ${a} ${b})`;
+const fadd = (a: string, b: string) => `(f32x4.add ${a} ${b})`;
+const fsub = (a: string, b: string) => `(f32x4.sub ${a} ${b})`;
+const fmul = (a: string, b: string) => `(f32x4.mul ${a} ${b})`;
+const load = (p: string) => `(v128.load ${p})`;
+const store = (p: string, v: string) => `(v128.store ${p} ${v})`;
+const splat = (e: string) => `(f32x4.splat ${e})`;
+const sel = (a: string, b: string, mask: string) => `(v128.bitselect ${a} ${b} ${mask})`;
+
+const EXP_NAMES = ["ex", "et", "en", "er", "ez", "ep", "ei", "ej"];
+
+/** Locals every function using `exp4` with suffix `sfx` must declare. */
+const expLocals = (sfx = "") => EXP_NAMES.map((n) => `(local $${n}${sfx} v128)`).join(" ");
+
+/**
+ * Statements setting `$out` to exp of the f32x4 expression `x` (Cephes expf, see the module
+ * comment). `$out` may be one of the caller's locals; `x` is evaluated once. Temporaries are the
+ * locals of {@linkcode expLocals} with suffix `sfx`, so that independent copies can interleave.
+ */
+function exp4(out: string, x: string, sfx = ""): string[] {
+  const [ex, et, en, er, ez, ep, ei, ej] = EXP_NAMES.map((n) => n + sfx);
+  return [
+    set(ex, `(f32x4.pmax (f32x4.pmin ${x} ${f4(EXP_HI)}) ${f4(EXP_LO)})`),
+    // t = x·log2e + 1.5·2^23 → n = round(x·log2e) as float and as int
+    set(et, fadd(fmul(get(ex), f4(LOG2E)), f4(MAGIC))),
+    set(en, fsub(get(et), f4(MAGIC))),
+    set(ei, `(i32x4.sub ${get(et)} ${i4(MAGIC_BITS)})`),
+    // r = x − n·C1 − n·C2
+    set(er, fsub(fsub(get(ex), fmul(get(en), f4(C1))), fmul(get(en), f4(C2)))),
+    set(ez, fmul(get(er), get(er))),
+    // P(r) by Estrin's scheme (shorter dependency chain than Horner):
+    // (P4 r + P5) + r²·((P2 r + P3) + r²·(P0 r + P1))
+    set(ep, fadd(fmul(f4(P[0]), get(er)), f4(P[1]))),
+    set(ep, fadd(fmul(get(ep), get(ez)), fadd(fmul(f4(P[2]), get(er)), f4(P[3])))),
+    set(ep, fadd(fmul(get(ep), get(ez)), fadd(fmul(f4(P[4]), get(er)), f4(P[5])))),
+    // e^r = P·r² + r + 1
+    set(ep, fadd(fadd(fmul(get(ep), get(ez)), get(er)), f4(1))),
+    // 2^n = 2^n1 · 2^(n−n1), n1 = n >> 1, each factor built as ((k + 127) << 23)
+    set(ej, `(i32x4.shr_s ${get(ei)} ${i32(1)})`),
+    set(ei, `(i32x4.sub ${get(ei)} ${get(ej)})`),
+    set(ej, `(i32x4.shl (i32x4.add ${get(ej)} ${i4(127)}) ${i32(23)})`),
+    set(ei, `(i32x4.shl (i32x4.add ${get(ei)} ${i4(127)}) ${i32(23)})`),
+    set(out, fmul(fmul(get(ep), get(ej)), get(ei))),
+  ];
+}
+
+/** Lane mask of lanes < `count` (an i32 expression, 0..4). */
+const laneMask = (count: string) =>
+  `(i32x4.gt_s (i32x4.splat ${count}) ${constant("(v128.const i32x4 0 1 2 3)")})`;
+
+/** Stores the first `count` (0..3) lanes of `$v` at address `p` (an expression; re-evaluated). */
+function storeLanes(p: string, v: string, count: string): string {
+  return [0, 1, 2].map((l) =>
+    `(if (i32.gt_u ${count} ${i32(l)}) (then (v128.store32_lane offset=${l * 4} ${l} ${p} ${
+      get(v)
+    })))`
+  ).join("\n      ");
+}
+
+// ---- elementwise maps over [i0, i1) ----
+
+/**
+ * A map over elements [i0, i1) of `ins.length` input and `outs.length` output f32 arrays (byte
+ * offsets). `body(sfx)` reads locals `$in_<name><sfx>` and sets `$out_<name><sfx>`; its temporaries
+ * carry the suffix too. The main loop runs two vectors per iteration (suffixes "" and "b"): the
+ * exp chain is long (~60 cycles of latency), and two independent chains side by side keep the FP
+ * pipes busy.
+ */
+function mapKernel(
+  name: string,
+  ins: string[],
+  outs: string[],
+  body: (sfx: string) => string[],
+  extraLocals: (sfx: string) => string = () => "",
+): string {
+  const params = [...ins, ...outs].map((n) => `(param $${n} i32)`).join(" ");
+  const vlocals = (sfx: string) =>
+    [...ins.map((n) => `$in_${n}${sfx}`), ...outs.map((n) => `$out_${n}${sfx}`)]
+      .map((n) => `(local ${n} v128)`).join(" ");
+  const at = (n: string, off: number) => `(i32.add ${add(get(n), get("i"))} ${i32(off)})`;
+  const loads = (sfx: string, off: number) =>
+    ins.map((n) => set(`in_${n}${sfx}`, load(at(n, off)))).join("\n        ");
+  const stores = (sfx: string, off: number) =>
+    outs.map((n) => store(at(n, off), get(`out_${n}${sfx}`))).join("\n        ");
+  const tailStores = outs.map((n) => storeLanes(add(get(n), get("i")), `out_${n}`, get("rem")));
+  const locals = ["", "b"].map((x) => `${vlocals(x)} ${expLocals(x)} ${extraLocals(x)}`).join(" ");
+  return func(
+    `(export "${name}") ${params} (param $i0 i32) (param $i1 i32)`,
+    `(local $i i32) (local $end i32) (local $rem i32) ${locals}`,
+    () => {
+      const a = body("").join("\n        "), b = body("b").join("\n        ");
+      return `
+    (local.set $i (i32.shl ${get("i0")} ${i32(2)}))
+    (local.set $rem (i32.and (i32.sub ${get("i1")} ${get("i0")}) ${i32(3)}))
+    (local.set $end (i32.sub (i32.shl ${get("i1")} ${i32(2)}) (i32.shl ${get("rem")} ${i32(2)})))
+    (block $done
+      (loop $l
+        (br_if $done (i32.gt_u (i32.add ${get("i")} ${i32(32)}) ${get("end")}))
+        ${loads("", 0)}
+        ${loads("b", 16)}
+        ${a}
+        ${b}
+        ${stores("", 0)}
+        ${stores("b", 16)}
+        (local.set $i (i32.add ${get("i")} ${i32(32)}))
+        (br $l)))
+    (if (i32.lt_u ${get("i")} ${get("end")})
+      (then
+        ${loads("", 0)}
+        ${a}
+        ${stores("", 0)}
+        (local.set $i (i32.add ${get("i")} ${i32(16)}))))
+    ;; tail: garbage lanes are computed (the buffers are padded) but never stored
+    (if ${get("rem")}
+      (then
+        ${loads("", 0)}
+        ${a}
+        ${tailStores.join("\n        ")}))`;
+    },
+  );
+}
+
+/**
+ * Sigmoid pieces of `x` (a local): `$e` = e^-|x| and `$pos` = (x ≥ 0). σ(x) = 1/(1+e) for x ≥ 0
+ * and e/(1+e) below; 1−σ(x) is the other one, computed this way (not as 1 − σ) so that it stays
+ * accurate where σ ≈ 1. NaN fails `x ≥ 0` and propagates through e.
+ */
+function sigmoidParts(x: string, sfx: string): string[] {
+  return [
+    ...exp4(`e${sfx}`, `(f32x4.neg (f32x4.abs ${get(x)}))`, sfx),
+    set(`pos${sfx}`, `(f32x4.ge ${get(x)} ${f4(0)})`),
+  ];
+}
+
+const sigLocals = (sfx: string) =>
+  ["e", "pos", "rd", "s", "sm"].map((n) => `(local $${n}${sfx} v128)`).join(" ");
+
+/** Sets `$s` = σ(x) and `$sm` = 1 − σ(x) via one reciprocal rd = 1/(1+e) (each ≤ 1 ulp more). */
+function sigmoidBoth(x: string, sfx: string): string[] {
+  const [e, pos, rd] = [`e${sfx}`, `pos${sfx}`, `rd${sfx}`];
+  return [
+    ...sigmoidParts(x, sfx),
+    set(rd, `(f32x4.div ${f4(1)} ${fadd(f4(1), get(e))})`),
+    set(`s${sfx}`, sel(get(rd), fmul(get(e), get(rd)), get(pos))),
+    set(`sm${sfx}`, sel(fmul(get(e), get(rd)), get(rd), get(pos))),
+  ];
+}
+
+/** Sets `$s` = σ(x) = (x ≥ 0 ? 1 : e) / (1 + e): one division, no further rounding. */
+function sigmoidOnly(x: string, sfx: string): string[] {
+  const [e, pos] = [`e${sfx}`, `pos${sfx}`];
+  return [
+    ...sigmoidParts(x, sfx),
+    set(`s${sfx}`, `(f32x4.div ${sel(f4(1), get(e), get(pos))} ${fadd(f4(1), get(e))})`),
+  ];
+}
+
+const MAPS = () => [
+  mapKernel("map_exp", ["x"], ["y"], (k) => exp4(`out_y${k}`, get(`in_x${k}`), k)),
+  mapKernel(
+    "map_sigmoid",
+    ["x"],
+    ["y"],
+    (k) => [...sigmoidOnly(`in_x${k}`, k), set(`out_y${k}`, get(`s${k}`))],
+    sigLocals,
+  ),
+  mapKernel(
+    "map_silu",
+    ["x"],
+    ["y"],
+    (k) => [...sigmoidOnly(`in_x${k}`, k), set(`out_y${k}`, fmul(get(`in_x${k}`), get(`s${k}`)))],
+    sigLocals,
+  ),
+  // silu'(x) = σ(x)·(1 + x·(1 − σ(x)))
+  mapKernel(
+    "map_silu_grad",
+    ["x"],
+    ["y"],
+    (k) => [
+      ...sigmoidBoth(`in_x${k}`, k),
+      set(`out_y${k}`, fmul(get(`s${k}`), fadd(f4(1), fmul(get(`in_x${k}`), get(`sm${k}`))))),
+    ],
+    sigLocals,
+  ),
+  // y = g·σ(g)·u
+  mapKernel(
+    "swiglu",
+    ["g", "u"],
+    ["y"],
+    (k) => [
+      ...sigmoidOnly(`in_g${k}`, k),
+      set(`out_y${k}`, fmul(fmul(get(`in_g${k}`), get(`s${k}`)), get(`in_u${k}`))),
+    ],
+    sigLocals,
+  ),
+  // du = ct·g·σ(g) ; dg = ct·u·σ(g)·(1 + g·(1 − σ(g)))
+  mapKernel(
+    "swiglu_bwd",
+    ["ct", "g", "u"],
+    ["dg", "du"],
+    (k) => [
+      ...sigmoidBoth(`in_g${k}`, k),
+      set(`out_du${k}`, fmul(fmul(get(`in_ct${k}`), get(`in_g${k}`)), get(`s${k}`))),
+      set(
+        `out_dg${k}`,
+        fmul(
+          fmul(fmul(get(`in_ct${k}`), get(`in_u${k}`)), get(`s${k}`)),
+          fadd(f4(1), fmul(get(`in_g${k}`), get(`sm${k}`))),
+        ),
+      ),
+    ],
+    sigLocals,
+  ),
+];
+
+// ---- row kernels over rows [r0, r1) of a row-major matrix with row stride ld (elements) ----
+
+/**
+ * Per-row parameter block (16 bytes at `prm + 16·r`): f32 hi, f32 lo (the row's shift c = hi + lo,
+ * split so that no precision is lost to rounding c to f32), f32 g (a scale), i32 lim (elements
+ * [lim, n) are outside the row: -Infinity for the statistics, 0 in the outputs).
+ */
+const PRM = { hi: 0, lo: 4, g: 8, lim: 12 };
+
+/** Address of row r's first element: base + r·ld·4. */
+const rowAddr = (base: string) => add(get(base), mul(get("r"), `(i32.shl ${get("ld")} ${i32(2)})`));
+
+/** Hidden-column mask of the vector at byte j of the key mask (f32, 0 = hidden). */
+const keyMask = () => `(f32x4.ne ${load(add(get("mask"), get("j")))} ${f4(0)})`;
+
+/** `valid` AND the key mask when `masked`; null when nothing is masked. */
+function visible(valid: string | null, masked: boolean): string | null {
+  if (!masked) return valid;
+  return valid ? `(v128.and ${valid} ${keyMask()})` : keyMask();
+}
+
+/**
+ * `row_stats`: for each row, m = max_j v_j and s = Σ_j exp(v_j − m) (f64) over j < lim, written as
+ * f64 (m, s) at `out + 16·r`. v_j = x_j when not `attn`; with `attn`, v_j = x_j·scale, and -Infinity
+ * where `mask` (a per-column f32 array, 0 = hidden; the pointer 0 = none) is 0, and lim comes from
+ * the row's parameter block. The max ignores NaN (like `if (v > m) m = v`), the sum does not.
+ *
+ * With `softmax` the row is also overwritten with its probabilities: the sum pass stores
+ * e_j = exp(v_j − m), then e_j·(1/s) (1/s rounded once from f64), 0 at hidden columns and for
+ * lim ≤ j < n. That is one exp per element instead of two (stats, then exp(v − lse)); the result
+ * is within 2 ulp of exp(v − lse). A row with nothing visible (m = -Infinity) becomes 0 with s = 0.
+ */
+function rowStats(name: string, attn: boolean, softmax: boolean): string {
+  const value = (valid: string | null, masked: boolean) => {
+    let v = load(add(get("row"), get("j")));
+    if (attn) v = fmul(v, get("sc"));
+    const m = visible(valid, masked);
+    return m ? sel(v, f4(-Infinity), m) : v;
+  };
+  const accumulate = () => `
+          (local.set $a0 (f64x2.add ${get("a0")} (f64x2.promote_low_f32x4 ${get("y")})))
+          (local.set $a1 (f64x2.add ${get("a1")} (f64x2.promote_low_f32x4
+            (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 ${get("y")} ${get("y")}))))`;
+  const at = add(get("row"), get("j"));
+  const lanesLeft = `(i32.shr_u (i32.sub ${get("nb")} ${get("j")}) ${i32(2)})`;
+  // the vector at j when it may run past n: whole if it fits, else lane by lane
+  const storeEdge = (v: string) => `
+          (if (i32.le_u (i32.add ${get("j")} ${i32(16)}) ${get("nb")})
+            (then ${store(at, get(v))})
+            (else ${storeLanes(at, v, lanesLeft)}))`;
+  const lane = (l: number) => `(f32x4.extract_lane ${l} ${get("vm")})`;
+  const pass = (masked: boolean) => `
+        ;; max over the full vectors, then the partial one
+        (local.set $vm ${f4(-Infinity)})
+        (local.set $j (i32.const 0))
+        (block $d1 (loop $l1
+          (br_if $d1 (i32.ge_u ${get("j")} ${get("end")}))
+          (local.set $vm (f32x4.pmax ${get("vm")} ${value(null, masked)}))
+          (local.set $j (i32.add ${get("j")} ${i32(16)}))
+          (br $l1)))
+        (if ${get("rem")} (then
+          (local.set $vm (f32x4.pmax ${get("vm")} ${value(laneMask(get("rem")), masked)}))))
+        (local.set $m ${lane(0)})
+        (if (f32.gt ${lane(1)} ${get("m")}) (then (local.set $m ${lane(1)})))
+        (if (f32.gt ${lane(2)} ${get("m")}) (then (local.set $m ${lane(2)})))
+        (if (f32.gt ${lane(3)} ${get("m")}) (then (local.set $m ${lane(3)})))
+        (local.set $vm ${splat(get("m"))})
+        ${
+    softmax
+      ? `;; nothing visible: no exps (they would be NaN), the row becomes 0
+        (if (f32.eq ${
+        get("m")
+      } (f32.const -inf)) (then (local.set $end (i32.const 0)) (local.set $rem (i32.const 0))))`
+      : ""
+  }
+        ;; Σ exp(v − m) in two f64x2 accumulators${softmax ? ", storing each exp" : ""}
+        (local.set $a0 (v128.const i64x2 0 0))
+        (local.set $a1 (v128.const i64x2 0 0))
+        (local.set $j (i32.const 0))
+        (block $d2 (loop $l2
+          (br_if $d2 (i32.ge_u ${get("j")} ${get("end")}))
+          ${exp4("y", fsub(value(null, masked), get("vm"))).join("\n          ")}
+          ${accumulate()}
+          ${softmax ? store(at, get("y")) : ""}
+          (local.set $j (i32.add ${get("j")} ${i32(16)}))
+          (br $l2)))
+        (if ${get("rem")} (then
+          ${exp4("y", fsub(value(laneMask(get("rem")), masked), get("vm"))).join("\n          ")}
+          ${accumulate()}
+          ${softmax ? storeEdge("y") : ""}))`;
+  // probabilities: e·(1/s) over [0, lim) (hidden entries are 0 already), then zeros up to n
+  const normalize = `
+      (local.set $vm ${splat(`(f32.demote_f64 (f64.div (f64.const 1) ${get("sum")}))`)})
+      (local.set $j (i32.const 0))
+      (block $d3 (loop $l3
+        (br_if $d3 (i32.ge_u ${get("j")} ${get("end")}))
+        ${store(at, fmul(load(at), get("vm")))}
+        (local.set $j (i32.add ${get("j")} ${i32(16)}))
+        (br $l3)))
+      (if ${get("rem")} (then
+        (local.set $y ${fmul(load(at), get("vm"))})
+        ${storeEdge("y")}
+        (local.set $j (i32.add ${get("j")} ${i32(16)}))))
+      (block $d4 (loop $l4
+        (br_if $d4 (i32.gt_u (i32.add ${get("j")} ${i32(16)}) ${get("nb")}))
+        ${store(at, "(v128.const i64x2 0 0)")}
+        (local.set $j (i32.add ${get("j")} ${i32(16)}))
+        (br $l4)))
+      (local.set $y (v128.const i64x2 0 0))
+      (if (i32.lt_u ${get("j")} ${get("nb")}) (then ${storeLanes(at, "y", lanesLeft)}))`;
+  const attnParams = attn ? "(param $prm i32) (param $scale f32) (param $mask i32)" : "";
+  const outAddr = add(get("out"), `(i32.shl ${get("r")} ${i32(4)})`);
+  return func(
+    `(export "${name}") (param $x i32) (param $ld i32) (param $n i32) ${attnParams}
+      (param $out i32) (param $r0 i32) (param $r1 i32)`,
+    `(local $r i32) (local $row i32) (local $j i32) (local $end i32) (local $rem i32) (local $lim i32)
+    (local $nb i32) (local $m f32) (local $sum f64)
+    (local $vm v128) (local $y v128) (local $a0 v128) (local $a1 v128) (local $sc v128)
+    ${expLocals()}`,
+    () => `
+    ${attn ? `(local.set $sc ${splat(get("scale"))})` : ""}
+    (local.set $nb (i32.shl ${get("n")} ${i32(2)}))
+    (local.set $r ${get("r0")})
+    (block $done (loop $rows
+      (br_if $done (i32.ge_u ${get("r")} ${get("r1")}))
+      (local.set $row ${rowAddr("x")})
+      (local.set $lim ${
+      attn
+        ? `(i32.load offset=${PRM.lim} ${add(get("prm"), `(i32.shl ${get("r")} ${i32(4)})`)})`
+        : get("n")
+    })
+      (local.set $rem (i32.and ${get("lim")} ${i32(3)}))
+      (local.set $end (i32.shl (i32.sub ${get("lim")} ${get("rem")}) ${i32(2)}))
+      ${attn ? `(if ${get("mask")} (then ${pass(true)}) (else ${pass(false)}))` : pass(false)}
+      (local.set $sum
+        (f64.add (f64.add (f64x2.extract_lane 0 ${get("a0")}) (f64x2.extract_lane 1 ${get("a0")}))
+                 (f64.add (f64x2.extract_lane 0 ${get("a1")}) (f64x2.extract_lane 1 ${get("a1")}))))
+      (f64.store ${outAddr} (f64.promote_f32 ${get("m")}))
+      (f64.store offset=8 ${outAddr} ${get("sum")})
+      ${softmax ? normalize : ""}
+      (local.set $r (i32.add ${get("r")} ${i32(1)}))
+      (br $rows)))`,
+  );
+}
+
+/**
+ * `row_exp`: y_j = exp((v_j − hi) − lo)·g for j < lim and 0 for lim ≤ j < n, with v and the
+ * per-row (hi, lo, g, lim) as in {@linkcode rowStats}; with `attn` hidden columns give 0. y may
+ * alias x.
+ */
+function rowExp(name: string, attn: boolean): string {
+  const value = () => {
+    const v = load(add(get("row"), get("j")));
+    return attn ? fmul(v, get("sc")) : v;
+  };
+  const compute = (masked: boolean, valid: string | null) => {
+    const m = visible(valid, masked);
+    return [
+      ...exp4("y", fsub(fsub(value(), get("vh")), get("vl"))),
+      set("y", fmul(get("y"), get("vg"))),
+      m ? set("y", `(v128.and ${get("y")} ${m})`) : "",
+    ].join("\n          ");
+  };
+  const lanesLeft = `(i32.shr_u (i32.sub ${get("nb")} ${get("j")}) ${i32(2)})`;
+  const pass = (masked: boolean) => `
+        (local.set $j (i32.const 0))
+        (block $d1 (loop $l1
+          (br_if $d1 (i32.ge_u ${get("j")} ${get("end")}))
+          ${compute(masked, null)}
+          ${store(add(get("dst"), get("j")), get("y"))}
+          (local.set $j (i32.add ${get("j")} ${i32(16)}))
+          (br $l1)))
+        ;; the partial vector at lim: lanes ≥ lim are zeroed
+        (if ${get("rem")} (then
+          ${compute(masked, laneMask(get("rem")))}
+          (if (i32.le_u (i32.add ${get("j")} ${i32(16)}) ${get("nb")})
+            (then ${store(add(get("dst"), get("j")), get("y"))})
+            (else ${storeLanes(add(get("dst"), get("j")), "y", lanesLeft)}))
+          (local.set $j (i32.add ${get("j")} ${i32(16)}))))`;
+  const attnParams = attn ? "(param $scale f32) (param $mask i32)" : "";
+  return func(
+    `(export "${name}") (param $x i32) (param $out i32) (param $ld i32) (param $n i32)
+      (param $prm i32) ${attnParams} (param $r0 i32) (param $r1 i32)`,
+    `(local $r i32) (local $row i32) (local $dst i32) (local $j i32) (local $end i32) (local $rem i32)
+    (local $lim i32) (local $nb i32) (local $p i32) (local $y v128) (local $z v128)
+    (local $vh v128) (local $vl v128) (local $vg v128) (local $sc v128)
+    ${expLocals()}`,
+    () => `
+    ${attn ? `(local.set $sc ${splat(get("scale"))})` : ""}
+    (local.set $nb (i32.shl ${get("n")} ${i32(2)}))
+    (local.set $r ${get("r0")})
+    (block $done (loop $rows
+      (br_if $done (i32.ge_u ${get("r")} ${get("r1")}))
+      (local.set $row ${rowAddr("x")})
+      (local.set $dst ${rowAddr("out")})
+      (local.set $p ${add(get("prm"), `(i32.shl ${get("r")} ${i32(4)})`)})
+      (local.set $vh (v128.load32_splat offset=${PRM.hi} ${get("p")}))
+      (local.set $vl (v128.load32_splat offset=${PRM.lo} ${get("p")}))
+      (local.set $vg (v128.load32_splat offset=${PRM.g} ${get("p")}))
+      (local.set $lim (i32.load offset=${PRM.lim} ${get("p")}))
+      (local.set $rem (i32.and ${get("lim")} ${i32(3)}))
+      (local.set $end (i32.shl (i32.sub ${get("lim")} ${get("rem")}) ${i32(2)}))
+      ${attn ? `(if ${get("mask")} (then ${pass(true)}) (else ${pass(false)}))` : pass(false)}
+      ;; zeros from the next vector boundary to n
+      (block $d3 (loop $l3
+        (br_if $d3 (i32.gt_u (i32.add ${get("j")} ${i32(16)}) ${get("nb")}))
+        ${store(add(get("dst"), get("j")), "(v128.const i64x2 0 0)")}
+        (local.set $j (i32.add ${get("j")} ${i32(16)}))
+        (br $l3)))
+      (local.set $z (v128.const i64x2 0 0))
+      (if (i32.lt_u ${get("j")} ${get("nb")}) (then
+        ${storeLanes(add(get("dst"), get("j")), "z", lanesLeft)}))
+      (local.set $r (i32.add ${get("r")} ${i32(1)}))
+      (br $rows)))`,
+  );
+}
+
+/**
+ * `attn_ds`: dS = P ⊙ (dP − D_r)·scale over rows [r0, r1) of n columns, in place in dP; D is an f32
+ * per row (rowsum(dO ⊙ O)).
+ */
+function attnDs(): string {
+  const ds = () =>
+    fmul(
+      fmul(load(add(get("rp"), get("j"))), fsub(load(add(get("rd"), get("j"))), get("vd"))),
+      get("sc"),
+    );
+  return func(
+    `(export "attn_ds") (param $p i32) (param $dp i32) (param $ld i32) (param $n i32) (param $d i32)
+      (param $scale f32) (param $r0 i32) (param $r1 i32)`,
+    `(local $r i32) (local $rp i32) (local $rd i32) (local $j i32) (local $end i32) (local $rem i32)
+    (local $vd v128) (local $sc v128) (local $y v128)`,
+    () => `
+    (local.set $sc ${splat(get("scale"))})
+    (local.set $rem (i32.and ${get("n")} ${i32(3)}))
+    (local.set $end (i32.shl (i32.sub ${get("n")} ${get("rem")}) ${i32(2)}))
+    (local.set $r ${get("r0")})
+    (block $done (loop $rows
+      (br_if $done (i32.ge_u ${get("r")} ${get("r1")}))
+      (local.set $rp ${rowAddr("p")})
+      (local.set $rd ${rowAddr("dp")})
+      (local.set $vd (v128.load32_splat ${add(get("d"), `(i32.shl ${get("r")} ${i32(2)})`)}))
+      (local.set $j (i32.const 0))
+      (block $d1 (loop $l1
+        (br_if $d1 (i32.ge_u ${get("j")} ${get("end")}))
+        ${store(add(get("rd"), get("j")), ds())}
+        (local.set $j (i32.add ${get("j")} ${i32(16)}))
+        (br $l1)))
+      (if ${get("rem")} (then
+        (local.set $y ${ds()})
+        ${storeLanes(add(get("rd"), get("j")), "y", get("rem"))}))
+      (local.set $r (i32.add ${get("r")} ${i32(1)}))
+      (br $rows)))`,
+  );
+}
+
+/** The whole module. */
+export function moduleWat(shared: boolean): string {
+  return `(module
+  (import "env" "memory" (memory 1 65536${shared ? " shared" : ""}))
+${MAPS().join("\n")}
+${rowStats("row_stats", false, false)}
+${rowStats("row_softmax", false, true)}
+${rowStats("attn_softmax", true, true)}
+${rowExp("row_exp", false)}
+${rowExp("attn_exp", true)}
+${attnDs()}
+)
+`;
+}
+
+function toBase64(bytes: Uint8Array): string {
+  let s = "";
+  for (let i = 0; i < bytes.length; i++) s += String.fromCharCode(bytes[i]);
+  return btoa(s);
+}
+
+async function build(): Promise<string> {
+  const wabt = await wabtInit();
+  const features = { simd: true, threads: true, bulk_memory: true };
+  const lines = [
+    "// Generated by build_wasm.ts from the WAT it writes; do not edit. Rebuild with:",
+    "//   deno run -A nn/backend/cpu/simd/build_wasm.ts",
+  ];
+  for (const shared of [true, false]) {
+    const mod = wabt.parseWat(
+      `simd_${shared ? "shared" : "private"}.wat`,
+      moduleWat(shared),
+      features,
+    );
+    try {
+      // wabt's typings omit validate's feature argument; without it shared memory is refused.
+      (mod as unknown as { validate(f: object): void }).validate(features);
+      const { buffer } = mod.toBinary({});
+      const name = shared ? "SHARED" : "PRIVATE";
+      lines.push(
+        "",
+        `/** SIMD kernels, ${
+          shared ? "shared" : "private"
+        } memory (${buffer.length} bytes, base64). */`,
+        `export const WASM_${name} =\n  "${toBase64(buffer)}";`,
+      );
+    } finally {
+      mod.destroy();
+    }
+  }
+  return lines.join("\n") + "\n";
+}
+
+if (import.meta.main) {
+  const out = new URL("./kernels_wasm.ts", import.meta.url);
+  if (Deno.args.includes("--wat")) {
+    console.log(moduleWat(true));
+  } else {
+    const text = await build();
+    if (Deno.args.includes("--check")) {
+      const old = await Deno.readTextFile(out).catch(() => "");
+      if (old !== text) {
+        console.error(
+          `${out.pathname} is stale: run deno run -A nn/backend/cpu/simd/build_wasm.ts`,
+        );
+        Deno.exit(1);
+      }
+    } else {
+      await Deno.writeTextFile(out, text);
+      console.log(`wrote ${out.pathname}`);
+    }
+  }
+}
