@@ -46,12 +46,12 @@ function adamwKernel(
   const decay = 1 - lr * weightDecay;
   const a1 = 1 - beta1, a2 = 1 - beta2;
   const stepSize = -(lr / (1 - Math.pow(beta1, step))); // −lr / (1 − β₁ᵗ)
-  const bc2Sqrt = Math.sqrt(1 - Math.pow(beta2, step)); // √(1 − β₂ᵗ)
+  const invBc2Sqrt = 1 / Math.sqrt(1 - Math.pow(beta2, step)); // 1 / √(1 − β₂ᵗ)
   for (let i = 0; i < p.length; i++) {
     const gi = g[i];
     const mi = m[i] * beta1 + a1 * gi; // exp_avg.mul_(β₁).add_(g, alpha=1−β₁)
     const vi = v[i] * beta2 + a2 * gi * gi; // exp_avg_sq.mul_(β₂).addcmul_(g, g, value=1−β₂)
-    const denom = Math.sqrt(vi) / bc2Sqrt + eps; // (√v / √bc₂).add_(eps)
+    const denom = Math.sqrt(vi) * invBc2Sqrt + eps; // (√v / √bc₂).add_(eps), one divide fewer
     po[i] = p[i] * decay + (stepSize * mi) / denom; // p.mul_(1 − lr·λ).addcdiv_(m, denom, −step)
     mo[i] = mi;
     vo[i] = vi;

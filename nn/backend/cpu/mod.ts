@@ -1,13 +1,18 @@
 /**
  * The CPU backend: storages are typed arrays; kernels are the ops' reference `cpu` functions
- * (matmul calls the fast gemm in `gemm/`).
+ * (matmul calls the fast gemm in `gemm/`). Freed arrays of 64 KiB and more are kept in a pool by
+ * dtype and length and handed out again zeroed: a train step allocates the same shapes every
+ * step, and a recycled array skips the page faults of fresh memory (13% of a demo-model step).
  * @module
  */
 import type { Backend, BackendCounters, Storage } from "../backend.ts";
 import { newCounters } from "../backend.ts";
 import type { DType, TypedArray } from "../../dtype.ts";
-import { allocArray, byteSize } from "../../dtype.ts";
+import { allocArray, byteSize, dtypeOfArray } from "../../dtype.ts";
 import type { Meta, OpDef } from "../../op.ts";
+
+/** Arrays smaller than this are left to the GC (pooling pays off for large ones). */
+const POOL_MIN_BYTES = 64 * 1024;
 
 /** A CPU storage: a typed array. */
 export interface CpuStorage extends Storage {
@@ -18,24 +23,50 @@ export interface CpuStorage extends Storage {
 class CpuBackend implements Backend {
   readonly name = "cpu";
   readonly counters: BackendCounters = newCounters();
+  /** Freed arrays by dtype and length, ready for reuse. */
+  /** Storages adopted from callers, which may still hold the array: never pooled. */
+  readonly #foreign = new WeakSet<Storage>();
+  readonly #pool = new Map<string, TypedArray[]>();
+  #pooledBytes = 0;
+  /**
+   * Upper bound of the bytes the pool keeps. A free that would pass it empties the pool instead
+   * (so arrays of lengths that never recur, e.g. a growing KV cache, do not pile up).
+   */
+  poolLimitBytes = 2 * 1024 ** 3;
 
-  #wrap(data: TypedArray): CpuStorage {
+  #wrap(data: TypedArray, pooled: boolean): CpuStorage {
     this.counters.bytesInUse += data.byteLength;
-    this.counters.bytesAllocated += data.byteLength;
+    if (!pooled) this.counters.bytesAllocated += data.byteLength;
     return { backend: this, refs: 0, bytes: data.byteLength, data };
   }
 
+  /** A zeroed array: a freed one of the same dtype and length when the pool has it. */
+  #take(dtype: DType, size: number): [TypedArray, boolean] {
+    if (size * byteSize(dtype) >= POOL_MIN_BYTES) {
+      const list = this.#pool.get(dtype + size);
+      const a = list?.pop();
+      if (a) {
+        this.#pooledBytes -= a.byteLength;
+        this.counters.poolHits++;
+        return [a.fill(0), true];
+      }
+    }
+    return [allocArray(dtype, size), false];
+  }
+
   alloc(dtype: DType, size: number): Storage {
-    return this.#wrap(allocArray(dtype, size));
+    return this.#wrap(...this.#take(dtype, size));
   }
 
   fromArray(data: TypedArray): Storage {
-    return this.#wrap(data.slice());
+    return this.#wrap(data.slice(), false);
   }
 
   /** Wraps `data` without copying (the caller gives up ownership). */
   adopt(data: TypedArray): Storage {
-    return this.#wrap(data);
+    const s = this.#wrap(data, false);
+    this.#foreign.add(s);
+    return s;
   }
 
   read(s: Storage, dtype: DType, size: number): Promise<TypedArray> {
@@ -52,6 +83,28 @@ class CpuBackend implements Backend {
 
   free(s: Storage): void {
     this.counters.bytesInUse -= s.bytes;
+    if (this.#foreign.delete(s) || s.bytes < POOL_MIN_BYTES) return;
+    if (this.#pooledBytes + s.bytes > this.poolLimitBytes) {
+      this.emptyPool();
+      return;
+    }
+    const a = (s as CpuStorage).data;
+    const k = dtypeOfArray(a) + a.length;
+    const list = this.#pool.get(k);
+    if (list) list.push(a);
+    else this.#pool.set(k, [a]);
+    this.#pooledBytes += s.bytes;
+  }
+
+  /** Drops every pooled array (the GC reclaims them); live storages are untouched. */
+  emptyPool(): void {
+    this.#pool.clear();
+    this.#pooledBytes = 0;
+  }
+
+  /** Bytes held by the pool (freed arrays waiting for reuse). */
+  get pooledBytes(): number {
+    return this.#pooledBytes;
   }
 
   run<P>(op: OpDef<P>, inputs: Storage[], inMetas: Meta[], outMetas: Meta[], params: P): Storage[] {
@@ -62,11 +115,11 @@ class CpuBackend implements Backend {
     const outs = outMetas.map((m) => {
       let n = 1;
       for (const d of m.shape) n *= d;
-      return allocArray(m.dtype, n);
+      return this.#take(m.dtype, n);
     });
     this.counters.dispatches++;
-    op.cpu(ins, outs, { inputs: inMetas, outputs: outMetas, params });
-    return outs.map((o) => this.#wrap(o));
+    op.cpu(ins, outs.map((o) => o[0]), { inputs: inMetas, outputs: outMetas, params });
+    return outs.map((o) => this.#wrap(...o));
   }
 
   sync(): Promise<void> {
