@@ -6,25 +6,53 @@
  * and prints PyTorch's decode tokens/s beside ours.
  *
  * ```sh
- * deno run -A bench/serve_bench.ts --model demo --torch
+ * deno run -A bench/serve_bench.ts --model demo --torch    # the demo's model, 2.8M
  * deno run -A bench/serve_bench.ts --model small --tokens 64 --torch   # MiniMind2-Small, 25.8M
  * ```
  * Prints one JSON line per model and a table. Weights are random: speed does not depend on them.
  * @module
  */
-import { parseArgs } from "node:util";
 import { config, init, type MiniMindConfig } from "../nn/minimind.ts";
 import { key } from "../nn/random.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { initGemm } from "../nn/backend/cpu/gemm/mod.ts";
 import { setFastSgemm } from "../nn/backend/cpu/gemm_adapter.ts";
 import { createApp, type ServeApp } from "../serve/mod.ts";
+import { parseFlags, runMain, usage, UsageError } from "../train/cli.ts";
+import type { FlagTable } from "../train/cli.ts";
 
-const MODELS: Record<string, { hiddenSize: number; numHiddenLayers: number }> = {
-  tiny: { hiddenSize: 64, numHiddenLayers: 2 },
-  demo: { hiddenSize: 256, numHiddenLayers: 4 },
+/** Model sizes by name (heads and KV heads as the preset unless given). */
+const MODELS: Record<
+  string,
+  { hiddenSize: number; numHiddenLayers: number; numAttentionHeads?: number }
+> = {
+  tiny: { hiddenSize: 64, numHiddenLayers: 2, numAttentionHeads: 4 },
+  demo: { hiddenSize: 192, numHiddenLayers: 4, numAttentionHeads: 6 }, // `deno task demo`'s model
   small: { hiddenSize: 512, numHiddenLayers: 8 }, // MiniMind2-Small
 };
+
+/** The benchmark's flags. */
+const FLAGS = {
+  model: {
+    type: "string",
+    default: "demo,small",
+    help: `comma-separated: ${Object.keys(MODELS).join(", ")} (or custom with --hidden_size)`,
+  },
+  hidden_size: { type: "int", default: 0, min: 0, help: "a custom model's hidden size" },
+  num_hidden_layers: { type: "int", default: 8, min: 1, help: "a custom model's layers" },
+  tokens: { type: "int", default: 64, min: 2, help: "new tokens per request" },
+  streams: { type: "int", default: 8, min: 1, help: "concurrent streams" },
+  tokenizer: {
+    type: "string",
+    default: new URL("../../shared/fixtures/minimind/minimind-3", import.meta.url).pathname,
+    help: "tokenizer folder",
+  },
+  torch: { type: "switch", default: false, help: "also run bench/torch_decode.py" },
+  gemm_threads: { type: "int", default: 0, min: 0, help: "gemm threads (0 = auto)" },
+  repeat: { type: "int", default: 3, min: 1, help: "runs per figure (the best is kept)" },
+} satisfies FlagTable;
+
+const COMMAND = "deno run -A bench/serve_bench.ts";
 
 interface StreamTiming {
   tokens: number;
@@ -80,6 +108,10 @@ function torchDecode(cfg: MiniMindConfig, N: number): Record<number, number> | n
         String(cfg.hiddenSize),
         "--num_hidden_layers",
         String(cfg.numHiddenLayers),
+        "--heads",
+        String(cfg.numAttentionHeads),
+        "--kv_heads",
+        String(cfg.numKeyValueHeads),
         "--tokens",
         String(N),
       ],
@@ -103,39 +135,39 @@ function countM(cfg: MiniMindConfig): number {
   return (cfg.vocabSize * h + cfg.numHiddenLayers * layer + h) / 1e6;
 }
 
-// `deno bench` imports every *_bench.ts: run only as a script
-if (import.meta.main) {
-  const { values: v } = parseArgs({
-    args: Deno.args,
-    options: {
-      model: { type: "string", multiple: true },
-      hidden_size: { type: "string" },
-      num_hidden_layers: { type: "string" },
-      tokens: { type: "string", default: "64" },
-      streams: { type: "string", default: "8" },
-      tokenizer: { type: "string" },
-      torch: { type: "boolean", default: false },
-      gemm_threads: { type: "string" },
-      repeat: { type: "string", default: "3" },
-    },
-  });
-
-  const N = Number(v.tokens), S = Number(v.streams);
-  const gemm = await initGemm(v.gemm_threads ? { threads: Number(v.gemm_threads) } : {});
+/**
+ * Runs the benchmark.
+ *
+ * @param argv command-line arguments
+ * @returns the exit code
+ */
+async function main(argv: readonly string[]): Promise<number> {
+  const { values: v, given, help } = parseFlags(argv, FLAGS, COMMAND);
+  if (help) {
+    console.log(usage(COMMAND, "Decode tokens/s through the server app.", FLAGS));
+    return 0;
+  }
+  const names = given.has("model") || !v.hidden_size ? v.model.split(",") : ["custom"];
+  for (const name of names) {
+    if (name !== "custom" && !MODELS[name]) {
+      throw new UsageError(
+        `Unknown --model ${name}: expected ${Object.keys(MODELS).join(", ")} or custom`,
+      );
+    }
+    if (name === "custom" && !v.hidden_size) {
+      throw new UsageError("--model custom needs --hidden_size");
+    }
+  }
+  const N = v.tokens, S = v.streams;
+  const gemm = await initGemm(v.gemm_threads ? { threads: v.gemm_threads } : {});
   setFastSgemm(gemm);
-  const tok = await Tokenizer.fromFile(
-    v.tokenizer ?? new URL("../../shared/fixtures/minimind/minimind-3", import.meta.url).pathname,
-  );
+  const tok = await Tokenizer.fromFile(v.tokenizer);
 
-  const names = v.model ?? (v.hidden_size ? ["custom"] : ["demo", "small"]);
   const rows: Record<string, unknown>[] = [];
   for (const name of names) {
     const size = name === "custom"
-      ? { hiddenSize: Number(v.hidden_size), numHiddenLayers: Number(v.num_hidden_layers ?? 8) }
+      ? { hiddenSize: v.hidden_size, numHiddenLayers: v.num_hidden_layers }
       : MODELS[name];
-    if (!size) {
-      throw new Error(`Unknown --model ${name}: expected ${Object.keys(MODELS).join(", ")}`);
-    }
     const cfg = config("minimind2-small", size);
     const app = createApp({
       model: { cfg, params: init(cfg, key(0)) },
@@ -145,7 +177,7 @@ if (import.meta.main) {
     await stream(app, 0, 8); // warm-up (JIT, RoPE tables)
 
     // best of R runs each: the machine may be shared, and the best run is the least disturbed
-    const R = Number(v.repeat);
+    const R = v.repeat;
     let single = 0, sequential = 0, concurrent = 0;
     for (let r = 0; r < R; r++) {
       // single stream: decode rate from the first token to the last
@@ -196,4 +228,8 @@ if (import.meta.main) {
     );
   }
   gemm.dispose();
+  return 0;
 }
+
+// `deno bench` imports every *_bench.ts: run only as a script
+if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));
