@@ -109,6 +109,11 @@ interface Pending<A extends Tree> {
   tokens: number;
   /** Optimizer updates done after this step. */
   updates: number;
+  /**
+   * When the step call returned: on CPU the step is done then; on WebGPU the loop is throttled by
+   * reading the previous loss, so the gaps between these instants are the step period either way.
+   */
+  doneAt: number;
 }
 
 /**
@@ -244,9 +249,10 @@ export async function runTraining<S extends object, B>(
     }
     losses.push(loss);
     lastLoss = loss, lastAux = aux;
-    // one metrics record per step (the loss is read anyway); a log line every logInterval
+    // one metrics record per step (the loss is read anyway); a log line every logInterval. The
+    // rate is timed between steps' ends, not between reads: a log step reads two losses at once.
     const now = performance.now();
-    const dt = (now - recTime) / 1000;
+    const dt = (p.doneAt - recTime) / 1000;
     metrics.write({
       update: p.updates,
       epoch: p.epoch,
@@ -260,7 +266,7 @@ export async function runTraining<S extends object, B>(
       tokens: p.tokens,
       elapsedS: elapsed(),
     });
-    recTokens = p.tokens, recTime = now;
+    recTokens = p.tokens, recTime = p.doneAt;
     if (log) {
       const pi = { ...info(), epoch: p.epoch, step: p.step, loss, auxLoss: aux, lr: p.lr };
       progress.line(formatLogLine(pi));
@@ -309,13 +315,14 @@ export async function runTraining<S extends object, B>(
           dispose(wb as Tree);
         }
         const [next, out] = scope(() => step(state, o.toBatch(batch), { lr }));
+        const doneAt = performance.now();
         state = next;
         tokens += batch.batch * batch.seqLen;
         runSteps++;
         position = { epoch, step: s };
         // read the previous step's loss now that this one is encoded
         if (pending) await settle(pending, false);
-        pending = { out, epoch, step: s, lr, tokens, updates: state.updates };
+        pending = { out, epoch, step: s, lr, tokens, updates: state.updates, doneAt };
         const isLog = s % o.logInterval === 0 || s === iters || global === total;
         const isSave = s % o.saveInterval === 0 || s === iters || global === total;
         progress.update(info());

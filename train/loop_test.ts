@@ -234,3 +234,26 @@ Deno.test("CLI flag errors name the flag and list the valid choices", async () =
     /Invalid --preset "gpt2": expected one of minimind2-small, minimind2, minimind2-moe, minimind3, minimind3-moe/,
   );
 });
+
+Deno.test("metrics time each step between steps' ends, also on log steps (two losses read at once)", async () => {
+  const dir = await Deno.makeTempDir();
+  const r = await run(dir, [
+    "--max_steps",
+    "16",
+    "--log_interval",
+    "2",
+    "--accumulation_steps",
+    "1",
+  ]);
+  const recs = MetricsWriter.read(r.files.metrics).slice(2); // the first steps include compilation
+  const rates = recs.map((x) => x.tokensPerS).sort((a, b) => a - b);
+  const median = rates[rates.length >> 1];
+  assert.ok(median > 0);
+  // a log step's record once divided by the microseconds between two reads: ~100× the median
+  for (const x of recs) {
+    assert.ok(
+      x.tokensPerS < 10 * median,
+      `step ${x.globalStep}: ${x.tokensPerS.toFixed(0)} tokens/s against a median of ${median}`,
+    );
+  }
+});
