@@ -1,11 +1,11 @@
 /**
- * `deno task demo` — the quick start, end to end on a CPU in about ten minutes: build the
+ * `deno task demo` — the quick start, end to end on a CPU in about eight minutes: build the
  * embedded poetry corpus, train a tokenizer, pretrain a small MiniMind2-style model, fine-tune it
  * on the corpus's poetry tasks, then report held-out perplexity before and after, a few poems for
  * given titles and forms, and the **form accuracy** (every line of the requested 5 or 7
  * characters) of the untrained, pretrained and fine-tuned model.
  *
- *   deno task demo                 # ≈ 10 min on 2 CPU cores; faster with a GPU
+ *   deno task demo                 # ≈ 8 min on 2 CPU cores; faster with a GPU
  *   deno task demo --quick         # a one-minute smoke run (tiny model, few steps)
  * @module
  */
@@ -69,8 +69,8 @@ const FULL: Plan = {
   layers: 4,
   heads: 6,
   kvHeads: 2,
-  pretrain: { steps: 280, batch: 16, seqLen: 128, lr: 4e-3 },
-  sft: { steps: 300, batch: 16, seqLen: 160, lr: 1.5e-3 },
+  pretrain: { steps: 400, batch: 16, seqLen: 128, lr: 4e-3 },
+  sft: { steps: 560, batch: 16, seqLen: 160, lr: 1.5e-3 },
   pplTexts: 256,
   perForm: 12,
 };
