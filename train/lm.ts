@@ -41,7 +41,7 @@ import { adamw } from "./optim.ts";
 import { saveWeights, weightStem } from "./checkpoint.ts";
 import { runTraining } from "./loop.ts";
 import type { LoopResult } from "./loop.ts";
-import { Progress } from "./progress.ts";
+import { formatDuration, Progress } from "./progress.ts";
 
 /** Per-script defaults (MiniMind's argparse defaults of train_pretrain.py / train_full_sft.py). */
 export interface LmDefaults {
@@ -355,4 +355,21 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
     handleSigint: input.handleSigint,
   });
   return { ...result, cfg };
+}
+
+/**
+ * Prints where a trainer command's run left things (steps, tokens, time, the weights, metrics and
+ * loss curve) and returns its exit code: 130 when Ctrl-C stopped it, else 0.
+ *
+ * @param r the run's result
+ * @returns the exit code
+ */
+export function reportRun(r: LmRunResult): number {
+  console.log(
+    `${r.interrupted ? "Stopped" : "Done"}: ${r.steps} steps, ${r.updates} updates, ` +
+      `${(r.tokens / 1e6).toFixed(2)}M tokens in ${formatDuration(r.elapsedS)}`,
+  );
+  if (!r.interrupted) console.log(`Weights: ${r.files.weights}`);
+  console.log(`Metrics: ${r.files.metrics}, loss curve: ${r.files.lossCurve}`);
+  return r.interrupted ? 130 : 0;
 }

@@ -12,8 +12,7 @@
 import { buildCorpus } from "../data/corpus/build.ts";
 import { PretrainDataset } from "../data/datasets.ts";
 import { parseFlags, runMain, usage } from "./cli.ts";
-import { lmFlags, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
-import { formatDuration } from "./progress.ts";
+import { lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
 
 /** MiniMind2's train_pretrain.py defaults (epochs 1, batch 32, lr 5e-4, accumulation 8, 340 tokens). */
 export const PRETRAIN_FLAGS = lmFlags({
@@ -58,15 +57,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 
   // 3. model and training
   const r = await runLm({ args, given, dataset, tokenizer });
-
-  // 4. where things are
-  console.log(
-    `${r.interrupted ? "Stopped" : "Done"}: ${r.steps} steps, ${r.updates} updates, ` +
-      `${(r.tokens / 1e6).toFixed(2)}M tokens in ${formatDuration(r.elapsedS)}`,
-  );
-  if (!r.interrupted) console.log(`Weights: ${r.files.weights}`);
-  console.log(`Metrics: ${r.files.metrics}, loss curve: ${r.files.lossCurve}`);
-  return r.interrupted ? 130 : 0;
+  return reportRun(r);
 }
 
 if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));

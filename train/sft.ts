@@ -12,8 +12,7 @@
 import { buildCorpus } from "../data/corpus/build.ts";
 import { SFTDataset } from "../data/datasets.ts";
 import { parseFlags, runMain, usage } from "./cli.ts";
-import { lmFlags, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
-import { formatDuration } from "./progress.ts";
+import { lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
 
 /**
  * train_full_sft.py defaults: epochs 2, batch 16, accumulation 1, 340 tokens (MiniMind2), from
@@ -59,15 +58,7 @@ export async function main(argv: readonly string[]): Promise<number> {
 
   // 3. model (from the pretrain weights) and training
   const r = await runLm({ args, given, dataset, tokenizer });
-
-  // 4. where things are
-  console.log(
-    `${r.interrupted ? "Stopped" : "Done"}: ${r.steps} steps, ${r.updates} updates, ` +
-      `${(r.tokens / 1e6).toFixed(2)}M tokens in ${formatDuration(r.elapsedS)}`,
-  );
-  if (!r.interrupted) console.log(`Weights: ${r.files.weights}`);
-  console.log(`Metrics: ${r.files.metrics}, loss curve: ${r.files.lossCurve}`);
-  return r.interrupted ? 130 : 0;
+  return reportRun(r);
 }
 
 if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));
