@@ -65,90 +65,104 @@ function blockedCode(d: MatmulDims, tm: number, tn: number): string {
   for (const i of I) L.push(`  let r${i} = min(m0 + ${i}u, u.m - 1u);`);
   for (const j of J) L.push(`  let q${j} = min(n0 + ${j}u, u.n - 1u);`);
   for (const i of I) for (const j of J) L.push(`  var c${i}_${j} = 0.0;`);
-  const loadA = (guard: boolean): string[] => {
+  /**
+   * Loads the 4-deep k slice of one operand as a vec4 per row of A (`a0…`) or column of B
+   * (`b0…`). An operand is stored either with k contiguous (A, or Bᵀ) or k-major (Aᵀ, or B:
+   * rows k+kk, each contiguous along m or n). `guard` masks k past u.k (the tail).
+   */
+  const loadOperand = (
+    o: {
+      buf: "A" | "B";
+      off: string;
+      ld: string;
+      /** clamped row/column index variable prefix (`r`, `q`) and the indices */
+      idx: string;
+      list: readonly number[];
+      vec: boolean;
+      kMajor: boolean;
+      /** tile width along m or n, its origin and extent */
+      tile: number;
+      origin: string;
+      extent: string;
+      /** output and temporary name prefixes */
+      out: string;
+      tmp: string;
+    },
+    guard: boolean,
+  ): string[] => {
     const out: string[] = [];
-    if (!d.transA) {
-      for (const i of I) {
-        if (vecA && !guard) out.push(`    let a${i} = A[(aoff + r${i} * u.lda + k) >> 2u];`);
-        else {
-          const e = KK.map((kk) => {
-            const idx = `aoff + r${i} * u.lda + k + ${kk}u`;
-            return guard
-              ? `select(0.0, ${scalar("A", idx, vecA)}, k + ${kk}u < u.k)`
-              : scalar("A", idx, vecA);
-          });
-          out.push(`    let a${i} = vec4<f32>(${e.join(", ")});`);
-        }
-      }
-    } else {
-      // A stored [K, M]: row k+kk holds A[.., m] contiguous in m
-      for (const kk of KK) {
-        const row = `min(k + ${kk}u, u.k - 1u)`;
-        if (vecA && !guard) {
-          for (let iv = 0; iv < tm / 4; iv++) {
-            out.push(
-              `    let t${kk}_${iv} = A[(aoff + ${row} * u.lda) / 4u + min(m0 / 4u + ${iv}u, u.m / 4u - 1u)];`,
-            );
-          }
+    if (!o.kMajor) {
+      for (const i of o.list) {
+        if (o.vec && !guard) {
+          out.push(
+            `    let ${o.out}${i} = ${o.buf}[(${o.off} + ${o.idx}${i} * ${o.ld} + k) >> 2u];`,
+          );
         } else {
-          for (const i of I) {
-            const v = scalar("A", `aoff + ${row} * u.lda + r${i}`, vecA);
-            out.push(
-              `    let t${kk}_s${i} = ${guard ? `select(0.0, ${v}, k + ${kk}u < u.k)` : v};`,
-            );
-          }
+          const e = KK.map((kk) => {
+            const idx = `${o.off} + ${o.idx}${i} * ${o.ld} + k + ${kk}u`;
+            return guard
+              ? `select(0.0, ${scalar(o.buf, idx, o.vec)}, k + ${kk}u < u.k)`
+              : scalar(o.buf, idx, o.vec);
+          });
+          out.push(`    let ${o.out}${i} = vec4<f32>(${e.join(", ")});`);
         }
       }
-      for (const i of I) {
-        const comp = (kk: number) =>
-          vecA && !guard ? `t${kk}_${Math.floor(i / 4)}[${i % 4}]` : `t${kk}_s${i}`;
-        out.push(`    let a${i} = vec4<f32>(${KK.map(comp).join(", ")});`);
+      return out;
+    }
+    for (const kk of KK) {
+      const row = `min(k + ${kk}u, u.k - 1u)`;
+      if (o.vec && !guard) {
+        for (let iv = 0; iv < o.tile / 4; iv++) {
+          out.push(
+            `    let ${o.tmp}${kk}_${iv} = ${o.buf}[(${o.off} + ${row} * ${o.ld}) / 4u + min(${o.origin} / 4u + ${iv}u, ${o.extent} / 4u - 1u)];`,
+          );
+        }
+      } else {
+        for (const i of o.list) {
+          const v = scalar(o.buf, `${o.off} + ${row} * ${o.ld} + ${o.idx}${i}`, o.vec);
+          out.push(
+            `    let ${o.tmp}${kk}_s${i} = ${guard ? `select(0.0, ${v}, k + ${kk}u < u.k)` : v};`,
+          );
+        }
       }
+    }
+    for (const i of o.list) {
+      const comp = (kk: number) =>
+        o.vec && !guard ? `${o.tmp}${kk}_${Math.floor(i / 4)}[${i % 4}]` : `${o.tmp}${kk}_s${i}`;
+      out.push(`    let ${o.out}${i} = vec4<f32>(${KK.map(comp).join(", ")});`);
     }
     return out;
   };
-  const loadB = (guard: boolean): string[] => {
-    const out: string[] = [];
-    if (d.transB) {
-      for (const j of J) {
-        if (vecB && !guard) out.push(`    let b${j} = B[(boff + q${j} * u.ldb + k) >> 2u];`);
-        else {
-          const e = KK.map((kk) => {
-            const idx = `boff + q${j} * u.ldb + k + ${kk}u`;
-            return guard
-              ? `select(0.0, ${scalar("B", idx, vecB)}, k + ${kk}u < u.k)`
-              : scalar("B", idx, vecB);
-          });
-          out.push(`    let b${j} = vec4<f32>(${e.join(", ")});`);
-        }
-      }
-    } else {
-      // B stored [K, N]: row k+kk contiguous in n
-      for (const kk of KK) {
-        const row = `min(k + ${kk}u, u.k - 1u)`;
-        if (vecB && !guard) {
-          for (let jv = 0; jv < tn / 4; jv++) {
-            out.push(
-              `    let s${kk}_${jv} = B[(boff + ${row} * u.ldb) / 4u + min(n0 / 4u + ${jv}u, u.n / 4u - 1u)];`,
-            );
-          }
-        } else {
-          for (const j of J) {
-            const v = scalar("B", `boff + ${row} * u.ldb + q${j}`, vecB);
-            out.push(
-              `    let s${kk}_s${j} = ${guard ? `select(0.0, ${v}, k + ${kk}u < u.k)` : v};`,
-            );
-          }
-        }
-      }
-      for (const j of J) {
-        const comp = (kk: number) =>
-          vecB && !guard ? `s${kk}_${Math.floor(j / 4)}[${j % 4}]` : `s${kk}_s${j}`;
-        out.push(`    let b${j} = vec4<f32>(${KK.map(comp).join(", ")});`);
-      }
-    }
-    return out;
-  };
+  const operandA = {
+    buf: "A",
+    off: "aoff",
+    ld: "u.lda",
+    idx: "r",
+    list: I,
+    vec: vecA,
+    kMajor: d.transA, // A stored [K, M]
+    tile: tm,
+    origin: "m0",
+    extent: "u.m",
+    out: "a",
+    tmp: "t",
+  } as const;
+  const operandB = {
+    buf: "B",
+    off: "boff",
+    ld: "u.ldb",
+    idx: "q",
+    list: J,
+    vec: vecB,
+    kMajor: !d.transB, // B stored [K, N]
+    tile: tn,
+    origin: "n0",
+    extent: "u.n",
+    out: "b",
+    tmp: "s",
+  } as const;
+  const loadA = (guard: boolean) => loadOperand(operandA, guard);
+  const loadB = (guard: boolean) => loadOperand(operandB, guard);
   // explicit fma chains: dot() + add would round twice and (on llvmpipe) cost twice the ops
   const fma = I.flatMap((i) =>
     J.map((j) =>
