@@ -1,8 +1,10 @@
 /**
  * The CPU backend: storages are typed arrays; kernels are the ops' reference `cpu` functions
- * (matmul calls the fast gemm in `gemm/`). Freed arrays of 64 KiB and more are kept in a pool by
- * dtype and length and handed out again zeroed: a train step allocates the same shapes every
- * step, and a recycled array skips the page faults of fresh memory (13% of a demo-model step).
+ * (matmul calls the fast gemm in `gemm/`). Freed arrays of 64 KiB and more, of sizes that recur
+ * (requested again after a free), are kept in a pool by dtype and length and handed out again
+ * zeroed: a train step allocates the same shapes every step, and a recycled array skips the page
+ * faults of fresh memory (13% of a demo-model step). One-off sizes, like the lengths of a growing
+ * KV cache, are left to the GC.
  * @module
  */
 import type { Backend, BackendCounters, Storage } from "../backend.ts";
@@ -23,14 +25,18 @@ export interface CpuStorage extends Storage {
 class CpuBackend implements Backend {
   readonly name = "cpu";
   readonly counters: BackendCounters = newCounters();
-  /** Freed arrays by dtype and length, ready for reuse. */
   /** Storages adopted from callers, which may still hold the array: never pooled. */
   readonly #foreign = new WeakSet<Storage>();
+  /** Freed arrays by dtype and length, ready for reuse. */
   readonly #pool = new Map<string, TypedArray[]>();
   #pooledBytes = 0;
+  /** Sizes requested again after one of their arrays was freed: their frees are pooled. */
+  readonly #recurring = new Set<string>();
+  /** Sizes freed but not (yet) requested again: their arrays go to the GC. */
+  readonly #freedOnce = new Set<string>();
   /**
    * Upper bound of the bytes the pool keeps. A free that would pass it empties the pool instead
-   * (so arrays of lengths that never recur, e.g. a growing KV cache, do not pile up).
+   * (so sizes that recur only rarely do not pile up).
    */
   poolLimitBytes = 2 * 1024 ** 3;
 
@@ -43,13 +49,16 @@ class CpuBackend implements Backend {
   /** A zeroed array: a freed one of the same dtype and length when the pool has it. */
   #take(dtype: DType, size: number): [TypedArray, boolean] {
     if (size * byteSize(dtype) >= POOL_MIN_BYTES) {
-      const list = this.#pool.get(dtype + size);
-      const a = list?.pop();
+      const k = dtype + size;
+      const a = this.#pool.get(k)?.pop();
       if (a) {
         this.#pooledBytes -= a.byteLength;
         this.counters.poolHits++;
         return [a.fill(0), true];
       }
+      // a size wanted again after a free recurs (a train step's shapes do, step after step; a
+      // growing KV cache's lengths do not)
+      if (this.#freedOnce.delete(k)) this.#recurring.add(k);
     }
     return [allocArray(dtype, size), false];
   }
@@ -84,22 +93,32 @@ class CpuBackend implements Backend {
   free(s: Storage): void {
     this.counters.bytesInUse -= s.bytes;
     if (this.#foreign.delete(s) || s.bytes < POOL_MIN_BYTES) return;
+    const a = (s as CpuStorage).data;
+    const k = dtypeOfArray(a) + a.length;
+    if (!this.#recurring.has(k)) {
+      if (this.#freedOnce.size >= 4096) this.#freedOnce.clear();
+      this.#freedOnce.add(k);
+      return;
+    }
     if (this.#pooledBytes + s.bytes > this.poolLimitBytes) {
       this.emptyPool();
       return;
     }
-    const a = (s as CpuStorage).data;
-    const k = dtypeOfArray(a) + a.length;
     const list = this.#pool.get(k);
     if (list) list.push(a);
     else this.#pool.set(k, [a]);
     this.#pooledBytes += s.bytes;
   }
 
-  /** Drops every pooled array (the GC reclaims them); live storages are untouched. */
+  /**
+   * Drops every pooled array (the GC reclaims them) and forgets which sizes recur; live storages
+   * are untouched.
+   */
   emptyPool(): void {
     this.#pool.clear();
     this.#pooledBytes = 0;
+    this.#recurring.clear();
+    this.#freedOnce.clear();
   }
 
   /** Bytes held by the pool (freed arrays waiting for reuse). */
