@@ -195,22 +195,37 @@ function scalar(name: string, idx: string, vec: boolean): string {
   return vec ? `${name}[(${idx}) >> 2u][(${idx}) & 3u]` : `${name}[${idx}]`;
 }
 
+/**
+ * WGSL that reads element `e` of the K slice being staged — tile×bk of op(A), bk×tile of op(B) —
+ * into `v` (0 past the edges), walking the operand's contiguous axis fastest: m or n for a
+ * k-major operand (Aᵀ, B), k otherwise (A, Bᵀ).
+ */
+function sliceLoads(d: MatmulDims, tile: number, bk: number): { ldA: string; ldB: string } {
+  const load = (
+    buf: string,
+    off: string,
+    ld: string,
+    r: string,
+    origin: string,
+    extent: string,
+    kMajor: boolean,
+  ) =>
+    kMajor
+      ? `let ${r} = e % ${tile}u; let kk = e / ${tile}u;
+      var v = 0.0;
+      if (${origin} + ${r} < ${extent} && k + kk < u.k) { v = ${buf}[${off} + (k + kk) * ${ld} + ${origin} + ${r}]; }`
+      : `let kk = e % ${bk}u; let ${r} = e / ${bk}u;
+      var v = 0.0;
+      if (${origin} + ${r} < ${extent} && k + kk < u.k) { v = ${buf}[${off} + (${origin} + ${r}) * ${ld} + k + kk]; }`;
+  return {
+    ldA: load("A", "aoff", "u.lda", "mm", "m0", "u.m", d.transA),
+    ldB: load("B", "boff", "u.ldb", "nn", "n0", "u.n", !d.transB),
+  };
+}
+
 /** Shared-memory tiled kernel: 64×64 tiles, BK = 16, 4×4 outputs per invocation. */
 function tiledCode(d: MatmulDims): string {
-  const ldA = d.transA
-    ? `let mm = e % 64u; let kk = e / 64u;
-      var v = 0.0;
-      if (m0 + mm < u.m && k + kk < u.k) { v = A[aoff + (k + kk) * u.lda + m0 + mm]; }`
-    : `let kk = e % 16u; let mm = e / 16u;
-      var v = 0.0;
-      if (m0 + mm < u.m && k + kk < u.k) { v = A[aoff + (m0 + mm) * u.lda + k + kk]; }`;
-  const ldB = d.transB
-    ? `let kk = e % 16u; let nn = e / 16u;
-      var v = 0.0;
-      if (n0 + nn < u.n && k + kk < u.k) { v = B[boff + (n0 + nn) * u.ldb + k + kk]; }`
-    : `let nn = e % 64u; let kk = e / 64u;
-      var v = 0.0;
-      if (n0 + nn < u.n && k + kk < u.k) { v = B[boff + (k + kk) * u.ldb + n0 + nn]; }`;
+  const { ldA, ldB } = sliceLoads(d, 64, 16);
   return `@group(0) @binding(0) var<storage, read> A: array<f32>;
 @group(0) @binding(1) var<storage, read> B: array<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
@@ -269,20 +284,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
  * workgroup loads instead of 4×4's 16 per 8 scalar loads).
  */
 function tiled128Code(d: MatmulDims): string {
-  const ldA = d.transA
-    ? `let mm = e % 128u; let kk = e / 128u;
-      var v = 0.0;
-      if (m0 + mm < u.m && k + kk < u.k) { v = A[aoff + (k + kk) * u.lda + m0 + mm]; }`
-    : `let kk = e % 8u; let mm = e / 8u;
-      var v = 0.0;
-      if (m0 + mm < u.m && k + kk < u.k) { v = A[aoff + (m0 + mm) * u.lda + k + kk]; }`;
-  const ldB = d.transB
-    ? `let kk = e % 8u; let nn = e / 8u;
-      var v = 0.0;
-      if (n0 + nn < u.n && k + kk < u.k) { v = B[boff + (n0 + nn) * u.ldb + k + kk]; }`
-    : `let nn = e % 128u; let kk = e / 128u;
-      var v = 0.0;
-      if (n0 + nn < u.n && k + kk < u.k) { v = B[boff + (k + kk) * u.ldb + n0 + nn]; }`;
+  const { ldA, ldB } = sliceLoads(d, 128, 8);
   return `@group(0) @binding(0) var<storage, read> A: array<f32>;
 @group(0) @binding(1) var<storage, read> B: array<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
