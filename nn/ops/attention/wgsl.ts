@@ -338,6 +338,16 @@ fn main(${GRID_ARGS}) {
   dk[j] = ak;
   dv[j] = av;
 }`;
+  // dD = rowsum(dO ∘ O), then dQ; dK and dV per key row (in chunks of queries when nch > 1)
+  const first = [
+    { code: dKernel, workgroups: grid(rows, 64), ...u, bindings: [3, 5, nIn + 3] },
+    {
+      code: dqKernel,
+      workgroups: grid(rows, 64),
+      ...u,
+      bindings: [...Array(nIn).keys(), nIn, nIn + 3],
+    },
+  ];
   if (nch > 1) {
     const part = keyRows * hd * nch;
     return {
@@ -347,13 +357,7 @@ fn main(${GRID_ARGS}) {
         { dtype: "f32", size: part },
       ],
       kernels: [
-        { code: dKernel, workgroups: grid(rows, 64), ...u, bindings: [3, 5, nIn + 3] },
-        {
-          code: dqKernel,
-          workgroups: grid(rows, 64),
-          ...u,
-          bindings: [...Array(nIn).keys(), nIn, nIn + 3],
-        },
+        ...first,
         {
           code: dkvKernel,
           workgroups: grid(keyRows * nch, 64),
@@ -372,16 +376,10 @@ fn main(${GRID_ARGS}) {
   return {
     scratch: [{ dtype: "f32", size: rows }],
     kernels: [
-      { code: dKernel, workgroups: grid(rows, 64), ...u, bindings: [3, 5, nIn + 3] },
-      {
-        code: dqKernel,
-        workgroups: grid(rows, 64),
-        ...u,
-        bindings: [...Array(nIn).keys(), nIn, nIn + 3],
-      },
+      ...first,
       {
         code: dkvKernel,
-        workgroups: grid(d.b * d.s * d.nkv, 64),
+        workgroups: grid(keyRows, 64),
         ...u,
         bindings: [...Array(nIn).keys(), nIn + 1, nIn + 2, nIn + 3],
       },
