@@ -191,49 +191,32 @@ function mapKernelCode(opts: Parameters<typeof mapKernel>[0]): string {
     opts.vec4 ? `vec4<${outType}>` : outType
   }>;`;
   const fn = `fn f(${params}) -> ${outType} { return ${outType}(${expr}); }`;
+  let decls: string, body: string;
   if (mode === "strided") {
-    const args = names.map((_, j) => `in${j}[o[${j}]]`).join(", ");
-    return `${binds}
-${outDecl}
-${stridedPrelude(k)}
-${fn}
-@compute @workgroup_size(256)
-fn main(${GRID_ARGS}) {
-  let i = ${gridIndex(256)};
-  if (i >= u.n) { return; }
-  let o = offsets(i);
-  out[i] = f(${args});
-}`;
-  }
-  const uni = `struct U { n: u32, ${opts.extra ?? ""} }
+    decls = stridedPrelude(k);
+    body = `  let o = offsets(i);
+  out[i] = f(${names.map((_, j) => `in${j}[o[${j}]]`).join(", ")});`;
+  } else {
+    decls = `struct U { n: u32, ${opts.extra ?? ""} }
 @group(1) @binding(0) var<uniform> u: U;`;
-  if (opts.vec4) {
-    const comps = ["x", "y", "z", "w"].map((c) =>
-      `f(${names.map((_, j) => `v${j}.${c}`).join(", ")})`
-    ).join(", ");
-    const loads = names.map((_, j) => `  let v${j} = in${j}[i];`).join("\n");
-    return `${binds}
-${outDecl}
-${uni}
-${fn}
-@compute @workgroup_size(256)
-fn main(${GRID_ARGS}) {
-  let i = ${gridIndex(256)};
-  if (i >= u.n) { return; }
-${loads}
-  out[i] = vec4<${outType}>(${comps});
-}`;
+    if (opts.vec4) {
+      const comps = ["x", "y", "z", "w"].map((c) =>
+        `f(${names.map((_, j) => `v${j}.${c}`).join(", ")})`
+      ).join(", ");
+      const loads = names.map((_, j) => `  let v${j} = in${j}[i];`).join("\n");
+      body = `${loads}
+  out[i] = vec4<${outType}>(${comps});`;
+    } else body = `  out[i] = f(${names.map((_, j) => `in${j}[i]`).join(", ")});`;
   }
-  const args = names.map((_, j) => `in${j}[i]`).join(", ");
   return `${binds}
 ${outDecl}
-${uni}
+${decls}
 ${fn}
 @compute @workgroup_size(256)
 fn main(${GRID_ARGS}) {
   let i = ${gridIndex(256)};
   if (i >= u.n) { return; }
-  out[i] = f(${args});
+${body}
 }`;
 }
 
