@@ -14,7 +14,15 @@ import { handleTrivial, resolveArgs, type Resolved, type SgemmArgs } from "./typ
 import type { Gemm } from "./types.ts";
 import { sgemmJsOne } from "./js.ts";
 import * as K from "./kernel_wasm.ts";
-import { CTRL_BYTES, type KernelFn, MAX_CHUNKS, WasmPool } from "../wasm_pool/mod.ts";
+import {
+  CTRL_BYTES,
+  hasSharedMemory,
+  type KernelFn,
+  MAX_CHUNKS,
+  MAX_WASM_PAGES,
+  wasmBytes,
+  WasmPool,
+} from "../wasm_pool/mod.ts";
 
 /** The kernel's `gemm` export (see build_wasm.ts). */
 type GemmFn = (
@@ -42,17 +50,8 @@ const MCP = 32;
 const SMALL = 4096;
 /** Below this many multiply-adds, waking workers costs more than it saves. */
 const PARALLEL_MIN = 1 << 18;
-/** Largest wasm memory we ask for (pages of 64 KiB): 4 GiB. */
-const MAX_PAGES = 65536;
 /** Chunks per thread in a parallel call: enough to even out a late or slow thread. */
 const CHUNKS_PER_THREAD = 4;
-
-function decode(b64: string): Uint8Array<ArrayBuffer> {
-  const s = atob(b64);
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
-}
 
 /** The compiled kernel variant this engine supports, chosen once. */
 interface Compiled {
@@ -62,16 +61,6 @@ interface Compiled {
 }
 
 const compiled = new Map<string, Compiled>();
-
-function hasSharedMemory(): boolean {
-  if (typeof SharedArrayBuffer === "undefined") return false;
-  try {
-    new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
-    return true;
-  } catch {
-    return false;
-  }
-}
 
 /** Which kernel variant to use; `false` rules a feature out (tests use it to cover the fallbacks). */
 export interface KernelOptions {
@@ -101,7 +90,7 @@ export function compileKernel(opts: KernelOptions = {}): Compiled {
   const errors: string[] = [];
   for (const [b64, relaxed] of tries) {
     if (relaxed && opts.relaxed === false) continue;
-    const bytes = decode(b64);
+    const bytes = wasmBytes(b64);
     if (!WebAssembly.validate(bytes)) {
       errors.push(`${relaxed ? "relaxed SIMD" : "SIMD"} variant does not validate`);
       continue;
@@ -127,7 +116,7 @@ export class WasmGemm implements Gemm {
   constructor(opts: KernelOptions = {}) {
     this.#compiled = compileKernel(opts);
     const { shared, module } = this.#compiled;
-    this.#maxPages = Math.min(MAX_PAGES, opts.maxPages ?? MAX_PAGES);
+    this.#maxPages = Math.min(MAX_WASM_PAGES, opts.maxPages ?? MAX_WASM_PAGES);
     this.#memory = new WebAssembly.Memory({
       initial: Math.min(16, this.#maxPages),
       maximum: this.#maxPages,

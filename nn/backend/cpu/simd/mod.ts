@@ -16,7 +16,15 @@
  */
 
 import { WASM_PRIVATE, WASM_SHARED } from "./kernels_wasm.ts";
-import { canSpawnWorkers, CTRL_BYTES, type KernelFn, WasmPool } from "../wasm_pool/mod.ts";
+import {
+  canSpawnWorkers,
+  CTRL_BYTES,
+  hasSharedMemory,
+  type KernelFn,
+  MAX_WASM_PAGES,
+  wasmBytes,
+  WasmPool,
+} from "../wasm_pool/mod.ts";
 
 /** An elementwise map over elements [i0, i1): input and output byte offsets, then the range. */
 export type Map1 = (x: number, y: number, i0: number, i1: number) => void;
@@ -115,15 +123,6 @@ export type KernelName = typeof EXPORTS[number];
 
 /** Bytes of padding after every buffer: partial vectors are loaded whole. */
 const PAD = 16;
-/** Largest wasm memory we ask for (pages of 64 KiB): 4 GiB. */
-const MAX_PAGES = 65536;
-
-function decode(b64: string): Uint8Array<ArrayBuffer> {
-  const s = atob(b64);
-  const out = new Uint8Array(s.length);
-  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
-  return out;
-}
 
 /**
  * One instance of the kernels and its memory, with typed views that follow the memory when it
@@ -144,7 +143,7 @@ export class SimdKernels {
 
   /** Instantiates `module` on a new memory (`shared` for worker threads). */
   constructor(module: WebAssembly.Module, shared: boolean) {
-    this.memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_PAGES, shared });
+    this.memory = new WebAssembly.Memory({ initial: 16, maximum: MAX_WASM_PAGES, shared });
     const inst = new WebAssembly.Instance(module, { env: { memory: this.memory } });
     this.k = inst.exports as unknown as SimdExports;
     this.#f32 = new Float32Array(this.memory.buffer);
@@ -241,21 +240,11 @@ function envGet(name: string): string | undefined {
   }
 }
 
-function hasSharedMemory(): boolean {
-  if (typeof SharedArrayBuffer === "undefined") return false;
-  try {
-    new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
-    return true;
-  } catch {
-    return false;
-  }
-}
-
 /** Compiles and instantiates the best variant, or returns null when SIMD is unavailable. */
 function load(): SimdKernels | null {
   if (typeof WebAssembly === "undefined") return null;
   const shared = hasSharedMemory();
-  const bytes = decode(shared ? WASM_SHARED : WASM_PRIVATE);
+  const bytes = wasmBytes(shared ? WASM_SHARED : WASM_PRIVATE);
   if (!WebAssembly.validate(bytes)) return null;
   try {
     return new SimdKernels(new WebAssembly.Module(bytes), shared);

@@ -4,7 +4,8 @@
  * (module, memory) pair: its workers instantiate the same module on the same memory and run chunks
  * of kernel calls that the calling thread publishes in a control block at the start of the memory
  * (protocol.ts). The calling thread always takes part, so a pool without workers, or whose workers
- * are busy or asleep, still finishes every call.
+ * are busy or asleep, still finishes every call. Also what both kernel modules need to load:
+ * the embedded bytes ({@linkcode wasmBytes}), {@linkcode hasSharedMemory}, the memory ceiling.
  *
  * @example
  * ```ts ignore
@@ -43,6 +44,28 @@ const isNode = !isDeno &&
     "string";
 
 const WORKER_URL = new URL("./worker.ts", import.meta.url);
+
+/** Largest wasm memory a kernel module asks for (pages of 64 KiB): 4 GiB. */
+export const MAX_WASM_PAGES = 65536;
+
+/** The bytes of a module embedded as base64 by the build scripts. */
+export function wasmBytes(b64: string): Uint8Array<ArrayBuffer> {
+  const s = atob(b64);
+  const out = new Uint8Array(s.length);
+  for (let i = 0; i < s.length; i++) out[i] = s.charCodeAt(i);
+  return out;
+}
+
+/** Whether this engine has shared wasm memory (worker threads need it). */
+export function hasSharedMemory(): boolean {
+  if (typeof SharedArrayBuffer === "undefined") return false;
+  try {
+    new WebAssembly.Memory({ initial: 1, maximum: 1, shared: true });
+    return true;
+  } catch {
+    return false;
+  }
+}
 
 /**
  * Whether a worker can be started without a permission prompt or error: Deno needs read access to
