@@ -62,22 +62,12 @@ export interface RequestLimits {
   maxStop: number;
 }
 
-/** A validated chat completion request. */
-export interface ChatRequest {
+/** What chat and legacy completion requests share, validated. */
+export interface GenerationRequest {
   /** Requested model id (null = the served model). */
   model: string | null;
-  /** Messages, normalised for the template. */
-  messages: TemplateMessage[];
-  /** Tools given (null = none). */
-  tools: Record<string, unknown>[] | null;
-  /** Whether tool calls are parsed from the reply (tools given and tool_choice ≠ "none"). */
-  parseToolCalls: boolean;
-  /** Start the reply inside an open think block. */
-  openThinking: boolean;
   /** Max new tokens (null = server default). */
   maxTokens: number | null;
-  /** Which field set it (for error messages). */
-  maxTokensField: string;
   /** Sampling. */
   sampling: SamplingSettings;
   /** Stop strings. */
@@ -92,26 +82,24 @@ export interface ChatRequest {
   ignoreEos: boolean;
 }
 
+/** A validated chat completion request. */
+export interface ChatRequest extends GenerationRequest {
+  /** Messages, normalised for the template. */
+  messages: TemplateMessage[];
+  /** Tools given (null = none). */
+  tools: Record<string, unknown>[] | null;
+  /** Whether tool calls are parsed from the reply (tools given and tool_choice ≠ "none"). */
+  parseToolCalls: boolean;
+  /** Start the reply inside an open think block. */
+  openThinking: boolean;
+  /** Which field set `maxTokens` (for error messages). */
+  maxTokensField: string;
+}
+
 /** A validated legacy completion request. */
-export interface CompletionRequest {
-  /** Requested model id (null = the served model). */
-  model: string | null;
+export interface CompletionRequest extends GenerationRequest {
   /** Prompt text, or token ids. */
   prompt: string | number[];
-  /** Max new tokens (null = server default). */
-  maxTokens: number | null;
-  /** Sampling. */
-  sampling: SamplingSettings;
-  /** Stop strings. */
-  stop: string[];
-  /** Seed (null = random). */
-  seed: number | null;
-  /** SSE streaming. */
-  stream: boolean;
-  /** Add a usage chunk at the end of the stream. */
-  includeUsage: boolean;
-  /** Keep generating past end-of-sequence tokens (vLLM's `ignore_eos`; for benchmarks). */
-  ignoreEos: boolean;
 }
 
 type Json = Record<string, unknown>;
