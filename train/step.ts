@@ -133,12 +133,14 @@ export function makeTrainStep<B, A extends Tree = Tree>(
   };
   const vg = valueAndGrad(scaled, { hasAux: true });
 
+  // clip, then one optimizer update: the state after it (gradients consumed, group reset)
   const update = (s: TrainState, grads: Tree, hyper?: StepHyper) => {
     let g = grads;
     let norm: Tensor | null = null;
     if (opts.gradClip > 0) [g, norm] = clipGrads(g, opts.gradClip);
     const [params, optState] = optimizer.update(g, s.optState, s.params, hyper);
-    return { params, optState, norm };
+    const next: TrainState = { params, optState, grads: null, micro: 0, updates: s.updates + 1 };
+    return { next, norm };
   };
 
   const step = ((state: TrainState, batch: B, hyper?: StepHyper) => {
@@ -155,14 +157,7 @@ export function makeTrainStep<B, A extends Tree = Tree>(
         return [s, { loss, aux, gradNorm: null, updated: false }] as const;
       }
       const u = update(state, grads, hyper);
-      const s: TrainState = {
-        params: u.params,
-        optState: u.optState,
-        grads: null,
-        micro: 0,
-        updates: state.updates + 1,
-      };
-      return [s, { loss, aux, gradNorm: u.norm, updated: true }] as const;
+      return [u.next, { loss, aux, gradNorm: u.norm, updated: true }] as const;
     });
     disposeReplaced(stateTree(state), stateTree(next));
     return [next, out as StepOutput<A>];
@@ -199,14 +194,7 @@ export function makeTrainStep<B, A extends Tree = Tree>(
     if (state.grads === null || state.micro === 0) return [state, null];
     const [next, norm] = scope(() => {
       const u = update(state, state.grads!, hyper);
-      const s: TrainState = {
-        params: u.params,
-        optState: u.optState,
-        grads: null,
-        micro: 0,
-        updates: state.updates + 1,
-      };
-      return [s, u.norm] as const;
+      return [u.next, u.norm] as const;
     });
     disposeReplaced(stateTree(state), stateTree(next));
     return [next, norm];
