@@ -231,11 +231,29 @@ export function lmLoss(
   };
 }
 
-/** (B, T) typed arrays of a batch → tensors. */
-export function lmBatch(b: Batch<LMSample>): { ids: Tensor; labels: Tensor } {
+/** An LM batch on the device, with its count of target tokens. */
+export interface LmBatch {
+  /** Input ids (B, T). */
+  ids: Tensor;
+  /** Unshifted labels (B, T), −100 = ignored. */
+  labels: Tensor;
+  /**
+   * Positions the loss averages over: labels after the shift (columns 1…T−1) that are not −100.
+   * Data parallel weighs each rank's shard by it, so N shards average like one batch.
+   */
+  targets: number;
+}
+
+/** (B, T) typed arrays of a batch → tensors, and its target count. */
+export function lmBatch(b: Batch<LMSample>): LmBatch {
+  let targets = 0;
+  for (let r = 0; r < b.batch; r++) {
+    for (let t = 1; t < b.seqLen; t++) if (b.labels[r * b.seqLen + t] !== -100) targets++;
+  }
   return {
     ids: tensor(b.inputIds, [b.batch, b.seqLen], "i32"),
     labels: tensor(b.labels, [b.batch, b.seqLen], "i32"),
+    targets,
   };
 }
 
