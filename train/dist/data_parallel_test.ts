@@ -3,7 +3,7 @@ import { Tokenizer } from "../../data/tokenizer.ts";
 import { PretrainDataset } from "../../data/datasets.ts";
 import { DataLoader } from "../../data/loader.ts";
 import type { LMSample } from "../../data/datasets.ts";
-import { config, init } from "../../nn/minimind.ts";
+import { config, init } from "../../nn/model/minimind.ts";
 import { key } from "../../nn/random.ts";
 import { scope } from "../../nn/scope.ts";
 import { flatten } from "../../nn/tree.ts";
