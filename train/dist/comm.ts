@@ -116,7 +116,9 @@ export function worldFromEnv(env: (name: string) => string | undefined = envGet)
     const r = env(rankVar), s = env(sizeVar);
     if (r === undefined || s === undefined || r === "" || s === "") return null;
     const rank = Number(r), size = Number(s);
-    if (!Number.isInteger(size) || size < 1 || !Number.isInteger(rank) || rank < 0 || rank >= size) {
+    if (
+      !Number.isInteger(size) || size < 1 || !Number.isInteger(rank) || rank < 0 || rank >= size
+    ) {
       throw new Error(`Invalid ${rankVar}=${r} ${sizeVar}=${s}: expected 0 ≤ rank < size`);
     }
     return { rank, size, source };

@@ -101,7 +101,7 @@ function unflattenLike(like: Tree, flat: Float32Array, scale = 1): Tree {
     if (!(x instanceof Tensor)) return x;
     const part = flat.slice(off, off + x.size);
     off += x.size;
-    if (scale !== 1) for (let i = 0; i < part.length; i++) part[i] *= scale;
+    if (scale !== 1) { for (let i = 0; i < part.length; i++) part[i] *= scale; }
     return tensor(part, x.shape, "f32");
   });
 }
@@ -243,7 +243,6 @@ export function dataParallel<B, A extends Tree = Tree>(
     };
     return [next, out] as [TrainState, DataParallelOutput<A>];
   }) as DataParallelStep<B, A>;
-
 
   dp.init = async (params: Tree) => step.init(await broadcastParams(comm, params));
   dp.flush = (state, hyper) => step.flush(state, hyper);

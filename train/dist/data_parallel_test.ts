@@ -113,7 +113,10 @@ Deno.test("dataParallel: 2 in-process ranks × batch 2 = one process × batch 4 
   // f32 summation order: the per-shard token means are recombined with weights
   for (let i = 0; i < one.losses.length; i++) {
     const d = Math.abs(one.losses[i] - r0.losses[i]);
-    assert.ok(d <= 2e-5 * Math.abs(one.losses[i]), `step ${i}: ${one.losses[i]} vs ${r0.losses[i]}`);
+    assert.ok(
+      d <= 2e-5 * Math.abs(one.losses[i]),
+      `step ${i}: ${one.losses[i]} vs ${r0.losses[i]}`,
+    );
   }
   let maxDiff = 0;
   for (const [k, want] of Object.entries(one.params)) {
@@ -121,7 +124,11 @@ Deno.test("dataParallel: 2 in-process ranks × batch 2 = one process × batch 4 
     assert.deepEqual(a, b, `${k}: both ranks hold the same params`);
     for (let i = 0; i < want.length; i++) maxDiff = Math.max(maxDiff, Math.abs(a[i] - want[i]));
   }
-  console.log(`max loss rel diff ${Math.max(...one.losses.map((l, i) => Math.abs(l - r0.losses[i]) / l)).toExponential(2)}, max param diff ${maxDiff.toExponential(2)}`);
+  console.log(
+    `max loss rel diff ${
+      Math.max(...one.losses.map((l, i) => Math.abs(l - r0.losses[i]) / l)).toExponential(2)
+    }, max param diff ${maxDiff.toExponential(2)}`,
+  );
   assert.ok(maxDiff < 1e-5, `final params within 1e-5 of the one-process run: ${maxDiff}`);
   assert.ok(one.losses[7] < one.losses[0], "it trains");
 });

@@ -20,7 +20,7 @@
  * @module
  */
 import type { Communicator } from "./comm.ts";
-import { defaultTimeoutMs, timeoutError } from "./comm.ts";
+import { defaultTimeoutMs, SoloCommunicator, timeoutError, worldFromEnv } from "./comm.ts";
 
 const SYMBOLS = {
   MPI_Initialized: { parameters: ["buffer"], result: "i32" },
@@ -161,21 +161,27 @@ class MpiCommunicator implements Communicator {
   }
 
   #check(what: string, code: number): void {
-    if (code !== 0) throw new Error(`Rank ${this.rank ?? "?"}: ${what} failed with MPI error ${code}`);
+    if (code !== 0) {
+      throw new Error(`Rank ${this.rank ?? "?"}: ${what} failed with MPI error ${code}`);
+    }
   }
 
   async allReduceSum(data: Float32Array): Promise<void> {
     const buf = staged(data);
-    await this.#collective(`all-reduce`, buf.length, (off, n, req) =>
-      this.#lib.symbols.MPI_Iallreduce(
-        Deno.UnsafePointer.create(1n), // MPI_IN_PLACE
-        buf.subarray(off, off + n),
-        n,
-        this.#float,
-        this.#sum,
-        this.#world,
-        req,
-      ));
+    await this.#collective(
+      `all-reduce`,
+      buf.length,
+      (off, n, req) =>
+        this.#lib.symbols.MPI_Iallreduce(
+          Deno.UnsafePointer.create(1n), // MPI_IN_PLACE
+          buf.subarray(off, off + n),
+          n,
+          this.#float,
+          this.#sum,
+          this.#world,
+          req,
+        ),
+    );
     if (buf !== data) data.set(buf);
   }
 
@@ -184,15 +190,19 @@ class MpiCommunicator implements Communicator {
       throw new Error(`Cannot broadcast from rank ${root}: the group has ${this.size} ranks`);
     }
     const buf = staged(data);
-    await this.#collective(`broadcast from rank ${root}`, buf.length, (off, n, req) =>
-      this.#lib.symbols.MPI_Ibcast(
-        buf.subarray(off, off + n),
-        n,
-        this.#byte,
-        root,
-        this.#world,
-        req,
-      ));
+    await this.#collective(
+      `broadcast from rank ${root}`,
+      buf.length,
+      (off, n, req) =>
+        this.#lib.symbols.MPI_Ibcast(
+          buf.subarray(off, off + n),
+          n,
+          this.#byte,
+          root,
+          this.#world,
+          req,
+        ),
+    );
     if (buf !== data) data.set(buf);
   }
 
@@ -219,8 +229,14 @@ class MpiCommunicator implements Communicator {
     note[0] = n;
     const got = new Int32Array(mem, 16 * peers.length + 4, this.size);
     peers.forEach((p, i) => {
-      this.#check("MPI_Irecv", s.MPI_Irecv(got.subarray(p, p + 1), 1, this.#int, p, ARRIVAL_TAG, this.#world, recvs[i]));
-      this.#check("MPI_Isend", s.MPI_Isend(note, 1, this.#int, p, ARRIVAL_TAG, this.#world, sends[i]));
+      this.#check(
+        "MPI_Irecv",
+        s.MPI_Irecv(got.subarray(p, p + 1), 1, this.#int, p, ARRIVAL_TAG, this.#world, recvs[i]),
+      );
+      this.#check(
+        "MPI_Isend",
+        s.MPI_Isend(note, 1, this.#int, p, ARRIVAL_TAG, this.#world, sends[i]),
+      );
     });
     const arrived = new Array(this.size).fill(false);
     arrived[this.rank] = true;
@@ -268,7 +284,12 @@ class MpiCommunicator implements Communicator {
         if (!sendDone[i] && test(sends[i], "arrival note")) sendDone[i] = true;
       });
       if (performance.now() > deadline) {
-        throw timeoutError(`${label} (arrival notes)`, this.rank, peers.filter((p) => !arrived[p]), this.timeoutMs);
+        throw timeoutError(
+          `${label} (arrival notes)`,
+          this.rank,
+          peers.filter((p) => !arrived[p]),
+          this.timeoutMs,
+        );
       }
     }
   }
@@ -304,4 +325,27 @@ class MpiCommunicator implements Communicator {
  */
 export function openMpi(options: { timeoutMs?: number } = {}): Communicator & { library: string } {
   return new MpiCommunicator(options.timeoutMs ?? defaultTimeoutMs());
+}
+
+/**
+ * The communicator of this process's launch: a one-rank group when started alone, Open MPI when
+ * started by `mpirun` (or with `RANK`/`WORLD_SIZE` > 1 under an MPI launcher), checked against
+ * the environment's rank and size.
+ *
+ * @param options `timeoutMs` per collective
+ * @returns the communicator (call `close()` before exiting)
+ */
+export function openCommunicator(options: { timeoutMs?: number } = {}): Communicator {
+  const env = worldFromEnv();
+  if (env.size === 1) return new SoloCommunicator();
+  const comm = openMpi(options);
+  if (comm.size !== env.size || comm.rank !== env.rank) {
+    const vars = env.source === "ompi" ? "OMPI_COMM_WORLD_RANK/SIZE" : "RANK/WORLD_SIZE";
+    comm.close();
+    throw new Error(
+      `${vars} say rank ${env.rank} of ${env.size}, but MPI sees rank ${comm.rank} of ` +
+        `${comm.size}: start the ranks with Open MPI's mpirun (mpirun -np ${env.size} …)`,
+    );
+  }
+  return comm;
 }

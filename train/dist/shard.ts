@@ -24,7 +24,9 @@ export class ShardedLoader<T extends object> {
    * @param size number of ranks N
    */
   constructor(global: DataLoader<T>, rank: number, size: number) {
-    if (!(Number.isInteger(size) && size >= 1 && Number.isInteger(rank) && rank >= 0 && rank < size)) {
+    if (
+      !(Number.isInteger(size) && size >= 1 && Number.isInteger(rank) && rank >= 0 && rank < size)
+    ) {
       throw new Error(`Cannot shard data for rank ${rank} of ${size}: need 0 ≤ rank < size`);
     }
     if (global.batchSize % size !== 0) {
