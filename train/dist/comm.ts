@@ -309,3 +309,41 @@ export function inProcessGroup(size: number, options: { timeoutMs?: number } = {
   const hub = new Hub(size, options.timeoutMs ?? defaultTimeoutMs());
   return Array.from({ length: size }, (_, r) => new InProcessCommunicator(hub, r));
 }
+
+/**
+ * Rank `root`'s bytes on every rank (any length: the length goes first).
+ *
+ * @param comm the group
+ * @param bytes the payload on `root` (ignored elsewhere)
+ * @param root the sending rank (default 0)
+ * @returns root's bytes (on root: `bytes` itself)
+ */
+export async function broadcastBytes(
+  comm: Communicator,
+  bytes: Uint8Array | null,
+  root = 0,
+): Promise<Uint8Array> {
+  if (comm.rank === root && bytes === null) {
+    throw new Error(`Rank ${root}: cannot broadcast nothing: pass the bytes to send`);
+  }
+  if (comm.size === 1) return bytes!;
+  const len = new Float64Array([comm.rank === root ? bytes!.length : 0]);
+  await comm.broadcast(new Uint8Array(len.buffer), root);
+  const out = comm.rank === root ? bytes! : new Uint8Array(len[0]);
+  await comm.broadcast(out, root);
+  return out;
+}
+
+/**
+ * Rank `root`'s JSON value on every rank (a seed, a decision, a run's settings).
+ *
+ * @param comm the group
+ * @param value the value on `root` (ignored elsewhere)
+ * @param root the sending rank (default 0)
+ * @returns root's value
+ */
+export async function broadcastJson<T>(comm: Communicator, value: T, root = 0): Promise<T> {
+  if (comm.size === 1) return value;
+  const mine = comm.rank === root ? new TextEncoder().encode(JSON.stringify(value ?? null)) : null;
+  return JSON.parse(new TextDecoder().decode(await broadcastBytes(comm, mine, root))) as T;
+}

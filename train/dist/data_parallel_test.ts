@@ -16,7 +16,13 @@ import { disposeState, makeTrainStep } from "../step.ts";
 import type { TrainState } from "../step.ts";
 import { lmBatch, lmLoss } from "../lm.ts";
 import type { LmBatch } from "../lm.ts";
-import { CollectiveTimeoutError, inProcessGroup, worldFromEnv } from "./comm.ts";
+import {
+  broadcastBytes,
+  broadcastJson,
+  CollectiveTimeoutError,
+  inProcessGroup,
+  worldFromEnv,
+} from "./comm.ts";
 import { dataParallel } from "./data_parallel.ts";
 import { ShardedLoader } from "./shard.ts";
 
@@ -175,4 +181,17 @@ Deno.test("worldFromEnv: mpirun's variables, then MiniMind's RANK/WORLD_SIZE", (
   assert.deepEqual(worldFromEnv(env({ RANK: "0", WORLD_SIZE: "2" })).source, "torchrun-style");
   assert.deepEqual(worldFromEnv(env({})), { rank: 0, size: 1, source: "none" });
   assert.throws(() => worldFromEnv(env({ RANK: "2", WORLD_SIZE: "2" })), /0 ≤ rank < size/);
+});
+
+Deno.test("broadcastBytes/broadcastJson: rank 0's payload of any length reaches every rank", async () => {
+  const comms = inProcessGroup(2, { timeoutMs: 5000 });
+  const got = await Promise.all(
+    comms.map((c) =>
+      broadcastJson(c, c.rank === 0 ? { seed: 42, resume: true } : { seed: 7, resume: false })
+    ),
+  );
+  assert.deepEqual(got, [{ seed: 42, resume: true }, { seed: 42, resume: true }]);
+  const big = new Uint8Array(10_000).map((_, i) => i & 255);
+  const bytes = await Promise.all(comms.map((c) => broadcastBytes(c, c.rank === 0 ? big : null)));
+  assert.deepEqual(bytes[1], big);
 });
