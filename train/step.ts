@@ -41,6 +41,11 @@ export interface StepOutput<A extends Tree = Tree> {
   gradNorm: Tensor | null;
   /** Whether this call ran an optimizer update. */
   updated: boolean;
+  /**
+   * Tokens of the whole step when they are not this process's batch (data parallel: every
+   * rank's); the loop counts `batch × seqLen` of its own batch otherwise.
+   */
+  tokens?: number;
   /** More scalars to log in the metrics (a trainer's reward, KL, …); none from `makeTrainStep`. */
   scalars?: Record<string, Tensor>;
 }

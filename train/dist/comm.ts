@@ -38,6 +38,8 @@ export class CollectiveTimeoutError extends Error {
   /** The ranks that had not arrived (empty when unknown). */
   readonly missing: number[];
   /**
+   * Creates the error.
+   *
    * @param message what timed out and which ranks were missing
    * @param missing the ranks that had not arrived
    */
@@ -136,7 +138,7 @@ export class SoloCommunicator implements Communicator {
   /** `"solo"`. */
   readonly kind = "solo";
   /** Unused (nothing to wait for). */
-  readonly timeoutMs = Infinity;
+  readonly timeoutMs: number = Infinity;
   /** Leaves `data` as it is. */
   allReduceSum(_data: Float32Array): Promise<void> {
     return Promise.resolve();
@@ -346,4 +348,31 @@ export async function broadcastJson<T>(comm: Communicator, value: T, root = 0): 
   if (comm.size === 1) return value;
   const mine = comm.rank === root ? new TextEncoder().encode(JSON.stringify(value ?? null)) : null;
   return JSON.parse(new TextDecoder().decode(await broadcastBytes(comm, mine, root))) as T;
+}
+
+/**
+ * Runs `fn` on rank 0, then on the other ranks: files it creates (a trained tokenizer, the
+ * corpus, JSONL index caches) are written once and then read, never raced for. When rank 0 fails,
+ * the others fail too with its message.
+ *
+ * @param comm the group
+ * @param fn the work (every rank runs it)
+ * @returns fn's result on this rank
+ */
+export async function rankZeroFirst<T>(comm: Communicator, fn: () => Promise<T>): Promise<T> {
+  if (comm.size === 1) return await fn();
+  if (comm.rank === 0) {
+    let value: T;
+    try {
+      value = await fn();
+    } catch (e) {
+      await broadcastJson(comm, { failed: (e as Error).message });
+      throw e;
+    }
+    await broadcastJson(comm, { failed: null });
+    return value;
+  }
+  const r = await broadcastJson<{ failed: string | null }>(comm, { failed: null });
+  if (r.failed !== null) throw new Error(`Rank 0 failed: ${r.failed}`);
+  return await fn();
 }

@@ -4,8 +4,8 @@
  *
  * 1. local gradients of the shard's loss (`step.gradients`);
  * 2. one all-reduce per step of a single f32 bucket holding every gradient scaled by the shard's
- *    weight `w` (e.g. its count of target tokens), followed by `w`, `w·loss`, `w·aux` and any
- *    extra per-rank sums;
+ *    weight `w` (e.g. its count of target tokens), followed by `w`, `w·loss`, `w·aux` and the
+ *    shard's token count;
  * 3. the bucket divided by `W = Σw` is the gradient of the global batch's loss — exactly the one
  *    process on the whole batch computes, up to f32 summation order — and `step.applyGradients`
  *    accumulates it and updates, identically on every rank.
@@ -32,6 +32,8 @@ import { scope } from "../../nn/scope.ts";
 import type { StepHyper } from "../optim.ts";
 import type { StepOutput, TrainState, TrainStep } from "../step.ts";
 import type { Communicator } from "./comm.ts";
+import type { AsyncTrainer } from "../trainer.ts";
+import { stepTrainer } from "../trainer.ts";
 
 /** Options of {@link dataParallel}. */
 export interface DataParallelOptions<B> {
@@ -40,18 +42,14 @@ export interface DataParallelOptions<B> {
    * so that N ranks reproduce one process on the N shards together. Default 1 (DDP's mean).
    */
   weight?: (batch: B) => number;
-  /** Extra per-rank numbers summed over the ranks each step (e.g. tokens), in `out.sums`. */
-  sums?: (batch: B) => number[];
-  /** How many numbers `sums` returns (default 0). */
-  sumCount?: number;
+  /** The shard's token count; the step then reports the tokens of all ranks in `out.tokens`. */
+  tokens?: (batch: B) => number;
 }
 
 /** What a data-parallel call reports: the step's output, for the global batch. */
 export interface DataParallelOutput<A extends Tree = Tree> extends StepOutput<A> {
   /** Σ of the ranks' weights. */
   weight: number;
-  /** Σ over ranks of `options.sums`. */
-  sums: number[];
   /** Milliseconds this call spent in the all-reduce (waiting for other ranks included). */
   reduceMs: number;
 }
@@ -178,21 +176,20 @@ export function dataParallel<B, A extends Tree = Tree>(
   options: DataParallelOptions<B> = {},
 ): DataParallelStep<B, A> {
   const weightOf = options.weight ?? (() => 1);
-  const nSums = options.sumCount ?? 0;
   let bucket: Float32Array | null = null;
   // the aux output (a scalar tensor, e.g. the MoE loss) is reported as the weighted mean
   const auxTensor = (v: number): Tensor | null => step.options.hasAux ? tensor([v], []) : null;
 
   const dp = (async (state: TrainState, batch: B | null, hyper?: StepHyper) => {
     const { total } = layout(state.params);
-    const tail = 3 + nSums;
+    const tail = 4; // w, w·loss, w·aux, tokens
     if (!bucket || bucket.length !== total + tail) bucket = new Float32Array(total + tail);
     const buf = bucket;
     const w = batch === null ? 0 : weightOf(batch);
     if (!(w >= 0 && Number.isFinite(w))) {
       throw new Error(`Rank ${comm.rank}: the shard's weight is ${w}: expected a finite w ≥ 0`);
     }
-    let local: { loss: number; aux: number; sums: number[] } = { loss: 0, aux: 0, sums: [] };
+    const local = { loss: 0, aux: 0, tokens: batch === null ? 0 : options.tokens?.(batch) ?? 0 };
     if (w > 0) {
       const m = scope(() => step.gradients(state.params, batch as B));
       try {
@@ -209,18 +206,15 @@ export function dataParallel<B, A extends Tree = Tree>(
           off += p.size;
         }
         const aux = m.aux instanceof Tensor && m.aux.size === 1 ? await m.aux.item() : 0;
-        local = { loss: await m.loss.item(), aux, sums: options.sums?.(batch as B) ?? [] };
+        local.loss = await m.loss.item(), local.aux = aux;
       } finally {
         for (const t of leaves([m.grads, m.loss, m.aux])) if (t instanceof Tensor) t.dispose();
       }
-    } else {
-      buf.fill(0, 0, total);
-      local.sums = batch === null ? [] : options.sums?.(batch) ?? [];
-    }
+    } else buf.fill(0, 0, total);
     buf[total] = w;
     buf[total + 1] = w * local.loss;
     buf[total + 2] = w * local.aux;
-    for (let i = 0; i < nSums; i++) buf[total + 3 + i] = local.sums[i] ?? 0;
+    buf[total + 3] = local.tokens;
     const t0 = performance.now();
     await comm.allReduceSum(buf);
     const reduceMs = performance.now() - t0;
@@ -237,8 +231,8 @@ export function dataParallel<B, A extends Tree = Tree>(
       aux: auxTensor(buf[total + 2] / W) as A | null,
       gradNorm: r.gradNorm,
       updated: r.updated,
+      ...(options.tokens ? { tokens: buf[total + 3] } : {}),
       weight: W,
-      sums: Array.from(buf.subarray(total + 3, total + tail)),
       reduceMs,
     };
     return [next, out] as [TrainState, DataParallelOutput<A>];
@@ -251,4 +245,23 @@ export function dataParallel<B, A extends Tree = Tree>(
   Object.defineProperty(dp, "comm", { value: comm });
   Object.defineProperty(dp, "step", { value: step });
   return dp;
+}
+
+/**
+ * The loop's {@link Trainer} of a data-parallel step (pretraining and SFT under `mpirun`): like
+ * `stepTrainer`, but asynchronous, and a rank whose shard is empty gets `null` as its batch.
+ *
+ * @param dp the data-parallel step (its params were broadcast before: see {@link broadcastParams})
+ * @returns the trainer
+ */
+export function dataParallelTrainer<B>(
+  dp: DataParallelStep<B, Tensor>,
+): AsyncTrainer<TrainState, B | null> {
+  const { step: _sync, async: _flag, ...inner } = stepTrainer(dp.step);
+  return {
+    ...inner,
+    async: true,
+    step: (state, batch, hyper) => dp(state, batch, hyper),
+    warmup: (state, batch, hyper) => dp.warmup(state, batch, hyper),
+  };
 }

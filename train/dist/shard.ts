@@ -19,6 +19,8 @@ export class ShardedLoader<T extends object> {
   readonly size: number;
 
   /**
+   * Shards `global`'s batches.
+   *
    * @param global a loader with the global batch size N·b
    * @param rank this rank
    * @param size number of ranks N
