@@ -74,7 +74,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const mpirun = ["mpirun", "--oversubscribe", "-np", String(N), "-x", "OPENBLAS_NUM_THREADS"];
   if (Deno.uid?.() === 0) mpirun.splice(1, 0, "--allow-run-as-root");
   const rows: string[] = [];
-  const dp: number[] = [], solo: number[] = [], reduce: number[] = [];
+  const dp: number[] = [], solo: number[] = [], reduce: number[] = [], wait: number[] = [];
   for (let r = 0; r < a.rounds; r++) {
     const d = await trainBench(mpirun, { OPENBLAS_NUM_THREADS: "1" }, [
       ...common,
@@ -86,10 +86,12 @@ export async function main(argv: readonly string[]): Promise<number> {
       "--batch_size",
       String(a.global_batch),
     ]);
-    dp.push(d.tokens_per_s), solo.push(s.tokens_per_s), reduce.push(d.allreduce_ms_per_step);
+    dp.push(d.tokens_per_s), solo.push(s.tokens_per_s);
+    reduce.push(d.allreduce_ms_per_step), wait.push(d.wait_ms_per_step);
     rows.push(
       `round ${r + 1}: mpirun -np ${N} ×1 thread ${d.tokens_per_s} tok/s ` +
-        `(${d.ms_per_step} ms/step, all-reduce ${d.allreduce_ms_per_step} ms); ` +
+        `(${d.ms_per_step} ms/step, all-reduce ${d.allreduce_ms_per_step} ms + waiting for ` +
+        `the other rank ${d.wait_ms_per_step} ms); ` +
         `1 process ×${N} threads ${s.tokens_per_s} tok/s (${s.ms_per_step} ms/step)`,
     );
     console.error(rows.at(-1));
@@ -103,6 +105,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     dp_tokens_per_s: dp,
     threads_tokens_per_s: solo,
     allreduce_ms_per_step: reduce,
+    wait_ms_per_step: wait,
     speedup_median: Math.round(med(dp) / med(solo) * 100) / 100,
   }));
   return 0;

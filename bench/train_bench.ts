@@ -93,14 +93,14 @@ export async function main(argv: readonly string[]): Promise<number> {
   const ids = randint(key(1 + comm.rank), [B, T], 3, cfg.vocabSize);
   const batch = { ids, labels: ids };
   let peak = Deno.memoryUsage().rss;
-  const times: number[] = [], reduceMs: number[] = [];
+  const times: number[] = [], reduceMs: number[] = [], waitMs: number[] = [];
   let prev: Tensor | null = null;
   for (let s = 0; s < a.warmup + a.steps; s++) {
     const t0 = performance.now();
     let out: StepOutput<Tensor>;
     if (dp) {
       const [next, o] = await dp(state, batch);
-      if (s >= a.warmup) reduceMs.push(o.reduceMs);
+      if (s >= a.warmup) reduceMs.push(o.reduceMs), waitMs.push(o.waitMs ?? 0);
       [state, out] = [next, o];
     } else [state, out] = scope(() => step(state, batch));
     // read the previous step's loss while this one runs (WebGPU); on CPU it is already done
@@ -141,9 +141,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     blas_threads: Deno.env.get("OPENBLAS_NUM_THREADS") ?? "default",
   };
   if (dp) {
-    result.allreduce_ms_per_step = Math.round(
-      reduceMs.reduce((x, y) => x + y, 0) / reduceMs.length * 10,
-    ) / 10;
+    const avg = (x: number[]) => Math.round(x.reduce((p, q) => p + q, 0) / x.length * 10) / 10;
+    // the all-reduce itself, and the wait for the other rank before it (load imbalance)
+    result.allreduce_ms_per_step = avg(reduceMs.map((r, i) => r - waitMs[i]));
+    result.wait_ms_per_step = avg(waitMs);
   }
   if (a.torch) {
     const py = new URL("./torch_train.py", import.meta.url).pathname;

@@ -21,6 +21,11 @@ export interface Communicator {
   /** How long a collective waits for the slowest rank before failing (ms). */
   readonly timeoutMs: number;
   /**
+   * Of the last collective's time, the milliseconds spent waiting for the other ranks to arrive
+   * (the rest moved data); where the communicator can tell them apart.
+   */
+  readonly lastWaitMs?: number;
+  /**
    * Sums `data` element-wise over all ranks, in place: afterwards every rank holds the same sum.
    * Every rank must call it with the same length, in the same order as the other collectives.
    */

@@ -52,6 +52,8 @@ export interface DataParallelOutput<A extends Tree = Tree> extends StepOutput<A>
   weight: number;
   /** Milliseconds this call spent in the all-reduce (waiting for other ranks included). */
   reduceMs: number;
+  /** Of `reduceMs`, the wait for the other ranks to arrive (when the communicator tells). */
+  waitMs?: number;
 }
 
 /** The data-parallel step. */
@@ -234,6 +236,7 @@ export function dataParallel<B, A extends Tree = Tree>(
       ...(options.tokens ? { tokens: buf[total + 3] } : {}),
       weight: W,
       reduceMs,
+      ...(comm.lastWaitMs !== undefined ? { waitMs: comm.lastWaitMs } : {}),
     };
     return [next, out] as [TrainState, DataParallelOutput<A>];
   }) as DataParallelStep<B, A>;

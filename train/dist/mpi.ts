@@ -93,6 +93,7 @@ class MpiCommunicator implements Communicator {
   readonly #int: Deno.PointerValue;
   readonly #sum: Deno.PointerValue;
   #collectives = 0;
+  lastWaitMs = 0;
   #closed = false;
 
   constructor(timeoutMs: number) {
@@ -186,7 +187,9 @@ class MpiCommunicator implements Communicator {
     if (this.#closed) throw new Error(`Rank ${this.rank}: cannot run ${what}: MPI was finalized`);
     const n = this.#collectives++;
     if (this.size === 1) return;
+    const t0 = performance.now();
     await this.#arrive(n, `${what} #${n} (${length} values)`);
+    this.lastWaitMs = performance.now() - t0;
     for (let off = 0; off < length; off += MAX_COUNT) {
       this.#check(what, run(off, Math.min(MAX_COUNT, length - off)));
     }
