@@ -6,6 +6,9 @@
  * `saveInterval` steps. Ctrl-C saves a resume checkpoint and stops; a NaN/Inf loss stops the run
  * naming the step, the last checkpoint left intact.
  *
+ * Under data parallel (`comm`) every rank runs this loop on its shard of each global batch with
+ * an {@link AsyncTrainer} (`dist/data_parallel.ts`); only rank 0 writes files.
+ *
  * What is trained is a {@link Trainer} (`trainer.ts`): `stepTrainer(makeTrainStep(…))` for
  * pretraining and SFT, or a PPO/GRPO/DPO/LoRA trainer's own step and state, which gets all of
  * the bookkeeping here without copying it.
