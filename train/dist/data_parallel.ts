@@ -152,7 +152,7 @@ export async function broadcastParams(comm: Communicator, params: Tree): Promise
  *
  * @param step a step from `makeTrainStep`
  * @param comm the group of ranks (Open MPI, in-process, or solo)
- * @param options per-shard weight and extra sums
+ * @param options the shard's weight and token count
  * @returns the data-parallel step (async: it waits for the other ranks)
  * @example
  * ```ts
@@ -203,7 +203,8 @@ export function dataParallel<B, A extends Tree = Tree>(
           if (!(p instanceof Tensor)) continue;
           if (g instanceof Tensor) {
             const d = (await g.data()) as Float32Array;
-            for (let j = 0; j < d.length; j++) buf[off + j] = d[j] * w;
+            if (w === 1) buf.set(d, off);
+            else for (let j = 0; j < d.length; j++) buf[off + j] = d[j] * w;
           } else buf.fill(0, off, off + p.size);
           off += p.size;
         }
