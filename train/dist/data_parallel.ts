@@ -28,6 +28,7 @@ import type { Tree } from "../../nn/tree.ts";
 import { leaves, mapTree } from "../../nn/tree.ts";
 import { Tensor } from "../../nn/tensor.ts";
 import { tensor } from "../../nn/creation.ts";
+import type { Backend } from "../../nn/backend/backend.ts";
 import { scope } from "../../nn/scope.ts";
 import type { StepHyper } from "../optim.ts";
 import type { StepOutput, TrainState, TrainStep } from "../step.ts";
@@ -82,6 +83,7 @@ export interface DataParallelStep<B, A extends Tree = Tree> {
 /** The f32 tensors of a param tree in tree order, with their total size. */
 function layout(params: Tree): { tensors: Tensor[]; total: number } {
   const tensors = leaves(params).filter((x): x is Tensor => x instanceof Tensor);
+  if (tensors.length === 0) throw new Error("Cannot run data parallel: the params hold no tensors");
   let total = 0;
   for (const t of tensors) {
     if (t.dtype !== "f32") {
@@ -102,7 +104,7 @@ function unflattenLike(like: Tree, flat: Float32Array, scale = 1): Tree {
     const part = flat.slice(off, off + x.size);
     off += x.size;
     if (scale !== 1) { for (let i = 0; i < part.length; i++) part[i] *= scale; }
-    return tensor(part, x.shape, "f32");
+    return tensor(part, x.shape, "f32", { backend: x.backend }); // the rank's device
   });
 }
 
@@ -179,11 +181,13 @@ export function dataParallel<B, A extends Tree = Tree>(
 ): DataParallelStep<B, A> {
   const weightOf = options.weight ?? (() => 1);
   let bucket: Float32Array | null = null;
-  // the aux output (a scalar tensor, e.g. the MoE loss) is reported as the weighted mean
-  const auxTensor = (v: number): Tensor | null => step.options.hasAux ? tensor([v], []) : null;
+  // outputs live on the rank's device (the params'); the aux output (a scalar tensor, e.g. the
+  // MoE loss) is reported as the weighted mean
+  const scalar = (v: number, backend: Backend) => tensor([v], [], "f32", { backend });
 
   const dp = (async (state: TrainState, batch: B | null, hyper?: StepHyper) => {
-    const { total } = layout(state.params);
+    const { tensors: ps, total } = layout(state.params);
+    const device = ps[0].backend; // the update replaces (disposes) these params
     const tail = 4; // w, w·loss, w·aux, tokens
     if (!bucket || bucket.length !== total + tail) bucket = new Float32Array(total + tail);
     const buf = bucket;
@@ -230,8 +234,8 @@ export function dataParallel<B, A extends Tree = Tree>(
     const grads = unflattenLike(state.params, buf.subarray(0, total), 1 / W);
     const [next, r] = step.applyGradients(state, grads, hyper);
     const out: DataParallelOutput<A> = {
-      loss: tensor([buf[total + 1] / W], []),
-      aux: auxTensor(buf[total + 2] / W) as A | null,
+      loss: scalar(buf[total + 1] / W, device),
+      aux: (step.options.hasAux ? scalar(buf[total + 2] / W, device) : null) as A | null,
       gradNorm: r.gradNorm,
       updated: r.updated,
       ...(options.tokens ? { tokens: buf[total + 3] } : {}),
