@@ -243,15 +243,41 @@ export type {
 export { constant, getLr, warmupCosine } from "./train/schedule.ts";
 export type { Schedule, WarmupCosineOptions } from "./train/schedule.ts";
 export { disposeOutput, disposeState, makeTrainStep } from "./train/step.ts";
-export type { LossFn, StepOutput, TrainState, TrainStep, TrainStepOptions } from "./train/step.ts";
+export type {
+  LossFn,
+  MicroGrads,
+  StepOutput,
+  TrainState,
+  TrainStep,
+  TrainStepOptions,
+} from "./train/step.ts";
 export { loadResume, loadWeights, saveResume, saveWeights } from "./train/checkpoint.ts";
 export { asTrainState, savedField, stepTrainer } from "./train/trainer.ts";
-export type { LoopHyper, Trainer } from "./train/trainer.ts";
+export type { AsyncTrainer, LoopHyper, Trainer } from "./train/trainer.ts";
 export { runTraining } from "./train/loop.ts";
 export { DataLoader } from "./data/loader.ts";
 export type { Batch, DataLoaderOptions } from "./data/loader.ts";
 export type { Dataset } from "./data/datasets.ts";
 export { Progress } from "./train/progress.ts";
 export type { ProgressInfo } from "./train/progress.ts";
-export type { LoopOptions, LoopResult, RunFiles } from "./train/loop.ts";
+export type { BatchSource, LoopOptions, LoopResult, RunFiles } from "./train/loop.ts";
+// data parallel: communicators (Open MPI through FFI, in-process) and the transform
+export {
+  broadcastBytes,
+  broadcastJson,
+  CollectiveTimeoutError,
+  inProcessGroup,
+  rankZeroFirst,
+  SoloCommunicator,
+  worldFromEnv,
+} from "./train/dist/comm.ts";
+export type { Communicator, WorldEnv } from "./train/dist/comm.ts";
+export { openCommunicator, openMpi } from "./train/dist/mpi.ts";
+export { broadcastParams, dataParallel, dataParallelTrainer } from "./train/dist/data_parallel.ts";
+export type {
+  DataParallelOptions,
+  DataParallelOutput,
+  DataParallelStep,
+} from "./train/dist/data_parallel.ts";
+export { ShardedLoader } from "./train/dist/shard.ts";
 export type { ResumeInfo } from "./train/checkpoint.ts";

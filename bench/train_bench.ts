@@ -1,12 +1,15 @@
 /**
  * `deno task bench:train` — throughput of one full train step (forward, backward, global-norm
  * clipping, AdamW) on random token ids; prints one JSON line:
- * `{"tokens_per_s", "ms_per_step", "peak_rss_mb", …}`. With `--torch 1` it also runs
+ * `{"tokens_per_s", "ms_per_step", "peak_rss_mb", …}`. Under `mpirun -np N` it trains data parallel
+ * (`--batch_size` rows per rank, one all-reduce per step), rank 0 prints the line with the
+ * tokens/s of all ranks together and `allreduce_ms_per_step`. With `--torch 1` it also runs
  * `bench/torch_train.py` (our PyTorch transcription of the same architecture, Debian
  * `/usr/bin/python3` + `python3-torch`, best of its thread settings) right after, on the same
  * machine, and adds `torch_tokens_per_s` / `torch_ms_per_step` to the line.
  *
  *   deno task bench:train --preset minimind2-small --batch_size 4 --max_seq_len 256 --steps 5
+ *   OPENBLAS_NUM_THREADS=1 mpirun -np 2 deno task bench:train --batch_size 2 --max_seq_len 256
  *   deno task bench:train --hidden_size 256 --num_hidden_layers 4 --batch_size 16 --max_seq_len 128 --torch 1
  * @module
  */
@@ -23,6 +26,9 @@ import type { FlagTable } from "../cli.ts";
 import { lmLoss, selectDevice } from "../train/lm.ts";
 import { adamw } from "../train/optim.ts";
 import { disposeState, makeTrainStep } from "../train/step.ts";
+import type { StepOutput } from "../train/step.ts";
+import { dataParallel } from "../train/dist/data_parallel.ts";
+import { openCommunicator } from "../train/dist/mpi.ts";
 
 /** The benchmark's flags. */
 export const BENCH_FLAGS = {
@@ -79,16 +85,24 @@ export async function main(argv: readonly string[]): Promise<number> {
       gradClip: 1,
     },
   );
-  let state = step.init(init(cfg, key(0)) as unknown as Tree);
-  const ids = randint(key(1), [B, T], 3, cfg.vocabSize);
+  // under mpirun: data parallel, `--batch_size` rows per rank, tokens/s of all ranks together
+  const comm = openCommunicator();
+  const dp = comm.size > 1 ? dataParallel(step, comm) : null;
+  const p0 = init(cfg, key(0)) as unknown as Tree;
+  let state = dp ? await dp.init(p0) : step.init(p0);
+  const ids = randint(key(1 + comm.rank), [B, T], 3, cfg.vocabSize);
   const batch = { ids, labels: ids };
   let peak = Deno.memoryUsage().rss;
-  const times: number[] = [];
+  const times: number[] = [], reduceMs: number[] = [], waitMs: number[] = [];
   let prev: Tensor | null = null;
   for (let s = 0; s < a.warmup + a.steps; s++) {
     const t0 = performance.now();
-    const [next, out] = scope(() => step(state, batch));
-    state = next;
+    let out: StepOutput<Tensor>;
+    if (dp) {
+      const [next, o] = await dp(state, batch);
+      if (s >= a.warmup) reduceMs.push(o.reduceMs), waitMs.push(o.waitMs ?? 0);
+      [state, out] = [next, o];
+    } else [state, out] = scope(() => step(state, batch));
     // read the previous step's loss while this one runs (WebGPU); on CPU it is already done
     if (prev) {
       await prev.item(); // sync point
@@ -107,6 +121,8 @@ export async function main(argv: readonly string[]): Promise<number> {
   }
   disposeState(state);
   ids.dispose();
+  comm.close();
+  if (comm.rank !== 0) return 0;
   const ms = times.reduce((x, y) => x + y, 0) / times.length;
   const result: Record<string, unknown> = {
     impl: "minimind.ts",
@@ -115,13 +131,21 @@ export async function main(argv: readonly string[]): Promise<number> {
     hidden_size: cfg.hiddenSize,
     num_hidden_layers: cfg.numHiddenLayers,
     params: countParams(cfg).total,
+    world_size: comm.size,
     batch_size: B,
     max_seq_len: T,
     steps: a.steps,
-    tokens_per_s: Math.round((B * T) / (ms / 1000) * 10) / 10,
+    tokens_per_s: Math.round((comm.size * B * T) / (ms / 1000) * 10) / 10,
     ms_per_step: Math.round(ms * 10) / 10,
     peak_rss_mb: Math.round(peak / 2 ** 20 * 10) / 10,
+    blas_threads: Deno.env.get("OPENBLAS_NUM_THREADS") ?? "default",
   };
+  if (dp) {
+    const avg = (x: number[]) => Math.round(x.reduce((p, q) => p + q, 0) / x.length * 10) / 10;
+    // the all-reduce itself, and the wait for the other rank before it (load imbalance)
+    result.allreduce_ms_per_step = avg(reduceMs.map((r, i) => r - waitMs[i]));
+    result.wait_ms_per_step = avg(waitMs);
+  }
   if (a.torch) {
     const py = new URL("./torch_train.py", import.meta.url).pathname;
     const out = await new Deno.Command("/usr/bin/python3", {

@@ -92,10 +92,10 @@ interface Decoded {
   metadata: Record<string, string>;
 }
 
-async function decodeSafetensors(path: string): Promise<Decoded> {
+async function decodeSafetensors(path: string, bytes?: Uint8Array): Promise<Decoded> {
   let buf: Uint8Array;
   try {
-    buf = await Deno.readFile(path);
+    buf = bytes ?? await Deno.readFile(path);
   } catch (e) {
     throw new Error(`Cannot read checkpoint ${path}: ${(e as Error).message}`);
   }
@@ -213,7 +213,7 @@ export interface ResumeInfo {
   tokens: number;
   /** Training seconds so far. */
   elapsedS: number;
-  /** World size when saved (1). */
+  /** Ranks of the run that saved it (1 without data parallel); a resume needs as many. */
   worldSize: number;
   /** Anything else the trainer wants back (run arguments, model config). */
   extra: Record<string, unknown>;
@@ -251,17 +251,20 @@ export function loadResume(path: string): Promise<{ state: TrainState; info: Res
  *
  * @param path the file
  * @param restore the saved tree (new tensors) → the trainer's state; throws naming a missing field
+ * @param bytes the file's contents when already read (data parallel: rank 0's copy, sent to all)
  * @returns the state and the saved info
  */
 export function loadResume<S>(
   path: string,
   restore: (saved: Tree, path: string) => S,
+  bytes?: Uint8Array,
 ): Promise<{ state: S; info: ResumeInfo }>;
 export async function loadResume(
   path: string,
   restore: (saved: Tree, path: string) => unknown = asTrainState,
+  bytes?: Uint8Array,
 ): Promise<{ state: unknown; info: ResumeInfo }> {
-  const d = await decodeSafetensors(path);
+  const d = await decodeSafetensors(path, bytes);
   const format = d.metadata.format;
   if (format !== "minimind-resume-v1" && format !== "minimind-resume-v2") {
     throw new Error(`Cannot resume from ${path}: it is not a resume checkpoint (format ${format})`);

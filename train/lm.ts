@@ -29,10 +29,17 @@ import { deviceFlag, UsageError } from "../cli.ts";
 import { adamw } from "./optim.ts";
 import { saveWeights, weightStem } from "./checkpoint.ts";
 import { runTraining } from "./loop.ts";
+import type { BatchSource } from "./loop.ts";
 import { makeTrainStep } from "./step.ts";
+import type { TrainState } from "./step.ts";
 import { stepTrainer } from "./trainer.ts";
+import type { AsyncTrainer, Trainer } from "./trainer.ts";
 import type { LoopResult } from "./loop.ts";
 import { formatDuration, Progress } from "./progress.ts";
+import type { Communicator } from "./dist/comm.ts";
+import { broadcastJson, SoloCommunicator } from "./dist/comm.ts";
+import { broadcastParams, dataParallel, dataParallelTrainer } from "./dist/data_parallel.ts";
+import { ShardedLoader } from "./dist/shard.ts";
 
 /** Per-script defaults (MiniMind's argparse defaults of train_pretrain.py / train_full_sft.py). */
 export interface LmDefaults {
@@ -119,6 +126,12 @@ export function lmFlags(d: LmDefaults) {
     },
     seed: { type: "int", default: 42, help: "init and data-order seed" },
     max_steps: { type: "int", default: 0, min: 0, help: "stop after N steps (0 = all epochs)" },
+    stop_after: {
+      type: "int",
+      default: 0,
+      min: 0,
+      help: "stop after N steps of this run with a resume checkpoint (0 = never)",
+    },
     skip_bad_lines: {
       type: "switch",
       default: false,
@@ -217,11 +230,29 @@ export function lmLoss(
   };
 }
 
-/** (B, T) typed arrays of a batch → tensors. */
-export function lmBatch(b: Batch<LMSample>): { ids: Tensor; labels: Tensor } {
+/** An LM batch on the device, with its count of target tokens. */
+export interface LmBatch {
+  /** Input ids (B, T). */
+  ids: Tensor;
+  /** Unshifted labels (B, T), −100 = ignored. */
+  labels: Tensor;
+  /**
+   * Positions the loss averages over: labels after the shift (columns 1…T−1) that are not −100.
+   * Data parallel weighs each rank's shard by it, so N shards average like one batch.
+   */
+  targets: number;
+}
+
+/** (B, T) typed arrays of a batch → tensors, and its target count. */
+export function lmBatch(b: Batch<LMSample>): LmBatch {
+  let targets = 0;
+  for (let r = 0; r < b.batch; r++) {
+    for (let t = 1; t < b.seqLen; t++) if (b.labels[r * b.seqLen + t] !== -100) targets++;
+  }
   return {
     ids: tensor(b.inputIds, [b.batch, b.seqLen], "i32"),
     labels: tensor(b.labels, [b.batch, b.seqLen], "i32"),
+    targets,
   };
 }
 
@@ -243,6 +274,11 @@ export interface LmRunInput {
   handleSigint?: boolean;
   /** Start from these params instead of a fresh init (with `--from_weight none`). */
   initialParams?: Tree;
+  /**
+   * The data-parallel group (`openCommunicator()` under `mpirun`; default one process): each rank
+   * trains `--batch_size` rows of a global batch of size × `--batch_size`, rank 0 logs and saves.
+   */
+  comm?: Communicator;
 }
 
 /** What an LM run produced. */
@@ -259,7 +295,11 @@ export interface LmRunResult extends LoopResult {
  */
 export async function runLm(input: LmRunInput): Promise<LmRunResult> {
   const { args: a, given, dataset, tokenizer } = input;
-  const progress = input.progress ?? new Progress();
+  const comm = input.comm ?? new SoloCommunicator();
+  // data parallel: rank 0 speaks for the group
+  const progress = comm.rank === 0
+    ? input.progress ?? new Progress()
+    : new Progress({ tty: false, write: () => {} });
   const say = (m: string) => progress.line(m);
 
   // model: fresh (MiniMind2 init) or from earlier weights, whose config wins
@@ -308,39 +348,59 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
   );
 
   const stem = weightStem(a.save_weight, cfg.hiddenSize, cfg.useMoe);
-  await Deno.mkdir(a.save_dir, { recursive: true });
-  await tokenizer.save(a.save_dir); // the weights' tokenizer, where loadModel looks for it
-  const loader = new DataLoader(dataset, {
-    batchSize: a.batch_size,
-    seed: a.seed,
-    trimPadding: true,
-  });
+  if (comm.rank === 0) {
+    await Deno.mkdir(a.save_dir, { recursive: true });
+    await tokenizer.save(a.save_dir); // the weights' tokenizer, where loadModel looks for it
+  }
   const hf = JSON.stringify(configToHF(cfg));
-  const step = makeTrainStep(lmLoss(cfg), adamw(), {
+  const step = makeTrainStep<LmBatch, Tensor>(lmLoss(cfg), adamw(), {
     accumulationSteps: a.accumulation_steps,
     gradClip: a.grad_clip,
     hasAux: true,
   });
+  // data parallel: rank 0's seed and params; each rank takes its rows of the global batch
+  const seed = await broadcastJson(comm, a.seed);
+  const global = new DataLoader(dataset, {
+    batchSize: a.batch_size * comm.size,
+    seed,
+    trimPadding: true,
+  });
+  let trainer: Trainer<TrainState, LmBatch | null> | AsyncTrainer<TrainState, LmBatch | null> =
+    stepTrainer(step) as Trainer<TrainState, LmBatch | null>;
+  let loader: BatchSource<LMSample> = global;
+  if (comm.size > 1) {
+    params = await broadcastParams(comm, params);
+    loader = new ShardedLoader(global, comm.rank, comm.size);
+    trainer = dataParallelTrainer(
+      dataParallel(step, comm, { weight: (b) => b.targets, tokens: (b) => b.ids.size }),
+    );
+    say(
+      `Data parallel: ${comm.size} ranks (${comm.kind}), ${a.batch_size} rows each, ` +
+        `global batch ${a.batch_size * comm.size}`,
+    );
+  }
   const result = await runTraining({
-    trainer: stepTrainer(step),
+    trainer,
+    comm,
     stem,
     saveDir: a.save_dir,
     checkpointDir: a.checkpoint_dir,
     loader,
-    toBatch: lmBatch,
+    toBatch: (b) => b.batch === 0 ? null : lmBatch(b),
     params,
     epochs: a.epochs,
     learningRate: a.learning_rate,
     logInterval: a.log_interval,
     saveInterval: a.save_interval,
     resume: a.from_resume,
-    seed: a.seed,
+    seed,
     maxSteps: a.max_steps || undefined,
-    stopAfter: input.stopAfter,
+    stopAfter: input.stopAfter ?? (a.stop_after || undefined),
     saveWeights: (p, path) => saveWeights(path, p, { config: hf }),
     extra: { args: a, config: configToHF(cfg) },
     progress,
-    handleSigint: input.handleSigint,
+    // under mpirun, Ctrl-C reaches the ranks as SIGTERM (then SIGKILL): nothing to save then
+    handleSigint: comm.size > 1 ? false : input.handleSigint,
   });
   return { ...result, cfg };
 }

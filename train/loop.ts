@@ -6,6 +6,9 @@
  * `saveInterval` steps. Ctrl-C saves a resume checkpoint and stops; a NaN/Inf loss stops the run
  * naming the step, the last checkpoint left intact.
  *
+ * Under data parallel (`comm`) every rank runs this loop on its shard of each global batch with
+ * an {@link AsyncTrainer} (`dist/data_parallel.ts`); only rank 0 writes files.
+ *
  * What is trained is a {@link Trainer} (`trainer.ts`): `stepTrainer(makeTrainStep(…))` for
  * pretraining and SFT, or a PPO/GRPO/DPO/LoRA trainer's own step and state, which gets all of
  * the bookkeeping here without copying it.
@@ -24,12 +27,19 @@ import { RunMetrics, writeLossCurve } from "./metrics.ts";
 import type { StepRecord } from "./metrics.ts";
 import { Progress } from "./progress.ts";
 import { onCtrlC } from "./interrupt.ts";
-import type { LoopHyper, Trainer } from "./trainer.ts";
+import type { AsyncTrainer, LoopHyper, Trainer } from "./trainer.ts";
+import type { StepOutput } from "./step.ts";
+import type { Tensor } from "../nn/tensor.ts";
+import type { Communicator } from "./dist/comm.ts";
+import { broadcastBytes, broadcastJson, SoloCommunicator } from "./dist/comm.ts";
+
+/** Where batches come from: a `DataLoader`, or a data-parallel rank's `ShardedLoader`. */
+export type BatchSource<D extends object> = Pick<DataLoader<D>, "batchesPerEpoch" | "batches">;
 
 /** What the loop needs. */
 export interface LoopOptions<S extends Tree, B, D extends object> {
   /** What is trained: its state, step and checkpoint fields (see {@link Trainer}). */
-  trainer: Trainer<S, B>;
+  trainer: Trainer<S, B> | AsyncTrainer<S, B>;
   /** Initial params (given to `trainer.init`; disposed when a resume checkpoint replaces them). */
   params: Tree;
   /** File stem, e.g. `pretrain_512` (weights `<saveDir>/<stem>.safetensors`). */
@@ -39,7 +49,12 @@ export interface LoopOptions<S extends Tree, B, D extends object> {
   /** Where the resume checkpoint goes (`<checkpointDir>/<stem>_resume.safetensors`). */
   checkpointDir: string;
   /** Batches (seeded shuffle per epoch; skips consumed batches on resume). */
-  loader: DataLoader<D>;
+  loader: BatchSource<D>;
+  /**
+   * The data-parallel group (default: one process). Only rank 0 writes files; a resume
+   * checkpoint is read by rank 0 and sent to all, and needs the world size that wrote it.
+   */
+  comm?: Communicator;
   /** Turns a batch of typed arrays into the step's input (called inside a scope). */
   toBatch: (batch: Batch<D>) => B;
   /** Passes over the data. */
@@ -139,10 +154,13 @@ export async function runTraining<S extends Tree, B, D extends object>(
         hyper = { lr: getLr(global, total, o.learningRate) };
         // step
         if (meter.runSteps === 0) await warmup(run, o, batch, hyper);
-        const [next, out] = scope(() => trainer.step(run.state, o.toBatch(batch), hyper));
+        const [next, out] = await runStep(trainer, run.state, () => o.toBatch(batch), hyper);
         run.state = next;
         const at = { epoch, step, lr: hyper.lr, updates: trainer.updates(next) };
-        const done = meter.stepped(out, { ...at, tokens: batch.batch * batch.seqLen });
+        const done = meter.stepped(out, {
+          ...at,
+          tokens: out.tokens ?? batch.batch * batch.seqLen,
+        });
         // log: the previous step's loss is read now that this one is encoded
         if (pending) await meter.settle(pending, false);
         pending = done;
@@ -176,6 +194,24 @@ export async function runTraining<S extends Tree, B, D extends object>(
   return finish(run, o, interrupted);
 }
 
+/** One step: inside a `scope`, or for an async trainer awaited, its batch disposed after it. */
+async function runStep<S extends Tree, B>(
+  trainer: Trainer<S, B> | AsyncTrainer<S, B>,
+  state: S,
+  makeBatch: () => B,
+  hyper: LoopHyper,
+): Promise<[S, StepOutput<Tensor>]> {
+  if (!trainer.async) {
+    return scope(() => trainer.step(state, makeBatch(), hyper));
+  }
+  const batch = makeBatch();
+  try {
+    return await trainer.step(state, batch, hyper);
+  } finally {
+    dispose(batch as Tree);
+  }
+}
+
 /** Opens the run: its files, the state (resumed from the checkpoint or fresh), the metrics. */
 async function openRun<S extends Tree, B, D extends object>(
   o: LoopOptions<S, B, D>,
@@ -187,15 +223,26 @@ async function openRun<S extends Tree, B, D extends object>(
     metrics: join(o.saveDir, `${o.stem}_metrics.jsonl`),
     lossCurve: join(o.saveDir, `${o.stem}_loss.svg`),
   };
-  await Deno.mkdir(o.saveDir, { recursive: true });
+  if (isWriter(o)) await Deno.mkdir(o.saveDir, { recursive: true });
   const iters = o.loader.batchesPerEpoch;
   if (iters === 0) throw new Error(`Cannot train ${o.stem}: the dataset yields no batches`);
   const planned = o.epochs * iters;
   const total = o.maxSteps ? Math.min(o.maxSteps, planned) : planned;
   let state: S, resumed: ResumeInfo | null = null;
-  if (o.resume && (await Deno.stat(files.resume).catch(() => null))) {
-    const r = await loadResume(files.resume, (saved, path) => o.trainer.restore(saved, path));
-    checkResumable(files.resume, r.info, iters, o.extra);
+  // data parallel: rank 0 decides and reads the checkpoint, every rank loads rank 0's bytes
+  const comm = o.comm ?? new SoloCommunicator();
+  const found = comm.rank === 0 && o.resume && (await Deno.stat(files.resume).catch(() => null));
+  if (await broadcastJson(comm, Boolean(found))) {
+    const bytes = await broadcastBytes(
+      comm,
+      comm.rank === 0 ? await readCheckpoint(files.resume) : null,
+    );
+    const r = await loadResume(
+      files.resume,
+      (saved, path) => o.trainer.restore(saved, path),
+      bytes,
+    );
+    checkResumable(files.resume, r.info, iters, o.extra, comm.size);
     state = r.state;
     resumed = r.info;
     dispose(o.params); // the checkpoint's params replace them
@@ -215,18 +262,39 @@ async function openRun<S extends Tree, B, D extends object>(
     iters,
     total,
     resumed,
+    record: comm.rank === 0,
   });
   const start = { epoch: resumed?.epoch ?? 0, step: resumed?.step ?? 0 };
   return { files, iters, total, state, start, meter, progress };
 }
 
-/** A checkpoint only resumes the run it was written by (same data shape, same model). */
+/** The resume checkpoint's bytes (rank 0 sends them to the others). */
+async function readCheckpoint(path: string): Promise<Uint8Array> {
+  try {
+    return await Deno.readFile(path);
+  } catch (e) {
+    throw new Error(`Cannot read checkpoint ${path}: ${(e as Error).message}`);
+  }
+}
+
+/** A checkpoint only resumes the run it was written by (same world size, data shape, model). */
 function checkResumable(
   path: string,
   info: ResumeInfo,
   iters: number,
   extra: Record<string, unknown> | undefined,
+  worldSize: number,
 ): void {
+  const saved = info.worldSize ?? 1;
+  if (saved !== worldSize) {
+    const ranks = (n: number) => `${n} rank${n === 1 ? "" : "s"}`;
+    throw new Error(
+      `Cannot resume from ${path}: it was written by a ${saved}-rank run and this run has ` +
+        `${ranks(worldSize)}; resume it with ${
+          saved === 1 ? "one process (no mpirun)" : `mpirun -np ${saved}`
+        } (each step's samples depend on the world size, so a checkpoint is not resharded)`,
+    );
+  }
   if (info.iters !== iters) {
     throw new Error(
       `Cannot resume from ${path}: it was saved with ${info.iters} batches per epoch, ` +
@@ -270,12 +338,15 @@ async function saveRun<S extends Tree, B, D extends object>(
     seed: o.seed,
     tokens: meter.tokens,
     elapsedS: meter.elapsed(),
-    worldSize: 1,
+    worldSize: o.comm?.size ?? 1,
     extra: o.extra ?? {},
   };
-  if (withWeights) await o.saveWeights(o.trainer.weights(run.state), run.files.weights);
-  await saveResume(run.files.resume, run.state, info);
-  await writeLossCurve(run.files.metrics, run.files.lossCurve, o.stem);
+  // data parallel: every rank holds the same state, rank 0 writes it
+  if (isWriter(o)) {
+    if (withWeights) await o.saveWeights(o.trainer.weights(run.state), run.files.weights);
+    await saveResume(run.files.resume, run.state, info);
+    await writeLossCurve(run.files.metrics, run.files.lossCurve, o.stem);
+  }
   meter.saved();
 }
 
@@ -310,8 +381,14 @@ async function saveWeightsAndCurve<S extends Tree, B, D extends object>(
   run: Run<S>,
   o: LoopOptions<S, B, D>,
 ): Promise<void> {
+  if (!isWriter(o)) return;
   await o.saveWeights(o.trainer.weights(run.state), run.files.weights);
   await writeLossCurve(run.files.metrics, run.files.lossCurve, o.stem);
+}
+
+/** Whether this process writes the run's files (rank 0 of a data-parallel group). */
+function isWriter<S extends Tree, B, D extends object>(o: LoopOptions<S, B, D>): boolean {
+  return (o.comm?.rank ?? 0) === 0;
 }
 
 /** Hands the weights to the caller, frees the rest of the state, reports the counters. */

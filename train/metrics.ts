@@ -161,6 +161,8 @@ export interface RunMetricsOptions {
   total: number;
   /** Where a resumed run stood (its tokens, time and checkpoint carry on); null when fresh. */
   resumed: ResumeInfo | null;
+  /** Write the metrics file (default true; data parallel ranks other than 0 do not). */
+  record?: boolean;
 }
 
 /**
@@ -178,7 +180,7 @@ export class RunMetrics {
   /** The last step run (epoch 0-based, step 1-based; the resume point before the first). */
   position: { epoch: number; step: number };
   readonly #o: RunMetricsOptions;
-  readonly #writer: MetricsWriter;
+  readonly #writer: MetricsWriter | null;
   readonly #t0 = performance.now();
   readonly #elapsedBefore: number;
   #lastGood: { epoch: number; step: number } | null;
@@ -193,7 +195,9 @@ export class RunMetrics {
   /** @param o the run's files, shape and resume point */
   constructor(o: RunMetricsOptions) {
     this.#o = o;
-    this.#writer = new MetricsWriter(o.metricsPath, { truncate: o.resumed === null });
+    this.#writer = o.record === false
+      ? null
+      : new MetricsWriter(o.metricsPath, { truncate: o.resumed === null });
     this.tokens = o.resumed?.tokens ?? 0;
     this.#elapsedBefore = o.resumed?.elapsedS ?? 0;
     this.position = { epoch: o.resumed?.epoch ?? 0, step: o.resumed?.step ?? 0 };
@@ -258,7 +262,7 @@ export class RunMetrics {
     // between reads: a log step reads two losses at once
     const dt = (p.doneAt - this.#rec.at) / 1000;
     const { iters } = this.#o;
-    this.#writer.write({
+    this.#writer?.write({
       update: p.updates,
       epoch: p.epoch,
       step: p.step,

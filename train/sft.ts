@@ -13,6 +13,8 @@ import { buildCorpus } from "../data/corpus/build.ts";
 import { SFTDataset } from "../data/datasets.ts";
 import { parseFlags, runMain, usage } from "../cli.ts";
 import { lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
+import { rankZeroFirst } from "./dist/comm.ts";
+import { openCommunicator } from "./dist/mpi.ts";
 
 /**
  * train_full_sft.py defaults: epochs 2, batch 16, accumulation 1, 340 tokens (MiniMind2), from
@@ -42,22 +44,30 @@ export async function main(argv: readonly string[]): Promise<number> {
     console.log(usage(COMMAND, "Supervised fine-tuning (trainer/train_full_sft.py).", SFT_FLAGS));
     return 0;
   }
-  // 1. device
+  // 1. device, and the data-parallel group under mpirun (rank 0 logs)
+  const comm = openCommunicator();
+  const log = comm.rank === 0 ? console.log : () => {};
   const device = await selectDevice(args.device);
-  console.log(`Device: ${device}`);
+  log(`Device: ${device}`);
 
   // 2. tokenizer and data (default: the embedded corpus's SFT conversations)
-  const tokenizer = await resolveTokenizer(args.tokenizer_path);
-  const data = args.data_path ?? (await buildCorpus({ log: console.log })).sft;
-  const dataset = new SFTDataset(data, tokenizer, {
-    maxLength: args.max_seq_len,
-    seed: args.seed,
-    skipBadLines: args.skip_bad_lines,
+  // (rank 0 first: a tokenizer or corpus it builds is then read by the others)
+  const { tokenizer, data, dataset } = await rankZeroFirst(comm, async () => {
+    const tokenizer = await resolveTokenizer(args.tokenizer_path, log);
+    const data = args.data_path ?? (await buildCorpus({ log })).sft;
+    const dataset = new SFTDataset(data, tokenizer, {
+      maxLength: args.max_seq_len,
+      seed: args.seed,
+      skipBadLines: args.skip_bad_lines,
+    });
+    return { tokenizer, data, dataset };
   });
-  console.log(`Data: ${data} (${dataset.length} conversations, up to ${args.max_seq_len} tokens)`);
+  log(`Data: ${data} (${dataset.length} conversations, up to ${args.max_seq_len} tokens)`);
 
   // 3. model (from the pretrain weights) and training
-  const r = await runLm({ args, given, dataset, tokenizer });
+  const r = await runLm({ args, given, dataset, tokenizer, comm });
+  comm.close();
+  if (comm.rank !== 0) return r.interrupted ? 130 : 0;
   return reportRun(r);
 }
 

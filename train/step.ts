@@ -42,6 +42,11 @@ export interface StepOutput<A extends Tree = Tree> {
   gradNorm: Tensor | null;
   /** Whether this call ran an optimizer update. */
   updated: boolean;
+  /**
+   * Tokens of the whole step when they are not this process's batch (data parallel: every
+   * rank's); the loop counts `batch × seqLen` of its own batch otherwise.
+   */
+  tokens?: number;
   /** More scalars to log in the metrics (a trainer's reward, KL, …); none from `makeTrainStep`. */
   scalars?: Record<string, Tensor>;
 }
@@ -88,8 +93,34 @@ export interface TrainStep<B, A extends Tree = Tree> {
    * untouched; resolves to the number of kernels prepared (0 on CPU).
    */
   warmup(state: TrainState, batch: B, hyper?: StepHyper): Promise<number>;
+  /**
+   * The first half of a call, for transforms that act between backward and the update (data
+   * parallel): the micro-batch's loss, aux and gradients of `loss / accumulationSteps`, with
+   * nothing accumulated or updated. Call it inside a `scope` (or dispose what it returns).
+   */
+  gradients(params: Tree, batch: B): MicroGrads<A>;
+  /**
+   * The second half: adds `grads` (a tree like the params, of `loss / accumulationSteps`) to the
+   * group and runs the update when the group is complete. Takes ownership of `grads`; the old
+   * state's unused tensors are disposed, as by a call.
+   */
+  applyGradients(
+    state: TrainState,
+    grads: Tree,
+    hyper?: StepHyper,
+  ): [TrainState, { gradNorm: Tensor | null; updated: boolean }];
   /** The options in effect. */
   readonly options: Required<TrainStepOptions>;
+}
+
+/** One micro-batch's results before accumulation (see {@link TrainStep.gradients}). */
+export interface MicroGrads<A extends Tree = Tree> {
+  /** The micro-batch loss (unscaled), scalar. */
+  loss: Tensor;
+  /** The loss function's aux output (null without `hasAux`). */
+  aux: A | null;
+  /** Gradients of `loss / accumulationSteps`, shaped like the params. */
+  grads: Tree;
 }
 
 /**
@@ -163,25 +194,43 @@ export function makeTrainStep<B, A extends Tree = Tree>(
     return { next, norm };
   };
 
+  // micro-batch gradients: the loss scaled for accumulation, differentiated
+  const gradients = (params: Tree, batch: B): MicroGrads<A> => {
+    const [[scaledLoss, [loss, aux]], grads] = vg(params, batch);
+    if (scaledLoss !== loss) scaledLoss.dispose();
+    return { loss, aux: aux as A | null, grads };
+  };
+
+  // adds a micro-batch's gradients to the group; updates when the group is complete
+  const accumulate = (state: TrainState, g: Tree, hyper?: StepHyper) => {
+    const grads = state.grads === null
+      ? g
+      : zip([state.grads, g], ([a, b]) =>
+        a instanceof Tensor && b instanceof Tensor ? add(a, b) : a ?? b);
+    const micro = state.micro + 1;
+    if (micro < accum) {
+      return { next: { ...state, grads, micro } as TrainState, norm: null, updated: false };
+    }
+    return { ...update(state, grads, hyper), updated: true };
+  };
+
   const step = ((state: TrainState, batch: B, hyper?: StepHyper) => {
     const [next, out] = scope(() => {
-      const [[scaledLoss, [loss, aux]], g] = vg(state.params, batch);
-      if (scaledLoss !== loss) scaledLoss.dispose();
-      const grads = state.grads === null
-        ? g
-        : zip([state.grads, g], ([a, b]) =>
-          a instanceof Tensor && b instanceof Tensor ? add(a, b) : a ?? b);
-      const micro = state.micro + 1;
-      if (micro < accum) {
-        const s: TrainState = { ...state, grads, micro };
-        return [s, { loss, aux, gradNorm: null, updated: false }] as const;
-      }
-      const u = update(state, grads, hyper);
-      return [u.next, { loss, aux, gradNorm: u.norm, updated: true }] as const;
+      const { loss, aux, grads } = gradients(state.params, batch);
+      const r = accumulate(state, grads, hyper);
+      return [r.next, { loss, aux, gradNorm: r.norm, updated: r.updated }] as const;
     });
     disposeReplaced(stateTree(state), stateTree(next));
     return [next, out as StepOutput<A>];
   }) as TrainStep<B, A>;
+
+  step.gradients = gradients;
+
+  step.applyGradients = (state: TrainState, grads: Tree, hyper?: StepHyper) => {
+    const r = scope(() => accumulate(state, grads, hyper));
+    disposeReplaced([stateTree(state), grads], stateTree(r.next));
+    return [r.next, { gradNorm: r.norm, updated: r.updated }];
+  };
 
   step.warmup = (state: TrainState, batch: B, hyper?: StepHyper): Promise<number> => {
     const backend = defaultBackend();

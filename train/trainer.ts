@@ -75,6 +75,8 @@ export interface Trainer<S extends Tree, B> {
    * tensors the next state keeps (a frozen reference model) must be the same handles.
    */
   step(state: S, batch: B, hyper: LoopHyper): [S, StepOutput<Tensor>];
+  /** Not set: the step is synchronous (see {@link AsyncTrainer}). */
+  readonly async?: false;
   /** The weights the run writes (a subtree of the state). */
   weights(state: S): Tree;
   /** Optimizer updates done so far. */
@@ -86,6 +88,18 @@ export interface Trainer<S extends Tree, B> {
   flush?(state: S, hyper: LoopHyper): S | null;
   /** Compiles a step's kernels before the first one (WebGPU); leaves the state untouched. */
   warmup?(state: S, batch: B, hyper: LoopHyper): Promise<number>;
+}
+
+/**
+ * A {@link Trainer} whose step is asynchronous (data parallel: it waits for the other ranks), so
+ * it cannot run inside a `scope`: the step disposes what it creates itself, and the loop disposes
+ * the batch after it.
+ */
+export interface AsyncTrainer<S extends Tree, B> extends Omit<Trainer<S, B>, "step" | "async"> {
+  /** Marks the asynchronous step. */
+  readonly async: true;
+  /** One micro-batch (see {@link Trainer.step}), resolved when every rank has done it. */
+  step(state: S, batch: B, hyper: LoopHyper): Promise<[S, StepOutput<Tensor>]>;
 }
 
 /**
