@@ -7,7 +7,7 @@
  * ```sh
  * deno task serve --load_from out/full_sft --api_key sk-local
  * deno task serve --init_random --hidden_size 64 --num_hidden_layers 2 \
- *   --tokenizer ../shared/fixtures/minimind/minimind-3      # an untrained model, for a look
+ *   --tokenizer tokenizers/minimind-3      # an untrained model, for a look
  * ```
  * @module
  */

@@ -236,7 +236,7 @@ function parsePostProcessor(cfg: Record<string, unknown> | null | undefined): Po
  * @example
  * ```ts
  * import { Tokenizer } from "./tokenizer.ts";
- * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+ * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
  * tok.encode("Hello world"); // [1602, 1707]
  * tok.decode([1602, 1707]); // "Hello world"
  * ```
@@ -345,7 +345,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const dir = "../shared/fixtures/minimind/minimind-3/";
+   * const dir = "tokenizers/minimind-3/";
    * const tok = Tokenizer.fromJSON(
    *   await Deno.readTextFile(dir + "tokenizer.json"),
    *   await Deno.readTextFile(dir + "tokenizer_config.json"),
@@ -372,7 +372,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3");
    * tok.vocabSize; // 6400
    * ```
    */
@@ -460,7 +460,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * tok.encode("<|im_start|>assistant\n"); // [1, 1388, 570, 811, 234]
    * ```
    */
@@ -544,7 +544,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * tok.decode([1, 1388, 570, 811, 234], { skipSpecialTokens: true }); // "assistant\n"
    * ```
    */
@@ -591,7 +591,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * const stream = tok.decodeStream();
    * let text = "";
    * for (const id of tok.encode("emoji 😀 test")) text += stream.push(id);
@@ -647,7 +647,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * tok.applyChatTemplate([{ role: "user", content: "你好" }], { addGenerationPrompt: true });
    * // "<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
    * ```
@@ -673,7 +673,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * tok.tokenToId("<|im_end|>"); // 2
    * ```
    */
@@ -689,7 +689,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * tok.idToToken(234); // "Ċ" (the byte-level character for "\n")
    * ```
    */
@@ -704,7 +704,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * Tokenizer.fromJSON(tok.toJSON(), tok.config).encode("hi"); // same ids as tok.encode("hi")
    * ```
    */
@@ -721,7 +721,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * const dir = await Deno.makeTempDir();
    * await tok.save(dir);
    * (await Tokenizer.fromFile(dir)).encode("hi"); // same ids as tok.encode("hi")

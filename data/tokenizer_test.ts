@@ -4,23 +4,23 @@ import { Tokenizer } from "./tokenizer.ts";
 import { MINIMIND_CHAT_TEMPLATE } from "./chat_template.ts";
 import { pretokenize } from "./pretokenize.ts";
 import { testStrings } from "./_test_strings.ts";
+import { fixture } from "../tests/_util.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/", import.meta.url);
-const M3 = new URL("minimind/minimind-3/", FIXTURES);
-const M2 = new URL("minimind/minimind2/", FIXTURES);
+const M3 = fixture("minimind/minimind-3");
+const M2 = fixture("minimind/minimind2");
 
-function readJson(url: URL): Record<string, unknown> {
-  return JSON.parse(Deno.readTextFileSync(url));
+function readJson(path: string): Record<string, unknown> {
+  return JSON.parse(Deno.readTextFileSync(path));
 }
 
-const vectors = readJson(new URL("vectors/vectors.json", FIXTURES)) as Record<string, never>;
-const templateCases = readJson(new URL("vectors/template_cases.json", FIXTURES)) as Record<
+const vectors = readJson(fixture("vectors/vectors.json")) as Record<string, never>;
+const templateCases = readJson(fixture("vectors/template_cases.json")) as Record<
   string,
   { input: Record<string, unknown>; output: string }
 >;
 
-const m3 = await Tokenizer.fromFile(new URL("tokenizer.json", M3).pathname);
-const m2 = await Tokenizer.fromFile(new URL("tokenizer.json", M2).pathname);
+const m3 = await Tokenizer.fromFile(`${M3}/tokenizer.json`);
+const m2 = await Tokenizer.fromFile(`${M2}/tokenizer.json`);
 
 Deno.test("Tokenizer.encode() matches the §10 vectors (minimind-3)", () => {
   const cases = vectors.tokenizer_encode as Record<string, number[]>;
@@ -100,8 +100,8 @@ const ORACLE_COUNT = 3000;
 for (const [name, dir, ours] of [["minimind-3", M3, m3], ["minimind2", M2, m2]] as const) {
   Deno.test(`encode()/decode() agree with @huggingface/tokenizers on ${ORACLE_COUNT} strings (${name})`, () => {
     const oracle = new OracleTokenizer(
-      readJson(new URL("tokenizer.json", dir)),
-      readJson(new URL("tokenizer_config.json", dir)),
+      readJson(`${dir}/tokenizer.json`),
+      readJson(`${dir}/tokenizer_config.json`),
     );
     const strings = testStrings(ORACLE_COUNT, name === "minimind2" ? 2 : 1);
     let specialsSeen = 0;
@@ -124,8 +124,8 @@ for (const [name, dir, ours] of [["minimind-3", M3, m3], ["minimind2", M2, m2]] 
 
 Deno.test("decode() of random ids agrees with the oracle (invalid UTF-8 → U+FFFD)", () => {
   const oracle = new OracleTokenizer(
-    readJson(new URL("tokenizer.json", M3)),
-    readJson(new URL("tokenizer_config.json", M3)),
+    readJson(`${M3}/tokenizer.json`),
+    readJson(`${M3}/tokenizer_config.json`),
   );
   let seed = 12345;
   for (let k = 0; k < 500; k++) {
@@ -186,7 +186,7 @@ Deno.test("Tokenizer.save() round-trips and writes HF-loadable files", async () 
     assert.ok(text.indexOf('"<|endoftext|>": 0') < text.indexOf('"!": 36'), "vocab in id order");
     assert.deepEqual(
       JSON.parse(text).model.vocab,
-      (JSON.parse(await Deno.readTextFile(new URL("tokenizer.json", M3))) as never as {
+      (JSON.parse(await Deno.readTextFile(`${M3}/tokenizer.json`)) as never as {
         model: { vocab: unknown };
       }).model.vocab,
     );

@@ -9,11 +9,9 @@ import {
   SFTDataset,
   Tokenizer,
 } from "../mod.ts";
+import { fixture } from "../../tests/_util.ts";
 
-const FIXTURES = new URL("../../../shared/fixtures/", import.meta.url);
-const tok = await Tokenizer.fromFile(
-  new URL("minimind/minimind-3/tokenizer.json", FIXTURES).pathname,
-);
+const tok = await Tokenizer.fromFile(fixture("minimind/minimind-3/tokenizer.json"));
 
 const SMALL = { pretrainBytes: 300_000, sftSamples: 800, dpoPairs: 200, rlPrompts: 100 };
 
