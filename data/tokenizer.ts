@@ -230,6 +230,35 @@ function parsePostProcessor(cfg: Record<string, unknown> | null | undefined): Po
 }
 
 /**
+ * Longest pre-tokenized word, in UTF-16 code units, that goes through BPE whole: longer words (a
+ * run of letters with no space or punctuation) are encoded in chunks of this size. HF has no such
+ * cap, so ids differ from HF only inside words longer than this; it bounds the work and the
+ * cache entry of one word.
+ */
+export const MAX_PIECE_CHARS = 1024;
+
+/** Pieces encoded between two yields of the encode generator. */
+const PIECES_PER_STEP = 64;
+
+/** Size bound of the word cache (its keys, ids and per-entry overhead, estimated). */
+const WORD_CACHE_BYTES = 8 << 20;
+
+/** Estimated bytes one cache entry holds: the key's UTF-16, the ids, two objects' overhead. */
+function cacheEntryBytes(piece: string, ids: number[]): number {
+  return 2 * piece.length + 8 * ids.length + 96;
+}
+
+/** End of the chunk that starts at `start`: `MAX_PIECE_CHARS` on, not inside a surrogate pair. */
+function pieceEnd(text: string, start: number, end: number): number {
+  let e = Math.min(end, start + MAX_PIECE_CHARS);
+  if (e < end && e > start + 1) {
+    const c = text.charCodeAt(e - 1);
+    if (c >= 0xd800 && c <= 0xdbff) e--; // a high surrogate: keep the pair together
+  }
+  return e;
+}
+
+/**
  * A byte-level BPE tokenizer that reads and writes Hugging Face `tokenizer.json` files and gives
  * the same ids as HF tokenizers, plus the chat template from `tokenizer_config.json`.
  *
@@ -272,7 +301,13 @@ export class Tokenizer {
   readonly #ignoreMerges: boolean;
   readonly #idBytes: (Uint8Array | undefined)[] = [];
   readonly #cache = new Map<string, number[]>();
+  #cacheBytes = 0;
   #buf: Uint8Array = new Uint8Array(1024);
+
+  /** Estimated bytes held by the word cache (bounded; it empties itself past 8 MiB). */
+  get wordCacheBytes(): number {
+    return this.#cacheBytes;
+  }
 
   /**
    * Builds a tokenizer from parsed JSON. Prefer {@link Tokenizer.fromJSON} / {@link Tokenizer.fromFile}.
@@ -465,6 +500,44 @@ export class Tokenizer {
    * ```
    */
   encode(text: string, options: EncodeOptions = {}): number[] {
+    const steps = this.#encodeSteps(text, options);
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /**
+   * {@link Tokenizer.encode} in slices: it hands the event loop back whenever a slice has run for
+   * `sliceMs`, so that encoding a long text (a server's 1 MB request) does not stall other work.
+   * Same ids as `encode`.
+   *
+   * @param text Any string.
+   * @param options As for `encode`.
+   * @param sliceMs Longest stretch of work between two yields (default 10 ms).
+   * @returns Token ids.
+   * @example
+   * ```ts
+   * import { Tokenizer } from "./tokenizer.ts";
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
+   * await tok.encodeAsync("Hello world"); // [1602, 1707]
+   * ```
+   */
+  async encodeAsync(text: string, options: EncodeOptions = {}, sliceMs = 10): Promise<number[]> {
+    const steps = this.#encodeSteps(text, options);
+    let since = performance.now();
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+      if (performance.now() - since >= sliceMs) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        since = performance.now();
+      }
+    }
+  }
+
+  /** The encode pipeline as a generator that yields between runs of pieces. */
+  *#encodeSteps(text: string, options: EncodeOptions): Generator<void, number[]> {
     const ids: number[] = [];
     const raw: Segment[] = [];
     this.#splitAdded(text, this.#rawMatcher, raw);
@@ -475,14 +548,14 @@ export class Tokenizer {
       }
       const normalized = this.#hasNormalizer ? this.#normalize(seg.text) : seg.text;
       if (this.#normMatcher === null) {
-        this.#encodeOrdinary(normalized, ids);
+        yield* this.#encodeOrdinary(normalized, ids);
         continue;
       }
       const parts: Segment[] = [];
       this.#splitAdded(normalized, this.#normMatcher, parts);
       for (const p of parts) {
         if (p.id >= 0) ids.push(p.id);
-        else this.#encodeOrdinary(p.text, ids);
+        else yield* this.#encodeOrdinary(p.text, ids);
       }
     }
     if ((options.addSpecialTokens ?? true) && this.#post) {
@@ -496,14 +569,45 @@ export class Tokenizer {
     return ids;
   }
 
-  /** Pre-tokenize + BPE for text containing no added tokens. */
-  #encodeOrdinary(text: string, out: number[]): void {
+  /**
+   * Pre-tokenize + BPE for text containing no added tokens; yields after every
+   * {@link PIECES_PER_STEP} pieces. Short texts take the direct path.
+   */
+  *#encodeOrdinary(text: string, out: number[]): Generator<void> {
     if (this.#pre.addPrefixSpace && !text.startsWith(" ")) text = " " + text;
     if (!this.#pre.useRegex) {
-      this.#encodePiece(text, 0, text.length, out);
+      for (let s = 0; s < text.length;) {
+        const e = pieceEnd(text, s, text.length);
+        this.#encodePiece(text, s, e, out);
+        s = e;
+        yield;
+      }
       return;
     }
-    splitGpt2(text, (s, e) => this.#encodePiece(text, s, e, out));
+    if (text.length <= PIECES_PER_STEP) {
+      splitGpt2(text, (s, e) => this.#encodePieces(text, s, e, out));
+      return;
+    }
+    const bounds: number[] = [];
+    splitGpt2(text, (s, e) => bounds.push(s, e));
+    let count = 0;
+    for (let i = 0; i < bounds.length; i += 2) {
+      for (let s = bounds[i], end = bounds[i + 1]; s < end;) {
+        const e = pieceEnd(text, s, end);
+        this.#encodePiece(text, s, e, out);
+        s = e;
+        if (++count % PIECES_PER_STEP === 0) yield;
+      }
+    }
+  }
+
+  /** BPE of one pre-tokenized word, in chunks of at most {@link MAX_PIECE_CHARS}. */
+  #encodePieces(text: string, start: number, end: number, out: number[]): void {
+    for (let s = start; s < end;) {
+      const e = pieceEnd(text, s, end);
+      this.#encodePiece(text, s, e, out);
+      s = e;
+    }
   }
 
   #encodePiece(text: string, start: number, end: number, out: number[]): void {
@@ -518,8 +622,13 @@ export class Tokenizer {
     const ids: number[] = [];
     const word = this.#ignoreMerges ? bytesToToken(buf.subarray(0, n)) : undefined;
     this.model.encodeBytes(buf, n, ids, word);
-    if (this.#cache.size >= 100_000) this.#cache.clear();
+    const bytes = cacheEntryBytes(piece, ids);
+    if (this.#cacheBytes + bytes > WORD_CACHE_BYTES) {
+      this.#cache.clear();
+      this.#cacheBytes = 0;
+    }
     this.#cache.set(piece, ids);
+    this.#cacheBytes += bytes;
     for (let i = 0; i < ids.length; i++) out.push(ids[i]);
   }
 

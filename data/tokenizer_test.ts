@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { Tokenizer as OracleTokenizer } from "@huggingface/tokenizers";
-import { Tokenizer } from "./tokenizer.ts";
+import { MAX_PIECE_CHARS, Tokenizer } from "./tokenizer.ts";
 import { MINIMIND_CHAT_TEMPLATE } from "./chat_template.ts";
 import { pretokenize } from "./pretokenize.ts";
 import { testStrings } from "./_test_strings.ts";
@@ -232,4 +232,68 @@ Deno.test("Tokenizer: added-token lstrip/rstrip/single_word follow HF", () => {
   assert.deepEqual(t.encode("a  <mask>  b"), [...m2.encode("a"), 6400, ...m2.encode("b")]);
   assert.deepEqual(t.encode("cat concat"), [6401, ...m2.encode(" concat")]);
   assert.equal(t.vocabSize, 6402);
+});
+
+/** A seeded string of `n` characters drawn from `alphabet`, with no space or punctuation. */
+function word(n: number, alphabet: string, seed: number): string {
+  const chars = [...alphabet];
+  let x = seed, s = "";
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    s += chars[(x >>> 8) % chars.length];
+  }
+  return s;
+}
+
+const LETTERS = "abcdefghijklmnopqrstuvwxyz";
+const HAN = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动";
+
+Deno.test("BpeModel merges long pieces like HF (priority queue, equal ranks left to right)", () => {
+  const oracle = new OracleTokenizer(
+    readJson(`${M3}/tokenizer.json`),
+    readJson(`${M3}/tokenizer_config.json`),
+  );
+  const utf8 = new TextEncoder();
+  for (const [i, w] of [word(3000, LETTERS, 1), word(900, HAN, 2), "a".repeat(2049)].entries()) {
+    const bytes = utf8.encode(w), got: number[] = [];
+    m3.model.encodeBytes(bytes, bytes.length, got);
+    assert.deepEqual(got, oracle.encode(w, { add_special_tokens: false }).ids, `word ${i}`);
+  }
+});
+
+Deno.test("BpeModel: a 1 MB piece encodes in well under 2.5 s (rescanning all pairs: ~8 s)", () => {
+  const bytes = new TextEncoder().encode(word(1 << 20, LETTERS, 3));
+  const out: number[] = [];
+  const t0 = performance.now();
+  m3.model.encodeBytes(bytes, bytes.length, out);
+  const ms = performance.now() - t0;
+  assert.ok(out.length > 100_000 && out.length < bytes.length, `${out.length} ids`);
+  assert.ok(ms < 2500, `1 MB piece took ${ms.toFixed(0)} ms`);
+});
+
+Deno.test("Tokenizer: words over MAX_PIECE_CHARS encode in chunks; the word cache stays bounded", () => {
+  const t = Tokenizer.fromJSON(m3.toJSON(), m3.config);
+  const long = word(2 * MAX_PIECE_CHARS + 100, HAN, 4);
+  const chunks = [long.slice(0, 1024), long.slice(1024, 2048), long.slice(2048)];
+  assert.deepEqual(t.encode(long), chunks.flatMap((c) => t.encode(c)));
+  // ten long words of 200 K characters each: the cache held ~22 MB of them before it was bounded
+  for (let i = 0; i < 10; i++) t.encode(word(200_000, LETTERS, 10 + i));
+  assert.ok(t.wordCacheBytes > 0 && t.wordCacheBytes <= 8 << 20, `${t.wordCacheBytes} bytes`);
+  // a surrogate pair at the chunk edge stays whole
+  const emoji = "a".repeat(MAX_PIECE_CHARS - 1) + "😀b";
+  assert.equal(t.decode(t.encode(emoji)), emoji);
+});
+
+Deno.test("Tokenizer.encodeAsync() gives encode()'s ids and lets timers run during a 1 MB text", async () => {
+  const text = word(1 << 20, LETTERS, 5);
+  const ticks: number[] = [];
+  const timer = setInterval(() => ticks.push(performance.now()), 5);
+  const t0 = performance.now();
+  const ids = await m3.encodeAsync(text, {}, 10);
+  clearInterval(timer);
+  const ms = performance.now() - t0;
+  assert.deepEqual(ids, m3.encode(text));
+  assert.ok(ticks.length >= 2, `only ${ticks.length} timer ticks in ${ms.toFixed(0)} ms`);
+  const gaps = ticks.map((t, i) => t - (ticks[i - 1] ?? t0));
+  assert.ok(Math.max(...gaps) < 100, `longest stall ${Math.max(...gaps).toFixed(0)} ms`);
 });
