@@ -4,7 +4,7 @@
 // decodes UTF-8 lossily (invalid sequences become U+FFFD, like Rust's from_utf8_lossy).
 
 import { dirname, join } from "node:path";
-import { bytesToToken, tokenToBytes } from "./byte_level.ts";
+import { BYTE_TO_CHAR, bytesToToken, tokenToBytes } from "./byte_level.ts";
 import { BpeModel } from "./bpe.ts";
 import { type ChatMessage, type ChatTemplateOptions, renderChatTemplate } from "./chat_template.ts";
 import { splitGpt2 } from "./pretokenize.ts";
@@ -302,6 +302,7 @@ export class Tokenizer {
   readonly #idBytes: (Uint8Array | undefined)[] = [];
   readonly #cache = new Map<string, number[]>();
   #cacheBytes = 0;
+  #longestToken = -1;
   #buf: Uint8Array = new Uint8Array(1024);
 
   /** Estimated bytes held by the word cache (bounded; it empties itself past 8 MiB). */
@@ -773,6 +774,46 @@ export class Tokenizer {
       if (c !== null) specials[k] = c;
     }
     return renderChatTemplate(tpl, messages, options, specials);
+  }
+
+  /**
+   * A lower bound on the number of ids `encode(text)` returns, found in one pass over the text
+   * without encoding it: no token covers more UTF-8 bytes than the longest one. 0 when no bound
+   * holds (a normalizer may shorten the text; bytes missing from the vocab are dropped).
+   *
+   * @param text Any string.
+   * @returns A number ≤ `encode(text).length`.
+   * @example
+   * ```ts
+   * import { Tokenizer } from "./tokenizer.ts";
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
+   * tok.minTokens("x".repeat(1_000_000)) > 4096; // true: too long for a 4096-token context
+   * ```
+   */
+  minTokens(text: string): number {
+    if (this.#longestToken < 0) this.#longestToken = this.#longestTokenBytes();
+    if (this.#longestToken === 0 || text.length === 0) return 0;
+    let bytes = 0;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      // a surrogate counts 2 (a pair is 4 bytes; a lone one becomes U+FFFD, 3)
+      bytes += c < 0x80 ? 1 : c < 0x800 || (c >= 0xd800 && c <= 0xdfff) ? 2 : 3;
+    }
+    return Math.ceil(bytes / this.#longestToken);
+  }
+
+  /** Bytes of the longest token, or 0 when {@link Tokenizer.minTokens} has no bound. */
+  #longestTokenBytes(): number {
+    if (this.#hasNormalizer || !this.#byteDecoder) return 0;
+    for (const ch of BYTE_TO_CHAR) if (!this.model.vocab.has(ch)) return 0;
+    let longest = 1;
+    for (const tok of this.model.vocab.keys()) {
+      longest = Math.max(longest, tokenToBytes(tok)?.length ?? 0);
+    }
+    // an added token matches its content's UTF-8 in the text
+    const utf8 = new TextEncoder();
+    for (const t of this.addedTokens) longest = Math.max(longest, utf8.encode(t.content).length);
+    return longest;
   }
 
   /**

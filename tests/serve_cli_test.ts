@@ -4,50 +4,81 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { saveModel } from "../convert/hf.ts";
 import { tinyModel, tokenizer } from "./_serve.ts";
+import { fixture } from "./_util.ts";
 
-Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key; SIGTERM stops it", async () => {
-  const root = await Deno.makeTempDir();
-  const dir = join(root, "tiny-chat");
-  await saveModel(dir, { ...tinyModel(), tokenizer: await tokenizer() });
+/** A serve.ts child process and the URL it listens on. */
+interface Cli {
+  url: string;
+  child: Deno.ChildProcess;
+  log: () => string;
+  stop: () => Promise<void>;
+}
+
+/** Starts `serve.ts args…` on a free loopback port and waits for its "listening" line. */
+async function startCli(args: string[]): Promise<Cli> {
   const child = new Deno.Command(Deno.execPath(), {
     args: [
       "run",
       "-A",
       "--unstable-no-legacy-abort",
       new URL("../serve.ts", import.meta.url).pathname,
-      "--load_from",
-      dir,
       "--port",
       "0",
-      "--api_key",
-      "k1",
+      ...args,
     ],
     stdout: "null",
     stderr: "piped",
   }).spawn();
   const reader = child.stderr.pipeThrough(new TextDecoderStream()).getReader();
-  try {
-    let log = "";
-    let url = "";
-    const deadline = Date.now() + 60_000;
-    while (!url && Date.now() < deadline) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      log += value;
-      url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(log)?.[1] ?? "";
+  let log = "", url = "";
+  const deadline = Date.now() + 60_000;
+  while (!url && Date.now() < deadline) {
+    const { value, done } = await reader.read();
+    if (done) break;
+    log += value;
+    url = /listening on (http:\/\/127\.0\.0\.1:\d+)/.exec(log)?.[1] ?? "";
+  }
+  const stop = async () => {
+    try {
+      child.kill("SIGKILL");
+    } catch { /* already exited */ }
+    await reader.cancel().catch(() => {});
+    await child.status;
+  };
+  if (!url) {
+    await stop();
+    throw new Error(`the server did not start:\n${log}`);
+  }
+  // keep draining stderr so the child never blocks on a full pipe
+  (async () => {
+    for (;;) {
+      const r = await reader.read().catch(() => ({ done: true, value: "" }));
+      if (r.done) break;
+      log += r.value;
     }
-    assert.ok(url, `the server did not start:\n${log}`);
+  })();
+  return { url, child, log: () => log, stop };
+}
+
+Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key; SIGTERM stops it", async () => {
+  const root = await Deno.makeTempDir();
+  const dir = join(root, "tiny-chat");
+  await saveModel(dir, { ...tinyModel(), tokenizer: await tokenizer() });
+  const cli = await startCli(["--load_from", dir, "--api_key", "k1"]);
+  const url = cli.url;
+  try {
     assert.equal(
       await fetch(`${url}/v1/models`).then((r) => r.body?.cancel().then(() => r.status)),
       401,
     );
     const models =
       await (await fetch(`${url}/v1/models`, { headers: { authorization: "Bearer k1" } })).json();
-    assert.equal(models.data[0].id, "tiny-chat");
+    assert.deepEqual(models.data.map((m: { id: string }) => m.id), ["tiny-chat", "minimind"]);
     const r = await fetch(`${url}/v1/chat/completions`, {
       method: "POST",
       headers: { authorization: "Bearer k1", "content-type": "application/json" },
       body: JSON.stringify({
+        model: "minimind", // the README's alias
         messages: [{ role: "user", content: "你好" }],
         max_tokens: 4,
         seed: 1,
@@ -55,15 +86,70 @@ Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key; SIGTERM stop
     });
     assert.equal(r.status, 200);
     assert.equal((await r.json()).usage.completion_tokens, 4);
-    child.kill("SIGTERM");
-    const status = await child.status;
+    cli.child.kill("SIGTERM");
+    const status = await cli.child.status;
     assert.equal(status.code, 0);
   } finally {
-    try {
-      child.kill("SIGKILL");
-    } catch { /* already exited */ }
-    await reader.cancel().catch(() => {});
+    await cli.stop();
     await Deno.remove(root, { recursive: true });
+  }
+});
+
+Deno.test("serve.ts: /health answers within 50 ms while 1 MB no-space prompts are checked and tokenized", async () => {
+  // default context: refused by a lower bound on its token count, before the template runs;
+  // a 65,536-token context: the legacy endpoint really tokenizes the whole MB (in slices)
+  const tiny = [
+    "--init_random",
+    "--hidden_size",
+    "64",
+    "--num_hidden_layers",
+    "2",
+    "--tokenizer",
+    fixture("minimind/minimind-3"),
+  ];
+  const servers = await Promise.all([
+    startCli(tiny),
+    startCli([...tiny, "--max_context", "65536"]),
+  ]);
+  let text = "";
+  for (let i = 0; i < 1_000_000; i++) {
+    text += "abcdefghijklmnopqrstuvwxyz"[(i * 7919 + (i >> 3)) % 26];
+  }
+  try {
+    const requests: [string, string, unknown][] = [
+      [servers[0].url, "/v1/chat/completions", { messages: [{ role: "user", content: text }] }],
+      [servers[1].url, "/v1/completions", { prompt: text }],
+    ];
+    for (const [url, path, payload] of requests) {
+      await (await fetch(`${url}/health`)).body?.cancel(); // the connection is open before
+      let done = false;
+      const bytes = new TextEncoder().encode(JSON.stringify(payload));
+      const big = fetch(url + path, {
+        method: "POST",
+        headers: { "content-type": "application/json" },
+        body: bytes,
+      }).then(async (r) => {
+        done = true;
+        return [r.status, await r.json()] as const;
+      });
+      const waits: number[] = [];
+      while (!done) {
+        const t0 = performance.now();
+        await (await fetch(`${url}/health`)).body?.cancel();
+        waits.push(performance.now() - t0);
+        await new Promise((r) => setTimeout(r, 2));
+      }
+      const [status, reply] = await big;
+      assert.equal(status, 400, JSON.stringify(reply));
+      assert.equal(reply.error.code, "context_length_exceeded");
+      const worst = Math.max(...waits);
+      assert.ok(
+        worst <= 50,
+        `${path}: /health took ${worst.toFixed(0)} ms (${waits.length} tries)`,
+      );
+    }
+  } finally {
+    for (const s of servers) await s.stop();
   }
 });
 
