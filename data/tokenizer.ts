@@ -332,7 +332,25 @@ export class Tokenizer {
     this.#json = json;
     this.config = config;
     const vocab = new Map<string, number>();
-    for (const [tok, id] of Object.entries(m.vocab)) vocab.set(tok, id);
+    const entries = Object.entries(m.vocab ?? {});
+    // ids index arrays: each must be an integer in [0, number of tokens) so a typo (1e9, -1,
+    // "5") cannot make a billion-entry vocab or a hole the model would read past
+    const idLimit = entries.length + (json.added_tokens?.length ?? 0);
+    const checkId = (id: unknown, what: string): void => {
+      if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= idLimit) {
+        throw new Error(
+          `Cannot load tokenizer: ${what} has id ${JSON.stringify(id)}; ids must be integers in ` +
+            `0..${idLimit - 1} (the file lists ${idLimit} tokens)`,
+        );
+      }
+    };
+    for (const [tok, id] of entries) {
+      checkId(id, `vocab entry ${JSON.stringify(tok)}`);
+      vocab.set(tok, id);
+    }
+    for (const t of json.added_tokens ?? []) {
+      checkId(t?.id, `added token ${JSON.stringify(t?.content)}`);
+    }
     const unk = typeof m.unk_token === "string" ? vocab.get(m.unk_token) ?? null : null;
     this.#ignoreMerges = m.ignore_merges === true;
     this.model = new BpeModel(vocab, m.merges, {

@@ -236,13 +236,13 @@ Deno.test("Tokenizer: added-token lstrip/rstrip/single_word follow HF", () => {
 
 /** A seeded string of `n` characters drawn from `alphabet`, with no space or punctuation. */
 function word(n: number, alphabet: string, seed: number): string {
-  const chars = [...alphabet];
-  let x = seed, s = "";
+  const chars = [...alphabet], out: string[] = [];
+  let x = seed;
   for (let i = 0; i < n; i++) {
     x = (Math.imul(x, 1103515245) + 12345) >>> 0;
-    s += chars[(x >>> 8) % chars.length];
+    out.push(chars[(x >>> 8) % chars.length]);
   }
-  return s;
+  return out.join(""); // a flat string: a += rope would be flattened inside the timed code
 }
 
 const LETTERS = "abcdefghijklmnopqrstuvwxyz";
@@ -296,4 +296,25 @@ Deno.test("Tokenizer.encodeAsync() gives encode()'s ids and lets timers run duri
   assert.ok(ticks.length >= 2, `only ${ticks.length} timer ticks in ${ms.toFixed(0)} ms`);
   const gaps = ticks.map((t, i) => t - (ticks[i - 1] ?? t0));
   assert.ok(Math.max(...gaps) < 100, `longest stall ${Math.max(...gaps).toFixed(0)} ms`);
+});
+
+Deno.test("Tokenizer: ids out of range, negative or not integers are load errors", () => {
+  for (
+    const [bad, want] of [
+      [1e9, /id 1000000000; ids must be integers in 0\.\.6436/],
+      [
+        -1,
+        /id -1;/,
+      ],
+      ["5", /id "5";/],
+      [2.5, /id 2\.5;/],
+    ] as const
+  ) {
+    const json = m3.toJSON();
+    json.model.vocab = { ...json.model.vocab, "zz-extra": bad as number };
+    assert.throws(() => Tokenizer.fromJSON(json, m3.config), want);
+    const added = m3.toJSON();
+    added.added_tokens = [...added.added_tokens!, { id: bad as number, content: "<x>" }];
+    assert.throws(() => Tokenizer.fromJSON(added, m3.config), /added token "<x>" has id/);
+  }
 });
