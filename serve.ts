@@ -56,11 +56,19 @@ export interface StartServerOptions {
  */
 export function startServer(app: ServeApp, options: StartServerOptions = {}): RunningServer {
   const host = options.host ?? "127.0.0.1";
-  const server = Deno.serve({
-    hostname: host,
-    port: options.port ?? 8998,
-    onListen: () => {},
-  }, app.fetch);
+  const wanted = options.port ?? 8998;
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({ hostname: host, port: wanted, onListen: () => {} }, app.fetch);
+  } catch (e) {
+    if (e instanceof Deno.errors.AddrInUse) {
+      throw new Error(
+        `Cannot listen on ${host}:${wanted}: port ${wanted} is already in use ` +
+          `(another server? pick one with --port N, or --port 0 for any free port)`,
+      );
+    }
+    throw e;
+  }
   const port = server.addr.port;
   const shown = host.includes(":") ? `[${host}]` : host;
   const url = `http://${shown}:${port}`;
@@ -90,7 +98,9 @@ const HELP = `Usage: deno run -A serve.ts [options]
                           --num_hidden_layers, --seed), e.g. to try the page
   --host HOST             interface to bind (default 127.0.0.1)
   --port N                port (default 8998; 0 = any free port)
-  --api_key KEY           require "Authorization: Bearer KEY" on /v1 (default: none)
+  --api_key KEY           require "Authorization: Bearer KEY" on /v1 (default: none; "" is refused)
+  --cors ORIGIN           let web pages from ORIGIN call /v1 (repeatable; "*" = any site). Default:
+                          only the server's own chat page and non-browser clients
   --model_id NAME         model id in /v1/models (default: the folder name, or "minimind")
   --backend NAME          cpu | webgpu | auto (default cpu)
   --max_batch N           requests decoded together (default 16)
@@ -121,6 +131,7 @@ export async function main(args: string[]): Promise<void> {
       host: { type: "string", default: "127.0.0.1" },
       port: { type: "string", default: "8998" },
       api_key: { type: "string" },
+      cors: { type: "string", multiple: true },
       model_id: { type: "string" },
       backend: { type: "string", default: "cpu" },
       max_batch: { type: "string", default: "16" },
@@ -143,6 +154,11 @@ export async function main(args: string[]): Promise<void> {
     }
     return n;
   };
+  if (v.api_key === "") {
+    throw new Error(
+      "--api_key is empty: pass a key clients must send, or leave the flag out to serve without one",
+    );
+  }
   await setBackend(v.backend as BackendName);
   // the fast CPU matmul (BLAS through FFI, else wasm SIMD) for the CPU backend
   setFastSgemm(await initGemm(v.threads ? { threads: int("threads", v.threads, 1) } : {}));
@@ -173,6 +189,7 @@ export async function main(args: string[]): Promise<void> {
     tokenizer,
     modelId: modelId ?? "minimind",
     apiKey: v.api_key ?? null,
+    corsOrigins: v.cors ?? [],
     limits: {
       maxContextTokens: int("max_context", v.max_context, 2),
       maxBodyBytes: int("max_body_bytes", v.max_body_bytes, 1024),

