@@ -12,7 +12,7 @@
 import { buildCorpus } from "../data/corpus/build.ts";
 import { PretrainDataset } from "../data/datasets.ts";
 import { parseFlags, runMain, usage } from "./cli.ts";
-import { lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
+import { checkInputs, lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
 
 /** MiniMind2's train_pretrain.py defaults (epochs 1, batch 32, lr 5e-4, accumulation 8, 340 tokens). */
 export const PRETRAIN_FLAGS = lmFlags({
@@ -41,6 +41,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     );
     return 0;
   }
+  await checkInputs(args); // before the tokenizer, the corpus or the device start
   // 1. device
   const device = await selectDevice(args.device);
   console.log(`Device: ${device}`);

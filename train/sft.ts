@@ -12,7 +12,7 @@
 import { buildCorpus } from "../data/corpus/build.ts";
 import { SFTDataset } from "../data/datasets.ts";
 import { parseFlags, runMain, usage } from "./cli.ts";
-import { lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
+import { checkInputs, lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
 
 /**
  * train_full_sft.py defaults: epochs 2, batch 16, accumulation 1, 340 tokens (MiniMind2), from
@@ -42,6 +42,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     console.log(usage(COMMAND, "Supervised fine-tuning (trainer/train_full_sft.py).", SFT_FLAGS));
     return 0;
   }
+  await checkInputs(args); // before the tokenizer, the corpus or the device start
   // 1. device
   const device = await selectDevice(args.device);
   console.log(`Device: ${device}`);
