@@ -2,6 +2,7 @@ import assert from "node:assert/strict";
 import { postJson, sseData, tinyApp, tinyModel, tokenizer } from "../tests/_serve.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { createApp } from "./app.ts";
+import { cpuBackend } from "../nn/backend/cpu/mod.ts";
 
 const HELLO = [{ role: "user", content: "你好" }];
 
@@ -775,6 +776,28 @@ Deno.test("serve: a body that stops arriving gets 408; a client gone mid-body a 
     assert.deepEqual(logged, []);
   } finally {
     console.error = origError;
+    await app.close();
+  }
+});
+
+Deno.test("serve: when the last request ends the CPU pool is given back", async () => {
+  const app = await tinyApp({ scheduler: { maxBatch: 8 } });
+  try {
+    cpuBackend.emptyPool();
+    // 8 rows decode together: their [8, 6400] logits recur every step and are pooled
+    const replies = await Promise.all(
+      [1, 2, 3, 4, 5, 6, 7, 8].map((seed) =>
+        postJson(app, "/v1/chat/completions", { messages: HELLO, max_tokens: 12, seed })
+          .then((r) => r.json())
+      ),
+    );
+    assert.ok(replies.every((r) => r.usage.completion_tokens === 12));
+    for (let i = 0; i < 50 && app.stats().running + app.stats().waiting > 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await new Promise((r) => setTimeout(r, 20)); // the loop notices it is idle
+    assert.equal(cpuBackend.pooledBytes, 0);
+  } finally {
     await app.close();
   }
 });

@@ -9,6 +9,7 @@
  */
 // B = rows, S = cache length, V = vocab size
 import { tensor } from "../nn/creation.ts";
+import { defaultBackend } from "../nn/backend/select.ts";
 import { keep, scope } from "../nn/scope.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { sliceAxis } from "../nn/ops/movement.ts";
@@ -186,6 +187,11 @@ export class MiniMindEngine implements Engine {
   }
 
   /** Frees the shared cache and every pending row. */
+  /** No request is left: the backend gives back the arrays it kept for reuse (the CPU pool). */
+  idle(): void {
+    defaultBackend().trim?.();
+  }
+
   dispose(): void {
     disposeCache(this.#cache);
     this.#cache = null;
