@@ -112,6 +112,20 @@ const HELP = `Usage: deno run -A serve.ts [options]
                           decode on a small, busy machine)
   -h, --help              this text`;
 
+/** What the server does: read the model, listen, read its environment, load OpenBLAS (FFI). */
+const NEEDED: readonly Deno.PermissionName[] = ["read", "net", "env", "ffi"];
+
+/**
+ * The `--allow-…` flags the process lacks for serving (empty when it has them all), found without
+ * prompting, so `deno run serve.ts` says what to add instead of asking four times.
+ *
+ * @returns the missing flags, e.g. `["--allow-net"]`
+ */
+export function missingPermissionFlags(): string[] {
+  return NEEDED.filter((name) => Deno.permissions.querySync({ name }).state !== "granted")
+    .map((name) => `--allow-${name}`);
+}
+
 /**
  * Runs the CLI: parses flags, loads the model, serves until SIGINT/SIGTERM.
  *
@@ -146,6 +160,15 @@ export async function main(args: string[]): Promise<void> {
   if (v.help) {
     console.log(HELP);
     return;
+  }
+  const missing = missingPermissionFlags();
+  if (missing.length) {
+    throw new Error(
+      `missing permissions: run it as deno run ${
+        missing.join(" ")
+      } serve.ts … (or deno run -A serve.ts …, ` +
+        `as deno task serve does)`,
+    );
   }
   const int = (name: string, s: string, min: number): number => {
     const n = Number(s);

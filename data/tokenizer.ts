@@ -529,11 +529,12 @@ export class Tokenizer {
   /**
    * {@link Tokenizer.encode} in slices: it hands the event loop back whenever a slice has run for
    * `sliceMs`, so that encoding a long text (a server's 1 MB request) does not stall other work.
-   * Same ids as `encode`.
+   * Same ids as `encode`, unless `stopAfter` ends it early.
    *
    * @param text Any string.
-   * @param options As for `encode`.
-   * @param sliceMs Longest stretch of work between two yields (default 10 ms).
+   * @param options As for `encode`, plus `sliceMs` (longest stretch of work between two yields,
+   * default 10 ms) and `stopAfter` (stop once this many ids are out, e.g. a context length: the
+   * result then has at least that many ids, the first of the full encoding).
    * @returns Token ids.
    * @example
    * ```ts
@@ -542,12 +543,18 @@ export class Tokenizer {
    * await tok.encodeAsync("Hello world"); // [1602, 1707]
    * ```
    */
-  async encodeAsync(text: string, options: EncodeOptions = {}, sliceMs = 10): Promise<number[]> {
-    const steps = this.#encodeSteps(text, options);
+  async encodeAsync(
+    text: string,
+    options: EncodeOptions & { sliceMs?: number; stopAfter?: number } = {},
+  ): Promise<number[]> {
+    const ids: number[] = [];
+    const steps = this.#encodeSteps(text, options, ids);
+    const sliceMs = options.sliceMs ?? 10, stopAfter = options.stopAfter ?? Infinity;
     let since = performance.now();
     for (;;) {
       const r = steps.next();
       if (r.done) return r.value;
+      if (ids.length >= stopAfter) return ids;
       if (performance.now() - since >= sliceMs) {
         await new Promise((resolve) => setTimeout(resolve, 0));
         since = performance.now();
@@ -556,8 +563,11 @@ export class Tokenizer {
   }
 
   /** The encode pipeline as a generator that yields between runs of pieces. */
-  *#encodeSteps(text: string, options: EncodeOptions): Generator<void, number[]> {
-    const ids: number[] = [];
+  *#encodeSteps(
+    text: string,
+    options: EncodeOptions,
+    ids: number[] = [],
+  ): Generator<void, number[]> {
     const raw: Segment[] = [];
     this.#splitAdded(text, this.#rawMatcher, raw);
     for (const seg of raw) {

@@ -216,7 +216,14 @@ async function encodePrompt(deps: RouteDeps, text: string, param: string): Promi
   const ctx = contextTokens(deps);
   const least = deps.tokenizer.minTokens(text);
   if (least >= ctx) throw contextExceeded(ctx, `at least ${least}`, param);
-  return await deps.tokenizer.encodeAsync(text, { addSpecialTokens: false });
+  // stops at the context length: the rest cannot change the answer (too long)
+  const ids = await deps.tokenizer.encodeAsync(text, {
+    addSpecialTokens: false,
+    sliceMs: 5,
+    stopAfter: ctx,
+  });
+  if (ids.length >= ctx) throw contextExceeded(ctx, `at least ${ids.length}`, param);
+  return ids;
 }
 
 function contextTokens(deps: RouteDeps): number {

@@ -236,3 +236,34 @@ Deno.test("serve.ts: an empty --api_key is refused; a taken port is named; --cor
     await cli.stop();
   }
 });
+
+Deno.test("deno run serve.ts without flags names the permissions to add; cli.ts dispatches commands", async () => {
+  const run = (args: string[]) =>
+    new Deno.Command(Deno.execPath(), { args, stdin: "null", stdout: "piped", stderr: "piped" })
+      .output();
+  const bare = await run([
+    "run",
+    new URL("../serve.ts", import.meta.url).pathname,
+    "--init_random",
+  ]);
+  assert.equal(bare.code, 1);
+  const err = new TextDecoder().decode(bare.stderr);
+  assert.match(
+    err,
+    /missing permissions: run it as deno run --allow-read --allow-net --allow-env --allow-ffi serve\.ts/,
+  );
+  assert.equal(err.trim().split("\n").length, 1, err);
+  const cli = new URL("../cli.ts", import.meta.url).pathname;
+  const none = await run(["run", "-A", cli]);
+  assert.equal(none.code, 2);
+  assert.match(
+    new TextDecoder().decode(none.stderr),
+    /missing command.*\n.*Commands: pretrain, sft, eval, demo, serve/s,
+  );
+  const help = await run(["run", "-A", cli, "serve", "--help"]);
+  assert.equal(help.code, 0);
+  assert.match(new TextDecoder().decode(help.stdout), /--cors ORIGIN/);
+  const bad = await run(["run", "-A", cli, "pretrain", "--data_path", "/nonexistent.jsonl"]);
+  assert.equal(bad.code, 2);
+  assert.match(new TextDecoder().decode(bad.stderr), /Invalid --data_path \/nonexistent\.jsonl/);
+});
