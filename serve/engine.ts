@@ -186,12 +186,12 @@ export class MiniMindEngine implements Engine {
     return logits;
   }
 
-  /** Frees the shared cache and every pending row. */
   /** No request is left: the backend gives back the arrays it kept for reuse (the CPU pool). */
   idle(): void {
     defaultBackend().trim?.();
   }
 
+  /** Frees the shared cache and every pending row. */
   dispose(): void {
     disposeCache(this.#cache);
     this.#cache = null;

@@ -118,12 +118,6 @@ interface Run<S extends Tree> {
 }
 
 /**
- * Runs the loop: batch → step → log → save.
- *
- * @param o the trainer, the data and the run's settings
- * @returns the final params and counters
- */
-/**
  * The learning rate of each global micro-batch (1-based): MiniMind's `get_lr` without warmup, or
  * nanoGPT's warmup then cosine down to lr / 10 at `total` (the same floor as `get_lr`).
  *
@@ -144,6 +138,12 @@ export function learningRateSchedule(lr: number, warmupSteps: number, total: num
   return (global) => s(global - 1);
 }
 
+/**
+ * Runs the loop: batch → step → log → save.
+ *
+ * @param o the trainer, the data and the run's settings
+ * @returns the final params and counters
+ */
 export async function runTraining<S extends Tree, B, D extends object>(
   o: LoopOptions<S, B, D>,
 ): Promise<LoopResult> {
