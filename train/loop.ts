@@ -18,7 +18,7 @@ import { scope } from "../nn/scope.ts";
 import type { Batch, DataLoader } from "../data/loader.ts";
 import { disposeOutput, disposeReplaced } from "./step.ts";
 import { getLr, type Schedule, warmupCosine } from "./schedule.ts";
-import { UsageError } from "./cli.ts";
+import { UsageError } from "../cli.ts";
 import { loadResume, saveResume } from "./checkpoint.ts";
 import type { ResumeInfo } from "./checkpoint.ts";
 import { RunMetrics, writeLossCurve } from "./metrics.ts";

@@ -11,7 +11,7 @@ import { affine, mul } from "../nn/ops/arith.ts";
 import { square } from "../nn/ops/unary.ts";
 import { sum } from "../nn/ops/reduce.ts";
 import { fixture } from "../tests/_util.ts";
-import { parseFlags } from "./cli.ts";
+import { parseFlags } from "../cli.ts";
 import { lmFlags, runLm } from "./lm.ts";
 import type { LmRunResult } from "./lm.ts";
 import { loadResume } from "./checkpoint.ts";

@@ -2,7 +2,7 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { saveModel } from "../convert/hf.ts";
 import { tinyModel, tokenizer } from "../tests/_serve.ts";
-import { LineReader, writeAll } from "./eval.ts";
+import { LineReader, writeAll } from "./eval_llm.ts";
 
 Deno.test("eval --mode chat answers every line of piped input", async () => {
   const dir = await Deno.makeTempDir();
@@ -12,7 +12,7 @@ Deno.test("eval --mode chat answers every line of piped input", async () => {
       args: [
         "run",
         "-A",
-        new URL("./eval.ts", import.meta.url).pathname,
+        new URL("./eval_llm.ts", import.meta.url).pathname,
         ...["--load_from", join(dir, "tiny"), "--mode", "chat", "--max_new_tokens", "2"],
         ...["--device", "cpu", "--show_speed", "0"],
       ],
