@@ -7,7 +7,7 @@
  * ```sh
  * deno task serve --load_from out/full_sft --api_key sk-local
  * deno task serve --init_random --hidden_size 64 --num_hidden_layers 2 \
- *   --tokenizer ../shared/fixtures/minimind/minimind-3      # an untrained model, for a look
+ *   --tokenizer tokenizers/minimind-3      # an untrained model, for a look
  * ```
  * @module
  */
@@ -57,11 +57,19 @@ export interface StartServerOptions {
  */
 export function startServer(app: ServeApp, options: StartServerOptions = {}): RunningServer {
   const host = options.host ?? "127.0.0.1";
-  const server = Deno.serve({
-    hostname: host,
-    port: options.port ?? 8998,
-    onListen: () => {},
-  }, app.fetch);
+  const wanted = options.port ?? 8998;
+  let server: Deno.HttpServer<Deno.NetAddr>;
+  try {
+    server = Deno.serve({ hostname: host, port: wanted, onListen: () => {} }, app.fetch);
+  } catch (e) {
+    if (e instanceof Deno.errors.AddrInUse) {
+      throw new Error(
+        `Cannot listen on ${host}:${wanted}: port ${wanted} is already in use ` +
+          `(another server? pick one with --port N, or --port 0 for any free port)`,
+      );
+    }
+    throw e;
+  }
   const port = server.addr.port;
   const shown = host.includes(":") ? `[${host}]` : host;
   const url = `http://${shown}:${port}`;
@@ -103,7 +111,15 @@ export const SERVE_FLAGS = {
   seed: { type: "int", default: 0, min: 0, help: "init seed with --init_random" },
   host: { type: "string", default: "127.0.0.1", help: "interface to bind" },
   port: { type: "int", default: 8998, min: 0, help: "port (0 = any free port)" },
-  api_key: { type: "optional", help: 'require "Authorization: Bearer KEY" on /v1' },
+  api_key: {
+    type: "optional",
+    help: 'require "Authorization: Bearer KEY" on /v1 (an empty key is refused)',
+  },
+  cors: {
+    type: "optional",
+    help: "web origins whose pages may call /v1, comma-separated (* = any site); default: only " +
+      "the server's own chat page and non-browser clients",
+  },
   model_id: {
     type: "optional",
     help: 'model id in /v1/models (default: the folder name, or "minimind")',
@@ -125,6 +141,20 @@ export const SERVE_FLAGS = {
 
 const COMMAND = "deno task serve";
 
+/** What the server does: read the model, listen, read its environment, load OpenBLAS (FFI). */
+const NEEDED: readonly Deno.PermissionName[] = ["read", "net", "env", "ffi"];
+
+/**
+ * The `--allow-…` flags the process lacks for serving (empty when it has them all), found without
+ * prompting, so `deno run serve.ts` says what to add instead of asking four times.
+ *
+ * @returns the missing flags, e.g. `["--allow-net"]`
+ */
+export function missingPermissionFlags(): string[] {
+  return NEEDED.filter((name) => Deno.permissions.querySync({ name }).state !== "granted")
+    .map((name) => `--allow-${name}`);
+}
+
 /**
  * Runs the CLI: parses flags, loads the model, serves until SIGINT/SIGTERM.
  *
@@ -138,6 +168,20 @@ export async function main(argv: readonly string[]): Promise<number> {
       usage(COMMAND, "Serve a model: the OpenAI API under /v1, the chat page at /.", SERVE_FLAGS),
     );
     return 0;
+  }
+  const missing = missingPermissionFlags();
+  if (missing.length) {
+    // one line, and returned rather than thrown: reporting a thrown error reads the environment
+    console.error(
+      `error: missing permissions: run it as deno run ${missing.join(" ")} serve.ts … ` +
+        `(or deno run -A serve.ts …, as deno task serve does)`,
+    );
+    return 1;
+  }
+  if (v.api_key === "") {
+    throw new UsageError(
+      "--api_key is empty: pass a key clients must send, or leave the flag out to serve without one",
+    );
   }
   if (!v.load_from && !v.init_random) {
     throw new UsageError("Nothing to serve: pass --load_from PATH (or --init_random)");
@@ -172,6 +216,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     tokenizer,
     modelId: modelId ?? "minimind",
     apiKey: v.api_key ?? null,
+    corsOrigins: (v.cors ?? "").split(",").map((o) => o.trim()).filter((o) => o.length > 0),
     limits: { maxContextTokens: v.max_context, maxBodyBytes: v.max_body_bytes },
     defaults: { maxTokens: v.max_tokens },
     scheduler: { maxBatch: v.max_batch, maxQueue: v.max_queue },

@@ -12,6 +12,7 @@
  * Prints one JSON line per model and a table. Weights are random: speed does not depend on them.
  * @module
  */
+import { fileURLToPath } from "node:url";
 import { init } from "../nn/model/minimind.ts";
 import { config } from "../nn/model/minimind_config.ts";
 import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
@@ -46,7 +47,7 @@ const FLAGS = {
   streams: { type: "int", default: 8, min: 1, help: "concurrent streams" },
   tokenizer: {
     type: "string",
-    default: new URL("../../shared/fixtures/minimind/minimind-3", import.meta.url).pathname,
+    default: fileURLToPath(new URL("../tokenizers/minimind-3", import.meta.url)),
     help: "tokenizer folder",
   },
   torch: { type: "switch", default: false, help: "also run bench/torch_decode.py" },

@@ -7,7 +7,7 @@
 import { Tokenizer as OracleTokenizer } from "@huggingface/tokenizers";
 import { buildCorpus, readTrainingTexts, Tokenizer, trainTokenizer } from "../data/mod.ts";
 
-const FIXTURE = new URL("../../shared/fixtures/minimind/minimind-3/", import.meta.url);
+const FIXTURE = new URL("../tokenizers/minimind-3/", import.meta.url);
 
 async function loadTexts(): Promise<{ poetry: string[]; chat: string[] }> {
   const corpus = await buildCorpus();

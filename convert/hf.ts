@@ -7,7 +7,7 @@
  * `.safetensors` file.
  * @module
  */
-import { dirname, join } from "node:path";
+import { basename, dirname, join } from "node:path";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { paramsFromFlat } from "../nn/model/minimind.ts";
 import type { MiniMindParams } from "../nn/model/minimind.ts";
@@ -71,6 +71,17 @@ async function loadWeights(dir: string): Promise<Record<string, Tensor>> {
     }
     const out: Record<string, Tensor> = {};
     for (const file of new Set(Object.values(map))) {
+      // a shard is a file name inside the folder: nothing absolute, no "..", no subfolders
+      if (
+        typeof file !== "string" || basename(file) !== file || file.includes("\\") ||
+        file === ".." || file === "."
+      ) {
+        throw new Error(
+          `Cannot read ${indexPath}: shard ${
+            JSON.stringify(file)
+          } is not a file name inside ${dir}`,
+        );
+      }
       Object.assign(out, await loadSafetensors(join(dir, file)));
     }
     return out;
@@ -78,6 +89,31 @@ async function loadWeights(dir: string): Promise<Record<string, Tensor>> {
   throw new Error(
     `Cannot load a model from ${dir}: it has neither model.safetensors nor model.safetensors.index.json`,
   );
+}
+
+/**
+ * Compares the config's sizes with the weights before anything is built from the config (a
+ * `num_hidden_layers` of 1e7 would otherwise allocate its parameter list first): the layer count
+ * and the embedding's shape must match.
+ */
+function checkSizes(cfg: MiniMindConfig, flat: Record<string, Tensor>, path: string): void {
+  let layers = 0;
+  for (const k of Object.keys(flat)) {
+    const m = /^model\.layers\.(\d+)\./.exec(k);
+    if (m) layers = Math.max(layers, Number(m[1]) + 1);
+  }
+  if (cfg.numHiddenLayers !== layers) {
+    throw new Error(
+      `Cannot load ${path}: the config says num_hidden_layers ${cfg.numHiddenLayers}, the weights have ${layers} layers`,
+    );
+  }
+  const embed = flat["model.embed_tokens.weight"];
+  if (embed && (embed.shape[0] !== cfg.vocabSize || embed.shape[1] !== cfg.hiddenSize)) {
+    throw new Error(
+      `Cannot load ${path}: the config says vocab_size ${cfg.vocabSize} and hidden_size ${cfg.hiddenSize}, ` +
+        `model.embed_tokens.weight is [${embed.shape.join(", ")}]`,
+    );
+  }
 }
 
 function resolveConfig(options: LoadModelOptions): MiniMindConfig | null {
@@ -144,6 +180,7 @@ export async function loadModel(
   }
   let params: MiniMindParams;
   try {
+    checkSizes(cfg, flat, path);
     params = paramsFromFlat(cfg, flat, { strict: !options.lenient });
   } catch (e) {
     for (const t of Object.values(flat)) t.dispose();

@@ -53,9 +53,75 @@ Deno.test("loadModel: clear errors for missing files and mismatched configs", as
     await saveModel(dir, { cfg, params });
     await assert.rejects(
       loadModel(dir, { config: { hiddenSize: 128, numHiddenLayers: 2 } }),
-      /shape \[6400, 64\] differs from the expected \[6400, 128\]/,
+      /hidden_size 128, model.embed_tokens.weight is \[6400, 64\]/,
     );
   } finally {
     await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadModel: config sizes are checked against the weights before anything is allocated", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const { cfg, params } = tinyModel();
+    await saveModel(dir, { cfg, params });
+    const hf = JSON.parse(await Deno.readTextFile(join(dir, "config.json")));
+    const withConfig = async (patch: Record<string, unknown>) => {
+      await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify({ ...hf, ...patch }));
+      return loadModel(dir);
+    };
+    const t0 = performance.now();
+    await assert.rejects(
+      withConfig({ num_hidden_layers: 1e7 }),
+      /num_hidden_layers 10000000, the weights have 2 layers/,
+    );
+    assert.ok(performance.now() - t0 < 2000, "refused before building 1e7 layers");
+    await assert.rejects(
+      withConfig({ rms_norm_eps: 0 }),
+      /rmsNormEps must be a positive number, got 0/,
+    );
+    await assert.rejects(withConfig({ rms_norm_eps: -1e-5 }), /rmsNormEps must be a positive/);
+    await assert.rejects(withConfig({ rope_theta: "1e6" }), /ropeTheta must be a positive number/);
+    await assert.rejects(withConfig({ rope_theta: -10000 }), /ropeTheta must be a positive number/);
+    const yarn = { inference_rope_scaling: true };
+    await assert.rejects(
+      withConfig({ ...yarn, rope_scaling: { type: "yarn", factr: 4 } }),
+      /unknown ropeScaling field "factr"/,
+    );
+    await assert.rejects(
+      withConfig({ ...yarn, rope_scaling: { type: "yarn", factor: -2 } }),
+      /ropeScaling.factor must be a positive number, got -2/,
+    );
+    await assert.rejects(
+      withConfig({ ...yarn, rope_scaling: { type: "yarn", beta_fast: 1, beta_slow: 32 } }),
+      /betaFast > betaSlow/,
+    );
+    await assert.rejects(
+      withConfig({ ...yarn, rope_scaling: { original_max_position_embeddings: 0.5 } }),
+      /originalMaxPositionEmbeddings must be a positive integer, got 0.5/,
+    );
+    const ok = await withConfig({ ...yarn, rope_scaling: { type: "yarn", factor: 4 } });
+    assert.equal(ok.cfg.ropeScaling?.factor, 4);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("loadModel: a sharded index may only name files inside the model folder", async () => {
+  const root = await Deno.makeTempDir();
+  const dir = join(root, "model");
+  try {
+    const { cfg, params } = tinyModel();
+    await saveModel(dir, { cfg, params });
+    await Deno.rename(join(dir, "model.safetensors"), join(root, "outside.safetensors"));
+    for (const file of ["../outside.safetensors", "/etc/passwd", "sub/../../outside.safetensors"]) {
+      await Deno.writeTextFile(
+        join(dir, "model.safetensors.index.json"),
+        JSON.stringify({ weight_map: { "model.embed_tokens.weight": file } }),
+      );
+      await assert.rejects(loadModel(dir), /is not a file name inside/, file);
+    }
+  } finally {
+    await Deno.remove(root, { recursive: true });
   }
 });

@@ -3,6 +3,9 @@
 
 import { BYTE_TO_CHAR } from "./byte_level.ts";
 
+/** Positions per rank in the merge heap's keys (rank · POS_SPAN + position). */
+const POS_SPAN = 2 ** 26;
+
 /** Open-addressing hash map from an id pair (a, b) to a non-negative int. */
 export class PairMap {
   #keyA: Int32Array;
@@ -102,6 +105,9 @@ export class BpeModel {
   readonly #unkId: number;
   readonly #ignoreMerges: boolean;
   #scratch = new Int32Array(256);
+  #next = new Int32Array(256);
+  #prev = new Int32Array(256);
+  #heap = new Float64Array(256);
 
   /**
    * Creates the structure.
@@ -118,6 +124,9 @@ export class BpeModel {
     this.#unkId = options.unkId ?? -1;
     this.#ignoreMerges = options.ignoreMerges ?? false;
     const n = merges.length;
+    if (n * POS_SPAN >= Number.MAX_SAFE_INTEGER) {
+      throw new Error(`Cannot load ${n} merges: at most ${Math.floor(2 ** 53 / POS_SPAN)}`);
+    }
     this.merges = new Array(n);
     this.#ranks = new PairMap(n);
     this.#mergeA = new Int32Array(n);
@@ -169,6 +178,9 @@ export class BpeModel {
         return;
       }
     }
+    if (len >= POS_SPAN) {
+      throw new RangeError(`BPE piece of ${len} bytes: at most ${POS_SPAN - 1} are supported`);
+    }
     if (this.#scratch.length < len) this.#scratch = new Int32Array(len * 2);
     const syms = this.#scratch;
     let n = 0;
@@ -177,28 +189,83 @@ export class BpeModel {
       if (id >= 0) syms[n++] = id;
       else if (this.#unkId >= 0) syms[n++] = this.#unkId;
     }
-    const ranks = this.#ranks;
-    while (n > 1) {
-      // Find the lowest-ranked adjacent pair, then merge all its occurrences left to right
-      // (equivalent to HF's priority queue, which pops equal ranks in position order).
-      let best = 0x7fffffff;
-      for (let p = 0; p + 1 < n; p++) {
-        const r = ranks.get(syms[p], syms[p + 1]);
-        if (r >= 0 && r < best) best = r;
-      }
-      if (best === 0x7fffffff) break;
-      const a = this.#mergeA[best], b = this.#mergeB[best], c = this.#mergeNew[best];
-      let w = 0;
-      for (let p = 0; p < n;) {
-        if (p + 1 < n && syms[p] === a && syms[p + 1] === b) {
-          syms[w++] = c;
-          p += 2;
-        } else {
-          syms[w++] = syms[p++];
-        }
-      }
-      n = w;
-    }
+    if (n > 1) n = this.#merge(syms, n);
     for (let i = 0; i < n; i++) out.push(syms[i]);
+  }
+
+  /**
+   * Applies the merges to `syms[0..n)` in place and returns the new length. The symbols form a
+   * doubly linked list and every adjacent pair that has a merge sits in a binary min-heap keyed by
+   * (rank, position): the lowest rank merges first and equal ranks merge left to right, as HF's
+   * `Word::merge_all` does. A popped entry whose symbols have changed since it was pushed is
+   * skipped. O(n log n) in the piece length, where rescanning every pair per merge was O(n²).
+   */
+  #merge(syms: Int32Array, n: number): number {
+    if (this.#next.length < n) {
+      this.#next = new Int32Array(n * 2);
+      this.#prev = new Int32Array(n * 2);
+      this.#heap = new Float64Array(n * 2);
+    }
+    const next = this.#next, prev = this.#prev, ranks = this.#ranks;
+    let heap = this.#heap, size = 0;
+    // key = rank · 2^26 + position, exact in a double (positions < 2^26, ranks < 2^27)
+    const push = (pos: number): void => {
+      const r = ranks.get(syms[pos], syms[next[pos]]);
+      if (r < 0) return;
+      if (size === heap.length) {
+        const grown = new Float64Array(size * 2);
+        grown.set(heap);
+        heap = this.#heap = grown;
+      }
+      const key = r * POS_SPAN + pos;
+      let i = size++;
+      while (i > 0) {
+        const parent = (i - 1) >> 1;
+        if (heap[parent] <= key) break;
+        heap[i] = heap[parent];
+        i = parent;
+      }
+      heap[i] = key;
+    };
+    const pop = (): number => {
+      const top = heap[0];
+      const last = heap[--size];
+      let i = 0;
+      for (;;) {
+        let child = 2 * i + 1;
+        if (child >= size) break;
+        if (child + 1 < size && heap[child + 1] < heap[child]) child++;
+        if (heap[child] >= last) break;
+        heap[i] = heap[child];
+        i = child;
+      }
+      if (size > 0) heap[i] = last;
+      return top;
+    };
+    for (let i = 0; i < n; i++) {
+      next[i] = i + 1 < n ? i + 1 : -1;
+      prev[i] = i - 1;
+    }
+    for (let i = 0; i + 1 < n; i++) push(i);
+    let alive = n;
+    while (size > 0) {
+      const key = pop();
+      const rank = Math.floor(key / POS_SPAN), pos = key - rank * POS_SPAN;
+      const right = next[pos];
+      // stale: the left symbol was merged away (marked -2) or the pair changed since the push
+      if (prev[pos] === -2 || right < 0) continue;
+      if (syms[pos] !== this.#mergeA[rank] || syms[right] !== this.#mergeB[rank]) continue;
+      syms[pos] = this.#mergeNew[rank];
+      const after = next[right];
+      next[pos] = after;
+      if (after >= 0) prev[after] = pos;
+      prev[right] = -2;
+      alive--;
+      if (prev[pos] >= 0) push(prev[pos]);
+      if (after >= 0) push(pos);
+    }
+    let w = 0;
+    for (let i = 0; i >= 0 && w < alive; i = next[i]) syms[w++] = syms[i];
+    return w;
   }
 }

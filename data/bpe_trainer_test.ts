@@ -9,6 +9,7 @@ import {
   trainTokenizer,
 } from "./mod.ts";
 import { testStrings } from "./_test_strings.ts";
+import { fixture } from "../tests/_util.ts";
 
 const TEXTS = [
   ...testStrings(1500, 21),
@@ -61,14 +62,14 @@ Deno.test("trainTokenizer() writes MiniMind's layout that @huggingface/tokenizer
     await tok.save(dir);
     const json = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer.json`));
     const config = JSON.parse(await Deno.readTextFile(`${dir}/tokenizer_config.json`));
-    const fixture = JSON.parse(
+    const reference = JSON.parse(
       await Deno.readTextFile(
-        new URL("../../shared/fixtures/minimind/minimind-3/tokenizer_config.json", import.meta.url),
+        fixture("minimind/minimind-3/tokenizer_config.json"),
       ),
     );
-    assert.equal(config.chat_template, fixture.chat_template);
-    assert.deepEqual(config.added_tokens_decoder, fixture.added_tokens_decoder);
-    assert.deepEqual(config.additional_special_tokens, fixture.additional_special_tokens);
+    assert.equal(config.chat_template, reference.chat_template);
+    assert.deepEqual(config.added_tokens_decoder, reference.added_tokens_decoder);
+    assert.deepEqual(config.additional_special_tokens, reference.additional_special_tokens);
     const oracle = new OracleTokenizer(json, config);
     const back = await Tokenizer.fromFile(dir);
     for (const s of testStrings(1000, 22)) {

@@ -271,7 +271,7 @@ function conversationOf(rec: Record<string, unknown>, field: string, where: stri
  * @example
  * ```ts
  * import { PretrainDataset, Tokenizer } from "./mod.ts";
- * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+ * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
  * const ds = new PretrainDataset([{ text: "Hello world" }], tok, { maxLength: 8 });
  * ds.get(0).inputIds; // Int32Array [1, 1602, 1707, 2, 0, 0, 0, 0]
  * ```
@@ -334,7 +334,7 @@ export interface SFTOptions extends DatasetOptions {
  * @example
  * ```ts
  * import { SFTDataset, Tokenizer } from "./mod.ts";
- * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+ * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
  * const ds = new SFTDataset([{ conversations: [
  *   { role: "user", content: "你好" }, { role: "assistant", content: "你好！" },
  * ] }], tok, { maxLength: 32 });
@@ -443,7 +443,7 @@ export interface DPOOptions extends DatasetOptions {
  * @example
  * ```ts
  * import { DPODataset, Tokenizer } from "./mod.ts";
- * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+ * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
  * const u = { role: "user", content: "1+1?" };
  * const ds = new DPODataset([{
  *   chosen: [u, { role: "assistant", content: "2" }],
@@ -534,7 +534,7 @@ export interface RLAIFOptions extends DatasetOptions {
  * @example
  * ```ts
  * import { RLAIFDataset, Tokenizer } from "./mod.ts";
- * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+ * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
  * const ds = new RLAIFDataset([{ conversations: [
  *   { role: "user", content: "写一首五言绝句" }, { role: "assistant", content: "无" },
  * ] }], tok, { thinkingRatio: 0, addSystemRatio: 0 });
@@ -607,7 +607,7 @@ export interface PlainTextOptions {
  * @example
  * ```ts
  * import { PlainTextDataset, Tokenizer } from "./mod.ts";
- * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+ * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
  * const ds = PlainTextDataset.fromText("床前明月光\n疑是地上霜\n", tok, { maxLength: 8, mode: "packed" });
  * ds.get(0).inputIds.length; // 8
  * ```

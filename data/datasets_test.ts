@@ -9,14 +9,12 @@ import {
   SFTDataset,
   Tokenizer,
 } from "./mod.ts";
+import { fixture } from "../tests/_util.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/", import.meta.url);
 const vectors = JSON.parse(
-  Deno.readTextFileSync(new URL("vectors/vectors.json", FIXTURES)),
+  Deno.readTextFileSync(fixture("vectors/vectors.json")),
 ) as Record<string, Record<string, Record<string, unknown>>>;
-const tok = await Tokenizer.fromFile(
-  new URL("minimind/minimind-3/tokenizer.json", FIXTURES).pathname,
-);
+const tok = await Tokenizer.fromFile(fixture("minimind/minimind-3/tokenizer.json"));
 
 const hello = {
   conversations: [{ role: "user", content: "你好" }, { role: "assistant", content: "你好！" }],

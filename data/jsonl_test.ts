@@ -1,10 +1,8 @@
 import assert from "node:assert/strict";
 import { JsonlError, JsonlFile, PretrainDataset, SFTDataset, Tokenizer } from "./mod.ts";
+import { fixture } from "../tests/_util.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/", import.meta.url);
-const tok = await Tokenizer.fromFile(
-  new URL("minimind/minimind-3/tokenizer.json", FIXTURES).pathname,
-);
+const tok = await Tokenizer.fromFile(fixture("minimind/minimind-3/tokenizer.json"));
 
 async function withDir(fn: (dir: string) => Promise<void>): Promise<void> {
   const dir = await Deno.makeTempDir();

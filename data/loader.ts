@@ -52,7 +52,7 @@ export type Batch<T> =
  * @example
  * ```ts
  * import { DataLoader, PretrainDataset, Tokenizer } from "./mod.ts";
- * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+ * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
  * const ds = new PretrainDataset([{ text: "a" }, { text: "b" }, { text: "c" }], tok, { maxLength: 8 });
  * const loader = new DataLoader(ds, { batchSize: 2 });
  * for (const b of loader.batches(0)) {

@@ -7,7 +7,7 @@
  * @example
  * ```ts
  * import { DataLoader, SFTDataset, Tokenizer } from "./mod.ts";
- * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+ * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
  * const ds = new SFTDataset([{ conversations: [
  *   { role: "user", content: "你好" }, { role: "assistant", content: "你好！" },
  * ] }], tok, { maxLength: 32 });

@@ -4,7 +4,7 @@
 // decodes UTF-8 lossily (invalid sequences become U+FFFD, like Rust's from_utf8_lossy).
 
 import { dirname, join } from "node:path";
-import { bytesToToken, tokenToBytes } from "./byte_level.ts";
+import { BYTE_TO_CHAR, bytesToToken, tokenToBytes } from "./byte_level.ts";
 import { BpeModel } from "./bpe.ts";
 import { type ChatMessage, type ChatTemplateOptions, renderChatTemplate } from "./chat_template.ts";
 import { splitGpt2 } from "./pretokenize.ts";
@@ -230,13 +230,42 @@ function parsePostProcessor(cfg: Record<string, unknown> | null | undefined): Po
 }
 
 /**
+ * Longest pre-tokenized word, in UTF-16 code units, that goes through BPE whole: longer words (a
+ * run of letters with no space or punctuation) are encoded in chunks of this size. HF has no such
+ * cap, so ids differ from HF only inside words longer than this; it bounds the work and the
+ * cache entry of one word.
+ */
+export const MAX_PIECE_CHARS = 1024;
+
+/** Pieces encoded between two yields of the encode generator. */
+const PIECES_PER_STEP = 64;
+
+/** Size bound of the word cache (its keys, ids and per-entry overhead, estimated). */
+const WORD_CACHE_BYTES = 8 << 20;
+
+/** Estimated bytes one cache entry holds: the key's UTF-16, the ids, two objects' overhead. */
+function cacheEntryBytes(piece: string, ids: number[]): number {
+  return 2 * piece.length + 8 * ids.length + 96;
+}
+
+/** End of the chunk that starts at `start`: `MAX_PIECE_CHARS` on, not inside a surrogate pair. */
+function pieceEnd(text: string, start: number, end: number): number {
+  let e = Math.min(end, start + MAX_PIECE_CHARS);
+  if (e < end && e > start + 1) {
+    const c = text.charCodeAt(e - 1);
+    if (c >= 0xd800 && c <= 0xdbff) e--; // a high surrogate: keep the pair together
+  }
+  return e;
+}
+
+/**
  * A byte-level BPE tokenizer that reads and writes Hugging Face `tokenizer.json` files and gives
  * the same ids as HF tokenizers, plus the chat template from `tokenizer_config.json`.
  *
  * @example
  * ```ts
  * import { Tokenizer } from "./tokenizer.ts";
- * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+ * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
  * tok.encode("Hello world"); // [1602, 1707]
  * tok.decode([1602, 1707]); // "Hello world"
  * ```
@@ -272,7 +301,14 @@ export class Tokenizer {
   readonly #ignoreMerges: boolean;
   readonly #idBytes: (Uint8Array | undefined)[] = [];
   readonly #cache = new Map<string, number[]>();
+  #cacheBytes = 0;
+  #longestToken = -1;
   #buf: Uint8Array = new Uint8Array(1024);
+
+  /** Estimated bytes held by the word cache (bounded; it empties itself past 8 MiB). */
+  get wordCacheBytes(): number {
+    return this.#cacheBytes;
+  }
 
   /**
    * Builds a tokenizer from parsed JSON. Prefer {@link Tokenizer.fromJSON} / {@link Tokenizer.fromFile}.
@@ -296,7 +332,25 @@ export class Tokenizer {
     this.#json = json;
     this.config = config;
     const vocab = new Map<string, number>();
-    for (const [tok, id] of Object.entries(m.vocab)) vocab.set(tok, id);
+    const entries = Object.entries(m.vocab ?? {});
+    // ids index arrays: each must be an integer in [0, number of tokens) so a typo (1e9, -1,
+    // "5") cannot make a billion-entry vocab or a hole the model would read past
+    const idLimit = entries.length + (json.added_tokens?.length ?? 0);
+    const checkId = (id: unknown, what: string): void => {
+      if (typeof id !== "number" || !Number.isInteger(id) || id < 0 || id >= idLimit) {
+        throw new Error(
+          `Cannot load tokenizer: ${what} has id ${JSON.stringify(id)}; ids must be integers in ` +
+            `0..${idLimit - 1} (the file lists ${idLimit} tokens)`,
+        );
+      }
+    };
+    for (const [tok, id] of entries) {
+      checkId(id, `vocab entry ${JSON.stringify(tok)}`);
+      vocab.set(tok, id);
+    }
+    for (const t of json.added_tokens ?? []) {
+      checkId(t?.id, `added token ${JSON.stringify(t?.content)}`);
+    }
     const unk = typeof m.unk_token === "string" ? vocab.get(m.unk_token) ?? null : null;
     this.#ignoreMerges = m.ignore_merges === true;
     this.model = new BpeModel(vocab, m.merges, {
@@ -345,7 +399,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const dir = "../shared/fixtures/minimind/minimind-3/";
+   * const dir = "tokenizers/minimind-3/";
    * const tok = Tokenizer.fromJSON(
    *   await Deno.readTextFile(dir + "tokenizer.json"),
    *   await Deno.readTextFile(dir + "tokenizer_config.json"),
@@ -372,7 +426,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3");
    * tok.vocabSize; // 6400
    * ```
    */
@@ -460,12 +514,60 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * tok.encode("<|im_start|>assistant\n"); // [1, 1388, 570, 811, 234]
    * ```
    */
   encode(text: string, options: EncodeOptions = {}): number[] {
+    const steps = this.#encodeSteps(text, options);
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+    }
+  }
+
+  /**
+   * {@link Tokenizer.encode} in slices: it hands the event loop back whenever a slice has run for
+   * `sliceMs`, so that encoding a long text (a server's 1 MB request) does not stall other work.
+   * Same ids as `encode`, unless `stopAfter` ends it early.
+   *
+   * @param text Any string.
+   * @param options As for `encode`, plus `sliceMs` (longest stretch of work between two yields,
+   * default 10 ms) and `stopAfter` (stop once this many ids are out, e.g. a context length: the
+   * result then has at least that many ids, the first of the full encoding).
+   * @returns Token ids.
+   * @example
+   * ```ts
+   * import { Tokenizer } from "./tokenizer.ts";
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
+   * await tok.encodeAsync("Hello world"); // [1602, 1707]
+   * ```
+   */
+  async encodeAsync(
+    text: string,
+    options: EncodeOptions & { sliceMs?: number; stopAfter?: number } = {},
+  ): Promise<number[]> {
     const ids: number[] = [];
+    const steps = this.#encodeSteps(text, options, ids);
+    const sliceMs = options.sliceMs ?? 10, stopAfter = options.stopAfter ?? Infinity;
+    let since = performance.now();
+    for (;;) {
+      const r = steps.next();
+      if (r.done) return r.value;
+      if (ids.length >= stopAfter) return ids;
+      if (performance.now() - since >= sliceMs) {
+        await new Promise((resolve) => setTimeout(resolve, 0));
+        since = performance.now();
+      }
+    }
+  }
+
+  /** The encode pipeline as a generator that yields between runs of pieces. */
+  *#encodeSteps(
+    text: string,
+    options: EncodeOptions,
+    ids: number[] = [],
+  ): Generator<void, number[]> {
     const raw: Segment[] = [];
     this.#splitAdded(text, this.#rawMatcher, raw);
     for (const seg of raw) {
@@ -475,14 +577,14 @@ export class Tokenizer {
       }
       const normalized = this.#hasNormalizer ? this.#normalize(seg.text) : seg.text;
       if (this.#normMatcher === null) {
-        this.#encodeOrdinary(normalized, ids);
+        yield* this.#encodeOrdinary(normalized, ids);
         continue;
       }
       const parts: Segment[] = [];
       this.#splitAdded(normalized, this.#normMatcher, parts);
       for (const p of parts) {
         if (p.id >= 0) ids.push(p.id);
-        else this.#encodeOrdinary(p.text, ids);
+        else yield* this.#encodeOrdinary(p.text, ids);
       }
     }
     if ((options.addSpecialTokens ?? true) && this.#post) {
@@ -496,14 +598,45 @@ export class Tokenizer {
     return ids;
   }
 
-  /** Pre-tokenize + BPE for text containing no added tokens. */
-  #encodeOrdinary(text: string, out: number[]): void {
+  /**
+   * Pre-tokenize + BPE for text containing no added tokens; yields after every
+   * {@link PIECES_PER_STEP} pieces. Short texts take the direct path.
+   */
+  *#encodeOrdinary(text: string, out: number[]): Generator<void> {
     if (this.#pre.addPrefixSpace && !text.startsWith(" ")) text = " " + text;
     if (!this.#pre.useRegex) {
-      this.#encodePiece(text, 0, text.length, out);
+      for (let s = 0; s < text.length;) {
+        const e = pieceEnd(text, s, text.length);
+        this.#encodePiece(text, s, e, out);
+        s = e;
+        yield;
+      }
       return;
     }
-    splitGpt2(text, (s, e) => this.#encodePiece(text, s, e, out));
+    if (text.length <= PIECES_PER_STEP) {
+      splitGpt2(text, (s, e) => this.#encodePieces(text, s, e, out));
+      return;
+    }
+    const bounds: number[] = [];
+    splitGpt2(text, (s, e) => bounds.push(s, e));
+    let count = 0;
+    for (let i = 0; i < bounds.length; i += 2) {
+      for (let s = bounds[i], end = bounds[i + 1]; s < end;) {
+        const e = pieceEnd(text, s, end);
+        this.#encodePiece(text, s, e, out);
+        s = e;
+        if (++count % PIECES_PER_STEP === 0) yield;
+      }
+    }
+  }
+
+  /** BPE of one pre-tokenized word, in chunks of at most {@link MAX_PIECE_CHARS}. */
+  #encodePieces(text: string, start: number, end: number, out: number[]): void {
+    for (let s = start; s < end;) {
+      const e = pieceEnd(text, s, end);
+      this.#encodePiece(text, s, e, out);
+      s = e;
+    }
   }
 
   #encodePiece(text: string, start: number, end: number, out: number[]): void {
@@ -518,8 +651,13 @@ export class Tokenizer {
     const ids: number[] = [];
     const word = this.#ignoreMerges ? bytesToToken(buf.subarray(0, n)) : undefined;
     this.model.encodeBytes(buf, n, ids, word);
-    if (this.#cache.size >= 100_000) this.#cache.clear();
+    const bytes = cacheEntryBytes(piece, ids);
+    if (this.#cacheBytes + bytes > WORD_CACHE_BYTES) {
+      this.#cache.clear();
+      this.#cacheBytes = 0;
+    }
     this.#cache.set(piece, ids);
+    this.#cacheBytes += bytes;
     for (let i = 0; i < ids.length; i++) out.push(ids[i]);
   }
 
@@ -544,7 +682,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * tok.decode([1, 1388, 570, 811, 234], { skipSpecialTokens: true }); // "assistant\n"
    * ```
    */
@@ -591,7 +729,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * const stream = tok.decodeStream();
    * let text = "";
    * for (const id of tok.encode("emoji 😀 test")) text += stream.push(id);
@@ -647,7 +785,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * tok.applyChatTemplate([{ role: "user", content: "你好" }], { addGenerationPrompt: true });
    * // "<|im_start|>user\n你好<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
    * ```
@@ -667,13 +805,53 @@ export class Tokenizer {
   }
 
   /**
+   * A lower bound on the number of ids `encode(text)` returns, found in one pass over the text
+   * without encoding it: no token covers more UTF-8 bytes than the longest one. 0 when no bound
+   * holds (a normalizer may shorten the text; bytes missing from the vocab are dropped).
+   *
+   * @param text Any string.
+   * @returns A number ≤ `encode(text).length`.
+   * @example
+   * ```ts
+   * import { Tokenizer } from "./tokenizer.ts";
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
+   * tok.minTokens("x".repeat(1_000_000)) > 4096; // true: too long for a 4096-token context
+   * ```
+   */
+  minTokens(text: string): number {
+    if (this.#longestToken < 0) this.#longestToken = this.#longestTokenBytes();
+    if (this.#longestToken === 0 || text.length === 0) return 0;
+    let bytes = 0;
+    for (let i = 0; i < text.length; i++) {
+      const c = text.charCodeAt(i);
+      // a surrogate counts 2 (a pair is 4 bytes; a lone one becomes U+FFFD, 3)
+      bytes += c < 0x80 ? 1 : c < 0x800 || (c >= 0xd800 && c <= 0xdfff) ? 2 : 3;
+    }
+    return Math.ceil(bytes / this.#longestToken);
+  }
+
+  /** Bytes of the longest token, or 0 when {@link Tokenizer.minTokens} has no bound. */
+  #longestTokenBytes(): number {
+    if (this.#hasNormalizer || !this.#byteDecoder) return 0;
+    for (const ch of BYTE_TO_CHAR) if (!this.model.vocab.has(ch)) return 0;
+    let longest = 1;
+    for (const tok of this.model.vocab.keys()) {
+      longest = Math.max(longest, tokenToBytes(tok)?.length ?? 0);
+    }
+    // an added token matches its content's UTF-8 in the text
+    const utf8 = new TextEncoder();
+    for (const t of this.addedTokens) longest = Math.max(longest, utf8.encode(t.content).length);
+    return longest;
+  }
+
+  /**
    * Looks up the id of a token.
    * @param token A vocab entry or added token, e.g. `"<|im_end|>"`.
    * @returns Its id, or `undefined`.
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * tok.tokenToId("<|im_end|>"); // 2
    * ```
    */
@@ -689,7 +867,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * tok.idToToken(234); // "Ċ" (the byte-level character for "\n")
    * ```
    */
@@ -704,7 +882,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * Tokenizer.fromJSON(tok.toJSON(), tok.config).encode("hi"); // same ids as tok.encode("hi")
    * ```
    */
@@ -721,7 +899,7 @@ export class Tokenizer {
    * @example
    * ```ts
    * import { Tokenizer } from "./tokenizer.ts";
-   * const tok = await Tokenizer.fromFile("../shared/fixtures/minimind/minimind-3/tokenizer.json");
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
    * const dir = await Deno.makeTempDir();
    * await tok.save(dir);
    * (await Tokenizer.fromFile(dir)).encode("hi"); // same ids as tok.encode("hi")

@@ -1,26 +1,26 @@
 import assert from "node:assert/strict";
 import { Tokenizer as OracleTokenizer } from "@huggingface/tokenizers";
-import { Tokenizer } from "./tokenizer.ts";
+import { MAX_PIECE_CHARS, Tokenizer } from "./tokenizer.ts";
 import { MINIMIND_CHAT_TEMPLATE } from "./chat_template.ts";
 import { pretokenize } from "./pretokenize.ts";
 import { testStrings } from "./_test_strings.ts";
+import { fixture } from "../tests/_util.ts";
 
-const FIXTURES = new URL("../../shared/fixtures/", import.meta.url);
-const M3 = new URL("minimind/minimind-3/", FIXTURES);
-const M2 = new URL("minimind/minimind2/", FIXTURES);
+const M3 = fixture("minimind/minimind-3");
+const M2 = fixture("minimind/minimind2");
 
-function readJson(url: URL): Record<string, unknown> {
-  return JSON.parse(Deno.readTextFileSync(url));
+function readJson(path: string): Record<string, unknown> {
+  return JSON.parse(Deno.readTextFileSync(path));
 }
 
-const vectors = readJson(new URL("vectors/vectors.json", FIXTURES)) as Record<string, never>;
-const templateCases = readJson(new URL("vectors/template_cases.json", FIXTURES)) as Record<
+const vectors = readJson(fixture("vectors/vectors.json")) as Record<string, never>;
+const templateCases = readJson(fixture("vectors/template_cases.json")) as Record<
   string,
   { input: Record<string, unknown>; output: string }
 >;
 
-const m3 = await Tokenizer.fromFile(new URL("tokenizer.json", M3).pathname);
-const m2 = await Tokenizer.fromFile(new URL("tokenizer.json", M2).pathname);
+const m3 = await Tokenizer.fromFile(`${M3}/tokenizer.json`);
+const m2 = await Tokenizer.fromFile(`${M2}/tokenizer.json`);
 
 Deno.test("Tokenizer.encode() matches the §10 vectors (minimind-3)", () => {
   const cases = vectors.tokenizer_encode as Record<string, number[]>;
@@ -100,8 +100,8 @@ const ORACLE_COUNT = 3000;
 for (const [name, dir, ours] of [["minimind-3", M3, m3], ["minimind2", M2, m2]] as const) {
   Deno.test(`encode()/decode() agree with @huggingface/tokenizers on ${ORACLE_COUNT} strings (${name})`, () => {
     const oracle = new OracleTokenizer(
-      readJson(new URL("tokenizer.json", dir)),
-      readJson(new URL("tokenizer_config.json", dir)),
+      readJson(`${dir}/tokenizer.json`),
+      readJson(`${dir}/tokenizer_config.json`),
     );
     const strings = testStrings(ORACLE_COUNT, name === "minimind2" ? 2 : 1);
     let specialsSeen = 0;
@@ -124,8 +124,8 @@ for (const [name, dir, ours] of [["minimind-3", M3, m3], ["minimind2", M2, m2]] 
 
 Deno.test("decode() of random ids agrees with the oracle (invalid UTF-8 → U+FFFD)", () => {
   const oracle = new OracleTokenizer(
-    readJson(new URL("tokenizer.json", M3)),
-    readJson(new URL("tokenizer_config.json", M3)),
+    readJson(`${M3}/tokenizer.json`),
+    readJson(`${M3}/tokenizer_config.json`),
   );
   let seed = 12345;
   for (let k = 0; k < 500; k++) {
@@ -186,7 +186,7 @@ Deno.test("Tokenizer.save() round-trips and writes HF-loadable files", async () 
     assert.ok(text.indexOf('"<|endoftext|>": 0') < text.indexOf('"!": 36'), "vocab in id order");
     assert.deepEqual(
       JSON.parse(text).model.vocab,
-      (JSON.parse(await Deno.readTextFile(new URL("tokenizer.json", M3))) as never as {
+      (JSON.parse(await Deno.readTextFile(`${M3}/tokenizer.json`)) as never as {
         model: { vocab: unknown };
       }).model.vocab,
     );
@@ -232,4 +232,94 @@ Deno.test("Tokenizer: added-token lstrip/rstrip/single_word follow HF", () => {
   assert.deepEqual(t.encode("a  <mask>  b"), [...m2.encode("a"), 6400, ...m2.encode("b")]);
   assert.deepEqual(t.encode("cat concat"), [6401, ...m2.encode(" concat")]);
   assert.equal(t.vocabSize, 6402);
+});
+
+/** A seeded string of `n` characters drawn from `alphabet`, with no space or punctuation. */
+function word(n: number, alphabet: string, seed: number): string {
+  const chars = [...alphabet], out: string[] = [];
+  let x = seed;
+  for (let i = 0; i < n; i++) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    out.push(chars[(x >>> 8) % chars.length]);
+  }
+  return out.join(""); // a flat string: a += rope would be flattened inside the timed code
+}
+
+const LETTERS = "abcdefghijklmnopqrstuvwxyz";
+const HAN = "的一是在不了有和人这中大为上个国我以要他时来用们生到作地于出就分对成会可主发年动";
+
+Deno.test("BpeModel merges long pieces like HF (priority queue, equal ranks left to right)", () => {
+  const oracle = new OracleTokenizer(
+    readJson(`${M3}/tokenizer.json`),
+    readJson(`${M3}/tokenizer_config.json`),
+  );
+  const utf8 = new TextEncoder();
+  for (const [i, w] of [word(3000, LETTERS, 1), word(900, HAN, 2), "a".repeat(2049)].entries()) {
+    const bytes = utf8.encode(w), got: number[] = [];
+    m3.model.encodeBytes(bytes, bytes.length, got);
+    assert.deepEqual(got, oracle.encode(w, { add_special_tokens: false }).ids, `word ${i}`);
+  }
+});
+
+Deno.test("BpeModel: a 1 MB piece encodes in well under 2.5 s (rescanning all pairs: ~8 s)", () => {
+  const bytes = new TextEncoder().encode(word(1 << 20, LETTERS, 3));
+  const out: number[] = [];
+  const t0 = performance.now();
+  m3.model.encodeBytes(bytes, bytes.length, out);
+  const ms = performance.now() - t0;
+  assert.ok(out.length > 100_000 && out.length < bytes.length, `${out.length} ids`);
+  assert.ok(ms < 2500, `1 MB piece took ${ms.toFixed(0)} ms`);
+});
+
+Deno.test("Tokenizer: words over MAX_PIECE_CHARS encode in chunks; the word cache stays bounded", () => {
+  const t = Tokenizer.fromJSON(m3.toJSON(), m3.config);
+  const long = word(2 * MAX_PIECE_CHARS + 100, HAN, 4);
+  const chunks = [long.slice(0, 1024), long.slice(1024, 2048), long.slice(2048)];
+  assert.deepEqual(t.encode(long), chunks.flatMap((c) => t.encode(c)));
+  // ten long words of 200 K characters each: the cache held ~22 MB of them before it was bounded
+  for (let i = 0; i < 10; i++) t.encode(word(200_000, LETTERS, 10 + i));
+  assert.ok(t.wordCacheBytes > 0 && t.wordCacheBytes <= 8 << 20, `${t.wordCacheBytes} bytes`);
+  // a surrogate pair at the chunk edge stays whole
+  const emoji = "a".repeat(MAX_PIECE_CHARS - 1) + "😀b";
+  assert.equal(t.decode(t.encode(emoji)), emoji);
+});
+
+Deno.test("Tokenizer.encodeAsync() gives encode()'s ids and lets timers run during a 1 MB text", async () => {
+  const text = word(1 << 20, LETTERS, 5);
+  const ticks: number[] = [];
+  const timer = setInterval(() => ticks.push(performance.now()), 5);
+  const t0 = performance.now();
+  const ids = await m3.encodeAsync(text, { sliceMs: 10 });
+  clearInterval(timer);
+  const ms = performance.now() - t0;
+  assert.deepEqual(ids, m3.encode(text));
+  assert.ok(ticks.length >= 2, `only ${ticks.length} timer ticks in ${ms.toFixed(0)} ms`);
+  const gaps = ticks.map((t, i) => t - (ticks[i - 1] ?? t0));
+  // 10 ms slices; the bound is loose for a loaded machine (a blocking encode stalls ~600 ms here)
+  assert.ok(Math.max(...gaps) < 250, `longest stall ${Math.max(...gaps).toFixed(0)} ms`);
+  // stopAfter: the first ids of the full encoding, at least that many
+  const first = await m3.encodeAsync(text, { stopAfter: 1000 });
+  assert.ok(first.length >= 1000 && first.length < ids.length, `${first.length} ids`);
+  assert.deepEqual(first, ids.slice(0, first.length));
+});
+
+Deno.test("Tokenizer: ids out of range, negative or not integers are load errors", () => {
+  for (
+    const [bad, want] of [
+      [1e9, /id 1000000000; ids must be integers in 0\.\.6436/],
+      [
+        -1,
+        /id -1;/,
+      ],
+      ["5", /id "5";/],
+      [2.5, /id 2\.5;/],
+    ] as const
+  ) {
+    const json = m3.toJSON();
+    json.model.vocab = { ...json.model.vocab, "zz-extra": bad as number };
+    assert.throws(() => Tokenizer.fromJSON(json, m3.config), want);
+    const added = m3.toJSON();
+    added.added_tokens = [...added.added_tokens!, { id: bad as number, content: "<x>" }];
+    assert.throws(() => Tokenizer.fromJSON(added, m3.config), /added token "<x>" has id/);
+  }
 });

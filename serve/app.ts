@@ -4,11 +4,10 @@
  * @module
  */
 import { Hono } from "hono";
-import { cors } from "hono/cors";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { ApiError } from "./errors.ts";
 import { MiniMindEngine, type ServeModel } from "./engine.ts";
-import { apiKeyAuth, bodyLimit, renderError } from "./middleware.ts";
+import { apiKeyAuth, bodyLimit, jsonOnly, originGuard, renderError } from "./middleware.ts";
 import { chatCompletions, completions, modelEntry, type RouteDeps } from "./openai.ts";
 import { CHAT_PAGE_HTML } from "./page.ts";
 import { type Engine, Scheduler, type SchedulerOptions, type SchedulerStats } from "./scheduler.ts";
@@ -21,6 +20,7 @@ export const DEFAULT_LIMITS: RequestLimits = {
   maxCompletionTokens: 4096,
   maxMessages: 512,
   maxStop: 4,
+  bodyTimeoutMs: 30_000,
 };
 
 /** Default sampling (MiniMind's `serve_openai_api.py`: temperature 0.7, top_p 0.92; top_k 50). */
@@ -31,14 +31,38 @@ export const DEFAULT_REQUEST_DEFAULTS: RequestDefaults = {
   maxTokens: 512,
 };
 
+/**
+ * Refuses a tokenizer whose chat template does not render a one-message conversation: served,
+ * it would fail every chat request.
+ */
+function checkChatTemplate(tok: Tokenizer): void {
+  if (tok.config.chat_template === undefined) return; // /v1/chat/completions answers 500
+  try {
+    tok.applyChatTemplate([{ role: "user", content: "hi" }], { addGenerationPrompt: true });
+  } catch (e) {
+    throw new Error(`Cannot serve with this tokenizer's chat template: ${(e as Error).message}`);
+  }
+}
+
 /** What `createApp` needs. */
 export interface CreateAppOptions {
   /** The model: config + params (e.g. from `loadModel`). */
   model: ServeModel;
   /** The tokenizer (with its chat template). */
   tokenizer: Tokenizer;
-  /** Model id reported by `/v1/models` and accepted in requests (default "minimind"). */
+  /** Model id reported by `/v1/models`, carried by replies and accepted in requests (default "minimind"). */
   modelId?: string;
+  /**
+   * Other ids requests may name for the same model, also listed by `/v1/models` (default
+   * `["minimind"]`, the id the README's client examples use).
+   */
+  modelAliases?: string[];
+  /**
+   * Web origins, besides the server's own, whose pages may call `/v1` (e.g.
+   * `"http://localhost:3000"`, or `"*"` for any). Default none: a request that carries an
+   * `Origin` header from another site gets 403, so a page the user visits cannot drive the server.
+   */
+  corsOrigins?: string[];
   /** Require `Authorization: Bearer <apiKey>` on `/v1/*` (default: no key). */
   apiKey?: string | null;
   /** Request limits (defaults: {@link DEFAULT_LIMITS}). */
@@ -98,18 +122,25 @@ export interface ServeApp {
  * ```
  */
 export function createApp(options: CreateAppOptions): ServeApp {
+  if (options.apiKey === "") {
+    throw new Error("Invalid API key: empty (pass a non-empty key, or none for no authentication)");
+  }
+  checkChatTemplate(options.tokenizer);
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const defaults = { ...DEFAULT_REQUEST_DEFAULTS, ...options.defaults };
   const engine = options.engine ??
     new MiniMindEngine(options.model, { maxPositions: limits.maxContextTokens + 1 });
   const scheduler = new Scheduler(engine, options.scheduler);
   const tok = options.tokenizer;
+  tok.minTokens(""); // finds the longest token now rather than during the first request
   const stopIds = new Set<number>([options.model.cfg.eosTokenId]);
   if (tok.eosId >= 0) stopIds.add(tok.eosId);
+  const modelId = options.modelId ?? "minimind";
   const deps: RouteDeps = {
     scheduler,
     tokenizer: tok,
-    modelId: options.modelId ?? "minimind",
+    modelId,
+    modelIds: [...new Set([modelId, ...options.modelAliases ?? ["minimind"]])],
     created: Math.floor(Date.now() / 1000),
     limits,
     defaults,
@@ -124,24 +155,28 @@ export function createApp(options: CreateAppOptions): ServeApp {
     });
     return c.json(e.toBody(), 404);
   });
-  app.use("/v1/*", cors({ origin: "*", allowHeaders: ["Authorization", "Content-Type"] }));
+  app.use("/v1/*", originGuard({ allow: options.corsOrigins ?? [] }));
   if (options.apiKey) app.use("/v1/*", apiKeyAuth({ apiKey: options.apiKey }));
   app.use("/v1/*", bodyLimit({ maxBytes: limits.maxBodyBytes }));
+  app.use("/v1/*", jsonOnly());
 
   app.get("/health", (c) => {
     const s = scheduler.stats;
     return c.json({ status: "ok", model: deps.modelId, running: s.running, waiting: s.waiting });
   });
-  app.get("/v1/models", (c) => c.json({ object: "list", data: [modelEntry(deps)] }));
+  app.get(
+    "/v1/models",
+    (c) => c.json({ object: "list", data: deps.modelIds.map((id) => modelEntry(deps, id)) }),
+  );
   app.get("/v1/models/:id", (c) => {
     const id = c.req.param("id");
-    if (id !== deps.modelId) {
+    if (!deps.modelIds.includes(id)) {
       throw new ApiError(404, `The model '${id}' does not exist`, {
         param: "model",
         code: "model_not_found",
       });
     }
-    return c.json(modelEntry(deps));
+    return c.json(modelEntry(deps, id));
   });
   app.post("/v1/chat/completions", chatCompletions(deps));
   app.post("/v1/completions", completions(deps));
@@ -149,6 +184,7 @@ export function createApp(options: CreateAppOptions): ServeApp {
     app.on(["GET", "PUT", "DELETE", "PATCH"], path, (c) => {
       throw new ApiError(405, `Method ${c.req.method} is not allowed on ${path}; use POST`, {
         code: "method_not_allowed",
+        headers: { Allow: "POST, OPTIONS" },
       });
     });
   }

@@ -1,5 +1,8 @@
 import assert from "node:assert/strict";
-import { postJson, sseData, tinyApp } from "../tests/_serve.ts";
+import { postJson, sseData, tinyApp, tinyModel, tokenizer } from "../tests/_serve.ts";
+import { Tokenizer } from "../data/tokenizer.ts";
+import { createApp } from "./app.ts";
+import { cpuBackend } from "../nn/backend/cpu/mod.ts";
 
 const HELLO = [{ role: "user", content: "你好" }];
 
@@ -317,6 +320,7 @@ Deno.test("serve: body and token limits (413, context_length_exceeded, max_token
 
 Deno.test("serve: API key (Bearer) guards /v1, OpenAI-style 401; /health and / stay public", async () => {
   const app = await tinyApp({ apiKey: "sk-test-123" });
+  const tok = await tokenizer();
   try {
     const none = await app.request("/v1/models");
     assert.equal(none.status, 401);
@@ -342,13 +346,7 @@ Deno.test("serve: API key (Bearer) guards /v1, OpenAI-style 401; /health and / s
     await chatRes.body?.cancel();
     assert.equal((await app.request("/health")).status, 200);
     assert.equal((await app.request("/")).status, 200);
-    // CORS preflight needs no key
-    const pre = await app.request("/v1/chat/completions", {
-      method: "OPTIONS",
-      headers: { origin: "http://example.test", "access-control-request-method": "POST" },
-    });
-    assert.equal(pre.status, 204);
-    assert.equal(pre.headers.get("access-control-allow-origin"), "*");
+    assert.throws(() => createApp({ model: tinyModel(), tokenizer: tok, apiKey: "" }), /empty/);
   } finally {
     await app.close();
   }
@@ -595,6 +593,210 @@ Deno.test("serve: repetition_penalty and unfiltered sampling reach the sampler",
       ) text += piece;
       assert.equal(r.choices[0].message.content, text, JSON.stringify(s));
     }
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: /v1/models lists the given id and the 'minimind' alias; requests may name either", async () => {
+  const app = await tinyApp({ modelId: "full_sft_192" });
+  try {
+    const m = await (await app.request("/v1/models")).json();
+    assert.deepEqual(m.data.map((x: { id: string }) => x.id), ["full_sft_192", "minimind"]);
+    assert.equal((await app.request("/v1/models/minimind")).status, 200);
+    assert.equal((await app.request("/v1/models/full_sft_192")).status, 200);
+    for (const model of ["minimind", "full_sft_192"]) {
+      const r = await postJson(app, "/v1/chat/completions", {
+        model,
+        messages: HELLO,
+        max_tokens: 2,
+      });
+      assert.equal(r.status, 200, await r.clone().text());
+      assert.equal((await r.json()).model, "full_sft_192");
+    }
+    const bad = await postJson(app, "/v1/chat/completions", { model: "gpt-4", messages: HELLO });
+    assert.equal(bad.status, 400);
+    assert.match((await bad.json()).error.message, /serves 'full_sft_192' \(alias 'minimind'\)/);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: other web origins get 403 (preflight, text/plain), own page and --cors origins pass; POST must be JSON", async () => {
+  const app = await tinyApp();
+  const open = await tinyApp({ corsOrigins: ["http://localhost:3000"] });
+  const body = JSON.stringify({ messages: HELLO, max_tokens: 1 });
+  try {
+    const pre = await app.request("/v1/chat/completions", {
+      method: "OPTIONS",
+      headers: { origin: "http://evil.test", "access-control-request-method": "POST" },
+    });
+    assert.equal(pre.status, 403);
+    assert.equal(pre.headers.get("access-control-allow-origin"), null);
+    // a "simple" cross-site POST needs no preflight: it must be refused too
+    const simple = await app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { origin: "http://evil.test", "content-type": "text/plain" },
+      body,
+    });
+    assert.equal(simple.status, 403);
+    const err = (await simple.json()).error;
+    assert.equal(err.code, "origin_not_allowed");
+    assert.match(err.message, /--cors http:\/\/evil\.test/);
+    assert.equal(app.stats().steps, 0, "nothing ran");
+    // the server's own page (same host and port) and clients without an Origin pass
+    const own = await app.request("http://localhost/v1/models", {
+      headers: { origin: "http://localhost" },
+    });
+    assert.equal(own.status, 200);
+    assert.equal(own.headers.get("access-control-allow-origin"), null);
+    // text/plain from a non-browser client: 415
+    const plain = await app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { "content-type": "text/plain" },
+      body,
+    });
+    assert.equal(plain.status, 415);
+    assert.equal((await plain.json()).error.code, "unsupported_media_type");
+    // --cors: the allowed origin gets CORS headers, others still 403
+    const allowed = await open.request("/v1/chat/completions", {
+      method: "OPTIONS",
+      headers: { origin: "http://localhost:3000", "access-control-request-method": "POST" },
+    });
+    assert.equal(allowed.status, 204);
+    assert.equal(allowed.headers.get("access-control-allow-origin"), "http://localhost:3000");
+    const other = await open.request("/v1/models", { headers: { origin: "http://evil.test" } });
+    assert.equal(other.status, 403);
+    await other.body?.cancel();
+  } finally {
+    await app.close();
+    await open.close();
+  }
+});
+
+Deno.test("serve: a broken chat template refuses to start; failing at request time is a 500", async () => {
+  const tok = await tokenizer();
+  const broken = Tokenizer.fromJSON(tok.toJSON(), { ...tok.config, chat_template: "{% for %}" });
+  assert.throws(
+    () => createApp({ model: tinyModel(), tokenizer: broken }),
+    /Cannot serve with this tokenizer's chat template: Cannot parse chat template/,
+  );
+  // renders the probe conversation, fails on a system message: the server's fault, not the client's
+  const picky = Tokenizer.fromJSON(tok.toJSON(), {
+    ...tok.config,
+    chat_template: "{% for m in messages %}{% if m.role == 'system' %}{{ m.content.nope() }}" +
+      "{% endif %}{{ m.content }}{% endfor %}",
+  });
+  const app = createApp({ model: tinyModel(), tokenizer: picky });
+  try {
+    const r = await postJson(app, "/v1/chat/completions", {
+      messages: [{ role: "system", content: "s" }, ...HELLO],
+      max_tokens: 1,
+    });
+    assert.equal(r.status, 500);
+    const e = (await r.json()).error;
+    assert.equal(e.type, "server_error");
+    assert.equal(e.code, "chat_template_error");
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: deep tool schemas blame 'tools', 1e309 is named, 405 has Allow", async () => {
+  const app = await tinyApp();
+  try {
+    let schema: unknown = { type: "string" };
+    for (let i = 0; i < 100; i++) schema = { type: "object", properties: { a: schema } };
+    const deep = await postJson(app, "/v1/chat/completions", {
+      messages: HELLO,
+      tools: [{ type: "function", function: { name: "f", parameters: schema } }],
+    });
+    assert.equal(deep.status, 400);
+    const e = (await deep.json()).error;
+    assert.equal(e.param, "tools[0]");
+    assert.match(e.message, /nested more than 32 levels/);
+    const huge = await postJson(
+      app,
+      "/v1/chat/completions",
+      '{"messages":[{"role":"user","content":"hi"}],"temperature":1e309}',
+    );
+    assert.equal(huge.status, 400);
+    const he = (await huge.json()).error;
+    assert.equal(he.param, "temperature");
+    assert.match(he.message, /got Infinity \(a number outside the range of a double\)/);
+    const hugeInt = await postJson(
+      app,
+      "/v1/chat/completions",
+      '{"messages":[{"role":"user","content":"hi"}],"max_tokens":-1e309}',
+    );
+    assert.match((await hugeInt.json()).error.message, /expected an integer, got -Infinity/);
+    const get = await app.request("/v1/completions", { method: "PUT" });
+    assert.equal(get.status, 405);
+    assert.equal(get.headers.get("allow"), "POST, OPTIONS");
+    await get.body?.cancel();
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: a body that stops arriving gets 408; a client gone mid-body a 400, not a logged 500", async () => {
+  const app = await tinyApp({ limits: { bodyTimeoutMs: 200 } });
+  const logged: unknown[] = [];
+  const origError = console.error;
+  console.error = (...a: unknown[]) => logged.push(a);
+  try {
+    const enc = new TextEncoder();
+    const slow = new ReadableStream<Uint8Array>({
+      start(c) {
+        c.enqueue(enc.encode('{"messages": ['));
+      }, // and nothing more
+    });
+    const t0 = performance.now();
+    const r = await app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: slow,
+    });
+    assert.equal(r.status, 408);
+    assert.equal((await r.json()).error.code, "request_timeout");
+    assert.ok(performance.now() - t0 < 2000);
+    const broken = new ReadableStream<Uint8Array>({
+      pull(c) {
+        c.enqueue(enc.encode('{"messages": ['));
+        c.error(new Error("connection reset"));
+      },
+    });
+    const r2 = await app.request("/v1/chat/completions", {
+      method: "POST",
+      headers: { "content-type": "application/json" },
+      body: broken,
+    });
+    assert.equal(r2.status, 400);
+    assert.equal((await r2.json()).error.code, "request_body_unreadable");
+    assert.deepEqual(logged, []);
+  } finally {
+    console.error = origError;
+    await app.close();
+  }
+});
+
+Deno.test("serve: when the last request ends the CPU pool is given back", async () => {
+  const app = await tinyApp({ scheduler: { maxBatch: 8 } });
+  try {
+    cpuBackend.emptyPool();
+    // 8 rows decode together: their [8, 6400] logits recur every step and are pooled
+    const replies = await Promise.all(
+      [1, 2, 3, 4, 5, 6, 7, 8].map((seed) =>
+        postJson(app, "/v1/chat/completions", { messages: HELLO, max_tokens: 12, seed })
+          .then((r) => r.json())
+      ),
+    );
+    assert.ok(replies.every((r) => r.usage.completion_tokens === 12));
+    for (let i = 0; i < 50 && app.stats().running + app.stats().waiting > 0; i++) {
+      await new Promise((r) => setTimeout(r, 10));
+    }
+    await new Promise((r) => setTimeout(r, 20)); // the loop notices it is idle
+    assert.equal(cpuBackend.pooledBytes, 0);
   } finally {
     await app.close();
   }

@@ -9,6 +9,7 @@
  */
 // B = rows, S = cache length, V = vocab size
 import { tensor } from "../nn/creation.ts";
+import { defaultBackend } from "../nn/backend/select.ts";
 import { keep, scope } from "../nn/scope.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { sliceAxis } from "../nn/ops/movement.ts";
@@ -183,6 +184,11 @@ export class MiniMindEngine implements Engine {
     this.#cache = state.cache; // decodeStep disposed the old one
     for (const r of rs) r.length++;
     return logits;
+  }
+
+  /** No request is left: the backend gives back the arrays it kept for reuse (the CPU pool). */
+  idle(): void {
+    defaultBackend().trim?.();
   }
 
   /** Frees the shared cache and every pending row. */

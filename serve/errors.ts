@@ -5,7 +5,7 @@
  */
 
 /** The HTTP statuses the server answers errors with. */
-export type ErrorStatus = 400 | 401 | 404 | 405 | 413 | 429 | 500 | 503;
+export type ErrorStatus = 400 | 401 | 403 | 404 | 405 | 408 | 413 | 415 | 429 | 500 | 503;
 
 /** The JSON body of an error reply. */
 export interface ErrorBody {
@@ -25,9 +25,12 @@ export interface ErrorBody {
 const TYPES: Record<ErrorStatus, string> = {
   400: "invalid_request_error",
   401: "authentication_error",
+  403: "permission_error",
   404: "not_found_error",
   405: "invalid_request_error",
+  408: "invalid_request_error",
   413: "invalid_request_error",
+  415: "invalid_request_error",
   429: "rate_limit_error",
   500: "server_error",
   503: "server_error",

@@ -4,6 +4,7 @@
  * @module
  */
 import type { Context, MiddlewareHandler, Next } from "hono";
+import { cors } from "hono/cors";
 import { ApiError } from "./errors.ts";
 
 /** Options of {@link apiKeyAuth}. */
@@ -70,6 +71,76 @@ export function bodyLimit(options: BodyLimitOptions): MiddlewareHandler {
         `Request body of ${n} bytes is larger than the limit of ${options.maxBytes} bytes`,
         { code: "request_too_large" },
       );
+    }
+    await next();
+  };
+}
+
+/** Options of {@link originGuard}. */
+export interface OriginGuardOptions {
+  /** Web origins allowed besides the server's own (`"*"`: any). */
+  allow: readonly string[];
+}
+
+/** Whether a browser's `Origin` is the server's own (same host and port as the request's URL). */
+function sameOrigin(origin: string, c: Context): boolean {
+  try {
+    return new URL(origin).host === new URL(c.req.url).host;
+  } catch {
+    return false; // "null" (a sandboxed frame, a file:// page) or garbage
+  }
+}
+
+/**
+ * Lets browsers call the API only from the server's own page and the allowed origins (CORS
+ * headers for those); a request whose `Origin` is another site gets 403 before anything runs.
+ * Requests without an `Origin` (curl, SDKs, servers) pass. Like Ollama's `OLLAMA_ORIGINS`.
+ *
+ * @param options the allowed origins
+ * @returns the middleware
+ */
+export function originGuard(options: OriginGuardOptions): MiddlewareHandler {
+  const any = options.allow.includes("*");
+  const allowed = new Set(options.allow.map((o) => o.replace(/\/+$/, "")));
+  const corsHeaders = cors({
+    origin: any ? "*" : (o) => allowed.has(o) ? o : null,
+    allowHeaders: ["Authorization", "Content-Type"],
+    allowMethods: ["GET", "POST", "OPTIONS"],
+  });
+  return async function originGuardMiddleware(c: Context, next: Next): Promise<Response | void> {
+    const origin = c.req.header("origin");
+    if (origin === undefined || (!any && !allowed.has(origin) && sameOrigin(origin, c))) {
+      return await next();
+    }
+    if (any || allowed.has(origin)) return await corsHeaders(c, next);
+    throw new ApiError(
+      403,
+      `Requests from the web origin ${origin} are not allowed: the API answers its own page and ` +
+        `non-browser clients; start the server with --cors ${origin} to let that site call it`,
+      { code: "origin_not_allowed" },
+    );
+  };
+}
+
+/**
+ * Answers 415 to a POST whose body is not declared JSON (`application/json` or `…+json`): a
+ * web page can send `text/plain` to any address without asking first, JSON it cannot.
+ *
+ * @returns the middleware
+ */
+export function jsonOnly(): MiddlewareHandler {
+  return async function jsonOnlyMiddleware(c: Context, next: Next): Promise<void> {
+    if (c.req.method === "POST") {
+      const type = c.req.header("content-type") ?? "";
+      if (!/^application\/([\w.-]+\+)?json\s*(;|$)/i.test(type)) {
+        throw new ApiError(
+          415,
+          `Unsupported Content-Type ${
+            type ? JSON.stringify(type) : "(none)"
+          }: send the body as application/json`,
+          { code: "unsupported_media_type" },
+        );
+      }
     }
     await next();
   };

@@ -26,8 +26,10 @@ export interface RouteDeps {
   scheduler: Scheduler;
   /** Tokenizer with a chat template. */
   tokenizer: Tokenizer;
-  /** The served model id. */
+  /** The served model id (replies carry it). */
   modelId: string;
+  /** Every id requests may name: `modelId` first, then its aliases (listed by `/v1/models`). */
+  modelIds: readonly string[];
   /** Unix seconds of start-up (`created` of the model). */
   created: number;
   /** Request limits. */
@@ -60,13 +62,15 @@ function newId(prefix: string): string {
 
 /**
  * Reads and parses a JSON body, enforcing the byte limit while reading (a missing or lying
- * Content-Length cannot get past it).
+ * Content-Length cannot get past it) and a deadline for the whole body (a client that sends
+ * slowly cannot hold the connection). A client that goes away mid-body gets a 400, not a 500.
  *
  * @param c the request context
  * @param maxBytes the limit
+ * @param timeoutMs the deadline for receiving the body (default 30 s)
  * @returns the parsed value
  */
-export async function readJson(c: Context, maxBytes: number): Promise<unknown> {
+export async function readJson(c: Context, maxBytes: number, timeoutMs = 30_000): Promise<unknown> {
   const tooLarge = (n: number | string) =>
     new ApiError(413, `Request body of ${n} bytes is larger than the limit of ${maxBytes} bytes`, {
       code: "request_too_large",
@@ -77,16 +81,40 @@ export async function readJson(c: Context, maxBytes: number): Promise<unknown> {
   if (!body) throw badRequest(null, "Missing request body: expected a JSON object");
   const reader = body.getReader();
   const parts: Uint8Array[] = [];
-  let n = 0;
-  for (;;) {
-    const { done, value } = await reader.read();
-    if (done) break;
-    n += value.length;
-    if (n > maxBytes) {
-      await reader.cancel().catch(() => {});
-      throw tooLarge(`more than ${maxBytes}`);
+  let n = 0, timer: ReturnType<typeof setTimeout> | undefined;
+  const timedOut = new Promise<"timeout">((resolve) => {
+    timer = setTimeout(() => resolve("timeout"), timeoutMs);
+  });
+  try {
+    for (;;) {
+      let r: ReadableStreamReadResult<Uint8Array> | "timeout";
+      try {
+        r = await Promise.race([reader.read(), timedOut]);
+      } catch (e) {
+        throw new ApiError(
+          400,
+          `The request body could not be read (the client went away?): ${(e as Error).message}`,
+          { code: "request_body_unreadable" },
+        );
+      }
+      if (r === "timeout") {
+        reader.cancel().catch(() => {});
+        throw new ApiError(
+          408,
+          `The request body did not arrive within ${timeoutMs / 1000} s (${n} bytes received)`,
+          { code: "request_timeout" },
+        );
+      }
+      if (r.done) break;
+      n += r.value.length;
+      if (n > maxBytes) {
+        await reader.cancel().catch(() => {});
+        throw tooLarge(`more than ${maxBytes}`);
+      }
+      parts.push(r.value);
     }
-    parts.push(value);
+  } finally {
+    clearTimeout(timer);
   }
   const all = new Uint8Array(n);
   let o = 0;
@@ -109,10 +137,12 @@ export async function readJson(c: Context, maxBytes: number): Promise<unknown> {
 }
 
 function checkModel(deps: RouteDeps, model: string | null): void {
-  if (model !== null && model !== deps.modelId) {
+  if (model !== null && !deps.modelIds.includes(model)) {
     throw new ApiError(
       400,
-      `The model '${model}' does not exist; this server serves '${deps.modelId}'`,
+      `The model '${model}' does not exist; this server serves ${
+        deps.modelIds.map((id) => `'${id}'`).join(" (alias ")
+      }${deps.modelIds.length > 1 ? ")" : ""}`,
       {
         param: "model",
         code: "model_not_found",
@@ -129,14 +159,8 @@ function budget(
   fallback: number,
   param: string,
 ): number {
-  const ctx = Math.min(deps.limits.maxContextTokens, deps.scheduler.engine.maxPositions);
-  if (promptLen >= ctx) {
-    throw new ApiError(
-      400,
-      `This model's context is ${ctx} tokens; the prompt has ${promptLen} tokens, leaving no room for a reply`,
-      { param, code: "context_length_exceeded" },
-    );
-  }
+  const ctx = contextTokens(deps);
+  if (promptLen >= ctx) throw contextExceeded(ctx, promptLen, param);
   return Math.max(1, Math.min(asked ?? fallback, ctx - promptLen));
 }
 
@@ -159,7 +183,14 @@ function submit(
   });
 }
 
-function chatPrompt(deps: RouteDeps, req: ChatRequest): number[] {
+function chatPrompt(deps: RouteDeps, req: ChatRequest): Promise<number[]> {
+  // every template renders the last user message (the question): if it alone cannot fit, refuse
+  // before rendering, whose string work on a 1 MB message takes tens of ms
+  const last = req.messages.findLast((m) => m.role === "user");
+  if (last) {
+    const ctx = contextTokens(deps), least = deps.tokenizer.minTokens(last.content.trim());
+    if (least >= ctx) throw contextExceeded(ctx, `at least ${least}`, "messages");
+  }
   let text: string;
   try {
     text = deps.tokenizer.applyChatTemplate(req.messages, {
@@ -168,9 +199,43 @@ function chatPrompt(deps: RouteDeps, req: ChatRequest): number[] {
       openThinking: req.openThinking,
     });
   } catch (e) {
-    throw badRequest("messages", `Cannot apply the chat template: ${(e as Error).message}`);
+    // the request was validated: a template that fails on it is the server's fault
+    throw new ApiError(500, `The server's chat template failed: ${(e as Error).message}`, {
+      code: "chat_template_error",
+    });
   }
-  return deps.tokenizer.encode(text, { addSpecialTokens: false });
+  return encodePrompt(deps, text, "messages");
+}
+
+/**
+ * Tokenizes a prompt without stalling the server: a text that cannot fit the context (by a
+ * lower bound on its token count) is refused before encoding, and encoding yields to the event
+ * loop every few milliseconds.
+ */
+async function encodePrompt(deps: RouteDeps, text: string, param: string): Promise<number[]> {
+  const ctx = contextTokens(deps);
+  const least = deps.tokenizer.minTokens(text);
+  if (least >= ctx) throw contextExceeded(ctx, `at least ${least}`, param);
+  // stops at the context length: the rest cannot change the answer (too long)
+  const ids = await deps.tokenizer.encodeAsync(text, {
+    addSpecialTokens: false,
+    sliceMs: 5,
+    stopAfter: ctx,
+  });
+  if (ids.length >= ctx) throw contextExceeded(ctx, `at least ${ids.length}`, param);
+  return ids;
+}
+
+function contextTokens(deps: RouteDeps): number {
+  return Math.min(deps.limits.maxContextTokens, deps.scheduler.engine.maxPositions);
+}
+
+function contextExceeded(ctx: number, promptLen: number | string, param: string): ApiError {
+  return new ApiError(
+    400,
+    `This model's context is ${ctx} tokens; the prompt has ${promptLen} tokens, leaving no room for a reply`,
+    { param, code: "context_length_exceeded" },
+  );
 }
 
 function toolCallDeltas(calls: ToolCall[]): unknown[] {
@@ -192,12 +257,12 @@ function chatFinish(f: "stop" | "length" | "cancelled", calls: ToolCall[]): stri
 export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Response> {
   return async function chatCompletionsHandler(c: Context): Promise<Response> {
     const req = parseChatRequest(
-      await readJson(c, deps.limits.maxBodyBytes),
+      await readJson(c, deps.limits.maxBodyBytes, deps.limits.bodyTimeoutMs),
       deps.defaults,
       deps.limits,
     );
     checkModel(deps, req.model);
-    const promptIds = chatPrompt(deps, req);
+    const promptIds = await chatPrompt(deps, req);
     const maxTokens = budget(
       deps,
       promptIds.length,
@@ -274,14 +339,14 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
 export function completions(deps: RouteDeps): (c: Context) => Promise<Response> {
   return async function completionsHandler(c: Context): Promise<Response> {
     const req = parseCompletionRequest(
-      await readJson(c, deps.limits.maxBodyBytes),
+      await readJson(c, deps.limits.maxBodyBytes, deps.limits.bodyTimeoutMs),
       deps.defaults,
       deps.limits,
     );
     checkModel(deps, req.model);
     let promptIds: number[];
     if (typeof req.prompt === "string") {
-      promptIds = deps.tokenizer.encode(req.prompt, { addSpecialTokens: false });
+      promptIds = await encodePrompt(deps, req.prompt, "prompt");
       if (promptIds.length === 0) {
         throw badRequest("prompt", "Invalid 'prompt': it encodes to no tokens");
       }
@@ -370,7 +435,13 @@ async function failStream(s: SSE, job: Job, e: unknown): Promise<void> {
   await s.writeSSE({ data: "[DONE]" }).catch(() => {});
 }
 
-/** The `/v1/models` entry of the served model. */
-export function modelEntry(deps: Pick<RouteDeps, "modelId" | "created">): Record<string, unknown> {
-  return { id: deps.modelId, object: "model", created: deps.created, owned_by: "minimind" };
+/**
+ * The `/v1/models` entry of one id of the served model.
+ *
+ * @param deps start-up time
+ * @param id the model id or an alias
+ * @returns the entry
+ */
+export function modelEntry(deps: Pick<RouteDeps, "created">, id: string): Record<string, unknown> {
+  return { id, object: "model", created: deps.created, owned_by: "minimind" };
 }

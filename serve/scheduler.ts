@@ -47,6 +47,8 @@ export interface Engine {
   decode(rows: readonly EngineRow[], tokens: readonly number[]): Tensor;
   /** Frees a row's cache. */
   release(row: EngineRow): void;
+  /** Called when no request is left: give back memory kept for the next ones (optional). */
+  idle?(): void;
 }
 
 /** Why a generation ended. */
@@ -375,7 +377,10 @@ export class Scheduler {
   async #run(): Promise<void> {
     while (!this.#closed) {
       this.#reap();
-      if (this.#running.length === 0 && this.#waiting.length === 0) break;
+      if (this.#running.length === 0 && this.#waiting.length === 0) {
+        this.#engine.idle?.();
+        break;
+      }
       await this.#admit();
       this.#reap();
       if (this.#running.length) await this.#step();

@@ -60,6 +60,8 @@ export interface RequestLimits {
   maxMessages: number;
   /** Most stop sequences. */
   maxStop: number;
+  /** Longest time to receive a whole request body, in ms (408 after it). */
+  bodyTimeoutMs: number;
 }
 
 /** What chat and legacy completion requests share, validated. */
@@ -106,6 +108,10 @@ type Json = Record<string, unknown>;
 
 function kind(v: unknown): string {
   if (v === null) return "null";
+  // JSON.parse turns a literal beyond the double range (1e309) into ±Infinity
+  if (typeof v === "number" && !Number.isFinite(v)) {
+    return `${v} (a number outside the range of a double)`;
+  }
   if (Array.isArray(v)) return "array";
   return typeof v;
 }
@@ -140,7 +146,8 @@ function optInteger(body: Json, field: string, min: number, max: number): number
   const v = body[field];
   if (v === undefined || v === null) return undefined;
   if (typeof v !== "number" || !Number.isInteger(v)) {
-    throw badRequest(field, `Invalid '${field}': expected an integer, got ${JSON.stringify(v)}`);
+    const got = typeof v === "number" && Number.isFinite(v) ? String(v) : kind(v);
+    throw badRequest(field, `Invalid '${field}': expected an integer, got ${got}`);
   }
   if (v < min || v > max) {
     throw badRequest(field, `Invalid '${field}': ${v} is out of range; expected ${min}..${max}`);
@@ -373,6 +380,23 @@ function parseMessages(body: Json, limits: RequestLimits): TemplateMessage[] {
   });
 }
 
+/** Deepest nesting of objects and arrays a tool definition may have (its JSON schema included). */
+export const MAX_TOOL_DEPTH = 32;
+
+/** Nesting depth of `v` (a scalar is 0), counted without recursion and only up to `limit + 1`. */
+function nestingDepth(v: unknown, limit: number): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[v, 0]];
+  while (stack.length) {
+    const [x, d] = stack.pop()!;
+    if (typeof x !== "object" || x === null) continue;
+    if (d + 1 > deepest) deepest = d + 1;
+    if (deepest > limit) return deepest;
+    for (const child of Array.isArray(x) ? x : Object.values(x)) stack.push([child, d + 1]);
+  }
+  return deepest;
+}
+
 function parseTools(body: Json): Record<string, unknown>[] | null {
   const v = body.tools;
   if (v === undefined || v === null) return null;
@@ -383,6 +407,13 @@ function parseTools(body: Json): Record<string, unknown>[] | null {
   v.forEach((t, i) => {
     const p = `tools[${i}]`;
     if (!isObject(t)) throw badRequest(p, `Invalid '${p}': expected an object, got ${kind(t)}`);
+    const depth = nestingDepth(t, MAX_TOOL_DEPTH);
+    if (depth > MAX_TOOL_DEPTH) {
+      throw badRequest(
+        p,
+        `Invalid '${p}': nested more than ${MAX_TOOL_DEPTH} levels deep; at most ${MAX_TOOL_DEPTH}`,
+      );
+    }
     if (t.type !== "function") {
       throw badRequest(
         `${p}.type`,

@@ -3,6 +3,7 @@
  * generation from op examples, fixture paths.
  * @module
  */
+import { fileURLToPath } from "node:url";
 import type { DType, TypedArray } from "../nn/dtype.ts";
 import { allocArray } from "../nn/dtype.ts";
 import type { InputSpec } from "../nn/op.ts";
@@ -12,9 +13,17 @@ import { normalArray, uniformArray } from "../nn/random.ts";
 import type { Key } from "../nn/random.ts";
 import { sizeOf } from "../nn/shape.ts";
 
-/** Absolute path of a file under ../shared/fixtures (CI keeps shared/ beside the checkout). */
+/**
+ * Absolute path of a test fixture, all of them in this repository: `golden/…` and `vectors/…` under
+ * tests/fixtures/, and `minimind/<name>…` (MiniMind's tokenizers) under tokenizers/ at the root,
+ * where the CLIs and the README use them too.
+ */
 export function fixture(rel: string): string {
-  return new URL(`../../shared/fixtures/${rel}`, import.meta.url).pathname;
+  const tokenizer = /^minimind\/(.*)$/.exec(rel);
+  const url = tokenizer
+    ? new URL(`../tokenizers/${tokenizer[1]}`, import.meta.url)
+    : new URL(`fixtures/${rel}`, import.meta.url);
+  return fileURLToPath(url);
 }
 
 /** Result of comparing two arrays. */

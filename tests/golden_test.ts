@@ -1,5 +1,5 @@
 /**
- * Golden tests against the PyTorch reference (../shared/fixtures/golden, see its README): for the
+ * Golden tests against the PyTorch reference (tests/fixtures/golden, see its README): for the
  * model cases v2_dense, v2_moe, m3_dense, m3_moe compare logits, loss, aux loss and every
  * parameter gradient (from the public `valueAndGrad(f, {hasAux: true})` over `forward(…, {train:
  * true})` + `lossFromLogits` + auxLoss), the residual stream, KV-cache decode logits, YaRN logits

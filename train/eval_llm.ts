@@ -67,17 +67,61 @@ export const TEST_PROMPTS: readonly string[] = [
 
 const COMMAND = "deno task eval";
 
-async function readLine(prompt: string): Promise<string | null> {
-  await Deno.stdout.write(new TextEncoder().encode(prompt));
-  const buf = new Uint8Array(4096);
-  let line = "";
-  const dec = new TextDecoder();
-  for (;;) {
-    const n = await Deno.stdin.read(buf);
-    if (n === null) return line.length ? line : null;
-    line += dec.decode(buf.subarray(0, n), { stream: true });
-    const nl = line.indexOf("\n");
-    if (nl >= 0) return line.slice(0, nl).replace(/\r$/, "");
+/** Something bytes can be written to (`Deno.stdout`), possibly fewer than given per call. */
+export interface ByteWriter {
+  /** Writes some of `p`; resolves to how many bytes it took. */
+  write(p: Uint8Array): Promise<number>;
+}
+
+/**
+ * Writes all of `text`: a single `write` may take only part of the bytes (a terminal often does),
+ * and what it leaves must not be lost.
+ *
+ * @param w the writer
+ * @param text the text
+ * @returns when every byte is written
+ */
+export async function writeAll(w: ByteWriter, text: string): Promise<void> {
+  let bytes = new TextEncoder().encode(text);
+  while (bytes.length > 0) bytes = bytes.subarray(await w.write(bytes));
+}
+
+/**
+ * Reads lines from a byte stream, keeping what one read brought beyond the line for the next
+ * call (piped input arrives many lines per read).
+ */
+export class LineReader {
+  readonly #src: { read(p: Uint8Array): Promise<number | null> };
+  readonly #dec = new TextDecoder();
+  readonly #buf = new Uint8Array(4096);
+  #pending = "";
+  #ended = false;
+
+  /** @param src where bytes come from (`Deno.stdin`) */
+  constructor(src: { read(p: Uint8Array): Promise<number | null> }) {
+    this.#src = src;
+  }
+
+  /** The next line without its line ending, or null at the end of the input. */
+  async next(): Promise<string | null> {
+    for (;;) {
+      const nl = this.#pending.indexOf("\n");
+      if (nl >= 0) {
+        const line = this.#pending.slice(0, nl).replace(/\r$/, "");
+        this.#pending = this.#pending.slice(nl + 1);
+        return line;
+      }
+      if (this.#ended) {
+        const rest = this.#pending;
+        this.#pending = "";
+        return rest.length ? rest : null;
+      }
+      const n = await this.#src.read(this.#buf);
+      if (n === null) {
+        this.#ended = true;
+        this.#pending += this.#dec.decode();
+      } else this.#pending += this.#dec.decode(this.#buf.subarray(0, n), { stream: true });
+    }
   }
 }
 
@@ -124,6 +168,11 @@ export async function main(argv: readonly string[]): Promise<number> {
   const raw = /pretrain/.test(a.weight) && a.load_from === "model" ||
     /pretrain/.test(path.split("/").pop() ?? "");
 
+  const stdin = new LineReader(Deno.stdin);
+  const readLine = async (prompt: string) => {
+    await writeAll(Deno.stdout, prompt);
+    return await stdin.next();
+  };
   let mode = a.mode;
   if (mode === "ask") {
     if (!Deno.stdin.isTerminal()) mode = "auto";
@@ -144,7 +193,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       });
     const t0 = performance.now();
     let n = 0, reply = "";
-    await Deno.stdout.write(new TextEncoder().encode("🤖: "));
+    await writeAll(Deno.stdout, "🤖: ");
     for await (
       const piece of generate(model, [text], {
         maxNewTokens: a.max_new_tokens,
@@ -157,7 +206,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     ) {
       n++;
       reply += piece.text;
-      if (piece.text) await Deno.stdout.write(new TextEncoder().encode(piece.text));
+      if (piece.text) await writeAll(Deno.stdout, piece.text);
     }
     const s = (performance.now() - t0) / 1000;
     console.log(a.show_speed ? `\n[Speed]: ${(n / s).toFixed(2)} tokens/s\n` : "\n");

@@ -87,6 +87,12 @@ export function lmFlags(d: LmDefaults) {
       help: "micro-batches per optimizer update",
     },
     grad_clip: { type: "float", default: 1.0, min: 0, help: "global-norm clip (0 = off)" },
+    warmup_steps: {
+      type: "int",
+      default: 0,
+      min: 0,
+      help: "linear lr warmup over N steps, then cosine to lr/10 (0 = get_lr, no warmup)",
+    },
     log_interval: { type: "int", default: 100, min: 1, help: "log every N steps" },
     save_interval: { type: "int", default: 1000, min: 1, help: "save every N steps" },
     hidden_size: { type: "int", default: 512, min: 8, help: "model width" },
@@ -151,6 +157,37 @@ export type LmArgs = Flags<ReturnType<typeof lmFlags>>;
  */
 export async function selectDevice(device: string): Promise<string> {
   return (await setBackendFromFlag(device)).name;
+}
+
+/** `--from_weight`'s path, which must exist. */
+async function existingFromWeight(a: LmArgs): Promise<string> {
+  const path = fromWeightPath(a);
+  if (!(await Deno.stat(path).catch(() => null))) {
+    throw new UsageError(
+      `Cannot start from --from_weight ${a.from_weight}: ${path} does not exist ` +
+        `(train it first, pass a path, or use --from_weight none)`,
+    );
+  }
+  return path;
+}
+
+/**
+ * Checks the paths the flags name before anything slow runs (training a tokenizer, building the
+ * corpus, loading a model): `--data_path`, `--tokenizer_path` and `--from_weight` must exist.
+ *
+ * @param a parsed flags
+ * @returns when every named input exists
+ */
+export async function checkInputs(a: LmArgs): Promise<void> {
+  for (const [flag, path] of [["data_path", a.data_path], ["tokenizer_path", a.tokenizer_path]]) {
+    if (path === undefined) continue;
+    const info = await Deno.stat(path).catch(() => null);
+    if (!info) throw new UsageError(`Invalid --${flag} ${path}: no such file or folder`);
+    if (flag === "data_path" && !info.isFile) {
+      throw new UsageError(`Invalid --data_path ${path}: a JSONL file is expected, not a folder`);
+    }
+  }
+  if (a.from_weight !== "none") await existingFromWeight(a);
 }
 
 /** The default tokenizer folder. */
@@ -309,13 +346,7 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
     cfg = configFromArgs(a, tokenizer.vocabSize);
     params = input.initialParams ?? init(cfg, key(a.seed)) as unknown as Tree;
   } else {
-    const path = fromWeightPath(a);
-    if (!(await Deno.stat(path).catch(() => null))) {
-      throw new UsageError(
-        `Cannot start from --from_weight ${a.from_weight}: ${path} does not exist ` +
-          `(train it first, pass a path, or use --from_weight none)`,
-      );
-    }
+    const path = await existingFromWeight(a);
     const m = await loadModel(path);
     cfg = m.cfg;
     params = m.params as unknown as Tree;
@@ -390,6 +421,7 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
     params,
     epochs: a.epochs,
     learningRate: a.learning_rate,
+    warmupSteps: a.warmup_steps,
     logInterval: a.log_interval,
     saveInterval: a.save_interval,
     resume: a.from_resume,

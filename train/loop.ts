@@ -20,7 +20,8 @@ import { dispose } from "../nn/tree.ts";
 import { scope } from "../nn/scope.ts";
 import type { Batch, DataLoader } from "../data/loader.ts";
 import { disposeOutput, disposeReplaced } from "./step.ts";
-import { getLr } from "./schedule.ts";
+import { getLr, type Schedule, warmupCosine } from "./schedule.ts";
+import { UsageError } from "../cli.ts";
 import { loadResume, saveResume } from "./checkpoint.ts";
 import type { ResumeInfo } from "./checkpoint.ts";
 import { RunMetrics, writeLossCurve } from "./metrics.ts";
@@ -61,6 +62,11 @@ export interface LoopOptions<S extends Tree, B, D extends object> {
   epochs: number;
   /** Peak learning rate of `get_lr`. */
   learningRate: number;
+  /**
+   * Micro-batches of linear warmup before the cosine (`warmupCosine` from `learningRate` down to
+   * a tenth of it at the last step); 0 or absent: MiniMind's `get_lr`, which has no warmup.
+   */
+  warmupSteps?: number;
   /** Log every N micro-batches. */
   logInterval: number;
   /** Save every N micro-batches. */
@@ -127,6 +133,27 @@ interface Run<S extends Tree> {
 }
 
 /**
+ * The learning rate of each global micro-batch (1-based): MiniMind's `get_lr` without warmup, or
+ * nanoGPT's warmup then cosine down to lr / 10 at `total` (the same floor as `get_lr`).
+ *
+ * @param lr peak learning rate
+ * @param warmupSteps micro-batches of linear warmup (0: none)
+ * @param total micro-batches of the whole run
+ * @returns global step → learning rate
+ */
+export function learningRateSchedule(lr: number, warmupSteps: number, total: number): Schedule {
+  if (warmupSteps <= 0) return (global) => getLr(global, total, lr);
+  if (warmupSteps >= total - 1) {
+    throw new UsageError(
+      `Invalid --warmup_steps ${warmupSteps}: the run has ${total} steps; warmup must end ` +
+        `at least two steps before the last`,
+    );
+  }
+  const s = warmupCosine({ peak: lr, warmupSteps, decaySteps: total - 1, minLr: lr / 10 });
+  return (global) => s(global - 1);
+}
+
+/**
  * Runs the loop: batch → step → log → save.
  *
  * @param o the trainer, the data and the run's settings
@@ -138,6 +165,7 @@ export async function runTraining<S extends Tree, B, D extends object>(
   const run = await openRun(o);
   const { trainer, loader } = o;
   const { meter, iters, total } = run;
+  const lrAt = learningRateSchedule(o.learningRate, o.warmupSteps ?? 0, total);
   const ctrlC = onCtrlC(o.handleSigint ?? true, (m) => run.progress.line(m));
   let pending: StepRecord | null = null; // the last step, its report not read yet
   let interrupted = false;
@@ -151,7 +179,7 @@ export async function runTraining<S extends Tree, B, D extends object>(
         // batch: where it stands, its learning rate
         const step = batch.step + 1; // 1-based within the epoch, as MiniMind's enumerate(start=1)
         const global = epoch * iters + step, last = step === iters || global === total;
-        hyper = { lr: getLr(global, total, o.learningRate) };
+        hyper = { lr: lrAt(global) };
         // step
         if (meter.runSteps === 0) await warmup(run, o, batch, hyper);
         const [next, out] = await runStep(trainer, run.state, () => o.toBatch(batch), hyper);

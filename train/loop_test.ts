@@ -15,7 +15,8 @@ import { parseFlags } from "../cli.ts";
 import { lmBatch, lmFlags, lmLoss, runLm } from "./lm.ts";
 import type { LmRunResult } from "./lm.ts";
 import { loadResume } from "./checkpoint.ts";
-import { runTraining } from "./loop.ts";
+import { learningRateSchedule, runTraining } from "./loop.ts";
+import { getLr } from "./schedule.ts";
 import { MetricsWriter, NonFiniteLossError } from "./metrics.ts";
 import { makeTrainStep } from "./step.ts";
 import { savedField, stepTrainer } from "./trainer.ts";
@@ -364,4 +365,60 @@ Deno.test("a trainer of its own plugs into the loop: extra state trees resume bi
   const seen = MetricsWriter.read(second.files.metrics).map((r) => r.scalars?.seen);
   assert.deepEqual(seen, seenAfter);
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("--warmup_steps: linear warmup to the peak, then cosine to a tenth at the last step", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const r = await run(dir, [
+      "--max_steps",
+      "12",
+      "--warmup_steps",
+      "4",
+      "--accumulation_steps",
+      "1",
+    ]);
+    const lr = MetricsWriter.read(r.files.metrics).map((x) => x.lr);
+    assert.equal(lr.length, 12);
+    // warmupCosine: (step + 1) / (warmup + 1) of the peak 1e-3 for steps 0..3, the peak at 4
+    [0.2e-3, 0.4e-3, 0.6e-3, 0.8e-3, 1e-3].forEach((want, i) =>
+      assert.ok(Math.abs(lr[i] - want) < 1e-12, `step ${i + 1}: lr ${lr[i]}, want ${want}`)
+    );
+    for (let i = 5; i < 12; i++) assert.ok(lr[i] < lr[i - 1], `cosine decays at step ${i + 1}`);
+    assert.ok(Math.abs(lr[11] - 1e-4) < 1e-12, `last lr ${lr[11]}`);
+    assert.throws(
+      () => learningRateSchedule(1e-3, 11, 12),
+      /Invalid --warmup_steps 11: the run has 12 steps/,
+    );
+    // without the flag: MiniMind's get_lr, which starts at the peak
+    assert.equal(learningRateSchedule(1e-3, 0, 12)(1), getLr(1, 12, 1e-3));
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("pretrain checks --data_path before training a tokenizer or writing anything", async () => {
+  const cwd = await Deno.makeTempDir();
+  try {
+    const t0 = performance.now();
+    const r = await new Deno.Command(Deno.execPath(), {
+      args: [
+        "run",
+        "-A",
+        new URL("./pretrain.ts", import.meta.url).pathname,
+        "--data_path",
+        "missing.jsonl",
+      ],
+      cwd,
+    }).output();
+    assert.equal(r.code, 2);
+    assert.match(
+      new TextDecoder().decode(r.stderr),
+      /Invalid --data_path missing\.jsonl: no such file/,
+    );
+    assert.deepEqual([...Deno.readDirSync(cwd)], [], "no tokenizer, corpus or output folder");
+    assert.ok(performance.now() - t0 < 30_000);
+  } finally {
+    await Deno.remove(cwd, { recursive: true });
+  }
 });

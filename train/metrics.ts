@@ -50,11 +50,18 @@ export class MetricsWriter {
 
   /**
    * @param path JSONL path (created or appended to)
-   * @param options `truncate`: start a fresh file (a run that does not resume)
+   * @param options `truncate`: start a fresh file (a run that does not resume); `keepThroughStep`:
+   * a resumed run keeps the records up to its checkpoint's global step and drops the later ones a
+   * killed run wrote after that checkpoint, and a torn last line (they would repeat or swallow
+   * the records this run writes)
    */
-  constructor(path: string, options: { truncate?: boolean } = {}) {
+  constructor(path: string, options: { truncate?: boolean; keepThroughStep?: number } = {}) {
     this.path = path;
     if (options.truncate) Deno.writeTextFileSync(path, "");
+    else if (options.keepThroughStep !== undefined) {
+      const keep = MetricsWriter.read(path).filter((r) => r.globalStep <= options.keepThroughStep!);
+      Deno.writeTextFileSync(path, keep.map((r) => JSON.stringify(r) + "\n").join(""));
+    }
   }
 
   /** Appends one record. */
@@ -195,9 +202,12 @@ export class RunMetrics {
   /** @param o the run's files, shape and resume point */
   constructor(o: RunMetricsOptions) {
     this.#o = o;
-    this.#writer = o.record === false
-      ? null
-      : new MetricsWriter(o.metricsPath, { truncate: o.resumed === null });
+    this.#writer = o.record === false ? null : new MetricsWriter(
+      o.metricsPath,
+      o.resumed === null
+        ? { truncate: true }
+        : { keepThroughStep: o.resumed.epoch * o.iters + o.resumed.step },
+    );
     this.tokens = o.resumed?.tokens ?? 0;
     this.#elapsedBefore = o.resumed?.elapsedS ?? 0;
     this.position = { epoch: o.resumed?.epoch ?? 0, step: o.resumed?.step ?? 0 };

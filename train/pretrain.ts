@@ -12,7 +12,7 @@
 import { buildCorpus } from "../data/corpus/build.ts";
 import { PretrainDataset } from "../data/datasets.ts";
 import { parseFlags, runMain, usage } from "../cli.ts";
-import { lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
+import { checkInputs, lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
 import { rankZeroFirst } from "./dist/comm.ts";
 import { openCommunicator } from "./dist/mpi.ts";
 
@@ -43,6 +43,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     );
     return 0;
   }
+  await checkInputs(args); // before the tokenizer, the corpus or the device start
   // 1. device, and the data-parallel group under mpirun (rank 0 logs)
   const comm = openCommunicator();
   const log = comm.rank === 0 ? console.log : () => {};

@@ -4,7 +4,7 @@
 // once into `<dir>/<version>-<options hash>/` and reused from there.
 
 import { createHash } from "node:crypto";
-import { join } from "node:path";
+import { join, resolve } from "node:path";
 import { mixSeed, Rng } from "../random.ts";
 import { loadPoems, type Poem, type PoemForm, poemForm } from "./poetry.ts";
 
@@ -241,6 +241,32 @@ const FILES = {
   heldoutSft: "heldout_sft.jsonl",
 } as const;
 
+/** Where the poems come from unless `sourceDir` says otherwise. */
+const NPM_SOURCE = "npm:chinese-poetry@2.0.1 (MIT)";
+
+/**
+ * The manifest of a finished build in `dir` when it is the one asked for (same version, options
+ * and source) and every file still has the size it was written with; null otherwise (not built,
+ * or changed since: it is built again).
+ */
+async function cachedManifest(
+  dir: string,
+  opts: CorpusManifest["options"],
+  source: string,
+): Promise<CorpusManifest | null> {
+  try {
+    const m = JSON.parse(await Deno.readTextFile(join(dir, "manifest.json"))) as CorpusManifest;
+    if (m.version !== CORPUS_VERSION || m.source !== source) return null;
+    if (JSON.stringify(m.options) !== JSON.stringify(opts)) return null;
+    for (const f of Object.values(FILES)) {
+      if ((await Deno.stat(join(dir, f))).size !== m.files[f]?.bytes) return null;
+    }
+    return m;
+  } catch {
+    return null; // not built yet
+  }
+}
+
 function filesIn(dir: string, manifest: CorpusManifest, cached: boolean): CorpusFiles {
   return {
     dir,
@@ -273,17 +299,19 @@ export async function buildCorpus(options: CorpusOptions = {}): Promise<CorpusFi
   const t0 = performance.now();
   const opts = optionsOf(options);
   const log = options.log ?? (() => {});
-  const hash = createHash("sha256").update(JSON.stringify(opts)).digest("hex").slice(0, 10);
+  // the source is part of the key: a build from another chinese-poetry folder (a smaller one, say)
+  // must never be taken for the package's
+  const source = options.sourceDir === undefined
+    ? NPM_SOURCE
+    : `folder ${resolve(options.sourceDir)}`;
+  const hash = createHash("sha256").update(JSON.stringify(opts)).update(
+    source === NPM_SOURCE ? "" : `\0${source}`, // the package's builds keep their folder names
+  ).digest("hex").slice(0, 10);
   const root = options.dir ?? CORPUS_DIR;
   const dir = join(root, `${CORPUS_VERSION}-${hash}`);
   if (!options.force) {
-    try {
-      const manifest = JSON.parse(await Deno.readTextFile(join(dir, "manifest.json")));
-      for (const f of Object.values(FILES)) await Deno.stat(join(dir, f));
-      return filesIn(dir, manifest, true);
-    } catch {
-      // not built yet (or incomplete): build below
-    }
+    const manifest = await cachedManifest(dir, opts, source);
+    if (manifest) return filesIn(dir, manifest, true);
   }
   log(`Reading chinese-poetry@2.0.1 …`);
   const { poems, read } = await loadPoems(options.sourceDir);
@@ -368,7 +396,7 @@ export async function buildCorpus(options: CorpusOptions = {}): Promise<CorpusFi
   const manifest: CorpusManifest = {
     version: CORPUS_VERSION,
     options: opts,
-    source: "npm:chinese-poetry@2.0.1 (MIT)",
+    source,
     poems: { read, kept: items.length, heldout: heldout.length },
     files,
     seconds: Math.round((performance.now() - t0) / 10) / 100,

@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { join } from "node:path";
 import {
   analyzePoem,
   buildCorpus,
@@ -9,11 +10,9 @@ import {
   SFTDataset,
   Tokenizer,
 } from "../mod.ts";
+import { fixture } from "../../tests/_util.ts";
 
-const FIXTURES = new URL("../../../shared/fixtures/", import.meta.url);
-const tok = await Tokenizer.fromFile(
-  new URL("minimind/minimind-3/tokenizer.json", FIXTURES).pathname,
-);
+const tok = await Tokenizer.fromFile(fixture("minimind/minimind-3/tokenizer.json"));
 
 const SMALL = { pretrainBytes: 300_000, sftSamples: 800, dpoPairs: 200, rlPrompts: 100 };
 
@@ -111,4 +110,40 @@ Deno.test("analyzePoem() and formScore() check line count and length", () => {
   assert.equal(formScore("白日依山尽，黄河入海流。", f), 0.25);
   assert.equal(formScore("", f), 0);
   assert.ok(formScore("白日依山，黄河入海流。\n欲穷千里目，更上一层楼。", f) < 1);
+});
+
+Deno.test("buildCorpus() never reuses a build from another source or a file changed since", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    // a tiny chinese-poetry folder: 30 five-character quatrains and no ci
+    const src = join(dir, "src");
+    await Deno.mkdir(join(src, "quantangshi"), { recursive: true });
+    await Deno.mkdir(join(src, "songci"), { recursive: true });
+    const han = "春江花月夜山水云风雨雪天地日星河海松竹梅兰菊";
+    const line = (i: number, j: number) =>
+      Array.from({ length: 5 }, (_, k) => han[(i * 7 + j * 3 + k) % han.length]).join("");
+    const poems = Array.from({ length: 30 }, (_, i) => ({
+      title: `诗${han[i % han.length]}`,
+      author: "佚名",
+      paragraphs: [`${line(i, 0)}，${line(i, 1)}。`, `${line(i, 2)}，${line(i, 3)}。`],
+    }));
+    await Deno.writeTextFile(join(src, "quantangshi", "poet.tang.0.json"), JSON.stringify(poems));
+    await Deno.writeTextFile(join(src, "songci", "ci.song.0.json"), "[]");
+    const small = await buildCorpus({ dir, sourceDir: src, ...SMALL });
+    assert.equal(small.manifest.poems.read, 30);
+    // the package's corpus with the same options is its own build, not the small one
+    const full = await buildCorpus({ dir, ...SMALL });
+    assert.notEqual(full.dir, small.dir);
+    assert.equal(full.cached, false);
+    assert.ok(full.manifest.poems.read > 70_000);
+    // a file that changed since (truncated) is built again, byte for byte as before
+    const before = await Deno.readFile(full.pretrain);
+    await Deno.writeFile(full.pretrain, before.subarray(0, 1000));
+    const again = await buildCorpus({ dir, ...SMALL });
+    assert.equal(again.cached, false);
+    assert.deepEqual(await Deno.readFile(again.pretrain), before);
+    assert.equal((await buildCorpus({ dir, ...SMALL })).cached, true);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
 });

@@ -112,12 +112,11 @@ export function formScore(text: string, form: PoemForm): number {
  * @returns Absolute path of the package's `dist/` folder.
  */
 export async function poetryDistDir(): Promise<string> {
-  // Importing the package's package.json makes Deno fetch the package (85 MB) when it is missing.
-  // The specifier is built at run time so that type-checking or publishing this module never
-  // downloads it; only building the corpus does.
-  const spec = ["chinese-poetry", "package.json"].join("/");
+  // Importing the package's package.json makes Deno fetch the package when it is missing. The
+  // specifiers are literals so that `deno publish` rewrites them to npm: ones (a JSR user has no
+  // import map); type-checking therefore fetches the package too.
   try {
-    await import(spec, { with: { type: "json" } });
+    await import("chinese-poetry/package.json", { with: { type: "json" } });
   } catch (e) {
     throw new Error(
       `Cannot load the npm package chinese-poetry@2.0.1 (needs "chinese-poetry" in the import ` +
@@ -126,14 +125,14 @@ export async function poetryDistDir(): Promise<string> {
   }
   let pkgJson: string | null = null;
   try {
-    const url = import.meta.resolve(spec);
+    const url = import.meta.resolve("chinese-poetry/package.json");
     if (url.startsWith("file:")) pkgJson = fileURLToPath(url);
   } catch {
     // fall through to node resolution
   }
   if (pkgJson === null) {
     try {
-      pkgJson = createRequire(import.meta.url).resolve(spec);
+      pkgJson = createRequire(import.meta.url).resolve("chinese-poetry/package.json");
     } catch (e) {
       throw new Error(
         `Cannot locate the npm package chinese-poetry@2.0.1 (run \`deno install\`): ${

@@ -64,6 +64,11 @@ export interface Backend {
    * nothing to prepare (CPU). Resolves to the number of kernels prepared.
    */
   warmup?(fn: () => unknown): Promise<number>;
+  /**
+   * Gives back memory kept for reuse (the CPU pool of freed arrays); live storages are untouched.
+   * Called when work pauses, e.g. a server with no request left. Absent where nothing is kept.
+   */
+  trim?(): void;
 }
 
 /** Fresh zeroed counters. */

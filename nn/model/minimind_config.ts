@@ -327,9 +327,41 @@ function resolve(o: ConfigOverrides, what: string): MiniMindConfig {
   if (!(m.dropout! >= 0 && m.dropout! < 1)) {
     throw new Error(`Cannot build ${what}: dropout must be in [0, 1), got ${m.dropout}`);
   }
+  const positive = (k: string, v: unknown) => {
+    if (!(typeof v === "number" && Number.isFinite(v) && v > 0)) {
+      throw new Error(`Cannot build ${what}: ${k} must be a positive number, got ${v}`);
+    }
+  };
+  positive("rmsNormEps", m.rmsNormEps);
+  positive("ropeTheta", m.ropeTheta);
   if (m.inferenceRopeScaling) {
     const given = (m.ropeScaling ?? {}) as Partial<RopeScaling>;
-    m.ropeScaling = { ...YARN_DEFAULTS, ...given, type: "yarn" };
+    for (const k of Object.keys(given)) {
+      if (!(k in YARN_DEFAULTS)) {
+        throw new Error(
+          `Cannot build ${what}: unknown ropeScaling field "${k}" (expected ${
+            Object.keys(YARN_DEFAULTS).join(", ")
+          })`,
+        );
+      }
+    }
+    const r = { ...YARN_DEFAULTS, ...given, type: "yarn" as const };
+    for (const k of ["factor", "betaFast", "betaSlow", "attentionFactor"] as const) {
+      positive(`ropeScaling.${k}`, r[k]);
+    }
+    if (!isPosInt(r.originalMaxPositionEmbeddings)) {
+      throw new Error(
+        `Cannot build ${what}: ropeScaling.originalMaxPositionEmbeddings must be a positive ` +
+          `integer, got ${r.originalMaxPositionEmbeddings}`,
+      );
+    }
+    if (r.factor < 1 || r.betaFast <= r.betaSlow) {
+      throw new Error(
+        `Cannot build ${what}: YaRN needs factor ≥ 1 and betaFast > betaSlow, got factor ${r.factor}, ` +
+          `betaFast ${r.betaFast}, betaSlow ${r.betaSlow}`,
+      );
+    }
+    m.ropeScaling = r;
   } else m.ropeScaling = null;
   const out: Record<string, unknown> = {};
   for (const k of KEYS) out[k] = m[k];

@@ -39,6 +39,14 @@ class CpuBackend implements Backend {
    * (so sizes that recur only rarely do not pile up).
    */
   poolLimitBytes = 2 * 1024 ** 3;
+  /**
+   * The pool holds at most `poolLiveRatio` × the bytes of live storages, or `poolFloorBytes` when
+   * that is more: a free past it goes to the GC (a server's KV caches, gone with their requests,
+   * must not stay as pool once the model is all that is live).
+   */
+  poolLiveRatio = 1;
+  /** See {@link CpuBackend.poolLiveRatio} (default 256 MiB, a training step's activations). */
+  poolFloorBytes = 256 * 1024 ** 2;
 
   #wrap(data: TypedArray, pooled: boolean): CpuStorage {
     this.counters.bytesInUse += data.byteLength;
@@ -104,6 +112,10 @@ class CpuBackend implements Backend {
       this.emptyPool();
       return;
     }
+    // live memory shrank with this free: the pool shrinks with it, this array first
+    const bound = Math.max(this.poolFloorBytes, this.poolLiveRatio * this.counters.bytesInUse);
+    if (this.#pooledBytes > bound) this.#shrinkTo(bound);
+    if (this.#pooledBytes + s.bytes > bound) return; // to the GC
     const list = this.#pool.get(k);
     if (list) list.push(a);
     else this.#pool.set(k, [a]);
@@ -119,6 +131,23 @@ class CpuBackend implements Backend {
     this.#pooledBytes = 0;
     this.#recurring.clear();
     this.#freedOnce.clear();
+  }
+
+  /** Drops pooled arrays (largest lists first) until the pool holds at most `bytes`. */
+  #shrinkTo(bytes: number): void {
+    const lists = [...this.#pool.entries()].filter(([, l]) => l.length).sort((a, b) =>
+      b[1].length * b[1][0].byteLength - a[1].length * a[1][0].byteLength
+    );
+    for (const [k, list] of lists) {
+      while (list.length && this.#pooledBytes > bytes) this.#pooledBytes -= list.pop()!.byteLength;
+      if (!list.length) this.#pool.delete(k);
+      if (this.#pooledBytes <= bytes) return;
+    }
+  }
+
+  /** Empties the pool (work has paused: {@link Backend.trim}). */
+  trim(): void {
+    this.emptyPool();
   }
 
   /** Bytes held by the pool (freed arrays waiting for reuse). */

@@ -96,3 +96,23 @@ Deno.test("ops on pooled outputs compute the same values step after step", async
   x.dispose();
   one.dispose();
 });
+
+Deno.test("the CPU pool holds no more than the live storages (or its floor); trim() empties it", () => {
+  const floor = cpuBackend.poolFloorBytes;
+  cpuBackend.emptyPool();
+  cpuBackend.poolFloorBytes = 2 * N * 4; // two arrays
+  try {
+    makeRecurring(N);
+    const live = cpuBackend.alloc("f32", 4 * N); // 4 arrays' worth stays live
+    const xs = Array.from({ length: 10 }, () => cpuBackend.alloc("f32", N));
+    for (const x of xs) cpuBackend.free(x);
+    const bound = Math.max(cpuBackend.poolFloorBytes, cpuBackend.counters.bytesInUse);
+    assert.ok(cpuBackend.pooledBytes <= bound, `${cpuBackend.pooledBytes} > ${bound}`);
+    assert.ok(cpuBackend.pooledBytes >= 2 * N * 4, "it still pools up to the bound");
+    cpuBackend.trim();
+    assert.equal(cpuBackend.pooledBytes, 0);
+    cpuBackend.free(live);
+  } finally {
+    cpuBackend.poolFloorBytes = floor;
+  }
+});
