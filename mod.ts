@@ -23,14 +23,18 @@ export type { GradOptions, VjpFn } from "./nn/autodiff.ts";
 export { defaultBackend, setBackend, setBackendFromFlag } from "./nn/backend/select.ts";
 export type { BackendName, SetBackendOptions } from "./nn/backend/select.ts";
 export type { Backend, BackendCounters, Storage } from "./nn/backend/backend.ts";
-export { apply, defineOp, NONDIFF } from "./nn/op.ts";
+export { apply } from "./nn/apply.ts";
+export { defineOp, NONDIFF } from "./nn/op.ts";
 export type {
   Call,
   Example,
   InputSpec,
+  KernelOp,
   Meta,
   NoParams,
+  OpCommon,
   OpDef,
+  ViewOp,
   Vjp,
   VjpContext,
   WgslDevice,
@@ -40,47 +44,50 @@ export type {
 } from "./nn/op.ts";
 export * from "./nn/ops/mod.ts";
 export {
-  cacheLength,
-  concatCacheRows,
   config,
   configFromHF,
   configToHF,
-  countParams,
   defaultIntermediateSize,
-  disposeCache,
+  PRESETS,
+  YARN_DEFAULTS,
+} from "./nn/model/minimind_config.ts";
+export {
+  countParams,
   forward,
   init,
   lossFromLogits,
   paramsFromFlat,
   paramShapes,
-  PRESETS,
+} from "./nn/model/minimind.ts";
+export {
+  cacheLength,
+  concatCacheRows,
+  disposeCache,
   selectCacheRows,
-  YARN_DEFAULTS,
-} from "./nn/minimind.ts";
+} from "./nn/model/layers/kv_cache.ts";
 export type {
   ConfigFromHFOptions,
   ConfigOverrides,
+  Generation,
+  HiddenAct,
+  MiniMindConfig,
+  PresetName,
+  RopeScaling,
+} from "./nn/model/minimind_config.ts";
+export type {
   ForwardOptions,
   ForwardResult,
   FromFlatOptions,
-  Generation,
-  HiddenAct,
   InitOptions,
-  KvCache,
-  LayerCache,
   LayerParams,
-  MiniMindConfig,
   MiniMindParams,
-  MlpParams,
-  MoeDispatch,
-  MoeParams,
   ParamCount,
-  PresetName,
-  RopeScaling,
-  RouterInfo,
-  SelfAttentionParams,
   Weight,
-} from "./nn/minimind.ts";
+} from "./nn/model/minimind.ts";
+export type { KvCache, LayerCache } from "./nn/model/layers/kv_cache.ts";
+export type { SelfAttentionParams } from "./nn/model/layers/attention.ts";
+export type { MlpParams } from "./nn/model/layers/mlp.ts";
+export type { MoeDispatch, MoeParams, RouterInfo } from "./nn/model/layers/moe.ts";
 export {
   loadSafetensors,
   parseSafetensors,
@@ -118,8 +125,21 @@ export type {
   ServeApp,
   ServeModel,
 } from "./serve/mod.ts";
-export { loadModel, saveModel } from "./convert/hf.ts";
-export type { LoadedModel, LoadModelOptions, SaveModelInput } from "./convert/hf.ts";
+export { loadModel, saveModel, saveModelPth, stateDict } from "./convert/hf.ts";
+export type {
+  LoadedModel,
+  LoadModelOptions,
+  SaveModelInput,
+  SaveModelOptions,
+} from "./convert/hf.ts";
+export { loadPth, parsePth, savePth, serializePth } from "./convert/pth.ts";
+export type { ParsedPth, PthReadOptions } from "./convert/pth.ts";
+export { inferConfig } from "./convert/infer.ts";
+export type { ModelFlags } from "./convert/infer.ts";
+export { configFromAnyHF, hfConfigFor } from "./convert/layouts.ts";
+export type { ExportDType, HfLayout } from "./convert/layouts.ts";
+export { exportGguf, serializeGguf } from "./convert/gguf.ts";
+export type { GgufDType, GgufModel, GgufOptions } from "./convert/gguf.ts";
 export { Tokenizer } from "./data/tokenizer.ts";
 export type {
   AddedToken,
@@ -132,7 +152,7 @@ export type {
 export type { ChatMessage, ChatTemplateOptions } from "./data/chat_template.ts";
 export { BpeModel } from "./data/bpe.ts";
 export type { BpeModelOptions } from "./data/bpe.ts";
-export { decodeStep, generate, generateBatch } from "./nn/generate.ts";
+export { decodeStep, generate, generateBatch } from "./nn/model/generate.ts";
 export type {
   DecodeState,
   DecodeStepOptions,
@@ -140,7 +160,7 @@ export type {
   GenerateOptions,
   GenerateTokenizer,
   GenerationPiece,
-} from "./nn/generate.ts";
+} from "./nn/model/generate.ts";
 export * as optim from "./train/optim.ts";
 export type {
   AdamwOptions,
@@ -155,7 +175,16 @@ export type {
 } from "./train/optim.ts";
 export { constant, getLr, warmupCosine } from "./train/schedule.ts";
 export type { Schedule, WarmupCosineOptions } from "./train/schedule.ts";
-export { disposeState, makeTrainStep } from "./train/step.ts";
+export { disposeOutput, disposeState, makeTrainStep } from "./train/step.ts";
 export type { LossFn, StepOutput, TrainState, TrainStep, TrainStepOptions } from "./train/step.ts";
 export { loadResume, loadWeights, saveResume, saveWeights } from "./train/checkpoint.ts";
+export { asTrainState, savedField, stepTrainer } from "./train/trainer.ts";
+export type { LoopHyper, Trainer } from "./train/trainer.ts";
+export { runTraining } from "./train/loop.ts";
+export { DataLoader } from "./data/loader.ts";
+export type { Batch, DataLoaderOptions } from "./data/loader.ts";
+export type { Dataset } from "./data/datasets.ts";
+export { Progress } from "./train/progress.ts";
+export type { ProgressInfo } from "./train/progress.ts";
+export type { LoopOptions, LoopResult, RunFiles } from "./train/loop.ts";
 export type { ResumeInfo } from "./train/checkpoint.ts";

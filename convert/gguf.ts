@@ -11,7 +11,8 @@
  * (32), tensor data (each tensor padded to the alignment).
  * @module
  */
-import type { MiniMindConfig, MiniMindParams } from "../nn/minimind.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
+import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { flatten, type Tree } from "../nn/tree.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { toHalf } from "./safetensors.ts";

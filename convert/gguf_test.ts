@@ -7,12 +7,13 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { exportGguf, ggufArch, permuteQK, quantizeQ8_0 } from "./gguf.ts";
-import { config, init, type MiniMindConfig, type MiniMindParams } from "../nn/minimind.ts";
+import { init, type MiniMindParams } from "../nn/model/minimind.ts";
+import { config, type MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { key } from "../nn/random.ts";
 import { mul } from "../nn/ops/mod.ts";
 import { scalar } from "../nn/creation.ts";
 import { flatten, type Tree, unflatten } from "../nn/tree.ts";
-import { generate } from "../nn/generate.ts";
+import { generate } from "../nn/model/generate.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { fixture } from "../tests/_util.ts";
 

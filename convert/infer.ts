@@ -12,7 +12,7 @@ import {
   type MiniMindConfig,
   type PresetName,
   PRESETS,
-} from "../nn/minimind.ts";
+} from "../nn/model/minimind_config.ts";
 
 /** Model flags as MiniMind's scripts spell them (all optional). */
 export interface ModelFlags {

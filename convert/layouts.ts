@@ -14,7 +14,7 @@ import {
   configFromHF,
   configToHF,
   type MiniMindConfig,
-} from "../nn/minimind.ts";
+} from "../nn/model/minimind_config.ts";
 import type { RawTensor } from "./safetensors.ts";
 
 /** HF folder layouts `saveModel` writes. */

@@ -5,7 +5,7 @@ import { loadModel, saveModelPth, stateDict } from "./hf.ts";
 import { parsePth, serializePth } from "./pth.ts";
 import { PickleWriter } from "./pickle.ts";
 import { readZip, writeZip } from "./zip.ts";
-import { forward } from "../nn/minimind.ts";
+import { forward } from "../nn/model/minimind.ts";
 import { tensor } from "../nn/creation.ts";
 import { flatten, type Tree } from "../nn/tree.ts";
 import { tinyModel } from "../tests/_serve.ts";
