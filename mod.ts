@@ -81,6 +81,10 @@ export type {
   SelfAttentionParams,
   Weight,
 } from "./nn/minimind.ts";
+export * as lora from "./convert/lora.ts";
+export type { LinearParams, LoraInitOptions, LoraPair, LoraParams } from "./nn/lora.ts";
+export { distillLoss, dpoLoss, tokenLogProbs } from "./nn/losses.ts";
+export type { DistillOptions, DpoInputs, DpoOptions, DpoResult } from "./nn/losses.ts";
 export {
   loadSafetensors,
   parseSafetensors,

@@ -1,0 +1,50 @@
+/**
+ * The `lora` namespace of the library: the pure functions of `nn/lora.ts` (init, apply, merge,
+ * split, check) plus adapter files — `save`/`load` with MiniMind's `save_lora` keys in
+ * safetensors.
+ * @module
+ */
+import type { Tensor } from "../nn/tensor.ts";
+import { flatten, unflatten } from "../nn/tree.ts";
+import type { MiniMindParams } from "../nn/minimind.ts";
+import { check } from "../nn/lora.ts";
+import type { LoraParams } from "../nn/lora.ts";
+import { loadSafetensors, saveSafetensors } from "./safetensors.ts";
+
+export * from "../nn/lora.ts";
+
+/**
+ * Saves adapters only, under MiniMind's `save_lora` keys (float32 safetensors).
+ *
+ * @param path `.safetensors` destination (written atomically)
+ * @param adapters adapter tree
+ * @param metadata extra string metadata (e.g. the rank, the base model)
+ */
+export async function save(
+  path: string,
+  adapters: LoraParams,
+  metadata: Record<string, string> = {},
+): Promise<void> {
+  const flat = flatten(adapters);
+  const entries: Record<string, Tensor> = {};
+  for (const [k, t] of Object.entries(flat)) entries[k] = t;
+  await saveSafetensors(path, entries, { format: "pt", ...metadata });
+}
+
+/**
+ * Loads adapters saved by {@link save} (or any safetensors of `save_lora` keys; a `module.`
+ * prefix is stripped as MiniMind's `load_lora` does). With `params`, checks every key and shape
+ * against that model (the error names the first mismatching key and both shapes).
+ *
+ * @param path `.safetensors` file
+ * @param params the model the adapters are for (optional check)
+ * @returns the adapter tree
+ */
+export async function load(path: string, params?: MiniMindParams): Promise<LoraParams> {
+  const raw = await loadSafetensors(path);
+  const flat: Record<string, Tensor> = {};
+  for (const [k, t] of Object.entries(raw)) flat[k.replace(/^module\./, "")] = t;
+  const adapters = unflatten(flat);
+  if (params) check(params, adapters, path);
+  return adapters;
+}
