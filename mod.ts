@@ -40,51 +40,54 @@ export type {
 } from "./nn/op.ts";
 export * from "./nn/ops/mod.ts";
 export {
-  cacheLength,
-  concatCacheRows,
   config,
   configFromHF,
   configToHF,
-  countParams,
   defaultIntermediateSize,
-  disposeCache,
+  PRESETS,
+  YARN_DEFAULTS,
+} from "./nn/model/minimind_config.ts";
+export {
+  countParams,
   forward,
   init,
   lossFromLogits,
   paramsFromFlat,
   paramShapes,
-  PRESETS,
+} from "./nn/model/minimind.ts";
+export {
+  cacheLength,
+  concatCacheRows,
+  disposeCache,
   selectCacheRows,
-  YARN_DEFAULTS,
-} from "./nn/minimind.ts";
+} from "./nn/model/layers/kv_cache.ts";
 export type {
   ConfigFromHFOptions,
   ConfigOverrides,
+  Generation,
+  HiddenAct,
+  MiniMindConfig,
+  PresetName,
+  RopeScaling,
+} from "./nn/model/minimind_config.ts";
+export type {
   ForwardOptions,
   ForwardResult,
   FromFlatOptions,
-  Generation,
-  HiddenAct,
   InitOptions,
-  KvCache,
-  LayerCache,
   LayerParams,
-  MiniMindConfig,
   MiniMindParams,
-  MlpParams,
-  MoeDispatch,
-  MoeParams,
   ParamCount,
-  PresetName,
-  RopeScaling,
-  RouterInfo,
-  SelfAttentionParams,
   Weight,
-} from "./nn/minimind.ts";
+} from "./nn/model/minimind.ts";
+export type { KvCache, LayerCache } from "./nn/model/layers/kv_cache.ts";
+export type { SelfAttentionParams } from "./nn/model/layers/attention.ts";
+export type { MlpParams } from "./nn/model/layers/mlp.ts";
+export type { MoeDispatch, MoeParams, RouterInfo } from "./nn/model/layers/moe.ts";
 export * as lora from "./convert/lora.ts";
-export type { LinearParams, LoraInitOptions, LoraPair, LoraParams } from "./nn/lora.ts";
-export { distillLoss, dpoLoss, tokenLogProbs } from "./nn/losses.ts";
-export type { DistillOptions, DpoInputs, DpoOptions, DpoResult } from "./nn/losses.ts";
+export type { LinearParams, LoraInitOptions, LoraPair, LoraParams } from "./nn/model/lora.ts";
+export { distillLoss, dpoLoss, tokenLogProbs } from "./nn/model/losses.ts";
+export type { DistillOptions, DpoInputs, DpoOptions, DpoResult } from "./nn/model/losses.ts";
 export {
   loadSafetensors,
   parseSafetensors,
@@ -136,7 +139,7 @@ export type {
 export type { ChatMessage, ChatTemplateOptions } from "./data/chat_template.ts";
 export { BpeModel } from "./data/bpe.ts";
 export type { BpeModelOptions } from "./data/bpe.ts";
-export { decodeStep, generate, generateBatch } from "./nn/generate.ts";
+export { decodeStep, generate, generateBatch } from "./nn/model/generate.ts";
 export type {
   DecodeState,
   DecodeStepOptions,
@@ -144,7 +147,7 @@ export type {
   GenerateOptions,
   GenerateTokenizer,
   GenerationPiece,
-} from "./nn/generate.ts";
+} from "./nn/model/generate.ts";
 export * as optim from "./train/optim.ts";
 export type {
   AdamwOptions,

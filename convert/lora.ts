@@ -1,17 +1,17 @@
 /**
- * The `lora` namespace of the library: the pure functions of `nn/lora.ts` (init, apply, merge,
+ * The `lora` namespace of the library: the pure functions of `nn/model/lora.ts` (init, apply, merge,
  * split, check) plus adapter files — `save`/`load` with MiniMind's `save_lora` keys in
  * safetensors.
  * @module
  */
 import type { Tensor } from "../nn/tensor.ts";
 import { flatten, unflatten } from "../nn/tree.ts";
-import type { MiniMindParams } from "../nn/minimind.ts";
-import { check } from "../nn/lora.ts";
-import type { LoraParams } from "../nn/lora.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
+import { check } from "../nn/model/lora.ts";
+import type { LoraParams } from "../nn/model/lora.ts";
 import { loadSafetensors, saveSafetensors } from "./safetensors.ts";
 
-export * from "../nn/lora.ts";
+export * from "../nn/model/lora.ts";
 
 /**
  * Saves adapters only, under MiniMind's `save_lora` keys (float32 safetensors).

@@ -8,17 +8,18 @@
  * @module
  */
 // r = rank, in/out = the Linear's features
-import type { Tensor } from "./tensor.ts";
-import { tensor, zeros } from "./creation.ts";
-import { foldIn, normalArray } from "./random.ts";
-import type { Key } from "./random.ts";
-import { fmt } from "./shape.ts";
-import { flatten, unflatten } from "./tree.ts";
-import type { Tree } from "./tree.ts";
-import { add } from "./ops/binary.ts";
-import { matmul } from "./ops/matmul.ts";
+import type { Tensor } from "../tensor.ts";
+import { tensor, zeros } from "../creation.ts";
+import { foldIn, normalArray } from "../random.ts";
+import type { Key } from "../random.ts";
+import { fmt } from "../shape.ts";
+import { flatten, unflatten } from "../tree.ts";
+import type { Tree } from "../tree.ts";
+import { add } from "../ops/binary.ts";
+import { matmul } from "../ops/matmul.ts";
 import { paramShapes } from "./minimind.ts";
-import type { MiniMindConfig, MiniMindParams } from "./minimind.ts";
+import type { MiniMindParams } from "./minimind.ts";
+import type { MiniMindConfig } from "./minimind_config.ts";
 
 /** One adapter pair of a Linear [out, in]: A [r, in], B [out, r]. */
 export type LoraPair = {

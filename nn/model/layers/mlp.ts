@@ -6,12 +6,12 @@
  */
 // N = leading dims (B, T), H = hidden, I = intermediate
 import type { HiddenAct } from "../minimind_config.ts";
-import type { Tensor } from "../tensor.ts";
+import type { Tensor } from "../../tensor.ts";
 import { linear } from "../lora.ts";
 import type { LinearParams } from "../lora.ts";
-import { swiglu } from "../ops/swiglu.ts";
-import { mul } from "../ops/binary.ts";
-import { sigmoid } from "../ops/unary.ts";
+import { swiglu } from "../../ops/swiglu.ts";
+import { mul } from "../../ops/binary.ts";
+import { sigmoid } from "../../ops/unary.ts";
 
 /** Parameters of one MLP (Linear weights [out, in]). */
 export type MlpParams = {

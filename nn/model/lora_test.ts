@@ -9,11 +9,11 @@ import {
   scope,
   tensor,
   tree,
-} from "../mod.ts";
-import type { MiniMindParams, Tensor } from "../mod.ts";
-import { adamw } from "../train/optim.ts";
-import { makeTrainStep } from "../train/step.ts";
-import { normalArray } from "./random.ts";
+} from "../../mod.ts";
+import type { MiniMindParams, Tensor } from "../../mod.ts";
+import { adamw } from "../../train/optim.ts";
+import { makeTrainStep } from "../../train/step.ts";
+import { normalArray } from "../random.ts";
 
 const cfg = config("minimind2-small", {
   hiddenSize: 32,

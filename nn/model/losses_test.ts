@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
-import { distillLoss, dpoLoss, grad, ones, tensor, tokenLogProbs, zeros } from "../mod.ts";
-import type { Tensor } from "../mod.ts";
+import { distillLoss, dpoLoss, grad, ones, tensor, tokenLogProbs, zeros } from "../../mod.ts";
+import type { Tensor } from "../../mod.ts";
 
 function near(got: number, want: number, tol: number, label: string): void {
   assert(Math.abs(got - want) <= tol, `${label}: got ${got} want ${want}`);

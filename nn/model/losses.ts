@@ -5,15 +5,15 @@
  * @module
  */
 // B = rows, T = time steps, V = vocab, P = preference pairs (B = 2P)
-import type { Tensor } from "./tensor.ts";
-import { stopGradient } from "./autodiff.ts";
-import { fmt } from "./shape.ts";
-import { abs, cast, exp, log, neg, relu } from "./ops/unary.ts";
-import { affine, div, maximum, mul, sub } from "./ops/binary.ts";
-import { mean, sum } from "./ops/reduce.ts";
-import { sliceAxis } from "./ops/movement.ts";
-import { logSoftmax } from "./ops/softmax.ts";
-import { crossEntropy } from "./ops/cross_entropy.ts";
+import type { Tensor } from "../tensor.ts";
+import { stopGradient } from "../autodiff.ts";
+import { fmt } from "../shape.ts";
+import { abs, cast, exp, log, neg, relu } from "../ops/unary.ts";
+import { affine, div, maximum, mul, sub } from "../ops/binary.ts";
+import { mean, sum } from "../ops/reduce.ts";
+import { sliceAxis } from "../ops/movement.ts";
+import { logSoftmax } from "../ops/softmax.ts";
+import { crossEntropy } from "../ops/cross_entropy.ts";
 
 /**
  * log p(targets[b, t] | logits[b, t]) — MiniMind's `logits_to_log_probs`: no shift (the caller
