@@ -7,7 +7,7 @@
 import type { Tensor } from "../nn/tensor.ts";
 import { flatten, unflatten } from "../nn/tree.ts";
 import type { MiniMindParams } from "../nn/model/minimind.ts";
-import { check } from "../nn/model/lora.ts";
+import { apply, check } from "../nn/model/lora.ts";
 import type { LoraParams } from "../nn/model/lora.ts";
 import { loadSafetensors, saveSafetensors } from "./safetensors.ts";
 
@@ -47,4 +47,39 @@ export async function load(path: string, params?: MiniMindParams): Promise<LoraP
   const adapters = unflatten(flat);
   if (params) check(params, adapters, path);
   return adapters;
+}
+
+/**
+ * Where `--lora_weight NAME` points: a `.safetensors` path as given, else the trainer's file
+ * `<saveDir>/lora/<NAME>_<hidden>[_moe].safetensors`.
+ *
+ * @param name a path or an adapter name (e.g. `lora_ci`)
+ * @param saveDir the weights folder (`out`)
+ * @param cfg the base model's config (width, MoE)
+ * @returns the file path
+ */
+export function resolvePath(
+  name: string,
+  saveDir: string,
+  cfg: { hiddenSize: number; useMoe: boolean },
+): string {
+  if (name.endsWith(".safetensors") || name.includes("/")) return name;
+  return `${saveDir}/lora/${name}_${cfg.hiddenSize}${cfg.useMoe ? "_moe" : ""}.safetensors`;
+}
+
+/**
+ * Loads adapters for `params` and returns the applied (unmerged) tree; errors name the file, the
+ * first mismatching key and both shapes.
+ *
+ * @param params base params
+ * @param path adapter file
+ * @returns params carrying the adapters
+ */
+export async function applyFile(params: MiniMindParams, path: string): Promise<MiniMindParams> {
+  if (!(await Deno.stat(path).catch(() => null))) {
+    throw new Error(
+      `Cannot load LoRA weights ${path}: no such file (train them with deno task lora)`,
+    );
+  }
+  return apply(params, await load(path, params));
 }
