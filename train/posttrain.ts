@@ -419,15 +419,12 @@ async function defaultData(
     };
   }
   if (kind === "reason") {
-    if (source) {
-      return {
-        dataset: new SFTDataset(source, tok, { ...opts, emptyThinkRatio: 0 }),
-        what: source,
-      };
-    }
+    // MiniMind2's SFTDataset adds no system prompt (its English letters would get weight 10 here)
+    const ro = { ...opts, emptyThinkRatio: 0, addSystemRatio: 0 };
+    if (source) return { dataset: new SFTDataset(source, tok, ro), what: source };
     const recs = reasonRecords(corpus!.pretrain, a.reason_samples, a.seed);
     return {
-      dataset: new SFTDataset(recs, tok, { ...opts, emptyThinkRatio: 0 }),
+      dataset: new SFTDataset(recs, tok, ro),
       what: `${recs.length} think-format poem explanations from the corpus`,
     };
   }

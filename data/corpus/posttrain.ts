@@ -183,7 +183,7 @@ export function reasonRecords(
     } else {
       q = fill(rng.pick(COMPOSE), { title: p.title, form: f.name });
       think =
-        `${f.name}是${size}${kind}：要写${lines}句，每句${chars}个字，两句一联。题目是《${p.title}》。`;
+        `题目是《${p.title}》，体裁是${f.name}：${kind}共${lines}句，${size}即每句${chars}个字。`;
       answer = p.body;
     }
     out.push({
