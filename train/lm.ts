@@ -30,6 +30,8 @@ import { adamw } from "./optim.ts";
 import { saveWeights, weightStem } from "./checkpoint.ts";
 import { runTraining } from "./loop.ts";
 import type { LossFn } from "./step.ts";
+import { makeTrainStep } from "./step.ts";
+import { stepTrainer } from "./trainer.ts";
 import type { LoopResult } from "./loop.ts";
 import { formatDuration, Progress } from "./progress.ts";
 
@@ -353,19 +355,21 @@ export async function runLm<D extends object = LMSample, B = { ids: Tensor; labe
     seed: a.seed,
     trimPadding: true,
   });
+  const step = makeTrainStep(objective.lossFn, adamw(), {
+    accumulationSteps: a.accumulation_steps,
+    gradClip: a.grad_clip,
+    hasAux: true,
+  });
   const result = await runTraining({
+    trainer: stepTrainer(step),
     stem,
     saveDir: a.save_dir,
     checkpointDir: a.checkpoint_dir,
     loader,
     toBatch: objective.toBatch,
-    lossFn: objective.lossFn,
-    optimizer: adamw(),
     params: objective.params,
     epochs: a.epochs,
     learningRate: a.learning_rate,
-    accumulationSteps: a.accumulation_steps,
-    gradClip: a.grad_clip,
     logInterval: a.log_interval,
     saveInterval: a.save_interval,
     resume: a.from_resume,
