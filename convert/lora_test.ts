@@ -10,13 +10,18 @@ import { saveWeights } from "../train/checkpoint.ts";
 import { loadModel } from "./hf.ts";
 import * as lora from "./lora.ts";
 import { main as mergeMain } from "./merge_lora.ts";
+import { main as evalMain } from "../train/eval.ts";
+import { Tokenizer } from "../data/tokenizer.ts";
+import { fixture } from "../tests/_util.ts";
+
+const tok = await Tokenizer.fromFile(fixture("minimind/minimind2"));
 
 const cfg = config("minimind2-small", {
   hiddenSize: 32,
   numHiddenLayers: 2,
   numAttentionHeads: 4,
   numKeyValueHeads: 2,
-  vocabSize: 64,
+  vocabSize: tok.vocabSize,
 });
 
 Deno.test("deno task merge_lora writes merged weights whose logits equal the unmerged forward", async () => {
@@ -52,6 +57,24 @@ Deno.test("deno task merge_lora writes merged weights whose logits equal the unm
     }
     assert(d < 1e-5, `merged vs unmerged ${d}`);
     assert(moved > 1e-3, `the adapters change the logits (${moved})`);
+    // deno task eval applies them unmerged
+    await tok.save(dir);
+    const out: string[] = [];
+    const log = console.log;
+    console.log = (...a: unknown[]) => out.push(a.join(" "));
+    try {
+      const code = await evalMain([
+        ...["--load_from", join(dir, "full_sft_32.safetensors"), "--lora_weight", "lora_ci"],
+        ...["--save_dir", dir, "--mode", "auto", "--max_new_tokens", "2", "--device", "cpu"],
+      ]);
+      assert.equal(code, 0);
+    } finally {
+      console.log = log;
+    }
+    assert(
+      out.some((l) => /^LoRA: .*lora_ci_32\.safetensors \(512 adapter params, unmerged\)/.test(l)),
+      out.join("\n"),
+    );
     // adapters of another width: the first mismatching key and both shapes
     const wide = init(
       config("minimind2-small", {
@@ -59,7 +82,7 @@ Deno.test("deno task merge_lora writes merged weights whose logits equal the unm
         numHiddenLayers: 2,
         numAttentionHeads: 4,
         numKeyValueHeads: 2,
-        vocabSize: 64,
+        vocabSize: tok.vocabSize,
       }),
       key(0),
     );

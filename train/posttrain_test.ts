@@ -41,18 +41,25 @@ const pairs = Array.from({ length: 12 }, (_, i) => ({
   }],
 }));
 
-function tiny(hidden: number, layers: number, vocab = tok.vocabSize) {
+function tiny(hidden: number, layers: number, vocab = tok.vocabSize, useMoe = false) {
   return config("minimind2-small", {
     hiddenSize: hidden,
     numHiddenLayers: layers,
     numAttentionHeads: 4,
     numKeyValueHeads: 2,
     vocabSize: vocab,
+    useMoe,
   });
 }
 
-async function writeModel(path: string, hidden: number, layers: number, vocab?: number) {
-  const cfg = tiny(hidden, layers, vocab);
+async function writeModel(
+  path: string,
+  hidden: number,
+  layers: number,
+  vocab?: number,
+  useMoe = false,
+) {
+  const cfg = tiny(hidden, layers, vocab, useMoe);
   await saveWeights(path, init(cfg, key(hidden)) as unknown as Tree, {
     config: JSON.stringify(configToHF(cfg)),
   });
@@ -158,6 +165,33 @@ for (const kind of ["lora", "dpo", "distill", "reason"] as const) {
     }
   });
 }
+
+Deno.test("deno task distill learns from an MoE teacher", async () => {
+  const d = await Deno.makeTempDir();
+  try {
+    await Deno.mkdir(join(d, "out"), { recursive: true });
+    await writeModel(join(d, "out", "full_sft_32.safetensors"), 32, 2);
+    const teacher = join(d, "out", "moe_48.safetensors");
+    await writeModel(teacher, 48, 2, undefined, true);
+    const lines: string[] = [];
+    const r = await runPost(
+      "distill",
+      parse("distill", d, ["--teacher_weight", teacher, "--max_steps", "2"]),
+      {
+        tokenizer: tok,
+        dataset: dataset("distill"),
+        progress: quiet(),
+        handleSigint: false,
+        log: (m) => lines.push(m),
+      },
+    );
+    assert.equal(r.steps, 2);
+    assert(r.losses.every(Number.isFinite));
+    assert.match(lines.join("\n"), /Teacher: .*moe_48\.safetensors \(hidden 48, 2 layers, MoE/);
+  } finally {
+    await Deno.remove(d, { recursive: true });
+  }
+});
 
 Deno.test("deno task distill refuses a teacher with another vocabulary before training", async () => {
   const d = await Deno.makeTempDir();
