@@ -88,10 +88,10 @@ interface Plan {
 }
 
 const FULL: Plan = {
-  lora: { steps: 240, batch: 16, seqLen: 96, lr: 3e-3, rank: 16 },
-  dpo: { steps: 100, batch: 8, seqLen: 96, lr: 1e-5 },
-  distill: { steps: 240, batch: 16, seqLen: 128, lr: 2e-3, hidden: 128, layers: 2, heads: 4 },
-  reason: { steps: 120, batch: 8, seqLen: 192, lr: 5e-4 },
+  lora: { steps: 200, batch: 16, seqLen: 96, lr: 3e-3, rank: 16 },
+  dpo: { steps: 80, batch: 8, seqLen: 96, lr: 1e-5 },
+  distill: { steps: 200, batch: 16, seqLen: 128, lr: 2e-3, hidden: 128, layers: 2, heads: 4 },
+  reason: { steps: 100, batch: 8, seqLen: 192, lr: 5e-4 },
   perTune: 6,
   pairs: 256,
   pplTexts: 256,

@@ -40,6 +40,11 @@ export interface VjpContext<P> {
   readonly outMetas: readonly Meta[];
   /** Static parameters. */
   readonly params: P;
+  /**
+   * Which inputs need a gradient (traced by a recording tape). A rule may return null for the
+   * others instead of computing them — e.g. a frozen weight's gradient when training LoRA.
+   */
+  readonly needsGrad: readonly boolean[];
 }
 
 /**
@@ -225,13 +230,14 @@ export function apply<P>(op: OpDef<P>, inputs: readonly Tensor[], params: P): Te
           ...outs.map((o, i) => (so[i] ? o : null)),
         ];
       },
-      (saved) => {
+      (saved, needsGrad) => {
         const ctx: VjpContext<P> = {
           inputs: saved.slice(0, inputs.length),
           outputs: saved.slice(inputs.length),
           inMetas,
           outMetas,
           params,
+          needsGrad,
         };
         return (cts) => rule(cts, ctx);
       },

@@ -9,7 +9,9 @@ import {
   scope,
   tensor,
   tree,
+  valueAndGrad,
 } from "../../mod.ts";
+import { cpuBackend } from "../backend/cpu/mod.ts";
 import type { MiniMindParams, Tensor } from "../../mod.ts";
 import { adamw } from "../../train/optim.ts";
 import { makeTrainStep } from "../../train/step.ts";
@@ -139,5 +141,49 @@ Deno.test("lora training is a param split: grads and AdamW moments for the adapt
     for (const [k, t] of Object.entries(before)) {
       assert.deepEqual(Array.from(t.dataSync()), baseCopy[k], `${k} changed`);
     }
+  });
+});
+
+Deno.test("a frozen weight costs no gradient gemm: the matmul VJP skips inputs no tape traces", () => {
+  scope(() => {
+    const params = init(cfg, random.key(1));
+    let gemms = 0;
+    const count = (f: () => void) => {
+      gemms = 0;
+      const run = cpuBackend.run;
+      // deno-lint-ignore no-explicit-any
+      (cpuBackend as any).run = (op: { name: string }, ...rest: unknown[]) => {
+        if (op.name === "matmul") gemms++;
+        // deno-lint-ignore no-explicit-any
+        return (run as any).call(cpuBackend, op, ...rest);
+      };
+      try {
+        f();
+      } finally {
+        // deno-lint-ignore no-explicit-any
+        (cpuBackend as any).run = run;
+      }
+      return gemms;
+    };
+    const fwd = count(() => forward(cfg, params, ids));
+    const full = count(() =>
+      valueAndGrad((p: MiniMindParams) => lossFromLogits(forward(cfg, p, ids).logits, ids))(params)
+    );
+    const ad = lora.init(cfg, random.key(2), { rank: 2 });
+    const fwdLora = count(() => forward(cfg, params, ids, { lora: ad }));
+    const loraGrad = count(() =>
+      valueAndGrad((a: lora.LoraParams) =>
+        lossFromLogits(forward(cfg, params, ids, { lora: a }).logits, ids)
+      )(ad)
+    );
+    // full training: every forward gemm gets dx and dW gemms
+    assert.equal(fwd, 7 * 2 + 1);
+    assert.equal(full, 3 * fwd);
+    // LoRA, 2 layers: forward 11 per layer (q, k, v, o, 3 MLP, A and B of q and o) + lm_head = 23;
+    // backward: layer 0's q/k/v see only frozen inputs (not even recorded), its A gemm needs dA,
+    // B both, o/gate/up/down dx only → 11; layer 1 → 15 (q/k/v dx); lm_head dx → 1. No dW of a
+    // frozen weight anywhere: 23 + 27 = 50.
+    assert.equal(fwdLora, 23);
+    assert.equal(loraGrad, 50);
   });
 });
