@@ -8,8 +8,9 @@
 import type { Tensor } from "../tensor.ts";
 import { stopGradient } from "../autodiff.ts";
 import { fmt } from "../shape.ts";
-import { abs, cast, exp, log, neg, relu } from "../ops/unary.ts";
-import { affine, div, maximum, mul, sub } from "../ops/binary.ts";
+import { abs, exp, relu } from "../ops/unary.ts";
+import { affine, cast, div, log, mul, neg } from "../ops/arith.ts";
+import { maximum, sub } from "../ops/binary.ts";
 import { mean, sum } from "../ops/reduce.ts";
 import { sliceAxis } from "../ops/movement.ts";
 import { logSoftmax } from "../ops/softmax.ts";

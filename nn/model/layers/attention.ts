@@ -7,8 +7,8 @@
 // NH = query heads, NKV = kv heads, HD = head dim, P = RoPE table rows
 import type { MiniMindConfig } from "../minimind_config.ts";
 import type { Tensor } from "../../tensor.ts";
-import { linear } from "../lora.ts";
-import type { LinearParams } from "../lora.ts";
+import { linear } from "./linear.ts";
+import type { LinearParams } from "./linear.ts";
 import { concat, reshape } from "../../ops/movement.ts";
 import { rmsNorm } from "../../ops/rms_norm.ts";
 import { rope } from "../../ops/rope.ts";

@@ -7,10 +7,10 @@
 // N = leading dims (B, T), H = hidden, I = intermediate
 import type { HiddenAct } from "../minimind_config.ts";
 import type { Tensor } from "../../tensor.ts";
-import { linear } from "../lora.ts";
-import type { LinearParams } from "../lora.ts";
+import { linear } from "./linear.ts";
+import type { LinearParams } from "./linear.ts";
 import { swiglu } from "../../ops/swiglu.ts";
-import { mul } from "../../ops/binary.ts";
+import { mul } from "../../ops/arith.ts";
 import { sigmoid } from "../../ops/unary.ts";
 
 /** Parameters of one MLP (Linear weights [out, in]). */
