@@ -88,6 +88,10 @@ export type { KvCache, LayerCache } from "./nn/model/layers/kv_cache.ts";
 export type { SelfAttentionParams } from "./nn/model/layers/attention.ts";
 export type { MlpParams } from "./nn/model/layers/mlp.ts";
 export type { MoeDispatch, MoeParams, RouterInfo } from "./nn/model/layers/moe.ts";
+export * as lora from "./convert/lora.ts";
+export type { LinearParams, LoraInitOptions, LoraPair, LoraParams } from "./nn/model/lora.ts";
+export { distillLoss, dpoLoss, tokenLogProbs } from "./nn/model/losses.ts";
+export type { DistillOptions, DpoInputs, DpoOptions, DpoResult } from "./nn/model/losses.ts";
 export {
   loadSafetensors,
   parseSafetensors,

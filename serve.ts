@@ -21,6 +21,7 @@ import { type BackendName, setBackend } from "./nn/backend/select.ts";
 import { initGemm } from "./nn/backend/cpu/gemm/mod.ts";
 import { setFastSgemm } from "./nn/backend/cpu/gemm_adapter.ts";
 import { loadModel } from "./convert/hf.ts";
+import * as lora from "./convert/lora.ts";
 import { createApp, type ServeApp } from "./serve/mod.ts";
 
 /** A running server. */
@@ -85,6 +86,7 @@ const HELP = `Usage: deno run -A serve.ts [options]
 
   --load_from PATH        model: HF-layout folder (config.json, model.safetensors, tokenizer files)
                           or a .safetensors file (config from its metadata or a config.json beside it)
+  --lora_weight PATH      LoRA adapters (.safetensors from deno task lora), applied unmerged
   --tokenizer PATH        tokenizer.json or its folder (default: the one beside the weights)
   --init_random           serve a randomly initialised model instead (with --hidden_size,
                           --num_hidden_layers, --seed), e.g. to try the page
@@ -113,6 +115,7 @@ export async function main(args: string[]): Promise<void> {
     args,
     options: {
       load_from: { type: "string" },
+      lora_weight: { type: "string" },
       tokenizer: { type: "string" },
       init_random: { type: "boolean", default: false },
       hidden_size: { type: "string", default: "512" },
@@ -147,9 +150,15 @@ export async function main(args: string[]): Promise<void> {
   // the fast CPU matmul (BLAS through FFI, else wasm SIMD) for the CPU backend
   setFastSgemm(await initGemm(v.threads ? { threads: int("threads", v.threads, 1) } : {}));
   let model, tokenizer: Tokenizer | undefined, modelId = v.model_id;
+  if (v.lora_weight && !v.load_from) {
+    throw new Error(`--lora_weight ${v.lora_weight} needs the base model: pass --load_from PATH`);
+  }
   if (v.load_from) {
     const loaded = await loadModel(v.load_from);
-    model = { cfg: loaded.cfg, params: loaded.params };
+    const params = v.lora_weight
+      ? await lora.applyFile(loaded.params, v.lora_weight)
+      : loaded.params;
+    model = { cfg: loaded.cfg, params };
     tokenizer = loaded.tokenizer;
     modelId ??= basename(v.load_from.replace(/\/+$/, "")).replace(/\.safetensors$/, "");
   } else if (v.init_random) {

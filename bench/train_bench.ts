@@ -8,6 +8,11 @@
  *
  *   deno task bench:train --preset minimind2-small --batch_size 4 --max_seq_len 256 --steps 5
  *   deno task bench:train --hidden_size 256 --num_hidden_layers 4 --batch_size 16 --max_seq_len 128 --torch 1
+ *   deno task bench:train --mode lora     # a LoRA step (adapters only) vs the full SFT step
+ *
+ * `--mode lora` times the full step and then the LoRA step of the same model and batch (rank
+ * `--lora_rank`, MiniMind's square-Linear targets; the base closed over, AdamW over the adapters
+ * only) and adds `lora_ms_per_step`, `lora_vs_full_step_cost` and both optimizer states' bytes.
  * @module
  */
 import { defaultBackend } from "../nn/backend/select.ts";
@@ -16,7 +21,10 @@ import { config, PRESETS } from "../nn/model/minimind_config.ts";
 import type { ConfigOverrides, PresetName } from "../nn/model/minimind_config.ts";
 import { key, randint } from "../nn/random.ts";
 import { scope } from "../nn/scope.ts";
+import * as tree from "../nn/tree.ts";
+import { byteSize } from "../nn/dtype.ts";
 import type { Tree } from "../nn/tree.ts";
+import * as lora from "../convert/lora.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { parseFlags, runMain, usage } from "../train/cli.ts";
 import type { FlagTable } from "../train/cli.ts";
@@ -47,9 +55,75 @@ export const BENCH_FLAGS = {
     help: "auto = a real GPU if present, else CPU",
   },
   torch: { type: "bool01", default: false, help: "also run bench/torch_train.py (same machine)" },
+  mode: {
+    type: "choice",
+    default: "full",
+    choices: ["full", "lora"],
+    help: "full = every parameter trained; lora = also a LoRA step, with the cost ratio",
+  },
+  lora_rank: { type: "int", default: 16, min: 1, help: "adapter rank for --mode lora" },
 } satisfies FlagTable;
 
 const COMMAND = "deno task bench:train";
+
+/** One timed run. */
+interface Timing {
+  /** Mean ms per timed step. */
+  ms: number;
+  /** Peak RSS (bytes). */
+  peak: number;
+  /** Bytes of the optimizer state's tensors (AdamW: two moments per trained value). */
+  optBytes: number;
+  /** Trained values. */
+  trainable: number;
+}
+
+/**
+ * Times `steps` train steps of `lossFn` over `trainable` (taken over and freed) after `warmup`
+ * untimed ones.
+ */
+async function timeSteps<B>(
+  lossFn: (p: Tree, b: B) => [Tensor, Tensor],
+  trainable: Tree,
+  batch: B,
+  warmup: number,
+  steps: number,
+): Promise<Timing> {
+  const step = makeTrainStep<B, Tensor>(lossFn, adamw({ lr: 5e-4 }), { hasAux: true, gradClip: 1 });
+  let state = step.init(trainable); // owned by the state from here on
+  let peak = Deno.memoryUsage().rss;
+  const times: number[] = [];
+  let prev: Tensor | null = null;
+  for (let s = 0; s < warmup + steps; s++) {
+    const t0 = performance.now();
+    const [next, out] = scope(() => step(state, batch));
+    state = next;
+    // read the previous step's loss while this one runs (WebGPU); on CPU it is already done
+    if (prev) {
+      await prev.item(); // sync point
+      prev.dispose();
+    }
+    prev = out.loss;
+    out.aux?.dispose();
+    out.gradNorm?.dispose();
+    if (s === warmup + steps - 1) {
+      await prev.item(); // the last step: wait for it
+      prev.dispose();
+      prev = null;
+    } else await defaultBackend().sync();
+    if (s >= warmup) times.push(performance.now() - t0);
+    peak = Math.max(peak, Deno.memoryUsage().rss);
+  }
+  const bytes = (t: Tree) => tree.tensors(t).reduce((n, x) => n + x.size * byteSize(x.dtype), 0);
+  const timing = {
+    ms: times.reduce((x, y) => x + y, 0) / times.length,
+    peak,
+    optBytes: bytes(state.optState),
+    trainable: tree.tensors(state.params).reduce((n, x) => n + x.size, 0),
+  };
+  disposeState(state);
+  return timing;
+}
 
 /**
  * Runs the benchmark.
@@ -71,43 +145,23 @@ export async function main(argv: readonly string[]): Promise<number> {
   if (a.num_key_value_heads) o.numKeyValueHeads = a.num_key_value_heads;
   const cfg = config(a.preset as PresetName, o);
   const B = a.batch_size, T = a.max_seq_len;
-  const step = makeTrainStep<{ ids: Tensor; labels: Tensor }, Tensor>(
-    lmLoss(cfg),
-    adamw({ lr: 5e-4 }),
-    {
-      hasAux: true,
-      gradClip: 1,
-    },
-  );
-  let state = step.init(init(cfg, key(0)) as unknown as Tree);
   const ids = randint(key(1), [B, T], 3, cfg.vocabSize);
   const batch = { ids, labels: ids };
-  let peak = Deno.memoryUsage().rss;
-  const times: number[] = [];
-  let prev: Tensor | null = null;
-  for (let s = 0; s < a.warmup + a.steps; s++) {
-    const t0 = performance.now();
-    const [next, out] = scope(() => step(state, batch));
-    state = next;
-    // read the previous step's loss while this one runs (WebGPU); on CPU it is already done
-    if (prev) {
-      await prev.item(); // sync point
-      prev.dispose();
-    }
-    prev = out.loss;
-    out.aux?.dispose();
-    out.gradNorm?.dispose();
-    if (s === a.warmup + a.steps - 1) {
-      await prev.item(); // the last step: wait for it
-      prev.dispose();
-      prev = null;
-    } else await defaultBackend().sync();
-    if (s >= a.warmup) times.push(performance.now() - t0);
-    peak = Math.max(peak, Deno.memoryUsage().rss);
+  const params = init(cfg, key(0));
+  let loraRun: Timing | null = null;
+  if (a.mode === "lora") {
+    // the param split: AdamW and valueAndGrad see the adapters; the base is closed over
+    const base = lmLoss(cfg);
+    const loss = (ad: Tree, b: { ids: Tensor; labels: Tensor }) =>
+      base(lora.apply(params, ad) as unknown as Tree, b);
+    const adapters = lora.init(cfg, key(2), { rank: a.lora_rank });
+    loraRun = await timeSteps(loss, adapters, batch, a.warmup, a.steps);
   }
-  disposeState(state);
+  // the full step last: it takes the params over (and frees them)
+  const full = await timeSteps(lmLoss(cfg), params as unknown as Tree, batch, a.warmup, a.steps);
   ids.dispose();
-  const ms = times.reduce((x, y) => x + y, 0) / times.length;
+  const ms = full.ms;
+  const peak = Math.max(full.peak, loraRun?.peak ?? 0);
   const result: Record<string, unknown> = {
     impl: "minimind.ts",
     device,
@@ -121,7 +175,16 @@ export async function main(argv: readonly string[]): Promise<number> {
     tokens_per_s: Math.round((B * T) / (ms / 1000) * 10) / 10,
     ms_per_step: Math.round(ms * 10) / 10,
     peak_rss_mb: Math.round(peak / 2 ** 20 * 10) / 10,
+    opt_state_bytes: full.optBytes,
   };
+  if (loraRun) {
+    result.lora_rank = a.lora_rank;
+    result.lora_params = loraRun.trainable;
+    result.lora_ms_per_step = Math.round(loraRun.ms * 10) / 10;
+    result.lora_tokens_per_s = Math.round((B * T) / (loraRun.ms / 1000) * 10) / 10;
+    result.lora_vs_full_step_cost = Math.round(loraRun.ms / full.ms * 1000) / 1000;
+    result.lora_opt_state_bytes = loraRun.optBytes;
+  }
   if (a.torch) {
     const py = new URL("./torch_train.py", import.meta.url).pathname;
     const out = await new Deno.Command("/usr/bin/python3", {

@@ -29,6 +29,7 @@ import { UsageError } from "./cli.ts";
 import { adamw } from "./optim.ts";
 import { saveWeights, weightStem } from "./checkpoint.ts";
 import { runTraining } from "./loop.ts";
+import type { LossFn } from "./step.ts";
 import { makeTrainStep } from "./step.ts";
 import { stepTrainer } from "./trainer.ts";
 import type { LoopResult } from "./loop.ts";
@@ -230,14 +231,40 @@ export function lmBatch(b: Batch<LMSample>): { ids: Tensor; labels: Tensor } {
   };
 }
 
+/**
+ * What a run trains once the model is loaded: pretraining and SFT train every parameter with the
+ * LM loss; post-training swaps in its own trainable tree (LoRA adapters), loss (DPO,
+ * distillation, weighted reasoning CE), batch and weight file.
+ */
+export interface Objective<D extends object, B> {
+  /** What the optimizer updates (the model's params, or LoRA adapters). */
+  params: Tree;
+  /** (trainable, batch) → [loss, aux loss for the log]. */
+  lossFn: LossFn<B, Tensor>;
+  /** Typed-array batch → tensors. */
+  toBatch: (batch: Batch<D>) => B;
+  /** Writes the final (or periodic) weights of the trainable tree. */
+  saveWeights?: (trainable: Tree, path: string) => Promise<void>;
+  /** File stem (default `<save_weight>_<hidden>[_moe]`). */
+  stem?: string;
+}
+
+/** Builds an {@link Objective} for the loaded model. */
+export type ObjectiveFn<D extends object, B> = (
+  cfg: MiniMindConfig,
+  params: Tree,
+) => Objective<D, B> | Promise<Objective<D, B>>;
+
 /** Everything an LM run needs besides the flags. */
-export interface LmRunInput {
+export interface LmRunInput<D extends object = LMSample, B = { ids: Tensor; labels: Tensor }> {
   /** Parsed flags. */
   args: LmArgs;
   /** Flags given explicitly. */
   given: Set<string>;
   /** The dataset. */
-  dataset: Dataset<LMSample>;
+  dataset: Dataset<D>;
+  /** What to train (default: every parameter with the LM loss). */
+  objective?: ObjectiveFn<D, B>;
   /** Its tokenizer (saved beside the weights). */
   tokenizer: Tokenizer;
   /** Test hook: stop after N steps of this process. */
@@ -262,7 +289,9 @@ export interface LmRunResult extends LoopResult {
  * @param input flags, dataset, tokenizer
  * @returns the loop's result and the config
  */
-export async function runLm(input: LmRunInput): Promise<LmRunResult> {
+export async function runLm<D extends object = LMSample, B = { ids: Tensor; labels: Tensor }>(
+  input: LmRunInput<D, B>,
+): Promise<LmRunResult> {
   const { args: a, given, dataset, tokenizer } = input;
   const progress = input.progress ?? new Progress();
   const say = (m: string) => progress.line(m);
@@ -312,7 +341,13 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
       `${cfg.numAttentionHeads}/${cfg.numKeyValueHeads} heads, vocab ${cfg.vocabSize})`,
   );
 
-  const stem = weightStem(a.save_weight, cfg.hiddenSize, cfg.useMoe);
+  const hf = JSON.stringify(configToHF(cfg));
+  const objective: Objective<D, B> = input.objective ? await input.objective(cfg, params) : {
+    params,
+    lossFn: lmLoss(cfg) as unknown as LossFn<B, Tensor>,
+    toBatch: lmBatch as unknown as (b: Batch<D>) => B,
+  };
+  const stem = objective.stem ?? weightStem(a.save_weight, cfg.hiddenSize, cfg.useMoe);
   await Deno.mkdir(a.save_dir, { recursive: true });
   await tokenizer.save(a.save_dir); // the weights' tokenizer, where loadModel looks for it
   const loader = new DataLoader(dataset, {
@@ -320,8 +355,7 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
     seed: a.seed,
     trimPadding: true,
   });
-  const hf = JSON.stringify(configToHF(cfg));
-  const step = makeTrainStep(lmLoss(cfg), adamw(), {
+  const step = makeTrainStep(objective.lossFn, adamw(), {
     accumulationSteps: a.accumulation_steps,
     gradClip: a.grad_clip,
     hasAux: true,
@@ -332,8 +366,8 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
     saveDir: a.save_dir,
     checkpointDir: a.checkpoint_dir,
     loader,
-    toBatch: lmBatch,
-    params,
+    toBatch: objective.toBatch,
+    params: objective.params,
     epochs: a.epochs,
     learningRate: a.learning_rate,
     logInterval: a.log_interval,
@@ -342,7 +376,7 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
     seed: a.seed,
     maxSteps: a.max_steps || undefined,
     stopAfter: input.stopAfter,
-    saveWeights: (p, path) => saveWeights(path, p, { config: hf }),
+    saveWeights: objective.saveWeights ?? ((p, path) => saveWeights(path, p, { config: hf })),
     extra: { args: a, config: configToHF(cfg) },
     progress,
     handleSigint: input.handleSigint,
