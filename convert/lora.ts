@@ -10,6 +10,7 @@ import type { MiniMindParams } from "../nn/model/minimind.ts";
 import { apply, check } from "../nn/model/lora.ts";
 import type { LoraParams } from "../nn/model/lora.ts";
 import { loadSafetensors, saveSafetensors } from "./safetensors.ts";
+import { loadPth } from "./pth.ts";
 
 export * from "../nn/model/lora.ts";
 
@@ -32,16 +33,17 @@ export async function save(
 }
 
 /**
- * Loads adapters saved by {@link save} (or any safetensors of `save_lora` keys; a `module.`
- * prefix is stripped as MiniMind's `load_lora` does). With `params`, checks every key and shape
- * against that model (the error names the first mismatching key and both shapes).
+ * Loads adapters saved by {@link save} (or any safetensors of `save_lora` keys), or a `.pth`
+ * that MiniMind's `save_lora` wrote (read by the whitelisting `.pth` reader); a `module.` prefix
+ * is stripped as MiniMind's `load_lora` does. With `params`, checks every key and shape against
+ * that model (the error names the first mismatching key and both shapes).
  *
- * @param path `.safetensors` file
+ * @param path `.safetensors` or `.pth` file
  * @param params the model the adapters are for (optional check)
  * @returns the adapter tree
  */
 export async function load(path: string, params?: MiniMindParams): Promise<LoraParams> {
-  const raw = await loadSafetensors(path);
+  const raw = /\.(pth|pt|bin)$/.test(path) ? await loadPth(path) : await loadSafetensors(path);
   const flat: Record<string, Tensor> = {};
   for (const [k, t] of Object.entries(raw)) flat[k.replace(/^module\./, "")] = t;
   const adapters = unflatten(flat);
