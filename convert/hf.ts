@@ -174,7 +174,11 @@ export async function loadModel(
     raw = parsed.tensors;
   } else if (path.endsWith(".pth") || path.endsWith(".pt") || path.endsWith(".bin")) {
     dir = dirname(path);
-    raw = parsePth(await Deno.readFile(path), path).tensors;
+    raw = {};
+    // DDP (`module.`) and torch.compile (`_orig_mod.`) prefixes, as MiniMind's loaders strip them
+    for (const [k, t] of Object.entries(parsePth(await Deno.readFile(path), path).tensors)) {
+      raw[k.replace(/^(module\.|_orig_mod\.)+/, "")] = t;
+    }
     if (!cfg) {
       const shapes: Record<string, readonly number[]> = {};
       for (const [k, t] of Object.entries(raw)) shapes[k] = t.shape;
