@@ -138,7 +138,13 @@ async function checkWithLlamaCpp(t: Deno.TestContext, llama: Llama, c: Case, dir
       const ms = performance.now() - t0;
       const model = await llama.loadModel({ modelPath: path });
       try {
-        assert.equal(model.fileInfo.metadata.general.architecture, ggufArch(cfg));
+        const meta = model.fileInfo.metadata;
+        assert.equal(meta.general.architecture, ggufArch(cfg));
+        assert.equal(meta.tokenizer.chat_template, tok.config.chat_template);
+        assert.equal(meta.tokenizer.ggml.merges.length, tok.model.merges.length);
+        assert.equal(model.tokens.bos, tok.bosId);
+        assert.equal(model.tokens.eos, tok.eosId);
+        assert.equal(model.detokenize(tok.encode(TEXTS[2]), true), TEXTS[2]);
         for (const s of TEXTS) {
           assert.deepEqual(
             [...model.tokenize(s, true)],

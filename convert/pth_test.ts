@@ -5,7 +5,9 @@ import { loadModel, saveModelPth, stateDict } from "./hf.ts";
 import { parsePth, serializePth } from "./pth.ts";
 import { PickleWriter } from "./pickle.ts";
 import { readZip, writeZip } from "./zip.ts";
-import { forward } from "../nn/model/minimind.ts";
+import { forward, init } from "../nn/model/minimind.ts";
+import { config } from "../nn/model/minimind_config.ts";
+import { key } from "../nn/random.ts";
 import { tensor } from "../nn/creation.ts";
 import { flatten, type Tree } from "../nn/tree.ts";
 import { tinyModel } from "../tests/_serve.ts";
@@ -84,6 +86,22 @@ Deno.test("pth: ours → .pth → ours is bit-exact in f32 and within rounding i
         }
       }
     }
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("pth: a MiniMind2-MoE state dict's config is read back from its shapes", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cfg = config("minimind2-moe", { hiddenSize: 64, numHiddenLayers: 2, vocabSize: 96 });
+    const params = init(cfg, key(2));
+    const path = join(dir, "full_sft_64_moe.pth");
+    await saveModelPth(path, { cfg, params }, "bf16");
+    const back = await loadModel(path);
+    assert.deepEqual(back.cfg, cfg);
+    assert.equal(back.cfg.nSharedExperts, 1);
+    assert.equal(back.cfg.nRoutedExperts, 4);
   } finally {
     await Deno.remove(dir, { recursive: true });
   }
