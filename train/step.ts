@@ -146,7 +146,7 @@ export function makeTrainStep<B, A extends Tree = Tree>(
   if (!(opts.gradClip >= 0)) throw new Error(`Cannot use gradClip ${opts.gradClip}: need ≥ 0`);
 
   // loss / accumulation_steps, differentiated w.r.t. params; aux carries [loss, user aux]
-  const scaled = (params: Tree, batch: B): [Tensor, Tree] => {
+  const scaled = (params: Tree, batch: B): [Tensor, [Tensor, Tree]] => {
     const r = lossFn(params, batch);
     const [loss, aux] = opts.hasAux ? (r as [Tensor, Tree]) : [r as Tensor, null];
     return [accum === 1 ? loss : affine(loss, 1 / accum), [loss, aux]];
