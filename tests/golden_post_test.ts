@@ -123,7 +123,7 @@ async function dpoCase(): Promise<void> {
     const f = (p: MiniMindParams) => {
       const policyLogps = tokenLogProbs(forward(cfg, p, x, { train: true }).logits, y);
       const r = dpoLoss({ policyLogps, refLogps, mask }, { beta, reduction });
-      return [r.loss, { policyLogps, z: r.logits, scores: r.policyScores }];
+      return [r.loss, { policyLogps, z: r.logits, scores: r.policyScores }] as const;
     };
     const [[loss, aux], grads] = valueAndGrad(f, { hasAux: true })(params);
     await close("policy_logps", aux.policyLogps, flat.policy_logps);
