@@ -233,8 +233,8 @@ Deno.test("gguf: llama.cpp (node-llama-cpp) loads our GGUF, tokenizes and contin
         exact: true,
       },
       {
-        label: "minimind-3 tiny (qwen3)",
-        cfg: config("minimind3", { hiddenSize: 128, numHiddenLayers: 2 }),
+        label: "minimind-3 tiny untied (qwen3)",
+        cfg: config("minimind3", { hiddenSize: 128, numHiddenLayers: 2, tieWordEmbeddings: false }),
         tokenizer: "minimind/minimind-3",
         dtypes: ["f32"],
         exact: true,
