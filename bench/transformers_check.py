@@ -29,7 +29,7 @@ def main():
         path = os.path.join(d, name)
         row = {"export": name}
         try:
-            model = AutoModelForCausalLM.from_pretrained(path, torch_dtype=torch.float32).eval()
+            model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
             row["class"] = type(model).__name__
             with torch.no_grad():
                 logits = model(torch.tensor([want["ids"]])).logits[0].float().reshape(-1)

@@ -149,6 +149,40 @@ print(json.dumps({k: [str(v.dtype), list(v.shape), float(v.float().sum())] for k
   }
 });
 
+Deno.test("pth: a MiniMind resume checkpoint (model + optimizer + step) loads its model", async (t) => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const path = join(dir, "full_sft_32_resume.pth");
+    const script = `
+import sys, torch
+m = torch.nn.Linear(3, 2, bias=False)
+opt = torch.optim.AdamW(m.parameters())
+m(torch.ones(1, 3)).sum().backward(); opt.step()
+torch.save({"model": m.state_dict(), "optimizer": opt.state_dict(), "epoch": 1, "step": 7,
+            "world_size": 1, "wandb_id": None}, sys.argv[1])
+print(m.weight.detach().reshape(-1).tolist())
+`;
+    const out = await new Deno.Command("/usr/bin/python3", {
+      args: ["-c", script, path],
+      stderr: "piped",
+    })
+      .output().catch(() => null);
+    if (!out?.success) {
+      await t.step({ name: "skipped: /usr/bin/python3 has no torch", ignore: true, fn() {} });
+      return;
+    }
+    const want = JSON.parse(new TextDecoder().decode(out.stdout));
+    const p = parsePth(await Deno.readFile(path), path);
+    assert.deepEqual(Object.keys(p.tensors), ["weight"]);
+    assert.deepEqual(
+      [...new Float32Array(p.tensors.weight.data.slice().buffer)],
+      want.map(Math.fround),
+    );
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("pth: a pickle calling os.system is refused by name, nothing runs", () => {
   for (const [module, name] of [["os", "system"], ["posix", "system"], ["builtins", "eval"]]) {
     const w = new PickleWriter().global(module, name).mark().str("touch /tmp/pwned").tuple()
