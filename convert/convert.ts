@@ -17,8 +17,8 @@ import * as lora from "./lora.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { countParams, type MiniMindParams } from "../nn/model/minimind.ts";
 import { type PresetName, PRESETS } from "../nn/model/minimind_config.ts";
-import { parseFlags, runMain, usage, UsageError } from "../train/cli.ts";
-import type { FlagTable } from "../train/cli.ts";
+import { parseFlags, runMain, usage, UsageError } from "../cli.ts";
+import type { FlagTable } from "../cli.ts";
 
 /** The flags (MiniMind's model flags for a `.pth`, which holds no config). */
 export const CONVERT_FLAGS = {

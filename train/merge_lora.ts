@@ -10,12 +10,12 @@
 import { dirname, join } from "node:path";
 import { flatten } from "../nn/tree.ts";
 import { configToHF } from "../nn/model/minimind_config.ts";
-import { loadModel } from "./hf.ts";
-import * as lora from "./lora.ts";
-import { saveSafetensors } from "./safetensors.ts";
-import { parseFlags, runMain, usage, UsageError } from "../train/cli.ts";
-import type { FlagTable } from "../train/cli.ts";
-import { weightStem } from "../train/checkpoint.ts";
+import { loadModel } from "../convert/hf.ts";
+import * as lora from "../convert/lora.ts";
+import { saveSafetensors } from "../convert/safetensors.ts";
+import { parseFlags, runMain, usage, UsageError } from "../cli.ts";
+import type { FlagTable } from "../cli.ts";
+import { weightStem } from "./checkpoint.ts";
 
 /** The flags (eval_llm.py's names for the base and the adapters). */
 export const MERGE_FLAGS = {
