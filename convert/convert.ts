@@ -101,7 +101,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     }
   }
   const t0 = performance.now();
-  const m = await loadModel(a.in, { flags });
+  const m = await loadModel(a.in, { flags }).catch((e: Error) => {
+    // a model flag that contradicts the weights is a usage error (exit 2)
+    throw e.message.startsWith("Cannot infer the model config") ? new UsageError(e.message) : e;
+  });
   let params: MiniMindParams = m.params;
   if (a.merge_lora) {
     const adapters = await lora.load(a.merge_lora, params);
