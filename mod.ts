@@ -168,6 +168,10 @@ export type { KvCache, LayerCache } from "./nn/model/layers/kv_cache.ts";
 export type { SelfAttentionParams } from "./nn/model/layers/attention.ts";
 export type { MlpParams } from "./nn/model/layers/mlp.ts";
 export type { MoeDispatch, MoeParams, RouterInfo } from "./nn/model/layers/moe.ts";
+export * as lora from "./convert/lora.ts";
+export type { LinearParams, LoraInitOptions, LoraPair, LoraParams } from "./nn/model/lora.ts";
+export { distillLoss, dpoLoss, tokenLogProbs } from "./nn/model/losses.ts";
+export type { DistillOptions, DpoInputs, DpoOptions, DpoResult } from "./nn/model/losses.ts";
 export {
   loadSafetensors,
   parseSafetensors,
@@ -205,8 +209,21 @@ export type {
   ServeApp,
   ServeModel,
 } from "./serve/mod.ts";
-export { loadModel, saveModel } from "./convert/hf.ts";
-export type { LoadedModel, LoadModelOptions, SaveModelInput } from "./convert/hf.ts";
+export { loadModel, saveModel, saveModelPth, stateDict } from "./convert/hf.ts";
+export type {
+  LoadedModel,
+  LoadModelOptions,
+  SaveModelInput,
+  SaveModelOptions,
+} from "./convert/hf.ts";
+export { loadPth, parsePth, savePth, serializePth } from "./convert/pth.ts";
+export type { ParsedPth, PthReadOptions } from "./convert/pth.ts";
+export { inferConfig } from "./convert/infer.ts";
+export type { ModelFlags } from "./convert/infer.ts";
+export { configFromAnyHF, hfConfigFor } from "./convert/layouts.ts";
+export type { ExportDType, HfLayout } from "./convert/layouts.ts";
+export { exportGguf, serializeGguf } from "./convert/gguf.ts";
+export type { GgufDType, GgufModel, GgufOptions } from "./convert/gguf.ts";
 export { Tokenizer } from "./data/tokenizer.ts";
 export type {
   AddedToken,

@@ -20,6 +20,7 @@ import { setBackendFromFlag } from "./nn/backend/select.ts";
 import { initGemm } from "./nn/backend/cpu/gemm/mod.ts";
 import { setFastSgemm } from "./nn/backend/cpu/gemm_adapter.ts";
 import { loadModel } from "./convert/hf.ts";
+import * as lora from "./convert/lora.ts";
 import { createApp, type ServeApp } from "./serve/mod.ts";
 import { deviceFlag, parseFlags, runMain, usage, UsageError } from "./cli.ts";
 import type { FlagTable } from "./cli.ts";
@@ -96,6 +97,10 @@ export const SERVE_FLAGS = {
     type: "optional",
     help: "model: an HF-layout folder (config.json, model.safetensors, tokenizer files) or a " +
       ".safetensors file (config from its metadata or a config.json beside it)",
+  },
+  lora_weight: {
+    type: "optional",
+    help: "LoRA adapters (.safetensors from deno task lora), applied unmerged",
   },
   tokenizer: {
     type: "optional",
@@ -190,9 +195,17 @@ export async function main(argv: readonly string[]): Promise<number> {
   // the fast CPU matmul (BLAS through FFI, else wasm SIMD) for the CPU backend
   setFastSgemm(await initGemm(v.threads ? { threads: v.threads } : {}));
   let model, tokenizer: Tokenizer | undefined, modelId = v.model_id;
+  if (v.lora_weight && !v.load_from) {
+    throw new UsageError(
+      `--lora_weight ${v.lora_weight} needs the base model: pass --load_from PATH`,
+    );
+  }
   if (v.load_from) {
     const loaded = await loadModel(v.load_from);
-    model = { cfg: loaded.cfg, params: loaded.params };
+    const params = v.lora_weight
+      ? await lora.applyFile(loaded.params, v.lora_weight)
+      : loaded.params;
+    model = { cfg: loaded.cfg, params };
     tokenizer = loaded.tokenizer;
     modelId ??= basename(v.load_from.replace(/\/+$/, "")).replace(/\.safetensors$/, "");
   } else {

@@ -11,6 +11,11 @@
  *   deno task bench:train --preset minimind2-small --batch_size 4 --max_seq_len 256 --steps 5
  *   OPENBLAS_NUM_THREADS=1 mpirun -np 2 deno task bench:train --batch_size 2 --max_seq_len 256
  *   deno task bench:train --hidden_size 256 --num_hidden_layers 4 --batch_size 16 --max_seq_len 128 --torch 1
+ *   deno task bench:train --mode lora     # a LoRA step (adapters only) vs the full SFT step
+ *
+ * `--mode lora` times the full step and then the LoRA step of the same model and batch (rank
+ * `--lora_rank`, MiniMind's square-Linear targets; the base closed over, AdamW over the adapters
+ * only) and adds `lora_ms_per_step`, `lora_vs_full_step_cost` and both optimizer states' bytes.
  * @module
  */
 import { defaultBackend } from "../nn/backend/select.ts";
@@ -19,7 +24,10 @@ import { config, PRESETS } from "../nn/model/minimind_config.ts";
 import type { ConfigOverrides, PresetName } from "../nn/model/minimind_config.ts";
 import { key, randint } from "../nn/random.ts";
 import { scope } from "../nn/scope.ts";
+import * as tree from "../nn/tree.ts";
+import { byteSize } from "../nn/dtype.ts";
 import type { Tree } from "../nn/tree.ts";
+import * as lora from "../convert/lora.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { parseFlags, runMain, usage } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
@@ -29,6 +37,7 @@ import { disposeState, makeTrainStep } from "../train/step.ts";
 import type { StepOutput } from "../train/step.ts";
 import { dataParallel } from "../train/dist/data_parallel.ts";
 import { openCommunicator } from "../train/dist/mpi.ts";
+import type { Communicator } from "../train/dist/comm.ts";
 
 /** The benchmark's flags. */
 export const BENCH_FLAGS = {
@@ -53,9 +62,92 @@ export const BENCH_FLAGS = {
     help: "auto = a real GPU if present, else CPU",
   },
   torch: { type: "bool01", default: false, help: "also run bench/torch_train.py (same machine)" },
+  mode: {
+    type: "choice",
+    default: "full",
+    choices: ["full", "lora"],
+    help: "full = every parameter trained; lora = also a LoRA step, with the cost ratio",
+  },
+  lora_rank: { type: "int", default: 16, min: 1, help: "adapter rank for --mode lora" },
 } satisfies FlagTable;
 
 const COMMAND = "deno task bench:train";
+
+/** One timed run. */
+interface Timing {
+  /** Mean ms per timed step. */
+  ms: number;
+  /** Peak RSS (bytes). */
+  peak: number;
+  /** Bytes of the optimizer state's tensors (AdamW: two moments per trained value). */
+  optBytes: number;
+  /** Trained values. */
+  trainable: number;
+  /** Data parallel only: mean all-reduce ms per step, without the wait for the other ranks. */
+  allreduceMs?: number;
+  /** Data parallel only: mean ms per step spent waiting for the other ranks. */
+  waitMs?: number;
+}
+
+/**
+ * Times `steps` train steps of `lossFn` over `trainable` (taken over and freed) after `warmup`
+ * untimed ones; with a communicator of several ranks, data parallel (`--batch_size` rows per
+ * rank).
+ */
+async function timeSteps<B>(
+  lossFn: (p: Tree, b: B) => [Tensor, Tensor],
+  trainable: Tree,
+  batch: B,
+  warmup: number,
+  steps: number,
+  comm?: Communicator,
+): Promise<Timing> {
+  const step = makeTrainStep<B, Tensor>(lossFn, adamw({ lr: 5e-4 }), { hasAux: true, gradClip: 1 });
+  const dp = comm && comm.size > 1 ? dataParallel(step, comm) : null;
+  let state = dp ? await dp.init(trainable) : step.init(trainable); // owned by the state now
+  let peak = Deno.memoryUsage().rss;
+  const times: number[] = [], reduceMs: number[] = [], waitMs: number[] = [];
+  let prev: Tensor | null = null;
+  for (let s = 0; s < warmup + steps; s++) {
+    const t0 = performance.now();
+    let out: StepOutput<Tensor>;
+    if (dp) {
+      const [next, o] = await dp(state, batch);
+      if (s >= warmup) reduceMs.push(o.reduceMs), waitMs.push(o.waitMs ?? 0);
+      [state, out] = [next, o];
+    } else [state, out] = scope(() => step(state, batch));
+    // read the previous step's loss while this one runs (WebGPU); on CPU it is already done
+    if (prev) {
+      await prev.item(); // sync point
+      prev.dispose();
+    }
+    prev = out.loss;
+    out.aux?.dispose();
+    out.gradNorm?.dispose();
+    if (s === warmup + steps - 1) {
+      await prev.item(); // the last step: wait for it
+      prev.dispose();
+      prev = null;
+    } else await defaultBackend().sync();
+    if (s >= warmup) times.push(performance.now() - t0);
+    peak = Math.max(peak, Deno.memoryUsage().rss);
+  }
+  const bytes = (t: Tree) => tree.tensors(t).reduce((n, x) => n + x.size * byteSize(x.dtype), 0);
+  const mean = (x: number[]) => x.reduce((p, q) => p + q, 0) / x.length;
+  const timing: Timing = {
+    ms: mean(times),
+    peak,
+    optBytes: bytes(state.optState),
+    trainable: tree.tensors(state.params).reduce((n, x) => n + x.size, 0),
+  };
+  if (dp) {
+    // the all-reduce itself, and the wait for the other rank before it (load imbalance)
+    timing.allreduceMs = mean(reduceMs.map((r, i) => r - waitMs[i]));
+    timing.waitMs = mean(waitMs);
+  }
+  disposeState(state);
+  return timing;
+}
 
 /**
  * Runs the benchmark.
@@ -77,53 +169,37 @@ export async function main(argv: readonly string[]): Promise<number> {
   if (a.num_key_value_heads) o.numKeyValueHeads = a.num_key_value_heads;
   const cfg = config(a.preset as PresetName, o);
   const B = a.batch_size, T = a.max_seq_len;
-  const step = makeTrainStep<{ ids: Tensor; labels: Tensor }, Tensor>(
-    lmLoss(cfg),
-    adamw({ lr: 5e-4 }),
-    {
-      hasAux: true,
-      gradClip: 1,
-    },
-  );
   // under mpirun: data parallel, `--batch_size` rows per rank, tokens/s of all ranks together
   const comm = openCommunicator();
-  const dp = comm.size > 1 ? dataParallel(step, comm) : null;
-  const p0 = init(cfg, key(0)) as unknown as Tree;
-  let state = dp ? await dp.init(p0) : step.init(p0);
   const ids = randint(key(1 + comm.rank), [B, T], 3, cfg.vocabSize);
   const batch = { ids, labels: ids };
-  let peak = Deno.memoryUsage().rss;
-  const times: number[] = [], reduceMs: number[] = [], waitMs: number[] = [];
-  let prev: Tensor | null = null;
-  for (let s = 0; s < a.warmup + a.steps; s++) {
-    const t0 = performance.now();
-    let out: StepOutput<Tensor>;
-    if (dp) {
-      const [next, o] = await dp(state, batch);
-      if (s >= a.warmup) reduceMs.push(o.reduceMs), waitMs.push(o.waitMs ?? 0);
-      [state, out] = [next, o];
-    } else [state, out] = scope(() => step(state, batch));
-    // read the previous step's loss while this one runs (WebGPU); on CPU it is already done
-    if (prev) {
-      await prev.item(); // sync point
-      prev.dispose();
+  const params = init(cfg, key(0));
+  let loraRun: Timing | null = null;
+  if (a.mode === "lora") {
+    if (comm.size > 1) {
+      throw new Error("bench:train --mode lora runs as one process, not under mpirun");
     }
-    prev = out.loss;
-    out.aux?.dispose();
-    out.gradNorm?.dispose();
-    if (s === a.warmup + a.steps - 1) {
-      await prev.item(); // the last step: wait for it
-      prev.dispose();
-      prev = null;
-    } else await defaultBackend().sync();
-    if (s >= a.warmup) times.push(performance.now() - t0);
-    peak = Math.max(peak, Deno.memoryUsage().rss);
+    // the param split: AdamW and valueAndGrad see the adapters; the base is closed over
+    const base = lmLoss(cfg);
+    const loss = (ad: Tree, b: { ids: Tensor; labels: Tensor }) =>
+      base(lora.apply(params, ad) as unknown as Tree, b);
+    const adapters = lora.init(cfg, key(2), { rank: a.lora_rank });
+    loraRun = await timeSteps(loss, adapters, batch, a.warmup, a.steps);
   }
-  disposeState(state);
+  // the full step last: it takes the params over (and frees them)
+  const full = await timeSteps(
+    lmLoss(cfg),
+    params as unknown as Tree,
+    batch,
+    a.warmup,
+    a.steps,
+    comm,
+  );
   ids.dispose();
   comm.close();
   if (comm.rank !== 0) return 0;
-  const ms = times.reduce((x, y) => x + y, 0) / times.length;
+  const ms = full.ms;
+  const peak = Math.max(full.peak, loraRun?.peak ?? 0);
   const result: Record<string, unknown> = {
     impl: "minimind.ts",
     device,
@@ -139,12 +215,19 @@ export async function main(argv: readonly string[]): Promise<number> {
     ms_per_step: Math.round(ms * 10) / 10,
     peak_rss_mb: Math.round(peak / 2 ** 20 * 10) / 10,
     blas_threads: Deno.env.get("OPENBLAS_NUM_THREADS") ?? "default",
+    opt_state_bytes: full.optBytes,
   };
-  if (dp) {
-    const avg = (x: number[]) => Math.round(x.reduce((p, q) => p + q, 0) / x.length * 10) / 10;
-    // the all-reduce itself, and the wait for the other rank before it (load imbalance)
-    result.allreduce_ms_per_step = avg(reduceMs.map((r, i) => r - waitMs[i]));
-    result.wait_ms_per_step = avg(waitMs);
+  if (full.allreduceMs !== undefined) {
+    result.allreduce_ms_per_step = Math.round(full.allreduceMs * 10) / 10;
+    result.wait_ms_per_step = Math.round((full.waitMs ?? 0) * 10) / 10;
+  }
+  if (loraRun) {
+    result.lora_rank = a.lora_rank;
+    result.lora_params = loraRun.trainable;
+    result.lora_ms_per_step = Math.round(loraRun.ms * 10) / 10;
+    result.lora_tokens_per_s = Math.round((B * T) / (loraRun.ms / 1000) * 10) / 10;
+    result.lora_vs_full_step_cost = Math.round(loraRun.ms / full.ms * 1000) / 1000;
+    result.lora_opt_state_bytes = loraRun.optBytes;
   }
   if (a.torch) {
     const py = new URL("./torch_train.py", import.meta.url).pathname;

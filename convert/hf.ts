@@ -1,21 +1,37 @@
 /**
- * Hugging Face folder layout for MiniMind models: `config.json` (the model's `configToHF`),
- * `model.safetensors` (PyTorch state-dict names; a tied lm_head stored once, as
- * `model.embed_tokens.weight`), and the tokenizer files (`tokenizer.json`,
- * `tokenizer_config.json`, `special_tokens_map.json`, `chat_template.jinja`). `loadModel` reads
- * such a folder (sharded checkpoints with `model.safetensors.index.json` included) or a single
- * `.safetensors` file.
+ * Model files in and out. `saveModel` writes an HF folder in MiniMind's layout (config with
+ * `auto_map`), Llama's (MiniMind2 dense) or Qwen3's / Qwen3-MoE's (minimind-3), f32/f16/bf16
+ * safetensors with the tokenizer files; `saveModelPth` writes a MiniMind `.pth` state dict.
+ * `loadModel` reads all of these back, plus sharded checkpoints, `pytorch_model.bin`, bare
+ * `.safetensors` and MiniMind's own `.pth` files (config inferred from the shapes and flags).
+ * A tied lm_head is stored once in HF folders, as `model.embed_tokens.weight`.
  * @module
  */
 import { basename, dirname, join } from "node:path";
 import { Tokenizer } from "../data/tokenizer.ts";
-import { paramsFromFlat } from "../nn/model/minimind.ts";
+import { paramsFromFlat, paramShapes } from "../nn/model/minimind.ts";
 import type { MiniMindParams } from "../nn/model/minimind.ts";
 import { config as makeConfig, configFromHF, configToHF } from "../nn/model/minimind_config.ts";
 import type { ConfigOverrides, MiniMindConfig, PresetName } from "../nn/model/minimind_config.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { flatten, type Tree } from "../nn/tree.ts";
-import { loadSafetensors, readSafetensorsMetadata, saveSafetensors } from "./safetensors.ts";
+import { tensor } from "../nn/creation.ts";
+import {
+  decodeRaw,
+  parseSafetensors,
+  type RawTensor,
+  saveSafetensors,
+  toHalf,
+} from "./safetensors.ts";
+import { parsePth, savePth } from "./pth.ts";
+import { inferConfig, type ModelFlags } from "./infer.ts";
+import {
+  configFromAnyHF,
+  type ExportDType,
+  hfConfigFor,
+  type HfLayout,
+  unfuseExperts,
+} from "./layouts.ts";
 
 /** A loaded model: config, parameters, and the tokenizer when the folder has one. */
 export interface LoadedModel {
@@ -38,6 +54,8 @@ export interface LoadModelOptions {
   preset?: PresetName;
   /** Accept unknown tensor names (default false). */
   lenient?: boolean;
+  /** MiniMind's model flags for a `.pth` (which holds no config). */
+  flags?: ModelFlags;
 }
 
 async function exists(path: string): Promise<boolean> {
@@ -58,10 +76,11 @@ async function readJsonFile(path: string): Promise<Record<string, unknown>> {
   }
 }
 
-/** Every tensor of a folder's weights (one file or shards listed in the index). */
-async function loadWeights(dir: string): Promise<Record<string, Tensor>> {
+/** Raw tensors of a folder's weights: one safetensors file, shards listed in the index, or a
+ * `pytorch_model.bin` (PyTorch zip) as `convert_torch2transformers_minimind` writes. */
+async function loadRawWeights(dir: string): Promise<Record<string, RawTensor>> {
   const single = join(dir, "model.safetensors");
-  if (await exists(single)) return await loadSafetensors(single);
+  if (await exists(single)) return parseSafetensors(await Deno.readFile(single), single).tensors;
   const indexPath = join(dir, "model.safetensors.index.json");
   if (await exists(indexPath)) {
     const index = await readJsonFile(indexPath);
@@ -69,7 +88,7 @@ async function loadWeights(dir: string): Promise<Record<string, Tensor>> {
     if (!map || typeof map !== "object") {
       throw new Error(`Cannot read ${indexPath}: it has no weight_map`);
     }
-    const out: Record<string, Tensor> = {};
+    const out: Record<string, RawTensor> = {};
     for (const file of new Set(Object.values(map))) {
       // a shard is a file name inside the folder: nothing absolute, no "..", no subfolders
       if (
@@ -82,12 +101,15 @@ async function loadWeights(dir: string): Promise<Record<string, Tensor>> {
           } is not a file name inside ${dir}`,
         );
       }
-      Object.assign(out, await loadSafetensors(join(dir, file)));
+      const path = join(dir, file);
+      Object.assign(out, parseSafetensors(await Deno.readFile(path), path).tensors);
     }
     return out;
   }
+  const bin = join(dir, "pytorch_model.bin");
+  if (await exists(bin)) return parsePth(await Deno.readFile(bin), bin).tensors;
   throw new Error(
-    `Cannot load a model from ${dir}: it has neither model.safetensors nor model.safetensors.index.json`,
+    `Cannot load a model from ${dir}: it has none of model.safetensors, model.safetensors.index.json, pytorch_model.bin`,
   );
 }
 
@@ -124,18 +146,30 @@ function resolveConfig(options: LoadModelOptions): MiniMindConfig | null {
     : makeConfig(options.preset ?? "minimind2-small", c as ConfigOverrides);
 }
 
+function sameBytes(a: Uint8Array, b: Uint8Array): boolean {
+  if (a.length !== b.length) return false;
+  for (let i = 0; i < a.length; i++) if (a[i] !== b[i]) return false;
+  return true;
+}
+
 /**
- * Loads a MiniMind model: a folder in HF layout (`config.json` + `model.safetensors` or shards,
- * plus the tokenizer files when present), or a `.safetensors` file (its config from
- * `options.config`, from the file's `config` metadata, or from a `config.json` beside it).
+ * Loads a MiniMind model from:
+ * - a folder in HF layout — MiniMind's (`model_type` "minimind"), `LlamaForCausalLM`,
+ *   `Qwen3ForCausalLM` or `Qwen3MoeForCausalLM` (fused transformers-5 experts included) — with
+ *   `model.safetensors`, shards, or `pytorch_model.bin`, plus the tokenizer files when present;
+ * - a `.safetensors` file (its config from `options.config`, the file's `config` metadata, or a
+ *   `config.json` beside it);
+ * - a MiniMind `.pth` state dict (its config inferred from the shapes and `options.flags`, see
+ *   {@link inferConfig}; a tokenizer beside it is picked up).
  *
- * @param path a folder or a .safetensors file
- * @param options config for bare weight files, strictness
+ * @param path a folder, a .safetensors or a .pth file
+ * @param options config for bare weight files, model flags for .pth, strictness
  * @returns config, params and (when present) tokenizer
  * @example
  * ```ts ignore
  * import { loadModel } from "@minimind/ts";
  * const { cfg, params, tokenizer } = await loadModel("out/minimind2-small");
+ * const pth = await loadModel("out/full_sft_512.pth", { flags: { hidden_size: 512 } });
  * ```
  */
 export async function loadModel(
@@ -148,7 +182,7 @@ export async function loadModel(
   } catch (e) {
     throw new Error(`Cannot load a model from ${path}: ${(e as Error).message}`);
   }
-  let dir: string, flat: Record<string, Tensor>, cfg = resolveConfig(options);
+  let dir: string, raw: Record<string, RawTensor>, cfg = resolveConfig(options);
   if (info.isDirectory) {
     dir = path;
     if (!cfg) {
@@ -156,27 +190,47 @@ export async function loadModel(
       if (!(await exists(cfgPath))) {
         throw new Error(`Cannot load a model from ${dir}: config.json is missing`);
       }
-      cfg = configFromHF(await readJsonFile(cfgPath));
+      cfg = configFromAnyHF(await readJsonFile(cfgPath), cfgPath);
     }
-    flat = await loadWeights(dir);
+    raw = unfuseExperts(await loadRawWeights(dir));
   } else if (path.endsWith(".safetensors")) {
     dir = dirname(path);
+    const parsed = parseSafetensors(await Deno.readFile(path), path);
     if (!cfg) {
-      const meta = await readSafetensorsMetadata(path);
+      const meta = parsed.metadata;
       if (meta.config) cfg = configFromHF(JSON.parse(meta.config));
       else if (await exists(join(dir, "config.json"))) {
-        cfg = configFromHF(await readJsonFile(join(dir, "config.json")));
+        cfg = configFromAnyHF(await readJsonFile(join(dir, "config.json")));
       } else {
         throw new Error(
           `Cannot load ${path}: no config (pass options.config, or put a config.json beside it)`,
         );
       }
     }
-    flat = await loadSafetensors(path);
+    raw = parsed.tensors;
+  } else if (path.endsWith(".pth") || path.endsWith(".pt") || path.endsWith(".bin")) {
+    dir = dirname(path);
+    raw = {};
+    // DDP (`module.`) and torch.compile (`_orig_mod.`) prefixes, as MiniMind's loaders strip them
+    for (const [k, t] of Object.entries(parsePth(await Deno.readFile(path), path).tensors)) {
+      raw[k.replace(/^(module\.|_orig_mod\.)+/, "")] = t;
+    }
+    if (!cfg) {
+      const shapes: Record<string, readonly number[]> = {};
+      for (const [k, t] of Object.entries(raw)) shapes[k] = t.shape;
+      const e = raw["model.embed_tokens.weight"], h = raw["lm_head.weight"];
+      cfg = inferConfig(shapes, options.flags, !h || !e || sameBytes(e.data, h.data));
+    }
   } else {
     throw new Error(
-      `Cannot load a model from ${path}: expected a folder in HF layout or a .safetensors file`,
+      `Cannot load a model from ${path}: expected a folder in HF layout, a .safetensors or a .pth file`,
     );
+  }
+  if (cfg.tieWordEmbeddings) delete raw["lm_head.weight"];
+  const flat: Record<string, Tensor> = {};
+  for (const [name, t] of Object.entries(raw)) {
+    const { data, dtype } = decodeRaw(t, name);
+    flat[name] = tensor(data, t.shape, dtype);
   }
   let params: MiniMindParams;
   try {
@@ -204,29 +258,123 @@ export interface SaveModelInput {
   tokenizer?: Tokenizer;
 }
 
+/** Options of {@link saveModel}. */
+export interface SaveModelOptions {
+  /**
+   * Folder layout: "minimind" (default; MiniMind's config with `auto_map`), "llama"
+   * (`LlamaForCausalLM`, MiniMind2 dense) or "qwen3" (`Qwen3ForCausalLM` / `Qwen3MoeForCausalLM`,
+   * minimind-3).
+   */
+  layout?: HfLayout;
+  /** Stored weight dtype (default f32). */
+  dtype?: ExportDType;
+  /**
+   * MiniMind's `model_minimind.py` to copy beside the weights (the "minimind" layout's `auto_map`
+   * points at it; transformers needs it for `trust_remote_code`).
+   */
+  modelCode?: string;
+}
+
 /**
- * Writes a model in HF layout: `config.json`, `model.safetensors` (f32, `{"format": "pt"}`
- * metadata; the config is also stored in the metadata so the file alone can be loaded) and the
- * tokenizer files. Creates `dir` if needed.
+ * The state dict of a model as raw tensors in `dtype`, in MiniMind's key order. With `withLmHead`
+ * a tied lm_head is listed too, sharing the embedding's bytes (as PyTorch's state_dict lists it).
+ *
+ * @param cfg model config
+ * @param params parameters
+ * @param dtype stored dtype (default f32)
+ * @param withLmHead add `lm_head.weight` when tied (default false)
+ * @returns raw tensors by state-dict key
+ */
+export async function stateDict(
+  cfg: MiniMindConfig,
+  params: MiniMindParams,
+  dtype: ExportDType = "f32",
+  withLmHead = false,
+): Promise<Record<string, RawTensor>> {
+  const flat = flatten(params as unknown as Tree);
+  const out: Record<string, RawTensor> = {};
+  for (const [name] of paramShapes(cfg)) {
+    const t = flat[name];
+    const vals = await t.data();
+    const f32 = vals instanceof Float32Array ? vals : Float32Array.from(vals);
+    out[name] = dtype === "f32"
+      ? {
+        dtype: "F32",
+        shape: t.shape,
+        data: new Uint8Array(f32.buffer, f32.byteOffset, f32.byteLength),
+      }
+      : toHalf(f32, t.shape, dtype === "f16" ? "F16" : "BF16");
+  }
+  if (withLmHead && cfg.tieWordEmbeddings) out["lm_head.weight"] = out["model.embed_tokens.weight"];
+  return out;
+}
+
+/**
+ * Writes a model as an HF folder: `config.json` for the layout, `model.safetensors` (f32, f16 or
+ * bf16, `{"format": "pt"}` metadata; the minimind layout also stores its config there so the file
+ * alone loads), `generation_config.json`, and the tokenizer files with the chat template
+ * (`tokenizer.json`, `tokenizer_config.json`, `special_tokens_map.json`, `chat_template.jinja`).
+ * Creates `dir` if needed.
  *
  * @param dir output folder
  * @param model config, params and optional tokenizer
+ * @param options layout, dtype, model code to copy
  * @returns when every file is written
  * @example
  * ```ts ignore
  * import * as mm from "@minimind/ts";
  * const cfg = mm.config("minimind2-small", { hiddenSize: 64, numHiddenLayers: 2 });
  * await mm.saveModel("out/tiny", { cfg, params: mm.init(cfg, mm.random.key(0)) });
+ * await mm.saveModel("out/tiny-llama", { cfg, params }, { layout: "llama", dtype: "f16" });
  * ```
  */
-export async function saveModel(dir: string, model: SaveModelInput): Promise<void> {
+export async function saveModel(
+  dir: string,
+  model: SaveModelInput,
+  options: SaveModelOptions = {},
+): Promise<void> {
+  const layout = options.layout ?? "minimind", dtype = options.dtype ?? "f32";
+  const hf = hfConfigFor(model.cfg, layout, dtype);
   await Deno.mkdir(dir, { recursive: true });
-  const hf = configToHF(model.cfg);
-  const record = flatten(model.params as unknown as Tree);
-  await saveSafetensors(join(dir, "model.safetensors"), record, {
-    format: "pt",
-    config: JSON.stringify(hf),
-  });
+  const meta: Record<string, string> = { format: "pt" };
+  if (layout === "minimind") meta.config = JSON.stringify(configToHF(model.cfg));
+  await saveSafetensors(
+    join(dir, "model.safetensors"),
+    await stateDict(model.cfg, model.params, dtype),
+    meta,
+  );
   await Deno.writeTextFile(join(dir, "config.json"), JSON.stringify(hf, null, 2) + "\n");
+  const gen = {
+    _from_model_config: true,
+    bos_token_id: model.cfg.bosTokenId,
+    eos_token_id: model.cfg.eosTokenId,
+    do_sample: true,
+    temperature: 0.85,
+    top_p: 0.85,
+    top_k: 50,
+  };
+  await Deno.writeTextFile(
+    join(dir, "generation_config.json"),
+    JSON.stringify(gen, null, 2) + "\n",
+  );
+  if (options.modelCode) await Deno.copyFile(options.modelCode, join(dir, "model_minimind.py"));
   if (model.tokenizer) await model.tokenizer.save(dir);
+}
+
+/**
+ * Writes a model as a MiniMind `.pth` state dict (what MiniMind's trainers save and its scripts
+ * `torch.load`): every key of the model's state_dict, a tied lm_head included, in `dtype`
+ * (default f16, as MiniMind saves).
+ *
+ * @param path output file
+ * @param model config and params
+ * @param dtype stored dtype
+ * @returns when the file is written
+ */
+export async function saveModelPth(
+  path: string,
+  model: Pick<SaveModelInput, "cfg" | "params">,
+  dtype: ExportDType = "f16",
+): Promise<void> {
+  await savePth(path, await stateDict(model.cfg, model.params, dtype, true));
 }

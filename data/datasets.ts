@@ -93,14 +93,16 @@ class Records {
   readonly #file: JsonlFile | null;
   readonly #array: readonly Record<string, unknown>[] | null;
   readonly #name: string;
-  readonly #field: string;
+  readonly #fields: readonly string[];
 
-  constructor(source: RecordSource, field: string, options: DatasetOptions, checkName: string) {
-    this.#field = field;
-    const check = (r: unknown) =>
-      r !== null && typeof r === "object" && field in r
-        ? null
-        : `expected an object with a "${field}" field`;
+  constructor(
+    source: RecordSource,
+    fields: string | readonly string[],
+    options: DatasetOptions,
+    checkName: string,
+  ) {
+    this.#fields = typeof fields === "string" ? [fields] : fields;
+    const check = (r: unknown) => this.#problem(r);
     if (typeof source === "string") {
       const jo: JsonlOptions = {
         skipBadLines: options.skipBadLines,
@@ -126,10 +128,10 @@ class Records {
   get(index: number): Record<string, unknown> {
     if (this.#file) {
       const r = this.#file.get(index);
-      if (r === null || typeof r !== "object" || !(this.#field in r)) {
+      const problem = this.#problem(r);
+      if (problem) {
         throw new Error(
-          `Invalid record at ${this.#name}:${this.#file.lineNumber(index)}: expected an object ` +
-            `with a "${this.#field}" field`,
+          `Invalid record at ${this.#name}:${this.#file.lineNumber(index)}: ${problem}`,
         );
       }
       return r as Record<string, unknown>;
@@ -138,6 +140,19 @@ class Records {
       throw new RangeError(`Cannot read record ${index}: the dataset has ${this.length}`);
     }
     return this.#array![index];
+  }
+
+  /** Why a record lacks the required fields (naming the first missing one), or null. */
+  #problem(r: unknown): string | null {
+    if (r === null || typeof r !== "object" || Array.isArray(r)) {
+      return `expected an object with ${this.#fields.map((f) => `a "${f}"`).join(" and ")} field`;
+    }
+    const missing = this.#fields.find((f) => !(f in r));
+    return missing === undefined
+      ? null
+      : `expected an object with a "${missing}" field (it has ${
+        Object.keys(r).map((k) => `"${k}"`).join(", ") || "no fields"
+      })`;
   }
 
   where(index: number): string {
@@ -481,7 +496,7 @@ export class DPODataset implements Dataset<DPOSample> {
     this.#end = tokenizer.encode(`${tokenText(tokenizer, "eos_token")}\n`, {
       addSpecialTokens: false,
     });
-    this.#records = new Records(source, "chosen", options, "dpo:chosen");
+    this.#records = new Records(source, ["chosen", "rejected"], options, "dpo:chosen+rejected");
     this.length = this.#records.length;
     this.#tok = tokenizer;
   }

@@ -156,6 +156,37 @@ Deno.test("DPODataset: x/y/mask for chosen and rejected", () => {
   );
 });
 
+Deno.test("DPODataset: a line missing chosen or rejected is named by file:line when opened", () => {
+  const dir = Deno.makeTempDirSync();
+  try {
+    const u = { role: "user", content: "你好" };
+    const a = { role: "assistant", content: "好" };
+    const path = `${dir}/dpo.jsonl`;
+    const good = JSON.stringify({ chosen: [u, a], rejected: [u, a] });
+    Deno.writeTextFileSync(
+      path,
+      [good, good, JSON.stringify({ chosen: [u, a], reject: [u, a] }), good].join("\n") + "\n",
+    );
+    assert.throws(
+      () => new DPODataset(path, tok, { maxLength: 32, cacheDir: null }),
+      (e: Error) =>
+        e.message.includes(`${path}:3`) && e.message.includes('"rejected"') &&
+        e.message.includes('"reject"'),
+    );
+    Deno.writeTextFileSync(path, JSON.stringify({ rejected: [u, a] }) + "\n");
+    assert.throws(
+      () => new DPODataset(path, tok, { maxLength: 32, cacheDir: null }),
+      (e: Error) => e.message.includes(`${path}:1`) && e.message.includes('"chosen"'),
+    );
+    // skipping bad lines keeps the good ones
+    Deno.writeTextFileSync(path, [good, JSON.stringify({ chosen: [u, a] }), good].join("\n"));
+    const ds = new DPODataset(path, tok, { maxLength: 32, cacheDir: null, skipBadLines: true });
+    assert.equal(ds.length, 2);
+  } finally {
+    Deno.removeSync(dir, { recursive: true });
+  }
+});
+
 Deno.test("RLAIFDataset: prompt with generation prompt, open_thinking ratio", () => {
   const rec = {
     conversations: [{ role: "user", content: "写诗" }, { role: "assistant", content: "无" }],

@@ -65,13 +65,14 @@ export function apply<P>(op: OpDef<P>, inputs: readonly Tensor[], params: P): Te
           ...outs.map((o, i) => (so[i] ? o : null)),
         ];
       },
-      (saved) => {
+      (saved, needsGrad) => {
         const ctx: VjpContext<P> = {
           inputs: saved.slice(0, inputs.length),
           outputs: saved.slice(inputs.length),
           inMetas,
           outMetas,
           params,
+          needsGrad,
         };
         return (cts) => rule(cts, ctx);
       },

@@ -39,6 +39,11 @@ export interface VjpContext<P> {
   readonly outMetas: readonly Meta[];
   /** Static parameters. */
   readonly params: P;
+  /**
+   * Which inputs need a gradient (traced by a recording tape). A rule may return null for the
+   * others instead of computing them — e.g. a frozen weight's gradient when training LoRA.
+   */
+  readonly needsGrad: readonly boolean[];
 }
 
 /**

@@ -100,7 +100,8 @@ export function retain(x: Tensor): Tensor {
  * @param name op name
  * @param inputs the op's inputs
  * @param outputs the op's outputs (float outputs get ids)
- * @param make builds the rule from the retained saved tensors
+ * @param make builds the rule from the retained saved tensors and which inputs need a gradient
+ *   (traced on a recording tape; a rule may skip the others' gradients)
  * @param save the tensors the rule needs (retained)
  * @param noGrad output indices that are never differentiated (saved statistics)
  */
@@ -109,7 +110,7 @@ export function record(
   inputs: readonly Tensor[],
   outputs: readonly Tensor[],
   save: () => (Tensor | null)[],
-  make: (saved: (Tensor | null)[]) => NodeVjp,
+  make: (saved: (Tensor | null)[], needs: readonly boolean[]) => NodeVjp,
   noGrad?: readonly number[],
 ): void {
   if (stack.length === 0) return;
@@ -135,7 +136,8 @@ export function record(
     })
   );
   let saved: (Tensor | null)[] | null = save().map((s) => (s ? retain(s) : null));
-  const vjp = make(saved);
+  const needs = inputs.map((_, i) => on.some(({ inIds }) => inIds[i] !== null));
+  const vjp = make(saved, needs);
   let holders = on.length;
   const release = () => {
     if (--holders === 0 && saved) {

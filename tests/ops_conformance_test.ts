@@ -65,7 +65,14 @@ function checkOp(name: string, op: OpDef<any>, exampleIndex: number, k: Key): vo
     const ctList = outs.map((_, i) => (floatOuts.includes(i) ? cts[floatOuts.indexOf(i)] : null));
     const ruleGrads = (op.vjp as Exclude<typeof op.vjp, typeof NONDIFF>)(
       ctList,
-      { inputs, outputs: outs, inMetas: inputs, outMetas: outs, params },
+      {
+        inputs,
+        outputs: outs,
+        inMetas: inputs,
+        outMetas: outs,
+        params,
+        needsGrad: inputs.map((x) => isFloat(x.dtype)),
+      },
     );
     const dirs = floatIns.map((
       i,

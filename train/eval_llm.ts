@@ -10,6 +10,7 @@
  */
 import { join } from "node:path";
 import { loadModel } from "../convert/hf.ts";
+import * as lora from "../convert/lora.ts";
 import { YARN_DEFAULTS } from "../nn/model/minimind_config.ts";
 import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { generate } from "../nn/model/generate.ts";
@@ -29,7 +30,11 @@ export const EVAL_FLAGS = {
   },
   save_dir: { type: "string", default: "out", help: "where our weights are" },
   weight: { type: "string", default: "full_sft", help: "weight prefix (pretrain, full_sft, …)" },
-  lora_weight: { type: "string", default: "None", help: "LoRA weights (not supported yet)" },
+  lora_weight: {
+    type: "string",
+    default: "None",
+    help: "adapters applied unmerged: a file, or <save_dir>/lora/<name>_<hidden>.safetensors",
+  },
   hidden_size: { type: "int", default: 512, min: 8, help: "selects the weight file" },
   num_hidden_layers: { type: "int", default: 8, min: 1, help: "accepted (the file has it)" },
   use_moe: { type: "bool01", default: false, help: "selects the _moe weight file" },
@@ -137,11 +142,6 @@ export async function main(argv: readonly string[]): Promise<number> {
     console.log(usage(COMMAND, "Chat with or auto-test a model (eval_llm.py).", EVAL_FLAGS));
     return 0;
   }
-  if (a.lora_weight !== "None") {
-    throw new UsageError(
-      `Invalid --lora_weight ${a.lora_weight}: LoRA weights are not supported yet`,
-    );
-  }
   const device = await selectDevice(a.device);
   const path = a.load_from === "model"
     ? join(a.save_dir, `${weightStem(a.weight, a.hidden_size, a.use_moe)}.safetensors`)
@@ -161,7 +161,13 @@ export async function main(argv: readonly string[]): Promise<number> {
   if (a.inference_rope_scaling) {
     cfg = { ...cfg, inferenceRopeScaling: true, ropeScaling: YARN_DEFAULTS };
   }
-  const model = { cfg, params: loaded.params, tokenizer };
+  let params = loaded.params;
+  if (a.lora_weight !== "None") {
+    const lp = lora.resolvePath(a.lora_weight, a.save_dir, cfg);
+    params = await lora.applyFile(params, lp);
+    console.log(`LoRA: ${lp} (${lora.count(lora.split(params)[0])} adapter params, unmerged)`);
+  }
+  const model = { cfg, params, tokenizer };
   console.log(
     `Loaded ${path} on ${device} (hidden ${cfg.hiddenSize}, ${cfg.numHiddenLayers} layers)`,
   );

@@ -30,6 +30,7 @@ import { adamw } from "./optim.ts";
 import { saveWeights, weightStem } from "./checkpoint.ts";
 import { runTraining } from "./loop.ts";
 import type { BatchSource } from "./loop.ts";
+import type { LossFn } from "./step.ts";
 import { makeTrainStep } from "./step.ts";
 import type { TrainState } from "./step.ts";
 import { stepTrainer } from "./trainer.ts";
@@ -293,14 +294,40 @@ export function lmBatch(b: Batch<LMSample>): LmBatch {
   };
 }
 
+/**
+ * What a run trains once the model is loaded: pretraining and SFT train every parameter with the
+ * LM loss; post-training swaps in its own trainable tree (LoRA adapters), loss (DPO,
+ * distillation, weighted reasoning CE), batch and weight file.
+ */
+export interface Objective<D extends object, B> {
+  /** What the optimizer updates (the model's params, or LoRA adapters). */
+  params: Tree;
+  /** (trainable, batch) → [loss, aux loss for the log]. */
+  lossFn: LossFn<B, Tensor>;
+  /** Typed-array batch → tensors. */
+  toBatch: (batch: Batch<D>) => B;
+  /** Writes the final (or periodic) weights of the trainable tree. */
+  saveWeights?: (trainable: Tree, path: string) => Promise<void>;
+  /** File stem (default `<save_weight>_<hidden>[_moe]`). */
+  stem?: string;
+}
+
+/** Builds an {@link Objective} for the loaded model. */
+export type ObjectiveFn<D extends object, B> = (
+  cfg: MiniMindConfig,
+  params: Tree,
+) => Objective<D, B> | Promise<Objective<D, B>>;
+
 /** Everything an LM run needs besides the flags. */
-export interface LmRunInput {
+export interface LmRunInput<D extends object = LMSample, B = { ids: Tensor; labels: Tensor }> {
   /** Parsed flags. */
   args: LmArgs;
   /** Flags given explicitly. */
   given: Set<string>;
   /** The dataset. */
-  dataset: Dataset<LMSample>;
+  dataset: Dataset<D>;
+  /** What to train (default: every parameter with the LM loss). */
+  objective?: ObjectiveFn<D, B>;
   /** Its tokenizer (saved beside the weights). */
   tokenizer: Tokenizer;
   /** Test hook: stop after N steps of this process. */
@@ -330,7 +357,9 @@ export interface LmRunResult extends LoopResult {
  * @param input flags, dataset, tokenizer
  * @returns the loop's result and the config
  */
-export async function runLm(input: LmRunInput): Promise<LmRunResult> {
+export async function runLm<D extends object = LMSample, B = { ids: Tensor; labels: Tensor }>(
+  input: LmRunInput<D, B>,
+): Promise<LmRunResult> {
   const { args: a, given, dataset, tokenizer } = input;
   const comm = input.comm ?? new SoloCommunicator();
   // data parallel: rank 0 speaks for the group
@@ -378,13 +407,24 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
       `${cfg.numAttentionHeads}/${cfg.numKeyValueHeads} heads, vocab ${cfg.vocabSize})`,
   );
 
-  const stem = weightStem(a.save_weight, cfg.hiddenSize, cfg.useMoe);
+  const hf = JSON.stringify(configToHF(cfg));
+  const objective: Objective<D, B> = input.objective ? await input.objective(cfg, params) : {
+    params,
+    lossFn: lmLoss(cfg) as unknown as LossFn<B, Tensor>,
+    toBatch: lmBatch as unknown as (b: Batch<D>) => B,
+  };
+  if (comm.size > 1 && input.objective) {
+    throw new UsageError(
+      `Cannot run this trainer data parallel (${comm.size} ranks): only pretrain and sft ` +
+        `shard their batches across ranks; run it as one process`,
+    );
+  }
+  const stem = objective.stem ?? weightStem(a.save_weight, cfg.hiddenSize, cfg.useMoe);
   if (comm.rank === 0) {
     await Deno.mkdir(a.save_dir, { recursive: true });
     await tokenizer.save(a.save_dir); // the weights' tokenizer, where loadModel looks for it
   }
-  const hf = JSON.stringify(configToHF(cfg));
-  const step = makeTrainStep<LmBatch, Tensor>(lmLoss(cfg), adamw(), {
+  const step = makeTrainStep(objective.lossFn, adamw(), {
     accumulationSteps: a.accumulation_steps,
     gradClip: a.grad_clip,
     hasAux: true,
@@ -396,14 +436,20 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
     seed,
     trimPadding: true,
   });
-  let trainer: Trainer<TrainState, LmBatch | null> | AsyncTrainer<TrainState, LmBatch | null> =
-    stepTrainer(step) as Trainer<TrainState, LmBatch | null>;
-  let loader: BatchSource<LMSample> = global;
+  let trainer: Trainer<TrainState, B | null> | AsyncTrainer<TrainState, B | null> = stepTrainer(
+    step,
+  ) as Trainer<TrainState, B | null>;
+  let loader: BatchSource<D> = global;
+  let trainParams = objective.params;
   if (comm.size > 1) {
-    params = await broadcastParams(comm, params);
+    trainParams = await broadcastParams(comm, trainParams);
     loader = new ShardedLoader(global, comm.rank, comm.size);
     trainer = dataParallelTrainer(
-      dataParallel(step, comm, { weight: (b) => b.targets, tokens: (b) => b.ids.size }),
+      dataParallel(step, comm, {
+        // only the LM objective runs data parallel (checked above): B is LmBatch here
+        weight: (b) => (b as unknown as LmBatch).targets,
+        tokens: (b) => (b as unknown as LmBatch).ids.size,
+      }),
     );
     say(
       `Data parallel: ${comm.size} ranks (${comm.kind}), ${a.batch_size} rows each, ` +
@@ -417,8 +463,8 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
     saveDir: a.save_dir,
     checkpointDir: a.checkpoint_dir,
     loader,
-    toBatch: (b) => b.batch === 0 ? null : lmBatch(b),
-    params,
+    toBatch: (b) => b.batch === 0 ? null : objective.toBatch(b),
+    params: trainParams,
     epochs: a.epochs,
     learningRate: a.learning_rate,
     warmupSteps: a.warmup_steps,
@@ -428,7 +474,7 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
     seed,
     maxSteps: a.max_steps || undefined,
     stopAfter: input.stopAfter ?? (a.stop_after || undefined),
-    saveWeights: (p, path) => saveWeights(path, p, { config: hf }),
+    saveWeights: objective.saveWeights ?? ((p, path) => saveWeights(path, p, { config: hf })),
     extra: { args: a, config: configToHF(cfg) },
     progress,
     // under mpirun, Ctrl-C reaches the ranks as SIGTERM (then SIGKILL): nothing to save then

@@ -15,7 +15,12 @@ import type { MiniMindParams } from "../nn/model/minimind.ts";
 import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { generate } from "../nn/model/generate.ts";
 import type { GenerateOptions, GenerationPiece } from "../nn/model/generate.ts";
-import type { Dataset, LMSample } from "../data/datasets.ts";
+import type { Dataset, DPOSample, LMSample } from "../data/datasets.ts";
+import { maximum } from "../nn/ops/binary.ts";
+import { cast, div, mul } from "../nn/ops/arith.ts";
+import { sum } from "../nn/ops/reduce.ts";
+import { distillLoss, tokenLogProbs } from "../nn/model/losses.ts";
+import { dpoBatch } from "./posttrain.ts";
 import { DataLoader } from "../data/loader.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { analyzePoem } from "../data/corpus/poetry.ts";
@@ -120,6 +125,43 @@ export function checkForm(text: string, form: PoemForm): [boolean, boolean] {
 }
 
 /**
+ * The model's reply to each user message (chat template with the generation prompt, batched).
+ *
+ * @param model config, params, tokenizer
+ * @param messages one user message per reply
+ * @param options sampling (default temperature 0.7, top-p 0.85, top-k 50, 80 new tokens) and
+ *   batch size (default 32); batch i samples with seed i unless `seed` is given
+ * @returns the replies, trimmed
+ */
+export async function chatReplies(
+  model: EvalModel,
+  messages: readonly string[],
+  options: GenerateOptions & { batchSize?: number } = {},
+): Promise<string[]> {
+  const tok = model.tokenizer;
+  const out: string[] = [];
+  const bs = options.batchSize ?? 32;
+  for (let i = 0; i < messages.length; i += bs) {
+    const group = messages.slice(i, i + bs);
+    const texts = group.map((m) =>
+      tok.applyChatTemplate([{ role: "user", content: m }], { addGenerationPrompt: true })
+    );
+    const replies = group.map(() => "");
+    const gen = generate(model, texts, {
+      maxNewTokens: 80,
+      temperature: 0.7,
+      topP: 0.85,
+      topK: 50,
+      seed: i,
+      ...options,
+    }) as AsyncGenerator<GenerationPiece>;
+    for await (const piece of gen) replies[piece.index] += piece.text;
+    out.push(...replies.map((r) => r.trim()));
+  }
+  return out;
+}
+
+/**
  * Generates a poem for every prompt (chat template, batched) and checks its form.
  *
  * @param model config, params, tokenizer
@@ -132,36 +174,82 @@ export async function formAccuracy(
   prompts: readonly FormPrompt[],
   options: GenerateOptions & { batchSize?: number } = {},
 ): Promise<{ results: FormResult[]; lineAccuracy: number; formAccuracy: number }> {
-  const tok = model.tokenizer;
-  const results: FormResult[] = [];
-  const bs = options.batchSize ?? 32;
-  for (let i = 0; i < prompts.length; i += bs) {
-    const group = prompts.slice(i, i + bs);
-    const texts = group.map((p) =>
-      tok.applyChatTemplate([{ role: "user", content: composePrompt(p) }], {
-        addGenerationPrompt: true,
-      })
-    );
-    const out = group.map(() => "");
-    const gen = generate(model, texts, {
-      maxNewTokens: 80,
-      temperature: 0.7,
-      topP: 0.85,
-      topK: 50,
-      seed: i,
-      ...options,
-    }) as AsyncGenerator<GenerationPiece>;
-    for await (const piece of gen) out[piece.index] += piece.text;
-    group.forEach((p, j) => {
-      const text = out[j].trim();
-      const [lineLengthsOk, formOk] = checkForm(text, p.form);
-      results.push({ ...p, prompt: composePrompt(p), text, lineLengthsOk, formOk });
-    });
-  }
+  const texts = await chatReplies(model, prompts.map(composePrompt), options);
+  const results: FormResult[] = prompts.map((p, j) => {
+    const [lineLengthsOk, formOk] = checkForm(texts[j], p.form);
+    return { ...p, prompt: composePrompt(p), text: texts[j], lineLengthsOk, formOk };
+  });
   const n = results.length || 1;
   return {
     results,
     lineAccuracy: results.filter((r) => r.lineLengthsOk).length / n,
     formAccuracy: results.filter((r) => r.formOk).length / n,
+  };
+}
+
+/** What {@link preferenceAccuracy} measures on preference pairs. */
+export interface PreferenceReport {
+  /** Share of pairs whose policy margin score(chosen) − score(rejected) is > 0. */
+  accuracy: number;
+  /** Mean policy margin. */
+  margin: number;
+  /** KL(policy ‖ reference) per response token (nats), over chosen and rejected responses. */
+  kl: number;
+  /** Pairs evaluated. */
+  pairs: number;
+}
+
+/**
+ * Preference accuracy of a policy on DPO pairs (the DPO trainer's sequence scores of the
+ * response tokens) and its KL to a reference model on the same response tokens.
+ *
+ * @param cfg model config (policy and reference share it)
+ * @param policy the trained params
+ * @param ref the reference params (e.g. the SFT model the policy started from)
+ * @param dataset pairs
+ * @param options batch size (default 8), score reduction (default "sum", HEAD's)
+ * @returns accuracy, mean margin, KL, pair count
+ */
+export async function preferenceAccuracy(
+  cfg: MiniMindConfig,
+  policy: MiniMindParams,
+  ref: MiniMindParams,
+  dataset: Dataset<DPOSample>,
+  options: { batchSize?: number; reduction?: "sum" | "mean" } = {},
+): Promise<PreferenceReport> {
+  const loader = new DataLoader(dataset, {
+    batchSize: options.batchSize ?? 8,
+    shuffle: false,
+    trimPadding: true,
+  });
+  let wins = 0, pairs = 0, marginSum = 0, klSum = 0, klTokens = 0;
+  for (const b of loader.batches(0)) {
+    const [scores, kl, tokens] = scope(() => {
+      const { x, y, mask } = dpoBatch(b);
+      const pl = forward(cfg, policy, x).logits; // (2B, T, V)
+      const rl = forward(cfg, ref, x).logits;
+      const m = cast(mask, "f32");
+      let s = sum(mul(tokenLogProbs(pl, y), m), 1); // (2B)
+      if (options.reduction === "mean") s = div(s, maximum(sum(m, 1), 1e-8));
+      const n = b.maskChosen.reduce((a, v) => a + v, 0) + b.maskRejected.reduce((a, v) => a + v, 0);
+      return [s, distillLoss(rl, pl, mask), n] as [Tensor, Tensor, number];
+    });
+    const sc = await scores.data(); // sync point
+    for (let i = 0; i < b.batch; i++) {
+      const d = sc[i] - sc[b.batch + i];
+      marginSum += d;
+      if (d > 0) wins++;
+    }
+    pairs += b.batch;
+    klSum += (await kl.item()) * tokens;
+    klTokens += tokens;
+    scores.dispose();
+    kl.dispose();
+  }
+  return {
+    accuracy: pairs ? wins / pairs : NaN,
+    margin: pairs ? marginSum / pairs : NaN,
+    kl: klTokens ? klSum / klTokens : NaN,
+    pairs,
   };
 }

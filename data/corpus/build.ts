@@ -87,7 +87,8 @@ function pretrainText(p: Poem): string {
   return `《${p.title}》 ${p.author}\n${p.paragraphs.join("\n")}`;
 }
 
-const COMPOSE = [
+/** The poem-writing prompts (`{form}`, `{title}`) of the SFT, DPO and RL files. */
+export const COMPOSE: readonly string[] = [
   "写一首{form}，题为《{title}》。",
   "请以《{title}》为题，写一首{form}。",
   "作一首{form}，题目是《{title}》。",
@@ -104,7 +105,14 @@ const NEXT = ["「{line}」的下一句是什么？", "请接下句：{line}", "
 const FORM = ["下面这首诗是什么体裁？\n{body}", "这首诗是绝句还是律诗？\n{body}"];
 const RECITE = ["请背诵{author}的一首{form}。", "背一首{author}写的{form}。"];
 
-function fill(template: string, vars: Record<string, string>): string {
+/**
+ * Fills `{name}` slots of a prompt template.
+ *
+ * @param template e.g. "写一首{form}，题为《{title}》。"
+ * @param vars slot values
+ * @returns the filled text
+ */
+export function fill(template: string, vars: Record<string, string>): string {
   return template.replace(/\{(\w+)\}/g, (_, k: string) => vars[k] ?? "");
 }
 
@@ -164,8 +172,15 @@ function sftConversation(it: Item, rng: Rng): Message[] {
   return turn(fill(rng.pick(RECITE), v), `《${p.title}》\n${it.body}`);
 }
 
-/** A wrong version of a poem: bad line lengths, bad line count, scrambled or repetitive. */
-function corrupt(it: Item, rng: Rng): string {
+/**
+ * A wrong version of a poem (the DPO file's rejected answers): bad line lengths, bad line count,
+ * scrambled or repetitive.
+ *
+ * @param it the poem (its `body`, lines joined by newlines)
+ * @param rng random source
+ * @returns the corrupted body
+ */
+export function corrupt(it: { body: string }, rng: Rng): string {
   const lines = it.body.split("\n");
   const chars = [...it.body.replace(/[，。？！；、：\n]/gu, "")];
   const kind = rng.int(4);

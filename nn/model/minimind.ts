@@ -17,6 +17,8 @@ import type { Key } from "../random.ts";
 import { scope } from "../scope.ts";
 import { fmt } from "../shape.ts";
 import { unflatten } from "../tree.ts";
+import type { Tree } from "../tree.ts";
+import { apply as applyLora } from "./layers/linear.ts";
 import { add } from "../ops/binary.ts";
 import { cast } from "../ops/arith.ts";
 import { embedding } from "../ops/gather.ts";
@@ -290,6 +292,11 @@ export interface ForwardOptions {
   outputHiddenStates?: boolean;
   /** Also return each MoE block's routing. */
   outputRouting?: boolean;
+  /**
+   * LoRA adapters (from `lora.init` / `lora.load`): shorthand for the forward over
+   * `lora.apply(params, lora)`, i.e. W·x + B(A(x)) on each adapted Linear, unmerged.
+   */
+  lora?: Tree;
 }
 
 /** What `forward` returns. */
@@ -335,6 +342,7 @@ export function forward(
       `Cannot run forward on ids ${ids.dtype} ${fmt(ids.shape)}: expected integer ids (B, T)`,
     );
   }
+  if (options.lora) params = applyLora(params, options.lora);
   const train = options.train ?? false;
   if (train && cfg.dropout > 0) {
     throw new Error(

@@ -108,14 +108,18 @@ export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams,
       strideB = b.shape.length > 2 ? d.k * d.n : 0;
     return [matmulKernel({ ...params, m: d.m, n: d.n, k: d.k, batch, strideA, strideB }, device)];
   },
-  // C = op(A) op(B): dop(A) = ct op(B)ᵀ, dop(B) = op(A)ᵀ ct, then undo the flags
+  // C = op(A) op(B): dop(A) = ct op(B)ᵀ, dop(B) = op(A)ᵀ ct, then undo the flags; an input
+  // that needs no gradient (a frozen weight) costs no gemm
   vjp: (ct, ctx) => {
     const g = ct[0]!;
     const a = ctx.inputs[0]!, b = ctx.inputs[1]!;
     const { transA, transB } = ctx.params;
-    const da = transA
+    const da = !ctx.needsGrad[0]
+      ? null
+      : transA
       ? matmul(b, g, { transA: transB, transB: true })
       : matmul(g, b, { transB: !transB });
+    if (!ctx.needsGrad[1]) return [da, null];
     let db: Tensor;
     if (b.rank === 2 && a.rank > 2 && !transA) {
       // sum over A's batch inside one gemm instead of materialising per-batch gradients

@@ -7,7 +7,8 @@
 // NH = query heads, NKV = kv heads, HD = head dim, P = RoPE table rows
 import type { MiniMindConfig } from "../minimind_config.ts";
 import type { Tensor } from "../../tensor.ts";
-import { matmul } from "../../ops/matmul.ts";
+import { linear } from "./linear.ts";
+import type { LinearParams } from "./linear.ts";
 import { concat, reshape } from "../../ops/movement.ts";
 import { rmsNorm } from "../../ops/rms_norm.ts";
 import { rope } from "../../ops/rope.ts";
@@ -18,13 +19,13 @@ import type { RopeTables } from "./rope_table.ts";
 /** Parameters of one attention block (HF names; Linear weights are [out, in]). */
 export type SelfAttentionParams = {
   /** q_proj.weight (NH·HD, H). */
-  readonly q_proj: { readonly weight: Tensor };
+  readonly q_proj: LinearParams;
   /** k_proj.weight (NKV·HD, H). */
-  readonly k_proj: { readonly weight: Tensor };
+  readonly k_proj: LinearParams;
   /** v_proj.weight (NKV·HD, H). */
-  readonly v_proj: { readonly weight: Tensor };
+  readonly v_proj: LinearParams;
   /** o_proj.weight (H, NH·HD). */
-  readonly o_proj: { readonly weight: Tensor };
+  readonly o_proj: LinearParams;
   /** q_norm.weight (HD) — minimind3 only. */
   readonly q_norm?: { readonly weight: Tensor };
   /** k_norm.weight (HD) — minimind3 only. */
@@ -62,10 +63,10 @@ export function selfAttention(
 ): { out: Tensor; kv: LayerCache } {
   const [b, t] = x.shape;
   const nh = cfg.numAttentionHeads, nkv = cfg.numKeyValueHeads, hd = cfg.headDim;
-  // x·Wᵀ on (B, T, H) directly: the CPU matmul folds B·T into one gemm
-  let q = reshape(matmul(x, p.q_proj.weight, { transB: true }), [b, t, nh, hd]); // (B, T, NH, HD)
-  let k = reshape(matmul(x, p.k_proj.weight, { transB: true }), [b, t, nkv, hd]); // (B, T, NKV, HD)
-  const v = reshape(matmul(x, p.v_proj.weight, { transB: true }), [b, t, nkv, hd]); // (B, T, NKV, HD)
+  // x·Wᵀ (+ B(A(x)) on adapted Linears) on (B, T, H) directly: the CPU matmul folds B·T into one gemm
+  let q = reshape(linear(p.q_proj, x), [b, t, nh, hd]); // (B, T, NH, HD)
+  let k = reshape(linear(p.k_proj, x), [b, t, nkv, hd]); // (B, T, NKV, HD)
+  const v = reshape(linear(p.v_proj, x), [b, t, nkv, hd]); // (B, T, NKV, HD)
   if (p.q_norm && p.k_norm) {
     // minimind3: RMSNorm over HD, per head, before RoPE (and before caching)
     q = rmsNorm(q, p.q_norm.weight, { eps: cfg.rmsNormEps }); // (B, T, NH, HD)
@@ -79,6 +80,6 @@ export function selfAttention(
   const vAll = past ? concat([past.v, v], 1) : v; // (B, S, NKV, HD)
   // query t sees key s ≤ t + S − T (and mask[b, s] ≠ 0); head h reads kv head ⌊h·NKV/NH⌋
   const o = attention(q, kAll, vAll, { causal: true, mask: ctx.mask }); // (B, T, NH, HD)
-  const out = matmul(reshape(o, [b, t, nh * hd]), p.o_proj.weight, { transB: true }); // (B, T, H)
+  const out = linear(p.o_proj, reshape(o, [b, t, nh * hd])); // (B, T, H)
   return { out, kv: { k: kAll, v: vAll } };
 }

@@ -7,7 +7,8 @@
 // N = leading dims (B, T), H = hidden, I = intermediate
 import type { HiddenAct } from "../minimind_config.ts";
 import type { Tensor } from "../../tensor.ts";
-import { matmul } from "../../ops/matmul.ts";
+import { linear } from "./linear.ts";
+import type { LinearParams } from "./linear.ts";
 import { swiglu } from "../../ops/swiglu.ts";
 import { mul } from "../../ops/arith.ts";
 import { sigmoid } from "../../ops/unary.ts";
@@ -15,11 +16,11 @@ import { sigmoid } from "../../ops/unary.ts";
 /** Parameters of one MLP (Linear weights [out, in]). */
 export type MlpParams = {
   /** gate_proj.weight (I, H). */
-  readonly gate_proj: { readonly weight: Tensor };
+  readonly gate_proj: LinearParams;
   /** up_proj.weight (I, H). */
-  readonly up_proj: { readonly weight: Tensor };
+  readonly up_proj: LinearParams;
   /** down_proj.weight (H, I). */
-  readonly down_proj: { readonly weight: Tensor };
+  readonly down_proj: LinearParams;
 };
 
 /**
@@ -31,8 +32,8 @@ export type MlpParams = {
  * @returns (..., H)
  */
 export function mlp(p: MlpParams, x: Tensor, act: HiddenAct = "silu"): Tensor {
-  const g = matmul(x, p.gate_proj.weight, { transB: true }); // (..., I)
-  const u = matmul(x, p.up_proj.weight, { transB: true }); // (..., I)
+  const g = linear(p.gate_proj, x); // (..., I)
+  const u = linear(p.up_proj, x); // (..., I)
   const a = act === "silu" ? swiglu(g, u) : mul(sigmoid(g), u); // (..., I)
-  return matmul(a, p.down_proj.weight, { transB: true }); // (..., H)
+  return linear(p.down_proj, a); // (..., H)
 }

@@ -1,0 +1,437 @@
+/**
+ * `deno task demo:posttrain` — the post-training stages after `deno task demo`, on the embedded
+ * corpus, starting from the demo's SFT model (`out/demo/full_sft_192.safetensors`), each through
+ * its trainer (`deno task lora | dpo | distill | reason`) and measured on held-out data:
+ *
+ * 1. LoRA on Song ci (词) in 8 tunes — a style the demo model never read (it pretrains on
+ *    regulated shi only): **style accuracy** = share of replies whose line lengths are exactly
+ *    the requested tune's pattern, before and after.
+ * 2. DPO on the corpus's `dpo.jsonl` (real poem chosen, corrupted poem rejected): **preference
+ *    accuracy** (policy margin > 0) on pairs built from held-out poems, before and after, and the
+ *    per-token KL of the policy to its reference.
+ * 3. Distillation from the demo model (the teacher) into a smaller student trained from scratch:
+ *    held-out **perplexity** of the student trained with the teacher vs the same student trained
+ *    on the labels alone.
+ * 4. Reasoning SFT on think-format poem explanations: share of held-out replies in the
+ *    `<think>…</think><answer>…</answer>` format that name the poem's form right.
+ *
+ *   deno task demo             # first: the SFT model this starts from
+ *   deno task demo:posttrain   # ≈ 10–15 min on 2 CPU cores
+ * @module
+ */
+import { join } from "node:path";
+import { buildCorpus } from "./data/corpus/build.ts";
+import {
+  CI_PROMPTS,
+  ciStyleData,
+  heldoutDpoPairs,
+  linePattern,
+  reasonRecords,
+} from "./data/corpus/posttrain.ts";
+import { fill } from "./data/corpus/build.ts";
+import { poemForm } from "./data/corpus/poetry.ts";
+import { DPODataset, SFTDataset } from "./data/datasets.ts";
+import type { Dataset, DPOSample, LMSample } from "./data/datasets.ts";
+import { Tokenizer } from "./data/tokenizer.ts";
+import type { MiniMindParams } from "./nn/model/minimind.ts";
+import { dispose } from "./nn/tree.ts";
+import { loadModel } from "./convert/hf.ts";
+import * as lora from "./convert/lora.ts";
+import { parseFlags, runMain, usage, UsageError } from "./cli.ts";
+import type { FlagTable } from "./cli.ts";
+import { selectDevice } from "./train/lm.ts";
+import { POST_FLAGS, runPost } from "./train/posttrain.ts";
+import type { PostArgs, PostKind } from "./train/posttrain.ts";
+import { chatReplies, perplexity, preferenceAccuracy } from "./train/scores.ts";
+import type { EvalModel } from "./train/scores.ts";
+import { formatDuration, Progress } from "./train/progress.ts";
+
+/** The flags. */
+export const POSTTRAIN_DEMO_FLAGS = {
+  device: {
+    type: "choice",
+    default: "auto",
+    choices: ["auto", "cpu", "webgpu"],
+    help: "auto = a real GPU if present, else CPU",
+  },
+  save_dir: { type: "string", default: "out/demo", help: "the demo's folder (model, tokenizer)" },
+  from_weight: {
+    type: "optional",
+    help: "the SFT model (default <save_dir>/full_sft_192.safetensors, from deno task demo)",
+  },
+  quick: { type: "switch", default: false, help: "a tiny smoke run (few steps, few samples)" },
+  seed: { type: "int", default: 42, help: "adapter init, data order and sampling seed" },
+} satisfies FlagTable;
+
+/** One stage's run size. */
+interface Stage {
+  steps: number;
+  batch: number;
+  seqLen: number;
+  lr: number;
+}
+
+/** Sizes of one run. */
+interface Plan {
+  lora: Stage & { rank: number };
+  dpo: Stage;
+  distill: Stage & { hidden: number; layers: number; heads: number };
+  reason: Stage;
+  /** Generations per tune for the style accuracy. */
+  perTune: number;
+  /** Held-out DPO pairs. */
+  pairs: number;
+  /** Held-out conversations for the student's perplexity. */
+  pplTexts: number;
+  /** Held-out poems for the reasoning check. */
+  reasonPrompts: number;
+}
+
+const FULL: Plan = {
+  lora: { steps: 200, batch: 16, seqLen: 96, lr: 3e-3, rank: 16 },
+  dpo: { steps: 80, batch: 8, seqLen: 96, lr: 1e-5 },
+  distill: { steps: 200, batch: 16, seqLen: 128, lr: 2e-3, hidden: 128, layers: 2, heads: 4 },
+  reason: { steps: 100, batch: 8, seqLen: 192, lr: 5e-4 },
+  perTune: 6,
+  pairs: 256,
+  pplTexts: 256,
+  reasonPrompts: 32,
+};
+
+const QUICK: Plan = {
+  lora: { steps: 4, batch: 4, seqLen: 64, lr: 3e-3, rank: 4 },
+  dpo: { steps: 4, batch: 2, seqLen: 64, lr: 1e-5 },
+  distill: { steps: 4, batch: 4, seqLen: 64, lr: 2e-3, hidden: 32, layers: 1, heads: 4 },
+  reason: { steps: 4, batch: 2, seqLen: 96, lr: 5e-4 },
+  perTune: 1,
+  pairs: 8,
+  pplTexts: 8,
+  reasonPrompts: 4,
+};
+
+const COMMAND = "deno task demo:posttrain";
+
+function pct(x: number): string {
+  return `${(100 * x).toFixed(1)}%`;
+}
+
+/**
+ * Runs the post-training demo.
+ *
+ * @param argv command-line arguments
+ * @returns the exit code
+ */
+export async function main(argv: readonly string[]): Promise<number> {
+  const { values: a, help } = parseFlags(argv, POSTTRAIN_DEMO_FLAGS, COMMAND);
+  if (help) {
+    console.log(
+      usage(
+        COMMAND,
+        "LoRA, DPO, distillation and reasoning SFT after the demo.",
+        POSTTRAIN_DEMO_FLAGS,
+      ),
+    );
+    return 0;
+  }
+  const t0 = performance.now();
+  const plan = a.quick ? QUICK : FULL;
+  const say = (m: string) => console.log(m);
+  const section = (m: string) =>
+    say(
+      `\n== ${m} ${"=".repeat(Math.max(0, 70 - m.length))} [${
+        formatDuration((performance.now() - t0) / 1000)
+      }]`,
+    );
+  const device = await selectDevice(a.device);
+  const basePath = a.from_weight ?? join(a.save_dir, "full_sft_192.safetensors");
+  if (!(await Deno.stat(basePath).catch(() => null))) {
+    throw new UsageError(`Cannot start: ${basePath} does not exist (run deno task demo first)`);
+  }
+  const base = await loadModel(basePath);
+  const cfg = base.cfg;
+  const tokenizer = base.tokenizer ?? await Tokenizer.fromFile(join(a.save_dir, "tokenizer"));
+  const model: EvalModel = { cfg, params: base.params, tokenizer };
+  say(`MiniMind.ts post-training demo on ${device}${a.quick ? " (quick)" : ""}: from ${basePath}`);
+  const corpus = await buildCorpus({ log: say });
+  const ck = join(a.save_dir, "checkpoints");
+
+  // one trainer run: its flags as `deno task <kind>` would parse them
+  const train = (
+    kind: PostKind,
+    st: Stage,
+    extra: string[],
+    dataset: Dataset<LMSample> | Dataset<DPOSample>,
+  ) => {
+    const argv = [
+      ...["--device", a.device, "--save_dir", a.save_dir, "--checkpoint_dir", ck],
+      ...["--from_weight", basePath, "--epochs", "1", "--seed", String(a.seed)],
+      ...["--batch_size", String(st.batch), "--max_seq_len", String(st.seqLen)],
+      ...["--learning_rate", String(st.lr), "--max_steps", String(st.steps)],
+      ...[
+        "--log_interval",
+        String(Math.max(1, Math.round(st.steps / 4))),
+        "--save_interval",
+        "100000",
+      ],
+      ...extra,
+    ];
+    const parsed = parseFlags(argv, POST_FLAGS[kind] as FlagTable, `deno task ${kind}`);
+    return runPost(kind, parsed as unknown as { values: PostArgs; given: Set<string> }, {
+      tokenizer,
+      dataset,
+      progress: new Progress(),
+      log: say,
+    });
+  };
+  const ran = (
+    r: { steps: number; tokens: number; elapsedS: number; files: { weights: string } },
+  ) =>
+    say(
+      `  ${r.steps} steps, ${(r.tokens / 1e6).toFixed(2)}M tokens in ${
+        formatDuration(r.elapsedS)
+      } (${Math.round(r.tokens / r.elapsedS)} tokens/s) → ${r.files.weights}`,
+    );
+
+  // 1. LoRA: ci in 8 tunes
+  section("1. LoRA on Song ci (词)");
+  const ci = ciStyleData(corpus.pretrain, corpus.heldoutPretrain, a.seed);
+  const tunes = Object.keys(ci.patterns);
+  say(
+    `  ${ci.train.length} ci in ${tunes.length} tunes: ${
+      tunes.map((t) => `${t} ${ci.patterns[t].join("")}`).join(", ")
+    }`,
+  );
+  const styleAsks = tunes.flatMap((tune) =>
+    Array.from(
+      { length: plan.perTune },
+      (_, i) => ({ tune, text: fill(CI_PROMPTS[i % CI_PROMPTS.length], { tune }) }),
+    )
+  );
+  const style = async (m: EvalModel) => {
+    const replies = await chatReplies(m, styleAsks.map((s) => s.text), {
+      maxNewTokens: 96,
+      seed: a.seed,
+    });
+    const ok = replies.filter((r, i) =>
+      linePattern(r).join() === ci.patterns[styleAsks[i].tune].join()
+    );
+    const lines = replies.filter((r, i) =>
+      linePattern(r).length === ci.patterns[styleAsks[i].tune].length
+    );
+    return { acc: ok.length / replies.length, lines: lines.length / replies.length, replies };
+  };
+  const styleBefore = await style(model);
+  say(
+    `  before: style accuracy ${pct(styleBefore.acc)} (line count right ${
+      pct(styleBefore.lines)
+    }) on ${styleAsks.length} tune prompts`,
+  );
+  const lr = await train(
+    "lora",
+    plan.lora,
+    ["--lora_rank", String(plan.lora.rank), "--lora_name", "lora_ci"],
+    new SFTDataset(ci.train, tokenizer, {
+      maxLength: plan.lora.seqLen,
+      seed: a.seed,
+      addSystemRatio: 0,
+      emptyThinkRatio: 1,
+    }),
+  );
+  ran(lr);
+  const adapters = lr.params;
+  say(
+    `  ${
+      lora.count(adapters)
+    } adapter params (rank ${plan.lora.rank}) trained; the base stayed frozen`,
+  );
+  const loraModel = { ...model, params: lora.apply(base.params, adapters) };
+  const styleAfter = await style(loraModel);
+  say(
+    `  after:  style accuracy ${pct(styleAfter.acc)} (line count right ${pct(styleAfter.lines)})`,
+  );
+  say(`  e.g. ${styleAsks[0].text} →`);
+  for (const line of styleAfter.replies[0].split("\n").slice(0, 4)) say(`     ${line}`);
+
+  // 2. DPO on the corpus's pairs; held-out pairs from held-out poems
+  section("2. DPO on dpo.jsonl");
+  const heldPairs = new DPODataset(
+    heldoutDpoPairs(corpus.heldoutPretrain, plan.pairs, a.seed),
+    tokenizer,
+    {
+      maxLength: plan.dpo.seqLen,
+      seed: a.seed,
+      emptyThinkRatio: 0,
+    },
+  );
+  const prefBefore = await preferenceAccuracy(cfg, base.params, base.params, heldPairs);
+  say(
+    `  before: preference accuracy ${pct(prefBefore.accuracy)} (mean margin ${
+      prefBefore.margin.toFixed(2)
+    }) on ${prefBefore.pairs} held-out pairs`,
+  );
+  const dr = await train(
+    "dpo",
+    plan.dpo,
+    [],
+    new DPODataset(corpus.dpo, tokenizer, {
+      maxLength: plan.dpo.seqLen,
+      seed: a.seed,
+      emptyThinkRatio: 0,
+    }),
+  );
+  ran(dr);
+  const policy = dr.params as unknown as MiniMindParams;
+  const prefAfter = await preferenceAccuracy(cfg, policy, base.params, heldPairs);
+  say(
+    `  after:  preference accuracy ${pct(prefAfter.accuracy)} (mean margin ${
+      prefAfter.margin.toFixed(2)
+    }), ` +
+      `KL(policy‖reference) ${prefAfter.kl.toExponential(2)} nats/token`,
+  );
+  dispose(dr.params);
+
+  // 3. distillation: the demo model teaches a smaller student from scratch
+  section("3. distillation");
+  const d = plan.distill;
+  const heldSft = new SFTDataset(corpus.heldoutSft, tokenizer, {
+    maxLength: d.seqLen,
+    seed: a.seed,
+    addSystemRatio: 0,
+    emptyThinkRatio: 1,
+  });
+  const sftData = () =>
+    new SFTDataset(corpus.sft, tokenizer, {
+      maxLength: d.seqLen,
+      seed: a.seed,
+      addSystemRatio: 0,
+      emptyThinkRatio: 1,
+    });
+  const teacherPpl = await perplexity(model, heldSft, { limit: plan.pplTexts });
+  const student = [
+    ...[
+      "--from_weight",
+      "none",
+      "--hidden_size",
+      String(d.hidden),
+      "--num_hidden_layers",
+      String(d.layers),
+    ],
+    ...[
+      "--num_attention_heads",
+      String(d.heads),
+      "--num_key_value_heads",
+      String(Math.max(1, d.heads / 2)),
+    ],
+  ];
+  const students: Record<string, number> = {};
+  for (
+    const [label, extra] of [
+      ["with the teacher", [
+        "--teacher_weight",
+        basePath,
+        "--alpha",
+        "0.5",
+        "--temperature",
+        "1.5",
+      ]],
+      ["labels only", ["--alpha", "1", "--save_weight", "full_sft_student"]],
+    ] as const
+  ) {
+    const r = await train("distill", d, [...student, ...extra], sftData());
+    ran(r);
+    const p = await perplexity(
+      { cfg: r.cfg, params: r.params as unknown as MiniMindParams },
+      heldSft,
+      {
+        limit: plan.pplTexts,
+      },
+    );
+    students[label] = p.ppl;
+    say(
+      `  student (hidden ${d.hidden}, ${d.layers} layers) trained ${label}: held-out perplexity ${
+        p.ppl.toFixed(1)
+      }`,
+    );
+    dispose(r.params);
+  }
+  say(
+    `  teacher (hidden ${cfg.hiddenSize}, ${cfg.numHiddenLayers} layers): held-out perplexity ${
+      teacherPpl.ppl.toFixed(1)
+    }`,
+  );
+
+  // 4. reasoning SFT: think-format explanations of poem forms
+  section("4. reasoning SFT");
+  const held = Deno.readTextFileSync(corpus.heldoutPretrain).split("\n").filter((l) => l.trim())
+    .map((l) => String(JSON.parse(l).text)).map((t) => t.slice(t.indexOf("\n") + 1))
+    .filter((b) => poemForm(b) !== null).slice(0, plan.reasonPrompts);
+  const reasonCheck = async (m: EvalModel) => {
+    const replies = await chatReplies(m, held.map((b) => `这首诗是什么体裁？\n${b}`), {
+      maxNewTokens: 120,
+      seed: a.seed,
+    });
+    const format = replies.filter((r) =>
+      /^<think>[\s\S]*<\/think>\s*<answer>[\s\S]*<\/answer>$/.test(r.trim())
+    );
+    const right = replies.filter((r, i) => {
+      const ans = /<answer>([\s\S]*?)<\/answer>/.exec(r)?.[1] ?? "";
+      return ans.includes(poemForm(held[i])!.name);
+    });
+    return {
+      format: format.length / replies.length,
+      right: right.length / replies.length,
+      replies,
+    };
+  };
+  const reasonBefore = await reasonCheck(model);
+  const rr = await train(
+    "reason",
+    plan.reason,
+    ["--reason_samples", String(plan.reason.steps * plan.reason.batch)],
+    new SFTDataset(
+      reasonRecords(corpus.pretrain, plan.reason.steps * plan.reason.batch, a.seed),
+      tokenizer,
+      { maxLength: plan.reason.seqLen, seed: a.seed, emptyThinkRatio: 0, addSystemRatio: 0 },
+    ),
+  );
+  ran(rr);
+  const reasonAfter = await reasonCheck({
+    ...model,
+    params: rr.params as unknown as MiniMindParams,
+  });
+  say(`  e.g. 这首诗是什么体裁？ →`);
+  for (const line of reasonAfter.replies[0].split("\n").slice(0, 6)) say(`     ${line}`);
+  dispose(rr.params);
+
+  // summary
+  section("summary");
+  const rows = [
+    ["", "before", "after"],
+    ["LoRA: ci style accuracy", pct(styleBefore.acc), pct(styleAfter.acc)],
+    ["DPO: held-out preference accuracy", pct(prefBefore.accuracy), pct(prefAfter.accuracy)],
+    ["DPO: KL(policy‖reference)/token", "0", prefAfter.kl.toExponential(2)],
+    ["reason: think/answer format", pct(reasonBefore.format), pct(reasonAfter.format)],
+    ["reason: form named right", pct(reasonBefore.right), pct(reasonAfter.right)],
+  ];
+  for (const r of rows) {
+    say(`  ${r[0].padEnd(36)}${r.slice(1).map((c) => c.padStart(10)).join("")}`);
+  }
+  say(
+    `  distillation: student perplexity ${
+      students["with the teacher"].toFixed(1)
+    } with the teacher vs ${students["labels only"].toFixed(1)} on labels only (teacher ${
+      teacherPpl.ppl.toFixed(1)
+    })`,
+  );
+  say(
+    `  wall time ${
+      formatDuration((performance.now() - t0) / 1000)
+    } on ${device}; files in ${a.save_dir}/`,
+  );
+  say(
+    `  next: deno task eval --load_from ${basePath} --lora_weight ${lr.files.weights} --mode chat`,
+  );
+  return 0;
+}
+
+if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));

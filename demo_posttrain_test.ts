@@ -1,0 +1,53 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { Tokenizer } from "./data/tokenizer.ts";
+import { init } from "./nn/model/minimind.ts";
+import { config, configToHF } from "./nn/model/minimind_config.ts";
+import { key } from "./nn/random.ts";
+import type { Tree } from "./nn/tree.ts";
+import { saveWeights } from "./train/checkpoint.ts";
+import { fixture } from "./tests/_util.ts";
+import { main } from "./demo_posttrain.ts";
+
+Deno.test("deno task demo:posttrain --quick runs LoRA, DPO, distillation and reasoning SFT and reports them", async () => {
+  const dir = await Deno.makeTempDir();
+  const lines: string[] = [];
+  const log = console.log;
+  try {
+    const tok = await Tokenizer.fromFile(fixture("minimind/minimind2"));
+    await tok.save(dir);
+    const cfg = config("minimind2-small", {
+      hiddenSize: 32,
+      numHiddenLayers: 1,
+      numAttentionHeads: 4,
+      numKeyValueHeads: 2,
+      vocabSize: tok.vocabSize,
+    });
+    const base = join(dir, "full_sft_32.safetensors");
+    await saveWeights(base, init(cfg, key(0)) as unknown as Tree, {
+      config: JSON.stringify(configToHF(cfg)),
+    });
+    console.log = (...a: unknown[]) => lines.push(a.join(" "));
+    const code = await main([
+      "--quick",
+      "--device",
+      "cpu",
+      "--save_dir",
+      dir,
+      "--from_weight",
+      base,
+    ]);
+    assert.equal(code, 0);
+  } finally {
+    console.log = log;
+  }
+  const text = lines.join("\n");
+  assert.match(text, /LoRA: ci style accuracy +\d+\.\d% +\d+\.\d%/);
+  assert.match(text, /DPO: held-out preference accuracy +\d+\.\d% +\d+\.\d%/);
+  assert.match(text, /student perplexity \d+\.\d with the teacher vs \d+\.\d on labels only/);
+  assert.match(text, /reason: form named right +\d+\.\d% +\d+\.\d%/);
+  for (const f of ["lora/lora_ci_32.safetensors", "dpo_32.safetensors", "reason_32.safetensors"]) {
+    assert.ok(await Deno.stat(join(dir, f)), f);
+  }
+  await Deno.remove(dir, { recursive: true });
+});
