@@ -98,7 +98,15 @@ async function stream(app: ServeApp, seed: number, tokens: number): Promise<Stre
   return { tokens: n, start, first, end };
 }
 
-function torchDecode(cfg: MiniMindConfig, N: number): Record<number, number> | null {
+/** PyTorch's best decode tokens/s per batch size, and the configuration each came from. */
+interface TorchDecode {
+  /** Tokens/s by batch size. */
+  tokensPerS: Record<number, number>;
+  /** The configuration used (BLAS build and threads) by batch size. */
+  config: Record<number, string>;
+}
+
+function torchDecode(cfg: MiniMindConfig, N: number): TorchDecode | null {
   try {
     const out = new Deno.Command("/usr/bin/python3", {
       args: [
@@ -118,10 +126,11 @@ function torchDecode(cfg: MiniMindConfig, N: number): Record<number, number> | n
       stderr: "inherit",
     }).outputSync();
     if (!out.success) return null;
-    const r: Record<number, number> = {};
+    const r: TorchDecode = { tokensPerS: {}, config: {} };
     for (const line of new TextDecoder().decode(out.stdout).trim().split("\n")) {
       const j = JSON.parse(line);
-      r[j.batch] = j.decode_tokens_per_s;
+      r.tokensPerS[j.batch] = j.decode_tokens_per_s;
+      r.config[j.batch] = `${j.config} (${j.blas})`;
     }
     return r;
   } catch {
@@ -209,7 +218,11 @@ async function main(argv: readonly string[]): Promise<number> {
       concurrent_aggregate_tokens_per_s: +concurrent.toFixed(1),
       largest_batch: stats.maxBatchSeen,
       ...(torch
-        ? { torch_single_tokens_per_s: torch[1], torch_batch8_tokens_per_s: torch[8] }
+        ? {
+          torch_single_tokens_per_s: torch.tokensPerS[1],
+          torch_batch8_tokens_per_s: torch.tokensPerS[8],
+          torch_config: torch.config,
+        }
         : {}),
     };
     rows.push(row);

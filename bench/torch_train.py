@@ -9,9 +9,9 @@ Run with Debian's interpreter and `python3-torch` (apt-get install -y python3-to
 libopenblas0-openmp); torch is never a dependency of the library:
     /usr/bin/python3 bench/torch_train.py --hidden_size 512 --num_hidden_layers 8 \
         --batch_size 4 --max_seq_len 256 --steps 5
-Prints one JSON line. `--sweep` tries (OpenBLAS threads, torch threads) in {1, N}² in
-subprocesses and reports the fastest: Debian's torch calls the system OpenBLAS, whose thread pool
-can fight torch's own on a small machine.
+Prints one JSON line (`cpu_ms_per_step`: CPU time of the process, all threads). `--sweep` runs it
+in subprocesses under each configuration of torch_minimind.sweep_configs (the OpenMP OpenBLAS at 1
+and N threads) and reports the fastest, with the configuration it used.
 """
 import argparse
 import json
@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from torch_minimind import MiniMind, sweep
+from torch_minimind import MiniMind, loaded_blas, sweep
 
 
 def main():
@@ -49,8 +49,10 @@ def main():
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
     ids = torch.randint(3, a.vocab_size, (a.batch_size, a.max_seq_len))
     times = []
+    cpu = 0.0
     for s in range(a.warmup + a.steps):
         t0 = time.perf_counter()
+        c0 = time.process_time()
         loss = model.loss(ids, ids)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
@@ -59,10 +61,12 @@ def main():
         loss.item()
         if s >= a.warmup:
             times.append(time.perf_counter() - t0)
+            cpu += time.process_time() - c0
     ms = 1000 * sum(times) / len(times)
     print(json.dumps({
         "impl": "pytorch", "torch": torch.__version__, "threads": a.threads,
-        "blas_threads": int(os.environ.get("OPENBLAS_NUM_THREADS", "0") or 0),
+        "blas": loaded_blas(), "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", ""),
+        "cpu_ms_per_step": round(1000 * cpu / len(times), 1),
         "hidden_size": a.hidden_size, "num_hidden_layers": a.num_hidden_layers,
         "params": sum(p.numel() for p in model.parameters()),
         "batch_size": a.batch_size, "max_seq_len": a.max_seq_len, "steps": a.steps,

@@ -3,14 +3,19 @@
  * clipping, AdamW) on random token ids; prints one JSON line:
  * `{"tokens_per_s", "ms_per_step", "peak_rss_mb", …}`. With `--torch 1` it also runs
  * `bench/torch_train.py` (our PyTorch transcription of the same architecture, Debian
- * `/usr/bin/python3` + `python3-torch`, best of its thread settings) right after, on the same
- * machine, and adds `torch_tokens_per_s` / `torch_ms_per_step` to the line.
+ * `/usr/bin/python3` + `python3-torch`, at its best: the OpenMP OpenBLAS, 1 and N threads) right
+ * after, on the same machine, and adds `torch_tokens_per_s` / `torch_ms_per_step` and the
+ * configuration that won (`torch_config`) to the line. `cpu_ms_per_step` is the process's CPU time
+ * per step (all threads), steadier than wall time on a loaded machine. `--profile 1` prints where
+ * a CPU step's time goes, per op (stderr).
  *
  *   deno task bench:train --preset minimind2-small --batch_size 4 --max_seq_len 256 --steps 5
  *   deno task bench:train --hidden_size 256 --num_hidden_layers 4 --batch_size 16 --max_seq_len 128 --torch 1
  * @module
  */
+import { cpuUsage } from "node:process";
 import { defaultBackend } from "../nn/backend/select.ts";
+import { type CpuBackend, cpuBackend, type OpProfileRow } from "../nn/backend/cpu/mod.ts";
 import { config, countParams, init, PRESETS } from "../nn/minimind.ts";
 import type { ConfigOverrides, PresetName } from "../nn/minimind.ts";
 import { key, randint } from "../nn/random.ts";
@@ -46,9 +51,60 @@ export const BENCH_FLAGS = {
     help: "auto = a real GPU if present, else CPU",
   },
   torch: { type: "bool01", default: false, help: "also run bench/torch_train.py (same machine)" },
+  profile: {
+    type: "bool01",
+    default: false,
+    help: "CPU: time every kernel of the timed steps by op and print the table (stderr)",
+  },
 } satisfies FlagTable;
 
 const COMMAND = "deno task bench:train";
+
+/** The CPU backend when it is the one steps run on (per-op profiles are CPU-only). */
+function profiledBackend(): CpuBackend {
+  if (defaultBackend() !== cpuBackend) {
+    throw new Error(
+      `Cannot profile on the ${defaultBackend().name} backend: --profile 1 times CPU kernels (use --device cpu)`,
+    );
+  }
+  return cpuBackend;
+}
+
+/**
+ * A markdown table of where a step's time goes: ms per step in each op's kernels (and in taking
+ * their output arrays), its share of the step, and what is left outside kernels (autodiff, tape,
+ * dispatch, GC).
+ *
+ * @param rows the profile (summed over `steps` steps)
+ * @param steps timed steps the profile covers
+ * @param msPerStep measured wall time of one step
+ * @returns the table
+ */
+export function profileTable(
+  rows: readonly OpProfileRow[],
+  steps: number,
+  msPerStep: number,
+): string {
+  const f = (x: number) => (x / steps).toFixed(1);
+  const pct = (x: number) => (100 * x / steps / msPerStep).toFixed(1) + "%";
+  const lines = [
+    "| op | calls/step | kernel ms/step | of which gemm | alloc ms/step | share of step |",
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
+  ];
+  let inside = 0;
+  for (const r of rows) {
+    inside += r.ms + r.allocMs;
+    lines.push(
+      `| ${r.op} | ${r.calls / steps} | ${f(r.ms)} | ${f(r.gemmMs)} | ${f(r.allocMs)} | ${
+        pct(r.ms + r.allocMs)
+      } |`,
+    );
+  }
+  const outside = msPerStep * steps - inside;
+  lines.push(`| (outside kernels) | | ${f(outside)} | | | ${pct(outside)} |`);
+  lines.push(`| **step** | | ${msPerStep.toFixed(1)} | | | 100% |`);
+  return lines.join("\n");
+}
 
 /**
  * Runs the benchmark.
@@ -84,8 +140,12 @@ export async function main(argv: readonly string[]): Promise<number> {
   let peak = Deno.memoryUsage().rss;
   const times: number[] = [];
   let prev: Tensor | null = null;
+  let cpuMs = 0;
+  const profiler = a.profile ? profiledBackend() : null;
   for (let s = 0; s < a.warmup + a.steps; s++) {
+    if (s === a.warmup) profiler?.startProfile();
     const t0 = performance.now();
+    const c0 = cpuUsage();
     const [next, out] = scope(() => step(state, batch));
     state = next;
     // read the previous step's loss while this one runs (WebGPU); on CPU it is already done
@@ -101,12 +161,17 @@ export async function main(argv: readonly string[]): Promise<number> {
       prev.dispose();
       prev = null;
     } else await defaultBackend().sync();
-    if (s >= a.warmup) times.push(performance.now() - t0);
+    if (s >= a.warmup) {
+      times.push(performance.now() - t0);
+      const c = cpuUsage(c0);
+      cpuMs += (c.user + c.system) / 1000;
+    }
     peak = Math.max(peak, Deno.memoryUsage().rss);
   }
   disposeState(state);
   ids.dispose();
   const ms = times.reduce((x, y) => x + y, 0) / times.length;
+  if (profiler) console.error(profileTable(profiler.stopProfile(), a.steps, ms));
   const result: Record<string, unknown> = {
     impl: "minimind.ts",
     device,
@@ -119,6 +184,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     steps: a.steps,
     tokens_per_s: Math.round((B * T) / (ms / 1000) * 10) / 10,
     ms_per_step: Math.round(ms * 10) / 10,
+    cpu_ms_per_step: Math.round(cpuMs / times.length * 10) / 10,
     peak_rss_mb: Math.round(peak / 2 ** 20 * 10) / 10,
   };
   if (a.torch) {
@@ -159,7 +225,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     result.torch_tokens_per_s = t.tokens_per_s;
     result.torch_ms_per_step = t.ms_per_step;
     result.torch_peak_rss_mb = t.peak_rss_mb;
-    result.torch_threads = `torch ${t.threads}, openblas ${t.blas_threads}`;
+    result.torch_config = `${t.config} (${t.blas})`;
+    result.torch_tried = t.tried;
+    result.torch_cpu_ms_per_step = t.cpu_ms_per_step;
     result.torch_version = t.torch;
     result.speed_vs_torch = Math.round((result.tokens_per_s as number) / t.tokens_per_s * 100) /
       100;

@@ -10,6 +10,12 @@ import type { Gemm } from "./gemm/mod.ts";
 let fast: Pick<Gemm, "sgemm"> | null = null;
 
 /**
+ * Milliseconds spent in `gemm` since the clock was turned on (the CPU backend's profiler reads it
+ * around each kernel, to split an op's time into matrix products and the rest).
+ */
+export const gemmClock: { on: boolean; ms: number } = { on: false, ms: 0 };
+
+/**
  * Overrides the fast f32 gemm (`null` restores the default). By default every f32 call uses
  * `getGemm()`: BLAS through FFI when found, else wasm SIMD (`initGemm()` adds wasm worker threads).
  */
@@ -43,6 +49,37 @@ export function gemm(
   strideC = 0,
 ): void {
   if (m === 0 || n === 0) return;
+  if (gemmClock.on) {
+    gemmClock.on = false; // one timer per outer call
+    const t0 = performance.now();
+    try {
+      gemm(
+        transA,
+        transB,
+        m,
+        n,
+        k,
+        a,
+        aOffset,
+        lda,
+        b,
+        bOffset,
+        ldb,
+        c,
+        cOffset,
+        ldc,
+        beta,
+        batch,
+        strideA,
+        strideB,
+        strideC,
+      );
+    } finally {
+      gemmClock.ms += performance.now() - t0;
+      gemmClock.on = true;
+    }
+    return;
+  }
   if (a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array) {
     (fast ?? getGemm()).sgemm({
       transA,

@@ -12,9 +12,26 @@ import { newCounters } from "../backend.ts";
 import type { DType, TypedArray } from "../../dtype.ts";
 import { allocArray, byteSize, dtypeOfArray } from "../../dtype.ts";
 import type { Meta, OpDef } from "../../op.ts";
+import { gemmClock } from "./gemm_adapter.ts";
 
 /** Arrays smaller than this are left to the GC (pooling pays off for large ones). */
 const POOL_MIN_BYTES = 64 * 1024;
+
+/** Time one op's CPU kernel took over a profiled span (see `CpuBackend.startProfile`). */
+export interface OpProfileRow {
+  /** The op's name. */
+  readonly op: string;
+  /** Kernel calls. */
+  calls: number;
+  /** Milliseconds inside the kernel. */
+  ms: number;
+  /** Milliseconds taking (and zeroing) the output arrays. */
+  allocMs: number;
+  /** Of `ms`, milliseconds inside matrix products (`gemm`: BLAS or wasm). */
+  gemmMs: number;
+  /** Bytes of outputs allocated. */
+  outBytes: number;
+}
 
 /** A CPU storage: a typed array. */
 export interface CpuStorage extends Storage {
@@ -22,7 +39,8 @@ export interface CpuStorage extends Storage {
   readonly data: TypedArray;
 }
 
-class CpuBackend implements Backend {
+/** The CPU backend (one instance, `cpuBackend`). */
+export class CpuBackend implements Backend {
   readonly name = "cpu";
   readonly counters: BackendCounters = newCounters();
   /** Storages adopted from callers, which may still hold the array: never pooled. */
@@ -39,6 +57,25 @@ class CpuBackend implements Backend {
    * (so sizes that recur only rarely do not pile up).
    */
   poolLimitBytes = 2 * 1024 ** 3;
+  /** Per-op timings while a profile is running (null = not profiling, no timer calls). */
+  #profile: Map<string, OpProfileRow> | null = null;
+
+  /**
+   * Starts timing every kernel call by op name (kernel time and output allocation time apart);
+   * `stopProfile` returns the rows. Costs two `performance.now()` calls per kernel while on.
+   */
+  startProfile(): void {
+    this.#profile = new Map();
+    gemmClock.on = true;
+  }
+
+  /** Stops profiling; returns one row per op seen since `startProfile`, slowest first. */
+  stopProfile(): OpProfileRow[] {
+    const rows = [...(this.#profile?.values() ?? [])].sort((a, b) => b.ms - a.ms);
+    this.#profile = null;
+    gemmClock.on = false;
+    return rows;
+  }
 
   #wrap(data: TypedArray, pooled: boolean): CpuStorage {
     this.counters.bytesInUse += data.byteLength;
@@ -131,13 +168,30 @@ class CpuBackend implements Backend {
       throw new Error(`Cannot run op ${op.name} on the CPU backend: it has no CPU kernel`);
     }
     const ins = inputs.map((s) => (s as CpuStorage).data);
+    const prof = this.#profile;
+    const t0 = prof ? performance.now() : 0;
     const outs = outMetas.map((m) => {
       let n = 1;
       for (const d of m.shape) n *= d;
       return this.#take(m.dtype, n);
     });
+    const t1 = prof ? performance.now() : 0;
+    const g0 = gemmClock.ms;
     this.counters.dispatches++;
     op.cpu(ins, outs.map((o) => o[0]), { inputs: inMetas, outputs: outMetas, params });
+    if (prof) {
+      const t2 = performance.now();
+      let row = prof.get(op.name);
+      if (!row) {
+        row = { op: op.name, calls: 0, ms: 0, allocMs: 0, gemmMs: 0, outBytes: 0 };
+        prof.set(op.name, row);
+      }
+      row.calls++;
+      row.gemmMs += gemmClock.ms - g0;
+      row.ms += t2 - t1;
+      row.allocMs += t1 - t0;
+      for (const o of outs) row.outBytes += o[0].byteLength;
+    }
     return outs.map((o) => this.#wrap(...o));
   }
 
