@@ -16,8 +16,9 @@
 import { cpuUsage } from "node:process";
 import { defaultBackend } from "../nn/backend/select.ts";
 import { type CpuBackend, cpuBackend, type OpProfileRow } from "../nn/backend/cpu/mod.ts";
-import { config, countParams, init, PRESETS } from "../nn/minimind.ts";
-import type { ConfigOverrides, PresetName } from "../nn/minimind.ts";
+import { countParams, init } from "../nn/model/minimind.ts";
+import { config, PRESETS } from "../nn/model/minimind_config.ts";
+import type { ConfigOverrides, PresetName } from "../nn/model/minimind_config.ts";
 import { key, randint } from "../nn/random.ts";
 import { scope } from "../nn/scope.ts";
 import type { Tree } from "../nn/tree.ts";
