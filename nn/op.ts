@@ -155,6 +155,11 @@ export interface OpDef<P> {
   readonly statOutputs?: readonly number[];
   /** Output 0 shares input 0's storage (reshape): no kernel runs. */
   readonly view?: boolean;
+  /**
+   * The CPU kernel writes every element of every output, so the backend may hand it recycled
+   * arrays without zeroing them first (the conformance test checks it with NaN-filled outputs).
+   */
+  readonly writesAll?: boolean;
   /** Examples for the conformance test, the parity test and benchmarks. */
   readonly examples: readonly Example<P>[];
 }

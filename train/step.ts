@@ -15,7 +15,7 @@ import { defaultBackend } from "../nn/backend/select.ts";
 import { valueAndGrad } from "../nn/autodiff.ts";
 import { add, affine } from "../nn/ops/binary.ts";
 import type { Optimizer, StepHyper } from "./optim.ts";
-import { clipGrads } from "./optim.ts";
+import { clipCoefficient, clipGrads } from "./optim.ts";
 
 /** Everything a training run carries from one micro-batch to the next. */
 export interface TrainState {
@@ -137,8 +137,14 @@ export function makeTrainStep<B, A extends Tree = Tree>(
   const update = (s: TrainState, grads: Tree, hyper?: StepHyper) => {
     let g = grads;
     let norm: Tensor | null = null;
-    if (opts.gradClip > 0) [g, norm] = clipGrads(g, opts.gradClip);
-    const [params, optState] = optimizer.update(g, s.optState, s.params, hyper);
+    let h = hyper;
+    if (opts.gradClip > 0 && optimizer.scalesGrads) {
+      // the optimizer scales each gradient inside its update kernel: no pass of its own
+      let coef: Tensor;
+      [coef, norm] = clipCoefficient(g, opts.gradClip);
+      h = { ...hyper, gradScale: coef };
+    } else if (opts.gradClip > 0) [g, norm] = clipGrads(g, opts.gradClip);
+    const [params, optState] = optimizer.update(g, s.optState, s.params, h);
     const next: TrainState = { params, optState, grads: null, micro: 0, updates: s.updates + 1 };
     return { next, norm };
   };

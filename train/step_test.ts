@@ -68,6 +68,28 @@ Deno.test("makeTrainStep() with accumulation 2 on half batches equals one full b
   disposeState(b);
 });
 
+Deno.test("clipping fused into adamw's kernel equals clipping the gradients first", async () => {
+  // gradClip 0.05 < the gradient norm here: the coefficient really scales
+  const fused = makeTrainStep(loss, adamw({ lr: 0.05 }), { gradClip: 0.05 });
+  const plain = makeTrainStep(loss, { ...adamw({ lr: 0.05 }), scalesGrads: false }, {
+    gradClip: 0.05,
+  });
+  let a = fused.init(params()), b = plain.init(params());
+  for (let s = 0; s < 3; s++) {
+    const [na, oa] = fused(a, rows(0, 8));
+    const [nb, ob] = plain(b, rows(0, 8));
+    [a, b] = [na, nb];
+    const [ga, gb] = [await oa.gradNorm!.item(), await ob.gradNorm!.item()];
+    assert.ok(ga > 0.05 && Math.abs(ga - gb) < 1e-6 * ga, `norms ${ga} ${gb}`);
+    for (const t of [oa.loss, ob.loss, oa.gradNorm!, ob.gradNorm!]) t.dispose();
+  }
+  const va = await values(a), vb = await values(b);
+  for (let i = 0; i < va.length; i++) assert.ok(Math.abs(va[i] - vb[i]) < 1e-7, `${i}`);
+  assert.notDeepEqual(va, [...W1, ...W2]);
+  disposeState(a);
+  disposeState(b);
+});
+
 Deno.test("makeTrainStep() reduces the loss, reports the grad norm, flushes partial groups", async () => {
   const step = makeTrainStep(loss, adamw({ lr: 0.05 }), { accumulationSteps: 3 });
   let s = step.init(params());

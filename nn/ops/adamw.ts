@@ -1,7 +1,8 @@
 /**
  * Fused AdamW update (PyTorch `torch.optim.AdamW`, single-tensor path): one kernel per parameter
- * tensor reads p, g, m, v and writes p', m', v'. Decoupled weight decay, bias correction, eps
- * outside the square root. Not differentiable.
+ * tensor reads p, g, m, v (and optionally a scalar the gradient is first multiplied by: the
+ * global-norm clipping coefficient, so clipping costs no pass of its own) and writes p', m', v'.
+ * Decoupled weight decay, bias correction, eps outside the square root. Not differentiable.
  * @module
  */
 import type { OpDef } from "../op.ts";
@@ -41,6 +42,8 @@ function adamwKernel(
   mo: { [i: number]: number },
   vo: { [i: number]: number },
   params: AdamwParams,
+  gradScale: number,
+  f32: boolean,
 ): void {
   const { lr, beta1, beta2, eps, weightDecay, step } = params;
   const decay = 1 - lr * weightDecay;
@@ -48,7 +51,8 @@ function adamwKernel(
   const stepSize = -(lr / (1 - Math.pow(beta1, step))); // −lr / (1 − β₁ᵗ)
   const invBc2Sqrt = 1 / Math.sqrt(1 - Math.pow(beta2, step)); // 1 / √(1 − β₂ᵗ)
   for (let i = 0; i < p.length; i++) {
-    const gi = g[i];
+    // the clipped gradient, rounded as torch stores it (g.mul_(coef))
+    const gi = f32 ? Math.fround(g[i] * gradScale) : g[i] * gradScale;
     const mi = m[i] * beta1 + a1 * gi; // exp_avg.mul_(β₁).add_(g, alpha=1−β₁)
     const vi = v[i] * beta2 + a2 * gi * gi; // exp_avg_sq.mul_(β₂).addcmul_(g, g, value=1−β₂)
     const denom = Math.sqrt(vi) * invBc2Sqrt + eps; // (√v / √bc₂).add_(eps), one divide fewer
@@ -58,19 +62,21 @@ function adamwKernel(
   }
 }
 
-/** p, g, m, v (same shape, f32/f64) → p', m', v'. */
+/** p, g, m, v (same shape, f32/f64), [scale (a scalar g is multiplied by)] → p', m', v'. */
 export const adamwOp: OpDef<AdamwParams> = defineOp<AdamwParams>({
   name: "adamw",
   infer: (ins, { step }) => {
     const [p] = ins;
+    const scale = ins[4];
     if (
-      ins.length !== 4 || (p.dtype !== "f32" && p.dtype !== "f64") ||
-      ins.some((x) => x.dtype !== p.dtype || !sameShape(x.shape, p.shape))
+      (ins.length !== 4 && ins.length !== 5) || (p.dtype !== "f32" && p.dtype !== "f64") ||
+      ins.slice(0, 4).some((x) => x.dtype !== p.dtype || !sameShape(x.shape, p.shape)) ||
+      (scale && (scale.dtype !== p.dtype || scale.shape.length !== 0))
     ) {
       throw new Error(
         `Cannot apply adamw to ${
           ins.map((x) => `${x.dtype} ${fmt(x.shape)}`).join(", ")
-        }: expected p, g, m, v of one float dtype and shape`,
+        }: expected p, g, m, v of one float dtype and shape, then optionally a scalar of that dtype`,
       );
     }
     if (!(Number.isInteger(step) && step >= 1)) {
@@ -78,7 +84,9 @@ export const adamwOp: OpDef<AdamwParams> = defineOp<AdamwParams>({
     }
     return [0, 1, 2].map(() => ({ shape: p.shape, dtype: p.dtype }));
   },
-  cpu: ([p, g, m, v], [po, mo, vo], { params }) => {
+  writesAll: true,
+  cpu: ([p, g, m, v, scale], [po, mo, vo], { params }) => {
+    const k = scale ? scale[0] : 1;
     if (po instanceof Float32Array) {
       adamwKernel(
         p as Float32Array,
@@ -89,34 +97,38 @@ export const adamwOp: OpDef<AdamwParams> = defineOp<AdamwParams>({
         mo as Float32Array,
         vo as Float32Array,
         params,
+        k,
+        true,
       );
     } else {
-      adamwKernel(p, g, m, v, po, mo, vo, params);
+      adamwKernel(p, g, m, v, po, mo, vo, params, k, false);
     }
   },
   // torch's operation order in f32 (vec4 when the size allows); step scalars come from the host
-  wgsl: ({ inputs: [p], params }) => {
+  wgsl: ({ inputs: [p, , , , scale], params }) => {
     const { lr, beta1, beta2, eps, weightDecay, step } = params;
     let n = 1;
     for (const d of p.shape) n *= d;
     const vec = n % 4 === 0;
     const T = vec ? "vec4<f32>" : "f32";
     const count = vec ? n / 4 : n;
+    const o = scale ? 5 : 4;
     return [{
       code: `@group(0) @binding(0) var<storage, read> p: array<${T}>;
 @group(0) @binding(1) var<storage, read> g: array<${T}>;
 @group(0) @binding(2) var<storage, read> m: array<${T}>;
 @group(0) @binding(3) var<storage, read> v: array<${T}>;
-@group(0) @binding(4) var<storage, read_write> po: array<${T}>;
-@group(0) @binding(5) var<storage, read_write> mo: array<${T}>;
-@group(0) @binding(6) var<storage, read_write> vo: array<${T}>;
+${scale ? "@group(0) @binding(4) var<storage, read> scale: array<f32>;" : ""}
+@group(0) @binding(${o}) var<storage, read_write> po: array<${T}>;
+@group(0) @binding(${o + 1}) var<storage, read_write> mo: array<${T}>;
+@group(0) @binding(${o + 2}) var<storage, read_write> vo: array<${T}>;
 struct U { n: u32, decay: f32, b1: f32, a1: f32, b2: f32, a2: f32, step_size: f32, bc2: f32, eps: f32 }
 @group(1) @binding(0) var<uniform> u: U;
 @compute @workgroup_size(256)
 fn main(${GRID_ARGS}) {
   let i = ${gridIndex(256)};
   if (i >= u.n) { return; }
-  let gi = g[i];
+  let gi = g[i]${scale ? " * scale[0]" : ""};
   let mi = m[i] * u.b1 + u.a1 * gi;
   let vi = v[i] * u.b2 + u.a2 * gi * gi;
   let denom = sqrt(vi) / u.bc2 + u.eps;
@@ -158,6 +170,17 @@ fn main(${GRID_ARGS}) {
       params: { lr: 0.1, beta1: 0.8, beta2: 0.99, eps: 1e-6, weightDecay: 0, step: 1 },
       label: "first step from zero moments",
     },
+    {
+      inputs: [
+        { shape: [3, 4] },
+        { shape: [3, 4] },
+        { shape: [3, 4] },
+        { shape: [3, 4], kind: "positive" },
+        { shape: [], values: [0.25] },
+      ],
+      params: { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 2 },
+      label: "clipped gradient (scale input)",
+    },
   ],
 });
 
@@ -170,6 +193,7 @@ fn main(${GRID_ARGS}) {
  * @param m first moment
  * @param v second moment
  * @param params learning rate, betas, eps, weight decay and the 1-based step count
+ * @param gradScale optional scalar tensor `g` is multiplied by first (a clipping coefficient)
  * @returns `[p', m', v']`
  * @example
  * ```ts
@@ -185,7 +209,8 @@ export function adamwUpdate(
   m: Tensor,
   v: Tensor,
   params: AdamwParams,
+  gradScale?: Tensor,
 ): [Tensor, Tensor, Tensor] {
-  const [po, mo, vo] = apply(adamwOp, [p, g, m, v], params);
+  const [po, mo, vo] = apply(adamwOp, gradScale ? [p, g, m, v, gradScale] : [p, g, m, v], params);
   return [po, mo, vo];
 }

@@ -207,6 +207,7 @@ function makeBinary(row: BinaryRow): OpDef<NoParams> {
   return defineOp<NoParams>({
     name: row.name,
     infer: ([a, b]) => inferBinary(row.name, a, b, row.out, row.floatOnly),
+    writesAll: true,
     cpu: ([a, b], [y], call) => {
       const sa = call.inputs[0].shape, sb = call.inputs[1].shape, so = call.outputs[0].shape;
       if (sameShape(sa, sb)) k.same(a, b, y);
@@ -350,6 +351,7 @@ export const affineOp: OpDef<AffineParams> = defineOp<AffineParams>({
     }
     return [{ shape: x.shape, dtype: x.dtype }];
   },
+  writesAll: true,
   cpu: ([x], [y], { params: { a, b } }) => {
     for (let i = 0; i < x.length; i++) y[i] = a * x[i] + b;
   },

@@ -72,6 +72,7 @@ export const matmulOp: OpDef<MatmulParams> = defineOp<MatmulParams>({
     const d = dims(a, b, p);
     return [{ shape: [...d.batch, d.m, d.n], dtype: a.dtype }];
   },
+  writesAll: true,
   cpu: ([a, b], [c], { inputs, params }) => {
     const d = dims(inputs[0], inputs[1], params);
     const { m, n, k } = d;

@@ -6,7 +6,7 @@
 import type { OpDef } from "../op.ts";
 import { castOp, UNARY_OPS } from "./unary.ts";
 import { affineOp, BINARY_OPS, powScalarOp, whereOp } from "./binary.ts";
-import { argmaxOp, maxOp, sumOp } from "./reduce.ts";
+import { argmaxOp, maxOp, sumOp, sumSquaresOp } from "./reduce.ts";
 import { broadcastToOp, concatOp, padOp, reshapeOp, sliceOp, transposeOp } from "./movement.ts";
 import { matmulOp } from "./matmul.ts";
 import {
@@ -35,6 +35,7 @@ export const OPS: Readonly<Record<string, OpDef<any>>> = {
   pow_scalar: powScalarOp,
   where: whereOp,
   sum: sumOp,
+  sum_squares: sumSquaresOp,
   max: maxOp,
   argmax: argmaxOp,
   reshape: reshapeOp,

@@ -30,6 +30,7 @@ export const swigluOp: OpDef<NoParams> = defineOp<NoParams>({
     }
     return [{ shape: g.shape, dtype: g.dtype }];
   },
+  writesAll: true,
   cpu: ([g, u], [y]) => {
     if (simdSwiglu(g, u, y)) return; // f32: the wasm SIMD kernel
     for (let i = 0; i < g.length; i++) y[i] = g[i] * sig(g[i]) * u[i];
@@ -52,6 +53,7 @@ export const swigluOp: OpDef<NoParams> = defineOp<NoParams>({
 export const swigluBackwardOp: OpDef<NoParams> = defineOp<NoParams>({
   name: "swiglu_backward",
   infer: ([, g, u]) => [{ shape: g.shape, dtype: g.dtype }, { shape: u.shape, dtype: u.dtype }],
+  writesAll: true,
   cpu: ([ct, g, u], [dg, du]) => {
     if (simdSwigluBackward(ct, g, u, dg, du)) return; // f32: the wasm SIMD kernel
     for (let i = 0; i < g.length; i++) {

@@ -213,6 +213,7 @@ function makeUnary(row: UnaryRow): OpDef<Record<string, never>> {
       }
       return [{ shape: x.shape, dtype: x.dtype }];
     },
+    writesAll: true,
     cpu: simdKind
       ? ([x], [y]) => {
         if (!mapUnary(simdKind, x, y)) loop(x, y);

@@ -83,15 +83,18 @@ export class CpuBackend implements Backend {
     return { backend: this, refs: 0, bytes: data.byteLength, data };
   }
 
-  /** A zeroed array: a freed one of the same dtype and length when the pool has it. */
-  #take(dtype: DType, size: number): [TypedArray, boolean] {
+  /**
+   * A zeroed array (left as it was when `zero` is false: the kernel writes every element): a freed
+   * one of the same dtype and length when the pool has it.
+   */
+  #take(dtype: DType, size: number, zero = true): [TypedArray, boolean] {
     if (size * byteSize(dtype) >= POOL_MIN_BYTES) {
       const k = dtype + size;
       const a = this.#pool.get(k)?.pop();
       if (a) {
         this.#pooledBytes -= a.byteLength;
         this.counters.poolHits++;
-        return [a.fill(0), true];
+        return [zero ? a.fill(0) : a, true];
       }
       // a size wanted again after a free recurs (a train step's shapes do, step after step; a
       // growing KV cache's lengths do not)
@@ -173,7 +176,7 @@ export class CpuBackend implements Backend {
     const outs = outMetas.map((m) => {
       let n = 1;
       for (const d of m.shape) n *= d;
-      return this.#take(m.dtype, n);
+      return this.#take(m.dtype, n, !op.writesAll);
     });
     const t1 = prof ? performance.now() : 0;
     const g0 = gemmClock.ms;
