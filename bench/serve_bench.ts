@@ -15,7 +15,9 @@
 import { init } from "../nn/model/minimind.ts";
 import { config } from "../nn/model/minimind_config.ts";
 import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
-import { key } from "../nn/random.ts";
+import { key, randint } from "../nn/random.ts";
+import { type DecodeState, decodeStep } from "../nn/model/generate.ts";
+import { disposeCache } from "../nn/model/layers/kv_cache.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { initGemm } from "../nn/backend/cpu/gemm/mod.ts";
 import { setFastSgemm } from "../nn/backend/cpu/gemm_adapter.ts";
@@ -244,6 +246,28 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   gemm.dispose();
   return 0;
+}
+
+// `deno bench`: one decode step (a token for every row, after a 32-token prefill) of the demo's
+// model at batch 1 and 8, without the app around it; the cache is trimmed back every 64 steps
+if (!import.meta.main) {
+  const cfg = config("minimind2-small", MODELS.demo);
+  const model = { cfg, params: init(cfg, key(0)) };
+  for (const batch of [1, 8]) {
+    const prompt = randint(key(batch), [batch, 32], 3, cfg.vocabSize);
+    const next = randint(key(batch + 1), [batch, 1], 3, cfg.vocabSize);
+    const state: DecodeState = { cache: null };
+    let steps = 0;
+    Deno.bench({ name: `decode step, demo model, batch ${batch}`, group: "decode" }, () => {
+      if (steps++ % 64 === 0) {
+        disposeCache(state.cache);
+        state.cache = null;
+        decodeStep(model, state, prompt).dispose();
+      }
+      decodeStep(model, state, next).dispose();
+    });
+    globalThis.addEventListener("unload", () => (disposeCache(state.cache), prompt.dispose()));
+  }
 }
 
 // `deno bench` imports every *_bench.ts: run only as a script

@@ -238,3 +238,28 @@ export async function main(argv: readonly string[]): Promise<number> {
 }
 
 if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));
+
+// `deno bench`: one CPU train step of the demo's model on a short batch, and its forward alone
+if (!import.meta.main) {
+  const cfg = config("minimind2-small", {
+    hiddenSize: 192,
+    numHiddenLayers: 4,
+    numAttentionHeads: 6,
+  });
+  const step = makeTrainStep<{ ids: Tensor; labels: Tensor }, Tensor>(
+    lmLoss(cfg),
+    adamw({ lr: 5e-4 }),
+    { hasAux: true, gradClip: 1 },
+  );
+  let state = step.init(init(cfg, key(0)) as unknown as Tree);
+  const ids = randint(key(1), [4, 64], 3, cfg.vocabSize);
+  Deno.bench({ name: "train step, demo model (192×4), B 4 × T 64", group: "train" }, () => {
+    const [next, out] = scope(() => step(state, { ids, labels: ids }));
+    state = next;
+    for (const t of [out.loss, out.aux, out.gradNorm]) t?.dispose();
+  });
+  Deno.bench({ name: "loss only (forward), same batch", group: "train" }, () => {
+    scope(() => void lmLoss(cfg)(state.params, { ids, labels: ids }));
+  });
+  globalThis.addEventListener("unload", () => (disposeState(state), ids.dispose()));
+}
