@@ -14,7 +14,7 @@
  */
 import { createWebGpuBackend, type WebGpuBackend } from "../nn/backend/webgpu/mod.ts";
 import { useBackend } from "../nn/backend/select.ts";
-import { countParams, init } from "../nn/model/minimind.ts";
+import { countParams, forward, init, lossFromLogits } from "../nn/model/minimind.ts";
 import { config, type MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { type DecodeState, decodeStep } from "../nn/model/generate.ts";
 import { disposeCache } from "../nn/model/layers/kv_cache.ts";
@@ -24,7 +24,6 @@ import type { Tensor } from "../nn/tensor.ts";
 import { dispose as disposeTree, type Tree } from "../nn/tree.ts";
 import { scope } from "../nn/scope.ts";
 import { argmax, matmul, reshape } from "../nn/ops/mod.ts";
-import { lmLoss } from "../train/lm.ts";
 import { adamw } from "../train/optim.ts";
 import { disposeState, makeTrainStep } from "../train/step.ts";
 import { parseFlags, runMain, usage } from "../train/cli.ts";
@@ -84,11 +83,15 @@ async function trainRow(
   t: number,
   steps: number,
 ): Promise<TrainRow> {
-  const step = makeTrainStep<{ ids: Tensor; labels: Tensor }, Tensor>(
-    lmLoss(cfg),
-    adamw({ lr: 1e-4 }),
-    { hasAux: true, gradClip: 1 },
-  );
+  // the loss of train/lm.ts, without its data imports (npm packages are not on the GPU machine)
+  const lossFn = (p: Tree, x: { ids: Tensor; labels: Tensor }) =>
+    lossFromLogits(
+      forward(cfg, p as ReturnType<typeof init>, x.ids, { train: true }).logits,
+      x.labels,
+    );
+  const step = makeTrainStep<{ ids: Tensor; labels: Tensor }>(lossFn, adamw({ lr: 1e-4 }), {
+    gradClip: 1,
+  });
   let state = step.init(init(cfg, key(1)) as unknown as Tree);
   const ids = tensor(
     Int32Array.from(uniformArray(key(3), b * t), (u) => 3 + Math.floor(u * (cfg.vocabSize - 3))),
@@ -100,7 +103,6 @@ async function trainRow(
   const one = async () => {
     const [next, out] = step(state, batch);
     state = next;
-    out.aux?.dispose();
     out.gradNorm?.dispose();
     return out.loss;
   };

@@ -65,7 +65,7 @@ class Attention(torch.nn.Module):
         scores = q.transpose(1, 2) @ kk.transpose(-2, -1) / math.sqrt(self.hd)  # (B, NH, T, S)
         if t > 1:  # causal over the new steps
             s = kk.shape[2]
-            scores = scores + torch.full((t, s), -math.inf).triu(s - t + 1)
+            scores = scores + torch.full((t, s), -math.inf, device=x.device).triu(s - t + 1)
         out = F.softmax(scores.float(), dim=-1).type_as(q) @ vv  # (B, NH, T, HD)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), present
 
@@ -104,7 +104,7 @@ class MiniMind(torch.nn.Module):
         """Logits (B, T, V) (or (B, V) with last_only) and the per-layer (k, v) cache."""
         b, t = ids.shape
         if pos is None:
-            pos = torch.arange(t).expand(b, -1)
+            pos = torch.arange(t, device=ids.device).expand(b, -1)
         h = self.embed_tokens(ids)
         cos, sin = self.cos[pos], self.sin[pos]  # (B, T, HD)
         presents = []
