@@ -100,13 +100,13 @@ async function trainRow(
   );
   const batch = { ids, labels: ids };
   await step.warmup(state, batch);
-  const one = async () => {
+  const one = () => {
     const [next, out] = step(state, batch);
     state = next;
     out.gradNorm?.dispose();
     return out.loss;
   };
-  const first = await one(); // the optimizer's pipelines compile here
+  const first = one(); // the optimizer's pipelines compile here
   await first.item();
   first.dispose();
   const c0 = { ...gpu.counters };
@@ -114,7 +114,7 @@ async function trainRow(
   let pending: Tensor | null = null;
   let loss = 0;
   for (let i = 0; i < steps; i++) {
-    const l = await one();
+    const l = one();
     if (pending) loss = await pending.item(); // the loss is read one step late
     pending?.dispose();
     pending = l;
