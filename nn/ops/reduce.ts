@@ -216,7 +216,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (lid < s) {
       let a = part[lid];
       let v = part[lid + s];
-      part[lid] = ${reduceStep(kind, "a", "v")};
+      part[lid] = ${reduceStep(kind === "sumsq" ? "sum" : kind, "a", "v")}; // partial sums add
     }
     workgroupBarrier();
   }
@@ -294,6 +294,11 @@ export const sumSquaresOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
   examples: [
     { inputs: [{ shape: [3, 4] }], params: { axes: [1], keepdims: false } },
     { inputs: [{ shape: [2, 3, 4] }], params: { axes: [0, 1, 2], keepdims: false }, label: "all" },
+    {
+      inputs: [{ shape: [3, 150] }],
+      params: { axes: [0, 1], keepdims: false },
+      label: "long (WebGPU: a workgroup per output)",
+    },
   ],
 });
 
