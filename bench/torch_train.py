@@ -42,6 +42,8 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--device", default="cpu", help="cpu or cuda (fp32 eager, TF32 off)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="bfloat16: torch.autocast(dtype=bfloat16) around forward and loss (MiniMind's)")
     a = ap.parse_args()
     if a.device == "cuda":
         if not torch.cuda.is_available():
@@ -60,7 +62,8 @@ def main():
     for s in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         c0 = time.process_time()
-        loss = model.loss(ids, ids)
+        with torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.dtype == "bfloat16"):
+            loss = model.loss(ids, ids)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -71,7 +74,7 @@ def main():
             cpu += time.process_time() - c0
     ms = 1000 * sum(times) / len(times)
     print(json.dumps({
-        "impl": "pytorch", "torch": torch.__version__, "threads": a.threads, "device": a.device,
+        "impl": "pytorch", "torch": torch.__version__, "threads": a.threads, "device": a.device, "dtype": a.dtype,
         "device_name": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
         "blas": loaded_blas(), "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", ""),
         "cpu_ms_per_step": round(1000 * cpu / len(times), 1),

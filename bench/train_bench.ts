@@ -25,7 +25,7 @@ import type { Tree } from "../nn/tree.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { parseFlags, runMain, usage } from "../train/cli.ts";
 import type { FlagTable } from "../train/cli.ts";
-import { lmLoss, selectDevice } from "../train/lm.ts";
+import { applyDtype, lmLoss, selectDevice } from "../train/lm.ts";
 import { adamw } from "../train/optim.ts";
 import { disposeState, makeTrainStep } from "../train/step.ts";
 
@@ -52,6 +52,12 @@ export const BENCH_FLAGS = {
     help: "auto = a real GPU if present, else CPU",
   },
   torch: { type: "bool01", default: false, help: "also run bench/torch_train.py (same machine)" },
+  dtype: {
+    type: "choice",
+    default: "float32",
+    choices: ["float32", "bfloat16"],
+    help: "bfloat16: our bf16 matmuls (CPU with native bf16); PyTorch runs under CPU bf16 autocast",
+  },
   profile: {
     type: "bool01",
     default: false,
@@ -120,6 +126,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const device = await selectDevice(a.device);
+  const precision = applyDtype(a.dtype, device);
   const o: ConfigOverrides = {};
   if (a.hidden_size) o.hiddenSize = a.hidden_size;
   if (a.num_hidden_layers) o.numHiddenLayers = a.num_hidden_layers;
@@ -180,6 +187,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     hidden_size: cfg.hiddenSize,
     num_hidden_layers: cfg.numHiddenLayers,
     params: countParams(cfg).total,
+    precision,
     batch_size: B,
     max_seq_len: T,
     steps: a.steps,
@@ -209,7 +217,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           String(cfg.vocabSize),
         ],
         ...["--batch_size", String(B), "--max_seq_len", String(T)],
-        ...["--steps", String(a.steps), "--warmup", String(a.warmup)],
+        ...["--steps", String(a.steps), "--warmup", String(a.warmup), "--dtype", a.dtype],
       ],
       stderr: "piped",
     }).output().catch((e) => {

@@ -12,7 +12,7 @@
 import { buildCorpus } from "../data/corpus/build.ts";
 import { PretrainDataset } from "../data/datasets.ts";
 import { parseFlags, runMain, usage } from "./cli.ts";
-import { lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
+import { applyDtype, lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
 
 /** MiniMind2's train_pretrain.py defaults (epochs 1, batch 32, lr 5e-4, accumulation 8, 340 tokens). */
 export const PRETRAIN_FLAGS = lmFlags({
@@ -44,6 +44,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   // 1. device
   const device = await selectDevice(args.device);
   console.log(`Device: ${device}`);
+  console.log(applyDtype(args.dtype, device));
 
   // 2. tokenizer and data (default: the embedded poetry corpus)
   const tokenizer = await resolveTokenizer(args.tokenizer_path);

@@ -12,7 +12,7 @@
 import { buildCorpus } from "../data/corpus/build.ts";
 import { SFTDataset } from "../data/datasets.ts";
 import { parseFlags, runMain, usage } from "./cli.ts";
-import { lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
+import { applyDtype, lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
 
 /**
  * train_full_sft.py defaults: epochs 2, batch 16, accumulation 1, 340 tokens (MiniMind2), from
@@ -45,6 +45,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   // 1. device
   const device = await selectDevice(args.device);
   console.log(`Device: ${device}`);
+  console.log(applyDtype(args.dtype, device));
 
   // 2. tokenizer and data (default: the embedded corpus's SFT conversations)
   const tokenizer = await resolveTokenizer(args.tokenizer_path);
