@@ -160,6 +160,13 @@ export interface OpDef<P> {
    * arrays without zeroing them first (the conformance test checks it with NaN-filled outputs).
    */
   readonly writesAll?: boolean;
+  /**
+   * For these params, output i may be written into the storage of input `[i]` (null: a new
+   * buffer), elementwise in place: backends that can (CPU) return the input's storage as the
+   * output, so the inputs' handles see the new values. Only for callers that give the inputs up
+   * (the train step's optimizer update, `StepHyper.donate`).
+   */
+  readonly inPlace?: (params: P) => readonly (number | null)[] | null;
   /** Examples for the conformance test, the parity test and benchmarks. */
   readonly examples: readonly Example<P>[];
 }

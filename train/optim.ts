@@ -33,6 +33,12 @@ export interface StepHyper {
    * kernels instead of a separate pass over the gradients.
    */
   gradScale?: Tensor;
+  /**
+   * The caller gives up `params` and the optimizer state (the train step disposes them right
+   * after): the update may write the new values into their buffers (CPU), as PyTorch's optimizers
+   * update in place.
+   */
+  donate?: boolean;
 }
 
 /** grads → transformed grads (optax `GradientTransformation`). */
@@ -217,6 +223,7 @@ export function adamw(options: AdamwOptions = {}): Optimizer<AdamwState> {
           eps,
           weightDecay,
           step,
+          inPlace: hyper?.donate,
         }, hyper?.gradScale);
         newMu.push(m2);
         newNu.push(v2);

@@ -137,12 +137,13 @@ export function makeTrainStep<B, A extends Tree = Tree>(
   const update = (s: TrainState, grads: Tree, hyper?: StepHyper) => {
     let g = grads;
     let norm: Tensor | null = null;
-    let h = hyper;
+    // the step owns its state and disposes it after the update: the optimizer may write in place
+    let h: StepHyper = { ...hyper, donate: true };
     if (opts.gradClip > 0 && optimizer.scalesGrads) {
       // the optimizer scales each gradient inside its update kernel: no pass of its own
       let coef: Tensor;
       [coef, norm] = clipCoefficient(g, opts.gradClip);
-      h = { ...hyper, gradScale: coef };
+      h = { ...h, gradScale: coef };
     } else if (opts.gradClip > 0) [g, norm] = clipGrads(g, opts.gradClip);
     const [params, optState] = optimizer.update(g, s.optState, s.params, h);
     const next: TrainState = { params, optState, grads: null, micro: 0, updates: s.updates + 1 };

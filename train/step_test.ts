@@ -8,7 +8,8 @@ import { tanh } from "../nn/ops/unary.ts";
 import { crossEntropy } from "../nn/ops/cross_entropy.ts";
 import { scope } from "../nn/scope.ts";
 import { defaultBackend } from "../nn/backend/select.ts";
-import { adamw } from "./optim.ts";
+import { adamw, type AdamwState, clipGrads } from "./optim.ts";
+import { valueAndGrad } from "../nn/autodiff.ts";
 import { disposeState, makeTrainStep } from "./step.ts";
 import type { TrainState } from "./step.ts";
 
@@ -171,4 +172,28 @@ Deno.test("a MiniMind train step (forward, backward, clip, AdamW) keeps memory f
   for (let i = 3; i < 8; i++) assert.equal(used[i], used[2], `step ${i}: ${used}`);
   disposeState(s);
   ids.dispose();
+});
+
+Deno.test("the train step updates params and moments in place on the CPU, with the same values", async () => {
+  const opt = adamw({ lr: 0.05 });
+  const step = makeTrainStep(loss, opt, { gradClip: 0.05 });
+  let s = step.init(params());
+  const w1 = (t: TrainState) => (t.params as { w1: Tensor }).w1;
+  for (let i = 0; i < 2; i++) {
+    // the functional update of the same state, for reference
+    const ref = scope(() => {
+      const [, g] = valueAndGrad(loss)(s.params, rows(0, 8));
+      const [clipped] = clipGrads(g, 0.05);
+      const [p] = opt.update(clipped, s.optState as AdamwState, s.params);
+      return (p as { w1: Tensor }).w1.dataSync();
+    });
+    const before = w1(s).storage;
+    const [n, out] = step(s, rows(0, 8));
+    out.loss.dispose();
+    out.gradNorm?.dispose();
+    assert.equal(w1(n).storage, before, "w1 was written into its old buffer");
+    assert.deepEqual(await w1(n).data(), ref);
+    s = n;
+  }
+  disposeState(s);
 });

@@ -26,6 +26,11 @@ export interface AdamwParams {
   readonly weightDecay: number;
   /** 1-based step count t (bias corrections 1 − βᵗ). */
   readonly step: number;
+  /**
+   * Write p', m', v' into p, m, v's buffers where the backend can (CPU): for callers that give
+   * p, m and v up (the train step), saving three parameter-sized buffers.
+   */
+  readonly inPlace?: boolean;
 }
 
 /** The per-step constants of the update (bias corrections folded in). */
@@ -119,6 +124,7 @@ export const adamwOp: OpDef<AdamwParams> = defineOp<AdamwParams>({
     return [0, 1, 2].map(() => ({ shape: p.shape, dtype: p.dtype }));
   },
   writesAll: true,
+  inPlace: (p) => p.inPlace ? [0, 2, 3] : null,
   cpu: ([p, g, m, v, scale], [po, mo, vo], { params }) => {
     const k = scale ? scale[0] : 1;
     if (po instanceof Float32Array) {

@@ -173,7 +173,10 @@ export class CpuBackend implements Backend {
     const ins = inputs.map((s) => (s as CpuStorage).data);
     const prof = this.#profile;
     const t0 = prof ? performance.now() : 0;
-    const outs = outMetas.map((m) => {
+    const alias = op.inPlace?.(params);
+    const outs = outMetas.map((m, i): [TypedArray, boolean] => {
+      const j = alias?.[i];
+      if (j !== undefined && j !== null) return [ins[j], true]; // written in place
       let n = 1;
       for (const d of m.shape) n *= d;
       return this.#take(m.dtype, n, !op.writesAll);
@@ -195,7 +198,10 @@ export class CpuBackend implements Backend {
       row.allocMs += t1 - t0;
       for (const o of outs) row.outBytes += o[0].byteLength;
     }
-    return outs.map((o) => this.#wrap(...o));
+    return outs.map((o, i) => {
+      const j = alias?.[i];
+      return j !== undefined && j !== null ? inputs[j] : this.#wrap(...o);
+    });
   }
 
   sync(): Promise<void> {
