@@ -19,18 +19,30 @@ export type { Leaf, TensorTree, Tree } from "./nn/tree.ts";
 export * as random from "./nn/random.ts";
 export type { Key } from "./nn/random.ts";
 export { checkpoint, customVjp, grad, stopGradient, valueAndGrad, vjp } from "./nn/autodiff.ts";
-export type { GradOptions, VjpFn } from "./nn/autodiff.ts";
+export type {
+  AuxOf,
+  GradOf,
+  GradOptions,
+  GradsAt,
+  GradsOf,
+  GradTree,
+  VjpFn,
+} from "./nn/autodiff.ts";
 export { defaultBackend, setBackend, setBackendFromFlag } from "./nn/backend/select.ts";
 export type { BackendName, SetBackendOptions } from "./nn/backend/select.ts";
 export type { Backend, BackendCounters, Storage } from "./nn/backend/backend.ts";
-export { apply, defineOp, NONDIFF } from "./nn/op.ts";
+export { apply } from "./nn/apply.ts";
+export { defineOp, NONDIFF } from "./nn/op.ts";
 export type {
   Call,
   Example,
   InputSpec,
+  KernelOp,
   Meta,
   NoParams,
+  OpCommon,
   OpDef,
+  ViewOp,
   Vjp,
   VjpContext,
   WgslDevice,
@@ -38,7 +50,80 @@ export type {
   WgslPlan,
   WgslScratch,
 } from "./nn/op.ts";
-export * from "./nn/ops/mod.ts";
+// the ops, by name (JAX's lax style); their definitions (`*Op`, `OPS`) are under `ops`
+export {
+  abs,
+  adamwUpdate,
+  add,
+  affine,
+  argmax,
+  attention,
+  broadcastTo,
+  cast,
+  concat,
+  cos,
+  crossEntropy,
+  div,
+  embedding,
+  equal,
+  exp,
+  expandDims,
+  floor,
+  greater,
+  greaterEqual,
+  less,
+  lessEqual,
+  log,
+  logSoftmax,
+  logsumexp,
+  matmul,
+  max,
+  maximum,
+  mean,
+  minimum,
+  mul,
+  neg,
+  notEqual,
+  pad,
+  pow,
+  powScalar,
+  reciprocal,
+  relu,
+  reshape,
+  rmsNorm,
+  rope,
+  rsqrt,
+  sample,
+  scatterAdd,
+  sigmoid,
+  sign,
+  silu,
+  sin,
+  slice,
+  sliceAxis,
+  softmax,
+  sqrt,
+  square,
+  squeeze,
+  stack,
+  step,
+  sub,
+  sum,
+  sumSquares,
+  swiglu,
+  takeAlongAxis,
+  tanh,
+  topk,
+  transpose,
+  where,
+} from "./nn/ops/mod.ts";
+export type {
+  AdamwParams,
+  AttentionOptions,
+  CrossEntropyOptions,
+  SampleOptions,
+} from "./nn/ops/mod.ts";
+export * as ops from "./nn/ops/mod.ts";
 export {
   config,
   configFromHF,
@@ -158,7 +243,16 @@ export type {
 } from "./train/optim.ts";
 export { constant, getLr, warmupCosine } from "./train/schedule.ts";
 export type { Schedule, WarmupCosineOptions } from "./train/schedule.ts";
-export { disposeState, makeTrainStep } from "./train/step.ts";
+export { disposeOutput, disposeState, makeTrainStep } from "./train/step.ts";
 export type { LossFn, StepOutput, TrainState, TrainStep, TrainStepOptions } from "./train/step.ts";
 export { loadResume, loadWeights, saveResume, saveWeights } from "./train/checkpoint.ts";
+export { asTrainState, savedField, stepTrainer } from "./train/trainer.ts";
+export type { LoopHyper, Trainer } from "./train/trainer.ts";
+export { runTraining } from "./train/loop.ts";
+export { DataLoader } from "./data/loader.ts";
+export type { Batch, DataLoaderOptions } from "./data/loader.ts";
+export type { Dataset } from "./data/datasets.ts";
+export { Progress } from "./train/progress.ts";
+export type { ProgressInfo } from "./train/progress.ts";
+export type { LoopOptions, LoopResult, RunFiles } from "./train/loop.ts";
 export type { ResumeInfo } from "./train/checkpoint.ts";

@@ -26,8 +26,8 @@ import { scope } from "../nn/scope.ts";
 import { argmax, matmul, reshape } from "../nn/ops/mod.ts";
 import { adamw } from "../train/optim.ts";
 import { disposeState, makeTrainStep } from "../train/step.ts";
-import { parseFlags, runMain, usage } from "../train/cli.ts";
-import type { FlagTable } from "../train/cli.ts";
+import { parseFlags, runMain, usage } from "../cli.ts";
+import type { FlagTable } from "../cli.ts";
 import { timeGpu } from "./webgpu_cases.ts";
 
 /** The report's flags. */

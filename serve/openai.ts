@@ -8,7 +8,7 @@ import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { ApiError, badRequest } from "./errors.ts";
-import { ReplyParser, type ToolCall } from "./parse.ts";
+import { ReplyParser, type ToolCall } from "./reply_parser.ts";
 import { replyText } from "./reply.ts";
 import type { Job, Scheduler } from "./scheduler.ts";
 import {

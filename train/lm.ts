@@ -25,11 +25,13 @@ import { readTrainingTexts } from "../data/train_tokenizer.ts";
 import type { Dataset, LMSample } from "../data/datasets.ts";
 import { DataLoader } from "../data/loader.ts";
 import type { Batch } from "../data/loader.ts";
-import type { Flags, FlagTable } from "./cli.ts";
-import { UsageError } from "./cli.ts";
+import type { Flags, FlagTable } from "../cli.ts";
+import { deviceFlag, UsageError } from "../cli.ts";
 import { adamw } from "./optim.ts";
 import { saveWeights, weightStem } from "./checkpoint.ts";
 import { runTraining } from "./loop.ts";
+import { makeTrainStep } from "./step.ts";
+import { stepTrainer } from "./trainer.ts";
 import type { LoopResult } from "./loop.ts";
 import { formatDuration, Progress } from "./progress.ts";
 
@@ -64,12 +66,7 @@ export function lmFlags(d: LmDefaults) {
     epochs: { type: "int", default: d.epochs, min: 1, help: "passes over the data" },
     batch_size: { type: "int", default: d.batchSize, min: 1, help: "sequences per micro-batch" },
     learning_rate: { type: "float", default: d.learningRate, min: 0, help: "peak lr of get_lr" },
-    device: {
-      type: "choice",
-      default: "auto",
-      choices: ["auto", "cpu", "webgpu"],
-      help: "auto = a real GPU if present, else CPU",
-    },
+    device: deviceFlag(),
     dtype: {
       type: "choice",
       default: "float32",
@@ -343,19 +340,21 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
     trimPadding: true,
   });
   const hf = JSON.stringify(configToHF(cfg));
+  const step = makeTrainStep(lmLoss(cfg), adamw(), {
+    accumulationSteps: a.accumulation_steps,
+    gradClip: a.grad_clip,
+    hasAux: true,
+  });
   const result = await runTraining({
+    trainer: stepTrainer(step),
     stem,
     saveDir: a.save_dir,
     checkpointDir: a.checkpoint_dir,
     loader,
     toBatch: lmBatch,
-    lossFn: lmLoss(cfg),
-    optimizer: adamw(),
     params,
     epochs: a.epochs,
     learningRate: a.learning_rate,
-    accumulationSteps: a.accumulation_steps,
-    gradClip: a.grad_clip,
     logInterval: a.log_interval,
     saveInterval: a.save_interval,
     resume: a.from_resume,

@@ -6,8 +6,9 @@
  * @module
  */
 import type { TypedArray } from "../dtype.ts";
-import type { OpDef } from "../op.ts";
-import { apply, defineOp, NONDIFF } from "../op.ts";
+import type { KernelOp } from "../op.ts";
+import { defineOp, NONDIFF } from "../op.ts";
+import { apply } from "../apply.ts";
 import { fmt, sameShape } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { grid, GRID_ARGS, gridIndex } from "../backend/webgpu/wgsl.ts";
@@ -102,7 +103,7 @@ function adamwF64(
 }
 
 /** p, g, m, v (same shape, f32/f64), [scale (a scalar g is multiplied by)] → p', m', v'. */
-export const adamwOp: OpDef<AdamwParams> = defineOp<AdamwParams>({
+export const adamwOp: KernelOp<AdamwParams, "adamw"> = defineOp<AdamwParams, "adamw">({
   name: "adamw",
   infer: (ins, { step }) => {
     const [p] = ins;

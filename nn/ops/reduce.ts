@@ -5,12 +5,14 @@
  * @module
  */
 import { isFloat } from "../dtype.ts";
-import type { Meta, OpDef } from "../op.ts";
-import { apply1, defineOp, NONDIFF } from "../op.ts";
+import type { KernelOp, Meta } from "../op.ts";
+import { defineOp, NONDIFF } from "../op.ts";
+import { apply1 } from "../apply.ts";
 import { normAxes, normAxis, sizeOf, stridesOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
-import { affine, div, equal, mul } from "./binary.ts";
-import { cast } from "./unary.ts";
+import { equal } from "./binary.ts";
+import { affine, div, mul } from "./arith.ts";
+import { cast } from "./arith.ts";
 import { broadcastTo, reshape } from "./movement.ts";
 import type { DType } from "../dtype.ts";
 import type { WgslDevice, WgslKernel } from "../op.ts";
@@ -230,7 +232,7 @@ function keepShape(m: Meta, p: ReduceParams): number[] {
 }
 
 /** Sum over axes. */
-export const sumOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
+export const sumOp: KernelOp<ReduceParams, "sum"> = defineOp<ReduceParams, "sum">({
   name: "sum",
   infer: (ins, p) => inferReduce("sum", ins, p),
   writesAll: true,
@@ -270,7 +272,10 @@ function sumSquaresAll(x: ArrayLike<number>): number {
 }
 
 /** Sum of squares over axes (Σx² without an x² tensor). */
-export const sumSquaresOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
+export const sumSquaresOp: KernelOp<ReduceParams, "sum_squares"> = defineOp<
+  ReduceParams,
+  "sum_squares"
+>({
   name: "sum_squares",
   infer: (ins, p) => {
     if (!isFloat(ins[0].dtype)) {
@@ -303,7 +308,7 @@ export const sumSquaresOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
 });
 
 /** Max over axes. */
-export const maxOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
+export const maxOp: KernelOp<ReduceParams, "max"> = defineOp<ReduceParams, "max">({
   name: "max",
   infer: (ins, p) => inferReduce("max", ins, p),
   cpu: ([x], [y], { inputs, params }) =>
@@ -326,7 +331,10 @@ export const maxOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
 });
 
 /** Index of the maximum along one axis (i32, first on ties); not differentiable. */
-export const argmaxOp: OpDef<{ readonly axis: number }> = defineOp<{ readonly axis: number }>({
+export const argmaxOp: KernelOp<{ readonly axis: number }, "argmax"> = defineOp<
+  { readonly axis: number },
+  "argmax"
+>({
   name: "argmax",
   infer: ([x], p) => [{ shape: x.shape.filter((_, i) => i !== p.axis), dtype: "i32" }],
   cpu: ([x], [y], { inputs, params }) => {

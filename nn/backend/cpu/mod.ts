@@ -11,7 +11,7 @@ import type { Backend, BackendCounters, Storage } from "../backend.ts";
 import { newCounters } from "../backend.ts";
 import type { DType, TypedArray } from "../../dtype.ts";
 import { allocArray, byteSize, dtypeOfArray } from "../../dtype.ts";
-import type { Meta, OpDef } from "../../op.ts";
+import type { KernelOp, Meta } from "../../op.ts";
 import { gemmClock } from "./gemm_adapter.ts";
 
 /** Arrays smaller than this are left to the GC (pooling pays off for large ones). */
@@ -166,10 +166,13 @@ export class CpuBackend implements Backend {
     return this.#pooledBytes;
   }
 
-  run<P>(op: OpDef<P>, inputs: Storage[], inMetas: Meta[], outMetas: Meta[], params: P): Storage[] {
-    if (!op.cpu) {
-      throw new Error(`Cannot run op ${op.name} on the CPU backend: it has no CPU kernel`);
-    }
+  run<P>(
+    op: KernelOp<P>,
+    inputs: Storage[],
+    inMetas: Meta[],
+    outMetas: Meta[],
+    params: P,
+  ): Storage[] {
     const ins = inputs.map((s) => (s as CpuStorage).data);
     const prof = this.#profile;
     const t0 = prof ? performance.now() : 0;
