@@ -17,7 +17,8 @@
 #                                       # on the software adapter, to check the script itself
 #
 # Set GPU_CHECK_OUT to a folder to also save the log and the table there (e.g. $OUT);
-# GPU_CHECK_CARRIED_DENO=1 uses .gl/deno.xz even when a deno is on the PATH.
+# GPU_CHECK_CARRIED_DENO=1 uses .gl/deno.xz even when a deno is on the PATH; DENO names the deno
+# binary to use (default: the one on the PATH).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 log() { printf '[gpu_check] %s\n' "$*" >&2; }
@@ -63,7 +64,7 @@ export XDG_RUNTIME_DIR="${XDG_RUNTIME_DIR:-$(mktemp -d)}"
 export NO_COLOR=1
 
 # --- Deno (carried xz'd when the machine has none)
-DENO="$(command -v deno || true)"
+DENO="${DENO:-$(command -v deno || true)}"
 if [ -z "$DENO" ] || [ "${GPU_CHECK_CARRIED_DENO:-0}" = 1 ]; then
   if [ -f .gl/deno.xz ]; then
     xz -dc .gl/deno.xz >/tmp/deno && chmod +x /tmp/deno

@@ -10,11 +10,8 @@ Deno.test("bench/gpu_check.sh --tiny prints the whole GPU report on the software
   const script = new URL("../bench/gpu_check.sh", import.meta.url).pathname;
   const out = await new Deno.Command("bash", {
     args: [script, "--tiny"],
-    env: {
-      XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp",
-      // the deps are cached where this test runs; the script's own default is for the GPU machine
-      DENO_DIR: Deno.env.get("DENO_DIR") ?? `${Deno.env.get("HOME")}/.cache/deno`,
-    },
+    // this deno (CI may run one that is not on the PATH); the report imports only local files
+    env: { XDG_RUNTIME_DIR: Deno.env.get("XDG_RUNTIME_DIR") ?? "/tmp", DENO: Deno.execPath() },
     stdout: "piped",
     stderr: "piped",
   }).output();
