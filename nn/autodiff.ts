@@ -10,7 +10,7 @@ import { fmt, sameShape } from "./shape.ts";
 import { scope } from "./scope.ts";
 import type { Node, NodeVjp } from "./tape.ts";
 import { idOn, mark, popTape, pushTape, record, suspended, Tape, tapesFrom } from "./tape.ts";
-import { Tensor } from "./tensor.ts";
+import { alias, Tensor } from "./tensor.ts";
 import type { Tree } from "./tree.ts";
 import { leaves, mapTree } from "./tree.ts";
 import { fullLike, zeros } from "./creation.ts";
@@ -18,11 +18,6 @@ import { add } from "./ops/binary.ts";
 import { sum } from "./ops/reduce.ts";
 import { reshape } from "./ops/movement.ts";
 import { cast } from "./ops/arith.ts";
-
-/** A new handle on `x`'s storage, scoped, with no autodiff trace. */
-function alias(x: Tensor): Tensor {
-  return new Tensor(x.storage, x.shape, x.dtype);
-}
 
 /** A new scoped handle on `x`'s storage that keeps its traces (gradients stay differentiable). */
 function traced(x: Tensor): Tensor {

@@ -9,7 +9,7 @@
  */
 import type { Tree } from "../nn/tree.ts";
 import { dispose, leaves, mapTree, zip } from "../nn/tree.ts";
-import { Tensor } from "../nn/tensor.ts";
+import { alias, Tensor } from "../nn/tensor.ts";
 import { scope } from "../nn/scope.ts";
 import { defaultBackend } from "../nn/backend/select.ts";
 import { valueAndGrad } from "../nn/autodiff.ts";
@@ -194,8 +194,7 @@ export function makeTrainStep<B, A extends Tree = Tree>(
     const backend = defaultBackend();
     if (!backend.warmup) return Promise.resolve(0);
     // step() disposes the state it replaces: give it handles of its own on the same storages
-    const own = (t: Tree) =>
-      mapTree(t, (x) => (x instanceof Tensor ? new Tensor(x.storage, x.shape, x.dtype) : x));
+    const own = (t: Tree) => mapTree(t, (x) => (x instanceof Tensor ? alias(x) : x));
     return backend.warmup(() =>
       scope(() => {
         const alias = {

@@ -15,6 +15,7 @@ import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { gemm } from "../backend/cpu/gemm_adapter.ts";
 import { attentionBackward, attentionForward } from "./attention/wgsl.ts";
+import type { AttnShape } from "./attention/wgsl.ts";
 import { type AttnWorkspace, attnWorkspace } from "../backend/cpu/simd/attention.ts";
 
 /** Params of `attention`. */
@@ -25,16 +26,7 @@ export interface AttentionParams {
   readonly scale: number;
 }
 
-interface AttnDims {
-  b: number;
-  t: number;
-  s: number;
-  nh: number;
-  nkv: number;
-  hd: number;
-}
-
-function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta): AttnDims {
+function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta): AttnShape {
   const [b, t, nh, hd] = q.shape;
   const [kb, s, nkv, khd] = k.shape;
   const ok = q.shape.length === 4 && k.shape.length === 4 && v.shape.length === 4 &&
@@ -68,7 +60,7 @@ function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta): AttnDims {
  * attention skips the matrix products over the hidden upper triangle block by block (about half of
  * the work at T = S). Blocks of T/8 rows (at least 16); one block when not causal.
  */
-function rowBlocks(d: AttnDims, causal: boolean): [number, number, number][] {
+function rowBlocks(d: AttnShape, causal: boolean): [number, number, number][] {
   const { t, s } = d;
   if (!causal || t <= 16) return [[0, t, s]];
   const rows = Math.max(16, Math.ceil(t / 8 / 16) * 16);
@@ -86,7 +78,7 @@ function rowBlocks(d: AttnDims, causal: boolean): [number, number, number][] {
  * the block, and never read).
  */
 function probs(
-  d: AttnDims,
+  d: AttnShape,
   bi: number,
   h: number,
   q: TypedArray,
