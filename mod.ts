@@ -109,6 +109,7 @@ export {
   step,
   sub,
   sum,
+  sumSquares,
   swiglu,
   takeAlongAxis,
   tanh,

@@ -1,8 +1,10 @@
 // Data pipeline throughput: how many tokens per second the datasets + DataLoader deliver
 // (tokenize, template, label, collate) on the embedded corpus, next to how many tokens per second
-// a training step consumes, so that tokenization never starves training.
+// a training step consumes, so that tokenization never starves training. Under `deno bench` it
+// registers one batch of each loader on generated poem-like records with a small tokenizer.
 //
 //   deno run -A bench/data_bench.ts
+//   deno bench -A bench/data_bench.ts
 
 import {
   buildCorpus,
@@ -40,6 +42,43 @@ function measure<T extends object>(
       `${(batches / sec).toFixed(1)} batches/s)`,
   );
   return rate;
+}
+
+/** Poem-like lines over a few hundred CJK characters (deterministic). */
+function syntheticLines(n: number): string[] {
+  let x = 12345;
+  const ch = () => {
+    x = (x * 1103515245 + 12345) % 2147483648;
+    return String.fromCharCode(0x4e00 + (x % 400));
+  };
+  const line = () => Array.from({ length: 7 }, ch).join("");
+  return Array.from({ length: n }, () => `${line()}，${line()}。${line()}，${line()}。`);
+}
+
+if (!import.meta.main) {
+  const lines = syntheticLines(2000);
+  const tok = trainTokenizer(lines, { vocabSize: 600 });
+  const pre = new PretrainDataset(lines.map((text) => ({ text })), tok, { maxLength: 340 });
+  const sft = new SFTDataset(
+    lines.map((l, i) => ({
+      conversations: [
+        { role: "user", content: `写一首七言绝句，题为《${l.slice(0, 2)}》。${i}` },
+        { role: "assistant", content: l },
+      ],
+    })),
+    tok,
+    { maxLength: 512 },
+  );
+  for (
+    const [name, ds, b] of [["pretrain B=32 T=340", pre, 32], ["sft B=16 T=512", sft, 16]] as const
+  ) {
+    const loader = new DataLoader(ds as Dataset<object>, { batchSize: b, seed: 1 });
+    let it = loader.batches(0)[Symbol.iterator](), epoch = 0;
+    Deno.bench({ name: `one batch, ${name}`, group: "loader" }, () => {
+      let r = it.next();
+      if (r.done) r = (it = loader.batches(++epoch)[Symbol.iterator]()).next();
+    });
+  }
 }
 
 if (import.meta.main) {

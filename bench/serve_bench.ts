@@ -16,7 +16,9 @@ import { fileURLToPath } from "node:url";
 import { init } from "../nn/model/minimind.ts";
 import { config } from "../nn/model/minimind_config.ts";
 import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
-import { key } from "../nn/random.ts";
+import { key, randint } from "../nn/random.ts";
+import { type DecodeState, decodeStep } from "../nn/model/generate.ts";
+import { disposeCache } from "../nn/model/layers/kv_cache.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { initGemm } from "../nn/backend/cpu/gemm/mod.ts";
 import { setFastSgemm } from "../nn/backend/cpu/gemm_adapter.ts";
@@ -101,7 +103,15 @@ async function stream(app: ServeApp, seed: number, tokens: number): Promise<Stre
   return { tokens: n, start, first, end };
 }
 
-function torchDecode(cfg: MiniMindConfig, N: number): Record<number, number> | null {
+/** PyTorch's best decode tokens/s per batch size, and the configuration each came from. */
+interface TorchDecode {
+  /** Tokens/s by batch size. */
+  tokensPerS: Record<number, number>;
+  /** The configuration used (BLAS build and threads) by batch size. */
+  config: Record<number, string>;
+}
+
+function torchDecode(cfg: MiniMindConfig, N: number): TorchDecode | null {
   try {
     const out = new Deno.Command("/usr/bin/python3", {
       args: [
@@ -121,10 +131,11 @@ function torchDecode(cfg: MiniMindConfig, N: number): Record<number, number> | n
       stderr: "inherit",
     }).outputSync();
     if (!out.success) return null;
-    const r: Record<number, number> = {};
+    const r: TorchDecode = { tokensPerS: {}, config: {} };
     for (const line of new TextDecoder().decode(out.stdout).trim().split("\n")) {
       const j = JSON.parse(line);
-      r[j.batch] = j.decode_tokens_per_s;
+      r.tokensPerS[j.batch] = j.decode_tokens_per_s;
+      r.config[j.batch] = `${j.config} (${j.blas})`;
     }
     return r;
   } catch {
@@ -212,7 +223,11 @@ async function main(argv: readonly string[]): Promise<number> {
       concurrent_aggregate_tokens_per_s: +concurrent.toFixed(1),
       largest_batch: stats.maxBatchSeen,
       ...(torch
-        ? { torch_single_tokens_per_s: torch[1], torch_batch8_tokens_per_s: torch[8] }
+        ? {
+          torch_single_tokens_per_s: torch.tokensPerS[1],
+          torch_batch8_tokens_per_s: torch.tokensPerS[8],
+          torch_config: torch.config,
+        }
         : {}),
     };
     rows.push(row);
@@ -232,6 +247,28 @@ async function main(argv: readonly string[]): Promise<number> {
   }
   gemm.dispose();
   return 0;
+}
+
+// `deno bench`: one decode step (a token for every row, after a 32-token prefill) of the demo's
+// model at batch 1 and 8, without the app around it; the cache is trimmed back every 64 steps
+if (!import.meta.main) {
+  const cfg = config("minimind2-small", MODELS.demo);
+  const model = { cfg, params: init(cfg, key(0)) };
+  for (const batch of [1, 8]) {
+    const prompt = randint(key(batch), [batch, 32], 3, cfg.vocabSize);
+    const next = randint(key(batch + 1), [batch, 1], 3, cfg.vocabSize);
+    const state: DecodeState = { cache: null };
+    let steps = 0;
+    Deno.bench({ name: `decode step, demo model, batch ${batch}`, group: "decode" }, () => {
+      if (steps++ % 64 === 0) {
+        disposeCache(state.cache);
+        state.cache = null;
+        decodeStep(model, state, prompt).dispose();
+      }
+      decodeStep(model, state, next).dispose();
+    });
+    globalThis.addEventListener("unload", () => (disposeCache(state.cache), prompt.dispose()));
+  }
 }
 
 // `deno bench` imports every *_bench.ts: run only as a script

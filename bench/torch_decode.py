@@ -8,10 +8,10 @@ one sequence and for a batch of 8.
 
 Run with Debian's interpreter and `python3-torch` (apt-get install -y python3-torch):
     /usr/bin/python3 bench/torch_decode.py --hidden_size 512 --num_hidden_layers 8 --tokens 64
-Prints one JSON line per measurement. `--sweep` runs every (OpenBLAS threads, torch threads)
-combination in a subprocess and reports PyTorch's best per batch size: Debian's torch links the
-system OpenBLAS, and on a small machine their two thread pools can fight (5x slower). torch is never
-a dependency of the library.
+Prints one JSON line per measurement. `--sweep` runs it in a subprocess under each configuration of
+torch_minimind.sweep_configs (the OpenMP OpenBLAS, which shares torch's thread pool, at 1 and N
+threads) and reports PyTorch's best per batch size with the configuration used. torch is never a
+dependency of the library.
 """
 import argparse
 import json
@@ -22,7 +22,7 @@ import time
 
 import torch
 
-from torch_minimind import MiniMind, sweep
+from torch_minimind import MiniMind, loaded_blas, sweep
 
 
 def sample(logits, temperature=0.7, top_k=50, top_p=0.92):
@@ -73,7 +73,7 @@ def main():
     for batch in (1, 8):
         best = max(decode(model, batch, a.prompt_len, a.tokens) for _ in range(a.repeat))
         print(json.dumps({
-            "impl": "pytorch", "torch": torch.__version__, "threads": a.threads,
+            "impl": "pytorch", "torch": torch.__version__, "threads": a.threads, "blas": loaded_blas(),
             "hidden_size": a.hidden_size, "num_hidden_layers": a.num_hidden_layers,
             "batch": batch, "tokens": a.tokens, "decode_tokens_per_s": round(best, 1),
         }), flush=True)

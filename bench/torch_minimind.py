@@ -3,8 +3,9 @@ the benchmarks (bench/torch_train.py, bench/torch_decode.py): tied embeddings, p
 with RMSNorm (eps 1e-5), rotate-half RoPE (theta 1e6), GQA attention with a causal mask and an
 optional KV cache (torch 1.13 has no SDPA, so the explicit softmax path MiniMind falls back to),
 SwiGLU MLP. Written for these benchmarks, not copied from MiniMind; torch is never a dependency of
-the library. Also holds the (OpenBLAS threads x torch threads) sweep both scripts use: Debian's
-torch calls the system OpenBLAS, whose thread pool can fight torch's own on a small machine.
+the library. Also holds the configuration sweep both scripts use (PyTorch at its best: Debian's
+torch calls the system OpenBLAS; the OpenMP build shares torch's thread pool, the pthread build's
+pool can fight it on a small machine).
 """
 import json
 import math
@@ -64,7 +65,7 @@ class Attention(torch.nn.Module):
         scores = q.transpose(1, 2) @ kk.transpose(-2, -1) / math.sqrt(self.hd)  # (B, NH, T, S)
         if t > 1:  # causal over the new steps
             s = kk.shape[2]
-            scores = scores + torch.full((t, s), -math.inf).triu(s - t + 1)
+            scores = scores + torch.full((t, s), -math.inf, device=x.device).triu(s - t + 1)
         out = F.softmax(scores.float(), dim=-1).type_as(q) @ vv  # (B, NH, T, HD)
         return self.o_proj(out.transpose(1, 2).reshape(b, t, -1)), present
 
@@ -103,7 +104,7 @@ class MiniMind(torch.nn.Module):
         """Logits (B, T, V) (or (B, V) with last_only) and the per-layer (k, v) cache."""
         b, t = ids.shape
         if pos is None:
-            pos = torch.arange(t).expand(b, -1)
+            pos = torch.arange(t, device=ids.device).expand(b, -1)
         h = self.embed_tokens(ids)
         cos, sin = self.cos[pos], self.sin[pos]  # (B, T, HD)
         presents = []
@@ -120,20 +121,49 @@ class MiniMind(torch.nn.Module):
                                ignore_index=-100)
 
 
+OPENMP_BLAS_DIR = "/usr/lib/x86_64-linux-gnu/openblas-openmp"
+
+
+def loaded_blas():
+    """Path of the BLAS library this process mapped (what torch really calls), or "?"."""
+    try:
+        with open("/proc/self/maps") as f:
+            for line in f:
+                if "libopenblas" in line or "libblas" in line or "libmkl" in line:
+                    return line.split()[-1]
+    except OSError:
+        pass
+    return "?"
+
+
+def sweep_configs(n):
+    """(label, env overrides, torch threads) to try. PyTorch at its best on Debian: the OpenMP build
+    of OpenBLAS (`LD_LIBRARY_PATH` to libopenblas0-openmp), which shares torch's OpenMP pool, at
+    1 and N threads. Without that package, the pthread build at every (OpenBLAS, torch) thread pair,
+    whose two pools can fight."""
+    if os.path.exists(os.path.join(OPENMP_BLAS_DIR, "libopenblas.so.0")):
+        ld = ":".join(p for p in [OPENMP_BLAS_DIR, os.environ.get("LD_LIBRARY_PATH", "")] if p)
+        return [(f"openblas-openmp, {t} threads", {"LD_LIBRARY_PATH": ld, "OMP_NUM_THREADS": str(t)}, t)
+                for t in sorted({1, n})]
+    return [(f"openblas-pthread {b} threads, torch {t} threads",
+             {"OPENBLAS_NUM_THREADS": str(b), "OMP_NUM_THREADS": str(t)}, t)
+            for b in sorted({1, n}) for t in sorted({1, n})]
+
+
 def sweep(script, argv, key, group=None):
-    """Re-runs `script` for each (OpenBLAS threads, torch threads) in {1, N}^2 and prints, per
-    `group` value of its JSON lines, the line with the largest `key`."""
+    """Re-runs `script` under each of `sweep_configs` and prints, per `group` value of its JSON
+    lines, the line with the largest `key`, with the configuration used (`config`, the BLAS library
+    loaded) and every configuration's `key` (`tried`)."""
     n = os.cpu_count() or 1
-    best = {}
-    for blas in sorted({1, n}):
-        for threads in sorted({1, n}):
-            env = dict(os.environ, OPENBLAS_NUM_THREADS=str(blas), OMP_NUM_THREADS=str(threads))
-            out = subprocess.run([sys.executable, script, *argv, "--threads", str(threads)], env=env,
-                                 capture_output=True, text=True, check=True).stdout
-            for line in out.strip().splitlines():
-                r = dict(json.loads(line), blas_threads=blas)
-                g = r.get(group) if group else None
-                if g not in best or r[key] > best[g][key]:
-                    best[g] = r
-    for r in best.values():
-        print(json.dumps(dict(r, best_of="sweep")), flush=True)
+    best, tried = {}, {}
+    for label, env, threads in sweep_configs(n):
+        out = subprocess.run([sys.executable, script, *argv, "--threads", str(threads)],
+                             env=dict(os.environ, **env), capture_output=True, text=True, check=True).stdout
+        for line in out.strip().splitlines():
+            r = dict(json.loads(line), config=label)
+            g = r.get(group) if group else None
+            tried.setdefault(g, {})[label] = r[key]
+            if g not in best or r[key] > best[g][key]:
+                best[g] = r
+    for g, r in best.items():
+        print(json.dumps(dict(r, best_of="sweep", tried=tried[g])), flush=True)

@@ -9,9 +9,10 @@ Run with Debian's interpreter and `python3-torch` (apt-get install -y python3-to
 libopenblas0-openmp); torch is never a dependency of the library:
     /usr/bin/python3 bench/torch_train.py --hidden_size 512 --num_hidden_layers 8 \
         --batch_size 4 --max_seq_len 256 --steps 5
-Prints one JSON line. `--sweep` tries (OpenBLAS threads, torch threads) in {1, N}² in
-subprocesses and reports the fastest: Debian's torch calls the system OpenBLAS, whose thread pool
-can fight torch's own on a small machine.
+    python3 bench/torch_train.py --device cuda --batch_size 32 --max_seq_len 512   # GPU, fp32 eager
+Prints one JSON line (`cpu_ms_per_step`: CPU time of the process, all threads). `--sweep` runs it
+in subprocesses under each configuration of torch_minimind.sweep_configs (the OpenMP OpenBLAS at 1
+and N threads) and reports the fastest, with the configuration it used.
 """
 import argparse
 import json
@@ -22,7 +23,7 @@ import time
 
 import torch
 
-from torch_minimind import MiniMind, sweep
+from torch_minimind import MiniMind, loaded_blas, sweep
 
 
 def main():
@@ -40,18 +41,29 @@ def main():
     ap.add_argument("--steps", type=int, default=5)
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
+    ap.add_argument("--device", default="cpu", help="cpu or cuda (fp32 eager, TF32 off)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
+                    help="bfloat16: torch.autocast(dtype=bfloat16) around forward and loss (MiniMind's)")
     a = ap.parse_args()
+    if a.device == "cuda":
+        if not torch.cuda.is_available():
+            sys.exit(f"torch {torch.__version__}: CUDA is not available")
+        torch.backends.cuda.matmul.allow_tf32 = False  # fp32 as on the CPU, not TF32
+        torch.backends.cudnn.allow_tf32 = False
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
     c = argparse.Namespace(hidden=a.hidden_size, layers=a.num_hidden_layers, heads=a.num_attention_heads,
                            kv_heads=a.num_key_value_heads, vocab=a.vocab_size, intermediate=a.intermediate_size)
-    model = MiniMind(c).train()
+    model = MiniMind(c).to(a.device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
-    ids = torch.randint(3, a.vocab_size, (a.batch_size, a.max_seq_len))
+    ids = torch.randint(3, a.vocab_size, (a.batch_size, a.max_seq_len), device=a.device)
     times = []
+    cpu = 0.0
     for s in range(a.warmup + a.steps):
         t0 = time.perf_counter()
-        loss = model.loss(ids, ids)
+        c0 = time.process_time()
+        with torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.dtype == "bfloat16"):
+            loss = model.loss(ids, ids)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
         opt.step()
@@ -59,16 +71,20 @@ def main():
         loss.item()
         if s >= a.warmup:
             times.append(time.perf_counter() - t0)
+            cpu += time.process_time() - c0
     ms = 1000 * sum(times) / len(times)
     print(json.dumps({
-        "impl": "pytorch", "torch": torch.__version__, "threads": a.threads,
-        "blas_threads": int(os.environ.get("OPENBLAS_NUM_THREADS", "0") or 0),
+        "impl": "pytorch", "torch": torch.__version__, "threads": a.threads, "device": a.device, "dtype": a.dtype,
+        "device_name": torch.cuda.get_device_name() if a.device == "cuda" else "cpu",
+        "blas": loaded_blas(), "blas_threads": os.environ.get("OPENBLAS_NUM_THREADS", ""),
+        "cpu_ms_per_step": round(1000 * cpu / len(times), 1),
         "hidden_size": a.hidden_size, "num_hidden_layers": a.num_hidden_layers,
         "params": sum(p.numel() for p in model.parameters()),
         "batch_size": a.batch_size, "max_seq_len": a.max_seq_len, "steps": a.steps,
         "ms_per_step": round(ms, 1),
         "tokens_per_s": round(a.batch_size * a.max_seq_len / (ms / 1000), 1),
         "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if a.device == "cuda" else 0,
     }), flush=True)
 
 

@@ -5,8 +5,11 @@
  * (`--batch_size` rows per rank, one all-reduce per step), rank 0 prints the line with the
  * tokens/s of all ranks together and `allreduce_ms_per_step`. With `--torch 1` it also runs
  * `bench/torch_train.py` (our PyTorch transcription of the same architecture, Debian
- * `/usr/bin/python3` + `python3-torch`, best of its thread settings) right after, on the same
- * machine, and adds `torch_tokens_per_s` / `torch_ms_per_step` to the line.
+ * `/usr/bin/python3` + `python3-torch`, at its best: the OpenMP OpenBLAS, 1 and N threads) right
+ * after, on the same machine, and adds `torch_tokens_per_s` / `torch_ms_per_step` and the
+ * configuration that won (`torch_config`) to the line. `cpu_ms_per_step` is the process's CPU time
+ * per step (all threads), steadier than wall time on a loaded machine. `--profile 1` prints where
+ * a CPU step's time goes, per op (stderr).
  *
  *   deno task bench:train --preset minimind2-small --batch_size 4 --max_seq_len 256 --steps 5
  *   OPENBLAS_NUM_THREADS=1 mpirun -np 2 deno task bench:train --batch_size 2 --max_seq_len 256
@@ -18,7 +21,9 @@
  * only) and adds `lora_ms_per_step`, `lora_vs_full_step_cost` and both optimizer states' bytes.
  * @module
  */
+import { cpuUsage } from "node:process";
 import { defaultBackend } from "../nn/backend/select.ts";
+import { type CpuBackend, cpuBackend, type OpProfileRow } from "../nn/backend/cpu/mod.ts";
 import { countParams, init } from "../nn/model/minimind.ts";
 import { config, PRESETS } from "../nn/model/minimind_config.ts";
 import type { ConfigOverrides, PresetName } from "../nn/model/minimind_config.ts";
@@ -31,7 +36,7 @@ import * as lora from "../convert/lora.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { parseFlags, runMain, usage } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
-import { lmLoss, selectDevice } from "../train/lm.ts";
+import { applyDtype, lmLoss, selectDevice } from "../train/lm.ts";
 import { adamw } from "../train/optim.ts";
 import { disposeState, makeTrainStep } from "../train/step.ts";
 import type { StepOutput } from "../train/step.ts";
@@ -69,9 +74,66 @@ export const BENCH_FLAGS = {
     help: "full = every parameter trained; lora = also a LoRA step, with the cost ratio",
   },
   lora_rank: { type: "int", default: 16, min: 1, help: "adapter rank for --mode lora" },
+  dtype: {
+    type: "choice",
+    default: "float32",
+    choices: ["float32", "bfloat16"],
+    help: "bfloat16: our bf16 matmuls (CPU with native bf16); PyTorch runs under CPU bf16 autocast",
+  },
+  profile: {
+    type: "bool01",
+    default: false,
+    help: "CPU: time every kernel of the timed steps by op and print the table (stderr)",
+  },
 } satisfies FlagTable;
 
 const COMMAND = "deno task bench:train";
+
+/** The CPU backend when it is the one steps run on (per-op profiles are CPU-only). */
+function profiledBackend(): CpuBackend {
+  if (defaultBackend() !== cpuBackend) {
+    throw new Error(
+      `Cannot profile on the ${defaultBackend().name} backend: --profile 1 times CPU kernels (use --device cpu)`,
+    );
+  }
+  return cpuBackend;
+}
+
+/**
+ * A markdown table of where a step's time goes: ms per step in each op's kernels (and in taking
+ * their output arrays), its share of the step, and what is left outside kernels (autodiff, tape,
+ * dispatch, GC).
+ *
+ * @param rows the profile (summed over `steps` steps)
+ * @param steps timed steps the profile covers
+ * @param msPerStep measured wall time of one step
+ * @returns the table
+ */
+export function profileTable(
+  rows: readonly OpProfileRow[],
+  steps: number,
+  msPerStep: number,
+): string {
+  const f = (x: number) => (x / steps).toFixed(1);
+  const pct = (x: number) => (100 * x / steps / msPerStep).toFixed(1) + "%";
+  const lines = [
+    "| op | calls/step | kernel ms/step | of which gemm | alloc ms/step | share of step |",
+    "| --- | ---: | ---: | ---: | ---: | ---: |",
+  ];
+  let inside = 0;
+  for (const r of rows) {
+    inside += r.ms + r.allocMs;
+    lines.push(
+      `| ${r.op} | ${r.calls / steps} | ${f(r.ms)} | ${f(r.gemmMs)} | ${f(r.allocMs)} | ${
+        pct(r.ms + r.allocMs)
+      } |`,
+    );
+  }
+  const outside = msPerStep * steps - inside;
+  lines.push(`| (outside kernels) | | ${f(outside)} | | | ${pct(outside)} |`);
+  lines.push(`| **step** | | ${msPerStep.toFixed(1)} | | | 100% |`);
+  return lines.join("\n");
+}
 
 /** One timed run. */
 interface Timing {
@@ -83,6 +145,10 @@ interface Timing {
   optBytes: number;
   /** Trained values. */
   trainable: number;
+  /** Process CPU ms per timed step (all threads). */
+  cpuMs: number;
+  /** The per-op profile of the timed steps (with `profile`). */
+  profile?: OpProfileRow[];
   /** Data parallel only: mean all-reduce ms per step, without the wait for the other ranks. */
   allreduceMs?: number;
   /** Data parallel only: mean ms per step spent waiting for the other ranks. */
@@ -101,6 +167,7 @@ async function timeSteps<B>(
   warmup: number,
   steps: number,
   comm?: Communicator,
+  profile = false,
 ): Promise<Timing> {
   const step = makeTrainStep<B, Tensor>(lossFn, adamw({ lr: 5e-4 }), { hasAux: true, gradClip: 1 });
   const dp = comm && comm.size > 1 ? dataParallel(step, comm) : null;
@@ -108,8 +175,12 @@ async function timeSteps<B>(
   let peak = Deno.memoryUsage().rss;
   const times: number[] = [], reduceMs: number[] = [], waitMs: number[] = [];
   let prev: Tensor | null = null;
+  let cpuMs = 0;
+  const profiler = profile ? profiledBackend() : null;
   for (let s = 0; s < warmup + steps; s++) {
+    if (s === warmup) profiler?.startProfile();
     const t0 = performance.now();
+    const c0 = cpuUsage();
     let out: StepOutput<Tensor>;
     if (dp) {
       const [next, o] = await dp(state, batch);
@@ -129,13 +200,19 @@ async function timeSteps<B>(
       prev.dispose();
       prev = null;
     } else await defaultBackend().sync();
-    if (s >= warmup) times.push(performance.now() - t0);
+    if (s >= warmup) {
+      times.push(performance.now() - t0);
+      const c = cpuUsage(c0);
+      cpuMs += (c.user + c.system) / 1000;
+    }
     peak = Math.max(peak, Deno.memoryUsage().rss);
   }
   const bytes = (t: Tree) => tree.tensors(t).reduce((n, x) => n + x.size * byteSize(x.dtype), 0);
   const mean = (x: number[]) => x.reduce((p, q) => p + q, 0) / x.length;
   const timing: Timing = {
     ms: mean(times),
+    cpuMs: cpuMs / times.length,
+    profile: profiler?.stopProfile(),
     peak,
     optBytes: bytes(state.optState),
     trainable: tree.tensors(state.params).reduce((n, x) => n + x.size, 0),
@@ -162,6 +239,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const device = await selectDevice(a.device);
+  const precision = applyDtype(a.dtype, device);
   const o: ConfigOverrides = {};
   if (a.hidden_size) o.hiddenSize = a.hidden_size;
   if (a.num_hidden_layers) o.numHiddenLayers = a.num_hidden_layers;
@@ -194,11 +272,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     a.warmup,
     a.steps,
     comm,
+    a.profile,
   );
   ids.dispose();
   comm.close();
   if (comm.rank !== 0) return 0;
   const ms = full.ms;
+  if (full.profile) console.error(profileTable(full.profile, a.steps, ms));
   const peak = Math.max(full.peak, loraRun?.peak ?? 0);
   const result: Record<string, unknown> = {
     impl: "minimind.ts",
@@ -207,12 +287,14 @@ export async function main(argv: readonly string[]): Promise<number> {
     hidden_size: cfg.hiddenSize,
     num_hidden_layers: cfg.numHiddenLayers,
     params: countParams(cfg).total,
+    precision,
     world_size: comm.size,
     batch_size: B,
     max_seq_len: T,
     steps: a.steps,
     tokens_per_s: Math.round((comm.size * B * T) / (ms / 1000) * 10) / 10,
     ms_per_step: Math.round(ms * 10) / 10,
+    cpu_ms_per_step: Math.round(full.cpuMs * 10) / 10,
     peak_rss_mb: Math.round(peak / 2 ** 20 * 10) / 10,
     blas_threads: Deno.env.get("OPENBLAS_NUM_THREADS") ?? "default",
     opt_state_bytes: full.optBytes,
@@ -250,7 +332,7 @@ export async function main(argv: readonly string[]): Promise<number> {
           String(cfg.vocabSize),
         ],
         ...["--batch_size", String(B), "--max_seq_len", String(T)],
-        ...["--steps", String(a.steps), "--warmup", String(a.warmup)],
+        ...["--steps", String(a.steps), "--warmup", String(a.warmup), "--dtype", a.dtype],
       ],
       stderr: "piped",
     }).output().catch((e) => {
@@ -267,7 +349,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     result.torch_tokens_per_s = t.tokens_per_s;
     result.torch_ms_per_step = t.ms_per_step;
     result.torch_peak_rss_mb = t.peak_rss_mb;
-    result.torch_threads = `torch ${t.threads}, openblas ${t.blas_threads}`;
+    result.torch_config = `${t.config} (${t.blas})`;
+    result.torch_tried = t.tried;
+    result.torch_cpu_ms_per_step = t.cpu_ms_per_step;
     result.torch_version = t.torch;
     result.speed_vs_torch = Math.round((result.tokens_per_s as number) / t.tokens_per_s * 100) /
       100;
@@ -277,3 +361,28 @@ export async function main(argv: readonly string[]): Promise<number> {
 }
 
 if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));
+
+// `deno bench`: one CPU train step of the demo's model on a short batch, and its forward alone
+if (!import.meta.main) {
+  const cfg = config("minimind2-small", {
+    hiddenSize: 192,
+    numHiddenLayers: 4,
+    numAttentionHeads: 6,
+  });
+  const step = makeTrainStep<{ ids: Tensor; labels: Tensor }, Tensor>(
+    lmLoss(cfg),
+    adamw({ lr: 5e-4 }),
+    { hasAux: true, gradClip: 1 },
+  );
+  let state = step.init(init(cfg, key(0)) as unknown as Tree);
+  const ids = randint(key(1), [4, 64], 3, cfg.vocabSize);
+  Deno.bench({ name: "train step, demo model (192×4), B 4 × T 64", group: "train" }, () => {
+    const [next, out] = scope(() => step(state, { ids, labels: ids }));
+    state = next;
+    for (const t of [out.loss, out.aux, out.gradNorm]) t?.dispose();
+  });
+  Deno.bench({ name: "loss only (forward), same batch", group: "train" }, () => {
+    scope(() => void lmLoss(cfg)(state.params, { ids, labels: ids }));
+  });
+  globalThis.addEventListener("unload", () => (disposeState(state), ids.dispose()));
+}

@@ -1,11 +1,14 @@
 /**
- * WebGPU kernel benchmark cases shared by `webgpu_bench.ts` (deno bench) and `webgpu_table.ts`
- * (the one table `gpu_check.sh` prints). Sizes follow the adapter: MiniMind2-Small shapes on a
- * real GPU, small ones on the software adapter (llvmpipe runs ~10 GFLOP/s).
+ * Kernel benchmark cases (matmul, attention forward/backward, softmax, cross-entropy, rms norm,
+ * sampling, elementwise, AdamW) on any backend, shared by `webgpu_bench.ts` and `cpu_bench.ts`
+ * (deno bench) and `webgpu_table.ts` (the one table `gpu_check.sh` prints). Sizes follow the
+ * device: MiniMind2-Small shapes on a real GPU, small ones on the CPU and the software adapter
+ * (llvmpipe runs ~10 GFLOP/s).
  * @module
  */
 // B = batch, T = time, NH = heads, NKV = kv heads, HD = head dim, V = vocab, H = hidden
 import type { WebGpuBackend } from "../nn/backend/webgpu/mod.ts";
+import type { Backend } from "../nn/backend/backend.ts";
 import { tensor } from "../nn/creation.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { key, normalArray, uniformArray } from "../nn/random.ts";
@@ -39,16 +42,23 @@ export interface GpuCase {
   dispose: () => void;
 }
 
-function randn(b: WebGpuBackend, shape: number[], seed: number, scale = 1): Tensor {
+function randn(b: Backend, shape: number[], seed: number, scale = 1): Tensor {
   const n = shape.reduce((a, c) => a * c, 1);
   return tensor(Float32Array.from(normalArray(key(seed), n), (v) => v * scale), shape, "f32", {
     backend: b,
   });
 }
 
-/** The cases for this adapter. */
+/** The cases for this adapter (big sizes on a real GPU). */
 export function gpuCases(b: WebGpuBackend): GpuCase[] {
-  const big = !b.software;
+  return kernelCases(b, !b.software);
+}
+
+/**
+ * The cases on backend `b`: MiniMind2-Small-sized when `big`, else small enough for a CPU or a
+ * software adapter.
+ */
+export function kernelCases(b: Backend, big: boolean): GpuCase[] {
   const out: GpuCase[] = [];
   // matmul: forward x·Wᵀ and both backward products of a linear layer, plus a square one
   const mm = big ? [4096, 4096, 4096] : [384, 384, 384];

@@ -59,13 +59,14 @@ function backward(
   wanted: readonly number[],
 ): (Tensor | null)[] {
   const cts = new Map<number, Tensor>();
+  /** Cotangents made while processing the current node (kept past its scope). */
+  let made: Tensor[] = [];
   const accumulate = (id: number, g: Tensor) => {
     const prev = cts.get(id);
-    if (prev === undefined) cts.set(id, traced(g));
-    else {
-      cts.set(id, add(prev, g));
-      prev.dispose();
-    }
+    const next = prev === undefined ? traced(g) : add(prev, g);
+    cts.set(id, next);
+    made.push(next);
+    prev?.dispose();
   };
   for (const [id, g] of seeds) accumulate(id, g);
   const keepIds = new Set(wanted);
@@ -78,17 +79,23 @@ function backward(
         node.release();
         continue;
       }
-      const grads = node.vjp(outCts);
-      if (grads.length !== node.inIds.length) {
-        throw new Error(
-          `VJP of ${node.name} returned ${grads.length} gradients for ${node.inIds.length} inputs`,
-        );
-      }
-      for (let i = 0; i < grads.length; i++) {
-        const id = node.inIds[i], g = grads[i];
-        if (id === null || g === null) continue;
-        accumulate(id, reduceTo(g, node.inMetas[i], node.name));
-      }
+      // the rule's temporaries (and the unreduced gradients) die with this node's scope; the
+      // accumulated cotangents it made are returned, so they live on
+      made = [];
+      scope(() => {
+        const grads = node.vjp(outCts);
+        if (grads.length !== node.inIds.length) {
+          throw new Error(
+            `VJP of ${node.name} returned ${grads.length} gradients for ${node.inIds.length} inputs`,
+          );
+        }
+        for (let i = 0; i < grads.length; i++) {
+          const id = node.inIds[i], g = grads[i];
+          if (id === null || g === null) continue;
+          accumulate(id, reduceTo(g, node.inMetas[i], node.name));
+        }
+        return made;
+      });
       for (const id of node.outIds) {
         if (id === null || keepIds.has(id)) continue;
         const c = cts.get(id);
@@ -188,7 +195,9 @@ export function vjp<A extends Tree[], R extends Tree>(
   pushTape(tape);
   let out: R;
   try {
-    out = f(...traced);
+    // the forward's intermediate handles die here: what backward needs, the tape holds, and
+    // releases node by node as the sweep passes it, so activations are freed at their last use
+    out = scope(() => f(...traced));
   } finally {
     popTape(tape);
   }

@@ -174,3 +174,26 @@ Deno.test("100 repeated train steps keep memory flat", () => {
   assert.equal(cpuBackend.counters.bytesInUse, mark);
   assert.equal(tensors(params).length, 2);
 });
+
+Deno.test("vjp frees each forward activation once backward has passed its last use", () => {
+  const n = 1 << 16, bytes = 4 * n; // 256 KiB per activation
+  const x = tensor(new Float32Array(n).fill(0.5), [n]);
+  const base = cpuBackend.counters.bytesInUse;
+  scope(() => {
+    const [y, back] = vjp((v: Tensor) => {
+      let h = v;
+      for (let i = 0; i < 10; i++) h = sin(h); // each sin saves its input
+      return h;
+    }, x);
+    // after the forward: the 9 saved intermediates and y, not one handle more
+    const afterForward = cpuBackend.counters.bytesInUse - base;
+    assert.ok(afterForward <= 10 * bytes + 4096, `after forward ${afterForward / bytes} arrays`);
+    const [g] = back(fullLike(y, 1)) as Tensor[];
+    // after backward: y, its seed and dx; every intermediate was freed as the sweep passed it
+    const afterBackward = cpuBackend.counters.bytesInUse - base;
+    assert.ok(afterBackward <= 3 * bytes + 4096, `after backward ${afterBackward / bytes} arrays`);
+    assert.ok(Math.abs(g.dataSync()[0]) > 0);
+  });
+  assert.equal(cpuBackend.counters.bytesInUse, base);
+  x.dispose();
+});

@@ -165,6 +165,18 @@ export interface KernelOp<P, N extends string = string> extends OpCommon<P, N> {
   readonly cpu: (ins: readonly TypedArray[], outs: TypedArray[], call: Call<P>) => void;
   /** The WebGPU plan for one call (see `WgslPlan`; a bare kernel list is a plan without scratch). */
   readonly wgsl: (call: Call<P>, device: WgslDevice) => WgslPlan | readonly WgslKernel[];
+  /**
+   * The CPU kernel writes every element of every output, so the backend may hand it recycled
+   * arrays without zeroing them first (the conformance test checks it with NaN-filled outputs).
+   */
+  readonly writesAll?: boolean;
+  /**
+   * For these params, output i may be written into the storage of input `[i]` (null: a new
+   * buffer), elementwise in place: backends that can (CPU) return the input's storage as the
+   * output, so the inputs' handles see the new values. Only for callers that give the inputs up
+   * (the train step's optimizer update, `StepHyper.donate`).
+   */
+  readonly inPlace?: (params: P) => readonly (number | null)[] | null;
 }
 
 /** A primitive whose output 0 shares input 0's storage (reshape): no kernel runs. */

@@ -5,10 +5,10 @@
  */
 import assert from "node:assert/strict";
 import { OPS } from "../nn/ops/mod.ts";
-import type { OpDef } from "../nn/op.ts";
+import type { KernelOp, OpDef } from "../nn/op.ts";
 import { NONDIFF } from "../nn/op.ts";
 import { apply } from "../nn/apply.ts";
-import { isFloat } from "../nn/dtype.ts";
+import { allocArray, isFloat } from "../nn/dtype.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { vjp } from "../nn/autodiff.ts";
 import { scope } from "../nn/scope.ts";
@@ -148,5 +148,54 @@ Deno.test("every registered op has examples or is a backward op exercised throug
   for (const [name, op] of Object.entries(OPS)) {
     assert.ok(op.examples.length > 0 || name.endsWith("_backward"), `${name} has no examples`);
     assert.equal(op.name, name, `registry key ${name} names op ${op.name}`);
+  }
+});
+
+/** The op's CPU outputs for `inputs`, written into arrays prefilled with `fill`. */
+// deno-lint-ignore no-explicit-any
+function cpuOutputs(op: KernelOp<any>, inputs: Tensor[], params: unknown, fill: number) {
+  const inMetas = inputs.map((t) => ({ shape: t.shape, dtype: t.dtype }));
+  const outMetas = op.infer(inMetas, params);
+  const outs = outMetas.map((m) => {
+    const a = allocArray(m.dtype, m.shape.reduce((x, y) => x * y, 1));
+    a.fill((isFloat(m.dtype) || fill === 0 ? fill : 0x5a) as never); // ints cannot hold NaN
+    return a;
+  });
+  op.cpu(inputs.map((t) => t.dataSync()), outs, { inputs: inMetas, outputs: outMetas, params });
+  return outs;
+}
+
+Deno.test("ops marked writesAll write every output element (recycled arrays are not zeroed)", () => {
+  const marked = Object.entries(OPS).flatMap(([name, op]) =>
+    // deno-lint-ignore no-explicit-any
+    !op.view && op.writesAll ? [[name, op] as [string, KernelOp<any>]] : []
+  );
+  assert.ok(marked.length >= 5, `only ${marked.length} ops are marked`);
+  for (const [name, op] of marked) {
+    // backward ops without examples take their forward op's example shapes for every input
+    const examples = op.examples.length > 0 ? op.examples : OPS[name.replace(/_backward$/, "")]
+      .examples.map((e) => ({ ...e, inputs: [e.inputs[0], ...e.inputs] }));
+    assert.ok(examples.length > 0, `${name}: no examples`);
+    examples.forEach((ex, i) => {
+      scope(() => {
+        const keys = split(foldIn(key(SEED), i), ex.inputs.length);
+        for (const ft of ["f32", "f64"] as const) {
+          const inputs = ex.inputs.map((s, j) => inputTensor(s, keys[j], ft));
+          const params = ft === "f64" ? toF64Params(ex.params) : ex.params;
+          const zeroed = cpuOutputs(op, inputs, params, 0);
+          const dirty = cpuOutputs(op, inputs, params, NaN);
+          zeroed.forEach((z, o) => {
+            for (let e = 0; e < z.length; e++) {
+              assert.ok(
+                Object.is(z[e], dirty[o][e]),
+                `${name} example ${i} ${ft} output ${o}[${e}]: ${dirty[o][e]} after NaN fill, ${
+                  z[e]
+                } after zero fill`,
+              );
+            }
+          });
+        }
+      });
+    });
   }
 });

@@ -7,6 +7,7 @@
  */
 import { join } from "node:path";
 import { setBackendFromFlag } from "../nn/backend/select.ts";
+import { setMatmulPrecision } from "../nn/backend/cpu/gemm_adapter.ts";
 import { tensor } from "../nn/creation.ts";
 import { key } from "../nn/random.ts";
 import type { Tree } from "../nn/tree.ts";
@@ -78,7 +79,8 @@ export function lmFlags(d: LmDefaults) {
       type: "choice",
       default: "float32",
       choices: ["float32", "bfloat16", "float16"],
-      help: "accepted for MiniMind compatibility; training runs in float32",
+      help:
+        "bfloat16: mixed-precision matmuls on a CPU with native bf16 (f32 weights and accumulation); otherwise float32",
     },
     num_workers: { type: "int", default: 0, min: 0, help: "accepted for compatibility (unused)" },
     accumulation_steps: {
@@ -189,6 +191,28 @@ export async function checkInputs(a: LmArgs): Promise<void> {
     }
   }
   if (a.from_weight !== "none") await existingFromWeight(a);
+}
+
+/**
+ * Applies `--dtype`: "bfloat16" on the CPU backend turns on bf16 matmuls with f32 accumulation
+ * (`setMatmulPrecision`; master weights, gradients and optimizer state stay f32), where the CPU
+ * multiplies bf16 natively. Everything else trains in float32. Returns the line to log, saying
+ * which precision is in effect and why.
+ *
+ * @param dtype the `--dtype` flag
+ * @param device the backend name `selectDevice` returned
+ * @returns a one-line description of the precision in effect
+ */
+export function applyDtype(dtype: string, device: string): string {
+  setMatmulPrecision("float32");
+  if (dtype === "float32") return "Precision: float32";
+  if (dtype !== "bfloat16" || device !== "cpu") {
+    return `Precision: float32 (--dtype ${dtype} is implemented for bfloat16 on the CPU only)`;
+  }
+  const why = setMatmulPrecision("bfloat16");
+  return why === null
+    ? "Precision: bfloat16 matmuls, float32 accumulation, weights and optimizer state"
+    : `Precision: float32 (--dtype bfloat16 unavailable: ${why})`;
 }
 
 /** The default tokenizer folder. */

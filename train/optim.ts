@@ -24,8 +24,8 @@ import { Tensor } from "../nn/tensor.ts";
 import { zerosLike } from "../nn/creation.ts";
 import { add, minimum } from "../nn/ops/binary.ts";
 import { affine, div, mul } from "../nn/ops/arith.ts";
-import { sqrt, square } from "../nn/ops/unary.ts";
-import { sum } from "../nn/ops/reduce.ts";
+import { sqrt } from "../nn/ops/unary.ts";
+import { sumSquares } from "../nn/ops/reduce.ts";
 import { adamwUpdate } from "../nn/ops/adamw.ts";
 import type { Schedule } from "./schedule.ts";
 
@@ -33,6 +33,18 @@ import type { Schedule } from "./schedule.ts";
 export interface StepHyper {
   /** Learning rate of this step (overrides the optimizer's own `lr`). */
   lr?: number;
+  /**
+   * A scalar every gradient is multiplied by before the update (the global-norm clipping
+   * coefficient). Only passed to optimizers with `scalesGrads`, which apply it inside their own
+   * kernels instead of a separate pass over the gradients.
+   */
+  gradScale?: Tensor;
+  /**
+   * The caller gives up `params` and the optimizer state (the train step disposes them right
+   * after): the update may write the new values into their buffers (CPU), as PyTorch's optimizers
+   * update in place.
+   */
+  donate?: boolean;
 }
 
 /** grads → transformed grads (optax `GradientTransformation`). */
@@ -53,6 +65,8 @@ export interface Optimizer<S extends Tree = Tree> {
   init(params: Tree): S;
   /** One update: returns new params (unchanged leaves are the same handles) and state. */
   update(grads: Tree, state: S, params: Tree, hyper?: StepHyper): [Tree, S];
+  /** `update` honours `hyper.gradScale` (fused into its kernels, as `adamw` does). */
+  readonly scalesGrads?: boolean;
 }
 
 /** Selects leaves by dotted path (e.g. `(path) => !path.endsWith("norm.weight")`). */
@@ -79,7 +93,7 @@ export function globalNorm(grads: Tree): Tensor {
   let total: Tensor | null = null;
   for (const g of leaves(grads)) {
     if (!isT(g)) continue;
-    const s = sum(square(g));
+    const s = sumSquares(g);
     total = total ? add(total, s) : s;
   }
   if (!total) throw new Error("Cannot compute the global norm of a tree without tensors");
@@ -101,9 +115,21 @@ export function globalNorm(grads: Tree): Tensor {
  * ```
  */
 export function clipGrads(grads: Tree, maxNorm: number): [Tree, Tensor] {
-  const norm = globalNorm(grads);
-  const coef = minimum(div(maxNorm, affine(norm, 1, 1e-6)), 1);
+  const [coef, norm] = clipCoefficient(grads, maxNorm);
   return [mapTree(grads, (g) => (isT(g) ? mul(g, coef) : g)), norm];
+}
+
+/**
+ * The global-norm clipping coefficient `min(1, maxNorm / (‖g‖ + 1e-6))` and the norm, without
+ * scaling anything: for optimizers that fuse the scaling into their update (`scalesGrads`).
+ *
+ * @param grads gradient tree
+ * @param maxNorm the norm bound
+ * @returns `[coefficient, norm]`, scalar tensors
+ */
+export function clipCoefficient(grads: Tree, maxNorm: number): [Tensor, Tensor] {
+  const norm = globalNorm(grads);
+  return [minimum(div(maxNorm, affine(norm, 1, 1e-6)), 1), norm];
 }
 
 /**
@@ -179,6 +205,7 @@ export function adamw(options: AdamwOptions = {}): Optimizer<AdamwState> {
   const mask = options.weightDecayMask;
   return {
     kind: "optimizer",
+    scalesGrads: true,
     init: (params) => ({
       count: 0,
       mu: mapTree(params, (p) => (isT(p) ? zerosLike(p) : null)),
@@ -202,7 +229,8 @@ export function adamw(options: AdamwOptions = {}): Optimizer<AdamwState> {
           eps,
           weightDecay,
           step,
-        });
+          inPlace: hyper?.donate,
+        }, hyper?.gradScale);
         newMu.push(m2);
         newNu.push(v2);
         return p2;

@@ -12,7 +12,15 @@
 import { buildCorpus } from "../data/corpus/build.ts";
 import { PretrainDataset } from "../data/datasets.ts";
 import { parseFlags, runMain, usage } from "../cli.ts";
-import { checkInputs, lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
+import {
+  applyDtype,
+  checkInputs,
+  lmFlags,
+  reportRun,
+  resolveTokenizer,
+  runLm,
+  selectDevice,
+} from "./lm.ts";
 import { rankZeroFirst } from "./dist/comm.ts";
 import { openCommunicator } from "./dist/mpi.ts";
 
@@ -49,6 +57,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const log = comm.rank === 0 ? console.log : () => {};
   const device = await selectDevice(args.device);
   log(`Device: ${device}`);
+  log(applyDtype(args.dtype, device));
 
   // 2. tokenizer and data (default: the embedded poetry corpus)
   // (rank 0 first: a tokenizer or corpus it builds is then read by the others)

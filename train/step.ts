@@ -16,7 +16,7 @@ import { valueAndGrad } from "../nn/autodiff.ts";
 import { add } from "../nn/ops/binary.ts";
 import { affine } from "../nn/ops/arith.ts";
 import type { Optimizer, StepHyper } from "./optim.ts";
-import { clipGrads } from "./optim.ts";
+import { clipCoefficient, clipGrads } from "./optim.ts";
 
 /** Everything a training run carries from one micro-batch to the next (a tree: checkpointable). */
 export type TrainState = {
@@ -188,8 +188,15 @@ export function makeTrainStep<B, A extends Tree = Tree>(
   const update = (s: TrainState, grads: Tree, hyper?: StepHyper) => {
     let g = grads;
     let norm: Tensor | null = null;
-    if (opts.gradClip > 0) [g, norm] = clipGrads(g, opts.gradClip);
-    const [params, optState] = optimizer.update(g, s.optState, s.params, hyper);
+    // the step owns its state and disposes it after the update: the optimizer may write in place
+    let h: StepHyper = { ...hyper, donate: true };
+    if (opts.gradClip > 0 && optimizer.scalesGrads) {
+      // the optimizer scales each gradient inside its update kernel: no pass of its own
+      let coef: Tensor;
+      [coef, norm] = clipCoefficient(g, opts.gradClip);
+      h = { ...h, gradScale: coef };
+    } else if (opts.gradClip > 0) [g, norm] = clipGrads(g, opts.gradClip);
+    const [params, optState] = optimizer.update(g, s.optState, s.params, h);
     const next: TrainState = { params, optState, grads: null, micro: 0, updates: s.updates + 1 };
     return { next, norm };
   };

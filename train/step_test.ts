@@ -8,7 +8,8 @@ import { tanh } from "../nn/ops/unary.ts";
 import { crossEntropy } from "../nn/ops/cross_entropy.ts";
 import { scope } from "../nn/scope.ts";
 import { defaultBackend } from "../nn/backend/select.ts";
-import { adamw } from "./optim.ts";
+import { adamw, type AdamwState, clipGrads } from "./optim.ts";
+import { valueAndGrad } from "../nn/autodiff.ts";
 import { disposeState, makeTrainStep } from "./step.ts";
 import type { TrainState } from "./step.ts";
 
@@ -64,6 +65,28 @@ Deno.test("makeTrainStep() with accumulation 2 on half batches equals one full b
   assert.equal(b.updates, 3);
   const va = await values(a), vb = await values(b);
   for (let i = 0; i < va.length; i++) assert.ok(Math.abs(va[i] - vb[i]) < 2e-6, `${i}`);
+  disposeState(a);
+  disposeState(b);
+});
+
+Deno.test("clipping fused into adamw's kernel equals clipping the gradients first", async () => {
+  // gradClip 0.05 < the gradient norm here: the coefficient really scales
+  const fused = makeTrainStep(loss, adamw({ lr: 0.05 }), { gradClip: 0.05 });
+  const plain = makeTrainStep(loss, { ...adamw({ lr: 0.05 }), scalesGrads: false }, {
+    gradClip: 0.05,
+  });
+  let a = fused.init(params()), b = plain.init(params());
+  for (let s = 0; s < 3; s++) {
+    const [na, oa] = fused(a, rows(0, 8));
+    const [nb, ob] = plain(b, rows(0, 8));
+    [a, b] = [na, nb];
+    const [ga, gb] = [await oa.gradNorm!.item(), await ob.gradNorm!.item()];
+    assert.ok(ga > 0.05 && Math.abs(ga - gb) < 1e-6 * ga, `norms ${ga} ${gb}`);
+    for (const t of [oa.loss, ob.loss, oa.gradNorm!, ob.gradNorm!]) t.dispose();
+  }
+  const va = await values(a), vb = await values(b);
+  for (let i = 0; i < va.length; i++) assert.ok(Math.abs(va[i] - vb[i]) < 1e-7, `${i}`);
+  assert.notDeepEqual(va, [...W1, ...W2]);
   disposeState(a);
   disposeState(b);
 });
@@ -149,4 +172,28 @@ Deno.test("a MiniMind train step (forward, backward, clip, AdamW) keeps memory f
   for (let i = 3; i < 8; i++) assert.equal(used[i], used[2], `step ${i}: ${used}`);
   disposeState(s);
   ids.dispose();
+});
+
+Deno.test("the train step updates params and moments in place on the CPU, with the same values", async () => {
+  const opt = adamw({ lr: 0.05 });
+  const step = makeTrainStep(loss, opt, { gradClip: 0.05 });
+  let s = step.init(params());
+  const w1 = (t: TrainState) => (t.params as { w1: Tensor }).w1;
+  for (let i = 0; i < 2; i++) {
+    // the functional update of the same state, for reference
+    const ref = scope(() => {
+      const [, g] = valueAndGrad(loss)(s.params, rows(0, 8));
+      const [clipped] = clipGrads(g, 0.05);
+      const [p] = opt.update(clipped, s.optState as AdamwState, s.params);
+      return (p as { w1: Tensor }).w1.dataSync();
+    });
+    const before = w1(s).storage;
+    const [n, out] = step(s, rows(0, 8));
+    out.loss.dispose();
+    out.gradNorm?.dispose();
+    assert.equal(w1(n).storage, before, "w1 was written into its old buffer");
+    assert.deepEqual(await w1(n).data(), ref);
+    s = n;
+  }
+  disposeState(s);
 });

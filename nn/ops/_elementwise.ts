@@ -63,6 +63,7 @@ export function makeUnary(row: UnaryRow): KernelOp<NoParams> {
       }
       return [{ shape: x.shape, dtype: x.dtype }];
     },
+    writesAll: true,
     cpu: simdKind
       ? ([x], [y]) => {
         if (!mapUnary(simdKind, x, y)) loop(x, y);
@@ -185,6 +186,7 @@ export function makeBinary(row: BinaryRow): KernelOp<NoParams> {
   return defineOp<NoParams>({
     name: row.name,
     infer: ([a, b]) => inferBinary(row.name, a, b, row.out, row.floatOnly),
+    writesAll: true,
     cpu: ([a, b], [y], call) => {
       const sa = call.inputs[0].shape, sb = call.inputs[1].shape, so = call.outputs[0].shape;
       if (sameShape(sa, sb)) k.same(a, b, y);

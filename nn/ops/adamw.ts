@@ -1,9 +1,11 @@
 /**
  * Fused AdamW update (PyTorch `torch.optim.AdamW`, single-tensor path): one kernel per parameter
- * tensor reads p, g, m, v and writes p', m', v'. Decoupled weight decay, bias correction, eps
- * outside the square root. Not differentiable.
+ * tensor reads p, g, m, v (and optionally a scalar the gradient is first multiplied by: the
+ * global-norm clipping coefficient, so clipping costs no pass of its own) and writes p', m', v'.
+ * Decoupled weight decay, bias correction, eps outside the square root. Not differentiable.
  * @module
  */
+import type { TypedArray } from "../dtype.ts";
 import type { KernelOp } from "../op.ts";
 import { defineOp, NONDIFF } from "../op.ts";
 import { apply } from "../apply.ts";
@@ -25,31 +27,49 @@ export interface AdamwParams {
   readonly weightDecay: number;
   /** 1-based step count t (bias corrections 1 − βᵗ). */
   readonly step: number;
+  /**
+   * Write p', m', v' into p, m, v's buffers where the backend can (CPU): for callers that give
+   * p, m and v up (the train step), saving three parameter-sized buffers.
+   */
+  readonly inPlace?: boolean;
+}
+
+/** The per-step constants of the update (bias corrections folded in). */
+function adamwConstants(params: AdamwParams) {
+  const { lr, beta1, beta2, eps, weightDecay, step } = params;
+  return {
+    beta1,
+    beta2,
+    eps,
+    decay: 1 - lr * weightDecay,
+    a1: 1 - beta1,
+    a2: 1 - beta2,
+    stepSize: -(lr / (1 - Math.pow(beta1, step))), // −lr / (1 − β₁ᵗ)
+    invBc2Sqrt: 1 / Math.sqrt(1 - Math.pow(beta2, step)), // 1 / √(1 − β₂ᵗ)
+  };
 }
 
 /**
- * The update of one tensor in torch's order of operations. Each element is computed in double
- * precision and stored (rounded) into the output arrays, as torch stores p, m and v after every
- * in-place op; the result differs from torch's float32 arithmetic by rounding only (< 1e-5 on the
- * v2_adamw golden). Called with one array type at a time so V8 keeps each call site monomorphic.
+ * The update of one f32 tensor in torch's order of operations. Each element is computed in double
+ * precision and stored (rounded) into the output arrays, as torch stores g (clipped), p, m and v
+ * after every in-place op; the result differs from torch's float32 arithmetic by rounding only
+ * (< 1e-5 on the v2_adamw golden). A function of its own, typed for Float32Array, so V8 compiles
+ * it for exactly that (sharing it with the f64 path made it 2–3× slower).
  */
-function adamwKernel(
-  p: ArrayLike<number>,
-  g: ArrayLike<number>,
-  m: ArrayLike<number>,
-  v: ArrayLike<number>,
-  po: { [i: number]: number },
-  mo: { [i: number]: number },
-  vo: { [i: number]: number },
+function adamwF32(
+  p: Float32Array,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  po: Float32Array,
+  mo: Float32Array,
+  vo: Float32Array,
   params: AdamwParams,
+  gradScale: number,
 ): void {
-  const { lr, beta1, beta2, eps, weightDecay, step } = params;
-  const decay = 1 - lr * weightDecay;
-  const a1 = 1 - beta1, a2 = 1 - beta2;
-  const stepSize = -(lr / (1 - Math.pow(beta1, step))); // −lr / (1 − β₁ᵗ)
-  const invBc2Sqrt = 1 / Math.sqrt(1 - Math.pow(beta2, step)); // 1 / √(1 − β₂ᵗ)
+  const { beta1, beta2, eps, decay, a1, a2, stepSize, invBc2Sqrt } = adamwConstants(params);
   for (let i = 0; i < p.length; i++) {
-    const gi = g[i];
+    const gi = Math.fround(g[i] * gradScale); // the clipped gradient, g.mul_(coef)
     const mi = m[i] * beta1 + a1 * gi; // exp_avg.mul_(β₁).add_(g, alpha=1−β₁)
     const vi = v[i] * beta2 + a2 * gi * gi; // exp_avg_sq.mul_(β₂).addcmul_(g, g, value=1−β₂)
     const denom = Math.sqrt(vi) * invBc2Sqrt + eps; // (√v / √bc₂).add_(eps), one divide fewer
@@ -59,19 +79,44 @@ function adamwKernel(
   }
 }
 
-/** p, g, m, v (same shape, f32/f64) → p', m', v'. */
+/** The same update in f64 (the reference path the conformance test compares f32 against). */
+function adamwF64(
+  p: ArrayLike<number>,
+  g: ArrayLike<number>,
+  m: ArrayLike<number>,
+  v: ArrayLike<number>,
+  po: { [i: number]: number },
+  mo: { [i: number]: number },
+  vo: { [i: number]: number },
+  params: AdamwParams,
+  gradScale: number,
+): void {
+  const { beta1, beta2, eps, decay, a1, a2, stepSize, invBc2Sqrt } = adamwConstants(params);
+  for (let i = 0; i < p.length; i++) {
+    const gi = g[i] * gradScale;
+    const mi = m[i] * beta1 + a1 * gi;
+    const vi = v[i] * beta2 + a2 * gi * gi;
+    po[i] = p[i] * decay + (stepSize * mi) / (Math.sqrt(vi) * invBc2Sqrt + eps);
+    mo[i] = mi;
+    vo[i] = vi;
+  }
+}
+
+/** p, g, m, v (same shape, f32/f64), [scale (a scalar g is multiplied by)] → p', m', v'. */
 export const adamwOp: KernelOp<AdamwParams, "adamw"> = defineOp<AdamwParams, "adamw">({
   name: "adamw",
   infer: (ins, { step }) => {
     const [p] = ins;
+    const scale = ins[4];
     if (
-      ins.length !== 4 || (p.dtype !== "f32" && p.dtype !== "f64") ||
-      ins.some((x) => x.dtype !== p.dtype || !sameShape(x.shape, p.shape))
+      (ins.length !== 4 && ins.length !== 5) || (p.dtype !== "f32" && p.dtype !== "f64") ||
+      ins.slice(0, 4).some((x) => x.dtype !== p.dtype || !sameShape(x.shape, p.shape)) ||
+      (scale && (scale.dtype !== p.dtype || scale.shape.length !== 0))
     ) {
       throw new Error(
         `Cannot apply adamw to ${
           ins.map((x) => `${x.dtype} ${fmt(x.shape)}`).join(", ")
-        }: expected p, g, m, v of one float dtype and shape`,
+        }: expected p, g, m, v of one float dtype and shape, then optionally a scalar of that dtype`,
       );
     }
     if (!(Number.isInteger(step) && step >= 1)) {
@@ -79,45 +124,40 @@ export const adamwOp: KernelOp<AdamwParams, "adamw"> = defineOp<AdamwParams, "ad
     }
     return [0, 1, 2].map(() => ({ shape: p.shape, dtype: p.dtype }));
   },
-  cpu: ([p, g, m, v], [po, mo, vo], { params }) => {
+  writesAll: true,
+  inPlace: (p) => p.inPlace ? [0, 2, 3] : null,
+  cpu: ([p, g, m, v, scale], [po, mo, vo], { params }) => {
+    const k = scale ? scale[0] : 1;
     if (po instanceof Float32Array) {
-      adamwKernel(
-        p as Float32Array,
-        g as Float32Array,
-        m as Float32Array,
-        v as Float32Array,
-        po,
-        mo as Float32Array,
-        vo as Float32Array,
-        params,
-      );
-    } else {
-      adamwKernel(p, g, m, v, po, mo, vo, params);
-    }
+      const f = (a: TypedArray) => a as Float32Array;
+      adamwF32(f(p), f(g), f(m), f(v), po, f(mo), f(vo), params, k);
+    } else adamwF64(p, g, m, v, po, mo, vo, params, k);
   },
   // torch's operation order in f32 (vec4 when the size allows); step scalars come from the host
-  wgsl: ({ inputs: [p], params }) => {
+  wgsl: ({ inputs: [p, , , , scale], params }) => {
     const { lr, beta1, beta2, eps, weightDecay, step } = params;
     let n = 1;
     for (const d of p.shape) n *= d;
     const vec = n % 4 === 0;
     const T = vec ? "vec4<f32>" : "f32";
     const count = vec ? n / 4 : n;
+    const o = scale ? 5 : 4;
     return [{
       code: `@group(0) @binding(0) var<storage, read> p: array<${T}>;
 @group(0) @binding(1) var<storage, read> g: array<${T}>;
 @group(0) @binding(2) var<storage, read> m: array<${T}>;
 @group(0) @binding(3) var<storage, read> v: array<${T}>;
-@group(0) @binding(4) var<storage, read_write> po: array<${T}>;
-@group(0) @binding(5) var<storage, read_write> mo: array<${T}>;
-@group(0) @binding(6) var<storage, read_write> vo: array<${T}>;
+${scale ? "@group(0) @binding(4) var<storage, read> scale: array<f32>;" : ""}
+@group(0) @binding(${o}) var<storage, read_write> po: array<${T}>;
+@group(0) @binding(${o + 1}) var<storage, read_write> mo: array<${T}>;
+@group(0) @binding(${o + 2}) var<storage, read_write> vo: array<${T}>;
 struct U { n: u32, decay: f32, b1: f32, a1: f32, b2: f32, a2: f32, step_size: f32, bc2: f32, eps: f32 }
 @group(1) @binding(0) var<uniform> u: U;
 @compute @workgroup_size(256)
 fn main(${GRID_ARGS}) {
   let i = ${gridIndex(256)};
   if (i >= u.n) { return; }
-  let gi = g[i];
+  let gi = g[i]${scale ? " * scale[0]" : ""};
   let mi = m[i] * u.b1 + u.a1 * gi;
   let vi = v[i] * u.b2 + u.a2 * gi * gi;
   let denom = sqrt(vi) / u.bc2 + u.eps;
@@ -159,6 +199,17 @@ fn main(${GRID_ARGS}) {
       params: { lr: 0.1, beta1: 0.8, beta2: 0.99, eps: 1e-6, weightDecay: 0, step: 1 },
       label: "first step from zero moments",
     },
+    {
+      inputs: [
+        { shape: [3, 4] },
+        { shape: [3, 4] },
+        { shape: [3, 4] },
+        { shape: [3, 4], kind: "positive" },
+        { shape: [], values: [0.25] },
+      ],
+      params: { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 2 },
+      label: "clipped gradient (scale input)",
+    },
   ],
 });
 
@@ -171,6 +222,7 @@ fn main(${GRID_ARGS}) {
  * @param m first moment
  * @param v second moment
  * @param params learning rate, betas, eps, weight decay and the 1-based step count
+ * @param gradScale optional scalar tensor `g` is multiplied by first (a clipping coefficient)
  * @returns `[p', m', v']`
  * @example
  * ```ts
@@ -186,7 +238,8 @@ export function adamwUpdate(
   m: Tensor,
   v: Tensor,
   params: AdamwParams,
+  gradScale?: Tensor,
 ): [Tensor, Tensor, Tensor] {
-  const [po, mo, vo] = apply(adamwOp, [p, g, m, v], params);
+  const [po, mo, vo] = apply(adamwOp, gradScale ? [p, g, m, v, gradScale] : [p, g, m, v], params);
   return [po, mo, vo];
 }

@@ -109,6 +109,7 @@ export const affineOp: KernelOp<AffineParams, "affine"> = defineOp<AffineParams,
     }
     return [{ shape: x.shape, dtype: x.dtype }];
   },
+  writesAll: true,
   cpu: ([x], [y], { params: { a, b } }) => {
     for (let i = 0; i < x.length; i++) y[i] = a * x[i] + b;
   },

@@ -55,7 +55,28 @@ function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta): AttnShape {
   return { b, t, s, nh, nkv, hd };
 }
 
-/** Scaled, masked scores of one (batch, head) → probabilities in place; returns row lse. */
+/**
+ * Row blocks [r0, r1) of the T query rows with `lim`, the keys the block's last row sees: causal
+ * attention skips the matrix products over the hidden upper triangle block by block (about half of
+ * the work at T = S). Blocks of T/8 rows (at least 16); one block when not causal.
+ */
+function rowBlocks(d: AttnShape, causal: boolean): [number, number, number][] {
+  const { t, s } = d;
+  if (!causal || t <= 16) return [[0, t, s]];
+  const rows = Math.max(16, Math.ceil(t / 8 / 16) * 16);
+  const out: [number, number, number][] = [];
+  for (let r0 = 0; r0 < t; r0 += rows) {
+    const r1 = Math.min(t, r0 + rows);
+    out.push([r0, r1, Math.max(0, Math.min(s, r1 + s - t))]);
+  }
+  return out;
+}
+
+/**
+ * Scaled, masked scores of one (batch, head) → probabilities in place; returns row lse. Only the
+ * columns of each row block below its `lim` are written (later ones are hidden for every row of
+ * the block, and never read).
+ */
 function probs(
   d: AttnShape,
   bi: number,
@@ -71,22 +92,25 @@ function probs(
 ): void {
   const { t, s, nh, nkv, hd } = d;
   const g = Math.floor(h / (nh / nkv));
-  gemm(
-    false,
-    true,
-    t,
-    s,
-    hd,
-    q,
-    (bi * t * nh + h) * hd,
-    nh * hd,
-    k,
-    (bi * s * nkv + g) * hd,
-    nkv * hd,
-    sc,
-    0,
-    s,
-  );
+  // scores of each row block up to its last visible key (the rest of the row is never read)
+  for (const [r0, r1, lim] of rowBlocks(d, p.causal)) {
+    gemm(
+      false,
+      true,
+      r1 - r0,
+      lim,
+      hd,
+      q,
+      (bi * t * nh + h) * hd + r0 * nh * hd,
+      nh * hd,
+      k,
+      (bi * s * nkv + g) * hd,
+      nkv * hd,
+      sc,
+      r0 * s,
+      s,
+    );
+  }
   const shift = s - t;
   if (ws) {
     // the same passes as below, as SIMD kernels over sc (which is ws.sc)
@@ -133,27 +157,30 @@ export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
     // f32: scores live in the SIMD module's memory and the softmax runs there
     const ws = attnWorkspace(q, t, s, false, !!mask);
     const sc = ws ? ws.sc : allocArray(inputs[0].dtype, t * s); // (T, S)
+    const blocks = rowBlocks(d, params.causal);
     for (let bi = 0; bi < b; bi++) {
       if (ws && mask) ws.setMask(mask, bi * s);
       for (let h = 0; h < nh; h++) {
         probs(d, bi, h, q, k, mask, params, sc, lse, null, ws);
         const g = Math.floor(h / (nh / nkv));
-        gemm(
-          false,
-          false,
-          t,
-          hd,
-          s,
-          sc,
-          0,
-          s,
-          v,
-          (bi * s * nkv + g) * hd,
-          nkv * hd,
-          out,
-          (bi * t * nh + h) * hd,
-          nh * hd,
-        );
+        for (const [r0, r1, lim] of blocks) {
+          gemm(
+            false,
+            false,
+            r1 - r0,
+            hd,
+            lim,
+            sc,
+            r0 * s,
+            s,
+            v,
+            (bi * s * nkv + g) * hd,
+            nkv * hd,
+            out,
+            (bi * t * nh + h) * hd + r0 * nh * hd,
+            nh * hd,
+          );
+        }
       }
     }
   },
@@ -221,16 +248,13 @@ export const attentionBackwardOp: KernelOp<AttentionParams, "attention_backward"
     const p = ws ? ws.sc : allocArray(dt, t * s); // (T, S)
     const dp = ws ? ws.dp : allocArray(dt, t * s); // (T, S)
     const dsum = ws ? ws.dsum : allocArray(dt, t); // (T)
+    const blocks = rowBlocks(d, params.causal);
     for (let bi = 0; bi < b; bi++) {
       if (ws && mask) ws.setMask(mask, bi * s);
       for (let h = 0; h < nh; h++) {
         const g = Math.floor(h / (nh / nkv));
         const qo = (bi * t * nh + h) * hd, ko = (bi * s * nkv + g) * hd;
         probs(d, bi, h, q, k, mask, params, p, null, lse, ws);
-        // dV += Pᵀ dO
-        gemm(true, false, s, hd, t, p, 0, s, dout, qo, nh * hd, dv, ko, nkv * hd, 1);
-        // dP = dO Vᵀ
-        gemm(false, true, t, s, hd, dout, qo, nh * hd, v, ko, nkv * hd, dp, 0, s);
         for (let ti = 0; ti < t; ti++) {
           let acc = 0;
           for (let i = 0; i < hd; i++) {
@@ -238,18 +262,26 @@ export const attentionBackwardOp: KernelOp<AttentionParams, "attention_backward"
           }
           dsum[ti] = acc;
         }
-        if (ws) ws.ds(params.scale);
-        else {
-          for (let ti = 0; ti < t; ti++) {
-            const row = ti * s;
-            for (let j = 0; j < s; j++) {
-              dp[row + j] = p[row + j] * (dp[row + j] - dsum[ti]) * params.scale;
+        // row block by row block, over the keys the block sees (P and dS are 0 past them)
+        for (const [r0, r1, lim] of blocks) {
+          const m = r1 - r0, qb = qo + r0 * nh * hd, pb = r0 * s;
+          // dV += Pᵀ dO
+          gemm(true, false, lim, hd, m, p, pb, s, dout, qb, nh * hd, dv, ko, nkv * hd, 1);
+          // dP = dO Vᵀ
+          gemm(false, true, m, lim, hd, dout, qb, nh * hd, v, ko, nkv * hd, dp, pb, s);
+          if (ws) ws.ds(params.scale, r0, r1, lim);
+          else {
+            for (let ti = r0; ti < r1; ti++) {
+              const row = ti * s;
+              for (let j = 0; j < lim; j++) {
+                dp[row + j] = p[row + j] * (dp[row + j] - dsum[ti]) * params.scale;
+              }
             }
           }
+          // dQ = dS K ; dK += dSᵀ Q
+          gemm(false, false, m, hd, lim, dp, pb, s, k, ko, nkv * hd, dq, qb, nh * hd);
+          gemm(true, false, lim, hd, m, dp, pb, s, q, qb, nh * hd, dk, ko, nkv * hd, 1);
         }
-        // dQ = dS K ; dK += dSᵀ Q
-        gemm(false, false, t, hd, s, dp, 0, s, k, ko, nkv * hd, dq, qo, nh * hd);
-        gemm(true, false, s, hd, t, dp, 0, s, q, qo, nh * hd, dk, ko, nkv * hd, 1);
       }
     }
   },

@@ -1,6 +1,7 @@
 /**
  * Batched matrix multiply with transpose flags. The VJP is two matmuls with flipped flags, so
- * backward never materialises a transpose. f32 runs on the fast gemm (BLAS / wasm SIMD).
+ * backward never materialises a transpose. f32 runs on the fast gemm (BLAS / wasm SIMD), or in
+ * bf16 with f32 accumulation when `setMatmulPrecision("bfloat16")` is in effect.
  * @module
  */
 // B = batch dims, M×K · K×N → M×N
@@ -11,7 +12,7 @@ import { apply1 } from "../apply.ts";
 import { fmt, sameShape, sizeOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { reshape } from "./movement.ts";
-import { gemm } from "../backend/cpu/gemm_adapter.ts";
+import { matmulGemm } from "../backend/cpu/gemm_adapter.ts";
 import { matmulKernel } from "./matmul/wgsl.ts";
 
 /** Params of `matmul`. */
@@ -73,6 +74,7 @@ export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams,
     const d = dims(a, b, p);
     return [{ shape: [...d.batch, d.m, d.n], dtype: a.dtype }];
   },
+  writesAll: true,
   cpu: ([a, b], [c], { inputs, params }) => {
     const d = dims(inputs[0], inputs[1], params);
     const { m, n, k } = d;
@@ -81,11 +83,11 @@ export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams,
     const lda = transA ? m : k, ldb = transB ? k : n;
     if (inputs[1].shape.length === 2 && !transA) {
       // fold A's batch into rows: one big gemm
-      gemm(transA, transB, m * batch, n, k, a, 0, lda, b, 0, ldb, c, 0, n);
+      matmulGemm(transA, transB, m * batch, n, k, a, lda, b, ldb, c, n);
       return;
     }
     const sa = inputs[0].shape.length > 2 ? m * k : 0, sb = inputs[1].shape.length > 2 ? k * n : 0;
-    gemm(transA, transB, m, n, k, a, 0, lda, b, 0, ldb, c, 0, n, 0, batch, sa, sb, m * n);
+    matmulGemm(transA, transB, m, n, k, a, lda, b, ldb, c, n, batch, sa, sb, m * n);
   },
   wgsl: ({ inputs: [a, b], params }, device) => {
     const d = dims(a, b, params);

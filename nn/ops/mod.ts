@@ -7,7 +7,7 @@ import type { OpDef } from "../op.ts";
 import { affineOp, castOp } from "./arith.ts";
 import { UNARY_OPS } from "./unary.ts";
 import { BINARY_OPS, powScalarOp, whereOp } from "./binary.ts";
-import { argmaxOp, maxOp, sumOp } from "./reduce.ts";
+import { argmaxOp, maxOp, sumOp, sumSquaresOp } from "./reduce.ts";
 import { broadcastToOp, concatOp, padOp, reshapeOp, sliceOp, transposeOp } from "./movement.ts";
 import { matmulOp } from "./matmul.ts";
 import {
@@ -38,6 +38,7 @@ const ops = {
   pow_scalar: powScalarOp,
   where: whereOp,
   sum: sumOp,
+  sum_squares: sumSquaresOp,
   max: maxOp,
   argmax: argmaxOp,
   reshape: reshapeOp,

@@ -1,6 +1,7 @@
 /**
- * Reductions over axes: `sum`, `max` (primitives), `argmax` (non-differentiable), and `mean`
- * composed from `sum`.
+ * Reductions over axes: `sum`, `sumSquares` (Σx², one pass and no x² tensor: the global
+ * gradient norm), `max` (primitives), `argmax` (non-differentiable), and `mean` composed from
+ * `sum`.
  * @module
  */
 import { isFloat } from "../dtype.ts";
@@ -110,19 +111,22 @@ function reduceKernel(
 // WGSL: one invocation per output (software adapters, many outputs) or one workgroup per output
 // (real GPUs, few long reductions), accumulating in f32 (i32/u32 wrap like the CPU stores).
 
-function reduceInit(kind: "sum" | "max", t: string): string {
-  if (kind === "sum") return `${t}(0)`;
+type ReduceKind = "sum" | "sumsq" | "max";
+
+function reduceInit(kind: ReduceKind, t: string): string {
+  if (kind !== "max") return `${t}(0)`;
   if (t === "f32") return NEG_INF;
   return t === "i32" ? "i32(-2147483647) - 1" : "0u";
 }
 
-function reduceStep(kind: "sum" | "max", acc: string, v: string): string {
+function reduceStep(kind: ReduceKind, acc: string, v: string): string {
+  if (kind === "sumsq") return `${acc} + ${v} * ${v}`;
   return kind === "sum" ? `${acc} + ${v}` : `select(${acc}, ${v}, ${v} > ${acc})`;
 }
 
-/** WGSL plan of `sum` / `max` over any set of axes. */
+/** WGSL plan of `sum` / `sumsq` / `max` over any set of axes. */
 function reduceWgsl(
-  kind: "sum" | "max",
+  kind: ReduceKind,
   x: Meta,
   axes: readonly number[],
   device: WgslDevice,
@@ -212,7 +216,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     if (lid < s) {
       let a = part[lid];
       let v = part[lid + s];
-      part[lid] = ${reduceStep(kind, "a", "v")};
+      part[lid] = ${reduceStep(kind === "sumsq" ? "sum" : kind, "a", "v")}; // partial sums add
     }
     workgroupBarrier();
   }
@@ -229,6 +233,7 @@ function keepShape(m: Meta, p: ReduceParams): number[] {
 export const sumOp: KernelOp<ReduceParams, "sum"> = defineOp<ReduceParams, "sum">({
   name: "sum",
   infer: (ins, p) => inferReduce("sum", ins, p),
+  writesAll: true,
   cpu: ([x], [y], { inputs, params }) =>
     reduceKernel(x, y, inputs[0].shape, params.axes, 0, (a, v) => a + v),
   wgsl: ({ inputs: [x], params }, device) => reduceWgsl("sum", x, params.axes, device),
@@ -246,6 +251,57 @@ export const sumOp: KernelOp<ReduceParams, "sum"> = defineOp<ReduceParams, "sum"
       label: "non-trailing",
     },
     { inputs: [{ shape: [2, 3] }], params: { axes: [0, 1], keepdims: false }, label: "all" },
+  ],
+});
+
+/** Σx² over a whole array, four f64 accumulators (a monomorphic loop: 20× the generic fold). */
+function sumSquaresAll(x: ArrayLike<number>): number {
+  let a0 = 0, a1 = 0, a2 = 0, a3 = 0, i = 0;
+  const n = x.length, n4 = n - (n % 4);
+  for (; i < n4; i += 4) {
+    const v0 = x[i], v1 = x[i + 1], v2 = x[i + 2], v3 = x[i + 3];
+    a0 += v0 * v0;
+    a1 += v1 * v1;
+    a2 += v2 * v2;
+    a3 += v3 * v3;
+  }
+  for (; i < n; i++) a0 += x[i] * x[i];
+  return (a0 + a1) + (a2 + a3);
+}
+
+/** Sum of squares over axes (Σx² without an x² tensor). */
+export const sumSquaresOp: KernelOp<ReduceParams, "sum_squares"> = defineOp<
+  ReduceParams,
+  "sum_squares"
+>({
+  name: "sum_squares",
+  infer: (ins, p) => {
+    if (!isFloat(ins[0].dtype)) {
+      throw new Error(`Cannot take the sum of squares of a ${ins[0].dtype} tensor: need a float`);
+    }
+    return inferReduce("sum_squares", ins, p);
+  },
+  writesAll: true,
+  cpu: ([x], [y], { inputs, params }) => {
+    const shape = inputs[0].shape;
+    if (params.axes.length === shape.length) y[0] = sumSquaresAll(x); // the global-norm case
+    else reduceKernel(x, y, shape, params.axes, 0, (a, v) => a + v * v);
+  },
+  wgsl: ({ inputs: [x], params }, device) => reduceWgsl("sumsq", x, params.axes, device),
+  // d Σx² = 2x·broadcast(ct)
+  vjp: (ct, ctx) => {
+    const x = ctx.inputs[0]!;
+    const c = broadcastTo(reshape(ct[0]!, keepShape(ctx.inMetas[0], ctx.params)), x.shape);
+    return [mul(affine(x, 2), c)];
+  },
+  examples: [
+    { inputs: [{ shape: [3, 4] }], params: { axes: [1], keepdims: false } },
+    { inputs: [{ shape: [2, 3, 4] }], params: { axes: [0, 1, 2], keepdims: false }, label: "all" },
+    {
+      inputs: [{ shape: [3, 150] }],
+      params: { axes: [0, 1], keepdims: false },
+      label: "long (WebGPU: a workgroup per output)",
+    },
   ],
 });
 
@@ -343,6 +399,24 @@ fn main(${GRID_ARGS}) {
  */
 export function sum(x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor {
   return apply1(sumOp, [x], { axes: normAxes(axes, x.rank), keepdims });
+}
+
+/**
+ * Sum of squares over `axes` (all when omitted): `sum(square(x))` in one pass, without the x²
+ * tensor.
+ *
+ * @param x float input
+ * @param axes axis or axes (negative counts from the end)
+ * @param keepdims keep reduced axes as size 1
+ * @returns Σx²
+ * @example
+ * ```ts
+ * import { sumSquares, tensor } from "@minimind/ts";
+ * await sumSquares(tensor([3, 4])).item(); // 25
+ * ```
+ */
+export function sumSquares(x: Tensor, axes?: number | readonly number[], keepdims = false): Tensor {
+  return apply1(sumSquaresOp, [x], { axes: normAxes(axes, x.rank), keepdims });
 }
 
 /**

@@ -31,6 +31,7 @@ export const swigluOp: KernelOp<NoParams, "swiglu"> = defineOp<NoParams, "swiglu
     }
     return [{ shape: g.shape, dtype: g.dtype }];
   },
+  writesAll: true,
   cpu: ([g, u], [y]) => {
     if (simdSwiglu(g, u, y)) return; // f32: the wasm SIMD kernel
     for (let i = 0; i < g.length; i++) y[i] = g[i] * sig(g[i]) * u[i];
@@ -56,6 +57,7 @@ export const swigluBackwardOp: KernelOp<NoParams, "swiglu_backward"> = defineOp<
 >({
   name: "swiglu_backward",
   infer: ([, g, u]) => [{ shape: g.shape, dtype: g.dtype }, { shape: u.shape, dtype: u.dtype }],
+  writesAll: true,
   cpu: ([ct, g, u], [dg, du]) => {
     if (simdSwigluBackward(ct, g, u, dg, du)) return; // f32: the wasm SIMD kernel
     for (let i = 0; i < g.length; i++) {

@@ -6,8 +6,15 @@
 import type { TypedArray } from "../../dtype.ts";
 import { getGemm } from "./gemm/mod.ts";
 import type { Gemm } from "./gemm/mod.ts";
+import { openBf16Gemm } from "./gemm/bf16.ts";
 
 let fast: Pick<Gemm, "sgemm"> | null = null;
+
+/**
+ * Milliseconds spent in `gemm` since the clock was turned on (the CPU backend's profiler reads it
+ * around each kernel, to split an op's time into matrix products and the rest).
+ */
+export const gemmClock: { on: boolean; ms: number } = { on: false, ms: 0 };
 
 /**
  * Overrides the fast f32 gemm (`null` restores the default). By default every f32 call uses
@@ -43,6 +50,37 @@ export function gemm(
   strideC = 0,
 ): void {
   if (m === 0 || n === 0) return;
+  if (gemmClock.on) {
+    gemmClock.on = false; // one timer per outer call
+    const t0 = performance.now();
+    try {
+      gemm(
+        transA,
+        transB,
+        m,
+        n,
+        k,
+        a,
+        aOffset,
+        lda,
+        b,
+        bOffset,
+        ldb,
+        c,
+        cOffset,
+        ldc,
+        beta,
+        batch,
+        strideA,
+        strideB,
+        strideC,
+      );
+    } finally {
+      gemmClock.ms += performance.now() - t0;
+      gemmClock.on = true;
+    }
+    return;
+  }
   if (a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array) {
     (fast ?? getGemm()).sgemm({
       transA,
@@ -83,4 +121,92 @@ export function gemm(
       }
     }
   }
+}
+
+let bf16: Pick<Gemm, "sgemm"> | null = null;
+
+/** The precision of the matmul op's f32 products on the CPU (see `setMatmulPrecision`). */
+export function matmulPrecision(): "float32" | "bfloat16" {
+  return bf16 ? "bfloat16" : "float32";
+}
+
+/**
+ * Mixed precision for the matmul op (linear layers, the LM head) on the CPU: with "bfloat16" its
+ * f32 operands are rounded to bf16 and multiplied with f32 accumulation into an f32 result
+ * (oneDNN, where the CPU has native bf16); weights, gradients, optimizer state and every other op
+ * stay f32. Returns null when the precision is in effect, or why it stays float32.
+ *
+ * @param precision "float32" (default) or "bfloat16"
+ * @param impl a bf16 gemm to use instead of oneDNN's (tests)
+ * @returns null, or the reason bf16 is unavailable
+ */
+export function setMatmulPrecision(
+  precision: "float32" | "bfloat16",
+  impl?: Pick<Gemm, "sgemm">,
+): string | null {
+  if (precision === "float32") {
+    bf16 = null;
+    return null;
+  }
+  const g = impl ?? openBf16Gemm();
+  if (typeof g === "string") {
+    bf16 = null;
+    return g;
+  }
+  bf16 = g;
+  return null;
+}
+
+/**
+ * `gemm` for the matmul op: in the bfloat16 precision (see `setMatmulPrecision`) f32 products go
+ * to the bf16 gemm; otherwise it is `gemm`.
+ */
+export function matmulGemm(
+  transA: boolean,
+  transB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  a: TypedArray,
+  lda: number,
+  b: TypedArray,
+  ldb: number,
+  c: TypedArray,
+  ldc: number,
+  batch = 1,
+  strideA = 0,
+  strideB = 0,
+  strideC = 0,
+): void {
+  const g = bf16;
+  if (
+    !g || m === 0 || n === 0 || !(a instanceof Float32Array) || !(b instanceof Float32Array) ||
+    !(c instanceof Float32Array)
+  ) {
+    gemm(
+      transA,
+      transB,
+      m,
+      n,
+      k,
+      a,
+      0,
+      lda,
+      b,
+      0,
+      ldb,
+      c,
+      0,
+      ldc,
+      0,
+      batch,
+      strideA,
+      strideB,
+      strideC,
+    );
+    return;
+  }
+  const t0 = gemmClock.on ? performance.now() : 0;
+  g.sgemm({ transA, transB, m, n, k, a, lda, b, ldb, c, ldc, batch, strideA, strideB, strideC });
+  if (gemmClock.on) gemmClock.ms += performance.now() - t0;
 }

@@ -12,9 +12,26 @@ import { newCounters } from "../backend.ts";
 import type { DType, TypedArray } from "../../dtype.ts";
 import { allocArray, byteSize, dtypeOfArray } from "../../dtype.ts";
 import type { KernelOp, Meta } from "../../op.ts";
+import { gemmClock } from "./gemm_adapter.ts";
 
 /** Arrays smaller than this are left to the GC (pooling pays off for large ones). */
 const POOL_MIN_BYTES = 64 * 1024;
+
+/** Time one op's CPU kernel took over a profiled span (see `CpuBackend.startProfile`). */
+export interface OpProfileRow {
+  /** The op's name. */
+  readonly op: string;
+  /** Kernel calls. */
+  calls: number;
+  /** Milliseconds inside the kernel. */
+  ms: number;
+  /** Milliseconds taking (and zeroing) the output arrays. */
+  allocMs: number;
+  /** Of `ms`, milliseconds inside matrix products (`gemm`: BLAS or wasm). */
+  gemmMs: number;
+  /** Bytes of outputs allocated. */
+  outBytes: number;
+}
 
 /** A CPU storage: a typed array. */
 export interface CpuStorage extends Storage {
@@ -22,7 +39,8 @@ export interface CpuStorage extends Storage {
   readonly data: TypedArray;
 }
 
-class CpuBackend implements Backend {
+/** The CPU backend (one instance, `cpuBackend`). */
+export class CpuBackend implements Backend {
   readonly name = "cpu";
   readonly counters: BackendCounters = newCounters();
   /** Storages adopted from callers, which may still hold the array: never pooled. */
@@ -48,21 +66,44 @@ class CpuBackend implements Backend {
   /** See {@link CpuBackend.poolLiveRatio} (default 256 MiB, a training step's activations). */
   poolFloorBytes = 256 * 1024 ** 2;
 
+  /** Per-op timings while a profile is running (null = not profiling, no timer calls). */
+  #profile: Map<string, OpProfileRow> | null = null;
+
+  /**
+   * Starts timing every kernel call by op name (kernel time and output allocation time apart);
+   * `stopProfile` returns the rows. Costs two `performance.now()` calls per kernel while on.
+   */
+  startProfile(): void {
+    this.#profile = new Map();
+    gemmClock.on = true;
+  }
+
+  /** Stops profiling; returns one row per op seen since `startProfile`, slowest first. */
+  stopProfile(): OpProfileRow[] {
+    const rows = [...(this.#profile?.values() ?? [])].sort((a, b) => b.ms - a.ms);
+    this.#profile = null;
+    gemmClock.on = false;
+    return rows;
+  }
+
   #wrap(data: TypedArray, pooled: boolean): CpuStorage {
     this.counters.bytesInUse += data.byteLength;
     if (!pooled) this.counters.bytesAllocated += data.byteLength;
     return { backend: this, refs: 0, bytes: data.byteLength, data };
   }
 
-  /** A zeroed array: a freed one of the same dtype and length when the pool has it. */
-  #take(dtype: DType, size: number): [TypedArray, boolean] {
+  /**
+   * A zeroed array (left as it was when `zero` is false: the kernel writes every element): a freed
+   * one of the same dtype and length when the pool has it.
+   */
+  #take(dtype: DType, size: number, zero = true): [TypedArray, boolean] {
     if (size * byteSize(dtype) >= POOL_MIN_BYTES) {
       const k = dtype + size;
       const a = this.#pool.get(k)?.pop();
       if (a) {
         this.#pooledBytes -= a.byteLength;
         this.counters.poolHits++;
-        return [a.fill(0), true];
+        return [zero ? a.fill(0) : a, true];
       }
       // a size wanted again after a free recurs (a train step's shapes do, step after step; a
       // growing KV cache's lengths do not)
@@ -163,14 +204,37 @@ class CpuBackend implements Backend {
     params: P,
   ): Storage[] {
     const ins = inputs.map((s) => (s as CpuStorage).data);
-    const outs = outMetas.map((m) => {
+    const prof = this.#profile;
+    const t0 = prof ? performance.now() : 0;
+    const alias = op.inPlace?.(params);
+    const outs = outMetas.map((m, i): [TypedArray, boolean] => {
+      const j = alias?.[i];
+      if (j !== undefined && j !== null) return [ins[j], true]; // written in place
       let n = 1;
       for (const d of m.shape) n *= d;
-      return this.#take(m.dtype, n);
+      return this.#take(m.dtype, n, !op.writesAll);
     });
+    const t1 = prof ? performance.now() : 0;
+    const g0 = gemmClock.ms;
     this.counters.dispatches++;
     op.cpu(ins, outs.map((o) => o[0]), { inputs: inMetas, outputs: outMetas, params });
-    return outs.map((o) => this.#wrap(...o));
+    if (prof) {
+      const t2 = performance.now();
+      let row = prof.get(op.name);
+      if (!row) {
+        row = { op: op.name, calls: 0, ms: 0, allocMs: 0, gemmMs: 0, outBytes: 0 };
+        prof.set(op.name, row);
+      }
+      row.calls++;
+      row.gemmMs += gemmClock.ms - g0;
+      row.ms += t2 - t1;
+      row.allocMs += t1 - t0;
+      for (const o of outs) row.outBytes += o[0].byteLength;
+    }
+    return outs.map((o, i) => {
+      const j = alias?.[i];
+      return j !== undefined && j !== null ? inputs[j] : this.#wrap(...o);
+    });
   }
 
   sync(): Promise<void> {

@@ -108,10 +108,13 @@ export class AttnWorkspace {
     }
   }
 
-  /** dS = P ⊙ (dP − dsum)·scale in place in `dp`. */
-  ds(scale: number): void {
-    const args = [this.#scP, this.#dpP, this.#n, this.#n, this.#dP, scale];
-    this.#s.par("attn_ds", args, 0, this.#t, this.#per());
+  /**
+   * dS = P ⊙ (dP − dsum)·scale in place in `dp`, over rows [r0, r1) (default all) and their
+   * first `cols` columns (default all; a causal row block stops at its last visible key).
+   */
+  ds(scale: number, r0 = 0, r1 = this.#t, cols = this.#n): void {
+    const args = [this.#scP, this.#dpP, this.#n, cols, this.#dP, scale];
+    this.#s.par("attn_ds", args, r0, r1, this.#per());
   }
 
   /**

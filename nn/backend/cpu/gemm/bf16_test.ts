@@ -1,0 +1,74 @@
+import assert from "node:assert/strict";
+import { cpuHasBf16, openBf16Gemm, toBf16 } from "./bf16.ts";
+import { matmulPrecision, setMatmulPrecision } from "../gemm_adapter.ts";
+import { tensor } from "../../../creation.ts";
+import { matmul } from "../../../ops/matmul.ts";
+import { key, normalArray } from "../../../random.ts";
+
+/** bf16 bits back to f32. */
+function fromBf16(h: Uint16Array): Float32Array {
+  return new Float32Array(Uint32Array.from(h, (v) => v << 16).buffer);
+}
+
+Deno.test("toBf16 rounds to nearest even and keeps NaN and infinities", () => {
+  const x = new Float32Array([
+    1,
+    1 + 2 ** -8,
+    1 + 3 * 2 ** -8,
+    1 + 2 ** -9,
+    -2.5,
+    Infinity,
+    NaN,
+    0,
+  ]);
+  const h = new Uint16Array(x.length);
+  toBf16(x, 0, x.length, h);
+  const y = fromBf16(h);
+  // 1 + 2^-8 is halfway between 1 and 1 + 2^-7: ties go to the even mantissa (1)
+  assert.deepEqual([...y.slice(0, 6)], [1, 1, 1 + 2 ** -6, 1, -2.5, Infinity]);
+  assert.ok(Number.isNaN(y[6]));
+  assert.equal(y[7], 0);
+});
+
+Deno.test("bfloat16 matmul: bf16 products with f32 accumulation, or float32 with the reason", () => {
+  const [m, k, n] = [37, 64, 29];
+  const a = Float32Array.from(normalArray(key(1), m * k));
+  const b = Float32Array.from(normalArray(key(2), n * k));
+  const ta = tensor(a, [m, k]), tb = tensor(b, [n, k]);
+  const f32 = matmul(ta, tb, { transB: true }).dataSync();
+  const why = setMatmulPrecision("bfloat16");
+  try {
+    const got = matmul(ta, tb, { transB: true }).dataSync();
+    const g = openBf16Gemm();
+    assert.equal(why === null, typeof g !== "string");
+    if (why !== null) {
+      // no native bf16 here: the reason says so and the product stays float32, bit for bit
+      assert.equal(why, g);
+      assert.equal(matmulPrecision(), "float32");
+      assert.deepEqual(got, f32);
+      assert.equal(why.startsWith("this CPU"), !cpuHasBf16());
+      return;
+    }
+    assert.equal(matmulPrecision(), "bfloat16");
+    // the reference: f32 products of the bf16-rounded operands
+    const [ha, hb] = [new Uint16Array(a.length), new Uint16Array(b.length)];
+    toBf16(a, 0, a.length, ha);
+    toBf16(b, 0, b.length, hb);
+    const ra = fromBf16(ha), rb = fromBf16(hb);
+    let worstRef = 0, worstF32 = 0;
+    for (let i = 0; i < m; i++) {
+      for (let j = 0; j < n; j++) {
+        let s = 0;
+        for (let p = 0; p < k; p++) s += ra[i * k + p] * rb[j * k + p];
+        worstRef = Math.max(worstRef, Math.abs(got[i * n + j] - s) / (1 + Math.abs(s)));
+        worstF32 = Math.max(worstF32, Math.abs(got[i * n + j] - f32[i * n + j]));
+      }
+    }
+    assert.ok(worstRef < 1e-5, `bf16 gemm vs f32 products of bf16 inputs: ${worstRef}`);
+    assert.ok(worstF32 > 1e-4, "the operands really were rounded to bf16");
+  } finally {
+    setMatmulPrecision("float32");
+    ta.dispose();
+    tb.dispose();
+  }
+});
