@@ -12,21 +12,10 @@ import { key } from "../nn/random.ts";
 import type { Tree } from "../nn/tree.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { add } from "../nn/ops/binary.ts";
-import {
-  config as makeConfig,
-  configToHF,
-  countParams,
-  forward,
-  init,
-  lossFromLogits,
-  PRESETS,
-} from "../nn/minimind.ts";
-import type {
-  ConfigOverrides,
-  MiniMindConfig,
-  MiniMindParams,
-  PresetName,
-} from "../nn/minimind.ts";
+import { countParams, forward, init, lossFromLogits } from "../nn/model/minimind.ts";
+import { config as makeConfig, configToHF, PRESETS } from "../nn/model/minimind_config.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
+import type { ConfigOverrides, MiniMindConfig, PresetName } from "../nn/model/minimind_config.ts";
 import { loadModel } from "../convert/hf.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { trainTokenizer } from "../data/bpe_trainer.ts";

@@ -15,7 +15,8 @@ import { Progress } from "./progress.ts";
 import { DataLoader } from "../data/loader.ts";
 import { adamw } from "./optim.ts";
 import { lmBatch, lmLoss } from "./lm.ts";
-import { config, init } from "../nn/minimind.ts";
+import { init } from "../nn/model/minimind.ts";
+import { config } from "../nn/model/minimind_config.ts";
 import { key } from "../nn/random.ts";
 import { MetricsWriter } from "./metrics.ts";
 
