@@ -15,8 +15,8 @@ import { add, matmul, reshape, rmsNorm } from "../nn/ops/mod.ts";
 import { uniformArray } from "../nn/random.ts";
 import type { Key } from "../nn/random.ts";
 import { split } from "../nn/random.ts";
-import { forward } from "../nn/minimind.ts";
-import type { MiniMindConfig, MiniMindParams } from "../nn/minimind.ts";
+import { forward } from "../nn/model/minimind.ts";
+import type { MiniMindConfig, MiniMindParams } from "../nn/model/minimind.ts";
 
 /** The value head: Linear(H, 1) with bias. */
 export interface ValueHead {

@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { tensor } from "../nn/creation.ts";
-import { config, init } from "../nn/minimind.ts";
+import { config, init } from "../nn/model/minimind.ts";
 import { key } from "../nn/random.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { fixture } from "../tests/_util.ts";
