@@ -16,7 +16,8 @@ import { uniformArray } from "../nn/random.ts";
 import type { Key } from "../nn/random.ts";
 import { split } from "../nn/random.ts";
 import { forward } from "../nn/model/minimind.ts";
-import type { MiniMindConfig, MiniMindParams } from "../nn/model/minimind.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
+import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 
 /** The value head: Linear(H, 1) with bias. */
 export interface ValueHead {

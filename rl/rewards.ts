@@ -14,7 +14,7 @@
 import { tensor } from "../nn/creation.ts";
 import { scope } from "../nn/scope.ts";
 import { sliceAxis } from "../nn/ops/movement.ts";
-import type { MiniMindConfig } from "../nn/model/minimind.ts";
+import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { POEM_FORMS } from "../data/corpus/poetry.ts";
 import type { PoemForm } from "../data/corpus/poetry.ts";

@@ -1,6 +1,7 @@
 import assert from "node:assert/strict";
 import { tensor } from "../nn/creation.ts";
-import { config, init } from "../nn/model/minimind.ts";
+import { init } from "../nn/model/minimind.ts";
+import { config } from "../nn/model/minimind_config.ts";
 import { key } from "../nn/random.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { fixture } from "../tests/_util.ts";
