@@ -158,7 +158,16 @@ export type {
 } from "./train/optim.ts";
 export { constant, getLr, warmupCosine } from "./train/schedule.ts";
 export type { Schedule, WarmupCosineOptions } from "./train/schedule.ts";
-export { disposeState, makeTrainStep } from "./train/step.ts";
+export { disposeOutput, disposeState, makeTrainStep } from "./train/step.ts";
 export type { LossFn, StepOutput, TrainState, TrainStep, TrainStepOptions } from "./train/step.ts";
 export { loadResume, loadWeights, saveResume, saveWeights } from "./train/checkpoint.ts";
+export { asTrainState, savedField, stepTrainer } from "./train/trainer.ts";
+export type { LoopHyper, Trainer } from "./train/trainer.ts";
+export { runTraining } from "./train/loop.ts";
+export { DataLoader } from "./data/loader.ts";
+export type { Batch, DataLoaderOptions } from "./data/loader.ts";
+export type { Dataset } from "./data/datasets.ts";
+export { Progress } from "./train/progress.ts";
+export type { ProgressInfo } from "./train/progress.ts";
+export type { LoopOptions, LoopResult, RunFiles } from "./train/loop.ts";
 export type { ResumeInfo } from "./train/checkpoint.ts";
