@@ -164,7 +164,7 @@ export class RlTrainer implements Trainer<RlState, RlBatch> {
     const s = settings;
     const actorLr = (c: number) => getLr(c, Math.max(1, s.totalUpdates), s.learningRate);
     this.#actorStep = makeTrainStep<RlMinibatch, Tree>(
-      (p, b) => this.#actorLoss(p as MiniMindParams, b),
+      (p, b) => actorObjective(s, p as MiniMindParams, b),
       adamw({ lr: actorLr }),
       { accumulationSteps: s.accumulationSteps, gradClip: s.gradClip, hasAux: true },
     );
@@ -172,7 +172,7 @@ export class RlTrainer implements Trainer<RlState, RlBatch> {
       getLr(c, Math.max(1, s.criticTotalUpdates), s.criticLearningRate);
     this.#criticStep = s.algorithm === "ppo"
       ? makeTrainStep<RlMinibatch, Tree>(
-        (p, b) => this.#criticLoss(p as unknown as CriticParams, b),
+        (p, b) => criticObjective(s, p as unknown as CriticParams, b),
         adamw({ lr: criticLr }),
         { accumulationSteps: s.accumulationSteps, gradClip: s.gradClip, hasAux: true },
       )
@@ -435,55 +435,90 @@ export class RlTrainer implements Trainer<RlState, RlBatch> {
     }
     return { ...state, actor, critic: critic2 };
   }
+}
 
-  /** The actor's loss of the algorithm: [loss + aux, {aux, kl, clip, entropy, meanLogp, …}]. */
-  #actorLoss(params: MiniMindParams, b: RlMinibatch): [Tensor, Tree] {
-    const s = this.settings;
-    const r = b.response.shape[1];
-    const { logits, auxLoss } = forward(s.cfg, params, b.ids, {
-      attentionMask: b.attention,
-      logitsToKeep: r + 1,
-      train: true,
+/** The settings the objectives read. */
+export type ObjectiveSettings = Pick<
+  RlSettings,
+  | "algorithm"
+  | "cfg"
+  | "lossType"
+  | "beta"
+  | "clipEpsilon"
+  | "epsilonHigh"
+  | "earlyStopKl"
+  | "valueClip"
+>;
+
+/**
+ * The actor's objective of a step — what the trainer differentiates: one forward over prompt +
+ * response, the algorithm's loss (GRPO/CISPO, SPO or PPO's clipped loss) plus the MoE aux loss.
+ *
+ * @param s algorithm and its coefficients
+ * @param params actor params
+ * @param b the minibatch
+ * @returns [loss + aux, {aux, entropy, meanLogp, kl, clip?, approxKl?}]
+ */
+export function actorObjective(
+  s: ObjectiveSettings,
+  params: MiniMindParams,
+  b: RlMinibatch,
+): [Tensor, Record<string, Tensor>] {
+  const r = b.response.shape[1];
+  const { logits, auxLoss } = forward(s.cfg, params, b.ids, {
+    attentionMask: b.attention,
+    logitsToKeep: r + 1,
+    train: true,
+  });
+  const lp = responseLogProbs(logits, b.response);
+  const ent = maskedMean(entropy(stopGradient(sliceAxis(logits, 1, 0, r))), b.mask);
+  const meanLogp = maskedMean(stopGradient(lp), b.mask);
+  const x = { logp: lp, oldLogp: b.oldLogp, refLogp: b.refLogp, advantages: b.advantages };
+  let loss: Tensor, more: Record<string, Tensor>;
+  if (s.algorithm === "grpo") {
+    const o = grpoLoss({ ...x, mask: b.mask }, {
+      lossType: s.lossType,
+      beta: s.beta,
+      clipEpsilon: s.clipEpsilon,
+      epsilonHigh: s.epsilonHigh,
     });
-    const lp = responseLogProbs(logits, b.response);
-    const ent = maskedMean(entropy(stopGradient(sliceAxis(logits, 1, 0, r))), b.mask);
-    const meanLogp = maskedMean(stopGradient(lp), b.mask);
-    const x = { logp: lp, oldLogp: b.oldLogp, refLogp: b.refLogp, advantages: b.advantages };
-    let loss: Tensor, more: Record<string, Tensor>;
-    if (s.algorithm === "grpo") {
-      const o = grpoLoss({ ...x, mask: b.mask }, {
-        lossType: s.lossType,
-        beta: s.beta,
-        clipEpsilon: s.clipEpsilon,
-        epsilonHigh: s.epsilonHigh,
-      });
-      loss = o.loss, more = { kl: o.kl, clip: o.clipFraction };
-    } else if (s.algorithm === "spo") {
-      const o = spoLoss({ ...x, mask: b.mask }, s.beta);
-      loss = o.loss, more = { kl: o.kl };
-    } else {
-      const o = ppoTokenLoss({ ...x, mask: b.mask }, {
-        clipEpsilon: s.clipEpsilon,
-        klCoef: s.beta,
-        earlyStopKl: s.earlyStopKl,
-      });
-      loss = o.loss, more = { kl: o.kl, clip: o.clipFraction, approxKl: o.approxKl };
-    }
-    return [add(loss, auxLoss), { aux: auxLoss, entropy: ent, meanLogp, ...more }];
+    loss = o.loss, more = { kl: o.kl, clip: o.clipFraction };
+  } else if (s.algorithm === "spo") {
+    const o = spoLoss({ ...x, mask: b.mask }, s.beta);
+    loss = o.loss, more = { kl: o.kl };
+  } else {
+    const o = ppoTokenLoss({ ...x, mask: b.mask }, {
+      clipEpsilon: s.clipEpsilon,
+      klCoef: s.beta,
+      earlyStopKl: s.earlyStopKl,
+    });
+    loss = o.loss, more = { kl: o.kl, clip: o.clipFraction, approxKl: o.approxKl };
   }
+  return [add(loss, auxLoss), { aux: auxLoss, entropy: ent, meanLogp, ...more }];
+}
 
-  /** PPO's critic loss: 0.5 · clipped value loss (MiniMind's loss = policy + 0.5·value_loss). */
-  #criticLoss(params: CriticParams, b: RlMinibatch): [Tensor, Tree] {
-    const s = this.settings;
-    const r = b.response.shape[1], p = b.ids.shape[1] - r;
-    const v = criticValues(s.cfg, params, b.ids, { attentionMask: b.attention });
-    const values = sliceAxis(v, 1, p - 1, p + r - 1); // (N, R)
-    const vl = ppoValueLoss(
-      { values, oldValues: b.oldValues!, returns: b.returns!, mask: b.mask },
-      s.valueClip,
-    );
-    return [mul(affine(vl, 0.5), reshape(sliceAxis(b.scale!, 0, 0, 1), [])), { value: vl }];
-  }
+/**
+ * PPO's critic objective: 0.5 · the clipped value loss (MiniMind's loss = policy + 0.5·value),
+ * times the minibatch's early-stop scale.
+ *
+ * @param s model config and value clip
+ * @param params critic params
+ * @param b the minibatch (with returns, old values and scale)
+ * @returns [loss, {value}]
+ */
+export function criticObjective(
+  s: ObjectiveSettings,
+  params: CriticParams,
+  b: RlMinibatch,
+): [Tensor, Record<string, Tensor>] {
+  const r = b.response.shape[1], p = b.ids.shape[1] - r;
+  const v = criticValues(s.cfg, params, b.ids, { attentionMask: b.attention });
+  const values = sliceAxis(v, 1, p - 1, p + r - 1); // (N, R)
+  const vl = ppoValueLoss(
+    { values, oldValues: b.oldValues!, returns: b.returns!, mask: b.mask },
+    s.valueClip,
+  );
+  return [mul(affine(vl, 0.5), reshape(sliceAxis(b.scale!, 0, 0, 1), [])), { value: vl }];
 }
 
 /** Runs `fn` in a scope and reads its tensor back (then frees it). */
