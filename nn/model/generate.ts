@@ -18,7 +18,8 @@ import { foldIn, key as makeKey, uniformArray } from "../random.ts";
 import type { Key } from "../random.ts";
 import { concat, reshape } from "../ops/movement.ts";
 import { scatterAdd, takeAlongAxis } from "../ops/gather.ts";
-import { logSoftmax } from "../ops/softmax.ts";
+import { logsumexp } from "../ops/softmax.ts";
+import { sub } from "../ops/binary.ts";
 import { full } from "../creation.ts";
 import { sample } from "../ops/sample.ts";
 import { forward } from "./minimind.ts";
@@ -295,8 +296,9 @@ export async function* generateBatch(
             ...sampling,
             seen: seen ?? undefined,
           }); // (B)
+          // log π(token) = logit[token] − logsumexp(logits): one reduction, no (B, V) output
           const lp = options.logprobs
-            ? reshape(takeAlongAxis(logSoftmax(logits), reshape(next, [B, 1]), 1), [B])
+            ? sub(reshape(takeAlongAxis(logits, reshape(next, [B, 1]), 1), [B]), logsumexp(logits))
             : null; // (B)
           return { next, lp };
         });
@@ -318,7 +320,11 @@ export async function* generateBatch(
         ? await pending[0].data()
         : await scope(() => concat(pending, 0)).data();
       for (const t of pending) if (t !== last) t.dispose();
-      const lps = pendingLp.length ? await scope(() => concat(pendingLp, 0)).data() : null;
+      const lps = pendingLp.length === 0
+        ? null
+        : pendingLp.length === 1
+        ? await pendingLp[0].data()
+        : await scope(() => concat(pendingLp, 0)).data();
       for (const t of pendingLp) t.dispose();
       for (let c = 0; c < pending.length; c++) {
         for (let b = 0; b < B; b++) {
