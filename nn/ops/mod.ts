@@ -4,8 +4,9 @@
  * @module
  */
 import type { OpDef } from "../op.ts";
-import { castOp, UNARY_OPS } from "./unary.ts";
-import { affineOp, BINARY_OPS, powScalarOp, whereOp } from "./binary.ts";
+import { affineOp, castOp } from "./arith.ts";
+import { UNARY_OPS } from "./unary.ts";
+import { BINARY_OPS, powScalarOp, whereOp } from "./binary.ts";
 import { argmaxOp, maxOp, sumOp } from "./reduce.ts";
 import { broadcastToOp, concatOp, padOp, reshapeOp, sliceOp, transposeOp } from "./movement.ts";
 import { matmulOp } from "./matmul.ts";
@@ -25,9 +26,11 @@ import { swigluBackwardOp, swigluOp } from "./swiglu.ts";
 import { adamwOp } from "./adamw.ts";
 import { sampleOp } from "./sample.ts";
 
-/** Every registered primitive, keyed by op name. */
+/** Each key names its op: an op filed under another name fails to type-check. */
 // deno-lint-ignore no-explicit-any
-export const OPS: Readonly<Record<string, OpDef<any>>> = {
+type ByName<T> = { readonly [K in keyof T]: OpDef<any, K & string> };
+
+const ops = {
   ...UNARY_OPS,
   cast: castOp,
   ...BINARY_OPS,
@@ -65,6 +68,11 @@ export const OPS: Readonly<Record<string, OpDef<any>>> = {
   sample: sampleOp,
 };
 
+/** Every registered primitive, keyed by op name. */
+// deno-lint-ignore no-explicit-any
+export const OPS: Readonly<Record<string, OpDef<any>>> = ops satisfies ByName<typeof ops>;
+
+export * from "./arith.ts";
 export * from "./unary.ts";
 export * from "./binary.ts";
 export * from "./reduce.ts";
