@@ -13,13 +13,27 @@
 // B = rows, R = response positions, P = prompt positions, V = vocab
 import type { Tensor } from "../nn/tensor.ts";
 import { stopGradient } from "../nn/autodiff.ts";
-import { add, affine, div, lessEqual, maximum, minimum, mul, square, sub } from "../nn/ops/mod.ts";
-import { exp, neg } from "../nn/ops/unary.ts";
-import { cast } from "../nn/ops/unary.ts";
-import { reshape, sliceAxis } from "../nn/ops/movement.ts";
-import { mean, sum } from "../nn/ops/reduce.ts";
-import { crossEntropy } from "../nn/ops/cross_entropy.ts";
-import { logsumexp, softmax } from "../nn/ops/softmax.ts";
+import {
+  add,
+  affine,
+  cast,
+  crossEntropy,
+  div,
+  exp,
+  lessEqual,
+  logsumexp,
+  maximum,
+  mean,
+  minimum,
+  mul,
+  neg,
+  reshape,
+  sliceAxis,
+  softmax,
+  square,
+  sub,
+  sum,
+} from "../nn/ops/mod.ts";
 
 /**
  * Clamps `x` into [lo, hi].
