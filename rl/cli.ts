@@ -252,6 +252,30 @@ async function chooseReward(a: Args, embedded: boolean, tok: Tokenizer): Promise
   );
 }
 
+/**
+ * The held-out evaluation of the starting weights, cached in `<saveDir>/heldout_eval.json` by
+ * weights file (path, size, mtime) and settings: it is deterministic, and PPO, GRPO and SPO runs
+ * from the same model share it.
+ */
+async function cachedEval(
+  weights: string,
+  saveDir: string,
+  settings: unknown,
+  run: () => Promise<PoetryEval>,
+): Promise<PoetryEval> {
+  const file = (await Deno.stat(weights)).isFile ? weights : join(weights, "model.safetensors");
+  const st = await Deno.stat(file);
+  const id = JSON.stringify({ file, size: st.size, mtime: st.mtime?.getTime(), settings });
+  const cache = join(saveDir, "heldout_eval.json");
+  const saved = await Deno.readTextFile(cache).then((t) => JSON.parse(t)).catch(() => ({}));
+  if (saved[id]) return { ...saved[id], kl: saved[id].kl ?? NaN } as PoetryEval; // JSON: NaN → null
+  const e = await run();
+  await Deno.mkdir(saveDir, { recursive: true });
+  const now = await Deno.readTextFile(cache).then((t) => JSON.parse(t)).catch(() => ({}));
+  await atomicWrite(cache, [new TextEncoder().encode(JSON.stringify({ ...now, [id]: e }))]);
+  return e;
+}
+
 function fmtEval(e: PoetryEval): string {
   const m = e.mean;
   return `reward ${m.total.toFixed(3)} (form ${m.form.toFixed(3)}, rhyme ${
@@ -410,7 +434,12 @@ export async function runRl(
   let before: PoetryEval | null = null;
   const t0 = performance.now();
   if (evalSet.length && !(a.from_resume && given.has("from_resume"))) {
-    before = await evaluatePoetry({ cfg, params: m.params, tokenizer }, evalSet, evalOpts);
+    before = await cachedEval(
+      path,
+      String(a.save_dir),
+      { evalOpts, evalSet },
+      () => evaluatePoetry({ cfg, params: m.params, tokenizer }, evalSet, evalOpts),
+    );
     say(
       `Held-out (${evalSet.length} unseen titles × ${evalOpts.samples}) before: ${
         fmtEval(before)
