@@ -153,7 +153,7 @@ export const EMBEDDED: Record<RlAlgorithm, Record<string, number | string>> = {
   ppo: {
     hidden_size: 192,
     batch_size: 8,
-    learning_rate: 5e-5,
+    learning_rate: 1e-5,
     critic_learning_rate: 5e-4,
     max_seq_len: 64,
     max_gen_len: 96,
