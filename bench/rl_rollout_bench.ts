@@ -23,8 +23,8 @@ import { MiniMindEngine } from "../serve/engine.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { Scheduler } from "../serve/scheduler.ts";
 import { rollout } from "../rl/rollout.ts";
-import { parseFlags, runMain, usage } from "../train/cli.ts";
-import type { FlagTable } from "../train/cli.ts";
+import { parseFlags, runMain, usage } from "../cli.ts";
+import type { FlagTable } from "../cli.ts";
 
 const FLAGS = {
   rows: { type: "string", default: "8,32", help: "comma-separated row counts N" },
