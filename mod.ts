@@ -299,3 +299,4 @@ export type {
 } from "./train/dist/data_parallel.ts";
 export { ShardedLoader } from "./train/dist/shard.ts";
 export type { ResumeInfo } from "./train/checkpoint.ts";
+export * as rl from "./rl/mod.ts";

@@ -40,7 +40,9 @@ function esc(s: string): string {
 
 /** About `n` round tick values covering [lo, hi]. */
 export function niceTicks(lo: number, hi: number, n = 5): number[] {
-  if (!(hi > lo)) return [lo];
+  // a range below float resolution (e.g. a one-point curve and its smoothing) has one tick: the
+  // step would vanish against lo and the loop below never end
+  if (!(hi > lo) || hi - lo <= Math.abs(lo) * 1e-9) return [lo];
   const raw = (hi - lo) / n;
   const mag = Math.pow(10, Math.floor(Math.log10(raw)));
   const step = [1, 2, 2.5, 5, 10].map((m) => m * mag).find((s) => s >= raw) ?? 10 * mag;

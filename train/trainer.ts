@@ -156,7 +156,9 @@ export function asTrainState(saved: Tree, path: string): TrainState {
  * @param step the step (its loss function returns `[loss, auxLoss]` when `hasAux` is on)
  * @returns the trainer
  */
-export function stepTrainer<B>(step: TrainStep<B, Tensor>): Trainer<TrainState, B> {
+export function stepTrainer<B>(
+  step: TrainStep<B, Tensor>,
+): Trainer<TrainState, B> & Required<Pick<Trainer<TrainState, B>, "step">> {
   return {
     init: (params) => step.init(params),
     restore: asTrainState,
