@@ -16,7 +16,7 @@
  *    `<think>…</think><answer>…</answer>` format that name the poem's form right.
  *
  *   deno task demo             # first: the SFT model this starts from
- *   deno task demo:posttrain   # ≈ 10–15 min on 2 CPU cores
+ *   deno task demo:posttrain   # a few minutes on 2 idle CPU cores
  * @module
  */
 import { join } from "node:path";
@@ -88,14 +88,14 @@ interface Plan {
 }
 
 const FULL: Plan = {
-  lora: { steps: 200, batch: 16, seqLen: 96, lr: 3e-3, rank: 16 },
-  dpo: { steps: 80, batch: 8, seqLen: 96, lr: 1e-5 },
-  distill: { steps: 200, batch: 16, seqLen: 128, lr: 2e-3, hidden: 128, layers: 2, heads: 4 },
-  reason: { steps: 100, batch: 8, seqLen: 192, lr: 5e-4 },
-  perTune: 6,
-  pairs: 256,
-  pplTexts: 256,
-  reasonPrompts: 32,
+  lora: { steps: 120, batch: 16, seqLen: 96, lr: 3e-3, rank: 16 },
+  dpo: { steps: 60, batch: 8, seqLen: 96, lr: 1e-5 },
+  distill: { steps: 120, batch: 16, seqLen: 128, lr: 2e-3, hidden: 128, layers: 2, heads: 4 },
+  reason: { steps: 60, batch: 8, seqLen: 192, lr: 5e-4 },
+  perTune: 4,
+  pairs: 128,
+  pplTexts: 128,
+  reasonPrompts: 24,
 };
 
 const QUICK: Plan = {
