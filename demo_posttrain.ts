@@ -16,7 +16,7 @@
  *    `<think>…</think><answer>…</answer>` format that name the poem's form right.
  *
  *   deno task demo             # first: the SFT model this starts from
- *   deno task demo:posttrain   # a few minutes on 2 idle CPU cores
+ *   deno task demo:posttrain   # LoRA, DPO, distillation, reasoning SFT + report (README: time)
  * @module
  */
 import { join } from "node:path";
