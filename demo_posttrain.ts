@@ -332,19 +332,15 @@ export async function main(argv: readonly string[]): Promise<number> {
   if (stages.has("distill")) {
     section("3. distillation");
     const d = plan.distill;
-    const heldSft = new SFTDataset(corpus.heldoutSft, tokenizer, {
-      maxLength: d.seqLen,
-      seed: a.seed,
-      addSystemRatio: 0,
-      emptyThinkRatio: 1,
-    });
-    const sftData = () =>
-      new SFTDataset(corpus.sft, tokenizer, {
-        maxLength: d.seqLen,
-        seed: a.seed,
-        addSystemRatio: 0,
-        emptyThinkRatio: 1,
-      });
+    // the teacher's domain: the poem-writing conversations (the demo's SFT data); held-out ones
+    // for the perplexity
+    const compose = (path: string) =>
+      Deno.readTextFileSync(path).split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l))
+        .filter((r) => /^(写一首|请以|作一首|以《)/u.test(String(r.conversations?.[0]?.content)));
+    const sftOpts = { maxLength: d.seqLen, seed: a.seed, addSystemRatio: 0, emptyThinkRatio: 1 };
+    const heldSft = new SFTDataset(compose(corpus.heldoutSft), tokenizer, sftOpts);
+    const sftData = () => new SFTDataset(compose(corpus.sft), tokenizer, sftOpts);
+    say(`  ${heldSft.length} held-out poem-writing conversations for the perplexity`);
     const teacherPpl = await perplexity(model, heldSft, { limit: plan.pplTexts });
     const student = [
       ...[
