@@ -24,21 +24,16 @@ import type { MiniMindConfig } from "./nn/model/minimind_config.ts";
 import { key } from "./nn/random.ts";
 import { dispose } from "./nn/tree.ts";
 import type { Tree } from "./nn/tree.ts";
-import { parseFlags, runMain, usage } from "./train/cli.ts";
-import type { FlagTable } from "./train/cli.ts";
+import { deviceFlag, parseFlags, runMain, usage } from "./cli.ts";
+import type { FlagTable } from "./cli.ts";
 import { lmFlags, runLm, selectDevice } from "./train/lm.ts";
-import { composePrompt, formAccuracy, perplexity } from "./train/evaluate.ts";
-import type { FormPrompt } from "./train/evaluate.ts";
+import { composePrompt, formAccuracy, perplexity } from "./train/scores.ts";
+import type { FormPrompt } from "./train/scores.ts";
 import { formatDuration, Progress } from "./train/progress.ts";
 
 /** The demo's flags. */
 export const DEMO_FLAGS = {
-  device: {
-    type: "choice",
-    default: "auto",
-    choices: ["auto", "cpu", "webgpu"],
-    help: "auto = a real GPU if present, else CPU",
-  },
+  device: deviceFlag(),
   save_dir: { type: "string", default: "out/demo", help: "where the demo writes everything" },
   quick: { type: "switch", default: false, help: "a tiny one-minute smoke run" },
   seed: { type: "int", default: 42, help: "init, data order and sampling seed" },

@@ -37,13 +37,13 @@ import type { MiniMindParams } from "./nn/model/minimind.ts";
 import { dispose } from "./nn/tree.ts";
 import { loadModel } from "./convert/hf.ts";
 import * as lora from "./convert/lora.ts";
-import { parseFlags, runMain, usage, UsageError } from "./train/cli.ts";
-import type { FlagTable } from "./train/cli.ts";
+import { parseFlags, runMain, usage, UsageError } from "./cli.ts";
+import type { FlagTable } from "./cli.ts";
 import { selectDevice } from "./train/lm.ts";
 import { POST_FLAGS, runPost } from "./train/posttrain.ts";
 import type { PostArgs, PostKind } from "./train/posttrain.ts";
-import { chatReplies, perplexity, preferenceAccuracy } from "./train/evaluate.ts";
-import type { EvalModel } from "./train/evaluate.ts";
+import { chatReplies, perplexity, preferenceAccuracy } from "./train/scores.ts";
+import type { EvalModel } from "./train/scores.ts";
 import { formatDuration, Progress } from "./train/progress.ts";
 
 /** The flags. */

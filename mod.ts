@@ -19,7 +19,15 @@ export type { Leaf, TensorTree, Tree } from "./nn/tree.ts";
 export * as random from "./nn/random.ts";
 export type { Key } from "./nn/random.ts";
 export { checkpoint, customVjp, grad, stopGradient, valueAndGrad, vjp } from "./nn/autodiff.ts";
-export type { GradOptions, VjpFn } from "./nn/autodiff.ts";
+export type {
+  AuxOf,
+  GradOf,
+  GradOptions,
+  GradsAt,
+  GradsOf,
+  GradTree,
+  VjpFn,
+} from "./nn/autodiff.ts";
 export { defaultBackend, setBackend, setBackendFromFlag } from "./nn/backend/select.ts";
 export type { BackendName, SetBackendOptions } from "./nn/backend/select.ts";
 export type { Backend, BackendCounters, Storage } from "./nn/backend/backend.ts";
@@ -42,7 +50,79 @@ export type {
   WgslPlan,
   WgslScratch,
 } from "./nn/op.ts";
-export * from "./nn/ops/mod.ts";
+// the ops, by name (JAX's lax style); their definitions (`*Op`, `OPS`) are under `ops`
+export {
+  abs,
+  adamwUpdate,
+  add,
+  affine,
+  argmax,
+  attention,
+  broadcastTo,
+  cast,
+  concat,
+  cos,
+  crossEntropy,
+  div,
+  embedding,
+  equal,
+  exp,
+  expandDims,
+  floor,
+  greater,
+  greaterEqual,
+  less,
+  lessEqual,
+  log,
+  logSoftmax,
+  logsumexp,
+  matmul,
+  max,
+  maximum,
+  mean,
+  minimum,
+  mul,
+  neg,
+  notEqual,
+  pad,
+  pow,
+  powScalar,
+  reciprocal,
+  relu,
+  reshape,
+  rmsNorm,
+  rope,
+  rsqrt,
+  sample,
+  scatterAdd,
+  sigmoid,
+  sign,
+  silu,
+  sin,
+  slice,
+  sliceAxis,
+  softmax,
+  sqrt,
+  square,
+  squeeze,
+  stack,
+  step,
+  sub,
+  sum,
+  swiglu,
+  takeAlongAxis,
+  tanh,
+  topk,
+  transpose,
+  where,
+} from "./nn/ops/mod.ts";
+export type {
+  AdamwParams,
+  AttentionOptions,
+  CrossEntropyOptions,
+  SampleOptions,
+} from "./nn/ops/mod.ts";
+export * as ops from "./nn/ops/mod.ts";
 export {
   config,
   configFromHF,

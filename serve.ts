@@ -1,6 +1,6 @@
 /**
- * The server entry: loads a model, builds the app (`createApp`) and binds the port — the only
- * file that does. `deno task serve --load_from out/minimind` serves an HF-layout folder (or a
+ * The server entry: parses its flags (`cli.ts`, like every command), loads a model, builds the
+ * app (`createApp`) and binds the port — the only file that does. `deno task serve --load_from out/minimind` serves an HF-layout folder (or a
  * `.safetensors` file) at http://127.0.0.1:8998: the OpenAI API under `/v1` and the chat page
  * at `/`.
  *
@@ -11,18 +11,19 @@
  * ```
  * @module
  */
-import { parseArgs } from "node:util";
 import { basename } from "node:path";
 import { Tokenizer } from "./data/tokenizer.ts";
 import { countParams, init } from "./nn/model/minimind.ts";
 import { config } from "./nn/model/minimind_config.ts";
 import { key } from "./nn/random.ts";
-import { type BackendName, setBackend } from "./nn/backend/select.ts";
+import { setBackendFromFlag } from "./nn/backend/select.ts";
 import { initGemm } from "./nn/backend/cpu/gemm/mod.ts";
 import { setFastSgemm } from "./nn/backend/cpu/gemm_adapter.ts";
 import { loadModel } from "./convert/hf.ts";
 import * as lora from "./convert/lora.ts";
 import { createApp, type ServeApp } from "./serve/mod.ts";
+import { deviceFlag, parseFlags, runMain, usage, UsageError } from "./cli.ts";
+import type { FlagTable } from "./cli.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -82,76 +83,78 @@ export function startServer(app: ServeApp, options: StartServerOptions = {}): Ru
   };
 }
 
-const HELP = `Usage: deno run -A serve.ts [options]
+/** The server's flags. */
+export const SERVE_FLAGS = {
+  load_from: {
+    type: "optional",
+    help: "model: an HF-layout folder (config.json, model.safetensors, tokenizer files) or a " +
+      ".safetensors file (config from its metadata or a config.json beside it)",
+  },
+  lora_weight: {
+    type: "optional",
+    help: "LoRA adapters (.safetensors from deno task lora), applied unmerged",
+  },
+  tokenizer: {
+    type: "optional",
+    help: "tokenizer.json or its folder (default: the one beside the weights)",
+  },
+  init_random: {
+    type: "switch",
+    default: false,
+    help: "serve a randomly initialised model instead (--hidden_size, --num_hidden_layers, --seed)",
+  },
+  hidden_size: { type: "int", default: 512, min: 8, help: "hidden size with --init_random" },
+  num_hidden_layers: { type: "int", default: 8, min: 1, help: "layers with --init_random" },
+  seed: { type: "int", default: 0, min: 0, help: "init seed with --init_random" },
+  host: { type: "string", default: "127.0.0.1", help: "interface to bind" },
+  port: { type: "int", default: 8998, min: 0, help: "port (0 = any free port)" },
+  api_key: { type: "optional", help: 'require "Authorization: Bearer KEY" on /v1' },
+  model_id: {
+    type: "optional",
+    help: 'model id in /v1/models (default: the folder name, or "minimind")',
+  },
+  device: deviceFlag("cpu"),
+  backend: { type: "alias", of: "device", help: "deprecated name of --device" },
+  max_batch: { type: "int", default: 16, min: 1, help: "requests decoded together" },
+  max_queue: { type: "int", default: 64, min: 0, help: "requests waiting before 429" },
+  max_context: { type: "int", default: 4096, min: 2, help: "prompt + reply tokens" },
+  max_tokens: { type: "int", default: 512, min: 1, help: "default reply length" },
+  max_body_bytes: { type: "int", default: 1 << 20, min: 1024, help: "request body limit" },
+  threads: {
+    type: "optional_int",
+    min: 1,
+    help: "CPU matmul threads (default: the gemm's choice; 1 is often best for decode on a " +
+      "small, busy machine)",
+  },
+} as const satisfies FlagTable;
 
-  --load_from PATH        model: HF-layout folder (config.json, model.safetensors, tokenizer files)
-                          or a .safetensors file (config from its metadata or a config.json beside it)
-  --lora_weight PATH      LoRA adapters (.safetensors from deno task lora), applied unmerged
-  --tokenizer PATH        tokenizer.json or its folder (default: the one beside the weights)
-  --init_random           serve a randomly initialised model instead (with --hidden_size,
-                          --num_hidden_layers, --seed), e.g. to try the page
-  --host HOST             interface to bind (default 127.0.0.1)
-  --port N                port (default 8998; 0 = any free port)
-  --api_key KEY           require "Authorization: Bearer KEY" on /v1 (default: none)
-  --model_id NAME         model id in /v1/models (default: the folder name, or "minimind")
-  --backend NAME          cpu | webgpu | auto (default cpu)
-  --max_batch N           requests decoded together (default 16)
-  --max_queue N           requests waiting before 429 (default 64)
-  --max_context N         prompt + reply tokens (default 4096)
-  --max_tokens N          default reply length (default 512)
-  --max_body_bytes N      request body limit (default 1048576)
-  --threads N             CPU matmul threads (default: the gemm's choice; 1 is often best for
-                          decode on a small, busy machine)
-  -h, --help              this text`;
+const COMMAND = "deno task serve";
 
 /**
  * Runs the CLI: parses flags, loads the model, serves until SIGINT/SIGTERM.
  *
- * @param args command-line arguments
- * @returns when the server has shut down
+ * @param argv command-line arguments
+ * @returns the exit code (0 once the server has shut down)
  */
-export async function main(args: string[]): Promise<void> {
-  const { values: v } = parseArgs({
-    args,
-    options: {
-      load_from: { type: "string" },
-      lora_weight: { type: "string" },
-      tokenizer: { type: "string" },
-      init_random: { type: "boolean", default: false },
-      hidden_size: { type: "string", default: "512" },
-      num_hidden_layers: { type: "string", default: "8" },
-      seed: { type: "string", default: "0" },
-      host: { type: "string", default: "127.0.0.1" },
-      port: { type: "string", default: "8998" },
-      api_key: { type: "string" },
-      model_id: { type: "string" },
-      backend: { type: "string", default: "cpu" },
-      max_batch: { type: "string", default: "16" },
-      max_queue: { type: "string", default: "64" },
-      max_context: { type: "string", default: "4096" },
-      max_tokens: { type: "string", default: "512" },
-      max_body_bytes: { type: "string", default: String(1 << 20) },
-      threads: { type: "string" },
-      help: { type: "boolean", short: "h", default: false },
-    },
-  });
-  if (v.help) {
-    console.log(HELP);
-    return;
+export async function main(argv: readonly string[]): Promise<number> {
+  const { values: v, help } = parseFlags(argv, SERVE_FLAGS, COMMAND);
+  if (help) {
+    console.log(
+      usage(COMMAND, "Serve a model: the OpenAI API under /v1, the chat page at /.", SERVE_FLAGS),
+    );
+    return 0;
   }
-  const int = (name: string, s: string, min: number): number => {
-    const n = Number(s);
-    if (!Number.isInteger(n) || n < min) {
-      throw new Error(`Invalid --${name} ${s}: expected an integer ≥ ${min}`);
-    }
-    return n;
-  };
-  await setBackend(v.backend as BackendName);
+  if (!v.load_from && !v.init_random) {
+    throw new UsageError("Nothing to serve: pass --load_from PATH (or --init_random)");
+  }
+  await setBackendFromFlag(v.device);
   // the fast CPU matmul (BLAS through FFI, else wasm SIMD) for the CPU backend
-  setFastSgemm(await initGemm(v.threads ? { threads: int("threads", v.threads, 1) } : {}));
+  setFastSgemm(await initGemm(v.threads ? { threads: v.threads } : {}));
   let model, tokenizer: Tokenizer | undefined, modelId = v.model_id;
   if (v.lora_weight && !v.load_from) {
-    throw new Error(`--lora_weight ${v.lora_weight} needs the base model: pass --load_from PATH`);
+    throw new UsageError(
+      `--lora_weight ${v.lora_weight} needs the base model: pass --load_from PATH`,
+    );
   }
   if (v.load_from) {
     const loaded = await loadModel(v.load_from);
@@ -161,17 +164,17 @@ export async function main(args: string[]): Promise<void> {
     model = { cfg: loaded.cfg, params };
     tokenizer = loaded.tokenizer;
     modelId ??= basename(v.load_from.replace(/\/+$/, "")).replace(/\.safetensors$/, "");
-  } else if (v.init_random) {
-    const cfg = config("minimind2-small", {
-      hiddenSize: int("hidden_size", v.hidden_size, 8),
-      numHiddenLayers: int("num_hidden_layers", v.num_hidden_layers, 1),
-    });
-    model = { cfg, params: init(cfg, key(int("seed", v.seed, 0))) };
   } else {
-    throw new Error(`Nothing to serve: pass --load_from PATH (or --init_random)\n\n${HELP}`);
+    const cfg = config("minimind2-small", {
+      hiddenSize: v.hidden_size,
+      numHiddenLayers: v.num_hidden_layers,
+    });
+    model = { cfg, params: init(cfg, key(v.seed)) };
   }
   if (v.tokenizer) tokenizer = await Tokenizer.fromFile(v.tokenizer);
-  if (!tokenizer) throw new Error("No tokenizer: the model folder has none; pass --tokenizer PATH");
+  if (!tokenizer) {
+    throw new UsageError("No tokenizer: the model folder has none; pass --tokenizer PATH");
+  }
   if (tokenizer.vocabSize > model.cfg.vocabSize) {
     throw new Error(
       `The tokenizer has ${tokenizer.vocabSize} ids but the model only ${model.cfg.vocabSize}`,
@@ -182,17 +185,11 @@ export async function main(args: string[]): Promise<void> {
     tokenizer,
     modelId: modelId ?? "minimind",
     apiKey: v.api_key ?? null,
-    limits: {
-      maxContextTokens: int("max_context", v.max_context, 2),
-      maxBodyBytes: int("max_body_bytes", v.max_body_bytes, 1024),
-    },
-    defaults: { maxTokens: int("max_tokens", v.max_tokens, 1) },
-    scheduler: {
-      maxBatch: int("max_batch", v.max_batch, 1),
-      maxQueue: int("max_queue", v.max_queue, 0),
-    },
+    limits: { maxContextTokens: v.max_context, maxBodyBytes: v.max_body_bytes },
+    defaults: { maxTokens: v.max_tokens },
+    scheduler: { maxBatch: v.max_batch, maxQueue: v.max_queue },
   });
-  const server = startServer(app, { host: v.host, port: int("port", v.port, 0), log: true });
+  const server = startServer(app, { host: v.host, port: v.port, log: true });
   const n = countParams(model.cfg).total;
   console.error(
     `serve: model ${modelId ?? "minimind"} (${(n / 1e6).toFixed(2)}M params)${
@@ -211,13 +208,7 @@ export async function main(args: string[]): Promise<void> {
   await server.finished;
   Deno.removeSignalListener("SIGINT", stop);
   Deno.removeSignalListener("SIGTERM", stop);
+  return 0;
 }
 
-if (import.meta.main) {
-  try {
-    await main(Deno.args);
-  } catch (e) {
-    console.error(`serve: ${(e as Error).message}`);
-    Deno.exit(1);
-  }
-}
+if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));

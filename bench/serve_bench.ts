@@ -20,8 +20,8 @@ import { Tokenizer } from "../data/tokenizer.ts";
 import { initGemm } from "../nn/backend/cpu/gemm/mod.ts";
 import { setFastSgemm } from "../nn/backend/cpu/gemm_adapter.ts";
 import { createApp, type ServeApp } from "../serve/mod.ts";
-import { parseFlags, runMain, usage, UsageError } from "../train/cli.ts";
-import type { FlagTable } from "../train/cli.ts";
+import { parseFlags, runMain, usage, UsageError } from "../cli.ts";
+import type { FlagTable } from "../cli.ts";
 
 /** Model sizes by name (heads and KV heads as the preset unless given). */
 const MODELS: Record<

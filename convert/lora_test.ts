@@ -10,7 +10,7 @@ import { saveWeights } from "../train/checkpoint.ts";
 import { loadModel } from "./hf.ts";
 import * as lora from "./lora.ts";
 import { main as mergeMain } from "./merge_lora.ts";
-import { main as evalMain } from "../train/eval.ts";
+import { main as evalMain } from "../train/eval_llm.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { fixture } from "../tests/_util.ts";
 

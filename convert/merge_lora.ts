@@ -13,8 +13,8 @@ import { configToHF } from "../nn/model/minimind_config.ts";
 import { loadModel } from "./hf.ts";
 import * as lora from "./lora.ts";
 import { saveSafetensors } from "./safetensors.ts";
-import { parseFlags, runMain, usage, UsageError } from "../train/cli.ts";
-import type { FlagTable } from "../train/cli.ts";
+import { parseFlags, runMain, usage, UsageError } from "../cli.ts";
+import type { FlagTable } from "../cli.ts";
 import { weightStem } from "../train/checkpoint.ts";
 
 /** The flags (eval_llm.py's names for the base and the adapters). */

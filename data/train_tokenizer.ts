@@ -8,7 +8,8 @@
 // "text" field, or (SFT format) their conversation contents joined with "\n"; .txt files one
 // line per text.
 
-import { parseArgs } from "node:util";
+import { parseFlags, runMain, usage } from "../cli.ts";
+import type { FlagTable } from "../cli.ts";
 import { trainTokenizer } from "./bpe_trainer.ts";
 import { buildCorpus } from "./corpus/build.ts";
 import { JsonlFile } from "./jsonl.ts";
@@ -64,43 +65,61 @@ export function readTrainingTexts(
   return texts;
 }
 
-if (import.meta.main) {
-  const { values } = parseArgs({
-    args: Deno.args,
-    options: {
-      data: { type: "string" },
-      data_path: { type: "string" },
-      vocab_size: { type: "string", default: "6400" },
-      out: { type: "string", default: "out/tokenizer" },
-      max_lines: { type: "string" },
-      min_frequency: { type: "string", default: "0" },
-      skip_bad_lines: { type: "boolean" },
-    },
-  });
-  const vocabSize = Number(values.vocab_size);
-  if (!Number.isInteger(vocabSize) || vocabSize < 293) {
-    throw new Error(`Invalid --vocab_size ${values.vocab_size}: need an integer ≥ 293`);
+/** The flags of `deno task tokenizer`. */
+export const TOKENIZER_FLAGS = {
+  data: {
+    type: "optional",
+    help: "JSONL or .txt file (default: the embedded corpus's pretrain text)",
+  },
+  data_path: { type: "alias", of: "data", help: "same as --data (the trainers' name)" },
+  vocab_size: { type: "int", default: 6400, min: 293, help: "vocabulary size" },
+  out: { type: "string", default: "out/tokenizer", help: "output folder" },
+  max_lines: { type: "optional_int", min: 1, help: "read at most N texts" },
+  min_frequency: { type: "int", default: 0, min: 0, help: "skip merges seen fewer times" },
+  skip_bad_lines: { type: "switch", default: false, help: "skip malformed JSONL lines" },
+} as const satisfies FlagTable;
+
+const COMMAND = "deno task tokenizer";
+
+/**
+ * Runs the tokenizer command.
+ *
+ * @param argv command-line arguments
+ * @returns the exit code
+ */
+export async function main(argv: readonly string[]): Promise<number> {
+  const { values, help } = parseFlags(argv, TOKENIZER_FLAGS, COMMAND);
+  if (help) {
+    console.log(
+      usage(
+        COMMAND,
+        "Train a byte-level BPE tokenizer (trainer/train_tokenizer.py).",
+        TOKENIZER_FLAGS,
+      ),
+    );
+    return 0;
   }
-  let data = values.data ?? values.data_path;
+  const vocabSize = values.vocab_size;
+  let data = values.data;
   if (!data) {
     const corpus = await buildCorpus({ log: (m) => console.error(m) });
     data = corpus.pretrain;
   }
   const t0 = performance.now();
   const texts = readTrainingTexts(data, {
-    maxLines: values.max_lines ? Number(values.max_lines) : undefined,
+    maxLines: values.max_lines,
     skipBadLines: values.skip_bad_lines,
   });
   const readSec = (performance.now() - t0) / 1000;
   const t1 = performance.now();
   const tok = trainTokenizer(texts, {
     vocabSize,
-    minFrequency: Number(values.min_frequency),
+    minFrequency: values.min_frequency,
     onProgress: (m, b) =>
       console.error(`  merges ${m}/${b} (${((performance.now() - t1) / 1000).toFixed(1)}s)`),
   });
   const sec = (performance.now() - t1) / 1000;
-  await tok.save(values.out!);
+  await tok.save(values.out);
   let bytes = 0;
   const enc = new TextEncoder();
   for (const t of texts) bytes += enc.encode(t).length;
@@ -117,4 +136,7 @@ if (import.meta.main) {
     `${(chars / tok.encode(sample).length).toFixed(2)} characters per token on the first texts`,
   );
   console.log(`Wrote ${values.out}/tokenizer.json and tokenizer_config.json`);
+  return 0;
 }
+
+if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));

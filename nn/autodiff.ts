@@ -10,7 +10,7 @@ import { fmt, sameShape } from "./shape.ts";
 import { scope } from "./scope.ts";
 import type { Node, NodeVjp } from "./tape.ts";
 import { idOn, mark, popTape, pushTape, record, suspended, Tape, tapesFrom } from "./tape.ts";
-import { Tensor } from "./tensor.ts";
+import { alias, Tensor } from "./tensor.ts";
 import type { Tree } from "./tree.ts";
 import { leaves, mapTree } from "./tree.ts";
 import { fullLike, zeros } from "./creation.ts";
@@ -18,11 +18,6 @@ import { add } from "./ops/binary.ts";
 import { sum } from "./ops/reduce.ts";
 import { reshape } from "./ops/movement.ts";
 import { cast } from "./ops/arith.ts";
-
-/** A new handle on `x`'s storage, scoped, with no autodiff trace. */
-function alias(x: Tensor): Tensor {
-  return new Tensor(x.storage, x.shape, x.dtype);
-}
 
 /** A new scoped handle on `x`'s storage that keeps its traces (gradients stay differentiable). */
 function traced(x: Tensor): Tensor {
@@ -245,30 +240,62 @@ export interface GradOptions {
 }
 
 /**
+ * The gradient of a value of type `T`: the same tree with a tensor at every tensor leaf (null at
+ * run time where the leaf is not a float tensor) and null at non-tensor leaves.
+ */
+export type GradOf<T> = [Tree] extends [T] ? Tree // an untyped tree: its gradient is a tree
+  : T extends Tensor ? Tensor
+  : T extends readonly unknown[] | object ? GradTree<T>
+  : null;
+
+/** {@link GradOf} through an array, tuple or object (a homomorphic map keeps tuples tuples). */
+export type GradTree<T> = { -readonly [K in keyof T]: GradOf<T[K]> };
+
+/** The gradients at argument positions `I` of arguments `A`. */
+export type GradsAt<A extends readonly unknown[], I> = {
+  -readonly [K in keyof I]: I[K] extends number ? GradOf<A[I[K]]> : never;
+};
+
+/** The gradients `valueAndGrad` returns for arguments `A` under options `O`. */
+export type GradsOf<A extends readonly unknown[], O extends GradOptions> = O["argnums"] extends
+  number ? GradOf<A[O["argnums"]]>
+  : O["argnums"] extends readonly number[] ? GradsAt<A, O["argnums"]>
+  : GradOf<A[0]>;
+
+/** The aux output of `f`'s result `R` under options `O` (never without `hasAux`). */
+export type AuxOf<R, O extends GradOptions> = O["hasAux"] extends true
+  ? R extends readonly [unknown, infer X] ? X : never
+  : never;
+
+/**
  * `valueAndGrad(f)(...args)` → `[value, grads]` (or `[[value, aux], grads]` with `hasAux`).
  * `value` must be a one-element float tensor; grads are trees shaped like the differentiated
- * argument(s) (null at non-float leaves). Every intermediate is freed before returning.
+ * argument(s) (see {@link GradOf}). Every intermediate is freed before returning. The types
+ * follow `argnums`: a number gives that argument's gradient, a tuple a tuple of gradients.
  *
- * @param f scalar-valued function of trees
+ * @param f scalar-valued function of trees (returning `[value, aux] as const` with `hasAux`)
  * @param options argnums and hasAux
  * @returns the transformed function
  * @example
  * ```ts
  * import { valueAndGrad, tensor, sum, mul } from "@minimind/ts";
- * const f = (p: { w: ReturnType<typeof tensor> }) => sum(mul(p.w, p.w));
- * const [loss, grads] = valueAndGrad(f)({ w: tensor([1, 2]) }); // grads.w = 2w
+ * import type { Tensor } from "@minimind/ts";
+ * const f = (p: { w: Tensor }) => sum(mul(p.w, p.w));
+ * const [loss, grads] = valueAndGrad(f)({ w: tensor([1, 2]) });
+ * grads.w; // a Tensor: 2w
+ * const g = (a: Tensor, b: Tensor) => sum(mul(a, b));
+ * const [, [da, db]] = valueAndGrad(g, { argnums: [0, 1] })(tensor([1, 2]), tensor([3, 4]));
  * ```
  */
-// deno-lint-ignore no-explicit-any
-export function valueAndGrad<A extends any[]>(
-  f: (...args: A) => Tree,
-  options: GradOptions = {},
-  // deno-lint-ignore no-explicit-any
-): (...args: A) => [any, any] {
-  const argnums = options.argnums ?? 0;
+export function valueAndGrad<
+  A extends unknown[],
+  const R extends Tree,
+  const O extends GradOptions = Record<never, never>,
+>(f: (...args: A) => R, options?: O): (...args: A) => [R, GradsOf<A, O>] {
+  const opts: GradOptions = options ?? {};
+  const argnums = opts.argnums ?? 0;
   const nums = typeof argnums === "number" ? [argnums] : [...argnums];
-  // deno-lint-ignore no-explicit-any
-  return (...args: A): [any, any] =>
+  return (...args: A): [R, GradsOf<A, O>] =>
     scope(() => {
       for (const i of nums) {
         if (i < 0 || i >= args.length) {
@@ -279,7 +306,7 @@ export function valueAndGrad<A extends any[]>(
         const all = [...args] as Tree[];
         nums.forEach((i, k) => (all[i] = xs[k]));
         const r = f(...(all as A));
-        if (!options.hasAux) return [r, null];
+        if (!opts.hasAux) return [r, null];
         if (!Array.isArray(r) || r.length !== 2) {
           throw new Error("Cannot use hasAux: the function must return [value, aux]");
         }
@@ -296,30 +323,42 @@ export function valueAndGrad<A extends any[]>(
       }
       const grads = back([fullLike(value, 1), mapTree(aux, () => null)]);
       const g = typeof argnums === "number" ? grads[0] : grads;
-      // deno-lint-ignore no-explicit-any
-      return [options.hasAux ? [value, aux] : value, g] as [any, any];
+      // the trees built here have the shapes the signature names
+      const result = opts.hasAux ? [value, aux] : value;
+      return [result as R, g as GradsOf<A, O>];
     });
 }
 
 /**
- * `grad(f)(...args)` → gradient tree(s) of a scalar-valued `f` (see `valueAndGrad`).
+ * `grad(f)(...args)` → gradient tree(s) of a scalar-valued `f` (see `valueAndGrad`), or
+ * `[grads, aux]` with `hasAux`.
  *
  * @param f scalar-valued function
  * @param options argnums and hasAux
  * @returns the transformed function
+ * @example
+ * ```ts
+ * import { grad, mul, sum, tensor } from "@minimind/ts";
+ * import type { Tensor } from "@minimind/ts";
+ * const dx = grad((x: Tensor) => sum(mul(x, x)))(tensor([1, 2])); // 2x
+ * ```
  */
-// deno-lint-ignore no-explicit-any
-export function grad<A extends any[]>(
-  f: (...args: A) => Tree,
-  options: GradOptions = {},
-  // deno-lint-ignore no-explicit-any
-): (...args: A) => any {
+export function grad<
+  A extends unknown[],
+  const R extends Tree,
+  const O extends GradOptions = Record<never, never>,
+>(
+  f: (...args: A) => R,
+  options?: O,
+): (...args: A) => O["hasAux"] extends true ? [GradsOf<A, O>, AuxOf<R, O>] : GradsOf<A, O> {
   const vg = valueAndGrad(f, options);
+  const hasAux = options?.hasAux ?? false;
   return (...args: A) => {
     const [v, g] = vg(...args);
-    const value = options.hasAux ? v[0] : v;
-    (value as Tensor).dispose();
-    return options.hasAux ? [g, v[1]] : g;
+    const [value, aux] = hasAux ? (v as readonly [Tensor, AuxOf<R, O>]) : [v as Tensor, null];
+    value.dispose();
+    const out = hasAux ? [g, aux] : g;
+    return out as O["hasAux"] extends true ? [GradsOf<A, O>, AuxOf<R, O>] : GradsOf<A, O>;
   };
 }
 

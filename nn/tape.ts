@@ -5,7 +5,8 @@
  */
 import type { Meta } from "./op.ts";
 import { isFloat } from "./dtype.ts";
-import { metaOf, Tensor } from "./tensor.ts";
+import { alias, metaOf } from "./tensor.ts";
+import type { Tensor } from "./tensor.ts";
 
 /** Maps output cotangents (null = none reached it) to one gradient per input (null = none). */
 export type NodeVjp = (cts: (Tensor | null)[]) => (Tensor | null)[];
@@ -87,7 +88,7 @@ export function mark(x: Tensor, tape: Tape, id: number): void {
 
 /** A new unscoped handle on the same storage, carrying the same traces (for saved values). */
 export function retain(x: Tensor): Tensor {
-  const h = new Tensor(x.storage, x.shape, x.dtype, false);
+  const h = alias(x, false);
   if (x._tr) h._tr = x._tr.slice();
   return h;
 }

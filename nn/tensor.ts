@@ -139,6 +139,18 @@ export function cpuData(t: Tensor): TypedArray {
   return t.dataSync();
 }
 
+/**
+ * A new handle on `x`'s storage: no copy (the storage's count goes up), same shape and dtype, no
+ * autodiff trace. Disposing it leaves `x` intact.
+ *
+ * @param x the tensor
+ * @param scoped register with the current `scope` (default true)
+ * @returns the handle
+ */
+export function alias(x: Tensor, scoped = true): Tensor {
+  return new Tensor(x.storage, x.shape, x.dtype, scoped);
+}
+
 /** Shape and dtype of a tensor, as op shape rules see it. */
 export function metaOf(t: Tensor): Meta {
   return { shape: t.shape, dtype: t.dtype };

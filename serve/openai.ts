@@ -8,7 +8,7 @@ import type { Context } from "hono";
 import { streamSSE } from "hono/streaming";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { ApiError, badRequest } from "./errors.ts";
-import { ReplyParser, type ToolCall } from "./parse.ts";
+import { ReplyParser, type ToolCall } from "./reply_parser.ts";
 import { replyText } from "./reply.ts";
 import type { Job, Scheduler } from "./scheduler.ts";
 import {
@@ -215,16 +215,10 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
     });
 
     if (!req.stream) {
-      let finish: "stop" | "length" | "cancelled" = "stop";
-      const gen = replyText(job, deps.tokenizer, req.stop);
-      for (;;) {
-        const r = await gen.next();
-        if (r.done) {
-          finish = r.value;
-          break;
-        }
-        parser.push(r.value);
-      }
+      const finish = await drain(
+        replyText(job, deps.tokenizer, req.stop),
+        (piece) => parser.push(piece),
+      );
       parser.end();
       const calls = parser.toolCalls;
       const message: Record<string, unknown> = {
@@ -255,16 +249,9 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
       s.onAbort(() => job.cancel());
       try {
         await s.writeSSE({ data: chunk({ role: "assistant", content: "" }) });
-        const gen = replyText(job, deps.tokenizer, req.stop);
-        let finish: "stop" | "length" | "cancelled";
-        for (;;) {
-          const r = await gen.next();
-          if (r.done) {
-            finish = r.value;
-            break;
-          }
-          for (const d of parser.push(r.value)) await s.writeSSE({ data: chunk(d) });
-        }
+        const finish = await drain(replyText(job, deps.tokenizer, req.stop), async (piece) => {
+          for (const d of parser.push(piece)) await s.writeSSE({ data: chunk(d) });
+        });
         if (finish === "cancelled") return;
         for (const d of parser.end()) await s.writeSSE({ data: chunk(d) });
         const calls = parser.toolCalls;
@@ -319,16 +306,8 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
 
     if (!req.stream) {
       let text = "";
-      const gen = replyText(job, deps.tokenizer, req.stop);
-      let finish: string;
-      for (;;) {
-        const r = await gen.next();
-        if (r.done) {
-          finish = r.value === "length" ? "length" : "stop";
-          break;
-        }
-        text += r.value;
-      }
+      const end = await drain(replyText(job, deps.tokenizer, req.stop), (piece) => (text += piece));
+      const finish = end === "length" ? "length" : "stop";
       return c.json({
         ...base,
         choices: [{ text, index: 0, logprobs: null, finish_reason: finish }],
@@ -346,16 +325,10 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
     return streamSSE(c, async (s) => {
       s.onAbort(() => job.cancel());
       try {
-        const gen = replyText(job, deps.tokenizer, req.stop);
-        let finish: "stop" | "length" | "cancelled";
-        for (;;) {
-          const r = await gen.next();
-          if (r.done) {
-            finish = r.value;
-            break;
-          }
-          await s.writeSSE({ data: chunk(r.value) });
-        }
+        const finish = await drain(
+          replyText(job, deps.tokenizer, req.stop),
+          (piece) => s.writeSSE({ data: chunk(piece) }),
+        );
         if (finish === "cancelled") return;
         await s.writeSSE({ data: chunk("", finish) });
         await endStream(s, req.includeUsage ? { ...base, choices: [], usage: usageOf(job) } : null);
@@ -367,6 +340,18 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
 }
 
 type SSE = Parameters<Parameters<typeof streamSSE>[1]>[0];
+
+/** Hands each piece of a reply to `each` (awaited, in order) and returns how the reply ended. */
+async function drain<T>(
+  reply: AsyncGenerator<string, T>,
+  each: (piece: string) => unknown,
+): Promise<T> {
+  for (;;) {
+    const r = await reply.next();
+    if (r.done) return r.value;
+    await each(r.value);
+  }
+}
 
 /** Ends a stream: the usage chunk when asked for, then `[DONE]`. */
 async function endStream(s: SSE, usageChunk: Record<string, unknown> | null): Promise<void> {

@@ -6,7 +6,7 @@
  */
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { ApiError } from "./errors.ts";
-import { StopMatcher } from "./parse.ts";
+import { StopMatcher } from "./reply_parser.ts";
 import type { Job } from "./scheduler.ts";
 
 /** How a reply ended, in OpenAI terms. */

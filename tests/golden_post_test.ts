@@ -83,7 +83,7 @@ async function loraCase(): Promise<void> {
   // unmerged forward: logits, loss and every adapter gradient, differentiating the adapters only
   const f = (ad: lora.LoraParams) => {
     const r = forward(cfg, params, ids, { lora: ad, train: true });
-    return [lossFromLogits(r.logits, labels), r.logits];
+    return [lossFromLogits(r.logits, labels), r.logits] as const;
   };
   const [[loss, logits], grads] = valueAndGrad(f, { hasAux: true })(adapters);
   await close("v2_lora logits (unmerged)", logits, flat.logits);
@@ -123,7 +123,7 @@ async function dpoCase(): Promise<void> {
     const f = (p: MiniMindParams) => {
       const policyLogps = tokenLogProbs(forward(cfg, p, x, { train: true }).logits, y);
       const r = dpoLoss({ policyLogps, refLogps, mask }, { beta, reduction });
-      return [r.loss, { policyLogps, z: r.logits, scores: r.policyScores }];
+      return [r.loss, { policyLogps, z: r.logits, scores: r.policyScores }] as const;
     };
     const [[loss, aux], grads] = valueAndGrad(f, { hasAux: true })(params);
     await close("policy_logps", aux.policyLogps, flat.policy_logps);

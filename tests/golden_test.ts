@@ -129,7 +129,8 @@ async function runCase(name: string, backendName: "cpu" | "webgpu"): Promise<voi
   const f = (p: MiniMindParams) => {
     const r = forward(cfg, p, ids, { train: true, outputHiddenStates: true });
     const loss = lossFromLogits(r.logits, labels);
-    return [add(loss, r.auxLoss), { loss, aux: r.auxLoss, logits: r.logits, hs: r.hiddenStates! }];
+    const aux = { loss, aux: r.auxLoss, logits: r.logits, hs: r.hiddenStates! };
+    return [add(loss, r.auxLoss), aux] as const;
   };
   const [[total, aux], grads] = valueAndGrad(f, { hasAux: true })(params);
   await c.values("logits", "logits", aux.logits, flat.logits, tol);

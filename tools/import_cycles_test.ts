@@ -30,3 +30,30 @@ Deno.test("cycles() finds each cycle once, as a closed path; type-only imports d
   assert.deepEqual(Object.fromEntries(importGraph(dir)), { "x.ts": [], "y.ts": ["x.ts"] });
   Deno.removeSync(dir, { recursive: true });
 });
+
+/** The README's architecture rows, top (0) to bottom. */
+function layer(f: string): number {
+  if (f === "cli.ts") return 9; // a leaf every command imports
+  if (
+    /^(serve|demo|mod)\.ts$/.test(f) || /^train\/(pretrain|sft|eval_llm)\.ts$/.test(f) ||
+    f === "data/corpus/main.ts"
+  ) return 0;
+  if (f.startsWith("serve/") || f.startsWith("train/")) return 1;
+  if (f.startsWith("nn/model/") || f.startsWith("data/") || f.startsWith("convert/")) return 2;
+  if (f === "nn/autodiff.ts") return 3;
+  if (f.startsWith("nn/ops/")) return 4;
+  if (f.startsWith("nn/backend/")) return 6;
+  if (["nn/op.ts", "nn/dtype.ts", "nn/shape.ts", "nn/scope_stack.ts"].includes(f)) return 7;
+  if (f.startsWith("nn/")) return 5;
+  return -1; // tests, benchmarks, tools, examples: anything goes
+}
+
+Deno.test("each row of the README's architecture picture imports only rows below it", () => {
+  const graph = importGraph(new URL("..", import.meta.url).pathname);
+  const upward: string[] = [];
+  for (const [f, deps] of graph) {
+    if (f.endsWith("_test.ts") || layer(f) < 0) continue;
+    for (const d of deps) if (layer(d) < layer(f)) upward.push(`${f} → ${d}`);
+  }
+  assert.deepEqual(upward, []);
+});

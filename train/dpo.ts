@@ -3,7 +3,7 @@
  * trains, its defaults and its files. `deno task dpo --help` lists the flags.
  * @module
  */
-import { runMain } from "./cli.ts";
+import { runMain } from "../cli.ts";
 import { postMain } from "./posttrain.ts";
 
 if (import.meta.main) Deno.exit(await runMain(() => postMain("dpo", Deno.args), "deno task dpo"));

@@ -24,8 +24,8 @@ import { readTrainingTexts } from "../data/train_tokenizer.ts";
 import type { Dataset, LMSample } from "../data/datasets.ts";
 import { DataLoader } from "../data/loader.ts";
 import type { Batch } from "../data/loader.ts";
-import type { Flags, FlagTable } from "./cli.ts";
-import { UsageError } from "./cli.ts";
+import type { Flags, FlagTable } from "../cli.ts";
+import { deviceFlag, UsageError } from "../cli.ts";
 import { adamw } from "./optim.ts";
 import { saveWeights, weightStem } from "./checkpoint.ts";
 import { runTraining } from "./loop.ts";
@@ -66,12 +66,7 @@ export function lmFlags(d: LmDefaults) {
     epochs: { type: "int", default: d.epochs, min: 1, help: "passes over the data" },
     batch_size: { type: "int", default: d.batchSize, min: 1, help: "sequences per micro-batch" },
     learning_rate: { type: "float", default: d.learningRate, min: 0, help: "peak lr of get_lr" },
-    device: {
-      type: "choice",
-      default: "auto",
-      choices: ["auto", "cpu", "webgpu"],
-      help: "auto = a real GPU if present, else CPU",
-    },
+    device: deviceFlag(),
     dtype: {
       type: "choice",
       default: "float32",

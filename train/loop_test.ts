@@ -11,12 +11,12 @@ import { affine, mul } from "../nn/ops/arith.ts";
 import { square } from "../nn/ops/unary.ts";
 import { sum } from "../nn/ops/reduce.ts";
 import { fixture } from "../tests/_util.ts";
-import { parseFlags } from "./cli.ts";
-import { lmFlags, runLm } from "./lm.ts";
+import { parseFlags } from "../cli.ts";
+import { lmBatch, lmFlags, lmLoss, runLm } from "./lm.ts";
 import type { LmRunResult } from "./lm.ts";
 import { loadResume } from "./checkpoint.ts";
 import { runTraining } from "./loop.ts";
-import { NonFiniteLossError } from "./metrics.ts";
+import { MetricsWriter, NonFiniteLossError } from "./metrics.ts";
 import { makeTrainStep } from "./step.ts";
 import { savedField, stepTrainer } from "./trainer.ts";
 import type { Trainer } from "./trainer.ts";
@@ -24,12 +24,10 @@ import type { TrainState } from "./step.ts";
 import { Progress } from "./progress.ts";
 import { DataLoader } from "../data/loader.ts";
 import { adamw } from "./optim.ts";
-import { lmBatch, lmLoss } from "./lm.ts";
 import { init } from "../nn/model/minimind.ts";
 import { config } from "../nn/model/minimind_config.ts";
 import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { key } from "../nn/random.ts";
-import { MetricsWriter } from "./metrics.ts";
 
 const POEMS = [
   "床前明月光，疑是地上霜。舉頭望明月，低頭思故鄉。",

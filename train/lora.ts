@@ -3,7 +3,7 @@
  * trains, its defaults and its files. `deno task lora --help` lists the flags.
  * @module
  */
-import { runMain } from "./cli.ts";
+import { runMain } from "../cli.ts";
 import { postMain } from "./posttrain.ts";
 
 if (import.meta.main) Deno.exit(await runMain(() => postMain("lora", Deno.args), "deno task lora"));

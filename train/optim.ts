@@ -6,9 +6,15 @@
  * its inputs: the train step replaces and disposes the old trees.
  *
  * ```ts
+ * import { adamw, chain, clipByGlobalNorm } from "./optim.ts";
+ * import { getLr } from "./schedule.ts";
+ * import { tensor } from "../nn/creation.ts";
+ * import type { Tree } from "../nn/tree.ts";
+ * let params: Tree = { w: tensor([1, 2]) };
+ * const grads = { w: tensor([0.5, -0.25]) };
  * const opt = chain(clipByGlobalNorm(1.0), adamw({ lr: 5e-4 }));
  * let state = opt.init(params);
- * [params, state] = opt.update(grads, state, params, { lr: getLr(step, total, 5e-4) });
+ * [params, state] = opt.update(grads, state, params, { lr: getLr(1, 100, 5e-4) });
  * ```
  * @module
  */
@@ -17,8 +23,7 @@ import { leaves, mapTree, zip } from "../nn/tree.ts";
 import { Tensor } from "../nn/tensor.ts";
 import { zerosLike } from "../nn/creation.ts";
 import { add, minimum } from "../nn/ops/binary.ts";
-import { div, mul } from "../nn/ops/arith.ts";
-import { affine } from "../nn/ops/arith.ts";
+import { affine, div, mul } from "../nn/ops/arith.ts";
 import { sqrt, square } from "../nn/ops/unary.ts";
 import { sum } from "../nn/ops/reduce.ts";
 import { adamwUpdate } from "../nn/ops/adamw.ts";

@@ -11,7 +11,7 @@
  */
 import { buildCorpus } from "../data/corpus/build.ts";
 import { PretrainDataset } from "../data/datasets.ts";
-import { parseFlags, runMain, usage } from "./cli.ts";
+import { parseFlags, runMain, usage } from "../cli.ts";
 import { lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
 
 /** MiniMind2's train_pretrain.py defaults (epochs 1, batch 32, lr 5e-4, accumulation 8, 340 tokens). */

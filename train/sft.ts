@@ -11,7 +11,7 @@
  */
 import { buildCorpus } from "../data/corpus/build.ts";
 import { SFTDataset } from "../data/datasets.ts";
-import { parseFlags, runMain, usage } from "./cli.ts";
+import { parseFlags, runMain, usage } from "../cli.ts";
 import { lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
 
 /**

@@ -9,7 +9,7 @@
  */
 import type { Tree } from "../nn/tree.ts";
 import { dispose, leaves, mapTree, zip } from "../nn/tree.ts";
-import { Tensor } from "../nn/tensor.ts";
+import { alias, Tensor } from "../nn/tensor.ts";
 import { scope } from "../nn/scope.ts";
 import { defaultBackend } from "../nn/backend/select.ts";
 import { valueAndGrad } from "../nn/autodiff.ts";
@@ -146,7 +146,7 @@ export function makeTrainStep<B, A extends Tree = Tree>(
   if (!(opts.gradClip >= 0)) throw new Error(`Cannot use gradClip ${opts.gradClip}: need ≥ 0`);
 
   // loss / accumulation_steps, differentiated w.r.t. params; aux carries [loss, user aux]
-  const scaled = (params: Tree, batch: B): [Tensor, Tree] => {
+  const scaled = (params: Tree, batch: B): [Tensor, [Tensor, Tree]] => {
     const r = lossFn(params, batch);
     const [loss, aux] = opts.hasAux ? (r as [Tensor, Tree]) : [r as Tensor, null];
     return [accum === 1 ? loss : affine(loss, 1 / accum), [loss, aux]];
@@ -187,8 +187,7 @@ export function makeTrainStep<B, A extends Tree = Tree>(
     const backend = defaultBackend();
     if (!backend.warmup) return Promise.resolve(0);
     // step() disposes the state it replaces: give it handles of its own on the same storages
-    const own = (t: Tree) =>
-      mapTree(t, (x) => (x instanceof Tensor ? new Tensor(x.storage, x.shape, x.dtype) : x));
+    const own = (t: Tree) => mapTree(t, (x) => (x instanceof Tensor ? alias(x) : x));
     return backend.warmup(() =>
       scope(() => {
         const alias = {

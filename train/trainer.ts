@@ -9,7 +9,7 @@
  * @module
  */
 import type { Tree } from "../nn/tree.ts";
-import type { Tensor } from "../nn/tensor.ts";
+import { Tensor } from "../nn/tensor.ts";
 import type { StepOutput, TrainState, TrainStep } from "./step.ts";
 
 /** The hyperparameters the loop passes to each step. */
@@ -97,10 +97,9 @@ export interface Trainer<S extends Tree, B> {
  * @returns the field's subtree
  */
 export function savedField(saved: Tree, name: string, path: string): Tree {
-  const fields = saved !== null && typeof saved === "object" && !Array.isArray(saved) &&
-      !("dispose" in saved)
-    ? saved as { readonly [key: string]: Tree }
-    : null;
+  const isFields = saved !== null && typeof saved === "object" && !Array.isArray(saved) &&
+    !(saved instanceof Tensor);
+  const fields = isFields ? saved as { readonly [key: string]: Tree } : null;
   if (!fields || !(name in fields)) {
     throw new Error(
       `Cannot resume from ${path}: its state has no field "${name}" (it holds ${

@@ -222,14 +222,28 @@ function isHeldout(p: Poem, seed: number, fraction: number): boolean {
     fraction;
 }
 
+/** The corpus's sizes and seed when `buildCorpus` is not told otherwise. */
+export const CORPUS_DEFAULTS: Readonly<CorpusManifest["options"]> = Object.freeze({
+  pretrainBytes: 4_000_000,
+  sftSamples: 30_000,
+  dpoPairs: 5_000,
+  rlPrompts: 2_000,
+  heldoutFraction: 0.02,
+  seed: 42,
+});
+
+/** Where `buildCorpus` writes when not told otherwise. */
+export const CORPUS_DIR = ".cache/corpus";
+
 function optionsOf(o: CorpusOptions): CorpusManifest["options"] {
+  const d = CORPUS_DEFAULTS;
   return {
-    pretrainBytes: o.pretrainBytes ?? 4_000_000,
-    sftSamples: o.sftSamples ?? 30_000,
-    dpoPairs: o.dpoPairs ?? 5_000,
-    rlPrompts: o.rlPrompts ?? 2_000,
-    heldoutFraction: o.heldoutFraction ?? 0.02,
-    seed: o.seed ?? 42,
+    pretrainBytes: o.pretrainBytes ?? d.pretrainBytes,
+    sftSamples: o.sftSamples ?? d.sftSamples,
+    dpoPairs: o.dpoPairs ?? d.dpoPairs,
+    rlPrompts: o.rlPrompts ?? d.rlPrompts,
+    heldoutFraction: o.heldoutFraction ?? d.heldoutFraction,
+    seed: o.seed ?? d.seed,
   };
 }
 
@@ -275,7 +289,7 @@ export async function buildCorpus(options: CorpusOptions = {}): Promise<CorpusFi
   const opts = optionsOf(options);
   const log = options.log ?? (() => {});
   const hash = createHash("sha256").update(JSON.stringify(opts)).digest("hex").slice(0, 10);
-  const root = options.dir ?? ".cache/corpus";
+  const root = options.dir ?? CORPUS_DIR;
   const dir = join(root, `${CORPUS_VERSION}-${hash}`);
   if (!options.force) {
     try {

@@ -11,14 +11,14 @@
  * @module
  */
 // B = rows, T = new tokens this step, S = cache + new, V = vocab
+import type { TypedArray } from "../dtype.ts";
 import type { Tensor } from "../tensor.ts";
-import { tensor } from "../creation.ts";
+import { full, tensor } from "../creation.ts";
 import { keep, scope } from "../scope.ts";
 import { foldIn, key as makeKey, uniformArray } from "../random.ts";
 import type { Key } from "../random.ts";
 import { concat, reshape } from "../ops/movement.ts";
 import { scatterAdd } from "../ops/gather.ts";
-import { full } from "../creation.ts";
 import { sample } from "../ops/sample.ts";
 import { forward } from "./minimind.ts";
 import { disposeCache } from "./layers/kv_cache.ts";
@@ -298,10 +298,14 @@ export async function* generateBatch(
         pending.push(next);
         if (prev && !pending.includes(prev)) prev.dispose(); // read back in the previous chunk
       }
-      // one readback per chunk (a sync point on WebGPU)
-      const got = pending.length === 1
-        ? await pending[0].data()
-        : await scope(() => concat(pending, 0)).data();
+      // one readback per chunk; the joined chunk is this loop's to free
+      const joined = pending.length === 1 ? pending[0] : concat(pending, 0); // (chunk·B)
+      let got: TypedArray;
+      try {
+        got = await joined.data(); // sync point
+      } finally {
+        if (joined !== pending[0]) joined.dispose();
+      }
       for (const t of pending) if (t !== last) t.dispose();
       for (let c = 0; c < pending.length; c++) {
         for (let b = 0; b < B; b++) {

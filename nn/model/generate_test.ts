@@ -6,7 +6,9 @@ import { tensor } from "../creation.ts";
 import { argmax } from "../ops/reduce.ts";
 import { sliceAxis } from "../ops/movement.ts";
 import { scope } from "../scope.ts";
-import { defaultBackend } from "../backend/select.ts";
+import { defaultBackend, useBackend } from "../backend/select.ts";
+import { dispose } from "../tree.ts";
+import { openWebGpuForTests } from "../../tests/_webgpu.ts";
 import { generate } from "./generate.ts";
 import type { GenerationPiece } from "./generate.ts";
 
@@ -127,4 +129,27 @@ Deno.test("generate() streams text through the tokenizer's incremental decoder",
   await assert.rejects(async () => {
     for await (const _ of generate(model, "no tokenizer")) { /* nothing */ }
   }, /has no tokenizer/);
+});
+
+Deno.test("generate() with chunked readback keeps bytesInUse flat over generations (CPU, WebGPU)", async () => {
+  const gpu = await openWebGpuForTests();
+  for (const backend of [defaultBackend(), gpu]) {
+    const prev = defaultBackend();
+    useBackend(backend);
+    try {
+      const m = { cfg, params: init(cfg, key(3)) };
+      const run = async () => {
+        for await (
+          const _ of generate(m, [[1, 3, 5], [2, 4]], { maxNewTokens: 12, chunk: 8, seed: 1 })
+        ) { /* drain */ }
+        return backend.counters.bytesInUse;
+      };
+      const first = await run(); // the RoPE table cache grows here
+      const after = [await run(), await run(), await run()];
+      assert.deepEqual(after, [first, first, first], `${backend.name}: ${after} after ${first}`);
+      dispose(m.params);
+    } finally {
+      useBackend(prev);
+    }
+  }
 });

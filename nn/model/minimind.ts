@@ -393,8 +393,10 @@ export function forward(
         `Cannot use positions ${pos.dtype} ${fmt(pos.shape)}: expected i32 [${b}, ${t}]`,
       );
     }
+    // the table must cover the largest position: read it where reading is free (the CPU's
+    // arrays), else build the whole table (cached) rather than stall the device
     rows = pos.backend.readSync
-      ? (pos.size ? Math.max(...(pos.dataSync() as Int32Array)) + 1 : 1)
+      ? (pos.size ? Math.max(...(pos.dataSync() as Int32Array)) + 1 : 1) // sync point (CPU only)
       : cfg.maxPositionEmbeddings;
   }
   const tables = ropeTables(

@@ -15,6 +15,7 @@ import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { gemm } from "../backend/cpu/gemm_adapter.ts";
 import { attentionBackward, attentionForward } from "./attention/wgsl.ts";
+import type { AttnShape } from "./attention/wgsl.ts";
 import { type AttnWorkspace, attnWorkspace } from "../backend/cpu/simd/attention.ts";
 
 /** Params of `attention`. */
@@ -25,16 +26,7 @@ export interface AttentionParams {
   readonly scale: number;
 }
 
-interface AttnDims {
-  b: number;
-  t: number;
-  s: number;
-  nh: number;
-  nkv: number;
-  hd: number;
-}
-
-function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta): AttnDims {
+function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta): AttnShape {
   const [b, t, nh, hd] = q.shape;
   const [kb, s, nkv, khd] = k.shape;
   const ok = q.shape.length === 4 && k.shape.length === 4 && v.shape.length === 4 &&
@@ -65,7 +57,7 @@ function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta): AttnDims {
 
 /** Scaled, masked scores of one (batch, head) → probabilities in place; returns row lse. */
 function probs(
-  d: AttnDims,
+  d: AttnShape,
   bi: number,
   h: number,
   q: TypedArray,

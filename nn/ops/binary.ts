@@ -4,7 +4,6 @@
  * accepted where a scalar makes sense.
  * @module
  */
-import type { DType } from "../dtype.ts";
 import { isFloat } from "../dtype.ts";
 import type { KernelOp, NoParams } from "../op.ts";
 import { defineOp } from "../op.ts";
@@ -279,12 +278,4 @@ export function where(cond: Tensor, a: Tensor | number, b: Tensor | number): Ten
   const ta = typeof a === "number" ? scalarFor(ref, a) : a;
   const tb = typeof b === "number" ? scalarFor(ref, b) : b;
   return apply1(whereOp, [cond, ta, tb], {});
-}
-
-/** The dtype of a binary result (exported for backends). */
-export function binaryOutDtype(name: string, dtype: DType): DType {
-  return BINARY_OPS[name] &&
-      ["equal", "not_equal", "less", "less_equal", "greater", "greater_equal"].includes(name)
-    ? "u32"
-    : dtype;
 }

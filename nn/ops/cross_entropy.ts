@@ -6,24 +6,22 @@
 // N = rows (tokens), V = classes (vocab)
 import { isFloat } from "../dtype.ts";
 import type { KernelOp } from "../op.ts";
-import { defineOp, NONDIFF } from "../op.ts";
+import { defineOp, NONDIFF, STATUS_BINDING } from "../op.ts";
 import { apply, apply1 } from "../apply.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { maximum, notEqual } from "./binary.ts";
-import { div, mul } from "./arith.ts";
-import { cast } from "./arith.ts";
+import { cast, div, mul } from "./arith.ts";
 import { sum } from "./reduce.ts";
 import { reshape } from "./movement.ts";
-import { STATUS_BINDING } from "../op.ts";
 import { rowExp, rowStats } from "../backend/cpu/simd/ops.ts";
 import {
   grid,
   GRID_ARGS,
   gridIndex,
-  NEG_INF,
   ROW_ARGS,
   rowLayout,
+  rowMaxSumExp,
   statusDecl,
 } from "../backend/webgpu/wgsl.ts";
 
@@ -92,12 +90,7 @@ fn main(${ROW_ARGS}) {
   let row = ${L.row};
   let ok = row < u.rows;
   let base = row * u.v;
-  var m = ${NEG_INF};
-  if (ok) { for (var i = ${L.lane}; i < u.v; i += ${L.lanes}u) { m = max(m, l[base + i]); } }
-  m = wgMax(m, lid);
-  var s = 0.0;
-  if (ok) { for (var i = ${L.lane}; i < u.v; i += ${L.lanes}u) { s += exp(l[base + i] - m); } }
-  s = wgSum(s, lid);
+  ${rowMaxSumExp(L, "l", "u.v", false)}
   if (!ok || ${L.lane} != 0u) { return; }
   let z = m + log(s);
   lse[row] = z;

@@ -5,14 +5,12 @@
  */
 // V = vocab rows, H = row width
 import { isFloat } from "../dtype.ts";
-import type { KernelOp, Meta } from "../op.ts";
-import { defineOp, NONDIFF } from "../op.ts";
+import type { KernelOp, Meta, WgslKernel } from "../op.ts";
+import { defineOp, NONDIFF, STATUS_BINDING } from "../op.ts";
 import { apply, apply1 } from "../apply.ts";
 import { fmt, normAxis } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { zeros } from "../creation.ts";
-import { STATUS_BINDING } from "../op.ts";
-import type { WgslKernel } from "../op.ts";
 import {
   grid,
   GRID_ARGS,

@@ -4,17 +4,15 @@
  * @module
  */
 import { isFloat } from "../dtype.ts";
-import type { KernelOp, Meta } from "../op.ts";
+import type { KernelOp, Meta, WgslDevice, WgslKernel } from "../op.ts";
 import { defineOp, NONDIFF } from "../op.ts";
 import { apply1 } from "../apply.ts";
 import { normAxes, normAxis, sizeOf, stridesOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { equal } from "./binary.ts";
-import { affine, div, mul } from "./arith.ts";
-import { cast } from "./arith.ts";
+import { affine, cast, div, mul } from "./arith.ts";
 import { broadcastTo, reshape } from "./movement.ts";
 import type { DType } from "../dtype.ts";
-import type { WgslDevice, WgslKernel } from "../op.ts";
 import {
   cachedCode,
   coalesce,

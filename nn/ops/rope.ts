@@ -7,11 +7,10 @@
 // B = batch, T = time, NH = heads, HD = head dim, P = table positions
 import { isFloat } from "../dtype.ts";
 import type { KernelOp } from "../op.ts";
-import { defineOp } from "../op.ts";
+import { defineOp, STATUS_BINDING } from "../op.ts";
 import { apply1 } from "../apply.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
-import { STATUS_BINDING } from "../op.ts";
 import { grid, GRID_ARGS, gridIndex, statusDecl } from "../backend/webgpu/wgsl.ts";
 
 /** Params of `rope`. */

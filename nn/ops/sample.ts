@@ -6,12 +6,11 @@
  * @module
  */
 // B = rows (sequences), V = vocabulary
-import type { KernelOp } from "../op.ts";
+import type { KernelOp, WgslKernel } from "../op.ts";
 import { defineOp, NONDIFF } from "../op.ts";
 import { apply1 } from "../apply.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
-import type { WgslKernel } from "../op.ts";
 import { cachedCode, NEG_INF, ROW_INDEX, rowGrid } from "../backend/webgpu/wgsl.ts";
 
 /**

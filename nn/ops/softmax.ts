@@ -4,7 +4,7 @@
  */
 // N = rows, V = last-axis size
 import { isFloat } from "../dtype.ts";
-import type { KernelOp, Meta, NoParams } from "../op.ts";
+import type { KernelOp, Meta, NoParams, WgslDevice, WgslKernel } from "../op.ts";
 import { defineOp } from "../op.ts";
 import { apply1 } from "../apply.ts";
 import { fmt, normAxis } from "../shape.ts";
@@ -14,8 +14,7 @@ import { mul } from "./arith.ts";
 import { exp } from "./unary.ts";
 import { sum } from "./reduce.ts";
 import { broadcastTo, expandDims } from "./movement.ts";
-import type { WgslDevice, WgslKernel } from "../op.ts";
-import { NEG_INF, ROW_ARGS, rowLayout } from "../backend/webgpu/wgsl.ts";
+import { NEG_INF, ROW_ARGS, rowLayout, rowMaxSumExp } from "../backend/webgpu/wgsl.ts";
 import type { TypedArray } from "../dtype.ts";
 import { rowSoftmax, rowStats } from "../backend/cpu/simd/ops.ts";
 
@@ -43,12 +42,7 @@ fn main(${ROW_ARGS}) {
   let row = ${L.row};
   let ok = row < u.rows;
   let base = row * u.n;
-  var m = ${NEG_INF};
-  if (ok) { for (var i = ${L.lane}; i < u.n; i += ${L.lanes}u) { m = max(m, x[base + i]); } }
-  m = wgMax(m, lid);
-  var s = 0.0;
-  if (ok && m != ${NEG_INF}) { for (var i = ${L.lane}; i < u.n; i += ${L.lanes}u) { s += exp(x[base + i] - m); } }
-  s = wgSum(s, lid);
+  ${rowMaxSumExp(L, "x", "u.n", true)}
   var lse = ${NEG_INF};
   if (m != ${NEG_INF}) { lse = m + log(s); }
   if (!ok) { return; }

@@ -427,6 +427,27 @@ fn wgMax(v: f32, lid: u32) -> f32 { return v; }`,
   };
 }
 
+/**
+ * The max-then-Σexp reduction of a row kernel (softmax, cross-entropy): declares `m`, the row's
+ * max, and `s`, Σ exp(x − m), over `src[base + i]` for i < `n`, reduced across the row's lanes.
+ * Lines after the first are indented for a kernel body.
+ *
+ * @param L the row layout
+ * @param src the input array's name
+ * @param n the row length expression
+ * @param skipEmpty leave `s` at 0 for an all-−∞ row (softmax's fully masked rows)
+ * @returns the WGSL statements
+ */
+export function rowMaxSumExp(L: RowLayout, src: string, n: string, skipEmpty: boolean): string {
+  const each = `for (var i = ${L.lane}; i < ${n}; i += ${L.lanes}u)`;
+  return `var m = ${NEG_INF};
+  if (ok) { ${each} { m = max(m, ${src}[base + i]); } }
+  m = wgMax(m, lid);
+  var s = 0.0;
+  if (ok${skipEmpty ? ` && m != ${NEG_INF}` : ""}) { ${each} { s += exp(${src}[base + i] - m); } }
+  s = wgSum(s, lid);`;
+}
+
 /** Entry-point parameters of row kernels. */
 export const ROW_ARGS =
   "@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>, @builtin(local_invocation_index) lid: u32";

@@ -8,8 +8,7 @@
 // B = batch rows, S = cached time steps, NKV = kv heads, HD = head dim
 import { concat, pad } from "../../ops/movement.ts";
 import { takeAlongAxis } from "../../ops/gather.ts";
-import { ones } from "../../creation.ts";
-import { tensor } from "../../creation.ts";
+import { ones, tensor } from "../../creation.ts";
 import type { Tensor } from "../../tensor.ts";
 import { fmt } from "../../shape.ts";
 

@@ -17,6 +17,7 @@
 
 import { allocArray, type DType, dtypeOfArray, type TypedArray } from "../../../dtype.ts";
 import type { KernelOp } from "../../../op.ts";
+import type { AttnShape } from "../../../ops/attention/wgsl.ts";
 import { crossEntropyBackwardOp, crossEntropyOp } from "../../../ops/cross_entropy.ts";
 import { logSoftmaxOp, logsumexpOp, softmaxOp } from "../../../ops/softmax.ts";
 import { swigluBackwardOp, swigluOp } from "../../../ops/swiglu.ts";
@@ -325,14 +326,8 @@ function checkSoftmax(): void {
 
 // ---- attention -----------------------------------------------------------------------------
 
-interface AttnCase {
+interface AttnCase extends AttnShape {
   label: string;
-  b: number;
-  t: number;
-  s: number;
-  nh: number;
-  nkv: number;
-  hd: number;
   causal: boolean;
   mask?: number[];
 }

@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { type ReplyDelta, ReplyParser, StopMatcher } from "./parse.ts";
+import { type ReplyDelta, ReplyParser, StopMatcher } from "./reply_parser.ts";
 
 /** Feeds `text` in pieces of `n` characters (tags split across pieces) and joins the deltas. */
 function run(

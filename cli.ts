@@ -1,7 +1,9 @@
 /**
- * Command-line flags for the trainers and tools, with MiniMind's names (`--batch_size 32`,
- * `--from_resume 1`). Both `--flag value` and `--flag=value` work; an unknown flag or a bad value
- * is an error that lists what is valid.
+ * The command line of every entry point — the trainers, `deno task eval`, the demo, the server,
+ * the tokenizer and corpus commands — with MiniMind's flag names (`--batch_size 32`,
+ * `--from_resume 1`) and one name per concept (`--device` everywhere). Both `--flag value` and
+ * `--flag=value` work; an unknown flag or a bad value is an error that lists what is valid, and
+ * `--help` prints the table.
  * @module
  */
 
@@ -11,9 +13,11 @@ export type FlagSpec =
   | { type: "float"; default: number; help: string; min?: number }
   | { type: "string"; default: string; help: string }
   | { type: "optional"; default?: undefined; help: string }
+  | { type: "optional_int"; default?: undefined; help: string; min?: number }
   | { type: "choice"; default: string; choices: readonly string[]; help: string }
   | { type: "bool01"; default: boolean; help: string }
-  | { type: "switch"; default: boolean; help: string };
+  | { type: "switch"; default: boolean; help: string }
+  | { type: "alias"; of: string; help: string };
 
 /** A table of flags by name (snake_case, without dashes). */
 export type FlagTable = Record<string, FlagSpec>;
@@ -23,8 +27,30 @@ export type Flags<T extends FlagTable> = {
   [K in keyof T]: T[K] extends { type: "int" | "float" } ? number
     : T[K] extends { type: "bool01" | "switch" } ? boolean
     : T[K] extends { type: "optional" } ? string | undefined
+    : T[K] extends { type: "optional_int" } ? number | undefined
+    : T[K] extends { type: "alias" } ? never
     : string;
 };
+
+/** The devices `--device` accepts: `auto` picks a real GPU when there is one, else the CPU. */
+export const DEVICES = ["auto", "cpu", "webgpu"] as const;
+
+/**
+ * The `--device` flag every command that computes takes.
+ *
+ * @param dflt its default (`auto`; the server's is `cpu`)
+ * @returns the flag's spec
+ */
+export function deviceFlag(
+  dflt: (typeof DEVICES)[number] = "auto",
+): { type: "choice"; default: string; choices: readonly string[]; help: string } {
+  return {
+    type: "choice",
+    default: dflt,
+    choices: DEVICES,
+    help: "auto = a real GPU if present, else CPU",
+  };
+}
 
 /** A usage error (exit code 2); the message names the flag and lists the valid choices. */
 export class UsageError extends Error {
@@ -36,7 +62,8 @@ export class UsageError extends Error {
 }
 
 function describe(name: string, s: FlagSpec): string {
-  const def = s.type === "optional"
+  if (s.type === "alias") return `  --${name}`.padEnd(34) + ` ${s.help}`;
+  const def = s.type === "optional" || s.type === "optional_int"
     ? ""
     : s.type === "bool01"
     ? ` (default ${s.default ? 1 : 0})`
@@ -49,7 +76,7 @@ function describe(name: string, s: FlagSpec): string {
     ? " {0|1}"
     : s.type === "switch"
     ? ""
-    : s.type === "int"
+    : s.type === "int" || s.type === "optional_int"
     ? " N"
     : s.type === "float"
     ? " X"
@@ -75,7 +102,8 @@ function parseValue(name: string, s: FlagSpec, raw: string): number | string | b
   const bad = (what: string) =>
     new UsageError(`Invalid --${name} ${JSON.stringify(raw)}: expected ${what}`);
   switch (s.type) {
-    case "int": {
+    case "int":
+    case "optional_int": {
       const n = Number(raw);
       const min = s.min ?? -Infinity;
       if (!/^[+-]?\d+$/.test(raw.trim()) || n < min) {
@@ -100,6 +128,8 @@ function parseValue(name: string, s: FlagSpec, raw: string): number | string | b
       throw bad("0 or 1");
     case "switch":
       throw bad("no value (it is a switch)");
+    case "alias":
+      throw new Error(`--${name} is an alias of --${s.of}: parse the target instead`);
     default:
       return raw;
   }
@@ -127,7 +157,7 @@ export function parseFlags<T extends FlagTable>(
   command: string,
 ): { values: Flags<T>; given: Set<string>; help: boolean } {
   const values: Record<string, unknown> = {};
-  for (const [n, s] of Object.entries(table)) values[n] = s.default;
+  for (const [n, s] of Object.entries(table)) if (s.type !== "alias") values[n] = s.default;
   const given = new Set<string>();
   let help = false;
   for (let i = 0; i < argv.length; i++) {
@@ -142,12 +172,14 @@ export function parseFlags<T extends FlagTable>(
       );
     }
     const eq = arg.indexOf("=");
-    const name = (eq >= 0 ? arg.slice(2, eq) : arg.slice(2)).replaceAll("-", "_");
-    const spec = table[name];
+    let name = (eq >= 0 ? arg.slice(2, eq) : arg.slice(2)).replaceAll("-", "_");
+    let spec = table[name];
+    if (spec?.type === "alias") [name, spec] = [spec.of, table[spec.of]];
     if (!spec) {
       throw new UsageError(
         `Unknown flag --${name} for ${command}. Valid flags: ${
-          Object.keys(table).map((n) => `--${n}`).join(", ")
+          Object.entries(table).filter(([, s]) => s.type !== "alias").map(([n]) => `--${n}`)
+            .join(", ")
         }`,
       );
     }

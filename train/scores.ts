@@ -6,11 +6,10 @@
  * @module
  */
 import type { Tensor } from "../nn/tensor.ts";
-import { tensor } from "../nn/creation.ts";
+import { full, tensor } from "../nn/creation.ts";
 import { scope } from "../nn/scope.ts";
 import { crossEntropy } from "../nn/ops/cross_entropy.ts";
 import { concat, sliceAxis } from "../nn/ops/movement.ts";
-import { full } from "../nn/creation.ts";
 import { forward } from "../nn/model/minimind.ts";
 import type { MiniMindParams } from "../nn/model/minimind.ts";
 import type { MiniMindConfig } from "../nn/model/minimind_config.ts";

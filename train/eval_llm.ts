@@ -16,8 +16,8 @@ import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { generate } from "../nn/model/generate.ts";
 import type { ChatMessage } from "../data/chat_template.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
-import { parseFlags, runMain, usage, UsageError } from "./cli.ts";
-import type { FlagTable } from "./cli.ts";
+import { deviceFlag, parseFlags, runMain, usage, UsageError } from "../cli.ts";
+import type { FlagTable } from "../cli.ts";
 import { DEFAULT_TOKENIZER, selectDevice } from "./lm.ts";
 import { weightStem } from "./checkpoint.ts";
 
@@ -47,12 +47,7 @@ export const EVAL_FLAGS = {
   open_thinking: { type: "bool01", default: false, help: "let the model think first" },
   historys: { type: "int", default: 0, min: 0, help: "past messages kept (even)" },
   show_speed: { type: "bool01", default: true, help: "print tokens/s" },
-  device: {
-    type: "choice",
-    default: "auto",
-    choices: ["auto", "cpu", "webgpu"],
-    help: "auto = a real GPU if present, else CPU",
-  },
+  device: deviceFlag(),
   mode: {
     type: "choice",
     default: "ask",
