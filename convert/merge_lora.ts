@@ -15,7 +15,6 @@ import * as lora from "./lora.ts";
 import { saveSafetensors } from "./safetensors.ts";
 import { parseFlags, runMain, usage, UsageError } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
-import { weightStem } from "../train/checkpoint.ts";
 
 /** The flags (eval_llm.py's names for the base and the adapters). */
 export const MERGE_FLAGS = {
@@ -37,6 +36,11 @@ export const MERGE_FLAGS = {
 
 const COMMAND = "deno task merge_lora";
 
+/** MiniMind's weight file stem: `{name}_{hidden}[_moe]`. */
+function stem(name: string, hidden: number, moe: boolean): string {
+  return `${name}_${hidden}${moe ? "_moe" : ""}`;
+}
+
 /**
  * Merges adapters into their base model and writes the result.
  *
@@ -50,7 +54,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     return 0;
   }
   const base = a.load_from ??
-    join(a.save_dir, `${weightStem(a.weight, a.hidden_size, a.use_moe)}.safetensors`);
+    join(a.save_dir, `${stem(a.weight, a.hidden_size, a.use_moe)}.safetensors`);
   if (!(await Deno.stat(base).catch(() => null))) {
     throw new UsageError(`Cannot merge: the base model ${base} does not exist`);
   }
@@ -62,7 +66,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   const name = a.lora_weight.replace(/^.*\//, "").replace(/\.safetensors$/, "")
     .replace(/_\d+(_moe)?$/, "").replace(/^lora_/, "");
   const out = a.out ??
-    join(a.save_dir, `${weightStem(`merge_${name}`, m.cfg.hiddenSize, m.cfg.useMoe)}.safetensors`);
+    join(a.save_dir, `${stem(`merge_${name}`, m.cfg.hiddenSize, m.cfg.useMoe)}.safetensors`);
   await saveSafetensors(out, flatten(merged), {
     format: "pt",
     config: JSON.stringify(configToHF(m.cfg)),
