@@ -16,7 +16,7 @@
  *    `<think>…</think><answer>…</answer>` format that name the poem's form right.
  *
  *   deno task demo             # first: the SFT model this starts from
- *   deno task demo:posttrain   # ≈ 10–15 min on 2 CPU cores
+ *   deno task demo:posttrain   # LoRA, DPO, distillation, reasoning SFT + report (README: time)
  * @module
  */
 import { join } from "node:path";
@@ -61,6 +61,11 @@ export const POSTTRAIN_DEMO_FLAGS = {
   },
   quick: { type: "switch", default: false, help: "a tiny smoke run (few steps, few samples)" },
   seed: { type: "int", default: 42, help: "adapter init, data order and sampling seed" },
+  stages: {
+    type: "string",
+    default: "lora,dpo,distill,reason",
+    help: "which stages to run (comma-separated)",
+  },
 } satisfies FlagTable;
 
 /** One stage's run size. */
@@ -73,7 +78,7 @@ interface Stage {
 
 /** Sizes of one run. */
 interface Plan {
-  lora: Stage & { rank: number };
+  lora: Stage & { rank: number; targets: string };
   dpo: Stage;
   distill: Stage & { hidden: number; layers: number; heads: number };
   reason: Stage;
@@ -87,19 +92,22 @@ interface Plan {
   reasonPrompts: number;
 }
 
+/** The demo adapts every Linear (MiniMind's default, the square ones, is q/o only). */
+const ALL_LINEARS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj";
+
 const FULL: Plan = {
-  lora: { steps: 200, batch: 16, seqLen: 96, lr: 3e-3, rank: 16 },
-  dpo: { steps: 80, batch: 8, seqLen: 96, lr: 1e-5 },
-  distill: { steps: 200, batch: 16, seqLen: 128, lr: 2e-3, hidden: 128, layers: 2, heads: 4 },
-  reason: { steps: 100, batch: 8, seqLen: 192, lr: 5e-4 },
-  perTune: 6,
-  pairs: 256,
-  pplTexts: 256,
-  reasonPrompts: 32,
+  lora: { steps: 240, batch: 16, seqLen: 96, lr: 3e-3, rank: 16, targets: ALL_LINEARS },
+  dpo: { steps: 60, batch: 8, seqLen: 96, lr: 1e-5 },
+  distill: { steps: 120, batch: 16, seqLen: 128, lr: 2e-3, hidden: 128, layers: 2, heads: 4 },
+  reason: { steps: 60, batch: 8, seqLen: 192, lr: 5e-4 },
+  perTune: 4,
+  pairs: 128,
+  pplTexts: 128,
+  reasonPrompts: 24,
 };
 
 const QUICK: Plan = {
-  lora: { steps: 4, batch: 4, seqLen: 64, lr: 3e-3, rank: 4 },
+  lora: { steps: 4, batch: 4, seqLen: 64, lr: 3e-3, rank: 4, targets: ALL_LINEARS },
   dpo: { steps: 4, batch: 2, seqLen: 64, lr: 1e-5 },
   distill: { steps: 4, batch: 4, seqLen: 64, lr: 2e-3, hidden: 32, layers: 1, heads: 4 },
   reason: { steps: 4, batch: 2, seqLen: 96, lr: 5e-4 },
@@ -154,6 +162,16 @@ export async function main(argv: readonly string[]): Promise<number> {
   say(`MiniMind.ts post-training demo on ${device}${a.quick ? " (quick)" : ""}: from ${basePath}`);
   const corpus = await buildCorpus({ log: say });
   const ck = join(a.save_dir, "checkpoints");
+  const stages = new Set(a.stages.split(",").map((x) => x.trim()));
+  for (const st of stages) {
+    if (!["lora", "dpo", "distill", "reason"].includes(st)) {
+      throw new UsageError(
+        `Invalid --stages ${a.stages}: ${st} is not one of lora, dpo, distill, reason`,
+      );
+    }
+  }
+  const rows: string[][] = [["", "before", "after"]];
+  const notes: string[] = [];
 
   // one trainer run: its flags as `deno task <kind>` would parse them
   const train = (
@@ -164,7 +182,9 @@ export async function main(argv: readonly string[]): Promise<number> {
   ) => {
     const argv = [
       ...["--device", a.device, "--save_dir", a.save_dir, "--checkpoint_dir", ck],
-      ...["--from_weight", basePath, "--epochs", "1", "--seed", String(a.seed)],
+      ...["--from_weight", basePath, "--seed", String(a.seed)],
+      // enough epochs for the step count (the lr schedule spans max_steps)
+      ...["--epochs", String(Math.max(1, Math.ceil(st.steps * st.batch / dataset.length)))],
       ...["--batch_size", String(st.batch), "--max_seq_len", String(st.seqLen)],
       ...["--learning_rate", String(st.lr), "--max_steps", String(st.steps)],
       ...[
@@ -193,243 +213,253 @@ export async function main(argv: readonly string[]): Promise<number> {
     );
 
   // 1. LoRA: ci in 8 tunes
-  section("1. LoRA on Song ci (词)");
-  const ci = ciStyleData(corpus.pretrain, corpus.heldoutPretrain, a.seed);
-  const tunes = Object.keys(ci.patterns);
-  say(
-    `  ${ci.train.length} ci in ${tunes.length} tunes: ${
-      tunes.map((t) => `${t} ${ci.patterns[t].join("")}`).join(", ")
-    }`,
-  );
-  const styleAsks = tunes.flatMap((tune) =>
-    Array.from(
-      { length: plan.perTune },
-      (_, i) => ({ tune, text: fill(CI_PROMPTS[i % CI_PROMPTS.length], { tune }) }),
-    )
-  );
-  const style = async (m: EvalModel) => {
-    const replies = await chatReplies(m, styleAsks.map((s) => s.text), {
-      maxNewTokens: 96,
-      seed: a.seed,
-    });
-    const ok = replies.filter((r, i) =>
-      linePattern(r).join() === ci.patterns[styleAsks[i].tune].join()
-    );
-    const lines = replies.filter((r, i) =>
-      linePattern(r).length === ci.patterns[styleAsks[i].tune].length
-    );
-    return { acc: ok.length / replies.length, lines: lines.length / replies.length, replies };
-  };
-  const styleBefore = await style(model);
-  say(
-    `  before: style accuracy ${pct(styleBefore.acc)} (line count right ${
-      pct(styleBefore.lines)
-    }) on ${styleAsks.length} tune prompts`,
-  );
-  const lr = await train(
-    "lora",
-    plan.lora,
-    ["--lora_rank", String(plan.lora.rank), "--lora_name", "lora_ci"],
-    new SFTDataset(ci.train, tokenizer, {
-      maxLength: plan.lora.seqLen,
-      seed: a.seed,
-      addSystemRatio: 0,
-      emptyThinkRatio: 1,
-    }),
-  );
-  ran(lr);
-  const adapters = lr.params;
-  say(
-    `  ${
-      lora.count(adapters)
-    } adapter params (rank ${plan.lora.rank}) trained; the base stayed frozen`,
-  );
-  const loraModel = { ...model, params: lora.apply(base.params, adapters) };
-  const styleAfter = await style(loraModel);
-  say(
-    `  after:  style accuracy ${pct(styleAfter.acc)} (line count right ${pct(styleAfter.lines)})`,
-  );
-  say(`  e.g. ${styleAsks[0].text} →`);
-  for (const line of styleAfter.replies[0].split("\n").slice(0, 4)) say(`     ${line}`);
-
-  // 2. DPO on the corpus's pairs; held-out pairs from held-out poems
-  section("2. DPO on dpo.jsonl");
-  const heldPairs = new DPODataset(
-    heldoutDpoPairs(corpus.heldoutPretrain, plan.pairs, a.seed),
-    tokenizer,
-    {
-      maxLength: plan.dpo.seqLen,
-      seed: a.seed,
-      emptyThinkRatio: 0,
-    },
-  );
-  const prefBefore = await preferenceAccuracy(cfg, base.params, base.params, heldPairs);
-  say(
-    `  before: preference accuracy ${pct(prefBefore.accuracy)} (mean margin ${
-      prefBefore.margin.toFixed(2)
-    }) on ${prefBefore.pairs} held-out pairs`,
-  );
-  const dr = await train(
-    "dpo",
-    plan.dpo,
-    [],
-    new DPODataset(corpus.dpo, tokenizer, {
-      maxLength: plan.dpo.seqLen,
-      seed: a.seed,
-      emptyThinkRatio: 0,
-    }),
-  );
-  ran(dr);
-  const policy = dr.params as unknown as MiniMindParams;
-  const prefAfter = await preferenceAccuracy(cfg, policy, base.params, heldPairs);
-  say(
-    `  after:  preference accuracy ${pct(prefAfter.accuracy)} (mean margin ${
-      prefAfter.margin.toFixed(2)
-    }), ` +
-      `KL(policy‖reference) ${prefAfter.kl.toExponential(2)} nats/token`,
-  );
-  dispose(dr.params);
-
-  // 3. distillation: the demo model teaches a smaller student from scratch
-  section("3. distillation");
-  const d = plan.distill;
-  const heldSft = new SFTDataset(corpus.heldoutSft, tokenizer, {
-    maxLength: d.seqLen,
-    seed: a.seed,
-    addSystemRatio: 0,
-    emptyThinkRatio: 1,
-  });
-  const sftData = () =>
-    new SFTDataset(corpus.sft, tokenizer, {
-      maxLength: d.seqLen,
-      seed: a.seed,
-      addSystemRatio: 0,
-      emptyThinkRatio: 1,
-    });
-  const teacherPpl = await perplexity(model, heldSft, { limit: plan.pplTexts });
-  const student = [
-    ...[
-      "--from_weight",
-      "none",
-      "--hidden_size",
-      String(d.hidden),
-      "--num_hidden_layers",
-      String(d.layers),
-    ],
-    ...[
-      "--num_attention_heads",
-      String(d.heads),
-      "--num_key_value_heads",
-      String(Math.max(1, d.heads / 2)),
-    ],
-  ];
-  const students: Record<string, number> = {};
-  for (
-    const [label, extra] of [
-      ["with the teacher", [
-        "--teacher_weight",
-        basePath,
-        "--alpha",
-        "0.5",
-        "--temperature",
-        "1.5",
-      ]],
-      ["labels only", ["--alpha", "1", "--save_weight", "full_sft_student"]],
-    ] as const
-  ) {
-    const r = await train("distill", d, [...student, ...extra], sftData());
-    ran(r);
-    const p = await perplexity(
-      { cfg: r.cfg, params: r.params as unknown as MiniMindParams },
-      heldSft,
-      {
-        limit: plan.pplTexts,
-      },
-    );
-    students[label] = p.ppl;
+  if (stages.has("lora")) {
+    section("1. LoRA on Song ci (词)");
+    const ci = ciStyleData(corpus.pretrain, corpus.heldoutPretrain, a.seed);
+    const tunes = Object.keys(ci.patterns);
     say(
-      `  student (hidden ${d.hidden}, ${d.layers} layers) trained ${label}: held-out perplexity ${
-        p.ppl.toFixed(1)
+      `  ${ci.train.length} ci in ${tunes.length} tunes: ${
+        tunes.map((t) => `${t} ${ci.patterns[t].join("")}`).join(", ")
       }`,
     );
-    dispose(r.params);
+    const styleAsks = tunes.flatMap((tune) =>
+      Array.from(
+        { length: plan.perTune },
+        (_, i) => ({ tune, text: fill(CI_PROMPTS[i % CI_PROMPTS.length], { tune }) }),
+      )
+    );
+    const style = async (m: EvalModel) => {
+      const replies = await chatReplies(m, styleAsks.map((s) => s.text), {
+        maxNewTokens: 96,
+        seed: a.seed,
+      });
+      const ok = replies.filter((r, i) =>
+        linePattern(r).join() === ci.patterns[styleAsks[i].tune].join()
+      );
+      const lines = replies.filter((r, i) =>
+        linePattern(r).length === ci.patterns[styleAsks[i].tune].length
+      );
+      return { acc: ok.length / replies.length, lines: lines.length / replies.length, replies };
+    };
+    const styleBefore = await style(model);
+    say(
+      `  before: style accuracy ${pct(styleBefore.acc)} (line count right ${
+        pct(styleBefore.lines)
+      }) on ${styleAsks.length} tune prompts`,
+    );
+    const lr = await train(
+      "lora",
+      plan.lora,
+      [
+        ...["--lora_rank", String(plan.lora.rank), "--lora_name", "lora_ci"],
+        ...["--lora_targets", plan.lora.targets],
+      ],
+      new SFTDataset(ci.train, tokenizer, {
+        maxLength: plan.lora.seqLen,
+        seed: a.seed,
+        addSystemRatio: 0,
+        emptyThinkRatio: 1,
+      }),
+    );
+    ran(lr);
+    const adapters = lr.params;
+    say(
+      `  ${
+        lora.count(adapters)
+      } adapter params (rank ${plan.lora.rank}, every Linear) trained; the base stayed frozen`,
+    );
+    const loraModel = { ...model, params: lora.apply(base.params, adapters) };
+    const styleAfter = await style(loraModel);
+    say(
+      `  after:  style accuracy ${pct(styleAfter.acc)} (line count right ${pct(styleAfter.lines)})`,
+    );
+    say(`  e.g. ${styleAsks[0].text} →`);
+    for (const line of styleAfter.replies[0].split("\n").slice(0, 4)) say(`     ${line}`);
+    rows.push(["LoRA: ci style accuracy", pct(styleBefore.acc), pct(styleAfter.acc)]);
+    rows.push(["LoRA: ci line count right", pct(styleBefore.lines), pct(styleAfter.lines)]);
+    notes.push(
+      `next: deno task eval --load_from ${basePath} --lora_weight ${lr.files.weights} --mode chat`,
+    );
   }
-  say(
-    `  teacher (hidden ${cfg.hiddenSize}, ${cfg.numHiddenLayers} layers): held-out perplexity ${
-      teacherPpl.ppl.toFixed(1)
-    }`,
-  );
+
+  // 2. DPO on the corpus's pairs; held-out pairs from held-out poems
+  if (stages.has("dpo")) {
+    section("2. DPO on dpo.jsonl");
+    const heldPairs = new DPODataset(
+      heldoutDpoPairs(corpus.heldoutPretrain, plan.pairs, a.seed),
+      tokenizer,
+      {
+        maxLength: plan.dpo.seqLen,
+        seed: a.seed,
+        emptyThinkRatio: 0,
+      },
+    );
+    const prefBefore = await preferenceAccuracy(cfg, base.params, base.params, heldPairs);
+    say(
+      `  before: preference accuracy ${pct(prefBefore.accuracy)} (mean margin ${
+        prefBefore.margin.toFixed(2)
+      }) on ${prefBefore.pairs} held-out pairs`,
+    );
+    const dr = await train(
+      "dpo",
+      plan.dpo,
+      [],
+      new DPODataset(corpus.dpo, tokenizer, {
+        maxLength: plan.dpo.seqLen,
+        seed: a.seed,
+        emptyThinkRatio: 0,
+      }),
+    );
+    ran(dr);
+    const policy = dr.params as unknown as MiniMindParams;
+    const prefAfter = await preferenceAccuracy(cfg, policy, base.params, heldPairs);
+    say(
+      `  after:  preference accuracy ${pct(prefAfter.accuracy)} (mean margin ${
+        prefAfter.margin.toFixed(2)
+      }), ` +
+        `KL(policy‖reference) ${prefAfter.kl.toExponential(2)} nats/token`,
+    );
+    dispose(dr.params);
+    rows.push([
+      "DPO: held-out preference accuracy",
+      pct(prefBefore.accuracy),
+      pct(prefAfter.accuracy),
+    ]);
+    rows.push(["DPO: KL(policy‖reference)/token", "0", prefAfter.kl.toExponential(2)]);
+  }
+
+  // 3. distillation: the demo model teaches a smaller student from scratch
+  if (stages.has("distill")) {
+    section("3. distillation");
+    const d = plan.distill;
+    // the teacher's domain: the poem-writing conversations (the demo's SFT data); held-out ones
+    // for the perplexity
+    const compose = (path: string) =>
+      Deno.readTextFileSync(path).split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l))
+        .filter((r) => /^(写一首|请以|作一首|以《)/u.test(String(r.conversations?.[0]?.content)));
+    const sftOpts = { maxLength: d.seqLen, seed: a.seed, addSystemRatio: 0, emptyThinkRatio: 1 };
+    const heldSft = new SFTDataset(compose(corpus.heldoutSft), tokenizer, sftOpts);
+    const sftData = () => new SFTDataset(compose(corpus.sft), tokenizer, sftOpts);
+    say(`  ${heldSft.length} held-out poem-writing conversations for the perplexity`);
+    const teacherPpl = await perplexity(model, heldSft, { limit: plan.pplTexts });
+    const student = [
+      ...[
+        "--from_weight",
+        "none",
+        "--hidden_size",
+        String(d.hidden),
+        "--num_hidden_layers",
+        String(d.layers),
+      ],
+      ...[
+        "--num_attention_heads",
+        String(d.heads),
+        "--num_key_value_heads",
+        String(Math.max(1, d.heads / 2)),
+      ],
+    ];
+    const students: Record<string, number> = {};
+    for (
+      const [label, extra] of [
+        ["with the teacher", [
+          "--teacher_weight",
+          basePath,
+          "--alpha",
+          "0.5",
+          "--temperature",
+          "1.5",
+        ]],
+        ["labels only", ["--alpha", "1", "--save_weight", "full_sft_student"]],
+      ] as const
+    ) {
+      const r = await train("distill", d, [...student, ...extra], sftData());
+      ran(r);
+      const p = await perplexity(
+        { cfg: r.cfg, params: r.params as unknown as MiniMindParams },
+        heldSft,
+        {
+          limit: plan.pplTexts,
+        },
+      );
+      students[label] = p.ppl;
+      say(
+        `  student (hidden ${d.hidden}, ${d.layers} layers) trained ${label}: held-out perplexity ${
+          p.ppl.toFixed(1)
+        }`,
+      );
+      dispose(r.params);
+    }
+    say(
+      `  teacher (hidden ${cfg.hiddenSize}, ${cfg.numHiddenLayers} layers): held-out perplexity ${
+        teacherPpl.ppl.toFixed(1)
+      }`,
+    );
+    notes.push(
+      `distillation: student perplexity ${
+        students["with the teacher"].toFixed(1)
+      } with the teacher vs ${students["labels only"].toFixed(1)} on labels only (teacher ${
+        teacherPpl.ppl.toFixed(1)
+      })`,
+    );
+  }
 
   // 4. reasoning SFT: think-format explanations of poem forms
-  section("4. reasoning SFT");
-  const held = Deno.readTextFileSync(corpus.heldoutPretrain).split("\n").filter((l) => l.trim())
-    .map((l) => String(JSON.parse(l).text)).map((t) => t.slice(t.indexOf("\n") + 1))
-    .filter((b) => poemForm(b) !== null).slice(0, plan.reasonPrompts);
-  const reasonCheck = async (m: EvalModel) => {
-    const replies = await chatReplies(m, held.map((b) => `这首诗是什么体裁？\n${b}`), {
-      maxNewTokens: 120,
-      seed: a.seed,
-    });
-    const format = replies.filter((r) =>
-      /^<think>[\s\S]*<\/think>\s*<answer>[\s\S]*<\/answer>$/.test(r.trim())
-    );
-    const right = replies.filter((r, i) => {
-      const ans = /<answer>([\s\S]*?)<\/answer>/.exec(r)?.[1] ?? "";
-      return ans.includes(poemForm(held[i])!.name);
-    });
-    return {
-      format: format.length / replies.length,
-      right: right.length / replies.length,
-      replies,
+  if (stages.has("reason")) {
+    section("4. reasoning SFT");
+    const held = Deno.readTextFileSync(corpus.heldoutPretrain).split("\n").filter((l) => l.trim())
+      .map((l) => String(JSON.parse(l).text)).map((t) => t.slice(t.indexOf("\n") + 1))
+      .filter((b) => poemForm(b) !== null).slice(0, plan.reasonPrompts);
+    const reasonCheck = async (m: EvalModel) => {
+      const replies = await chatReplies(m, held.map((b) => `这首诗是什么体裁？\n${b}`), {
+        maxNewTokens: 120,
+        seed: a.seed,
+      });
+      const format = replies.filter((r) =>
+        /^<think>[\s\S]*<\/think>\s*<answer>[\s\S]*<\/answer>$/.test(r.trim())
+      );
+      const right = replies.filter((r, i) => {
+        const ans = /<answer>([\s\S]*?)<\/answer>/.exec(r)?.[1] ?? "";
+        return ans.includes(poemForm(held[i])!.name);
+      });
+      return {
+        format: format.length / replies.length,
+        right: right.length / replies.length,
+        replies,
+      };
     };
-  };
-  const reasonBefore = await reasonCheck(model);
-  const rr = await train(
-    "reason",
-    plan.reason,
-    ["--reason_samples", String(plan.reason.steps * plan.reason.batch)],
-    new SFTDataset(
-      reasonRecords(corpus.pretrain, plan.reason.steps * plan.reason.batch, a.seed),
-      tokenizer,
-      { maxLength: plan.reason.seqLen, seed: a.seed, emptyThinkRatio: 0, addSystemRatio: 0 },
-    ),
-  );
-  ran(rr);
-  const reasonAfter = await reasonCheck({
-    ...model,
-    params: rr.params as unknown as MiniMindParams,
-  });
-  say(`  e.g. 这首诗是什么体裁？ →`);
-  for (const line of reasonAfter.replies[0].split("\n").slice(0, 6)) say(`     ${line}`);
-  dispose(rr.params);
+    const reasonBefore = await reasonCheck(model);
+    const rr = await train(
+      "reason",
+      plan.reason,
+      ["--reason_samples", String(plan.reason.steps * plan.reason.batch)],
+      new SFTDataset(
+        reasonRecords(corpus.pretrain, plan.reason.steps * plan.reason.batch, a.seed),
+        tokenizer,
+        { maxLength: plan.reason.seqLen, seed: a.seed, emptyThinkRatio: 0, addSystemRatio: 0 },
+      ),
+    );
+    ran(rr);
+    const reasonAfter = await reasonCheck({
+      ...model,
+      params: rr.params as unknown as MiniMindParams,
+    });
+    say(`  e.g. 这首诗是什么体裁？ →`);
+    for (const line of reasonAfter.replies[0].split("\n").slice(0, 6)) say(`     ${line}`);
+    dispose(rr.params);
+    rows.push(["reason: think/answer format", pct(reasonBefore.format), pct(reasonAfter.format)]);
+    rows.push(["reason: form named right", pct(reasonBefore.right), pct(reasonAfter.right)]);
+  }
 
   // summary
   section("summary");
-  const rows = [
-    ["", "before", "after"],
-    ["LoRA: ci style accuracy", pct(styleBefore.acc), pct(styleAfter.acc)],
-    ["DPO: held-out preference accuracy", pct(prefBefore.accuracy), pct(prefAfter.accuracy)],
-    ["DPO: KL(policy‖reference)/token", "0", prefAfter.kl.toExponential(2)],
-    ["reason: think/answer format", pct(reasonBefore.format), pct(reasonAfter.format)],
-    ["reason: form named right", pct(reasonBefore.right), pct(reasonAfter.right)],
-  ];
   for (const r of rows) {
     say(`  ${r[0].padEnd(36)}${r.slice(1).map((c) => c.padStart(10)).join("")}`);
   }
-  say(
-    `  distillation: student perplexity ${
-      students["with the teacher"].toFixed(1)
-    } with the teacher vs ${students["labels only"].toFixed(1)} on labels only (teacher ${
-      teacherPpl.ppl.toFixed(1)
-    })`,
-  );
+  for (const n of notes) say(`  ${n}`);
   say(
     `  wall time ${
       formatDuration((performance.now() - t0) / 1000)
     } on ${device}; files in ${a.save_dir}/`,
-  );
-  say(
-    `  next: deno task eval --load_from ${basePath} --lora_weight ${lr.files.weights} --mode chat`,
   );
   return 0;
 }

@@ -83,7 +83,7 @@ async function loraCase(): Promise<void> {
   // unmerged forward: logits, loss and every adapter gradient, differentiating the adapters only
   const f = (ad: lora.LoraParams) => {
     const r = forward(cfg, params, ids, { lora: ad, train: true });
-    return [lossFromLogits(r.logits, labels), r.logits];
+    return [lossFromLogits(r.logits, labels), r.logits] as const;
   };
   const [[loss, logits], grads] = valueAndGrad(f, { hasAux: true })(adapters);
   await close("v2_lora logits (unmerged)", logits, flat.logits);
