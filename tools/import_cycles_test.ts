@@ -38,6 +38,8 @@ function layer(f: string): number {
     /^(serve|demo|mod)\.ts$/.test(f) || /^train\/(pretrain|sft|eval_llm)\.ts$/.test(f) ||
     f === "data/corpus/main.ts"
   ) return 0;
+  if (/^rl\/(ppo|grpo|spo)\.ts$/.test(f)) return 0; // the RL commands
+  if (f.startsWith("rl/")) return 0.5; // RL builds on the training services
   if (f.startsWith("serve/") || f.startsWith("train/")) return 1;
   if (f.startsWith("nn/model/") || f.startsWith("data/") || f.startsWith("convert/")) return 2;
   if (f === "nn/autodiff.ts") return 3;
