@@ -289,8 +289,10 @@ export interface AgentTurn {
 
 /** Options of {@link runAgentLoop}. */
 export interface AgentLoopOptions extends RunToolOptions {
-  /** The tools the model may call. */
+  /** The tools that run when called. */
   tools: readonly Tool[];
+  /** The tool schemas shown to the model (default: those of `tools`). */
+  offered?: readonly ToolSchema[];
   /** Most assistant turns (default 3, MiniMind's `max_turns`). */
   maxTurns?: number;
   /** The prompt ends inside an open think block (the generator's template must agree). */
@@ -364,7 +366,7 @@ export async function runAgentLoop(
   options: AgentLoopOptions,
 ): Promise<AgentResult> {
   const maxTurns = options.maxTurns ?? 3;
-  const schemas = options.tools.map(toolSchema);
+  const schemas = options.offered ?? options.tools.map(toolSchema);
   const out: ChatMessage[] = [...messages];
   const turns: AgentTurn[] = [];
   let calls = 0, malformed = 0, final = "", unfinished = false;
