@@ -40,47 +40,50 @@ export type {
 } from "./nn/op.ts";
 export * from "./nn/ops/mod.ts";
 export {
-  cacheLength,
-  concatCacheRows,
   config,
   configFromHF,
   configToHF,
-  countParams,
   defaultIntermediateSize,
-  disposeCache,
+  PRESETS,
+  YARN_DEFAULTS,
+} from "./nn/model/minimind_config.ts";
+export {
+  countParams,
   forward,
   init,
   lossFromLogits,
   paramsFromFlat,
   paramShapes,
-  PRESETS,
+} from "./nn/model/minimind.ts";
+export {
+  cacheLength,
+  concatCacheRows,
+  disposeCache,
   selectCacheRows,
-  YARN_DEFAULTS,
-} from "./nn/minimind.ts";
+} from "./nn/model/layers/kv_cache.ts";
 export type {
   ConfigFromHFOptions,
   ConfigOverrides,
+  Generation,
+  HiddenAct,
+  MiniMindConfig,
+  PresetName,
+  RopeScaling,
+} from "./nn/model/minimind_config.ts";
+export type {
   ForwardOptions,
   ForwardResult,
   FromFlatOptions,
-  Generation,
-  HiddenAct,
   InitOptions,
-  KvCache,
-  LayerCache,
   LayerParams,
-  MiniMindConfig,
   MiniMindParams,
-  MlpParams,
-  MoeDispatch,
-  MoeParams,
   ParamCount,
-  PresetName,
-  RopeScaling,
-  RouterInfo,
-  SelfAttentionParams,
   Weight,
-} from "./nn/minimind.ts";
+} from "./nn/model/minimind.ts";
+export type { KvCache, LayerCache } from "./nn/model/layers/kv_cache.ts";
+export type { SelfAttentionParams } from "./nn/model/layers/attention.ts";
+export type { MlpParams } from "./nn/model/layers/mlp.ts";
+export type { MoeDispatch, MoeParams, RouterInfo } from "./nn/model/layers/moe.ts";
 export {
   loadSafetensors,
   parseSafetensors,
@@ -132,7 +135,7 @@ export type {
 export type { ChatMessage, ChatTemplateOptions } from "./data/chat_template.ts";
 export { BpeModel } from "./data/bpe.ts";
 export type { BpeModelOptions } from "./data/bpe.ts";
-export { decodeStep, generate, generateBatch } from "./nn/generate.ts";
+export { decodeStep, generate, generateBatch } from "./nn/model/generate.ts";
 export type {
   DecodeState,
   DecodeStepOptions,
@@ -140,7 +143,7 @@ export type {
   GenerateOptions,
   GenerateTokenizer,
   GenerationPiece,
-} from "./nn/generate.ts";
+} from "./nn/model/generate.ts";
 export * as optim from "./train/optim.ts";
 export type {
   AdamwOptions,
@@ -155,7 +158,16 @@ export type {
 } from "./train/optim.ts";
 export { constant, getLr, warmupCosine } from "./train/schedule.ts";
 export type { Schedule, WarmupCosineOptions } from "./train/schedule.ts";
-export { disposeState, makeTrainStep } from "./train/step.ts";
+export { disposeOutput, disposeState, makeTrainStep } from "./train/step.ts";
 export type { LossFn, StepOutput, TrainState, TrainStep, TrainStepOptions } from "./train/step.ts";
 export { loadResume, loadWeights, saveResume, saveWeights } from "./train/checkpoint.ts";
+export { asTrainState, savedField, stepTrainer } from "./train/trainer.ts";
+export type { LoopHyper, Trainer } from "./train/trainer.ts";
+export { runTraining } from "./train/loop.ts";
+export { DataLoader } from "./data/loader.ts";
+export type { Batch, DataLoaderOptions } from "./data/loader.ts";
+export type { Dataset } from "./data/datasets.ts";
+export { Progress } from "./train/progress.ts";
+export type { ProgressInfo } from "./train/progress.ts";
+export type { LoopOptions, LoopResult, RunFiles } from "./train/loop.ts";
 export type { ResumeInfo } from "./train/checkpoint.ts";

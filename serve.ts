@@ -14,7 +14,8 @@
 import { parseArgs } from "node:util";
 import { basename } from "node:path";
 import { Tokenizer } from "./data/tokenizer.ts";
-import { config, countParams, init } from "./nn/minimind.ts";
+import { countParams, init } from "./nn/model/minimind.ts";
+import { config } from "./nn/model/minimind_config.ts";
 import { key } from "./nn/random.ts";
 import { type BackendName, setBackend } from "./nn/backend/select.ts";
 import { initGemm } from "./nn/backend/cpu/gemm/mod.ts";

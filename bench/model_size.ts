@@ -6,8 +6,9 @@
  * reference trainers' "Model Params: 25.83M" form.
  * @module
  */
-import { config, countParams, paramShapes, PRESETS } from "../nn/minimind.ts";
-import type { ConfigOverrides, MiniMindConfig, PresetName } from "../nn/minimind.ts";
+import { countParams, paramShapes } from "../nn/model/minimind.ts";
+import { config, PRESETS } from "../nn/model/minimind_config.ts";
+import type { ConfigOverrides, MiniMindConfig, PresetName } from "../nn/model/minimind_config.ts";
 
 /** One row of the table: a module kind with its shape and how often it occurs. */
 export interface SizeRow {

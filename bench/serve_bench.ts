@@ -12,7 +12,9 @@
  * Prints one JSON line per model and a table. Weights are random: speed does not depend on them.
  * @module
  */
-import { config, init, type MiniMindConfig } from "../nn/minimind.ts";
+import { init } from "../nn/model/minimind.ts";
+import { config } from "../nn/model/minimind_config.ts";
+import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { key } from "../nn/random.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { initGemm } from "../nn/backend/cpu/gemm/mod.ts";

@@ -11,8 +11,9 @@
  * @module
  */
 import { defaultBackend } from "../nn/backend/select.ts";
-import { config, countParams, init, PRESETS } from "../nn/minimind.ts";
-import type { ConfigOverrides, PresetName } from "../nn/minimind.ts";
+import { countParams, init } from "../nn/model/minimind.ts";
+import { config, PRESETS } from "../nn/model/minimind_config.ts";
+import type { ConfigOverrides, PresetName } from "../nn/model/minimind_config.ts";
 import { key, randint } from "../nn/random.ts";
 import { scope } from "../nn/scope.ts";
 import type { Tree } from "../nn/tree.ts";

@@ -8,8 +8,9 @@
 import { parseArgs } from "node:util";
 import { createWebGpuBackend } from "../nn/backend/webgpu/mod.ts";
 import { useBackend } from "../nn/backend/select.ts";
-import { config, forward, init, lossFromLogits } from "../nn/minimind.ts";
-import type { MiniMindConfig } from "../nn/minimind.ts";
+import { forward, init, lossFromLogits } from "../nn/model/minimind.ts";
+import { config } from "../nn/model/minimind_config.ts";
+import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { key, uniformArray } from "../nn/random.ts";
 import { tensor } from "../nn/creation.ts";
 import type { Tensor } from "../nn/tensor.ts";

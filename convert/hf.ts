@@ -9,16 +9,10 @@
  */
 import { dirname, join } from "node:path";
 import { Tokenizer } from "../data/tokenizer.ts";
-import {
-  config as makeConfig,
-  configFromHF,
-  type ConfigOverrides,
-  configToHF,
-  type MiniMindConfig,
-  type MiniMindParams,
-  paramsFromFlat,
-  type PresetName,
-} from "../nn/minimind.ts";
+import { paramsFromFlat } from "../nn/model/minimind.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
+import { config as makeConfig, configFromHF, configToHF } from "../nn/model/minimind_config.ts";
+import type { ConfigOverrides, MiniMindConfig, PresetName } from "../nn/model/minimind_config.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { flatten, type Tree } from "../nn/tree.ts";
 import { loadSafetensors, readSafetensorsMetadata, saveSafetensors } from "./safetensors.ts";

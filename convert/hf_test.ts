@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { loadModel, saveModel } from "./hf.ts";
-import { forward } from "../nn/minimind.ts";
+import { forward } from "../nn/model/minimind.ts";
 import { tensor } from "../nn/creation.ts";
 import { flatten, type Tree } from "../nn/tree.ts";
 import { tinyModel, tokenizer } from "../tests/_serve.ts";

@@ -462,7 +462,7 @@ Deno.test("serve: a client that goes away stops its generation", async () => {
 });
 
 Deno.test("serve: a seeded reply is exactly what mm.generate samples for that seed", async () => {
-  const { generate } = await import("../nn/generate.ts");
+  const { generate } = await import("../nn/model/generate.ts");
   const { tinyModel, tokenizer } = await import("../tests/_serve.ts");
   const tok = await tokenizer();
   const app = await tinyApp();
@@ -572,7 +572,7 @@ Deno.test("serve: tools are rendered by the chat template; tool turns in the his
 });
 
 Deno.test("serve: repetition_penalty and unfiltered sampling reach the sampler", async () => {
-  const { generate } = await import("../nn/generate.ts");
+  const { generate } = await import("../nn/model/generate.ts");
   const { tinyModel, tokenizer } = await import("../tests/_serve.ts");
   const tok = await tokenizer();
   const app = await tinyApp();

@@ -12,16 +12,16 @@ import { tensor } from "../nn/creation.ts";
 import { keep, scope } from "../nn/scope.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { sliceAxis } from "../nn/ops/movement.ts";
-import { type DecodeState, decodeStep } from "../nn/generate.ts";
+import { type DecodeState, decodeStep } from "../nn/model/generate.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
 import {
   cacheLength,
   concatCacheRows,
   disposeCache,
-  type KvCache,
-  type MiniMindConfig,
-  type MiniMindParams,
   selectCacheRows,
-} from "../nn/minimind.ts";
+} from "../nn/model/layers/kv_cache.ts";
+import type { KvCache } from "../nn/model/layers/kv_cache.ts";
+import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import type { Engine, EngineRow } from "./scheduler.ts";
 
 /** A model to serve: its static config and its parameter tree. */

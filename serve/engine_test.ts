@@ -1,6 +1,6 @@
 import assert from "node:assert/strict";
 import { MiniMindEngine } from "./engine.ts";
-import { forward } from "../nn/minimind.ts";
+import { forward } from "../nn/model/minimind.ts";
 import { tensor } from "../nn/creation.ts";
 import { scope } from "../nn/scope.ts";
 import { assertClose } from "../tests/_util.ts";

@@ -3,7 +3,10 @@
  * the real 6400-token vocab) with minimind-3's real tokenizer and chat template.
  * @module
  */
-import { config, init, type MiniMindConfig, type MiniMindParams } from "../nn/minimind.ts";
+import { init } from "../nn/model/minimind.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
+import { config } from "../nn/model/minimind_config.ts";
+import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { key } from "../nn/random.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { createApp, type CreateAppOptions, type ServeApp } from "../serve/mod.ts";

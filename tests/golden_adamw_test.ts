@@ -5,8 +5,9 @@
  * guidance: Adam is ill-conditioned where gradients are ~0).
  */
 import assert from "node:assert/strict";
-import { config, configFromHF, forward, lossFromLogits, paramsFromFlat } from "../nn/minimind.ts";
-import type { MiniMindParams } from "../nn/minimind.ts";
+import { forward, lossFromLogits, paramsFromFlat } from "../nn/model/minimind.ts";
+import { config, configFromHF } from "../nn/model/minimind_config.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
 import { loadSafetensors } from "../convert/safetensors.ts";
 import { flatten } from "../nn/tree.ts";
 import type { Tree } from "../nn/tree.ts";

@@ -35,10 +35,10 @@ import {
   valueAndGrad,
 } from "../mod.ts";
 import type { MiniMindConfig, MiniMindParams, PresetName, Tensor } from "../mod.ts";
-import { inverseFrequencies, ropeTableArrays, yarnBounds } from "../nn/layers/rope_table.ts";
-import type { RopeSpec } from "../nn/layers/rope_table.ts";
-import { mlp } from "../nn/layers/mlp.ts";
-import { moe } from "../nn/layers/moe.ts";
+import { inverseFrequencies, ropeTableArrays, yarnBounds } from "../nn/model/layers/rope_table.ts";
+import type { RopeSpec } from "../nn/model/layers/rope_table.ts";
+import { mlp } from "../nn/model/layers/mlp.ts";
+import { moe } from "../nn/model/layers/moe.ts";
 import { loadSafetensors } from "../convert/safetensors.ts";
 import { assertClose, fixture } from "./_util.ts";
 

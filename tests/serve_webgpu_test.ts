@@ -2,7 +2,7 @@
 // sampling op give the same seeded replies as the CPU backend.
 import assert from "node:assert/strict";
 import { defaultBackend, useBackend } from "../nn/backend/select.ts";
-import { init } from "../nn/minimind.ts";
+import { init } from "../nn/model/minimind.ts";
 import { key } from "../nn/random.ts";
 import { createApp } from "../serve/mod.ts";
 import { openWebGpuForTests } from "./_webgpu.ts";

@@ -4,8 +4,9 @@
  * Runs on the software adapter in CI (fails with a message when no adapter exists).
  */
 import assert from "node:assert/strict";
-import { config, forward, init, lossFromLogits } from "../nn/minimind.ts";
-import type { MiniMindConfig } from "../nn/minimind.ts";
+import { forward, init, lossFromLogits } from "../nn/model/minimind.ts";
+import { config } from "../nn/model/minimind_config.ts";
+import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { key, split, uniformArray } from "../nn/random.ts";
 import { tensor } from "../nn/creation.ts";
 import type { Tensor } from "../nn/tensor.ts";

@@ -4,18 +4,20 @@
  *
  * - **weights** — `out/pretrain_512.safetensors`, `out/full_sft_512.safetensors` (`_moe` suffix
  *   for MoE): the parameter tree under its HF names, the model config in the metadata;
- * - **resume state** — `checkpoints/pretrain_512_resume.safetensors`: params, optimizer state,
- *   pending accumulated gradients, plus a JSON metadata record (epoch, step, update count, data
- *   position, seed, run arguments) so `--from_resume 1` continues bit-exactly.
+ * - **resume state** — `checkpoints/pretrain_512_resume.safetensors`: the trainer's whole state
+ *   (params, optimizer state, pending accumulated gradients, update count — and whatever else a
+ *   trainer keeps, such as a critic or a reference model), plus a JSON metadata record (epoch,
+ *   step, data position, seed, run arguments) so `--from_resume 1` continues bit-exactly.
  * @module
  */
 import { dirname, join } from "node:path";
 import type { Tree } from "../nn/tree.ts";
-import { flatten } from "../nn/tree.ts";
+import { dispose, flatten } from "../nn/tree.ts";
 import { Tensor } from "../nn/tensor.ts";
 import { tensor } from "../nn/creation.ts";
 import type { DType, TypedArray } from "../nn/dtype.ts";
 import type { TrainState } from "./step.ts";
+import { asTrainState } from "./trainer.ts";
 
 const ST_DTYPE: Record<DType, string> = { f32: "F32", f64: "F64", i32: "I32", u32: "U32" };
 const FROM_ST: Record<string, DType> = { F32: "f32", F64: "f64", I32: "i32", U32: "u32" };
@@ -139,10 +141,11 @@ function specOf(tree: Tree, prefix: string, named: Record<string, Tensor>): Spec
     named[prefix] = tree;
     return { $t: prefix };
   }
-  if (Array.isArray(tree)) return tree.map((c, i) => specOf(c, `${prefix}.${i}`, named));
+  const at = (k: string | number) => (prefix ? `${prefix}.${k}` : String(k));
+  if (Array.isArray(tree)) return tree.map((c, i) => specOf(c, at(i), named));
   if (tree !== null && typeof tree === "object") {
     const o: Record<string, Spec> = {};
-    for (const [k, v] of Object.entries(tree)) o[k] = specOf(v as Tree, `${prefix}.${k}`, named);
+    for (const [k, v] of Object.entries(tree)) o[k] = specOf(v as Tree, at(k), named);
     return o;
   }
   return tree ?? null;
@@ -217,48 +220,62 @@ export interface ResumeInfo {
 }
 
 /**
- * Saves a resumable checkpoint (atomically): the train state's tensors and `info`.
+ * Saves a resumable checkpoint (atomically): every tensor of the trainer's state under its dotted
+ * path, the state's other leaves (counters, a running baseline) and `info` as JSON metadata.
  *
  * @param path `.safetensors` destination
- * @param state params, optimizer state, accumulated grads, counters
+ * @param state the whole state (a `TrainState`, or a trainer's own tree with a critic, a reference
+ *   model, …)
  * @param info epoch, data position, seed, extras
  */
-export async function saveResume(path: string, state: TrainState, info: ResumeInfo): Promise<void> {
+export async function saveResume(path: string, state: Tree, info: ResumeInfo): Promise<void> {
   const named: Record<string, Tensor> = {};
-  const spec = {
-    params: specOf(state.params, "params", named),
-    optState: specOf(state.optState, "opt", named),
-    grads: state.grads === null ? null : specOf(state.grads, "grads", named),
-  };
   const meta = {
-    format: "minimind-resume-v1",
-    state: JSON.stringify({ spec, micro: state.micro, updates: state.updates }),
+    format: "minimind-resume-v2",
+    state: JSON.stringify(specOf(state, "", named)),
     info: JSON.stringify(info),
   };
   await atomicWrite(path, encodeSafetensors(named, meta));
 }
 
 /**
- * Loads a resumable checkpoint written by {@link saveResume}.
+ * Loads a resumable checkpoint written by {@link saveResume} (or by the v1 format, which held
+ * only a `TrainState`).
  *
  * @param path the file
  * @returns the train state (new tensors) and the saved info
  */
-export async function loadResume(path: string): Promise<{ state: TrainState; info: ResumeInfo }> {
+export function loadResume(path: string): Promise<{ state: TrainState; info: ResumeInfo }>;
+/**
+ * Loads a resumable checkpoint, rebuilding a trainer's own state with `restore`.
+ *
+ * @param path the file
+ * @param restore the saved tree (new tensors) → the trainer's state; throws naming a missing field
+ * @returns the state and the saved info
+ */
+export function loadResume<S>(
+  path: string,
+  restore: (saved: Tree, path: string) => S,
+): Promise<{ state: S; info: ResumeInfo }>;
+export async function loadResume(
+  path: string,
+  restore: (saved: Tree, path: string) => unknown = asTrainState,
+): Promise<{ state: unknown; info: ResumeInfo }> {
   const d = await decodeSafetensors(path);
-  if (d.metadata.format !== "minimind-resume-v1") {
-    throw new Error(
-      `Cannot resume from ${path}: it is not a resume checkpoint (format ${d.metadata.format})`,
-    );
+  const format = d.metadata.format;
+  if (format !== "minimind-resume-v1" && format !== "minimind-resume-v2") {
+    throw new Error(`Cannot resume from ${path}: it is not a resume checkpoint (format ${format})`);
   }
   const s = JSON.parse(d.metadata.state);
   const info = JSON.parse(d.metadata.info) as ResumeInfo;
-  const state: TrainState = {
-    params: fromSpec(s.spec.params, d.arrays, path),
-    optState: fromSpec(s.spec.optState, d.arrays, path),
-    grads: s.spec.grads === null ? null : fromSpec(s.spec.grads, d.arrays, path),
-    micro: s.micro,
-    updates: s.updates,
-  };
-  return { state, info };
+  // v1: {spec: {params, optState, grads}, micro, updates}
+  const saved = format === "minimind-resume-v2"
+    ? fromSpec(s, d.arrays, path)
+    : { ...(fromSpec(s.spec, d.arrays, path) as object), micro: s.micro, updates: s.updates };
+  try {
+    return { state: restore(saved as Tree, path), info };
+  } catch (e) {
+    dispose(saved as Tree);
+    throw e;
+  }
 }

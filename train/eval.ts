@@ -10,9 +10,9 @@
  */
 import { join } from "node:path";
 import { loadModel } from "../convert/hf.ts";
-import { YARN_DEFAULTS } from "../nn/minimind.ts";
-import type { MiniMindConfig } from "../nn/minimind.ts";
-import { generate } from "../nn/generate.ts";
+import { YARN_DEFAULTS } from "../nn/model/minimind_config.ts";
+import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
+import { generate } from "../nn/model/generate.ts";
 import type { ChatMessage } from "../data/chat_template.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { parseFlags, runMain, usage, UsageError } from "./cli.ts";

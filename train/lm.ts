@@ -12,21 +12,10 @@ import { key } from "../nn/random.ts";
 import type { Tree } from "../nn/tree.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { add } from "../nn/ops/binary.ts";
-import {
-  config as makeConfig,
-  configToHF,
-  countParams,
-  forward,
-  init,
-  lossFromLogits,
-  PRESETS,
-} from "../nn/minimind.ts";
-import type {
-  ConfigOverrides,
-  MiniMindConfig,
-  MiniMindParams,
-  PresetName,
-} from "../nn/minimind.ts";
+import { countParams, forward, init, lossFromLogits } from "../nn/model/minimind.ts";
+import { config as makeConfig, configToHF, PRESETS } from "../nn/model/minimind_config.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
+import type { ConfigOverrides, MiniMindConfig, PresetName } from "../nn/model/minimind_config.ts";
 import { loadModel } from "../convert/hf.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { trainTokenizer } from "../data/bpe_trainer.ts";
@@ -40,6 +29,8 @@ import { UsageError } from "./cli.ts";
 import { adamw } from "./optim.ts";
 import { saveWeights, weightStem } from "./checkpoint.ts";
 import { runTraining } from "./loop.ts";
+import { makeTrainStep } from "./step.ts";
+import { stepTrainer } from "./trainer.ts";
 import type { LoopResult } from "./loop.ts";
 import { formatDuration, Progress } from "./progress.ts";
 
@@ -330,19 +321,21 @@ export async function runLm(input: LmRunInput): Promise<LmRunResult> {
     trimPadding: true,
   });
   const hf = JSON.stringify(configToHF(cfg));
+  const step = makeTrainStep(lmLoss(cfg), adamw(), {
+    accumulationSteps: a.accumulation_steps,
+    gradClip: a.grad_clip,
+    hasAux: true,
+  });
   const result = await runTraining({
+    trainer: stepTrainer(step),
     stem,
     saveDir: a.save_dir,
     checkpointDir: a.checkpoint_dir,
     loader,
     toBatch: lmBatch,
-    lossFn: lmLoss(cfg),
-    optimizer: adamw(),
     params,
     epochs: a.epochs,
     learningRate: a.learning_rate,
-    accumulationSteps: a.accumulation_steps,
-    gradClip: a.grad_clip,
     logInterval: a.log_interval,
     saveInterval: a.save_interval,
     resume: a.from_resume,

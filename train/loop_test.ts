@@ -2,20 +2,31 @@ import assert from "node:assert/strict";
 import { join } from "node:path";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { PretrainDataset } from "../data/datasets.ts";
-import { flatten } from "../nn/tree.ts";
+import { dispose, flatten, mapTree } from "../nn/tree.ts";
 import type { Tree } from "../nn/tree.ts";
-import { mul } from "../nn/ops/binary.ts";
+import { Tensor } from "../nn/tensor.ts";
+import { scalar } from "../nn/creation.ts";
+import { add, affine, mul, sub } from "../nn/ops/binary.ts";
+import { square } from "../nn/ops/unary.ts";
+import { sum } from "../nn/ops/reduce.ts";
 import { fixture } from "../tests/_util.ts";
 import { parseFlags } from "./cli.ts";
 import { lmFlags, runLm } from "./lm.ts";
 import type { LmRunResult } from "./lm.ts";
 import { loadResume } from "./checkpoint.ts";
-import { NonFiniteLossError, runTraining } from "./loop.ts";
+import { runTraining } from "./loop.ts";
+import { NonFiniteLossError } from "./metrics.ts";
+import { makeTrainStep } from "./step.ts";
+import { savedField, stepTrainer } from "./trainer.ts";
+import type { Trainer } from "./trainer.ts";
+import type { TrainState } from "./step.ts";
 import { Progress } from "./progress.ts";
 import { DataLoader } from "../data/loader.ts";
 import { adamw } from "./optim.ts";
 import { lmBatch, lmLoss } from "./lm.ts";
-import { config, init } from "../nn/minimind.ts";
+import { init } from "../nn/model/minimind.ts";
+import { config } from "../nn/model/minimind_config.ts";
+import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { key } from "../nn/random.ts";
 import { MetricsWriter } from "./metrics.ts";
 
@@ -126,13 +137,10 @@ Deno.test("a NaN loss stops the run naming the step; the last checkpoint stays i
     checkpointDir: join(dir, "ck"),
     loader: new DataLoader(new PretrainDataset(TEXTS, tok, { maxLength: 16 }), { batchSize: 4 }),
     toBatch: lmBatch,
-    lossFn,
-    optimizer: adamw(),
+    trainer: stepTrainer(makeTrainStep(lossFn, adamw(), { gradClip: 1, hasAux: true })),
     params: init(cfg, key(0)) as unknown as Tree,
     epochs: 1,
     learningRate: 1e-3,
-    accumulationSteps: 1,
-    gradClip: 1,
     logInterval: 100,
     saveInterval: 3,
     resume: false,
@@ -256,4 +264,105 @@ Deno.test("metrics time each step between steps' ends, also on log steps (two lo
       `step ${x.globalStep}: ${x.tokensPerS.toFixed(0)} tokens/s against a median of ${median}`,
     );
   }
+});
+
+// A trainer of its own, as a PPO/GRPO/DPO trainer plugs in: its state holds the policy's
+// TrainState, a frozen reference model and a running value; its step reports an extra scalar.
+type RefBatch = { ids: Tensor; labels: Tensor; ref: Tree };
+type RefState = { policy: TrainState; ref: Tree; seen: number };
+
+function refTrainer(cfg: MiniMindConfig): Trainer<RefState, { ids: Tensor; labels: Tensor }> {
+  const lm = lmLoss(cfg);
+  // LM loss + 0.1 · Σ(θ − θ_ref)² (a KL-like pull to the reference); aux = the penalty
+  const policy = stepTrainer(makeTrainStep(
+    (p: Tree, b: RefBatch): [Tensor, Tensor] => {
+      const [loss] = lm(p, b);
+      const pairs = Object.entries(flatten(p)).map(([k, w]) => [w, flatten(b.ref)[k]]);
+      const pen = pairs.reduce(
+        (acc: Tensor | null, [w, r]) => {
+          const d = sum(square(sub(w, r)));
+          return acc ? add(acc, d) : d;
+        },
+        null,
+      )!;
+      return [add(loss, affine(pen, 0.1)), pen];
+    },
+    adamw(),
+    { accumulationSteps: 3, hasAux: true },
+  ));
+  const copy = (t: Tree) => mapTree(t, (x) => (x instanceof Tensor ? affine(x, 1) : x));
+  return {
+    init: (params) => ({ policy: policy.init(params), ref: copy(params), seen: 0 }),
+    restore: (saved, path) => ({
+      policy: policy.restore(savedField(saved, "policy", path), path),
+      ref: savedField(saved, "ref", path),
+      seen: Number(savedField(saved, "seen", path)),
+    }),
+    step: (s, batch, hyper) => {
+      const [next, out] = policy.step(s.policy, { ...batch, ref: s.ref }, hyper);
+      const seen = s.seen + batch.ids.shape[0];
+      return [{ ...s, policy: next, seen }, { ...out, scalars: { seen: scalar(seen) } }];
+    },
+    weights: (s) => s.policy.params,
+    updates: (s) => s.policy.updates,
+    flush: (s, hyper) => {
+      const next = policy.flush?.(s.policy, hyper);
+      return next ? { ...s, policy: next } : null;
+    },
+  };
+}
+
+Deno.test("a trainer of its own plugs into the loop: extra state trees resume bit-exactly", async () => {
+  const cfg = config("minimind2-small", {
+    hiddenSize: 32,
+    numHiddenLayers: 1,
+    numAttentionHeads: 4,
+    vocabSize: tok.vocabSize,
+  });
+  const dir = await Deno.makeTempDir();
+  const go = (sub: string, stopAfter?: number, resume = false) =>
+    runTraining({
+      trainer: refTrainer(cfg),
+      params: init(cfg, key(0)) as unknown as Tree,
+      stem: "ref_32",
+      saveDir: join(dir, sub, "out"),
+      checkpointDir: join(dir, sub, "ck"),
+      loader: new DataLoader(new PretrainDataset(TEXTS, tok, { maxLength: 16 }), { batchSize: 5 }),
+      toBatch: lmBatch,
+      epochs: 2,
+      learningRate: 1e-2,
+      logInterval: 100,
+      saveInterval: 1000,
+      resume,
+      seed: 42,
+      stopAfter,
+      saveWeights: async () => {},
+      progress: quiet(),
+      handleSigint: false,
+    });
+  const straight = await go("a");
+  const first = await go("b", 10); // epoch 2 step 2: inside an accumulation group
+  assert.ok(first.interrupted);
+  // the checkpoint holds the trainer's whole state: the reference model and the running value
+  const resumePath = first.files.resume;
+  const saved = await loadResume(resumePath, (t, p) => refTrainer(cfg).restore(t, p));
+  const rows = [...Array(2)].flatMap(() => [5, 5, 5, 5, 5, 5, 5, 1]); // 36 texts in batches of 5
+  const seenAfter = rows.map((_, i) => rows.slice(0, i + 1).reduce((a, b) => a + b));
+  assert.equal(saved.state.seen, seenAfter[9]);
+  assert.equal(saved.state.policy.micro, 2);
+  assert.deepEqual(await bits(saved.state.ref), await bits(init(cfg, key(0)) as unknown as Tree));
+  dispose(saved.state);
+  // a checkpoint of another trainer is refused naming the missing field
+  await assert.rejects(
+    () => loadResume(resumePath),
+    /has no field "params" \(it holds policy, ref, seen\)/,
+  );
+  const second = await go("b", undefined, true);
+  assert.deepEqual([...first.losses, ...second.losses], straight.losses);
+  assert.equal(second.updates, straight.updates);
+  assert.deepEqual(await bits(second.params), await bits(straight.params));
+  // the step's own scalars land in the metrics, continuing across the resume
+  const seen = MetricsWriter.read(second.files.metrics).map((r) => r.scalars?.seen);
+  assert.deepEqual(seen, seenAfter);
+  await Deno.remove(dir, { recursive: true });
 });

@@ -87,6 +87,8 @@ export class Progress {
   #lastDraw = 0;
 
   /**
+   * Creates the output.
+   *
    * @param options `tty` (default: whether stdout is a terminal), `write` (default: stdout)
    */
   constructor(options: { tty?: boolean; write?: (s: string) => void } = {}) {

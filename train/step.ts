@@ -8,7 +8,7 @@
  * @module
  */
 import type { Tree } from "../nn/tree.ts";
-import { leaves, mapTree, zip } from "../nn/tree.ts";
+import { dispose, leaves, mapTree, zip } from "../nn/tree.ts";
 import { Tensor } from "../nn/tensor.ts";
 import { scope } from "../nn/scope.ts";
 import { defaultBackend } from "../nn/backend/select.ts";
@@ -17,8 +17,8 @@ import { add, affine } from "../nn/ops/binary.ts";
 import type { Optimizer, StepHyper } from "./optim.ts";
 import { clipGrads } from "./optim.ts";
 
-/** Everything a training run carries from one micro-batch to the next. */
-export interface TrainState {
+/** Everything a training run carries from one micro-batch to the next (a tree: checkpointable). */
+export type TrainState = {
   /** Parameter tree. */
   params: Tree;
   /** Optimizer state. */
@@ -29,7 +29,7 @@ export interface TrainState {
   micro: number;
   /** Optimizer updates done. */
   updates: number;
-}
+};
 
 /** What one call reports (tensors: read them late, then dispose them). */
 export interface StepOutput<A extends Tree = Tree> {
@@ -41,6 +41,20 @@ export interface StepOutput<A extends Tree = Tree> {
   gradNorm: Tensor | null;
   /** Whether this call ran an optimizer update. */
   updated: boolean;
+  /** More scalars to log in the metrics (a trainer's reward, KL, …); none from `makeTrainStep`. */
+  scalars?: Record<string, Tensor>;
+}
+
+/**
+ * Disposes a step's report (after reading it, or when a run stops before reading it).
+ *
+ * @param out the report
+ */
+export function disposeOutput(out: StepOutput): void {
+  out.loss.dispose();
+  dispose(out.aux);
+  out.gradNorm?.dispose();
+  for (const t of Object.values(out.scalars ?? {})) t.dispose();
 }
 
 /** A loss function: (params, batch) → scalar loss, or [loss, aux] with `hasAux`. */
@@ -77,7 +91,12 @@ export interface TrainStep<B, A extends Tree = Tree> {
   readonly options: Required<TrainStepOptions>;
 }
 
-/** Disposes the tensors of `old` that `next` does not hold. */
+/**
+ * Disposes the tensors of `old` that `next` does not hold.
+ *
+ * @param old the tree replaced
+ * @param next the tree that replaces it
+ */
 export function disposeReplaced(old: Tree, next: Tree): void {
   const live = new Set(leaves(next).filter((x) => x instanceof Tensor));
   for (const t of leaves(old)) if (t instanceof Tensor && !live.has(t)) t.dispose();
@@ -98,14 +117,14 @@ function stateTree(s: TrainState): Tree {
  * ```ts
  * import { mean, scope, square, sub, tensor } from "../mod.ts";
  * import { adamw } from "./optim.ts";
- * import { makeTrainStep } from "./step.ts";
+ * import { disposeOutput, makeTrainStep } from "./step.ts";
  * const loss = (p: any, b: any) => mean(square(sub(p.w, b.y)));
  * const step = makeTrainStep(loss, adamw({ lr: 0.1 }));
  * let state = step.init({ w: tensor([0, 0]) });
  * for (let i = 0; i < 10; i++) {
  *   const [next, out] = scope(() => step(state, { y: tensor([1, 2]) }));
  *   state = next;
- *   out.loss.dispose();
+ *   disposeOutput(out);
  * }
  * ```
  */

@@ -125,7 +125,8 @@ Deno.test("makeTrainStep() rejects bad options", () => {
 });
 
 Deno.test("a MiniMind train step (forward, backward, clip, AdamW) keeps memory flat", async () => {
-  const { config, init } = await import("../nn/minimind.ts");
+  const { init } = await import("../nn/model/minimind.ts");
+  const { config } = await import("../nn/model/minimind_config.ts");
   const { lmLoss } = await import("./lm.ts");
   const cfg = config("minimind2-small", {
     hiddenSize: 32,

@@ -10,24 +10,26 @@
  * @module
  */
 import { join } from "node:path";
-import { buildCorpus } from "../data/corpus/build.ts";
-import { poemForm } from "../data/corpus/poetry.ts";
-import type { PoemForm } from "../data/corpus/poetry.ts";
-import { PlainTextDataset, PretrainDataset, SFTDataset } from "../data/datasets.ts";
-import { trainTokenizer } from "../data/bpe_trainer.ts";
-import { readTrainingTexts } from "../data/train_tokenizer.ts";
-import { Tokenizer } from "../data/tokenizer.ts";
-import { config, countParams, init } from "../nn/minimind.ts";
-import type { MiniMindConfig, MiniMindParams } from "../nn/minimind.ts";
-import { key } from "../nn/random.ts";
-import { dispose } from "../nn/tree.ts";
-import type { Tree } from "../nn/tree.ts";
-import { parseFlags, runMain, usage } from "./cli.ts";
-import type { FlagTable } from "./cli.ts";
-import { lmFlags, runLm, selectDevice } from "./lm.ts";
-import { composePrompt, formAccuracy, perplexity } from "./evaluate.ts";
-import type { FormPrompt } from "./evaluate.ts";
-import { formatDuration, Progress } from "./progress.ts";
+import { buildCorpus } from "./data/corpus/build.ts";
+import { poemForm } from "./data/corpus/poetry.ts";
+import type { PoemForm } from "./data/corpus/poetry.ts";
+import { PlainTextDataset, PretrainDataset, SFTDataset } from "./data/datasets.ts";
+import { trainTokenizer } from "./data/bpe_trainer.ts";
+import { readTrainingTexts } from "./data/train_tokenizer.ts";
+import { Tokenizer } from "./data/tokenizer.ts";
+import { countParams, init } from "./nn/model/minimind.ts";
+import { config } from "./nn/model/minimind_config.ts";
+import type { MiniMindParams } from "./nn/model/minimind.ts";
+import type { MiniMindConfig } from "./nn/model/minimind_config.ts";
+import { key } from "./nn/random.ts";
+import { dispose } from "./nn/tree.ts";
+import type { Tree } from "./nn/tree.ts";
+import { parseFlags, runMain, usage } from "./train/cli.ts";
+import type { FlagTable } from "./train/cli.ts";
+import { lmFlags, runLm, selectDevice } from "./train/lm.ts";
+import { composePrompt, formAccuracy, perplexity } from "./train/evaluate.ts";
+import type { FormPrompt } from "./train/evaluate.ts";
+import { formatDuration, Progress } from "./train/progress.ts";
 
 /** The demo's flags. */
 export const DEMO_FLAGS = {

@@ -8,22 +8,22 @@
  */
 // B = batch, T = new time steps, S = key steps (cache + new), H = hidden, V = vocab,
 // L = layers, NH/NKV = query/kv heads, HD = head dim, I = MLP width, E = experts
-import type { DType } from "./dtype.ts";
-import { isFloat } from "./dtype.ts";
-import type { Tensor } from "./tensor.ts";
-import { full, ones, tensor } from "./creation.ts";
-import { foldIn, normalArray, uniformArray } from "./random.ts";
-import type { Key } from "./random.ts";
-import { scope } from "./scope.ts";
-import { fmt } from "./shape.ts";
-import { unflatten } from "./tree.ts";
-import { add } from "./ops/binary.ts";
-import { cast } from "./ops/unary.ts";
-import { embedding } from "./ops/gather.ts";
-import { matmul } from "./ops/matmul.ts";
-import { concat, reshape, sliceAxis } from "./ops/movement.ts";
-import { rmsNorm } from "./ops/rms_norm.ts";
-import { crossEntropy } from "./ops/cross_entropy.ts";
+import type { DType } from "../dtype.ts";
+import { isFloat } from "../dtype.ts";
+import type { Tensor } from "../tensor.ts";
+import { full, ones, tensor } from "../creation.ts";
+import { foldIn, normalArray, uniformArray } from "../random.ts";
+import type { Key } from "../random.ts";
+import { scope } from "../scope.ts";
+import { fmt } from "../shape.ts";
+import { unflatten } from "../tree.ts";
+import { add } from "../ops/binary.ts";
+import { cast } from "../ops/unary.ts";
+import { embedding } from "../ops/gather.ts";
+import { matmul } from "../ops/matmul.ts";
+import { concat, reshape, sliceAxis } from "../ops/movement.ts";
+import { rmsNorm } from "../ops/rms_norm.ts";
+import { crossEntropy } from "../ops/cross_entropy.ts";
 import type { MiniMindConfig } from "./minimind_config.ts";
 import type { SelfAttentionParams } from "./layers/attention.ts";
 import { selfAttention } from "./layers/attention.ts";
@@ -34,27 +34,6 @@ import { moe, routedExperts } from "./layers/moe.ts";
 import type { KvCache, LayerCache } from "./layers/kv_cache.ts";
 import { cacheLength } from "./layers/kv_cache.ts";
 import { ropeTables } from "./layers/rope_table.ts";
-
-export {
-  config,
-  configFromHF,
-  configToHF,
-  defaultIntermediateSize,
-  PRESETS,
-  YARN_DEFAULTS,
-} from "./minimind_config.ts";
-export type {
-  ConfigFromHFOptions,
-  ConfigOverrides,
-  Generation,
-  HiddenAct,
-  MiniMindConfig,
-  PresetName,
-  RopeScaling,
-} from "./minimind_config.ts";
-export type { KvCache, LayerCache } from "./layers/kv_cache.ts";
-export { cacheLength, concatCacheRows, disposeCache, selectCacheRows } from "./layers/kv_cache.ts";
-export type { MoeDispatch, RouterInfo } from "./layers/moe.ts";
 
 /** A weight holder, as in PyTorch modules (`.weight`). */
 export type Weight = {
@@ -507,6 +486,3 @@ export function lossFromLogits(logits: Tensor, labels: Tensor): Tensor {
   const targets = t > 1 ? concat([sliceAxis(labels, 1, 1, t), tail], 1) : tail; // (B, T)
   return crossEntropy(logits, targets, { ignoreIndex: -100 });
 }
-
-/** Parameter types of the layers. */
-export type { MlpParams, MoeParams, SelfAttentionParams };

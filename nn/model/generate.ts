@@ -11,17 +11,20 @@
  * @module
  */
 // B = rows, T = new tokens this step, S = cache + new, V = vocab
-import type { Tensor } from "./tensor.ts";
-import { tensor } from "./creation.ts";
-import { keep, scope } from "./scope.ts";
-import { foldIn, key as makeKey, uniformArray } from "./random.ts";
-import type { Key } from "./random.ts";
-import { concat, reshape } from "./ops/movement.ts";
-import { scatterAdd } from "./ops/gather.ts";
-import { full } from "./creation.ts";
-import { sample } from "./ops/sample.ts";
-import { disposeCache, forward } from "./minimind.ts";
-import type { KvCache, MiniMindConfig, MiniMindParams } from "./minimind.ts";
+import type { Tensor } from "../tensor.ts";
+import { tensor } from "../creation.ts";
+import { keep, scope } from "../scope.ts";
+import { foldIn, key as makeKey, uniformArray } from "../random.ts";
+import type { Key } from "../random.ts";
+import { concat, reshape } from "../ops/movement.ts";
+import { scatterAdd } from "../ops/gather.ts";
+import { full } from "../creation.ts";
+import { sample } from "../ops/sample.ts";
+import { forward } from "./minimind.ts";
+import { disposeCache } from "./layers/kv_cache.ts";
+import type { MiniMindParams } from "./minimind.ts";
+import type { KvCache } from "./layers/kv_cache.ts";
+import type { MiniMindConfig } from "./minimind_config.ts";
 
 /** What generation needs of a tokenizer (the `data/` Tokenizer fits). */
 export interface GenerateTokenizer {

@@ -6,12 +6,12 @@
 // B = batch, T = new time steps, S = key time steps (cache + new), H = hidden,
 // NH = query heads, NKV = kv heads, HD = head dim, P = RoPE table rows
 import type { MiniMindConfig } from "../minimind_config.ts";
-import type { Tensor } from "../tensor.ts";
-import { matmul } from "../ops/matmul.ts";
-import { concat, reshape } from "../ops/movement.ts";
-import { rmsNorm } from "../ops/rms_norm.ts";
-import { rope } from "../ops/rope.ts";
-import { attention } from "../ops/attention.ts";
+import type { Tensor } from "../../tensor.ts";
+import { matmul } from "../../ops/matmul.ts";
+import { concat, reshape } from "../../ops/movement.ts";
+import { rmsNorm } from "../../ops/rms_norm.ts";
+import { rope } from "../../ops/rope.ts";
+import { attention } from "../../ops/attention.ts";
 import type { LayerCache } from "./kv_cache.ts";
 import type { RopeTables } from "./rope_table.ts";
 

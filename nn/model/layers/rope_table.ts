@@ -7,12 +7,12 @@
  * @module
  */
 // P = table positions, HD = head dim, HD/2 = frequencies
-import type { Backend } from "../backend/backend.ts";
-import { defaultBackend } from "../backend/select.ts";
-import { tensor } from "../creation.ts";
-import type { DType } from "../dtype.ts";
-import { keep } from "../scope.ts";
-import type { Tensor } from "../tensor.ts";
+import type { Backend } from "../../backend/backend.ts";
+import { defaultBackend } from "../../backend/select.ts";
+import { tensor } from "../../creation.ts";
+import type { DType } from "../../dtype.ts";
+import { keep } from "../../scope.ts";
+import type { Tensor } from "../../tensor.ts";
 import type { RopeScaling } from "../minimind_config.ts";
 
 /** What determines a table. */

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import { join } from "node:path";
 import { main as demo } from "./demo.ts";
-import { main as evalMain } from "./eval.ts";
+import { main as evalMain } from "./train/eval.ts";
 
 Deno.test("deno task demo --quick runs corpus → tokenizer → pretrain → SFT → report; eval loads its weights", async () => {
   const dir = await Deno.makeTempDir();

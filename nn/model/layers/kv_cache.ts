@@ -6,12 +6,12 @@
  * @module
  */
 // B = batch rows, S = cached time steps, NKV = kv heads, HD = head dim
-import { concat, pad } from "../ops/movement.ts";
-import { takeAlongAxis } from "../ops/gather.ts";
-import { ones } from "../creation.ts";
-import { tensor } from "../creation.ts";
-import type { Tensor } from "../tensor.ts";
-import { fmt } from "../shape.ts";
+import { concat, pad } from "../../ops/movement.ts";
+import { takeAlongAxis } from "../../ops/gather.ts";
+import { ones } from "../../creation.ts";
+import { tensor } from "../../creation.ts";
+import type { Tensor } from "../../tensor.ts";
+import { fmt } from "../../shape.ts";
 
 /** One layer's cached keys and values. */
 export interface LayerCache {

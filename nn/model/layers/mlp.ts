@@ -6,11 +6,11 @@
  */
 // N = leading dims (B, T), H = hidden, I = intermediate
 import type { HiddenAct } from "../minimind_config.ts";
-import type { Tensor } from "../tensor.ts";
-import { matmul } from "../ops/matmul.ts";
-import { swiglu } from "../ops/swiglu.ts";
-import { mul } from "../ops/binary.ts";
-import { sigmoid } from "../ops/unary.ts";
+import type { Tensor } from "../../tensor.ts";
+import { matmul } from "../../ops/matmul.ts";
+import { swiglu } from "../../ops/swiglu.ts";
+import { mul } from "../../ops/binary.ts";
+import { sigmoid } from "../../ops/unary.ts";
 
 /** Parameters of one MLP (Linear weights [out, in]). */
 export type MlpParams = {

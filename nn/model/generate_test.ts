@@ -1,11 +1,12 @@
 import assert from "node:assert/strict";
-import { config, forward, init } from "./minimind.ts";
-import { key } from "./random.ts";
-import { tensor } from "./creation.ts";
-import { argmax } from "./ops/reduce.ts";
-import { sliceAxis } from "./ops/movement.ts";
-import { scope } from "./scope.ts";
-import { defaultBackend } from "./backend/select.ts";
+import { forward, init } from "./minimind.ts";
+import { config } from "./minimind_config.ts";
+import { key } from "../random.ts";
+import { tensor } from "../creation.ts";
+import { argmax } from "../ops/reduce.ts";
+import { sliceAxis } from "../ops/movement.ts";
+import { scope } from "../scope.ts";
+import { defaultBackend } from "../backend/select.ts";
 import { generate } from "./generate.ts";
 import type { GenerationPiece } from "./generate.ts";
 

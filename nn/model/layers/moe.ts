@@ -13,15 +13,15 @@
  */
 // N = tokens (B·T), H = hidden, E = experts, k = experts per token, m = tokens of one expert
 import type { MiniMindConfig } from "../minimind_config.ts";
-import type { Tensor } from "../tensor.ts";
-import { tensor, zeros } from "../creation.ts";
-import { ones } from "../creation.ts";
-import { matmul } from "../ops/matmul.ts";
-import { reshape, sliceAxis } from "../ops/movement.ts";
-import { softmax } from "../ops/softmax.ts";
-import { embedding, scatterAdd, takeAlongAxis, topk } from "../ops/gather.ts";
-import { add, div, mul } from "../ops/binary.ts";
-import { mean, sum } from "../ops/reduce.ts";
+import type { Tensor } from "../../tensor.ts";
+import { tensor, zeros } from "../../creation.ts";
+import { ones } from "../../creation.ts";
+import { matmul } from "../../ops/matmul.ts";
+import { reshape, sliceAxis } from "../../ops/movement.ts";
+import { softmax } from "../../ops/softmax.ts";
+import { embedding, scatterAdd, takeAlongAxis, topk } from "../../ops/gather.ts";
+import { add, div, mul } from "../../ops/binary.ts";
+import { mean, sum } from "../../ops/reduce.ts";
 import type { MlpParams } from "./mlp.ts";
 import { mlp } from "./mlp.ts";
 
