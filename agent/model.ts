@@ -6,8 +6,9 @@
  */
 import type { ChatMessage } from "../data/chat_template.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
-import { generateBatch } from "../nn/generate.ts";
-import type { MiniMindConfig, MiniMindParams } from "../nn/minimind.ts";
+import { generateBatch } from "../nn/model/generate.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
+import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import type { ToolSchema, TurnGenerator } from "../serve/tools.ts";
 
 /** A chat model: config, params and tokenizer (with its chat template). */

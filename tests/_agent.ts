@@ -4,7 +4,8 @@
  * the calculator on the questions it saw.
  * @module
  */
-import { config, init, type MiniMindParams } from "../nn/minimind.ts";
+import { init, type MiniMindParams } from "../nn/model/minimind.ts";
+import { config } from "../nn/model/minimind_config.ts";
 import { key } from "../nn/random.ts";
 import { scope } from "../nn/scope.ts";
 import { tensor } from "../nn/creation.ts";
