@@ -12,6 +12,7 @@ import { join } from "node:path";
 import { loadModel } from "../convert/hf.ts";
 import { YARN_DEFAULTS } from "../nn/model/minimind_config.ts";
 import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
 import { generate } from "../nn/model/generate.ts";
 import type { ChatMessage } from "../data/chat_template.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
@@ -72,6 +73,51 @@ export const TEST_PROMPTS: readonly string[] = [
 
 const COMMAND = "deno task eval";
 
+/** The flags that pick a weight file. */
+export interface WeightFlags {
+  /** 'model' = `<save_dir>/<weight>_<hidden>[_moe].safetensors`; else a file or HF folder. */
+  load_from: string;
+  /** Where our weights are. */
+  save_dir: string;
+  /** Weight prefix. */
+  weight: string;
+  /** Hidden size in the file name. */
+  hidden_size: number;
+  /** `_moe` in the file name. */
+  use_moe: boolean;
+  /** Tokenizer path (default: beside the weights, else `out/tokenizer`). */
+  tokenizer_path?: string;
+}
+
+/**
+ * Loads the weights the flags name, with their tokenizer.
+ *
+ * @param a the weight flags
+ * @returns the path and the model (config, params, tokenizer)
+ * @throws UsageError naming the missing file and the task that trains it
+ */
+export async function loadWeightsFor(
+  a: WeightFlags,
+): Promise<
+  { path: string; model: { cfg: MiniMindConfig; params: MiniMindParams; tokenizer: Tokenizer } }
+> {
+  const path = a.load_from === "model"
+    ? join(a.save_dir, `${weightStem(a.weight, a.hidden_size, a.use_moe)}.safetensors`)
+    : a.load_from;
+  if (!(await Deno.stat(path).catch(() => null))) {
+    throw new UsageError(
+      `Cannot load ${path}: no such file (train it with deno task ${
+        a.weight === "pretrain" ? "pretrain" : "sft"
+      }, or pass --load_from / --weight / --hidden_size)`,
+    );
+  }
+  const loaded = await loadModel(path);
+  const tokenizer = a.tokenizer_path
+    ? await Tokenizer.fromFile(a.tokenizer_path)
+    : loaded.tokenizer ?? await Tokenizer.fromFile(DEFAULT_TOKENIZER);
+  return { path, model: { cfg: loaded.cfg, params: loaded.params, tokenizer } };
+}
+
 async function readLine(prompt: string): Promise<string | null> {
   await Deno.stdout.write(new TextEncoder().encode(prompt));
   const buf = new Uint8Array(4096);
@@ -104,25 +150,13 @@ export async function main(argv: readonly string[]): Promise<number> {
     );
   }
   const device = await selectDevice(a.device);
-  const path = a.load_from === "model"
-    ? join(a.save_dir, `${weightStem(a.weight, a.hidden_size, a.use_moe)}.safetensors`)
-    : a.load_from;
-  if (!(await Deno.stat(path).catch(() => null))) {
-    throw new UsageError(
-      `Cannot load ${path}: no such file (train it with deno task ${
-        a.weight === "pretrain" ? "pretrain" : "sft"
-      }, or pass --load_from / --weight / --hidden_size)`,
-    );
-  }
-  const loaded = await loadModel(path);
-  const tokenizer = a.tokenizer_path
-    ? await Tokenizer.fromFile(a.tokenizer_path)
-    : loaded.tokenizer ?? await Tokenizer.fromFile(DEFAULT_TOKENIZER);
+  const { path, model: loaded } = await loadWeightsFor(a);
   let cfg: MiniMindConfig = loaded.cfg;
   if (a.inference_rope_scaling) {
     cfg = { ...cfg, inferenceRopeScaling: true, ropeScaling: YARN_DEFAULTS };
   }
-  const model = { cfg, params: loaded.params, tokenizer };
+  const model = { ...loaded, cfg };
+  const { tokenizer } = model;
   console.log(
     `Loaded ${path} on ${device} (hidden ${cfg.hiddenSize}, ${cfg.numHiddenLayers} layers)`,
   );
