@@ -6,6 +6,7 @@
  *
  * ```sh
  * deno task serve --load_from out/full_sft --api_key sk-local
+ * deno task serve --load_from out/agent_512.safetensors --tools builtin   # tools run here
  * deno task serve --init_random --hidden_size 64 --num_hidden_layers 2 \
  *   --tokenizer ../shared/fixtures/minimind/minimind-3      # an untrained model, for a look
  * ```
@@ -22,6 +23,7 @@ import { initGemm } from "./nn/backend/cpu/gemm/mod.ts";
 import { setFastSgemm } from "./nn/backend/cpu/gemm_adapter.ts";
 import { loadModel } from "./convert/hf.ts";
 import { createApp, type ServeApp } from "./serve/mod.ts";
+import { builtinTools } from "./agent/builtin.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -98,6 +100,9 @@ const HELP = `Usage: deno run -A serve.ts [options]
   --max_context N         prompt + reply tokens (default 4096)
   --max_tokens N          default reply length (default 512)
   --max_body_bytes N      request body limit (default 1048576)
+  --tools none|builtin    builtin: the server runs calls of its built-in tools (calculate_math,
+                          unit_converter, date_calculator, poetry_lookup) and feeds the results
+                          back; none (default): tool calls go back to the client (OpenAI)
   --threads N             CPU matmul threads (default: the gemm's choice; 1 is often best for
                           decode on a small, busy machine)
   -h, --help              this text`;
@@ -129,6 +134,7 @@ export async function main(args: string[]): Promise<void> {
       max_tokens: { type: "string", default: "512" },
       max_body_bytes: { type: "string", default: String(1 << 20) },
       threads: { type: "string" },
+      tools: { type: "string", default: "none" },
       help: { type: "boolean", short: "h", default: false },
     },
   });
@@ -143,6 +149,9 @@ export async function main(args: string[]): Promise<void> {
     }
     return n;
   };
+  if (v.tools !== "none" && v.tools !== "builtin") {
+    throw new Error(`Invalid --tools ${v.tools}: expected none or builtin`);
+  }
   await setBackend(v.backend as BackendName);
   // the fast CPU matmul (BLAS through FFI, else wasm SIMD) for the CPU backend
   setFastSgemm(await initGemm(v.threads ? { threads: int("threads", v.threads, 1) } : {}));
@@ -182,6 +191,7 @@ export async function main(args: string[]): Promise<void> {
       maxBatch: int("max_batch", v.max_batch, 1),
       maxQueue: int("max_queue", v.max_queue, 0),
     },
+    tools: v.tools === "builtin" ? builtinTools() : [],
   });
   const server = startServer(app, { host: v.host, port: int("port", v.port, 0), log: true });
   const n = countParams(model.cfg).total;

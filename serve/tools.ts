@@ -297,8 +297,13 @@ export interface AgentLoopOptions extends RunToolOptions {
   maxTurns?: number;
   /** The prompt ends inside an open think block (the generator's template must agree). */
   openThinking?: boolean;
-  /** Called after each turn (e.g. to stream it). */
+  /** Called after each turn's calls ran (e.g. to stream their results). */
   onTurn?: (turn: AgentTurn) => void | Promise<void>;
+  /**
+   * Whether to run a turn's calls (default: always). When false the loop ends there and the calls
+   * are returned unrun in `pending` — the server hands calls of client-side tools back this way.
+   */
+  shouldRun?: (calls: readonly ToolCall[]) => boolean;
 }
 
 /** What a loop produced. */
@@ -315,6 +320,8 @@ export interface AgentResult {
   calls: number;
   /** `<tool_call>` blocks that were not valid calls. */
   malformed: number;
+  /** Calls of the last turn left unrun because `shouldRun` said no (else empty). */
+  pending: ToolCall[];
 }
 
 /**
@@ -374,6 +381,12 @@ export async function runAgentLoop(
     options.signal?.throwIfAborted();
     const text = await generateTurn(out, schemas);
     const { assistant, calls: tc, malformed: bad } = parseTurn(text, options.openThinking);
+    if (tc.length && options.shouldRun && !options.shouldRun(tc)) {
+      out.push(assistant);
+      turns.push({ text, assistant, outcomes: [] });
+      calls += tc.length;
+      return { messages: out, turns, final: "", unfinished: false, calls, malformed, pending: tc };
+    }
     const outcomes: ToolOutcome[] = [];
     for (const c of tc) outcomes.push(await runToolCall(options.tools, c, options));
     for (const b of bad) outcomes.push(malformedOutcome(b));
@@ -389,5 +402,5 @@ export async function runAgentLoop(
     }
     if (t === maxTurns - 1) unfinished = true;
   }
-  return { messages: out, turns, final, unfinished, calls, malformed };
+  return { messages: out, turns, final, unfinished, calls, malformed, pending: [] };
 }

@@ -5,7 +5,7 @@ import { join } from "node:path";
 import { saveModel } from "../convert/hf.ts";
 import { tinyModel, tokenizer } from "./_serve.ts";
 
-Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key; SIGTERM stops it", async () => {
+Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key, --tools builtin; SIGTERM stops it", async () => {
   const root = await Deno.makeTempDir();
   const dir = join(root, "tiny-chat");
   await saveModel(dir, { ...tinyModel(), tokenizer: await tokenizer() });
@@ -21,6 +21,8 @@ Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key; SIGTERM stop
       "0",
       "--api_key",
       "k1",
+      "--tools",
+      "builtin",
     ],
     stdout: "null",
     stderr: "piped",
@@ -44,6 +46,10 @@ Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key; SIGTERM stop
     const models =
       await (await fetch(`${url}/v1/models`, { headers: { authorization: "Bearer k1" } })).json();
     assert.equal(models.data[0].id, "tiny-chat");
+    const tools =
+      await (await fetch(`${url}/v1/tools`, { headers: { authorization: "Bearer k1" } }))
+        .json();
+    assert.equal(tools.data.length, 4, "--tools builtin: the server runs its four tools");
     const r = await fetch(`${url}/v1/chat/completions`, {
       method: "POST",
       headers: { authorization: "Bearer k1", "content-type": "application/json" },
