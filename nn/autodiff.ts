@@ -17,7 +17,7 @@ import { fullLike, zeros } from "./creation.ts";
 import { add } from "./ops/binary.ts";
 import { sum } from "./ops/reduce.ts";
 import { reshape } from "./ops/movement.ts";
-import { cast } from "./ops/unary.ts";
+import { cast } from "./ops/arith.ts";
 
 /** A new handle on `x`'s storage, scoped, with no autodiff trace. */
 function alias(x: Tensor): Tensor {

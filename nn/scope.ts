@@ -4,14 +4,7 @@
  * @module
  */
 import { Tensor } from "./tensor.ts";
-
-const stack: Tensor[][] = [];
-
-/** @internal Registers a new tensor with the innermost scope (if any). */
-export function track(t: Tensor): void {
-  const top = stack[stack.length - 1];
-  if (top) top.push(t);
-}
+import { closeFrame, openFrame, openFrames, track } from "./scope_stack.ts";
 
 /** Collects every tensor reachable in a returned value (arrays, plain objects, Maps). */
 function collect(value: unknown, into: Set<Tensor>, seen: Set<unknown>): void {
@@ -44,17 +37,16 @@ function collect(value: unknown, into: Set<Tensor>, seen: Set<unknown>): void {
  * ```
  */
 export function scope<T>(fn: () => T): T {
-  const mine: Tensor[] = [];
-  stack.push(mine);
+  const mine = openFrame();
   let result: T;
   try {
     result = fn();
   } catch (e) {
-    stack.pop();
+    closeFrame();
     for (const t of mine) t.dispose();
     throw e;
   }
-  stack.pop();
+  closeFrame();
   if (result instanceof Promise) {
     for (const t of mine) t.dispose();
     throw new Error("Cannot use an async function in scope(): a scope cannot span an await");
@@ -78,7 +70,7 @@ export function scope<T>(fn: () => T): T {
 export function keep<T>(t: T): T {
   const set = new Set<Tensor>();
   collect(t, set, new Set());
-  for (const frame of stack) {
+  for (const frame of openFrames()) {
     for (let i = frame.length - 1; i >= 0; i--) if (set.has(frame[i])) frame.splice(i, 1);
   }
   return t;
@@ -86,5 +78,5 @@ export function keep<T>(t: T): T {
 
 /** Number of scopes currently open (for tests). */
 export function scopeDepth(): number {
-  return stack.length;
+  return openFrames().length;
 }

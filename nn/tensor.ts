@@ -6,7 +6,7 @@
 import type { Backend, Storage } from "./backend/backend.ts";
 import type { DType, TypedArray } from "./dtype.ts";
 import { fmt, sizeOf } from "./shape.ts";
-import { track } from "./scope.ts";
+import { track } from "./scope_stack.ts";
 
 /** @internal One autodiff trace a tensor takes part in: the tape and the value's id on it. */
 export interface TraceEntry {

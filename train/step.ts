@@ -13,7 +13,8 @@ import { Tensor } from "../nn/tensor.ts";
 import { scope } from "../nn/scope.ts";
 import { defaultBackend } from "../nn/backend/select.ts";
 import { valueAndGrad } from "../nn/autodiff.ts";
-import { add, affine } from "../nn/ops/binary.ts";
+import { add } from "../nn/ops/binary.ts";
+import { affine } from "../nn/ops/arith.ts";
 import type { Optimizer, StepHyper } from "./optim.ts";
 import { clipGrads } from "./optim.ts";
 

@@ -18,7 +18,7 @@ import { scope } from "../scope.ts";
 import { fmt } from "../shape.ts";
 import { unflatten } from "../tree.ts";
 import { add } from "../ops/binary.ts";
-import { cast } from "../ops/unary.ts";
+import { cast } from "../ops/arith.ts";
 import { embedding } from "../ops/gather.ts";
 import { matmul } from "../ops/matmul.ts";
 import { concat, reshape, sliceAxis } from "../ops/movement.ts";

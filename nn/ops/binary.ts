@@ -6,56 +6,22 @@
  */
 import type { DType } from "../dtype.ts";
 import { isFloat } from "../dtype.ts";
-import type { Meta, NoParams, OpDef, Vjp } from "../op.ts";
-import { apply1, defineOp, NONDIFF } from "../op.ts";
-import { broadcastShapes, fmt, sameShape, sizeOf } from "../shape.ts";
+import type { NoParams, OpDef } from "../op.ts";
+import { apply1, defineOp } from "../op.ts";
+import { broadcastShapes, sizeOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { full } from "../creation.ts";
 import { forEachBroadcast } from "./_broadcast.ts";
-import { specialize } from "./_specialize.ts";
-import { cast, log, neg } from "./unary.ts";
+import { affine, cast, div, divOp, log, mul, mulOp, neg } from "./arith.ts";
+import { callBinary, makeBinary, scalarFor } from "./_elementwise.ts";
+import type { BinaryRow } from "./_elementwise.ts";
 import { broadcastWgsl, mapWgsl, wgslType } from "../backend/webgpu/wgsl.ts";
-
-interface BinaryRow {
-  name: string;
-  /** Scalar function. */
-  f: (a: number, b: number) => number;
-  /** WGSL expression of `a` and `b`. */
-  wgsl: string;
-  /** Output dtype rule: same as inputs, or u32 (comparisons). */
-  out: "same" | "u32";
-  /** VJP (null: not differentiable). Gets the saved inputs and output. */
-  grad: ((ct: Tensor, a: Tensor, b: Tensor, y: Tensor) => [Tensor | null, Tensor | null]) | null;
-  /** Saves the output too. */
-  saveOut?: boolean;
-  /** Example kinds for (a, b). */
-  kinds?: ["normal" | "positive", "normal" | "positive"];
-  /** Only float dtypes. */
-  floatOnly?: boolean;
-}
 
 const ROWS: BinaryRow[] = [
   // d(a+b) = da + db
   { name: "add", f: (a, b) => a + b, wgsl: "a + b", out: "same", grad: (ct) => [ct, ct] },
   // d(a-b) = da - db
   { name: "sub", f: (a, b) => a - b, wgsl: "a - b", out: "same", grad: (ct) => [ct, neg(ct)] },
-  // d(ab) = b da + a db
-  {
-    name: "mul",
-    f: (a, b) => a * b,
-    wgsl: "a * b",
-    out: "same",
-    grad: (ct, a, b) => [mul(ct, b), mul(ct, a)],
-  },
-  // d(a/b) = da/b - a/b^2 db
-  {
-    name: "div",
-    f: (a, b) => a / b,
-    wgsl: "a / b",
-    out: "same",
-    grad: (ct, a, b) => [div(ct, b), neg(div(mul(ct, a), mul(b, b)))],
-    kinds: ["normal", "positive"],
-  },
   // the larger operand gets the gradient (ties go to a)
   {
     name: "maximum",
@@ -132,250 +98,61 @@ const ROWS: BinaryRow[] = [
   },
 ];
 
-function inferBinary(
-  name: string,
-  a: Meta,
-  b: Meta,
-  out: "same" | "u32",
-  floatOnly?: boolean,
-): Meta[] {
-  if (a.dtype !== b.dtype) {
-    throw new Error(
-      `Cannot ${name} ${a.dtype} ${fmt(a.shape)} and ${b.dtype} ${fmt(b.shape)}: dtypes differ`,
-    );
-  }
-  if (floatOnly && !isFloat(a.dtype)) {
-    throw new Error(`Cannot ${name} ${a.dtype} tensors: it needs a float dtype`);
-  }
-  const shape = broadcastShapes(a.shape, b.shape);
-  return [{ shape, dtype: out === "u32" ? "u32" : a.dtype }];
-}
-
-interface BinaryLoops {
-  same(
-    a: ArrayLike<number>,
-    b: ArrayLike<number>,
-    y: { [i: number]: number; length: number },
-  ): void;
-  scalarB(a: ArrayLike<number>, b: number, y: { [i: number]: number; length: number }): void;
-  scalarA(a: number, b: ArrayLike<number>, y: { [i: number]: number; length: number }): void;
-  strided(
-    a: ArrayLike<number>,
-    b: ArrayLike<number>,
-    y: { [i: number]: number },
-    o: number,
-    n: number,
-    ia: number,
-    ib: number,
-    da: number,
-    db: number,
-  ): void;
-}
-
-function loopsFor(f: (a: number, b: number) => number): BinaryLoops {
-  return {
-    same: specialize(
-      f,
-      ["a", "b", "y"],
-      "for (let i = 0; i < y.length; i++) y[i] = f(a[i], b[i]);",
-    ),
-    scalarB: specialize(
-      f,
-      ["a", "b", "y"],
-      "for (let i = 0; i < y.length; i++) y[i] = f(a[i], b);",
-    ),
-    scalarA: specialize(
-      f,
-      ["a", "b", "y"],
-      "for (let i = 0; i < y.length; i++) y[i] = f(a, b[i]);",
-    ),
-    strided: specialize(
-      f,
-      ["a", "b", "y", "o", "n", "ia", "ib", "da", "db"],
-      "for (let i = 0; i < n; i++, ia += da, ib += db) y[o + i] = f(a[ia], b[ib]);",
-    ),
-  };
-}
-
-function makeBinary(row: BinaryRow): OpDef<NoParams> {
-  const k = loopsFor(row.f);
-  const grad = row.grad;
-  const vjp: Vjp<NoParams> | typeof NONDIFF = grad === null ? NONDIFF : (ct, ctx) => {
-    return grad(ct[0]!, ctx.inputs[0]!, ctx.inputs[1]!, ctx.outputs[0]!);
-  };
-  const kinds = row.kinds ?? ["normal", "normal"];
-  return defineOp<NoParams>({
-    name: row.name,
-    infer: ([a, b]) => inferBinary(row.name, a, b, row.out, row.floatOnly),
-    cpu: ([a, b], [y], call) => {
-      const sa = call.inputs[0].shape, sb = call.inputs[1].shape, so = call.outputs[0].shape;
-      if (sameShape(sa, sb)) k.same(a, b, y);
-      else if (b.length === 1) k.scalarB(a, b[0], y);
-      else if (a.length === 1) k.scalarA(a[0], b, y);
-      else {forEachBroadcast(so, [sa, sb], (o, n, offs, st) =>
-          k.strided(a, b, y, o, n, offs[0], offs[1], st[0], st[1]));}
-    },
-    wgsl: ({ inputs: [a, b], outputs: [y] }) => {
-      const t = wgslType(a.dtype);
-      return [
-        broadcastWgsl(["a", "b"], [t, t], wgslType(y.dtype), row.wgsl, [a.shape, b.shape], y.shape),
-      ];
-    },
-    vjp,
-    saves: { inputs: true, outputs: !!row.saveOut },
-    examples: [
-      {
-        inputs: [{ shape: [3, 4], kind: kinds[0] }, { shape: [3, 4], kind: kinds[1] }],
-        params: {},
-      },
-      {
-        inputs: [{ shape: [2, 3, 4], kind: kinds[0] }, { shape: [4], kind: kinds[1] }],
-        params: {},
-        label: "broadcast row",
-      },
-      {
-        inputs: [{ shape: [2, 1, 4], kind: kinds[0] }, { shape: [3, 1], kind: kinds[1] }],
-        params: {},
-        label: "broadcast both",
-      },
-      {
-        inputs: [{ shape: [5], kind: kinds[0] }, { shape: [], kind: kinds[1] }],
-        params: {},
-        label: "scalar",
-      },
-    ],
-  });
-}
-
-/** WGSL expressions of the binary rows. */
-export const BINARY_WGSL: Readonly<Record<string, string>> = Object.fromEntries(
-  ROWS.map((r) => [r.name, r.wgsl]),
-);
-
-/** The binary op table, keyed by name. */
-export const BINARY_OPS: Readonly<Record<string, OpDef<NoParams>>> = Object.fromEntries(
-  ROWS.map((r) => [r.name, makeBinary(r)]),
-);
-
-function scalarFor(x: Tensor, v: number): Tensor {
-  return full([], v, x.dtype, { backend: x.backend });
-}
-
-function bin(name: string, a: Tensor | number, b: Tensor | number): Tensor {
-  if (typeof a === "number" && typeof b === "number") {
-    throw new Error(`Cannot ${name} two numbers: at least one operand must be a tensor`);
-  }
-  const ta = typeof a === "number" ? scalarFor(b as Tensor, a) : a;
-  const tb = typeof b === "number" ? scalarFor(ta, b) : b;
-  return apply1(BINARY_OPS[name], [ta, tb], {});
-}
+/** The binary op table, keyed by name (`mul` and `div` are defined in `arith.ts`). */
+export const BINARY_OPS: Readonly<Record<string, OpDef<NoParams>>> = {
+  mul: mulOp,
+  div: divOp,
+  ...Object.fromEntries(ROWS.map((r) => [r.name, makeBinary(r)])),
+};
 
 /** Elementwise a + b (broadcasting). @param a left @param b right @returns a + b */
 export function add(a: Tensor | number, b: Tensor | number): Tensor {
   if (typeof b === "number" && typeof a !== "number" && isFloat(a.dtype)) return affine(a, 1, b);
   if (typeof a === "number" && typeof b !== "number" && isFloat(b.dtype)) return affine(b, 1, a);
-  return bin("add", a, b);
+  return callBinary(BINARY_OPS.add, a, b);
 }
 /** Elementwise a − b (broadcasting). @param a left @param b right @returns a − b */
 export function sub(a: Tensor | number, b: Tensor | number): Tensor {
   if (typeof b === "number" && typeof a !== "number" && isFloat(a.dtype)) return affine(a, 1, -b);
   if (typeof a === "number" && typeof b !== "number" && isFloat(b.dtype)) return affine(b, -1, a);
-  return bin("sub", a, b);
-}
-/** Elementwise a · b (broadcasting). @param a left @param b right @returns a · b */
-export function mul(a: Tensor | number, b: Tensor | number): Tensor {
-  if (typeof b === "number" && typeof a !== "number" && isFloat(a.dtype)) return affine(a, b, 0);
-  if (typeof a === "number" && typeof b !== "number" && isFloat(b.dtype)) return affine(b, a, 0);
-  return bin("mul", a, b);
-}
-/** Elementwise a / b (broadcasting). @param a left @param b right @returns a / b */
-export function div(a: Tensor | number, b: Tensor | number): Tensor {
-  if (typeof b === "number" && typeof a !== "number" && isFloat(a.dtype)) {
-    return affine(a, 1 / b, 0);
-  }
-  return bin("div", a, b);
+  return callBinary(BINARY_OPS.sub, a, b);
 }
 /** Elementwise maximum (broadcasting). @param a left @param b right @returns max(a, b) */
 export function maximum(a: Tensor | number, b: Tensor | number): Tensor {
-  return bin("maximum", a, b);
+  return callBinary(BINARY_OPS.maximum, a, b);
 }
 /** Elementwise minimum (broadcasting). @param a left @param b right @returns min(a, b) */
 export function minimum(a: Tensor | number, b: Tensor | number): Tensor {
-  return bin("minimum", a, b);
+  return callBinary(BINARY_OPS.minimum, a, b);
 }
 /** Elementwise aᵇ (broadcasting; a number exponent uses `powScalar`). @param a base @param b exponent @returns a^b */
 export function pow(a: Tensor, b: Tensor | number): Tensor {
   if (typeof b === "number") return powScalar(a, b);
-  return bin("pow", a, b);
+  return callBinary(BINARY_OPS.pow, a, b);
 }
 /** Elementwise a == b as u32 0/1. @param a left @param b right @returns mask */
 export function equal(a: Tensor | number, b: Tensor | number): Tensor {
-  return bin("equal", a, b);
+  return callBinary(BINARY_OPS.equal, a, b);
 }
 /** Elementwise a != b as u32 0/1. @param a left @param b right @returns mask */
 export function notEqual(a: Tensor | number, b: Tensor | number): Tensor {
-  return bin("not_equal", a, b);
+  return callBinary(BINARY_OPS.not_equal, a, b);
 }
 /** Elementwise a < b as u32 0/1. @param a left @param b right @returns mask */
 export function less(a: Tensor | number, b: Tensor | number): Tensor {
-  return bin("less", a, b);
+  return callBinary(BINARY_OPS.less, a, b);
 }
 /** Elementwise a <= b as u32 0/1. @param a left @param b right @returns mask */
 export function lessEqual(a: Tensor | number, b: Tensor | number): Tensor {
-  return bin("less_equal", a, b);
+  return callBinary(BINARY_OPS.less_equal, a, b);
 }
 /** Elementwise a > b as u32 0/1. @param a left @param b right @returns mask */
 export function greater(a: Tensor | number, b: Tensor | number): Tensor {
-  return bin("greater", a, b);
+  return callBinary(BINARY_OPS.greater, a, b);
 }
 /** Elementwise a >= b as u32 0/1. @param a left @param b right @returns mask */
 export function greaterEqual(a: Tensor | number, b: Tensor | number): Tensor {
-  return bin("greater_equal", a, b);
-}
-
-/** Params of `affine`. */
-export interface AffineParams {
-  /** Scale. */
-  readonly a: number;
-  /** Shift. */
-  readonly b: number;
-}
-
-/** a·x + b with static scalars (scaling without a scalar tensor). */
-export const affineOp: OpDef<AffineParams> = defineOp<AffineParams>({
-  name: "affine",
-  infer: ([x]) => {
-    if (!isFloat(x.dtype)) {
-      throw new Error(`Cannot apply affine to a ${x.dtype} tensor: it needs a float dtype`);
-    }
-    return [{ shape: x.shape, dtype: x.dtype }];
-  },
-  cpu: ([x], [y], { params: { a, b } }) => {
-    for (let i = 0; i < x.length; i++) y[i] = a * x[i] + b;
-  },
-  wgsl: ({ inputs: [x], params: { a, b } }) => [
-    mapWgsl(["x"], ["f32"], "f32", "u.a * x + u.b", sizeOf(x.shape), {
-      fields: "a: f32, b: f32",
-      words: [a, b],
-      types: ["f32", "f32"],
-    }),
-  ],
-  // d(a x + b) = a dx
-  vjp: (ct, ctx) => [affine(ct[0]!, ctx.params.a, 0)],
-  saves: { inputs: false },
-  examples: [{ inputs: [{ shape: [3, 4] }], params: { a: -1.5, b: 0.25 } }],
-});
-
-/**
- * a·x + b with plain-number a and b.
- *
- * @param x input
- * @param a scale
- * @param b shift (default 0)
- * @returns a·x + b
- */
-export function affine(x: Tensor, a: number, b = 0): Tensor {
-  return apply1(affineOp, [x], { a, b });
+  return callBinary(BINARY_OPS.greater_equal, a, b);
 }
 
 /** Params of `powScalar`. */

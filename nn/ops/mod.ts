@@ -4,8 +4,9 @@
  * @module
  */
 import type { OpDef } from "../op.ts";
-import { castOp, UNARY_OPS } from "./unary.ts";
-import { affineOp, BINARY_OPS, powScalarOp, whereOp } from "./binary.ts";
+import { affineOp, castOp } from "./arith.ts";
+import { UNARY_OPS } from "./unary.ts";
+import { BINARY_OPS, powScalarOp, whereOp } from "./binary.ts";
 import { argmaxOp, maxOp, sumOp } from "./reduce.ts";
 import { broadcastToOp, concatOp, padOp, reshapeOp, sliceOp, transposeOp } from "./movement.ts";
 import { matmulOp } from "./matmul.ts";
@@ -65,6 +66,7 @@ export const OPS: Readonly<Record<string, OpDef<any>>> = {
   sample: sampleOp,
 };
 
+export * from "./arith.ts";
 export * from "./unary.ts";
 export * from "./binary.ts";
 export * from "./reduce.ts";

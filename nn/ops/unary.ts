@@ -2,53 +2,18 @@
  * Elementwise unary ops: one row each (name, scalar function, WGSL expression, VJP, example).
  * @module
  */
-import type { DType } from "../dtype.ts";
-import { isFloat } from "../dtype.ts";
-import type { InputSpec, OpDef, Vjp } from "../op.ts";
-import { apply1, defineOp, NONDIFF } from "../op.ts";
+import type { NoParams, OpDef } from "../op.ts";
+import { apply1 } from "../op.ts";
 import type { Tensor } from "../tensor.ts";
-import { affine, div, mul } from "./binary.ts";
-import { specialize } from "./_specialize.ts";
-import { sizeOf } from "../shape.ts";
-import { mapWgsl, wgslType } from "../backend/webgpu/wgsl.ts";
-import { type MapKind, mapUnary } from "../backend/cpu/simd/ops.ts";
-
-type Saved = { x: Tensor; y: Tensor };
-
-interface UnaryRow {
-  /** Op name. */
-  name: string;
-  /** Scalar function (f64 math; f32 kernels round on store). */
-  f: (x: number) => number;
-  /** WGSL expression of `x` (a f32). */
-  wgsl: string;
-  /** ct → dx, or null for non-differentiable rows. */
-  grad: ((ct: Tensor, s: Saved) => Tensor) | null;
-  /** Which value the rule needs. */
-  save: "x" | "y" | "none";
-  /** Input distribution for examples. */
-  kind: InputSpec["kind"];
-  /** Also defined on integer dtypes. */
-  ints?: boolean;
-  /** The wasm SIMD kernel computing this row on f32 arrays, if any. */
-  simd?: MapKind;
-}
+import { affine, div, logOp, mul, neg, negOp } from "./arith.ts";
+import { makeUnary } from "./_elementwise.ts";
+import type { UnaryRow } from "./_elementwise.ts";
 
 function sigmoidF(x: number): number {
   return x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x));
 }
 
 const ROWS: UnaryRow[] = [
-  // d(-x) = -dx
-  {
-    name: "neg",
-    f: (x) => -x,
-    wgsl: "-x",
-    grad: (ct) => neg(ct),
-    save: "none",
-    kind: "normal",
-    ints: true,
-  },
   // d|x| = sign(x) dx
   {
     name: "abs",
@@ -69,15 +34,6 @@ const ROWS: UnaryRow[] = [
     grad: (ct, s) => mul(ct, s.y),
     save: "y",
     kind: "normal",
-  },
-  // d log(x) = dx / x
-  {
-    name: "log",
-    f: Math.log,
-    wgsl: "log(x)",
-    grad: (ct, s) => div(ct, s.x),
-    save: "x",
-    kind: "positive",
   },
   // d sqrt(x) = dx / (2 sqrt(x))
   {
@@ -195,63 +151,17 @@ const ROWS: UnaryRow[] = [
   { name: "floor", f: Math.floor, wgsl: "floor(x)", grad: null, save: "none", kind: "normal" },
 ];
 
-function makeUnary(row: UnaryRow): OpDef<Record<string, never>> {
-  const loop = specialize<(x: ArrayLike<number>, y: { [i: number]: number }) => void>(
-    row.f,
-    ["x", "y"],
-    "for (let i = 0; i < x.length; i++) y[i] = f(x[i]);",
-  );
-  const grad = row.grad, simdKind = row.simd;
-  const vjp: Vjp<Record<string, never>> | typeof NONDIFF = grad === null ? NONDIFF : (ct, ctx) => {
-    return [grad(ct[0]!, { x: ctx.inputs[0]!, y: ctx.outputs[0]! })];
-  };
-  return defineOp<Record<string, never>>({
-    name: row.name,
-    infer: ([x]) => {
-      if (!row.ints && !isFloat(x.dtype)) {
-        throw new Error(`Cannot apply ${row.name} to a ${x.dtype} tensor: it needs a float dtype`);
-      }
-      return [{ shape: x.shape, dtype: x.dtype }];
-    },
-    cpu: simdKind
-      ? ([x], [y]) => {
-        if (!mapUnary(simdKind, x, y)) loop(x, y);
-      }
-      : ([x], [y]) => loop(x, y),
-    wgsl: ({ inputs: [x] }) => {
-      const t = wgslType(x.dtype);
-      let expr = row.wgsl;
-      if (t === "u32" && row.name === "neg") expr = "0u - x";
-      if (t === "u32" && row.name === "abs") expr = "x";
-      return [mapWgsl(["x"], [t], t, expr, sizeOf(x.shape))];
-    },
-    vjp,
-    saves: { inputs: row.save === "x", outputs: row.save === "y" },
-    examples: [
-      { inputs: [{ shape: [7], kind: row.kind }], params: {} },
-      { inputs: [{ shape: [3, 5], kind: row.kind }], params: {} },
-    ],
-  });
-}
-
-/** WGSL expressions of the unary rows (the WebGPU backend builds kernels from them). */
-export const UNARY_WGSL: Readonly<Record<string, string>> = Object.fromEntries(
-  ROWS.map((r) => [r.name, r.wgsl]),
-);
-
-/** The unary op table, keyed by name. */
-export const UNARY_OPS: Readonly<Record<string, OpDef<Record<string, never>>>> = Object.fromEntries(
-  ROWS.map((r) => [r.name, makeUnary(r)]),
-);
+/** The unary op table, keyed by name (`neg` and `log` are defined in `arith.ts`). */
+export const UNARY_OPS: Readonly<Record<string, OpDef<NoParams>>> = {
+  neg: negOp,
+  log: logOp,
+  ...Object.fromEntries(ROWS.map((r) => [r.name, makeUnary(r)])),
+};
 
 function un(name: string, x: Tensor): Tensor {
   return apply1(UNARY_OPS[name], [x], {});
 }
 
-/** Elementwise −x. @param x input @returns −x */
-export function neg(x: Tensor): Tensor {
-  return un("neg", x);
-}
 /** Elementwise |x|. @param x input @returns |x| */
 export function abs(x: Tensor): Tensor {
   return un("abs", x);
@@ -263,10 +173,6 @@ export function sign(x: Tensor): Tensor {
 /** Elementwise eˣ. @param x input @returns exp(x) */
 export function exp(x: Tensor): Tensor {
   return un("exp", x);
-}
-/** Elementwise natural log. @param x input @returns log(x) */
-export function log(x: Tensor): Tensor {
-  return un("log", x);
 }
 /** Elementwise square root. @param x input @returns sqrt(x) */
 export function sqrt(x: Tensor): Tensor {
@@ -319,48 +225,4 @@ export function step(x: Tensor): Tensor {
 /** Elementwise floor; not differentiable. @param x input @returns floor(x) */
 export function floor(x: Tensor): Tensor {
   return un("floor", x);
-}
-
-/** Params of `cast`. */
-export interface CastParams {
-  /** Target dtype. */
-  readonly dtype: DType;
-}
-
-/** Converts the element type (floats truncate toward zero when cast to integers). */
-export const castOp: OpDef<CastParams> = defineOp<CastParams>({
-  name: "cast",
-  infer: ([x], p) => [{ shape: x.shape, dtype: p.dtype }],
-  cpu: ([x], [y], call) => {
-    const to = call.params.dtype;
-    if (to === "i32" || to === "u32") {
-      for (let i = 0; i < x.length; i++) y[i] = Math.trunc(x[i]);
-    } else for (let i = 0; i < x.length; i++) y[i] = x[i];
-  },
-  // f32 → int truncates (WGSL clamps out-of-range values); int ↔ int reinterprets the bits
-  wgsl: ({ inputs: [x], outputs: [y] }) => {
-    const from = wgslType(x.dtype), to = wgslType(y.dtype);
-    let expr = `${to}(x)`;
-    if (from === "f32" && to === "u32") expr = "u32(i32(x))";
-    else if (from !== "f32" && to !== "f32" && from !== to) expr = `bitcast<${to}>(x)`;
-    return [mapWgsl(["x"], [from], to, expr, sizeOf(x.shape))];
-  },
-  // d cast(x) = cast back (only between float types)
-  vjp: (ct, ctx) => [isFloat(ctx.inMetas[0].dtype) ? cast(ct[0]!, ctx.inMetas[0].dtype) : null],
-  saves: { inputs: false },
-  examples: [
-    { inputs: [{ shape: [2, 3] }], params: { dtype: "f32" } },
-    { inputs: [{ shape: [4], kind: "int", high: 9, dtype: "i32" }], params: { dtype: "f32" } },
-  ],
-});
-
-/**
- * Converts `x` to `dtype` (a no-op handle copy when it already has it).
- *
- * @param x input
- * @param dtype target type
- * @returns the converted tensor
- */
-export function cast(x: Tensor, dtype: DType): Tensor {
-  return apply1(castOp, [x], { dtype });
 }

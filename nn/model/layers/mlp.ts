@@ -9,7 +9,7 @@ import type { HiddenAct } from "../minimind_config.ts";
 import type { Tensor } from "../../tensor.ts";
 import { matmul } from "../../ops/matmul.ts";
 import { swiglu } from "../../ops/swiglu.ts";
-import { mul } from "../../ops/binary.ts";
+import { mul } from "../../ops/arith.ts";
 import { sigmoid } from "../../ops/unary.ts";
 
 /** Parameters of one MLP (Linear weights [out, in]). */
