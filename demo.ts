@@ -12,7 +12,6 @@
 import { join } from "node:path";
 import { buildCorpus } from "./data/corpus/build.ts";
 import { poemForm } from "./data/corpus/poetry.ts";
-import type { PoemForm } from "./data/corpus/poetry.ts";
 import { PlainTextDataset, PretrainDataset, SFTDataset } from "./data/datasets.ts";
 import { trainTokenizer } from "./data/bpe_trainer.ts";
 import { readTrainingTexts } from "./data/train_tokenizer.ts";
@@ -27,7 +26,7 @@ import type { Tree } from "./nn/tree.ts";
 import { parseFlags, runMain, usage } from "./train/cli.ts";
 import type { FlagTable } from "./train/cli.ts";
 import { lmFlags, runLm, selectDevice } from "./train/lm.ts";
-import { composePrompt, formAccuracy, perplexity } from "./train/evaluate.ts";
+import { composePrompt, formAccuracy, heldoutFormPrompts, perplexity } from "./train/evaluate.ts";
 import type { FormPrompt } from "./train/evaluate.ts";
 import { formatDuration, Progress } from "./train/progress.ts";
 
@@ -97,21 +96,6 @@ const SAMPLES: FormPrompt[] = [
 ];
 
 const COMMAND = "deno task demo";
-
-/** Held-out titles with their real forms, `perForm` of each of the four forms. */
-function formPrompts(texts: readonly string[], perForm: number): FormPrompt[] {
-  const byForm = new Map<string, FormPrompt[]>();
-  for (const t of texts) {
-    const m = /^《(.+?)》[^\n]*\n([\s\S]+)$/u.exec(t);
-    if (!m) continue;
-    const form = poemForm(m[2]);
-    if (!form) continue;
-    const list = byForm.get(form.name) ?? [];
-    if (list.length < perForm) list.push({ title: m[1], form: form as PoemForm });
-    byForm.set(form.name, list);
-  }
-  return [...byForm.values()].flat();
-}
 
 /** Every record of a JSONL file. */
 function readJsonl(path: string): { conversations?: { content?: unknown }[] }[] {
@@ -225,7 +209,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     tokenizer,
     { maxLength: 256 },
   );
-  const prompts = formPrompts(heldout, plan.perForm);
+  const prompts = heldoutFormPrompts(heldout, plan.perForm);
   const evaluate = async (params: MiniMindParams, label: string) => {
     const model = { cfg, params, tokenizer };
     const p = await perplexity(model, pplSet, { batchSize: 16 });

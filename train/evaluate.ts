@@ -19,7 +19,7 @@ import type { GenerateOptions, GenerationPiece } from "../nn/model/generate.ts";
 import type { Dataset, LMSample } from "../data/datasets.ts";
 import { DataLoader } from "../data/loader.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
-import { analyzePoem } from "../data/corpus/poetry.ts";
+import { analyzePoem, poemForm } from "../data/corpus/poetry.ts";
 import type { PoemForm } from "../data/corpus/poetry.ts";
 
 /** A model to evaluate. */
@@ -95,6 +95,28 @@ export interface FormResult extends FormPrompt {
   lineLengthsOk: boolean;
   /** …and the number of lines is right too (the full form). */
   formOk: boolean;
+}
+
+/**
+ * Held-out titles with their real forms: the first `perForm` poems of each of the four forms
+ * among `《title》 author\npoem` texts (the demo's and the RL trainers' evaluation set).
+ *
+ * @param texts held-out pretrain texts of the corpus
+ * @param perForm titles per form
+ * @returns up to 4 × perForm prompts
+ */
+export function heldoutFormPrompts(texts: readonly string[], perForm: number): FormPrompt[] {
+  const byForm = new Map<string, FormPrompt[]>();
+  for (const t of texts) {
+    const m = /^《(.+?)》[^\n]*\n([\s\S]+)$/u.exec(t);
+    if (!m) continue;
+    const form = poemForm(m[2]);
+    if (!form) continue;
+    const list = byForm.get(form.name) ?? [];
+    if (list.length < perForm) list.push({ title: m[1], form });
+    byForm.set(form.name, list);
+  }
+  return [...byForm.values()].flat();
 }
 
 /**

@@ -120,6 +120,9 @@ interface Run<S extends Tree> {
 export async function runTraining<S extends Tree, B, D extends object>(
   o: LoopOptions<S, B, D>,
 ): Promise<LoopResult> {
+  if (!o.trainer.step && !o.trainer.stepAsync) {
+    throw new Error(`Cannot train ${o.stem}: the trainer has neither step nor stepAsync`);
+  }
   const run = await openRun(o);
   const { trainer, loader } = o;
   const { meter, iters, total } = run;
@@ -139,7 +142,9 @@ export async function runTraining<S extends Tree, B, D extends object>(
         hyper = { lr: getLr(global, total, o.learningRate) };
         // step
         if (meter.runSteps === 0) await warmup(run, o, batch, hyper);
-        const [next, out] = scope(() => trainer.step(run.state, o.toBatch(batch), hyper));
+        const [next, out] = trainer.stepAsync
+          ? await trainer.stepAsync(run.state, o.toBatch(batch), hyper)
+          : scope(() => trainer.step!(run.state, o.toBatch(batch), hyper));
         run.state = next;
         const at = { epoch, step, lr: hyper.lr, updates: trainer.updates(next) };
         const done = meter.stepped(out, { ...at, tokens: batch.batch * batch.seqLen });

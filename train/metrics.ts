@@ -275,7 +275,9 @@ export class RunMetrics {
     this.#rec = { tokens: p.tokens, at: p.doneAt };
     if (!log) return;
     const info = { ...this.#info(), epoch: p.epoch, step: p.step, loss, auxLoss: aux, lr: p.lr };
-    this.#o.progress.line(formatLogLine(info));
+    // a trainer's own scalars (reward, KL, …) follow MiniMind's fields on the same line
+    const more = Object.entries(scalars ?? {}).map(([k, v]) => `, ${k}: ${fmtScalar(v)}`);
+    this.#o.progress.line(formatLogLine(info) + more.join(""));
     this.#log = { tokens: this.tokens, at: performance.now() };
   }
 
@@ -339,4 +341,8 @@ export async function writeLossCurve(
   const recs = MetricsWriter.read(metricsPath);
   if (!recs.length) return;
   await atomicWrite(svgPath, [new TextEncoder().encode(lossCurveSvg(recs, title))]);
+}
+
+function fmtScalar(v: number): string {
+  return Number.isInteger(v) ? String(v) : Math.abs(v) >= 1e-3 ? v.toFixed(4) : v.toExponential(2);
 }

@@ -74,7 +74,14 @@ export interface Trainer<S extends Tree, B> {
    * `state` that the next state no longer holds must be disposed (`makeTrainStep` does), and
    * tensors the next state keeps (a frozen reference model) must be the same handles.
    */
-  step(state: S, batch: B, hyper: LoopHyper): [S, StepOutput<Tensor>];
+  step?(state: S, batch: B, hyper: LoopHyper): [S, StepOutput<Tensor>];
+  /**
+   * One micro-batch of a trainer that must read values back within its step (RL: rollouts,
+   * rewards, PPO's early-stop check between minibatches). The loop awaits it instead of `step`
+   * (a trainer has one of the two). It runs outside any scope: it scopes its own tensor work
+   * and, like `step`, disposes the tensors of `state` that the next state no longer holds.
+   */
+  stepAsync?(state: S, batch: B, hyper: LoopHyper): Promise<[S, StepOutput<Tensor>]>;
   /** The weights the run writes (a subtree of the state). */
   weights(state: S): Tree;
   /** Optimizer updates done so far. */
@@ -143,7 +150,9 @@ export function asTrainState(saved: Tree, path: string): TrainState {
  * @param step the step (its loss function returns `[loss, auxLoss]` when `hasAux` is on)
  * @returns the trainer
  */
-export function stepTrainer<B>(step: TrainStep<B, Tensor>): Trainer<TrainState, B> {
+export function stepTrainer<B>(
+  step: TrainStep<B, Tensor>,
+): Trainer<TrainState, B> & Required<Pick<Trainer<TrainState, B>, "step">> {
   return {
     init: (params) => step.init(params),
     restore: asTrainState,

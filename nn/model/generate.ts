@@ -17,7 +17,8 @@ import { keep, scope } from "../scope.ts";
 import { foldIn, key as makeKey, uniformArray } from "../random.ts";
 import type { Key } from "../random.ts";
 import { concat, reshape } from "../ops/movement.ts";
-import { scatterAdd } from "../ops/gather.ts";
+import { scatterAdd, takeAlongAxis } from "../ops/gather.ts";
+import { logSoftmax } from "../ops/softmax.ts";
 import { full } from "../creation.ts";
 import { sample } from "../ops/sample.ts";
 import { forward } from "./minimind.ts";
@@ -75,6 +76,12 @@ export interface GenerateOptions {
   signal?: AbortSignal;
   /** Tokens sampled between readbacks (default 1 on CPU, 8 on WebGPU). */
   chunk?: number;
+  /**
+   * Also report each sampled token's log-prob under the model's raw distribution (log-softmax
+   * of the logits before temperature and filtering, as MiniMind's `compute_per_token_logps`),
+   * read back with the tokens (default false).
+   */
+  logprobs?: boolean;
 }
 
 /** A piece of a batched generation. */
@@ -85,6 +92,8 @@ export interface GenerationPiece {
   text: string;
   /** The token id that produced it (-1 for the final flush). */
   token: number;
+  /** With `logprobs`: log π(token) (absent for the final flush). */
+  logprob?: number;
 }
 
 /** The state of a decode: cache and how many positions each row has. */
@@ -268,11 +277,12 @@ export async function* generateBatch(
     while (step < maxNew && !done.every(Boolean)) {
       // sample up to `chunk` tokens without reading anything back
       const pending: Tensor[] = [];
+      const pendingLp: Tensor[] = []; // with `logprobs`: log π of each sampled token (B)
       for (let c = 0; c < chunk && step < maxNew; c++, step++) {
         if (options.signal?.aborted) return;
         const u = new Float32Array(B);
         for (let b = 0; b < B; b++) u[b] = uniformArray(foldIn(rowKeys[b], step), 1)[0];
-        const next: Tensor = scope(() => {
+        const { next, lp } = scope(() => {
           const input = last === null
             ? tensor(ids0, [B, L], "i32", { backend })
             : reshape(last, [B, 1]); // (B, T)
@@ -281,11 +291,16 @@ export async function* generateBatch(
               ? tensor(mask0, [B, L], "f32", { backend })
               : undefined,
           }); // (B, V)
-          return sample(logits, tensor(u, [B], "f32", { backend }), {
+          const next = sample(logits, tensor(u, [B], "f32", { backend }), {
             ...sampling,
             seen: seen ?? undefined,
           }); // (B)
+          const lp = options.logprobs
+            ? reshape(takeAlongAxis(logSoftmax(logits), reshape(next, [B, 1]), 1), [B])
+            : null; // (B)
+          return { next, lp };
         });
+        if (lp) pendingLp.push(lp);
         if (seen) {
           const old: Tensor = seen;
           seen = scope(() =>
@@ -303,18 +318,21 @@ export async function* generateBatch(
         ? await pending[0].data()
         : await scope(() => concat(pending, 0)).data();
       for (const t of pending) if (t !== last) t.dispose();
+      const lps = pendingLp.length ? await scope(() => concat(pendingLp, 0)).data() : null;
+      for (const t of pendingLp) t.dispose();
       for (let c = 0; c < pending.length; c++) {
         for (let b = 0; b < B; b++) {
           if (done[b]) continue;
           const id = got[c * B + b];
+          const lp = lps ? { logprob: lps[c * B + b] } : {};
           if (eos.has(id)) {
             done[b] = true;
             const tail = streams[b]?.flush() ?? "";
-            yield { index: b, text: tail, token: id };
+            yield { index: b, text: tail, token: id, ...lp };
             continue;
           }
           const text = streams[b]?.push(id) ?? "";
-          yield { index: b, text, token: id };
+          yield { index: b, text, token: id, ...lp };
           if (options.signal?.aborted) return;
         }
       }

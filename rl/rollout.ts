@@ -1,0 +1,187 @@
+/**
+ * Rollouts: sample responses for a batch of prompts from the policy through the batched decode
+ * the generator and the server share (`generateBatch` → `decodeStep`: one KV cache for every
+ * row, left-padded prompts under a key mask, a per-row sampling key, stop at eos or the length
+ * limit), keeping each sampled token's log-prob under the policy as the "old" log-prob.
+ *
+ * A rollout is laid out for training as MiniMind does: `ids` = left-padded prompt (width P) then
+ * the response (width R, right-padded after eos); the response mask covers tokens up to and
+ * including the first eos; the logits at position P − 1 + j score response token j.
+ * @module
+ */
+// N = rows, P = prompt width, R = response width, V = vocab
+import type { Tensor } from "../nn/tensor.ts";
+import { tensor } from "../nn/creation.ts";
+import { sliceAxis } from "../nn/ops/movement.ts";
+import { forward } from "../nn/model/minimind.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
+import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
+import { generateBatch } from "../nn/model/generate.ts";
+import type { GenerateModel, GenerationPiece } from "../nn/model/generate.ts";
+import { responseLogProbs } from "./losses.ts";
+
+/** Sampling settings of a rollout (MiniMind's RL defaults). */
+export interface RolloutOptions {
+  /** Most new tokens per row (MiniMind: 1024 HEAD, 1536 V2). */
+  maxNewTokens: number;
+  /** Temperature (default 0.8). */
+  temperature?: number;
+  /** Nucleus mass (default 0.85, the model's generate default). */
+  topP?: number;
+  /** Top-k (default 50). */
+  topK?: number;
+  /** Seed of the sampling keys (row r uses foldIn(key(seed), r)). */
+  seed: number;
+  /** Stop token (default: the tokenizer's eos). */
+  eos?: number;
+  /** Tokens between readbacks (generateBatch's default when omitted). */
+  chunk?: number;
+}
+
+/** A batch of sampled responses, row-major typed arrays. */
+export interface Rollout {
+  /** Rows N. */
+  rows: number;
+  /** Prompt width P (left-padded). */
+  promptWidth: number;
+  /** Response width R (longest response, eos included). */
+  responseWidth: number;
+  /** Prompt + response ids (N, P + R); pads are the tokenizer's pad id (0 otherwise). */
+  ids: Int32Array;
+  /** Key mask (N, P + R): 0 on left pads, 1 elsewhere (right pads sit after every real token). */
+  attention: Float32Array;
+  /** Response ids (N, R). */
+  response: Int32Array;
+  /** Response mask (N, R): 1 up to and including the first eos. */
+  mask: Float32Array;
+  /** log π_old of each response token (N, R), 0 where masked. */
+  oldLogp: Float32Array;
+  /** Decoded responses (special tokens dropped). */
+  texts: string[];
+  /** Response tokens per row (eos included). */
+  lengths: number[];
+}
+
+/**
+ * Samples one response per prompt.
+ *
+ * @param model config, params and tokenizer of the policy
+ * @param prompts token ids per row (already truncated)
+ * @param options sampling settings
+ * @returns the rollout
+ */
+export async function rollout(
+  model: GenerateModel,
+  prompts: readonly (readonly number[])[],
+  options: RolloutOptions,
+): Promise<Rollout> {
+  const n = prompts.length;
+  const tokens: number[][] = prompts.map(() => []);
+  const logps: number[][] = prompts.map(() => []);
+  const texts = prompts.map(() => "");
+  const gen = generateBatch(model, prompts, {
+    maxNewTokens: options.maxNewTokens,
+    temperature: options.temperature ?? 0.8,
+    topP: options.topP ?? 0.85,
+    topK: options.topK ?? 50,
+    seed: options.seed,
+    eos: options.eos,
+    chunk: options.chunk,
+    logprobs: true,
+  });
+  for await (const p of gen as AsyncGenerator<GenerationPiece>) {
+    texts[p.index] += p.text;
+    if (p.token < 0) continue; // the final flush of an unfinished row
+    tokens[p.index].push(p.token);
+    logps[p.index].push(p.logprob!);
+  }
+  const pad = model.tokenizer && model.tokenizer.padId >= 0 ? model.tokenizer.padId : 0;
+  const P = Math.max(...prompts.map((p) => p.length));
+  const R = Math.max(1, ...tokens.map((t) => t.length));
+  const W = P + R;
+  const ids = new Int32Array(n * W).fill(pad), attention = new Float32Array(n * W);
+  const response = new Int32Array(n * R).fill(pad), mask = new Float32Array(n * R);
+  const oldLogp = new Float32Array(n * R);
+  for (let i = 0; i < n; i++) {
+    const p = prompts[i], t = tokens[i];
+    ids.set(p, i * W + P - p.length);
+    ids.set(t, i * W + P);
+    attention.fill(1, i * W + P - p.length, (i + 1) * W);
+    response.set(t, i * R);
+    mask.fill(1, i * R, i * R + t.length);
+    oldLogp.set(logps[i], i * R);
+  }
+  return {
+    rows: n,
+    promptWidth: P,
+    responseWidth: R,
+    ids,
+    attention,
+    response,
+    mask,
+    oldLogp,
+    texts: texts.map((t) => t.trim()),
+    lengths: tokens.map((t) => t.length),
+  };
+}
+
+/** A rollout's arrays as tensors (what the losses take). */
+export interface RolloutTensors {
+  /** i32 (N, P + R). */
+  ids: Tensor;
+  /** f32 (N, P + R). */
+  attention: Tensor;
+  /** i32 (N, R). */
+  response: Tensor;
+  /** f32 (N, R). */
+  mask: Tensor;
+  /** f32 (N, R). */
+  oldLogp: Tensor;
+}
+
+/**
+ * Uploads the rows `rows` of a rollout (all when omitted) as tensors.
+ *
+ * @param r the rollout
+ * @param rows row indices (a minibatch)
+ * @returns the tensors
+ */
+export function rolloutTensors(r: Rollout, rows?: readonly number[]): RolloutTensors {
+  const W = r.promptWidth + r.responseWidth, R = r.responseWidth;
+  const pick = rows ?? Array.from({ length: r.rows }, (_, i) => i);
+  const take = <A extends Int32Array | Float32Array>(a: A, w: number): A => {
+    const out = new (a.constructor as { new (n: number): A })(pick.length * w);
+    pick.forEach((row, i) => out.set(a.subarray(row * w, (row + 1) * w), i * w));
+    return out;
+  };
+  const m = pick.length;
+  return {
+    ids: tensor(take(r.ids, W), [m, W], "i32"),
+    attention: tensor(take(r.attention, W), [m, W], "f32"),
+    response: tensor(take(r.response, R), [m, R], "i32"),
+    mask: tensor(take(r.mask, R), [m, R], "f32"),
+    oldLogp: tensor(take(r.oldLogp, R), [m, R], "f32"),
+  };
+}
+
+/**
+ * Log-probs of the response tokens under `params` (differentiable): one forward over prompt +
+ * response with the key mask, logits of the last R + 1 positions.
+ *
+ * @param cfg model config
+ * @param params model params
+ * @param x the rollout tensors
+ * @returns log π (N, R)
+ */
+export function policyLogProbs(
+  cfg: MiniMindConfig,
+  params: MiniMindParams,
+  x: { ids: Tensor; attention: Tensor; response: Tensor },
+): { logp: Tensor; logits: Tensor } {
+  const r = x.response.shape[1];
+  const { logits } = forward(cfg, params, x.ids, {
+    attentionMask: x.attention,
+    logitsToKeep: r + 1,
+  }); // (N, R + 1, V)
+  return { logp: responseLogProbs(logits, x.response), logits: sliceAxis(logits, 1, 0, r) };
+}

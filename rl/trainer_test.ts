@@ -1,0 +1,241 @@
+import assert from "node:assert/strict";
+import { join } from "node:path";
+import { tensor } from "../nn/creation.ts";
+import { valueAndGrad } from "../nn/autodiff.ts";
+import { key, normalArray, uniformArray } from "../nn/random.ts";
+import { flatten } from "../nn/tree.ts";
+import type { Tree } from "../nn/tree.ts";
+import { init, paramsFromFlat } from "../nn/model/minimind.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
+import { config } from "../nn/model/minimind_config.ts";
+import { Tokenizer } from "../data/tokenizer.ts";
+import { RLAIFDataset } from "../data/datasets.ts";
+import { DataLoader } from "../data/loader.ts";
+import { runTraining } from "../train/loop.ts";
+import { loadWeights, saveWeights } from "../train/checkpoint.ts";
+import { MetricsWriter } from "../train/metrics.ts";
+import { Progress } from "../train/progress.ts";
+import { fixture } from "../tests/_util.ts";
+import { actorObjective, RlTrainer } from "./trainer.ts";
+import type { RlAlgorithm, RlBatch, RlMinibatch, RlSettings } from "./trainer.ts";
+import { policyLogProbs } from "./rollout.ts";
+import { RewardError } from "./rewards.ts";
+import type { RewardFunction } from "./rewards.ts";
+
+Deno.test("GRPO: the step's gradient equals the finite-difference gradient of its objective (f64)", () => {
+  const cfg = config("minimind2-small", {
+    hiddenSize: 16,
+    numHiddenLayers: 1,
+    numAttentionHeads: 2,
+    numKeyValueHeads: 1,
+    vocabSize: 32,
+  });
+  const params = init(cfg, key(5), { dtype: "f64" });
+  const ref = init(cfg, key(6), { dtype: "f64" });
+  // 3 rows: left-padded prompts (P = 3), responses of 3, 4 and 2 tokens (R = 4)
+  const ids = [0, 4, 9, 3, 8, 1, 7, 0, 0, 0, 5, 6, 2, 11, 6, 3, 12, 30, 2, 19, 0];
+  const att = [0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1, 1, 1, 1];
+  const resp = [3, 8, 1, 7, 2, 11, 6, 3, 30, 2, 19, 0];
+  const mask = [1, 1, 1, 0, 1, 1, 1, 1, 1, 1, 0, 0];
+  const f64 = (a: number[], shape: number[]) => tensor(a, shape, "f64");
+  const base = {
+    ids: tensor(ids, [3, 7], "i32"),
+    attention: f64(att, [3, 7]),
+    response: tensor(resp, [3, 4], "i32"),
+    mask: f64(mask, [3, 4]),
+  };
+  const lp0 = policyLogProbs(cfg, params, base).logp.dataSync();
+  const noise = normalArray(key(7), 12);
+  const b: RlMinibatch = {
+    ...base,
+    oldLogp: f64([...lp0].map((x, i) => x + 0.05 * noise[i]), [3, 4]), // ratios ≈ 1 ± 0.05
+    refLogp: policyLogProbs(cfg, ref, base).logp,
+    advantages: f64([0.7, -1.2, 0.4], [3]),
+  };
+  const s = {
+    algorithm: "grpo" as const,
+    cfg,
+    lossType: "grpo" as const,
+    beta: 0.1,
+    clipEpsilon: 0.2,
+    epsilonHigh: 5,
+    earlyStopKl: 0.25,
+    valueClip: 0.2,
+  };
+  const J = (p: Tree) => actorObjective(s, p as unknown as MiniMindParams, b)[0];
+  const [, g] = valueAndGrad(J)(params as unknown as Tree);
+  const grads = flatten(g as Tree), flat = flatten(params as unknown as Tree);
+  const names = Object.keys(flat).sort();
+  const u = uniformArray(key(8), 48);
+  let checked = 0;
+  for (let k = 0; k < 24; k++) {
+    const name = names[Math.floor(u[2 * k] * names.length)];
+    const t = flat[name];
+    const i = Math.floor(u[2 * k + 1] * t.size);
+    const at = (d: number) => {
+      const v = Float64Array.from(t.dataSync());
+      v[i] += d;
+      const p = paramsFromFlat(cfg, { ...flat, [name]: tensor(v, t.shape, "f64") });
+      return J(p as unknown as Tree).dataSync()[0];
+    };
+    const h = 1e-5;
+    const fd = (at(h) - at(-h)) / (2 * h);
+    const an = grads[name].dataSync()[i];
+    assert.ok(
+      Math.abs(fd - an) <= 1e-7 + 1e-5 * Math.abs(fd),
+      `${name}[${i}]: autodiff ${an} vs finite differences ${fd}`,
+    );
+    if (an !== 0) checked++;
+  }
+  assert.ok(checked >= 12, `only ${checked} non-zero gradients checked`);
+});
+
+// ---------------------------------------------------------------------------------------------
+// the trainers on the loop: resume continues bit-exactly; a bad reward stops the run
+
+const tok = await Tokenizer.fromFile(fixture("minimind/minimind2"));
+const tiny = config("minimind2-small", {
+  hiddenSize: 32,
+  numHiddenLayers: 1,
+  numAttentionHeads: 4,
+  numKeyValueHeads: 2,
+  vocabSize: tok.vocabSize,
+});
+const RECORDS = Array.from({ length: 8 }, (_, i) => ({
+  conversations: [
+    { role: "user", content: `写一首五言绝句，题为《题${i}》。` },
+    { role: "assistant", content: "无" },
+  ],
+  form: { name: "五言绝句", lines: 4, chars_per_line: 5 },
+}));
+/** A reward with spread: the response's length mod 3. */
+const LENGTH_REWARD: RewardFunction = {
+  name: "length",
+  range: [0, 2],
+  score: (xs) =>
+    xs.map((x) => {
+      const v = [...x.response].length % 3;
+      return { total: v, components: { length: v } };
+    }),
+};
+
+function settings(algorithm: RlAlgorithm, reward: RewardFunction): RlSettings {
+  return {
+    algorithm,
+    cfg: tiny,
+    tokenizer: tok,
+    reward,
+    maxSeqLen: 64,
+    maxGenLen: 5,
+    temperature: 1,
+    topP: 1,
+    topK: 0,
+    learningRate: 3e-3,
+    criticLearningRate: 3e-3,
+    totalUpdates: 12,
+    criticTotalUpdates: 12,
+    accumulationSteps: algorithm === "spo" ? 2 : 1,
+    gradClip: 1,
+    numGenerations: 2,
+    lossType: "cispo",
+    beta: 0.05,
+    clipEpsilon: 0.2,
+    epsilonHigh: 5,
+    ppoUpdateIters: 2,
+    ppoMinibatch: 2,
+    earlyStopKl: 0.25,
+    valueClip: 0.2,
+    gamma: 1,
+    lambda: 0.95,
+    seed: 3,
+  };
+}
+
+async function train(
+  algorithm: RlAlgorithm,
+  dir: string,
+  opts: { stopAfter?: number; resume?: boolean; reward?: RewardFunction } = {},
+) {
+  return await runTraining({
+    trainer: new RlTrainer(settings(algorithm, opts.reward ?? LENGTH_REWARD)),
+    params: init(tiny, key(0)) as unknown as Tree,
+    stem: `${algorithm}_32`,
+    saveDir: join(dir, "out"),
+    checkpointDir: join(dir, "ck"),
+    loader: new DataLoader(new RLAIFDataset(RECORDS, tok, { thinkingRatio: 0 }), {
+      batchSize: 2,
+      seed: 1,
+    }),
+    toBatch: (b) => b as unknown as RlBatch,
+    epochs: 1,
+    learningRate: 3e-3,
+    logInterval: 1,
+    saveInterval: 100,
+    resume: opts.resume ?? false,
+    seed: 1,
+    maxSteps: 3,
+    stopAfter: opts.stopAfter,
+    saveWeights: (p, path) => saveWeights(path, p),
+    progress: new Progress({ tty: false, write: () => {} }),
+    handleSigint: false,
+  });
+}
+
+for (const algo of ["grpo", "ppo", "spo"] as const) {
+  Deno.test(`${algo}: a resumed run continues bit-exactly (weights, rewards, KL)`, async () => {
+    const dir = await Deno.makeTempDir();
+    const straight = await train(algo, join(dir, "a"));
+    const first = await train(algo, join(dir, "b"), { stopAfter: 1 });
+    assert.equal(first.interrupted, true);
+    const second = await train(algo, join(dir, "b"), { resume: true });
+    assert.equal(second.steps, 3);
+    const wa = (await loadWeights(straight.files.weights)).tensors;
+    const wb = (await loadWeights(second.files.weights)).tensors;
+    let moved = false;
+    const w0 = flatten(init(tiny, key(0)) as unknown as Tree);
+    for (const [k, t] of Object.entries(wa)) {
+      assert.deepEqual(wb[k].dataSync(), t.dataSync(), `${k} differs after resume`);
+      if (w0[k].dataSync().some((x, i) => x !== t.dataSync()[i])) moved = true;
+    }
+    assert.ok(moved, "training changed no weight");
+    const rec = (f: string) => MetricsWriter.read(f).map((r) => r.scalars);
+    const ra = rec(straight.files.metrics), rb = rec(second.files.metrics);
+    assert.equal(rb.length, 3);
+    assert.deepEqual(rb, ra);
+    for (const r of ra) {
+      for (
+        const k of ["reward", "reward_std", "reward_length", "kl", "entropy", "response_length"]
+      ) {
+        assert.ok(Number.isFinite(r?.[k]), `${k} = ${r?.[k]}`);
+      }
+    }
+    if (algo === "ppo") assert.ok(ra.every((r) => Number.isFinite(r?.value_loss)));
+    if (algo === "spo") assert.ok(ra.every((r) => Number.isFinite(r?.baseline)));
+    await Deno.remove(dir, { recursive: true });
+  });
+}
+
+Deno.test("a reward that returns NaN or throws stops the run, naming the prompt", async () => {
+  const dir = await Deno.makeTempDir();
+  const nan: RewardFunction = {
+    name: "broken",
+    score: (xs) => xs.map((_, i) => ({ total: i === 1 ? NaN : 0, components: {} })),
+  };
+  await assert.rejects(
+    () => train("grpo", join(dir, "nan"), { reward: nan }),
+    (e: Error) =>
+      e instanceof RewardError && /total = NaN/.test(e.message) && /题\d》/.test(e.message),
+  );
+  const throws: RewardFunction = {
+    name: "throws",
+    score: () => {
+      throw new Error("judge offline");
+    },
+  };
+  await assert.rejects(
+    () => train("ppo", join(dir, "throw"), { reward: throws }),
+    (e: Error) =>
+      e instanceof RewardError && /judge offline/.test(e.message) && /题\d》/.test(e.message),
+  );
+  await Deno.remove(dir, { recursive: true });
+});
