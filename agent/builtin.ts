@@ -12,7 +12,7 @@ import { evaluate, formatNumber } from "./calculator.ts";
 /** `calculate_math {expression}` → the value as text. */
 export const calculateMath: Tool = {
   name: "calculate_math",
-  description: "Evaluate an arithmetic expression (+ - * / % ^, parentheses, sqrt, log, …).",
+  description: "Evaluate an arithmetic expression.",
   parameters: {
     type: "object",
     properties: { expression: { type: "string", description: "e.g. (12+30)*3/7" } },
@@ -114,7 +114,7 @@ export function convertUnit(value: number, from: string, to: string): number {
 /** `unit_converter {value, from_unit, to_unit}` → "<value> <to_unit>". */
 export const unitConverter: Tool = {
   name: "unit_converter",
-  description: "Convert a value between units (length, mass, time, volume, area, temperature).",
+  description: "Convert a value between units.",
   parameters: {
     type: "object",
     properties: {
@@ -164,8 +164,7 @@ export function formatDate(t: number): string {
 /** `date_calculator {date, add_days?, until?}` → the shifted date, or days between two dates. */
 export const dateCalculator: Tool = {
   name: "date_calculator",
-  description:
-    "Date math: add_days to a date (YYYY-MM-DD), or count the days from date until another date; also gives the weekday.",
+  description: "Add days to a date, or count the days between two dates.",
   parameters: {
     type: "object",
     properties: {
@@ -188,13 +187,13 @@ export const dateCalculator: Tool = {
 
 /** An index over poems for {@link poetryLookup}. */
 export interface PoemIndex {
-  /** Poems whose title equals or contains `query`, or with a line containing it (≤ limit). */
+  /** Poems titled `query`; else whose title contains it or with a line containing it (≤ limit). */
   find(query: string, limit: number): Poem[];
 }
 
 /**
- * Builds a lookup index over poems: exact titles first, then titles containing the query, then
- * poems with a line containing it.
+ * Builds a lookup index over poems: poems titled exactly `query` if there are any; else titles
+ * containing it, then poems with a line containing it.
  *
  * @param poems the poems
  * @returns the index
@@ -210,8 +209,10 @@ export function poemIndex(poems: readonly Poem[]): PoemIndex {
     find(query, limit) {
       const q = query.trim().replace(/^《|》$/g, "");
       if (!q) return [];
-      const out: Poem[] = [...(byTitle.get(q) ?? [])].slice(0, limit);
-      const seen = new Set(out);
+      const exact = byTitle.get(q);
+      if (exact) return exact.slice(0, limit);
+      const out: Poem[] = [];
+      const seen = new Set<Poem>();
       const scan = (pred: (p: Poem) => boolean) => {
         for (const p of poems) {
           if (out.length >= limit) return;
@@ -230,7 +231,7 @@ export function poemIndex(poems: readonly Poem[]): PoemIndex {
 
 /**
  * `poetry_lookup {query}` over the given poems (default: the whole embedded corpus, loaded on the
- * first call): up to 3 matches as `《title》author：text`.
+ * first call): up to 3 matches as `《title》author：text`, each text cut at 48 characters.
  *
  * @param poems the poems to search (default: the bundled `chinese-poetry` corpus)
  * @returns the tool
@@ -239,7 +240,7 @@ export function poetryLookup(poems?: readonly Poem[]): Tool {
   let index: Promise<PoemIndex> | null = poems ? Promise.resolve(poemIndex(poems)) : null;
   return {
     name: "poetry_lookup",
-    description: "Find classical Chinese poems by title or by a line; returns title, author, text.",
+    description: "Find a classical Chinese poem by title or line.",
     parameters: {
       type: "object",
       properties: { query: { type: "string", description: "a title or a line, e.g. 静夜思" } },
@@ -249,7 +250,10 @@ export function poetryLookup(poems?: readonly Poem[]): Tool {
       index ??= loadPoems().then((r) => poemIndex(r.poems));
       const found = (await index).find(String(query), 3);
       if (!found.length) return JSON.stringify({ error: `no poem matches '${query}'` });
-      return found.map((p) => `《${p.title}》${p.author}：${p.paragraphs.join("")}`).join("\n");
+      return found.map((p) => {
+        const text = p.paragraphs.join("");
+        return `《${p.title}》${p.author}：${text.length > 48 ? text.slice(0, 48) + "…" : text}`;
+      }).join("\n");
     },
   };
 }
