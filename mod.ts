@@ -23,14 +23,18 @@ export type { GradOptions, VjpFn } from "./nn/autodiff.ts";
 export { defaultBackend, setBackend, setBackendFromFlag } from "./nn/backend/select.ts";
 export type { BackendName, SetBackendOptions } from "./nn/backend/select.ts";
 export type { Backend, BackendCounters, Storage } from "./nn/backend/backend.ts";
-export { apply, defineOp, NONDIFF } from "./nn/op.ts";
+export { apply } from "./nn/apply.ts";
+export { defineOp, NONDIFF } from "./nn/op.ts";
 export type {
   Call,
   Example,
   InputSpec,
+  KernelOp,
   Meta,
   NoParams,
+  OpCommon,
   OpDef,
+  ViewOp,
   Vjp,
   VjpContext,
   WgslDevice,

@@ -1,14 +1,13 @@
 /**
  * The op contract. A primitive is one `OpDef`: shape rule, CPU kernel, WGSL kernel, VJP rule,
- * saved values and examples, registered by one line in `ops/mod.ts`. `apply` runs an op on the
- * inputs' backend and records it for autodiff; the engine never names a specific op.
+ * saved values and examples, registered by one line in `ops/mod.ts` — or a view (reshape) that
+ * shares its input's storage and runs no kernel. This module holds only the contract (no runtime
+ * imports); `apply.ts` runs an op on the inputs' backend and records it for autodiff, and the
+ * engine never names a specific op.
  * @module
  */
 import type { DType, TypedArray } from "./dtype.ts";
-import type { Backend } from "./backend/backend.ts";
-import { Tensor } from "./tensor.ts";
-import { record } from "./tape.ts";
-import { defaultBackend } from "./backend/select.ts";
+import type { Tensor } from "./tensor.ts";
 
 /** Shape and dtype of a value, as shape rules see it. */
 export interface Meta {
@@ -134,16 +133,12 @@ export interface WgslPlan {
   readonly zero?: readonly number[];
 }
 
-/** A primitive op. */
-export interface OpDef<P> {
-  /** Unique name (also the pipeline-cache key prefix). */
-  readonly name: string;
+/** What every primitive declares: name, shape rule, VJP rule, saved values, examples. */
+export interface OpCommon<P, N extends string> {
+  /** Unique name (also the pipeline-cache key prefix and the op's key in `OPS`). */
+  readonly name: N;
   /** Output metas from input metas; throws with the shapes in the message. */
   readonly infer: (inputs: readonly Meta[], params: P) => Meta[];
-  /** Reference CPU kernel: reads `ins`, fills the zeroed `outs` (f32 and f64). */
-  readonly cpu?: (ins: readonly TypedArray[], outs: TypedArray[], call: Call<P>) => void;
-  /** The WebGPU plan for one call (see `WgslPlan`; a bare kernel list is a plan without scratch). */
-  readonly wgsl?: (call: Call<P>, device: WgslDevice) => WgslPlan | readonly WgslKernel[];
   /** The VJP rule, or `NONDIFF`. */
   readonly vjp: Vjp<P> | typeof NONDIFF;
   /** Which inputs/outputs the rule needs (default: every input, no output). */
@@ -153,95 +148,46 @@ export interface OpDef<P> {
   };
   /** Outputs that are saved statistics (e.g. log-sum-exp): not differentiable, their cotangent is never used. */
   readonly statOutputs?: readonly number[];
-  /** Output 0 shares input 0's storage (reshape): no kernel runs. */
-  readonly view?: boolean;
   /** Examples for the conformance test, the parity test and benchmarks. */
   readonly examples: readonly Example<P>[];
 }
 
+/** A primitive that runs kernels: the CPU and the WebGPU kernel are both required. */
+export interface KernelOp<P, N extends string = string> extends OpCommon<P, N> {
+  /** Not a view. */
+  readonly view?: false;
+  /** Reference CPU kernel: reads `ins`, fills the zeroed `outs` (f32 and f64). */
+  readonly cpu: (ins: readonly TypedArray[], outs: TypedArray[], call: Call<P>) => void;
+  /** The WebGPU plan for one call (see `WgslPlan`; a bare kernel list is a plan without scratch). */
+  readonly wgsl: (call: Call<P>, device: WgslDevice) => WgslPlan | readonly WgslKernel[];
+}
+
+/** A primitive whose output 0 shares input 0's storage (reshape): no kernel runs. */
+export interface ViewOp<P, N extends string = string> extends OpCommon<P, N> {
+  /** Output 0 is a new handle on input 0's storage. */
+  readonly view: true;
+}
+
+/** A primitive op: a kernel op or a view. `N` is its name (the `OPS` registry checks keys by it). */
+export type OpDef<P, N extends string = string> = KernelOp<P, N> | ViewOp<P, N>;
+
 /** Params of ops that take none. */
 export type NoParams = Record<string, never>;
 
-/** Declares an op (identity helper that fixes the params type). */
-export function defineOp<P>(def: OpDef<P>): OpDef<P> {
-  return def;
-}
-
-function metaOf(t: Tensor): Meta {
-  return { shape: t.shape, dtype: t.dtype };
-}
-
-function pick(spec: boolean | readonly number[] | undefined, n: number, dflt: boolean): boolean[] {
-  if (spec === undefined) return new Array(n).fill(dflt);
-  if (typeof spec === "boolean") return new Array(n).fill(spec);
-  const out = new Array(n).fill(false);
-  for (const i of spec) out[i] = true;
-  return out;
-}
-
-function commonBackend(name: string, inputs: readonly Tensor[]): Backend {
-  const b = inputs[0].backend;
-  for (const x of inputs) {
-    if (x.backend !== b) {
-      throw new Error(
-        `Cannot apply ${name} to tensors on different backends (${b.name} and ${x.backend.name})`,
-      );
-    }
-  }
-  return b;
-}
-
 /**
- * Runs `op` on `inputs` and records it for autodiff.
+ * Declares an op (identity helper that fixes the params type and the name).
  *
- * @param op the primitive
- * @param inputs input tensors (all on one backend)
- * @param params static parameters
- * @returns the outputs
+ * @param def the op
+ * @returns `def`
  */
-export function apply<P>(op: OpDef<P>, inputs: readonly Tensor[], params: P): Tensor[] {
-  const inMetas = inputs.map(metaOf);
-  const outMetas = op.infer(inMetas, params);
-  let outs: Tensor[];
-  if (op.view) {
-    const m = outMetas[0];
-    outs = [new Tensor(inputs[0].storage, m.shape, m.dtype)];
-  } else {
-    const backend = inputs.length ? commonBackend(op.name, inputs) : defaultBackend();
-    const st = backend.run(op, inputs.map((x) => x.storage), inMetas, outMetas, params);
-    outs = st.map((s, i) => new Tensor(s, outMetas[i].shape, outMetas[i].dtype));
-  }
-  const rule = op.vjp;
-  if (rule !== NONDIFF) {
-    record(
-      op.name,
-      inputs,
-      outs,
-      () => {
-        const si = pick(op.saves?.inputs, inputs.length, true);
-        const so = pick(op.saves?.outputs, outs.length, false);
-        return [
-          ...inputs.map((x, i) => (si[i] ? x : null)),
-          ...outs.map((o, i) => (so[i] ? o : null)),
-        ];
-      },
-      (saved) => {
-        const ctx: VjpContext<P> = {
-          inputs: saved.slice(0, inputs.length),
-          outputs: saved.slice(inputs.length),
-          inMetas,
-          outMetas,
-          params,
-        };
-        return (cts) => rule(cts, ctx);
-      },
-      op.statOutputs,
-    );
-  }
-  return outs;
-}
-
-/** Runs a single-output op. */
-export function apply1<P>(op: OpDef<P>, inputs: readonly Tensor[], params: P): Tensor {
-  return apply(op, inputs, params)[0];
+export function defineOp<P, N extends string = string>(def: KernelOp<P, N>): KernelOp<P, N>;
+/**
+ * Declares a view op (identity helper that fixes the params type and the name).
+ *
+ * @param def the op
+ * @returns `def`
+ */
+export function defineOp<P, N extends string = string>(def: ViewOp<P, N>): ViewOp<P, N>;
+export function defineOp<P, N extends string>(def: OpDef<P, N>): OpDef<P, N> {
+  return def;
 }

@@ -5,7 +5,7 @@
  */
 import type { Meta } from "./op.ts";
 import { isFloat } from "./dtype.ts";
-import { Tensor } from "./tensor.ts";
+import { metaOf, Tensor } from "./tensor.ts";
 
 /** Maps output cotangents (null = none reached it) to one gradient per input (null = none). */
 export type NodeVjp = (cts: (Tensor | null)[]) => (Tensor | null)[];
@@ -90,10 +90,6 @@ export function retain(x: Tensor): Tensor {
   const h = new Tensor(x.storage, x.shape, x.dtype, false);
   if (x._tr) h._tr = x._tr.slice();
   return h;
-}
-
-function metaOf(t: Tensor): Meta {
-  return { shape: t.shape, dtype: t.dtype };
 }
 
 /**

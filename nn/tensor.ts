@@ -5,6 +5,7 @@
  */
 import type { Backend, Storage } from "./backend/backend.ts";
 import type { DType, TypedArray } from "./dtype.ts";
+import type { Meta } from "./op.ts";
 import { fmt, sizeOf } from "./shape.ts";
 import { track } from "./scope_stack.ts";
 
@@ -139,7 +140,7 @@ export function cpuData(t: Tensor): TypedArray {
 }
 
 /** Shape and dtype of a tensor, as op shape rules see it. */
-export function metaOf(t: Tensor): { shape: readonly number[]; dtype: DType } {
+export function metaOf(t: Tensor): Meta {
   return { shape: t.shape, dtype: t.dtype };
 }
 

@@ -7,7 +7,7 @@ import assert from "node:assert/strict";
 import { openWebGpuForTests } from "./_webgpu.ts";
 import { tensor, zeros } from "../nn/creation.ts";
 import { defineOp, NONDIFF } from "../nn/op.ts";
-import { apply1 } from "../nn/op.ts";
+import { apply1 } from "../nn/apply.ts";
 import { add, embedding, exp, matmul, mul, sum } from "../nn/ops/mod.ts";
 import { setBackend } from "../nn/backend/select.ts";
 import { cpuBackend } from "../nn/backend/cpu/mod.ts";
@@ -74,6 +74,9 @@ Deno.test("WebGPU surfaces a WGSL compile error with the op name and source", as
   const bad = defineOp<Record<string, never>>({
     name: "bad_kernel",
     infer: ([x]) => [x],
+    cpu: () => {
+      throw new Error("bad_kernel is only meant to fail compiling its WGSL");
+    },
     wgsl: () => [{
       code: `@group(0) @binding(0) var<storage, read> x: array<f32>;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;

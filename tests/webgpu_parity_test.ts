@@ -9,7 +9,8 @@
 import assert from "node:assert/strict";
 import { OPS } from "../nn/ops/mod.ts";
 import type { Example, InputSpec, OpDef } from "../nn/op.ts";
-import { apply, NONDIFF } from "../nn/op.ts";
+import { NONDIFF } from "../nn/op.ts";
+import { apply } from "../nn/apply.ts";
 import { isFloat } from "../nn/dtype.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { vjp } from "../nn/autodiff.ts";

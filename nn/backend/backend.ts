@@ -4,7 +4,7 @@
  * @module
  */
 import type { DType, TypedArray } from "../dtype.ts";
-import type { Meta, OpDef } from "../op.ts";
+import type { KernelOp, Meta } from "../op.ts";
 
 /** A reference-counted device buffer. Tensors are handles onto a storage. */
 export interface Storage {
@@ -47,7 +47,13 @@ export interface Backend {
   /** Releases a storage whose refcount reached zero. */
   free(s: Storage): void;
   /** Runs `op`'s kernel on `inputs`, returning one new storage per output meta. */
-  run<P>(op: OpDef<P>, inputs: Storage[], inMetas: Meta[], outMetas: Meta[], params: P): Storage[];
+  run<P>(
+    op: KernelOp<P>,
+    inputs: Storage[],
+    inMetas: Meta[],
+    outMetas: Meta[],
+    params: P,
+  ): Storage[];
   /** Counters since start (or since the last reset). */
   readonly counters: BackendCounters;
   /** Waits until every queued kernel has finished (no-op on CPU). */

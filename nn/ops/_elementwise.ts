@@ -5,8 +5,9 @@
  * @module
  */
 import { isFloat } from "../dtype.ts";
-import type { InputSpec, Meta, NoParams, OpDef, Vjp } from "../op.ts";
-import { apply1, defineOp, NONDIFF } from "../op.ts";
+import type { InputSpec, KernelOp, Meta, NoParams, OpDef, Vjp } from "../op.ts";
+import { defineOp, NONDIFF } from "../op.ts";
+import { apply1 } from "../apply.ts";
 import { broadcastShapes, fmt, sameShape, sizeOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { full } from "../creation.ts";
@@ -44,7 +45,7 @@ export interface UnaryRow {
  * @param row the row
  * @returns its op
  */
-export function makeUnary(row: UnaryRow): OpDef<Record<string, never>> {
+export function makeUnary(row: UnaryRow): KernelOp<NoParams> {
   const loop = specialize<(x: ArrayLike<number>, y: { [i: number]: number }) => void>(
     row.f,
     ["x", "y"],
@@ -174,7 +175,7 @@ function loopsFor(f: (a: number, b: number) => number): BinaryLoops {
  * @param row the row
  * @returns its op
  */
-export function makeBinary(row: BinaryRow): OpDef<NoParams> {
+export function makeBinary(row: BinaryRow): KernelOp<NoParams> {
   const k = loopsFor(row.f);
   const grad = row.grad;
   const vjp: Vjp<NoParams> | typeof NONDIFF = grad === null ? NONDIFF : (ct, ctx) => {

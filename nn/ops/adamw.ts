@@ -4,8 +4,9 @@
  * outside the square root. Not differentiable.
  * @module
  */
-import type { OpDef } from "../op.ts";
-import { apply, defineOp, NONDIFF } from "../op.ts";
+import type { KernelOp } from "../op.ts";
+import { defineOp, NONDIFF } from "../op.ts";
+import { apply } from "../apply.ts";
 import { fmt, sameShape } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { grid, GRID_ARGS, gridIndex } from "../backend/webgpu/wgsl.ts";
@@ -59,7 +60,7 @@ function adamwKernel(
 }
 
 /** p, g, m, v (same shape, f32/f64) → p', m', v'. */
-export const adamwOp: OpDef<AdamwParams> = defineOp<AdamwParams>({
+export const adamwOp: KernelOp<AdamwParams, "adamw"> = defineOp<AdamwParams, "adamw">({
   name: "adamw",
   infer: (ins, { step }) => {
     const [p] = ins;

@@ -7,15 +7,16 @@
  */
 import type { DType } from "../dtype.ts";
 import { isFloat } from "../dtype.ts";
-import type { NoParams, OpDef } from "../op.ts";
-import { apply1, defineOp } from "../op.ts";
+import type { KernelOp, NoParams } from "../op.ts";
+import { defineOp } from "../op.ts";
+import { apply1 } from "../apply.ts";
 import { sizeOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { callBinary, makeBinary, makeUnary } from "./_elementwise.ts";
 import { mapWgsl, wgslType } from "../backend/webgpu/wgsl.ts";
 
 /** Elementwise −x (a unary row). */
-export const negOp: OpDef<NoParams> = makeUnary(
+export const negOp: KernelOp<NoParams> = makeUnary(
   // d(-x) = -dx
   {
     name: "neg",
@@ -29,7 +30,7 @@ export const negOp: OpDef<NoParams> = makeUnary(
 );
 
 /** Elementwise natural log (a unary row). */
-export const logOp: OpDef<NoParams> = makeUnary(
+export const logOp: KernelOp<NoParams> = makeUnary(
   // d log(x) = dx / x
   {
     name: "log",
@@ -42,7 +43,7 @@ export const logOp: OpDef<NoParams> = makeUnary(
 );
 
 /** Elementwise a · b, broadcasting (a binary row). */
-export const mulOp: OpDef<NoParams> = makeBinary(
+export const mulOp: KernelOp<NoParams> = makeBinary(
   // d(ab) = b da + a db
   {
     name: "mul",
@@ -54,7 +55,7 @@ export const mulOp: OpDef<NoParams> = makeBinary(
 );
 
 /** Elementwise a / b, broadcasting (a binary row). */
-export const divOp: OpDef<NoParams> = makeBinary(
+export const divOp: KernelOp<NoParams> = makeBinary(
   // d(a/b) = da/b - a/b^2 db
   {
     name: "div",
@@ -100,7 +101,7 @@ export interface AffineParams {
 }
 
 /** a·x + b with static scalars (scaling without a scalar tensor). */
-export const affineOp: OpDef<AffineParams> = defineOp<AffineParams>({
+export const affineOp: KernelOp<AffineParams, "affine"> = defineOp<AffineParams, "affine">({
   name: "affine",
   infer: ([x]) => {
     if (!isFloat(x.dtype)) {
@@ -143,7 +144,7 @@ export interface CastParams {
 }
 
 /** Converts the element type (floats truncate toward zero when cast to integers). */
-export const castOp: OpDef<CastParams> = defineOp<CastParams>({
+export const castOp: KernelOp<CastParams, "cast"> = defineOp<CastParams, "cast">({
   name: "cast",
   infer: ([x], p) => [{ shape: x.shape, dtype: p.dtype }],
   cpu: ([x], [y], call) => {

@@ -8,8 +8,9 @@
 // B = batch, T = query time, S = key time, NH = query heads, NKV = kv heads, HD = head dim
 import type { TypedArray } from "../dtype.ts";
 import { allocArray, isFloat } from "../dtype.ts";
-import type { Meta, OpDef } from "../op.ts";
-import { apply, defineOp, NONDIFF } from "../op.ts";
+import type { KernelOp, Meta } from "../op.ts";
+import { defineOp, NONDIFF } from "../op.ts";
+import { apply } from "../apply.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { gemm } from "../backend/cpu/gemm_adapter.ts";
@@ -125,7 +126,10 @@ function probs(
 }
 
 /** q, k, v, [mask] → out [B,T,NH,HD], lse [B,NH,T]. */
-export const attentionOp: OpDef<AttentionParams> = defineOp<AttentionParams>({
+export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
+  AttentionParams,
+  "attention"
+>({
   name: "attention",
   infer: ([q, k, v, mask]) => {
     const d = attnDims(q, k, v, mask);
@@ -206,7 +210,10 @@ export const attentionOp: OpDef<AttentionParams> = defineOp<AttentionParams>({
  * q, k, v, out, lse, dout, [mask] → dq, dk, dv. With P recomputed from lse:
  * dV = Pᵀ dO ; dP = dO Vᵀ ; dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale ; dQ = dS K ; dK = dSᵀ Q.
  */
-export const attentionBackwardOp: OpDef<AttentionParams> = defineOp<AttentionParams>({
+export const attentionBackwardOp: KernelOp<AttentionParams, "attention_backward"> = defineOp<
+  AttentionParams,
+  "attention_backward"
+>({
   name: "attention_backward",
   infer: ([q, k, v]) => [
     { shape: q.shape, dtype: q.dtype },

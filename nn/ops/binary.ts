@@ -6,8 +6,9 @@
  */
 import type { DType } from "../dtype.ts";
 import { isFloat } from "../dtype.ts";
-import type { NoParams, OpDef } from "../op.ts";
-import { apply1, defineOp } from "../op.ts";
+import type { KernelOp, NoParams } from "../op.ts";
+import { defineOp } from "../op.ts";
+import { apply1 } from "../apply.ts";
 import { broadcastShapes, sizeOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { full } from "../creation.ts";
@@ -99,7 +100,7 @@ const ROWS: BinaryRow[] = [
 ];
 
 /** The binary op table, keyed by name (`mul` and `div` are defined in `arith.ts`). */
-export const BINARY_OPS: Readonly<Record<string, OpDef<NoParams>>> = {
+export const BINARY_OPS: Readonly<Record<string, KernelOp<NoParams>>> = {
   mul: mulOp,
   div: divOp,
   ...Object.fromEntries(ROWS.map((r) => [r.name, makeBinary(r)])),
@@ -162,7 +163,10 @@ export interface PowScalarParams {
 }
 
 /** xᵖ with a static exponent. */
-export const powScalarOp: OpDef<PowScalarParams> = defineOp<PowScalarParams>({
+export const powScalarOp: KernelOp<PowScalarParams, "pow_scalar"> = defineOp<
+  PowScalarParams,
+  "pow_scalar"
+>({
   name: "pow_scalar",
   infer: ([x]) => {
     if (!isFloat(x.dtype)) throw new Error(`Cannot apply powScalar to a ${x.dtype} tensor`);
@@ -208,7 +212,7 @@ export function powScalar(x: Tensor, p: number): Tensor {
 }
 
 /** where(cond, a, b): a where cond ≠ 0, else b (broadcasting all three). */
-export const whereOp: OpDef<NoParams> = defineOp<NoParams>({
+export const whereOp: KernelOp<NoParams, "where"> = defineOp<NoParams, "where">({
   name: "where",
   infer: ([c, a, b]) => {
     if (a.dtype !== b.dtype) {

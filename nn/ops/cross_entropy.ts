@@ -5,8 +5,9 @@
  */
 // N = rows (tokens), V = classes (vocab)
 import { isFloat } from "../dtype.ts";
-import type { OpDef } from "../op.ts";
-import { apply, apply1, defineOp, NONDIFF } from "../op.ts";
+import type { KernelOp } from "../op.ts";
+import { defineOp, NONDIFF } from "../op.ts";
+import { apply, apply1 } from "../apply.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { maximum, notEqual } from "./binary.ts";
@@ -33,7 +34,10 @@ export interface CrossEntropyParams {
 }
 
 /** logits [N, V], targets [N] → loss [N] (0 where ignored), lse [N]. */
-export const crossEntropyOp: OpDef<CrossEntropyParams> = defineOp<CrossEntropyParams>({
+export const crossEntropyOp: KernelOp<CrossEntropyParams, "cross_entropy"> = defineOp<
+  CrossEntropyParams,
+  "cross_entropy"
+>({
   name: "cross_entropy",
   infer: ([l, t]) => {
     if (
@@ -130,26 +134,27 @@ fn main(${ROW_ARGS}) {
 });
 
 /** Backward of `crossEntropyOp`: logits, targets, lse, ct [N] → dlogits [N, V]. */
-export const crossEntropyBackwardOp: OpDef<CrossEntropyParams> = defineOp<CrossEntropyParams>({
-  name: "cross_entropy_backward",
-  infer: ([l]) => [{ shape: l.shape, dtype: l.dtype }],
-  cpu: ([l, t, lse, ct], [dl], { inputs, params }) => {
-    const [n, v] = inputs[0].shape;
-    // f32: softmax·ct of every row by the SIMD kernel (ignored rows left 0), then the one-hot below
-    const fast = rowExp(l, dl, n, v, lse, ct, (r) => t[r] === params.ignoreIndex);
-    for (let r = 0; r < n; r++) {
-      const y = t[r];
-      if (y === params.ignoreIndex) continue;
-      const base = r * v, g = ct[r], z = lse[r];
-      if (!fast) { for (let i = 0; i < v; i++) dl[base + i] = Math.exp(l[base + i] - z) * g; }
-      dl[base + y] -= g;
-    }
-  },
-  // elementwise over [N, V]: no reduction left after the forward's lse
-  wgsl: ({ inputs: [l], params }) => {
-    const [n, v] = l.shape;
-    return [{
-      code: `@group(0) @binding(0) var<storage, read> l: array<f32>;
+export const crossEntropyBackwardOp: KernelOp<CrossEntropyParams, "cross_entropy_backward"> =
+  defineOp<CrossEntropyParams, "cross_entropy_backward">({
+    name: "cross_entropy_backward",
+    infer: ([l]) => [{ shape: l.shape, dtype: l.dtype }],
+    cpu: ([l, t, lse, ct], [dl], { inputs, params }) => {
+      const [n, v] = inputs[0].shape;
+      // f32: softmax·ct of every row by the SIMD kernel (ignored rows left 0), then the one-hot below
+      const fast = rowExp(l, dl, n, v, lse, ct, (r) => t[r] === params.ignoreIndex);
+      for (let r = 0; r < n; r++) {
+        const y = t[r];
+        if (y === params.ignoreIndex) continue;
+        const base = r * v, g = ct[r], z = lse[r];
+        if (!fast) { for (let i = 0; i < v; i++) dl[base + i] = Math.exp(l[base + i] - z) * g; }
+        dl[base + y] -= g;
+      }
+    },
+    // elementwise over [N, V]: no reduction left after the forward's lse
+    wgsl: ({ inputs: [l], params }) => {
+      const [n, v] = l.shape;
+      return [{
+        code: `@group(0) @binding(0) var<storage, read> l: array<f32>;
 @group(0) @binding(1) var<storage, read> t: array<i32>;
 @group(0) @binding(2) var<storage, read> lse: array<f32>;
 @group(0) @binding(3) var<storage, read> ct: array<f32>;
@@ -168,21 +173,21 @@ fn main(${GRID_ARGS}) {
   if (i32(q % u.v) == y) { d -= g; }
   dl[q] = d;
 }`,
-      workgroups: grid(n * v),
-      uniforms: [n * v, v, params.ignoreIndex],
-      uniformTypes: ["u32", "u32", "i32"],
-    }];
-  },
-  vjp: NONDIFF,
-  examples: [
-    {
-      inputs: [{ shape: [3, 5] }, { shape: [3], dtype: "i32", values: [1, -100, 4] }, {
-        shape: [3],
-      }, { shape: [3] }],
-      params: { ignoreIndex: -100 },
+        workgroups: grid(n * v),
+        uniforms: [n * v, v, params.ignoreIndex],
+        uniformTypes: ["u32", "u32", "i32"],
+      }];
     },
-  ],
-});
+    vjp: NONDIFF,
+    examples: [
+      {
+        inputs: [{ shape: [3, 5] }, { shape: [3], dtype: "i32", values: [1, -100, 4] }, {
+          shape: [3],
+        }, { shape: [3] }],
+        params: { ignoreIndex: -100 },
+      },
+    ],
+  });
 
 /**
  * Backward of cross-entropy (exposed for fused callers).

@@ -5,8 +5,9 @@
  */
 // V = vocab rows, H = row width
 import { isFloat } from "../dtype.ts";
-import type { Meta, OpDef } from "../op.ts";
-import { apply, apply1, defineOp, NONDIFF } from "../op.ts";
+import type { KernelOp, Meta } from "../op.ts";
+import { defineOp, NONDIFF } from "../op.ts";
+import { apply, apply1 } from "../apply.ts";
 import { fmt, normAxis } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { zeros } from "../creation.ts";
@@ -85,7 +86,10 @@ export interface AxisParams {
 }
 
 /** out[..., j, ...] = x[..., idx[..., j, ...], ...] along `axis`. */
-export const takeAlongAxisOp: OpDef<AxisParams> = defineOp<AxisParams>({
+export const takeAlongAxisOp: KernelOp<AxisParams, "take_along_axis"> = defineOp<
+  AxisParams,
+  "take_along_axis"
+>({
   name: "take_along_axis",
   infer: ([x, idx], { axis }) => {
     checkIndexShape("takeAlongAxis", x, idx, axis);
@@ -130,7 +134,10 @@ export const takeAlongAxisOp: OpDef<AxisParams> = defineOp<AxisParams>({
 });
 
 /** out = base; out[..., idx[..., j, ...], ...] += upd[..., j, ...] along `axis`. */
-export const scatterAddOp: OpDef<AxisParams> = defineOp<AxisParams>({
+export const scatterAddOp: KernelOp<AxisParams, "scatter_add"> = defineOp<
+  AxisParams,
+  "scatter_add"
+>({
   name: "scatter_add",
   infer: ([base, idx, upd], { axis }) => {
     checkIndexShape("scatterAdd", base, idx, axis);
@@ -250,7 +257,10 @@ export function scatterAdd(base: Tensor, indices: Tensor, updates: Tensor, axis 
 export type EmbeddingParams = Record<string, never>;
 
 /** Row lookup: w [V, H], ids [...] → [..., H]. */
-export const embeddingOp: OpDef<EmbeddingParams> = defineOp<EmbeddingParams>({
+export const embeddingOp: KernelOp<EmbeddingParams, "embedding"> = defineOp<
+  EmbeddingParams,
+  "embedding"
+>({
   name: "embedding",
   infer: ([w, ids]) => {
     if (w.shape.length !== 2 || !isInt(ids)) {
@@ -314,32 +324,31 @@ export interface EmbeddingBackwardParams {
 }
 
 /** Gradient of `embedding`: ct [..., H], ids [...] → [V, H] (duplicates accumulate). */
-export const embeddingBackwardOp: OpDef<EmbeddingBackwardParams> = defineOp<
-  EmbeddingBackwardParams
->({
-  name: "embedding_backward",
-  infer: (
-    [ct, _ids],
-    { vocab },
-  ) => [{ shape: [vocab, ct.shape[ct.shape.length - 1]], dtype: ct.dtype }],
-  cpu: ([ct, ids], [y], { inputs }) => {
-    const h = inputs[0].shape[inputs[0].shape.length - 1];
-    for (let i = 0; i < ids.length; i++) {
-      const base = ids[i] * h;
-      for (let j = 0; j < h; j++) y[base + j] += ct[i * h + j];
-    }
-  },
-  // one invocation per (column, vocab block) walks every token in order and adds the rows whose
-  // id falls in its block: deterministic, no atomics; blocks add parallelism when H is small
-  wgsl: ({ inputs: [ct, ids], params }) => {
-    const h = ct.shape[ct.shape.length - 1];
-    let n = 1;
-    for (const d of ids.shape) n *= d;
-    const blocks = Math.max(1, Math.min(64, Math.ceil(16384 / Math.max(h, 1)), params.vocab));
-    const per = Math.ceil(params.vocab / blocks);
-    return {
-      kernels: [{
-        code: `@group(0) @binding(0) var<storage, read> ct: array<f32>;
+export const embeddingBackwardOp: KernelOp<EmbeddingBackwardParams, "embedding_backward"> =
+  defineOp<EmbeddingBackwardParams, "embedding_backward">({
+    name: "embedding_backward",
+    infer: (
+      [ct, _ids],
+      { vocab },
+    ) => [{ shape: [vocab, ct.shape[ct.shape.length - 1]], dtype: ct.dtype }],
+    cpu: ([ct, ids], [y], { inputs }) => {
+      const h = inputs[0].shape[inputs[0].shape.length - 1];
+      for (let i = 0; i < ids.length; i++) {
+        const base = ids[i] * h;
+        for (let j = 0; j < h; j++) y[base + j] += ct[i * h + j];
+      }
+    },
+    // one invocation per (column, vocab block) walks every token in order and adds the rows whose
+    // id falls in its block: deterministic, no atomics; blocks add parallelism when H is small
+    wgsl: ({ inputs: [ct, ids], params }) => {
+      const h = ct.shape[ct.shape.length - 1];
+      let n = 1;
+      for (const d of ids.shape) n *= d;
+      const blocks = Math.max(1, Math.min(64, Math.ceil(16384 / Math.max(h, 1)), params.vocab));
+      const per = Math.ceil(params.vocab / blocks);
+      return {
+        kernels: [{
+          code: `@group(0) @binding(0) var<storage, read> ct: array<f32>;
 @group(0) @binding(1) var<storage, read> ids: array<${wgslType(ids.dtype)}>;
 @group(0) @binding(2) var<storage, read_write> y: array<f32>;
 ${statusDecl(3)}
@@ -364,19 +373,19 @@ fn main(${GRID_ARGS}) {
     }
   }
 }`,
-        workgroups: grid(h * blocks, 64),
-        uniforms: [h * blocks, n, h, params.vocab, per],
-        bindings: [0, 1, 2, STATUS_BINDING],
-      }],
-      zero: [0],
-    };
-  },
-  vjp: NONDIFF,
-  examples: [{
-    inputs: [{ shape: [2, 5, 4] }, { shape: [2, 5], kind: "int", high: 7, dtype: "i32" }],
-    params: { vocab: 7 },
-  }],
-});
+          workgroups: grid(h * blocks, 64),
+          uniforms: [h * blocks, n, h, params.vocab, per],
+          bindings: [0, 1, 2, STATUS_BINDING],
+        }],
+        zero: [0],
+      };
+    },
+    vjp: NONDIFF,
+    examples: [{
+      inputs: [{ shape: [2, 5, 4] }, { shape: [2, 5], kind: "int", high: 7, dtype: "i32" }],
+      params: { vocab: 7 },
+    }],
+  });
 
 /**
  * Looks up rows of `weight` (token embedding).
@@ -408,7 +417,7 @@ export interface TopkParams {
 }
 
 /** The k largest along the last axis, sorted descending (lower index first on ties). */
-export const topkOp: OpDef<TopkParams> = defineOp<TopkParams>({
+export const topkOp: KernelOp<TopkParams, "topk"> = defineOp<TopkParams, "topk">({
   name: "topk",
   infer: ([x], { k }) => {
     const n = x.shape[x.shape.length - 1];

@@ -5,8 +5,9 @@
  */
 // B = batch dims, M×K · K×N → M×N
 import { isFloat } from "../dtype.ts";
-import type { Meta, OpDef } from "../op.ts";
-import { apply1, defineOp } from "../op.ts";
+import type { KernelOp, Meta } from "../op.ts";
+import { defineOp } from "../op.ts";
+import { apply1 } from "../apply.ts";
 import { fmt, sameShape, sizeOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { reshape } from "./movement.ts";
@@ -61,7 +62,7 @@ function dims(a: Meta, b: Meta, p: MatmulParams): Dims {
 }
 
 /** Batched matmul with transpose flags. */
-export const matmulOp: OpDef<MatmulParams> = defineOp<MatmulParams>({
+export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams, "matmul">({
   name: "matmul",
   infer: ([a, b], p) => {
     if (a.dtype !== b.dtype || !isFloat(a.dtype)) {

@@ -26,9 +26,11 @@ import { swigluBackwardOp, swigluOp } from "./swiglu.ts";
 import { adamwOp } from "./adamw.ts";
 import { sampleOp } from "./sample.ts";
 
-/** Every registered primitive, keyed by op name. */
+/** Each key names its op: an op filed under another name fails to type-check. */
 // deno-lint-ignore no-explicit-any
-export const OPS: Readonly<Record<string, OpDef<any>>> = {
+type ByName<T> = { readonly [K in keyof T]: OpDef<any, K & string> };
+
+const ops = {
   ...UNARY_OPS,
   cast: castOp,
   ...BINARY_OPS,
@@ -65,6 +67,10 @@ export const OPS: Readonly<Record<string, OpDef<any>>> = {
   adamw: adamwOp,
   sample: sampleOp,
 };
+
+/** Every registered primitive, keyed by op name. */
+// deno-lint-ignore no-explicit-any
+export const OPS: Readonly<Record<string, OpDef<any>>> = ops satisfies ByName<typeof ops>;
 
 export * from "./arith.ts";
 export * from "./unary.ts";

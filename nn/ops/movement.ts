@@ -4,8 +4,9 @@
  * @module
  */
 import type { TypedArray } from "../dtype.ts";
-import type { OpDef } from "../op.ts";
-import { apply, apply1, defineOp } from "../op.ts";
+import type { KernelOp, ViewOp } from "../op.ts";
+import { defineOp } from "../op.ts";
+import { apply, apply1 } from "../apply.ts";
 import {
   broadcastShapes,
   fmt,
@@ -29,11 +30,10 @@ export interface ReshapeParams {
 }
 
 /** Reshape: a view on the same storage, no copy. */
-export const reshapeOp: OpDef<ReshapeParams> = defineOp<ReshapeParams>({
+export const reshapeOp: ViewOp<ReshapeParams, "reshape"> = defineOp<ReshapeParams, "reshape">({
   name: "reshape",
   infer: ([x], p) => [{ shape: resolveReshape(x.shape, p.shape), dtype: x.dtype }],
   view: true,
-  cpu: ([x], [y]) => y.set(x),
   // d reshape = reshape back
   vjp: (ct, ctx) => [reshape(ct[0]!, ctx.inMetas[0].shape)],
   saves: { inputs: false },
@@ -95,7 +95,10 @@ export interface TransposeParams {
 }
 
 /** Permutes axes (copies). */
-export const transposeOp: OpDef<TransposeParams> = defineOp<TransposeParams>({
+export const transposeOp: KernelOp<TransposeParams, "transpose"> = defineOp<
+  TransposeParams,
+  "transpose"
+>({
   name: "transpose",
   infer: ([x], { perm }) => {
     const r = x.shape.length;
@@ -170,7 +173,10 @@ export interface BroadcastParams {
 }
 
 /** Materialises a broadcast. */
-export const broadcastToOp: OpDef<BroadcastParams> = defineOp<BroadcastParams>({
+export const broadcastToOp: KernelOp<BroadcastParams, "broadcast_to"> = defineOp<
+  BroadcastParams,
+  "broadcast_to"
+>({
   name: "broadcast_to",
   infer: ([x], { shape }) => {
     const b = broadcastShapes(x.shape, shape);
@@ -263,7 +269,7 @@ function blockCopy(
 }
 
 /** Takes a contiguous block. */
-export const sliceOp: OpDef<SliceParams> = defineOp<SliceParams>({
+export const sliceOp: KernelOp<SliceParams, "slice"> = defineOp<SliceParams, "slice">({
   name: "slice",
   infer: ([x], { begin, end }) => {
     const r = x.shape.length;
@@ -304,7 +310,7 @@ export const sliceOp: OpDef<SliceParams> = defineOp<SliceParams>({
 });
 
 /** Pads with zeros. */
-export const padOp: OpDef<PadParams> = defineOp<PadParams>({
+export const padOp: KernelOp<PadParams, "pad"> = defineOp<PadParams, "pad">({
   name: "pad",
   infer: ([x], { before, after }) => {
     if (before.length !== x.shape.length || after.length !== x.shape.length) {
@@ -394,7 +400,7 @@ export interface ConcatParams {
 }
 
 /** Joins tensors along an axis. */
-export const concatOp: OpDef<ConcatParams> = defineOp<ConcatParams>({
+export const concatOp: KernelOp<ConcatParams, "concat"> = defineOp<ConcatParams, "concat">({
   name: "concat",
   infer: (xs, { axis }) => {
     const s0 = xs[0].shape;

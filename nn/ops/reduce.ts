@@ -4,8 +4,9 @@
  * @module
  */
 import { isFloat } from "../dtype.ts";
-import type { Meta, OpDef } from "../op.ts";
-import { apply1, defineOp, NONDIFF } from "../op.ts";
+import type { KernelOp, Meta } from "../op.ts";
+import { defineOp, NONDIFF } from "../op.ts";
+import { apply1 } from "../apply.ts";
 import { normAxes, normAxis, sizeOf, stridesOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { equal } from "./binary.ts";
@@ -227,7 +228,7 @@ function keepShape(m: Meta, p: ReduceParams): number[] {
 }
 
 /** Sum over axes. */
-export const sumOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
+export const sumOp: KernelOp<ReduceParams, "sum"> = defineOp<ReduceParams, "sum">({
   name: "sum",
   infer: (ins, p) => inferReduce("sum", ins, p),
   cpu: ([x], [y], { inputs, params }) =>
@@ -251,7 +252,7 @@ export const sumOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
 });
 
 /** Max over axes. */
-export const maxOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
+export const maxOp: KernelOp<ReduceParams, "max"> = defineOp<ReduceParams, "max">({
   name: "max",
   infer: (ins, p) => inferReduce("max", ins, p),
   cpu: ([x], [y], { inputs, params }) =>
@@ -274,7 +275,10 @@ export const maxOp: OpDef<ReduceParams> = defineOp<ReduceParams>({
 });
 
 /** Index of the maximum along one axis (i32, first on ties); not differentiable. */
-export const argmaxOp: OpDef<{ readonly axis: number }> = defineOp<{ readonly axis: number }>({
+export const argmaxOp: KernelOp<{ readonly axis: number }, "argmax"> = defineOp<
+  { readonly axis: number },
+  "argmax"
+>({
   name: "argmax",
   infer: ([x], p) => [{ shape: x.shape.filter((_, i) => i !== p.axis), dtype: "i32" }],
   cpu: ([x], [y], { inputs, params }) => {

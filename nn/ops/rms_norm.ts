@@ -5,8 +5,9 @@
  */
 // N = rows, H = normalised width
 import { isFloat } from "../dtype.ts";
-import type { OpDef } from "../op.ts";
-import { apply, defineOp, NONDIFF } from "../op.ts";
+import type { KernelOp } from "../op.ts";
+import { defineOp, NONDIFF } from "../op.ts";
+import { apply } from "../apply.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { grid, GRID_ARGS, gridIndex, ROW_ARGS, rowLayout } from "../backend/webgpu/wgsl.ts";
@@ -25,7 +26,7 @@ export interface RmsNormParams {
 }
 
 /** x [..., H], w [H] → y [..., H], rstd [...]. */
-export const rmsNormOp: OpDef<RmsNormParams> = defineOp<RmsNormParams>({
+export const rmsNormOp: KernelOp<RmsNormParams, "rms_norm"> = defineOp<RmsNormParams, "rms_norm">({
   name: "rms_norm",
   infer: ([x, w]) => {
     const h = x.shape[x.shape.length - 1];
@@ -100,7 +101,10 @@ fn main(${ROW_ARGS}) {
  * ct, x, w, rstd → dx, dw with g = w ⊙ ct:
  * dx = rstd·g − x·rstd³·(Σ g⊙x)/H ;  dw = Σ_rows ct ⊙ x · rstd.
  */
-export const rmsNormBackwardOp: OpDef<Record<string, never>> = defineOp<Record<string, never>>({
+export const rmsNormBackwardOp: KernelOp<Record<string, never>, "rms_norm_backward"> = defineOp<
+  Record<string, never>,
+  "rms_norm_backward"
+>({
   name: "rms_norm_backward",
   infer: ([_ct, x, w]) => [{ shape: x.shape, dtype: x.dtype }, { shape: w.shape, dtype: w.dtype }],
   cpu: ([ct, x, w, rstd], [dx, dw], { inputs }) => {

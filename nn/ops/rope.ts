@@ -6,8 +6,9 @@
  */
 // B = batch, T = time, NH = heads, HD = head dim, P = table positions
 import { isFloat } from "../dtype.ts";
-import type { OpDef } from "../op.ts";
-import { apply1, defineOp } from "../op.ts";
+import type { KernelOp } from "../op.ts";
+import { defineOp } from "../op.ts";
+import { apply1 } from "../apply.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { STATUS_BINDING } from "../op.ts";
@@ -22,7 +23,7 @@ export interface RopeParams {
 }
 
 /** x [B,T,NH,HD], cos [P,HD], sin [P,HD], optional pos i32 [B,T] → rotated x. */
-export const ropeOp: OpDef<RopeParams> = defineOp<RopeParams>({
+export const ropeOp: KernelOp<RopeParams, "rope"> = defineOp<RopeParams, "rope">({
   name: "rope",
   infer: ([x, c, s, pos], p) => {
     const [, t, , hd] = x.shape;

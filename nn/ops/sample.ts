@@ -6,8 +6,9 @@
  * @module
  */
 // B = rows (sequences), V = vocabulary
-import type { OpDef } from "../op.ts";
-import { apply1, defineOp, NONDIFF } from "../op.ts";
+import type { KernelOp } from "../op.ts";
+import { defineOp, NONDIFF } from "../op.ts";
+import { apply1 } from "../apply.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import type { WgslKernel } from "../op.ts";
@@ -337,7 +338,7 @@ function filterRow(
 }
 
 /** logits [B, V] float, uniforms [B] float, seen? [B, V] → ids [B] i32. */
-export const sampleOp: OpDef<SampleParams> = defineOp<SampleParams>({
+export const sampleOp: KernelOp<SampleParams, "sample"> = defineOp<SampleParams, "sample">({
   name: "sample",
   infer: (ins, p) => {
     const [l, u, s] = ins;

@@ -4,8 +4,9 @@
  */
 // N = rows, V = last-axis size
 import { isFloat } from "../dtype.ts";
-import type { Meta, NoParams, OpDef } from "../op.ts";
-import { apply1, defineOp } from "../op.ts";
+import type { KernelOp, Meta, NoParams } from "../op.ts";
+import { defineOp } from "../op.ts";
+import { apply1 } from "../apply.ts";
 import { fmt, normAxis } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { sub } from "./binary.ts";
@@ -97,7 +98,7 @@ function lastSize(m: Meta): number {
 }
 
 /** softmax over the last axis. */
-export const softmaxOp: OpDef<NoParams> = defineOp<NoParams>({
+export const softmaxOp: KernelOp<NoParams, "softmax"> = defineOp<NoParams, "softmax">({
   name: "softmax",
   infer: (ins) => (lastAxis("softmax", ins), [{ shape: ins[0].shape, dtype: ins[0].dtype }]),
   cpu: ([x], [y], { inputs }) => {
@@ -124,7 +125,7 @@ export const softmaxOp: OpDef<NoParams> = defineOp<NoParams>({
 });
 
 /** log-softmax over the last axis. */
-export const logSoftmaxOp: OpDef<NoParams> = defineOp<NoParams>({
+export const logSoftmaxOp: KernelOp<NoParams, "log_softmax"> = defineOp<NoParams, "log_softmax">({
   name: "log_softmax",
   infer: (ins) => (lastAxis("logSoftmax", ins), [{ shape: ins[0].shape, dtype: ins[0].dtype }]),
   cpu: ([x], [y], { inputs }) => {
@@ -147,7 +148,7 @@ export const logSoftmaxOp: OpDef<NoParams> = defineOp<NoParams>({
 });
 
 /** log Σ exp over the last axis (that axis removed). */
-export const logsumexpOp: OpDef<NoParams> = defineOp<NoParams>({
+export const logsumexpOp: KernelOp<NoParams, "logsumexp"> = defineOp<NoParams, "logsumexp">({
   name: "logsumexp",
   infer: (
     ins,

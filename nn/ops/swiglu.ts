@@ -3,8 +3,9 @@
  * @module
  */
 import { isFloat } from "../dtype.ts";
-import type { NoParams, OpDef } from "../op.ts";
-import { apply, apply1, defineOp, NONDIFF } from "../op.ts";
+import type { KernelOp, NoParams } from "../op.ts";
+import { defineOp, NONDIFF } from "../op.ts";
+import { apply, apply1 } from "../apply.ts";
 import { fmt, sameShape } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { grid, GRID_ARGS, gridIndex, mapWgsl } from "../backend/webgpu/wgsl.ts";
@@ -20,7 +21,7 @@ function sig(x: number): number {
 }
 
 /** g, u (same shape) → silu(g) ⊙ u. */
-export const swigluOp: OpDef<NoParams> = defineOp<NoParams>({
+export const swigluOp: KernelOp<NoParams, "swiglu"> = defineOp<NoParams, "swiglu">({
   name: "swiglu",
   infer: ([g, u]) => {
     if (!isFloat(g.dtype) || g.dtype !== u.dtype || !sameShape(g.shape, u.shape)) {
@@ -49,7 +50,10 @@ export const swigluOp: OpDef<NoParams> = defineOp<NoParams>({
 });
 
 /** ct, g, u → dg, du. */
-export const swigluBackwardOp: OpDef<NoParams> = defineOp<NoParams>({
+export const swigluBackwardOp: KernelOp<NoParams, "swiglu_backward"> = defineOp<
+  NoParams,
+  "swiglu_backward"
+>({
   name: "swiglu_backward",
   infer: ([, g, u]) => [{ shape: g.shape, dtype: g.dtype }, { shape: u.shape, dtype: u.dtype }],
   cpu: ([ct, g, u], [dg, du]) => {

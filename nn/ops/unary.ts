@@ -2,8 +2,8 @@
  * Elementwise unary ops: one row each (name, scalar function, WGSL expression, VJP, example).
  * @module
  */
-import type { NoParams, OpDef } from "../op.ts";
-import { apply1 } from "../op.ts";
+import type { KernelOp, NoParams } from "../op.ts";
+import { apply1 } from "../apply.ts";
 import type { Tensor } from "../tensor.ts";
 import { affine, div, logOp, mul, neg, negOp } from "./arith.ts";
 import { makeUnary } from "./_elementwise.ts";
@@ -152,7 +152,7 @@ const ROWS: UnaryRow[] = [
 ];
 
 /** The unary op table, keyed by name (`neg` and `log` are defined in `arith.ts`). */
-export const UNARY_OPS: Readonly<Record<string, OpDef<NoParams>>> = {
+export const UNARY_OPS: Readonly<Record<string, KernelOp<NoParams>>> = {
   neg: negOp,
   log: logOp,
   ...Object.fromEntries(ROWS.map((r) => [r.name, makeUnary(r)])),

@@ -11,7 +11,7 @@ import type { Backend, BackendCounters, Storage } from "../backend.ts";
 import { newCounters } from "../backend.ts";
 import type { DType, TypedArray } from "../../dtype.ts";
 import { allocArray, byteSize, dtypeOfArray } from "../../dtype.ts";
-import type { Meta, OpDef } from "../../op.ts";
+import type { KernelOp, Meta } from "../../op.ts";
 
 /** Arrays smaller than this are left to the GC (pooling pays off for large ones). */
 const POOL_MIN_BYTES = 64 * 1024;
@@ -126,10 +126,13 @@ class CpuBackend implements Backend {
     return this.#pooledBytes;
   }
 
-  run<P>(op: OpDef<P>, inputs: Storage[], inMetas: Meta[], outMetas: Meta[], params: P): Storage[] {
-    if (!op.cpu) {
-      throw new Error(`Cannot run op ${op.name} on the CPU backend: it has no CPU kernel`);
-    }
+  run<P>(
+    op: KernelOp<P>,
+    inputs: Storage[],
+    inMetas: Meta[],
+    outMetas: Meta[],
+    params: P,
+  ): Storage[] {
     const ins = inputs.map((s) => (s as CpuStorage).data);
     const outs = outMetas.map((m) => {
       let n = 1;

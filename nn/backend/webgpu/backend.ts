@@ -10,7 +10,7 @@ import type { Backend, BackendCounters, Storage } from "../backend.ts";
 import { newCounters } from "../backend.ts";
 import type { DType, TypedArray } from "../../dtype.ts";
 import { allocArray } from "../../dtype.ts";
-import type { Meta, OpDef, WgslDevice, WgslKernel, WgslPlan } from "../../op.ts";
+import type { KernelOp, Meta, OpDef, WgslDevice, WgslKernel, WgslPlan } from "../../op.ts";
 import { STATUS_BINDING } from "../../op.ts";
 import { fmt, sizeOf } from "../../shape.ts";
 import type { OpenedDevice } from "./device.ts";
@@ -362,9 +362,14 @@ export class WebGpuBackend implements Backend {
     }, [s]);
   }
 
-  run<P>(op: OpDef<P>, inputs: Storage[], inMetas: Meta[], outMetas: Meta[], params: P): Storage[] {
+  run<P>(
+    op: KernelOp<P>,
+    inputs: Storage[],
+    inMetas: Meta[],
+    outMetas: Meta[],
+    params: P,
+  ): Storage[] {
     this.#check(`run ${op.name}`);
-    if (!op.wgsl) throw new Error(`Cannot run op ${op.name} on WebGPU: it has no WGSL kernel`);
     for (const m of [...inMetas, ...outMetas]) this.#checkDtype(m.dtype, `run ${op.name} on`);
     const raw = op.wgsl({ inputs: inMetas, outputs: outMetas, params }, this.info);
     const plan: WgslPlan = Array.isArray(raw) ? { kernels: raw } : raw as WgslPlan;
@@ -509,7 +514,7 @@ export class WebGpuBackend implements Backend {
    * (start-up warm-up), returning how many new pipelines were built.
    */
   compile<P>(op: OpDef<P>, inMetas: Meta[], params: P): number {
-    if (!op.wgsl) return 0;
+    if (op.view) return 0;
     const outMetas = op.infer(inMetas, params);
     const raw = op.wgsl({ inputs: inMetas, outputs: outMetas, params }, this.info);
     const plan: WgslPlan = Array.isArray(raw) ? { kernels: raw } : raw as WgslPlan;

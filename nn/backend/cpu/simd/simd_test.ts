@@ -16,7 +16,7 @@
 //   replaces: |simd − f64| ≤ 2·|loop − f64| + 64u·scale, elementwise, scale = max|f64| of the output.
 
 import { allocArray, type DType, dtypeOfArray, type TypedArray } from "../../../dtype.ts";
-import type { OpDef } from "../../../op.ts";
+import type { KernelOp } from "../../../op.ts";
 import { crossEntropyBackwardOp, crossEntropyOp } from "../../../ops/cross_entropy.ts";
 import { logSoftmaxOp, logsumexpOp, softmaxOp } from "../../../ops/softmax.ts";
 import { swigluBackwardOp, swigluOp } from "../../../ops/swiglu.ts";
@@ -51,7 +51,7 @@ function f32(a: ArrayLike<number>): Float32Array {
 
 /** Runs an op's CPU kernel on raw arrays; `shapes` are the input shapes, outputs come from infer. */
 function runCpu<P>(
-  op: OpDef<P>,
+  op: KernelOp<P>,
   ins: TypedArray[],
   shapes: number[][],
   params: P,
@@ -63,7 +63,7 @@ function runCpu<P>(
   }));
   const outputs = op.infer(inputs, params);
   const outs = outputs.map((m) => allocArray(m.dtype, m.shape.reduce((x, y) => x * y, 1)));
-  op.cpu!(ins, outs, { inputs, outputs, params });
+  op.cpu(ins, outs, { inputs, outputs, params });
   return outs;
 }
 
@@ -155,7 +155,7 @@ function checkExp(): void {
   const all = f32([...xs, ...SPECIAL]);
   setSimdEnabled(true);
   const y = new Float32Array(all.length);
-  UNARY_OPS.exp.cpu!([all], [y], { inputs: [], outputs: [], params: {} });
+  UNARY_OPS.exp.cpu([all], [y], { inputs: [], outputs: [], params: {} });
   let worst = 0;
   for (let i = 0; i < all.length; i++) {
     const e = Math.exp(all[i]);
@@ -187,7 +187,7 @@ function checkUnaryRows(): void {
   for (const name of ["sigmoid", "silu", "silu_grad"]) {
     const r = both(() => {
       const y = new Float32Array(xs.length);
-      UNARY_OPS[name].cpu!([xs], [y], { inputs: [], outputs: [], params: {} });
+      UNARY_OPS[name].cpu([xs], [y], { inputs: [], outputs: [], params: {} });
       return y;
     });
     close(`${name} simd vs loop`, r.simd, r.loop, (i) => {
@@ -434,7 +434,7 @@ Deno.test("simd 2 threads: every kernel matches the loops, and the worker runs c
   const x = new Float32Array(1 << 20).fill(0.5), y = new Float32Array(1 << 20);
   const deadline = performance.now() + 10_000;
   while (s.pool.workerChunks === before && performance.now() < deadline) {
-    UNARY_OPS.exp.cpu!([x], [y], { inputs: [], outputs: [], params: {} });
+    UNARY_OPS.exp.cpu([x], [y], { inputs: [], outputs: [], params: {} });
   }
   assert(s.pool.workerChunks > before, "the worker never ran a chunk in 10 s");
   s.pool.dispose();
