@@ -175,3 +175,4 @@ export { Progress } from "./train/progress.ts";
 export type { ProgressInfo } from "./train/progress.ts";
 export type { LoopOptions, LoopResult, RunFiles } from "./train/loop.ts";
 export type { ResumeInfo } from "./train/checkpoint.ts";
+export * as rl from "./rl/mod.ts";

@@ -35,6 +35,7 @@ import { atomicWrite } from "../train/checkpoint.ts";
 import { MetricsWriter } from "../train/metrics.ts";
 import { lineChartSvg } from "../train/plot.ts";
 import { formatDuration } from "../train/progress.ts";
+import type { Progress } from "../train/progress.ts";
 import { heldoutFormPrompts } from "../train/evaluate.ts";
 import { RlTrainer } from "./trainer.ts";
 import type { RlAlgorithm, RlSettings } from "./trainer.ts";
@@ -197,6 +198,8 @@ export interface RunRlOptions {
   reward?: RewardFunction;
   /** Output lines (default console.log). */
   log?: (m: string) => void;
+  /** The training loop's progress output (default stdout). */
+  progress?: Progress;
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -443,6 +446,7 @@ export async function runRl(
     saveWeights: (p, file) => saveWeights(file, p, { config: hf }),
     extra: { args: a, config: configToHF(cfg), algorithm: algo },
     handleSigint: options.handleSigint,
+    progress: options.progress,
   });
   const rewardPlot = join(String(a.save_dir), `${stem}_reward.svg`);
   await atomicWrite(rewardPlot, [

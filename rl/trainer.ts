@@ -290,6 +290,7 @@ export class RlTrainer implements Trainer<RlState, RlBatch> {
     const actor = state.actor.params as MiniMindParams;
     // 1. rollout with the current policy (the seed follows the rollout count: resumable)
     const { ids, rows } = this.#promptIds(batch);
+    const t0 = performance.now();
     const r = await rollout({ cfg, params: actor, tokenizer: s.tokenizer }, ids, {
       maxNewTokens: s.maxGenLen,
       temperature: s.temperature,
@@ -307,6 +308,7 @@ export class RlTrainer implements Trainer<RlState, RlBatch> {
       })),
     );
     const total = rewards.map((x) => x.total);
+    const t1 = performance.now();
     // 3. reference log-probs, then the algorithm's advantages and update(s)
     const all = Array.from({ length: r.rows }, (_, i) => i);
     const refLogp = await readBack(() =>
@@ -348,6 +350,9 @@ export class RlTrainer implements Trainer<RlState, RlBatch> {
       scalars[`reward_${k}`] = meanStd(rewards.map((x) => x.components[k]))[0];
     }
     scalars.response_length = meanStd(r.lengths)[0];
+    // timings (wall clock: not reproducible, unlike every other scalar)
+    scalars.rollout_tokens_per_s = r.lengths.reduce((x, y) => x + y, 0) / ((t1 - t0) / 1000);
+    scalars.update_s = (performance.now() - t1) / 1000;
     scalars.actor_lr = getLr(
       Math.max(0, next.actor.updates - 1),
       Math.max(1, s.totalUpdates),
