@@ -14,8 +14,7 @@
 import type { Tensor } from "../nn/tensor.ts";
 import { stopGradient } from "../nn/autodiff.ts";
 import { add, affine, div, lessEqual, maximum, minimum, mul, square, sub } from "../nn/ops/mod.ts";
-import { exp, neg } from "../nn/ops/unary.ts";
-import { cast } from "../nn/ops/unary.ts";
+import { cast, exp, neg } from "../nn/ops/mod.ts";
 import { reshape, sliceAxis } from "../nn/ops/movement.ts";
 import { mean, sum } from "../nn/ops/reduce.ts";
 import { crossEntropy } from "../nn/ops/cross_entropy.ts";
