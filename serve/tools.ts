@@ -324,6 +324,14 @@ export interface AgentResult {
   pending: ToolCall[];
 }
 
+function parseArgs(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return text;
+  }
+}
+
 /**
  * Splits a generated turn into its assistant message, the valid calls and the malformed blocks.
  *
@@ -340,7 +348,14 @@ export function parseTurn(
   p.end();
   const assistant: ChatMessage = { role: "assistant", content: p.content };
   if (p.reasoning) assistant.reasoning_content = p.reasoning;
-  if (p.toolCalls.length) assistant.tool_calls = p.toolCalls;
+  // arguments as an object, so the template re-renders them as it renders training data
+  // (`tojson`: `{"a": 1}`), not as the compact string of the OpenAI call
+  if (p.toolCalls.length) {
+    assistant.tool_calls = p.toolCalls.map((c) => ({
+      ...c,
+      function: { name: c.function.name, arguments: parseArgs(c.function.arguments) },
+    }));
+  }
   return { assistant, calls: p.toolCalls, malformed: p.malformedCalls };
 }
 

@@ -64,9 +64,13 @@ Deno.test("loop: a call is run, its result fed back, and the next turn answers",
   const tool = r.messages[2];
   assert.equal(tool.content, "42");
   assert.equal(tool.name, "add");
-  const calls = r.messages[1].tool_calls as { id: string; function: { arguments: string } }[];
+  const calls = r.messages[1].tool_calls as { id: string; function: { arguments: unknown } }[];
   assert.equal(tool.tool_call_id, calls[0].id);
-  assert.deepEqual(JSON.parse(calls[0].function.arguments), { a: 2, b: 40 });
+  assert.deepEqual(
+    calls[0].function.arguments,
+    { a: 2, b: 40 },
+    "an object: rendered as the template renders training data",
+  );
   assert.equal(m.seen[1].length, 3, "the second turn sees the call and its result");
 });
 
