@@ -176,3 +176,5 @@ export type { ProgressInfo } from "./train/progress.ts";
 export type { LoopOptions, LoopResult, RunFiles } from "./train/loop.ts";
 export type { ResumeInfo } from "./train/checkpoint.ts";
 export * as rl from "./rl/mod.ts";
+export * as agent from "./agent/mod.ts";
+export type { JsonSchema, Tool, ToolContext } from "./serve/tools.ts";
