@@ -300,3 +300,5 @@ export type {
 export { ShardedLoader } from "./train/dist/shard.ts";
 export type { ResumeInfo } from "./train/checkpoint.ts";
 export * as rl from "./rl/mod.ts";
+export * as agent from "./agent/mod.ts";
+export type { JsonSchema, Tool, ToolContext } from "./serve/tools.ts";

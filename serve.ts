@@ -6,6 +6,7 @@
  *
  * ```sh
  * deno task serve --load_from out/full_sft --api_key sk-local
+ * deno task serve --load_from out/agent_512.safetensors --tools builtin   # tools run here
  * deno task serve --init_random --hidden_size 64 --num_hidden_layers 2 \
  *   --tokenizer tokenizers/minimind-3      # an untrained model, for a look
  * ```
@@ -24,6 +25,7 @@ import * as lora from "./convert/lora.ts";
 import { createApp, type ServeApp } from "./serve/mod.ts";
 import { deviceFlag, parseFlags, runMain, usage, UsageError } from "./cli.ts";
 import type { FlagTable } from "./cli.ts";
+import { builtinTools } from "./agent/builtin.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -142,6 +144,14 @@ export const SERVE_FLAGS = {
     help: "CPU matmul threads (default: the gemm's choice; 1 is often best for decode on a " +
       "small, busy machine)",
   },
+  tools: {
+    type: "choice",
+    default: "none",
+    choices: ["none", "builtin"],
+    help: "builtin: the server runs calls of its built-in tools (calculate_math, unit_converter, " +
+      "date_calculator, poetry_lookup) and feeds the results back; none: tool calls go back to " +
+      "the client (OpenAI)",
+  },
 } as const satisfies FlagTable;
 
 const COMMAND = "deno task serve";
@@ -233,6 +243,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     limits: { maxContextTokens: v.max_context, maxBodyBytes: v.max_body_bytes },
     defaults: { maxTokens: v.max_tokens },
     scheduler: { maxBatch: v.max_batch, maxQueue: v.max_queue },
+    tools: v.tools === "builtin" ? builtinTools() : [],
   });
   const server = startServer(app, { host: v.host, port: v.port, log: true });
   const n = countParams(model.cfg).total;

@@ -8,8 +8,8 @@
  *   deno task bench:dp --model minimind2-small --global_batch 4 --max_seq_len 256
  * @module
  */
-import { parseFlags, runMain, usage } from "../train/cli.ts";
-import type { FlagTable } from "../train/cli.ts";
+import { parseFlags, runMain, usage } from "../cli.ts";
+import type { FlagTable } from "../cli.ts";
 
 /** The benchmark's flags. */
 export const DP_BENCH_FLAGS = {

@@ -10,6 +10,7 @@ import { MiniMindEngine, type ServeModel } from "./engine.ts";
 import { apiKeyAuth, bodyLimit, jsonOnly, originGuard, renderError } from "./middleware.ts";
 import { chatCompletions, completions, modelEntry, type RouteDeps } from "./openai.ts";
 import { CHAT_PAGE_HTML } from "./page.ts";
+import { type Tool, toolSchema } from "./tools.ts";
 import { type Engine, Scheduler, type SchedulerOptions, type SchedulerStats } from "./scheduler.ts";
 import type { RequestDefaults, RequestLimits } from "./validate.ts";
 
@@ -75,6 +76,16 @@ export interface CreateAppOptions {
   page?: boolean;
   /** An engine to use instead of the MiniMind engine built from `model` (advanced). */
   engine?: Engine;
+  /**
+   * Tools the server runs itself (`serve.ts --tools builtin`): a request that offers one of them
+   * gets the tool loop — calls run here, results fed back, the next turn generated — and the
+   * executed calls reported as `executed_tool_calls`. Calls of other tools go back to the client
+   * as `tool_calls` (OpenAI behaviour; with no tools here, the only behaviour). Listed at
+   * `GET /v1/tools`.
+   */
+  tools?: readonly Tool[];
+  /** Most assistant turns per request while the server runs tools (default 4). */
+  maxToolTurns?: number;
 }
 
 /** The server app: a Hono app (`fetch`, `request`) plus lifecycle and counters. */
@@ -102,7 +113,8 @@ export interface ServeApp {
 
 /**
  * Builds the OpenAI-compatible server app: `POST /v1/chat/completions`, `POST /v1/completions`,
- * `GET /v1/models`, `GET /health`, and the chat page at `/`.
+ * `GET /v1/models`, `GET /v1/tools` (the tools the server runs), `GET /health`, and the chat page
+ * at `/`.
  *
  * @param options model, tokenizer, key, limits, defaults, scheduler settings
  * @returns the app (bind it with `Deno.serve(app.fetch)`)
@@ -145,6 +157,8 @@ export function createApp(options: CreateAppOptions): ServeApp {
     limits,
     defaults,
     stopIds,
+    tools: options.tools ?? [],
+    maxToolTurns: options.maxToolTurns ?? 4,
   };
 
   const app = new Hono();
@@ -178,6 +192,7 @@ export function createApp(options: CreateAppOptions): ServeApp {
     }
     return c.json(modelEntry(deps, id));
   });
+  app.get("/v1/tools", (c) => c.json({ object: "list", data: deps.tools.map(toolSchema) }));
   app.post("/v1/chat/completions", chatCompletions(deps));
   app.post("/v1/completions", completions(deps));
   for (const path of ["/v1/chat/completions", "/v1/completions"]) {

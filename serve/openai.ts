@@ -9,6 +9,13 @@ import { streamSSE } from "hono/streaming";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { ApiError, badRequest } from "./errors.ts";
 import { ReplyParser, type ToolCall } from "./reply_parser.ts";
+import {
+  type AgentResult,
+  runAgentLoop,
+  type Tool,
+  type ToolOutcome,
+  type TurnGenerator,
+} from "./tools.ts";
 import { replyText } from "./reply.ts";
 import type { Job, Scheduler } from "./scheduler.ts";
 import {
@@ -38,6 +45,10 @@ export interface RouteDeps {
   defaults: RequestDefaults;
   /** End-of-sequence token ids. */
   stopIds: ReadonlySet<number>;
+  /** Tools the server runs itself (`--tools builtin`); calls of others go back to the client. */
+  tools: readonly Tool[];
+  /** Most assistant turns of one request while the server runs tools. */
+  maxToolTurns: number;
 }
 
 /** Usage block of a reply. */
@@ -183,17 +194,21 @@ function submit(
   });
 }
 
-function chatPrompt(deps: RouteDeps, req: ChatRequest): Promise<number[]> {
+function chatPrompt(
+  deps: RouteDeps,
+  req: ChatRequest,
+  messages: ChatRequest["messages"],
+): Promise<number[]> {
   // every template renders the last user message (the question): if it alone cannot fit, refuse
   // before rendering, whose string work on a 1 MB message takes tens of ms
-  const last = req.messages.findLast((m) => m.role === "user");
+  const last = messages.findLast((m) => m.role === "user");
   if (last) {
     const ctx = contextTokens(deps), least = deps.tokenizer.minTokens(last.content.trim());
     if (least >= ctx) throw contextExceeded(ctx, `at least ${least}`, "messages");
   }
   let text: string;
   try {
-    text = deps.tokenizer.applyChatTemplate(req.messages, {
+    text = deps.tokenizer.applyChatTemplate(messages, {
       addGenerationPrompt: true,
       tools: req.tools ?? undefined,
       openThinking: req.openThinking,
@@ -238,6 +253,26 @@ function contextExceeded(ctx: number, promptLen: number | string, param: string)
   );
 }
 
+/** Submits one assistant turn of a chat request (turn t > 0 follows tool results). */
+async function chatJob(
+  c: Context,
+  deps: RouteDeps,
+  req: ChatRequest,
+  messages: ChatRequest["messages"],
+  turn: number,
+): Promise<Job> {
+  const promptIds = await chatPrompt(deps, req, messages);
+  const maxTokens = budget(
+    deps,
+    promptIds.length,
+    req.maxTokens,
+    deps.defaults.maxTokens,
+    "messages",
+  );
+  const seed = req.seed === null ? null : req.seed + turn;
+  return submit(c, deps, promptIds, maxTokens, req.sampling, seed, req.ignoreEos);
+}
+
 function toolCallDeltas(calls: ToolCall[]): unknown[] {
   return calls.map((t, index) => ({ index, ...t }));
 }
@@ -246,6 +281,111 @@ function toolCallDeltas(calls: ToolCall[]): unknown[] {
 function chatFinish(f: "stop" | "length" | "cancelled", calls: ToolCall[]): string {
   if (calls.length && f !== "length") return "tool_calls";
   return f === "length" ? "length" : "stop";
+}
+
+/** A call the server ran: the OpenAI call plus its `result` (or `{"error": …}`) and error kind. */
+function executedEntry(o: ToolOutcome): Record<string, unknown> {
+  return {
+    id: o.message.tool_call_id,
+    type: "function",
+    function: o.call?.function ?? { name: "", arguments: "" },
+    result: o.message.content,
+    error: o.error,
+  };
+}
+
+class Cancelled extends Error {}
+
+/** What a chat request produced over all its turns. */
+interface ChatOutcome {
+  finish: "stop" | "length" | "cancelled";
+  /** The last turn's parser (its content and reasoning are the reply). */
+  last: ReplyParser;
+  /** Calls handed to the client (OpenAI behaviour). */
+  calls: ToolCall[];
+  /** Calls the server ran, with results. */
+  executed: Record<string, unknown>[];
+  usage: Usage;
+}
+
+/**
+ * Runs a chat request: one turn, or — when the request offers tools this server runs
+ * (`--tools builtin`) — the tool loop, which runs those calls, appends the results and generates
+ * again. Calls of any other tool end the loop and go back to the client. `emit` receives the
+ * deltas as they are produced (content, reasoning, and an `executed_tool_calls` delta per round).
+ */
+async function runChat(
+  c: Context,
+  deps: RouteDeps,
+  req: ChatRequest,
+  first: Job,
+  emit: (delta: Record<string, unknown>) => Promise<void>,
+): Promise<ChatOutcome> {
+  const offered = new Set((req.tools ?? []).map((t) => toolName(t)));
+  const runnable = req.parseToolCalls ? deps.tools.filter((t) => offered.has(t.name)) : [];
+  const maxTurns = runnable.length ? deps.maxToolTurns : 1;
+  const jobs: Job[] = [];
+  let finish: "stop" | "length" | "cancelled" = "stop";
+  let last = new ReplyParser();
+  const turn: TurnGenerator = async (messages) => {
+    const job = jobs.length === 0
+      ? first
+      : await chatJob(c, deps, req, messages as ChatRequest["messages"], jobs.length);
+    jobs.push(job);
+    await job.admitted;
+    const parser = new ReplyParser({
+      openThinking: req.openThinking,
+      parseTools: req.parseToolCalls,
+    });
+    last = parser;
+    let raw = "";
+    finish = await drain(replyText(job, deps.tokenizer, req.stop), async (piece) => {
+      raw += piece;
+      for (const d of parser.push(piece)) await emit(d);
+    });
+    if (finish === "cancelled") throw new Cancelled();
+    for (const d of parser.end()) await emit(d);
+    return raw;
+  };
+  const executed: Record<string, unknown>[] = [];
+  const names = new Set(runnable.map((t) => t.name));
+  let result: AgentResult | null = null;
+  try {
+    result = await runAgentLoop(turn, req.messages, {
+      tools: runnable,
+      offered: [],
+      maxTurns,
+      openThinking: req.openThinking,
+      signal: c.req.raw.signal,
+      shouldRun: (calls) =>
+        finish === "stop" && jobs.length < maxTurns &&
+        calls.every((t) => names.has(t.function.name)),
+      onTurn: async (t) => {
+        if (!t.outcomes.length) return;
+        const entries = t.outcomes.map(executedEntry);
+        executed.push(...entries);
+        await emit({ executed_tool_calls: entries });
+      },
+    });
+  } catch (e) {
+    if (!(e instanceof Cancelled)) throw e;
+  }
+  const usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
+  for (const j of jobs) {
+    const u = usageOf(j);
+    usage.prompt_tokens += u.prompt_tokens;
+    usage.completion_tokens += u.completion_tokens;
+    usage.total_tokens += u.total_tokens;
+  }
+  if (!result) return { finish: "cancelled", last, calls: [], executed, usage };
+  // without server tools a call is never run: it goes back to the client, as before
+  const calls = result.pending.length ? result.pending : runnable.length ? [] : last.toolCalls;
+  return { finish, last, calls, executed, usage };
+}
+
+function toolName(t: Record<string, unknown>): string {
+  const f = t.function as Record<string, unknown> | undefined;
+  return String(f?.name ?? t.name ?? "");
 }
 
 /**
@@ -262,43 +402,32 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
       deps.limits,
     );
     checkModel(deps, req.model);
-    const promptIds = await chatPrompt(deps, req);
-    const maxTokens = budget(
-      deps,
-      promptIds.length,
-      req.maxTokens,
-      deps.defaults.maxTokens,
-      "messages",
-    );
-    const job = submit(c, deps, promptIds, maxTokens, req.sampling, req.seed, req.ignoreEos);
+    const job = await chatJob(c, deps, req, req.messages, 0);
     await job.admitted;
     const id = newId("chatcmpl-");
     const created = Math.floor(Date.now() / 1000);
-    const parser = new ReplyParser({
-      openThinking: req.openThinking,
-      parseTools: req.parseToolCalls,
-    });
 
     if (!req.stream) {
-      const finish = await drain(
-        replyText(job, deps.tokenizer, req.stop),
-        (piece) => parser.push(piece),
-      );
-      parser.end();
-      const calls = parser.toolCalls;
+      const r = await runChat(c, deps, req, job, () => Promise.resolve());
       const message: Record<string, unknown> = {
         role: "assistant",
-        content: calls.length && !parser.content ? null : parser.content,
+        content: r.calls.length && !r.last.content ? null : r.last.content,
       };
-      if (parser.reasoning) message.reasoning_content = parser.reasoning;
-      if (calls.length) message.tool_calls = calls;
+      if (r.last.reasoning) message.reasoning_content = r.last.reasoning;
+      if (r.calls.length) message.tool_calls = r.calls;
+      if (r.executed.length) message.executed_tool_calls = r.executed;
       return c.json({
         id,
         object: "chat.completion",
         created,
         model: deps.modelId,
-        choices: [{ index: 0, message, logprobs: null, finish_reason: chatFinish(finish, calls) }],
-        usage: usageOf(job),
+        choices: [{
+          index: 0,
+          message,
+          logprobs: null,
+          finish_reason: chatFinish(r.finish, r.calls),
+        }],
+        usage: r.usage,
       });
     }
 
@@ -314,15 +443,13 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
       s.onAbort(() => job.cancel());
       try {
         await s.writeSSE({ data: chunk({ role: "assistant", content: "" }) });
-        const finish = await drain(replyText(job, deps.tokenizer, req.stop), async (piece) => {
-          for (const d of parser.push(piece)) await s.writeSSE({ data: chunk(d) });
-        });
-        if (finish === "cancelled") return;
-        for (const d of parser.end()) await s.writeSSE({ data: chunk(d) });
-        const calls = parser.toolCalls;
-        if (calls.length) await s.writeSSE({ data: chunk({ tool_calls: toolCallDeltas(calls) }) });
-        await s.writeSSE({ data: chunk({}, chatFinish(finish, calls)) });
-        await endStream(s, req.includeUsage ? { ...base, choices: [], usage: usageOf(job) } : null);
+        const r = await runChat(c, deps, req, job, (d) => s.writeSSE({ data: chunk(d) }));
+        if (r.finish === "cancelled") return;
+        if (r.calls.length) {
+          await s.writeSSE({ data: chunk({ tool_calls: toolCallDeltas(r.calls) }) });
+        }
+        await s.writeSSE({ data: chunk({}, chatFinish(r.finish, r.calls)) });
+        await endStream(s, req.includeUsage ? { ...base, choices: [], usage: r.usage } : null);
       } catch (e) {
         await failStream(s, job, e);
       }

@@ -3,7 +3,9 @@
  * assets). It streams replies from `/v1/chat/completions`, folds think blocks into a
  * `<details>`, has temperature / top-p / max-tokens / thinking controls, keeps the conversation
  * (sent as history and saved in localStorage), and a stop button that aborts the request — which
- * stops the generation on the server.
+ * stops the generation on the server. Tools the server runs (`GET /v1/tools`, `--tools builtin`)
+ * can be picked; each call the server ran and its result are folded into the reply as a
+ * `<details class="tool">`, and calls handed back to the client are shown as such.
  * @module
  */
 
@@ -34,6 +36,16 @@ details.think summary { cursor: pointer; user-select: none; }
 details.think .think-body { border-left: 3px solid var(--line); padding-left: 10px; margin-top: 4px; }
 .tool-call { font-family: ui-monospace, monospace; font-size: 13px; background: #f3f4f6;
   border-radius: 6px; padding: 6px 8px; margin-top: 6px; }
+details.tool { font-family: ui-monospace, monospace; font-size: 13px; background: #f1f7ef;
+  border: 1px solid #cfe3c8; border-radius: 6px; padding: 4px 8px; margin: 6px 0; white-space: normal; }
+details.tool summary { cursor: pointer; user-select: none; }
+details.tool summary .result { color: #2d6a1f; }
+details.tool.failed { background: #fdf3ea; border-color: #f0d2b5; }
+details.tool.failed summary .result { color: #a4501a; }
+details.tool pre { margin: 4px 0 0; white-space: pre-wrap; word-break: break-all; }
+#tools .tool-option { display: flex; gap: 6px; align-items: flex-start; font-size: 13px; margin: 4px 0;
+  color: var(--fg); }
+#tools .none { font-size: 12px; color: var(--muted); }
 .meta { font-size: 12px; color: var(--muted); margin-top: 6px; }
 form { display: flex; gap: 8px; padding: 12px 24px 20px; max-width: 868px; width: 100%; margin: 0 auto; }
 #input { flex: 1; resize: none; height: 64px; padding: 10px; border-radius: 10px; border: 1px solid var(--line);
@@ -48,11 +60,12 @@ const SCRIPT = String.raw`
 "use strict";
 const $ = (id) => document.getElementById(id);
 const STORE = "minimind-chat";
-const state = { history: [], controller: null, model: null };
+const state = { history: [], controller: null, model: null, tools: [], chosenTools: new Set() };
 
 function saveSettings() {
   const s = { temperature: $("temperature").value, top_p: $("top_p").value, max_tokens: $("max_tokens").value,
-    turns: $("turns").value, thinking: $("thinking").checked, system: $("system").value };
+    turns: $("turns").value, thinking: $("thinking").checked, system: $("system").value,
+    tools: [...document.querySelectorAll("#tools input:checked")].map((i) => i.value) };
   localStorage.setItem(STORE + "-settings", JSON.stringify(s));
   localStorage.setItem(STORE + "-key", $("api_key").value);
 }
@@ -61,6 +74,7 @@ function loadSettings() {
     const s = JSON.parse(localStorage.getItem(STORE + "-settings") || "{}");
     for (const k of ["temperature", "top_p", "max_tokens", "turns", "system"]) if (s[k] !== undefined) $(k).value = s[k];
     if (s.thinking !== undefined) $("thinking").checked = s.thinking;
+    state.chosenTools = new Set(s.tools || []);
     $("api_key").value = localStorage.getItem(STORE + "-key") || "";
     state.history = JSON.parse(localStorage.getItem(STORE + "-history") || "[]");
   } catch { state.history = []; }
@@ -100,7 +114,40 @@ function thinkBlock(parent, open) {
   parent.appendChild(d);
   return d;
 }
+function short(s, n) { s = String(s); return s.length > n ? s.slice(0, n) + "…" : s; }
+function toolBlock(parent, call) {
+  const d = document.createElement("details");
+  d.className = "tool" + (call.error ? " failed" : "");
+  const s = document.createElement("summary");
+  const name = document.createElement("span");
+  name.textContent = "tool " + call.function.name + "(" + short(call.function.arguments, 80) + ")";
+  const res = document.createElement("span");
+  res.className = "result";
+  res.textContent = " → " + short(call.result, 80);
+  s.append(name, res);
+  const body = document.createElement("pre");
+  body.textContent = "arguments: " + call.function.arguments + "\nresult: " + call.result;
+  d.append(s, body);
+  parent.appendChild(d);
+  return d;
+}
 function render(msg) {
+  if (msg.role === "tool") {
+    const last = [...document.querySelectorAll(".msg.assistant")].pop() || bubble("assistant");
+    toolBlock(last, { function: { name: msg.name || "tool", arguments: msg.arguments || "" }, result: msg.content,
+      error: /^\{"error"/.test(msg.content || "") });
+    return last;
+  }
+  if (msg.role === "assistant" && msg.continues) {
+    const last = [...document.querySelectorAll(".msg.assistant")].pop();
+    if (last) {
+      const c = document.createElement("div");
+      c.className = "content";
+      c.textContent = msg.content || "";
+      last.appendChild(c);
+      return last;
+    }
+  }
   const div = bubble(msg.role);
   if (msg.reasoning_content) thinkBlock(div, false).querySelector(".think-body").textContent = msg.reasoning_content;
   const c = document.createElement("div");
@@ -108,6 +155,7 @@ function render(msg) {
   c.textContent = msg.content || "";
   div.appendChild(c);
   for (const t of msg.tool_calls || []) {
+    if (msg.executed) continue;
     const tc = document.createElement("div");
     tc.className = "tool-call";
     tc.textContent = t.function.name + "(" + t.function.arguments + ")";
@@ -148,7 +196,7 @@ async function send(text) {
   const div = bubble("assistant");
   div.dataset.state = "streaming";
   let think = null, thinkBody = null;
-  const content = document.createElement("div");
+  let content = document.createElement("div");
   content.className = "content";
   div.appendChild(content);
   const meta = document.createElement("div");
@@ -168,8 +216,10 @@ async function send(text) {
     max_tokens: Number($("max_tokens").value) || 256, seed: Math.floor(Math.random() * 2 ** 31),
     chat_template_kwargs: { open_thinking: $("thinking").checked },
   };
-  const reply = { role: "assistant", content: "", reasoning_content: "" };
-  const calls = [];
+  const tools = state.tools.filter((t) => state.chosenTools.has(t.function.name));
+  if (tools.length) body.tools = tools;
+  let reply = { role: "assistant", content: "", reasoning_content: "" };
+  const calls = [], rounds = [];
   state.controller = new AbortController();
   setBusy(true);
   const t0 = performance.now();
@@ -201,6 +251,15 @@ async function send(text) {
         content.textContent = reply.content;
       }
       if (d.tool_calls) for (const t of d.tool_calls) calls.push(t);
+      if (d.executed_tool_calls) {
+        // a round the server ran: fold each call and its result in, then continue below it
+        for (const t of d.executed_tool_calls) toolBlock(div, t);
+        rounds.push({ reply, ran: d.executed_tool_calls });
+        reply = { role: "assistant", content: "", reasoning_content: "", continues: true };
+        content = document.createElement("div");
+        content.className = "content";
+        div.appendChild(content);
+      }
       if (choice.finish_reason) finish = choice.finish_reason;
       scroll();
     }
@@ -225,6 +284,14 @@ async function send(text) {
   div.dataset.state = "done";
   div.dataset.finish = finish || "";
   if (finish !== "error") {
+    for (const r of rounds) {
+      if (!r.reply.reasoning_content) delete r.reply.reasoning_content;
+      r.reply.executed = true;
+      r.reply.tool_calls = r.ran.filter((t) => t.function.name).map((t) => ({ id: t.id, type: "function", function: t.function }));
+      state.history.push(r.reply);
+      for (const t of r.ran) state.history.push({ role: "tool", tool_call_id: t.id, name: t.function.name,
+        arguments: t.function.arguments, content: t.result });
+    }
     if (!reply.reasoning_content) delete reply.reasoning_content;
     if (calls.length) reply.tool_calls = calls.map((t) => ({ id: t.id, type: "function", function: t.function }));
     state.history.push(reply);
@@ -232,6 +299,38 @@ async function send(text) {
   }
   scroll();
   $("input").focus();
+}
+
+async function loadTools() {
+  const box = $("tools");
+  box.replaceChildren();
+  try {
+    const res = await fetch("/v1/tools", { headers: headers() });
+    state.tools = res.ok ? (await res.json()).data : [];
+  } catch { state.tools = []; }
+  if (!state.tools.length) {
+    const none = document.createElement("div");
+    none.className = "none";
+    none.textContent = "None run here (start the server with --tools builtin); tool calls are shown as returned.";
+    box.appendChild(none);
+  }
+  for (const t of state.tools) {
+    const label = document.createElement("label");
+    label.className = "tool-option";
+    label.title = t.function.description;
+    const cb = document.createElement("input");
+    cb.type = "checkbox";
+    cb.value = t.function.name;
+    cb.checked = state.chosenTools.has(t.function.name);
+    cb.addEventListener("change", () => {
+      if (cb.checked) state.chosenTools.add(cb.value); else state.chosenTools.delete(cb.value);
+      saveSettings();
+    });
+    const name = document.createElement("span");
+    name.textContent = t.function.name;
+    label.append(cb, name);
+    box.appendChild(label);
+  }
 }
 
 document.addEventListener("DOMContentLoaded", async () => {
@@ -257,6 +356,7 @@ document.addEventListener("DOMContentLoaded", async () => {
     if (res.ok) { state.model = (await res.json()).data[0].id; $("model").textContent = state.model; }
     else $("model").textContent = res.status === 401 ? "API key needed" : "models: " + res.status;
   } catch { $("model").textContent = "offline"; }
+  await loadTools();
   document.body.dataset.ready = "1";
 });
 `;
@@ -285,6 +385,8 @@ export const CHAT_PAGE_HTML: string = `<!doctype html>
   <label for="turns">History (past rounds sent)</label>
   <input id="turns" type="number" min="0" max="32" value="4">
   <label class="row" for="thinking">Thinking <input id="thinking" type="checkbox"></label>
+  <label>Tools</label>
+  <div id="tools"></div>
   <label for="api_key">API key</label>
   <input id="api_key" type="password" autocomplete="off" placeholder="(none)">
   <button id="clear" class="secondary" type="button">Clear history</button>

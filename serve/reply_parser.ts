@@ -137,6 +137,8 @@ export class ReplyParser {
   content = "";
   /** Tool calls parsed so far. */
   readonly toolCalls: ToolCall[] = [];
+  /** Raw `<tool_call>` blocks that were not valid JSON calls (closed or not); kept as content too. */
+  readonly malformedCalls: string[] = [];
 
   /**
    * @param options `openThinking`: the prompt ended inside an open think block; `parseTools`:
@@ -211,7 +213,10 @@ export class ReplyParser {
         this.#tool += before;
         const call = parseToolCallBody(this.#tool);
         if (call) this.toolCalls.push(call);
-        else this.#emitRaw(TOOL_OPEN + this.#tool + TOOL_CLOSE, out);
+        else {
+          this.malformedCalls.push(TOOL_OPEN + this.#tool + TOOL_CLOSE);
+          this.#emitRaw(TOOL_OPEN + this.#tool + TOOL_CLOSE, out);
+        }
         this.#tool = "";
         this.#mode = "content";
         this.#stripLead = false;
@@ -259,6 +264,7 @@ export class ReplyParser {
     const rest = this.#buf;
     this.#buf = "";
     if (this.#mode === "tool") {
+      this.malformedCalls.push(TOOL_OPEN + this.#tool + rest);
       this.#emitRaw(TOOL_OPEN + this.#tool + rest, out);
       this.#tool = "";
       this.#mode = "content";

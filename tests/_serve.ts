@@ -9,7 +9,8 @@ import { config } from "../nn/model/minimind_config.ts";
 import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { key } from "../nn/random.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
-import { createApp, type CreateAppOptions, type ServeApp } from "../serve/mod.ts";
+import { createApp, type CreateAppOptions, type Engine, type ServeApp } from "../serve/mod.ts";
+import { tensor } from "../nn/creation.ts";
 import { fixture } from "./_util.ts";
 
 /** The tiny model's config. */
@@ -57,4 +58,42 @@ export function sseData(text: string): string[] {
   return text.split("\n\n").map((e) =>
     e.split("\n").filter((l) => l.startsWith("data:")).map((l) => l.slice(5).trimStart()).join("\n")
   ).filter((d) => d.length > 0);
+}
+
+/**
+ * A scripted engine for testing the tool flow without a trained model: for each prompt it decodes
+ * the prompt text, asks `reply` what the model "says", and emits those tokens and then eos as
+ * near-one-hot logits (every sampler picks them).
+ *
+ * @param tok the tokenizer (to read prompts and encode replies)
+ * @param reply prompt text → reply text
+ * @returns the engine
+ */
+export function scriptedEngine(tok: Tokenizer, reply: (prompt: string) => string): Engine {
+  const V = 6400;
+  type Row = { length: number; script: number[]; at: number };
+  const logits = (rows: Row[]) => {
+    const data = new Float32Array(rows.length * V);
+    rows.forEach((r, i) => data[i * V + (r.script[r.at] ?? tok.eosId)] = 40);
+    return tensor(data, [rows.length, V]);
+  };
+  return {
+    vocabSize: V,
+    maxPositions: 4096,
+    prefill(ids) {
+      const text = tok.decode([...ids], { skipSpecialTokens: false });
+      const script = [...tok.encode(reply(text), { addSpecialTokens: false }), tok.eosId];
+      const row: Row = { length: ids.length, script, at: 0 };
+      return { row, logits: logits([row]) };
+    },
+    decode(rows, _tokens) {
+      const rs = rows as Row[];
+      for (const r of rs) {
+        r.at++;
+        r.length++;
+      }
+      return logits(rs);
+    },
+    release() {},
+  };
 }

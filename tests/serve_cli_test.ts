@@ -60,11 +60,11 @@ async function startCli(args: string[]): Promise<Cli> {
   return { url, child, log: () => log, stop };
 }
 
-Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key; SIGTERM stops it", async () => {
+Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key, --tools builtin; SIGTERM stops it", async () => {
   const root = await Deno.makeTempDir();
   const dir = join(root, "tiny-chat");
   await saveModel(dir, { ...tinyModel(), tokenizer: await tokenizer() });
-  const cli = await startCli(["--load_from", dir, "--api_key", "k1"]);
+  const cli = await startCli(["--load_from", dir, "--api_key", "k1", "--tools", "builtin"]);
   const url = cli.url;
   try {
     assert.equal(
@@ -74,6 +74,10 @@ Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key; SIGTERM stop
     const models =
       await (await fetch(`${url}/v1/models`, { headers: { authorization: "Bearer k1" } })).json();
     assert.deepEqual(models.data.map((m: { id: string }) => m.id), ["tiny-chat", "minimind"]);
+    const tools =
+      await (await fetch(`${url}/v1/tools`, { headers: { authorization: "Bearer k1" } }))
+        .json();
+    assert.equal(tools.data.length, 4, "--tools builtin: the server runs its four tools");
     const r = await fetch(`${url}/v1/chat/completions`, {
       method: "POST",
       headers: { authorization: "Bearer k1", "content-type": "application/json" },

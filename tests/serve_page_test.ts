@@ -5,7 +5,8 @@
 import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import { startServer } from "../serve.ts";
-import { tinyApp } from "./_serve.ts";
+import { builtinTools } from "../agent/builtin.ts";
+import { scriptedEngine, tinyApp, tokenizer } from "./_serve.ts";
 
 const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
 const FLAGS = [
@@ -19,6 +20,7 @@ const FLAGS = [
   "--disable-sync",
 ];
 const SHOT = new URL("../out/screenshots/chat_page.png", import.meta.url).pathname;
+const TOOL_SHOT = new URL("../out/screenshots/chat_tools.png", import.meta.url).pathname;
 
 Deno.test({
   name: "chat page: streams a reply, folds thinking, stops, keeps history (headless Chromium)",
@@ -134,3 +136,97 @@ async function ensureDir(path: string): Promise<string> {
   await Deno.mkdir(path.slice(0, path.lastIndexOf("/")), { recursive: true });
   return path;
 }
+
+Deno.test({
+  name:
+    "chat page: pick a tool; the server's call and its result are folded into the reply (headless Chromium)",
+  sanitizeResources: false,
+  sanitizeOps: false,
+  fn: async () => {
+    // a scripted engine "calls" the calculator, then answers from the tool response it is shown
+    const tok = await tokenizer();
+    const app = await tinyApp({
+      tools: builtinTools([]),
+      engine: scriptedEngine(tok, (prompt) => {
+        const lastTurn = prompt.slice(prompt.lastIndexOf("<|im_start|>user"));
+        const r = /<tool_response>\n([\s\S]*?)\n<\/tool_response>/.exec(lastTurn);
+        if (r) return `12 × 37 = ${r[1]}。`;
+        if (!prompt.includes("calculate_math")) return "（没有可用的工具）";
+        return '<tool_call>\n{"name": "calculate_math", "arguments": {"expression": "12*37"}}\n</tool_call>';
+      }),
+    });
+    const server = startServer(app, { port: 0 });
+    const browser = await chromium.launch({
+      executablePath: CHROMIUM,
+      headless: true,
+      args: FLAGS,
+    });
+    try {
+      const page = await browser.newPage({ viewport: { width: 1100, height: 760 } });
+      const errors: string[] = [];
+      page.on("pageerror", (e) => errors.push(String(e)));
+      const bodies: Record<string, unknown>[] = [];
+      page.on("request", (r) => {
+        if (r.url().endsWith("/v1/chat/completions")) bodies.push(JSON.parse(r.postData() ?? "{}"));
+      });
+      await page.route("**/*", (route) => {
+        const u = new URL(route.request().url());
+        return u.hostname === "127.0.0.1" ? route.continue() : route.abort();
+      });
+      await page.goto(server.url + "/");
+      await page.waitForSelector("body[data-ready='1']");
+      // the four tools the server runs are offered; none is chosen yet
+      assert.deepEqual(await page.locator("#tools .tool-option").allTextContents(), [
+        "calculate_math",
+        "unit_converter",
+        "date_calculator",
+        "poetry_lookup",
+      ]);
+      await page.check("#tools input[value='calculate_math']");
+      await page.fill("#input", "12 乘以 37 等于多少？");
+      await page.press("#input", "Enter");
+      await page.waitForSelector(".msg.assistant[data-state='done']", { timeout: 20_000 });
+      const sent = bodies[0] as { tools: { function: { name: string } }[] };
+      assert.deepEqual(sent.tools.map((t) => t.function.name), ["calculate_math"]);
+      // the call and its result, folded, then the answer that used it
+      const tool = page.locator(".msg.assistant details.tool");
+      assert.equal(await tool.count(), 1);
+      assert.equal(await tool.getAttribute("open"), null, "folded");
+      assert.equal(
+        await tool.locator("summary").textContent(),
+        'tool calculate_math({"expression":"12*37"}) → 444',
+      );
+      assert.match((await tool.locator("pre").textContent())!, /result: 444/);
+      const answer = await page.locator(".msg.assistant .content").allTextContents();
+      assert.equal(answer.join(""), "12 × 37 = 444。");
+      assert.equal(await page.getAttribute(".msg.assistant", "data-finish"), "stop");
+      await tool.locator("summary").click(); // unfold it for the screenshot
+      await page.screenshot({ path: await ensureDir(TOOL_SHOT), fullPage: true });
+
+      // the history keeps the call, the tool result and the answer, and sends them along
+      await page.reload();
+      await page.waitForSelector("body[data-ready='1']");
+      assert.equal(await page.locator(".msg.assistant details.tool").count(), 1);
+      assert.equal(await page.isChecked("#tools input[value='calculate_math']"), true);
+      await page.uncheck("#tools input[value='calculate_math']");
+      await page.fill("#input", "再说一遍");
+      await page.press("#input", "Enter");
+      await page.waitForSelector(".msg.assistant:nth-of-type(4)[data-state='done']", {
+        timeout: 20_000,
+      });
+      const b1 = bodies[1] as { messages: { role: string }[]; tools?: unknown };
+      assert.deepEqual(b1.messages.map((m) => m.role), [
+        "user",
+        "assistant",
+        "tool",
+        "assistant",
+        "user",
+      ]);
+      assert.equal(b1.tools, undefined, "no tool chosen, none sent");
+      assert.deepEqual(errors, []);
+    } finally {
+      await browser.close();
+      await server.shutdown();
+    }
+  },
+});

@@ -33,20 +33,20 @@ Deno.test("cycles() finds each cycle once, as a closed path; type-only imports d
 
 /** The README's architecture rows, top (0) to bottom. */
 function layer(f: string): number {
-  if (f === "cli.ts") return 9; // a leaf every command imports
+  if (f === "cli.ts") return 10; // a leaf every command imports
   if (
     /^(serve|demo|mod)\.ts$/.test(f) || /^train\/(pretrain|sft|eval_llm)\.ts$/.test(f) ||
-    f === "data/corpus/main.ts"
+    /^rl\/(ppo|grpo|spo)\.ts$/.test(f) ||
+    /^agent\/(train_agent|eval_toolcall|data)\.ts$/.test(f) || f === "data/corpus/main.ts"
   ) return 0;
-  if (/^rl\/(ppo|grpo|spo)\.ts$/.test(f)) return 0; // the RL commands
-  if (f.startsWith("rl/")) return 0.5; // RL builds on the training services
-  if (f.startsWith("serve/") || f.startsWith("train/")) return 1;
-  if (f.startsWith("nn/model/") || f.startsWith("data/") || f.startsWith("convert/")) return 2;
-  if (f === "nn/autodiff.ts") return 3;
-  if (f.startsWith("nn/ops/")) return 4;
-  if (f.startsWith("nn/backend/")) return 6;
-  if (["nn/op.ts", "nn/dtype.ts", "nn/shape.ts", "nn/scope_stack.ts"].includes(f)) return 7;
-  if (f.startsWith("nn/")) return 5;
+  if (f.startsWith("agent/")) return 1;
+  if (f.startsWith("serve/") || f.startsWith("train/") || f.startsWith("rl/")) return 2;
+  if (f.startsWith("nn/model/") || f.startsWith("data/") || f.startsWith("convert/")) return 3;
+  if (f === "nn/autodiff.ts") return 4;
+  if (f.startsWith("nn/ops/")) return 5;
+  if (f.startsWith("nn/backend/")) return 7;
+  if (["nn/op.ts", "nn/dtype.ts", "nn/shape.ts", "nn/scope_stack.ts"].includes(f)) return 8;
+  if (f.startsWith("nn/")) return 6;
   return -1; // tests, benchmarks, tools, examples: anything goes
 }
 

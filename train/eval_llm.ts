@@ -13,6 +13,7 @@ import { loadModel } from "../convert/hf.ts";
 import * as lora from "../convert/lora.ts";
 import { YARN_DEFAULTS } from "../nn/model/minimind_config.ts";
 import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
+import type { MiniMindParams } from "../nn/model/minimind.ts";
 import { generate } from "../nn/model/generate.ts";
 import type { ChatMessage } from "../data/chat_template.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
@@ -130,19 +131,34 @@ export class LineReader {
   }
 }
 
+/** The flags that pick a weight file. */
+export interface WeightFlags {
+  /** 'model' = `<save_dir>/<weight>_<hidden>[_moe].safetensors`; else a file or HF folder. */
+  load_from: string;
+  /** Where our weights are. */
+  save_dir: string;
+  /** Weight prefix. */
+  weight: string;
+  /** Hidden size in the file name. */
+  hidden_size: number;
+  /** `_moe` in the file name. */
+  use_moe: boolean;
+  /** Tokenizer path (default: beside the weights, else `out/tokenizer`). */
+  tokenizer_path?: string;
+}
+
 /**
- * Runs the eval command.
+ * Loads the weights the flags name, with their tokenizer.
  *
- * @param argv command-line arguments
- * @returns the exit code
+ * @param a the weight flags
+ * @returns the path and the model (config, params, tokenizer)
+ * @throws UsageError naming the missing file and the task that trains it
  */
-export async function main(argv: readonly string[]): Promise<number> {
-  const { values: a, help } = parseFlags(argv, EVAL_FLAGS, COMMAND);
-  if (help) {
-    console.log(usage(COMMAND, "Chat with or auto-test a model (eval_llm.py).", EVAL_FLAGS));
-    return 0;
-  }
-  const device = await selectDevice(a.device);
+export async function loadWeightsFor(
+  a: WeightFlags,
+): Promise<
+  { path: string; model: { cfg: MiniMindConfig; params: MiniMindParams; tokenizer: Tokenizer } }
+> {
   const path = a.load_from === "model"
     ? join(a.save_dir, `${weightStem(a.weight, a.hidden_size, a.use_moe)}.safetensors`)
     : a.load_from;
@@ -157,6 +173,23 @@ export async function main(argv: readonly string[]): Promise<number> {
   const tokenizer = a.tokenizer_path
     ? await Tokenizer.fromFile(a.tokenizer_path)
     : loaded.tokenizer ?? await Tokenizer.fromFile(DEFAULT_TOKENIZER);
+  return { path, model: { cfg: loaded.cfg, params: loaded.params, tokenizer } };
+}
+
+/**
+ * Runs the eval command.
+ *
+ * @param argv command-line arguments
+ * @returns the exit code
+ */
+export async function main(argv: readonly string[]): Promise<number> {
+  const { values: a, help } = parseFlags(argv, EVAL_FLAGS, COMMAND);
+  if (help) {
+    console.log(usage(COMMAND, "Chat with or auto-test a model (eval_llm.py).", EVAL_FLAGS));
+    return 0;
+  }
+  const device = await selectDevice(a.device);
+  const { path, model: loaded } = await loadWeightsFor(a);
   let cfg: MiniMindConfig = loaded.cfg;
   if (a.inference_rope_scaling) {
     cfg = { ...cfg, inferenceRopeScaling: true, ropeScaling: YARN_DEFAULTS };
@@ -167,6 +200,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     params = await lora.applyFile(params, lp);
     console.log(`LoRA: ${lp} (${lora.count(lora.split(params)[0])} adapter params, unmerged)`);
   }
+  const { tokenizer } = loaded;
   const model = { cfg, params, tokenizer };
   console.log(
     `Loaded ${path} on ${device} (hidden ${cfg.hiddenSize}, ${cfg.numHiddenLayers} layers)`,

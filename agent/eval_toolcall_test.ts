@@ -1,0 +1,85 @@
+import assert from "node:assert/strict";
+import { saveModel } from "../convert/hf.ts";
+import { tinyModel, tokenizer } from "../tests/_serve.ts";
+import { main } from "./eval_toolcall.ts";
+import { evaluateToolUse } from "./evaluate.ts";
+import { builtinTools } from "./builtin.ts";
+import { minimindMathTasks, taskFromRecord, taskRecord } from "./tasks.ts";
+
+async function captured(f: () => Promise<number>): Promise<[number, string]> {
+  const lines: string[] = [];
+  const log = console.log;
+  console.log = (...a: unknown[]) => lines.push(a.join(" "));
+  try {
+    return [await f(), lines.join("\n")];
+  } finally {
+    console.log = log;
+  }
+}
+
+Deno.test("deno task eval_toolcall: loads a model, runs the 20 calculator tasks, reports the three rates", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    await saveModel(dir, { ...tinyModel(), tokenizer: await tokenizer() });
+    const [code, out] = await captured(() =>
+      main([
+        "--load_from",
+        dir,
+        "--task_set",
+        "minimind",
+        "--max_new_tokens",
+        "4",
+        "--max_turns",
+        "1",
+      ])
+    );
+    assert.equal(code, 0);
+    assert.match(
+      out,
+      /minimind math \(20\): accuracy \d+\/20 = [\d.]+%, calls\/task [\d.]+, malformed [\d.]+%, mean reward -?[\d.]+/,
+    );
+    // and MiniMind's format from a file
+    const file = `${dir}/tasks.jsonl`;
+    await Deno.writeTextFile(
+      file,
+      minimindMathTasks().slice(0, 2).map((t) => JSON.stringify(taskRecord(t))).join("\n") + "\n",
+    );
+    const [code2, out2] = await captured(() =>
+      main(["--load_from", dir, "--data_path", file, "--max_new_tokens", "4", "--max_turns", "1"])
+    );
+    assert.equal(code2, 0);
+    assert.match(out2, /tasks\.jsonl: accuracy \d\/2/);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
+Deno.test("tasks: agent_rl records round-trip; a perfect scripted model scores 20/20 with one call each", async () => {
+  const tasks = minimindMathTasks();
+  assert.equal(tasks.length, 20);
+  assert.deepEqual(tasks.slice(0, 3).map((t) => t.gt[0]), ["579", "1200", "613"]);
+  const back = taskFromRecord(taskRecord(tasks[4]), "x");
+  assert.deepEqual(back.messages, tasks[4].messages);
+  assert.deepEqual(back.tools, tasks[4].tools);
+  assert.deepEqual(back.gt, ["126"]);
+  assert.throws(
+    () => taskFromRecord({ conversations: [], gt: [] }, "f.jsonl:3"),
+    /f\.jsonl:3: "conversations"/,
+  );
+  // a scripted "model" that reads the question and calls with the reference expression
+  const byQuestion = new Map(tasks.map((t) => [String(t.messages[1].content), t]));
+  const report = await evaluateToolUse(
+    (messages) => {
+      const last = messages.at(-1)!;
+      if (last.role === "tool") return Promise.resolve(`答案是 ${last.content}。`);
+      const t = byQuestion.get(String(last.content))!;
+      return Promise.resolve(`<tool_call>\n${JSON.stringify(t.reference)}\n</tool_call>`);
+    },
+    tasks,
+    { tools: builtinTools([]) },
+  );
+  assert.equal(report.accuracy, 1);
+  assert.equal(report.callsPerTask, 1);
+  assert.equal(report.malformedRate, 0);
+  assert.equal(report.meanReward, 3);
+});

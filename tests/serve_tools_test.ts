@@ -1,0 +1,111 @@
+// The server's tool flow with a scripted engine (it "says" a calculator call, then reads the tool
+// response from its prompt and answers): with `tools` (serve.ts --tools builtin) the server runs
+// the call and generates again; without, the call goes back to the client (OpenAI behaviour).
+import assert from "node:assert/strict";
+import { builtinTools } from "../agent/builtin.ts";
+import { toolSchema } from "../serve/tools.ts";
+import { postJson, scriptedEngine, sseData, tinyApp, tokenizer } from "./_serve.ts";
+
+const CALC = toolSchema(builtinTools([])[0]);
+const WEATHER = {
+  type: "function",
+  function: { name: "get_weather", description: "weather", parameters: { type: "object" } },
+};
+
+/** The scripted model: a tool call first, then an answer quoting the tool response. */
+function script(prompt: string): string {
+  const lastTurn = prompt.slice(prompt.lastIndexOf("<|im_start|>user"));
+  const response = /<tool_response>\n([\s\S]*?)\n<\/tool_response>/.exec(lastTurn);
+  if (response) return `结果是 ${response[1]}。`;
+  if (prompt.includes('"get_weather"')) {
+    return '<tool_call>\n{"name": "get_weather", "arguments": {}}\n</tool_call>';
+  }
+  return '<tool_call>\n{"name": "calculate_math", "arguments": {"expression": "12*37"}}\n</tool_call>';
+}
+
+async function app(serverTools: boolean) {
+  const tok = await tokenizer();
+  return tinyApp({
+    engine: scriptedEngine(tok, script),
+    tools: serverTools ? builtinTools([]) : [],
+  });
+}
+
+const ask = (extra: Record<string, unknown> = {}) => ({
+  messages: [{ role: "user", content: "12 乘 37 是多少？" }],
+  tools: [CALC],
+  max_tokens: 64,
+  ...extra,
+});
+
+Deno.test("serve --tools builtin: the server runs the call, feeds the result back and answers (JSON)", async () => {
+  const a = await app(true);
+  try {
+    const listed = await (await a.request("/v1/tools")).json();
+    assert.deepEqual(listed.data.map((t: typeof CALC) => t.function.name), [
+      "calculate_math",
+      "unit_converter",
+      "date_calculator",
+      "poetry_lookup",
+    ]);
+    const body = await (await postJson(a, "/v1/chat/completions", ask())).json();
+    const choice = body.choices[0];
+    assert.equal(choice.finish_reason, "stop");
+    assert.equal(choice.message.content, "结果是 444。");
+    assert.equal(choice.message.tool_calls, undefined, "nothing left for the client to run");
+    const [ran] = choice.message.executed_tool_calls;
+    assert.equal(ran.function.name, "calculate_math");
+    assert.deepEqual(JSON.parse(ran.function.arguments), { expression: "12*37" });
+    assert.equal(ran.result, "444");
+    assert.equal(ran.error, null);
+    assert.ok(
+      body.usage.prompt_tokens > 0 && body.usage.completion_tokens > 10,
+      "two turns counted",
+    );
+  } finally {
+    await a.close();
+  }
+});
+
+Deno.test("serve --tools builtin: streaming shows the executed call, then the answer", async () => {
+  const a = await app(true);
+  try {
+    const res = await postJson(a, "/v1/chat/completions", ask({ stream: true }));
+    const chunks = sseData(await res.text()).filter((d) => d !== "[DONE]").map((d) =>
+      JSON.parse(d)
+    );
+    const deltas = chunks.map((c) => c.choices[0]?.delta ?? {});
+    const at = deltas.findIndex((d) => d.executed_tool_calls);
+    assert.ok(at > 0);
+    assert.equal(deltas[at].executed_tool_calls[0].result, "444");
+    const after = deltas.slice(at + 1).map((d) => d.content ?? "").join("");
+    assert.equal(after, "结果是 444。");
+    assert.equal(chunks.at(-1).choices[0].finish_reason, "stop");
+  } finally {
+    await a.close();
+  }
+});
+
+Deno.test("serve (default): tool calls go back to the client; a client-side tool is never run by the server", async () => {
+  const plain = await app(false);
+  try {
+    const body = await (await postJson(plain, "/v1/chat/completions", ask())).json();
+    assert.equal(body.choices[0].finish_reason, "tool_calls");
+    assert.equal(body.choices[0].message.tool_calls[0].function.name, "calculate_math");
+    assert.equal(body.choices[0].message.executed_tool_calls, undefined);
+    assert.deepEqual((await (await plain.request("/v1/tools")).json()).data, []);
+  } finally {
+    await plain.close();
+  }
+  const withTools = await app(true);
+  try {
+    const body =
+      await (await postJson(withTools, "/v1/chat/completions", ask({ tools: [WEATHER] })))
+        .json();
+    assert.equal(body.choices[0].finish_reason, "tool_calls");
+    assert.equal(body.choices[0].message.tool_calls[0].function.name, "get_weather");
+    assert.equal(body.choices[0].message.executed_tool_calls, undefined);
+  } finally {
+    await withTools.close();
+  }
+});
