@@ -262,7 +262,7 @@ Deno.test("deno run serve.ts without flags names the permissions to add; command
   assert.equal(none.code, 2);
   assert.match(
     new TextDecoder().decode(none.stderr),
-    /missing command.*\n.*Commands: pretrain, sft, eval, demo, serve/s,
+    /missing command.*\n.*Commands: pretrain, sft, lora, dpo, distill, reason, .*ppo, grpo, spo, agent, .*convert, demo, .*serve, tokenizer, corpus/s,
   );
   const help = await run(["run", "-A", cli, "serve", "--help"]);
   assert.equal(help.code, 0);
