@@ -23,6 +23,7 @@ import { trainTokenizer } from "../data/bpe_trainer.ts";
 import { buildCorpus } from "../data/corpus/build.ts";
 import { readTrainingTexts } from "../data/train_tokenizer.ts";
 import type { Dataset, LMSample } from "../data/datasets.ts";
+import type { DatasetOptions } from "../data/datasets.ts";
 import { DataLoader } from "../data/loader.ts";
 import type { Batch } from "../data/loader.ts";
 import type { Flags, FlagTable } from "../cli.ts";
@@ -39,7 +40,8 @@ import type { AsyncTrainer, Trainer } from "./trainer.ts";
 import type { LoopResult } from "./loop.ts";
 import { formatDuration, Progress } from "./progress.ts";
 import type { Communicator } from "./dist/comm.ts";
-import { broadcastJson, SoloCommunicator } from "./dist/comm.ts";
+import { broadcastJson, rankZeroFirst, SoloCommunicator } from "./dist/comm.ts";
+import { openCommunicator } from "./dist/mpi.ts";
 import { broadcastParams, dataParallel, dataParallelTrainer } from "./dist/data_parallel.ts";
 import { ShardedLoader } from "./dist/shard.ts";
 
@@ -522,4 +524,60 @@ export function reportRun(r: LmRunResult): number {
   if (!r.interrupted) console.log(`Weights: ${r.files.weights}`);
   console.log(`Metrics: ${r.files.metrics}, loss curve: ${r.files.lossCurve}`);
   return r.interrupted ? 130 : 0;
+}
+
+/** What `pretrain` and `sft` differ in: their default data and their dataset class. */
+export interface LmCommand {
+  /** The embedded corpus file used without `--data_path`. */
+  corpus: "pretrain" | "sft";
+  /** Opens the dataset (PretrainDataset or SFTDataset). */
+  dataset: (path: string, tokenizer: Tokenizer, o: DatasetOptions) => Dataset<LMSample>;
+  /** What one record is, for the log line ("texts", "conversations"). */
+  records: string;
+}
+
+/**
+ * The body of `deno task pretrain` and `deno task sft`: checks the inputs, opens the data-parallel
+ * group (one process unless under `mpirun`; rank 0 logs), selects the device and precision, loads
+ * the tokenizer and data (rank 0 first, so what it builds is read by the others), trains, and
+ * reports the run on rank 0.
+ *
+ * @param args parsed flags
+ * @param given the flags given on the command line
+ * @param command the command's data
+ * @returns the exit code
+ */
+export async function runLmCommand(
+  args: LmArgs,
+  given: Set<string>,
+  command: LmCommand,
+): Promise<number> {
+  await checkInputs(args); // before the tokenizer, the corpus or the device start
+  // 1. device, and the data-parallel group under mpirun (rank 0 logs)
+  const comm = openCommunicator();
+  const log = comm.rank === 0 ? console.log : () => {};
+  const device = await selectDevice(args.device);
+  log(`Device: ${device}`);
+  log(applyDtype(args.dtype, device));
+
+  // 2. tokenizer and data (default: the embedded corpus)
+  const { tokenizer, data, dataset } = await rankZeroFirst(comm, async () => {
+    const tokenizer = await resolveTokenizer(args.tokenizer_path, log);
+    const data = args.data_path ?? (await buildCorpus({ log }))[command.corpus];
+    const dataset = command.dataset(data, tokenizer, {
+      maxLength: args.max_seq_len,
+      seed: args.seed,
+      skipBadLines: args.skip_bad_lines,
+    });
+    return { tokenizer, data, dataset };
+  });
+  log(
+    `Data: ${data} (${dataset.length} ${command.records}, up to ${args.max_seq_len} tokens each)`,
+  );
+
+  // 3. model and training
+  const r = await runLm({ args, given, dataset, tokenizer, comm });
+  comm.close();
+  if (comm.rank !== 0) return r.interrupted ? 130 : 0;
+  return reportRun(r);
 }

@@ -9,20 +9,9 @@
  *   deno task pretrain --from_resume 1                   # continue after Ctrl-C
  * @module
  */
-import { buildCorpus } from "../data/corpus/build.ts";
 import { PretrainDataset } from "../data/datasets.ts";
 import { parseFlags, runMain, usage } from "../cli.ts";
-import {
-  applyDtype,
-  checkInputs,
-  lmFlags,
-  reportRun,
-  resolveTokenizer,
-  runLm,
-  selectDevice,
-} from "./lm.ts";
-import { rankZeroFirst } from "./dist/comm.ts";
-import { openCommunicator } from "./dist/mpi.ts";
+import { lmFlags, runLmCommand } from "./lm.ts";
 
 /** MiniMind2's train_pretrain.py defaults (epochs 1, batch 32, lr 5e-4, accumulation 8, 340 tokens). */
 export const PRETRAIN_FLAGS = lmFlags({
@@ -51,33 +40,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     );
     return 0;
   }
-  await checkInputs(args); // before the tokenizer, the corpus or the device start
-  // 1. device, and the data-parallel group under mpirun (rank 0 logs)
-  const comm = openCommunicator();
-  const log = comm.rank === 0 ? console.log : () => {};
-  const device = await selectDevice(args.device);
-  log(`Device: ${device}`);
-  log(applyDtype(args.dtype, device));
-
-  // 2. tokenizer and data (default: the embedded poetry corpus)
-  // (rank 0 first: a tokenizer or corpus it builds is then read by the others)
-  const { tokenizer, data, dataset } = await rankZeroFirst(comm, async () => {
-    const tokenizer = await resolveTokenizer(args.tokenizer_path, log);
-    const data = args.data_path ?? (await buildCorpus({ log })).pretrain;
-    const dataset = new PretrainDataset(data, tokenizer, {
-      maxLength: args.max_seq_len,
-      seed: args.seed,
-      skipBadLines: args.skip_bad_lines,
-    });
-    return { tokenizer, data, dataset };
+  return await runLmCommand(args, given, {
+    corpus: "pretrain",
+    dataset: (path, tokenizer, o) => new PretrainDataset(path, tokenizer, o),
+    records: "texts",
   });
-  log(`Data: ${data} (${dataset.length} texts, up to ${args.max_seq_len} tokens each)`);
-
-  // 3. model and training
-  const r = await runLm({ args, given, dataset, tokenizer, comm });
-  comm.close();
-  if (comm.rank !== 0) return r.interrupted ? 130 : 0;
-  return reportRun(r);
 }
 
 if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));

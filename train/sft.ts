@@ -9,20 +9,9 @@
  *   deno task sft --from_weight out/pretrain_256.safetensors --epochs 1
  * @module
  */
-import { buildCorpus } from "../data/corpus/build.ts";
 import { SFTDataset } from "../data/datasets.ts";
 import { parseFlags, runMain, usage } from "../cli.ts";
-import {
-  applyDtype,
-  checkInputs,
-  lmFlags,
-  reportRun,
-  resolveTokenizer,
-  runLm,
-  selectDevice,
-} from "./lm.ts";
-import { rankZeroFirst } from "./dist/comm.ts";
-import { openCommunicator } from "./dist/mpi.ts";
+import { lmFlags, runLmCommand } from "./lm.ts";
 
 /**
  * train_full_sft.py defaults: epochs 2, batch 16, accumulation 1, 340 tokens (MiniMind2), from
@@ -52,33 +41,11 @@ export async function main(argv: readonly string[]): Promise<number> {
     console.log(usage(COMMAND, "Supervised fine-tuning (trainer/train_full_sft.py).", SFT_FLAGS));
     return 0;
   }
-  await checkInputs(args); // before the tokenizer, the corpus or the device start
-  // 1. device, and the data-parallel group under mpirun (rank 0 logs)
-  const comm = openCommunicator();
-  const log = comm.rank === 0 ? console.log : () => {};
-  const device = await selectDevice(args.device);
-  log(`Device: ${device}`);
-  log(applyDtype(args.dtype, device));
-
-  // 2. tokenizer and data (default: the embedded corpus's SFT conversations)
-  // (rank 0 first: a tokenizer or corpus it builds is then read by the others)
-  const { tokenizer, data, dataset } = await rankZeroFirst(comm, async () => {
-    const tokenizer = await resolveTokenizer(args.tokenizer_path, log);
-    const data = args.data_path ?? (await buildCorpus({ log })).sft;
-    const dataset = new SFTDataset(data, tokenizer, {
-      maxLength: args.max_seq_len,
-      seed: args.seed,
-      skipBadLines: args.skip_bad_lines,
-    });
-    return { tokenizer, data, dataset };
+  return await runLmCommand(args, given, {
+    corpus: "sft",
+    dataset: (path, tokenizer, o) => new SFTDataset(path, tokenizer, o),
+    records: "conversations",
   });
-  log(`Data: ${data} (${dataset.length} conversations, up to ${args.max_seq_len} tokens)`);
-
-  // 3. model (from the pretrain weights) and training
-  const r = await runLm({ args, given, dataset, tokenizer, comm });
-  comm.close();
-  if (comm.rank !== 0) return r.interrupted ? 130 : 0;
-  return reportRun(r);
 }
 
 if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));
