@@ -6,7 +6,9 @@ import assert from "node:assert/strict";
 import { chromium } from "playwright-core";
 import { startServer } from "../serve.ts";
 import { builtinTools } from "../agent/builtin.ts";
-import { scriptedEngine, tinyApp, tokenizer } from "./_serve.ts";
+import { MiniMindEngine } from "../serve/engine.ts";
+import type { Engine } from "../serve/scheduler.ts";
+import { scriptedEngine, tinyApp, tinyModel, tokenizer } from "./_serve.ts";
 
 const CHROMIUM = Deno.env.get("CHROMIUM_PATH") ?? "/usr/bin/chromium";
 const FLAGS = [
@@ -22,12 +24,35 @@ const FLAGS = [
 const SHOT = new URL("../out/screenshots/chat_page.png", import.meta.url).pathname;
 const TOOL_SHOT = new URL("../out/screenshots/chat_tools.png", import.meta.url).pathname;
 
+/**
+ * The tiny model's engine at no less than 3 ms per decoded token (4000 tokens: 12 s, past the test's 10 s wait for the first text): on an idle machine the tiny
+ * model can write the 4000-token reply of the stop check before the click lands (the test then
+ * sees "length", not "stopped"); paced, the reply is still streaming when Stop is pressed.
+ */
+function pacedEngine(): Engine {
+  const inner = new MiniMindEngine(tinyModel(), { maxPositions: 4097 });
+  return {
+    vocabSize: inner.vocabSize,
+    maxPositions: inner.maxPositions,
+    prefill: (ids) => inner.prefill(ids),
+    decode: (rows, tokens) => {
+      const until = performance.now() + 3;
+      while (performance.now() < until) {
+        // wait: the pace, not the work, is what this engine adds
+      }
+      return inner.decode(rows, tokens);
+    },
+    release: (row) => inner.release(row),
+    idle: () => inner.idle(),
+  };
+}
+
 Deno.test({
   name: "chat page: streams a reply, folds thinking, stops, keeps history (headless Chromium)",
   sanitizeResources: false,
   sanitizeOps: false,
   fn: async () => {
-    const app = await tinyApp();
+    const app = await tinyApp({ engine: pacedEngine() });
     const server = startServer(app, { port: 0 });
     const browser = await chromium.launch({
       executablePath: CHROMIUM,
