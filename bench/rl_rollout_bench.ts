@@ -32,7 +32,7 @@ const FLAGS = {
   prompt: { type: "int", default: 24, min: 1, help: "prompt tokens per row" },
   tokenizer: {
     type: "string",
-    default: new URL("../../shared/fixtures/minimind/minimind2", import.meta.url).pathname,
+    default: new URL("../tokenizers/minimind2", import.meta.url).pathname,
     help: "tokenizer folder (vocab 6400)",
   },
   hidden_size: { type: "int", default: 192, min: 8, help: "model width (demo: 192)" },

@@ -15,7 +15,7 @@ import { scalar } from "../nn/creation.ts";
 import { flatten, type Tree, unflatten } from "../nn/tree.ts";
 import { generate } from "../nn/model/generate.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
-import { fixture } from "../tests/_util.ts";
+import { fixture, needsTool } from "../tests/_util.ts";
 
 Deno.test("gguf: q/k permutation maps rotate-half pairs to interleaved pairs", () => {
   // 2 heads of width 4, 1 column: rows [h0: a0 a1 | b0 b1, h1: …] → [a0 b0 a1 b1, …]
@@ -203,53 +203,65 @@ async function checkWithLlamaCpp(t: Deno.TestContext, llama: Llama, c: Case, dir
   }
 }
 
-Deno.test("gguf: llama.cpp (node-llama-cpp) loads our GGUF, tokenizes and continues like us", async (t) => {
-  const got = await llamaCpp();
-  if ("reason" in got) {
-    console.log(`  SKIPPED: ${got.reason}`);
-    await t.step({ name: `skipped: ${got.reason}`, ignore: true, fn() {} });
-    return;
-  }
-  const dir = await Deno.makeTempDir();
-  try {
-    const cases: Case[] = [
-      {
-        label: "demo-sized (llama)",
-        cfg: config("minimind2-small", {
-          hiddenSize: 192,
-          numHiddenLayers: 4,
-          numAttentionHeads: 6,
-          numKeyValueHeads: 2,
-        }),
-        tokenizer: "minimind/minimind2",
-        dtypes: ["f32", "f16", "q8_0"],
-        exact: true,
-      },
-      {
-        label: "MiniMind2-Small (llama)",
-        cfg: config("minimind2-small"),
-        tokenizer: "minimind/minimind2",
-        dtypes: ["f32", "q8_0"],
-        exact: true,
-      },
-      {
-        label: "minimind-3 tiny untied (qwen3)",
-        cfg: config("minimind3", { hiddenSize: 128, numHiddenLayers: 2, tieWordEmbeddings: false }),
-        tokenizer: "minimind/minimind-3",
-        dtypes: ["f32"],
-        exact: true,
-      },
-      {
-        label: "minimind-3 MoE tiny (qwen3moe)",
-        cfg: config("minimind3-moe", { hiddenSize: 128, numHiddenLayers: 2, numExpertsPerTok: 2 }),
-        tokenizer: "minimind/minimind-3",
-        dtypes: ["f32"],
-        exact: false,
-      },
-    ];
-    for (const c of cases) await checkWithLlamaCpp(t, got.llama, c, dir);
-  } finally {
-    await got.llama.dispose?.();
-    await Deno.remove(dir, { recursive: true });
-  }
+const got = await llamaCpp();
+const llamaTest = needsTool(
+  "gguf: llama.cpp (node-llama-cpp) loads our GGUF, tokenizes and continues like us",
+  "reason" in got ? got.reason : null,
+);
+Deno.test({
+  ...llamaTest,
+  fn: async (t) => {
+    llamaTest.need();
+    if ("reason" in got) return;
+    const dir = await Deno.makeTempDir();
+    try {
+      const cases: Case[] = [
+        {
+          label: "demo-sized (llama)",
+          cfg: config("minimind2-small", {
+            hiddenSize: 192,
+            numHiddenLayers: 4,
+            numAttentionHeads: 6,
+            numKeyValueHeads: 2,
+          }),
+          tokenizer: "minimind/minimind2",
+          dtypes: ["f32", "f16", "q8_0"],
+          exact: true,
+        },
+        {
+          label: "MiniMind2-Small (llama)",
+          cfg: config("minimind2-small"),
+          tokenizer: "minimind/minimind2",
+          dtypes: ["f32", "q8_0"],
+          exact: true,
+        },
+        {
+          label: "minimind-3 tiny untied (qwen3)",
+          cfg: config("minimind3", {
+            hiddenSize: 128,
+            numHiddenLayers: 2,
+            tieWordEmbeddings: false,
+          }),
+          tokenizer: "minimind/minimind-3",
+          dtypes: ["f32"],
+          exact: true,
+        },
+        {
+          label: "minimind-3 MoE tiny (qwen3moe)",
+          cfg: config("minimind3-moe", {
+            hiddenSize: 128,
+            numHiddenLayers: 2,
+            numExpertsPerTok: 2,
+          }),
+          tokenizer: "minimind/minimind-3",
+          dtypes: ["f32"],
+          exact: false,
+        },
+      ];
+      for (const c of cases) await checkWithLlamaCpp(t, got.llama, c, dir);
+    } finally {
+      await got.llama.dispose?.();
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
 });

@@ -11,7 +11,9 @@ import { key } from "../nn/random.ts";
 import { tensor } from "../nn/creation.ts";
 import { flatten, type Tree } from "../nn/tree.ts";
 import { tinyModel } from "../tests/_serve.ts";
-import { compare } from "../tests/_util.ts";
+import { compare, needsTool, torchMissing } from "../tests/_util.ts";
+
+const torch = await torchMissing();
 
 const FIX = new URL("../tests/fixtures/convert/", import.meta.url).pathname;
 const enc = new TextEncoder();
@@ -107,6 +109,57 @@ Deno.test("pth: a MiniMind2-MoE state dict's config is read back from its shapes
   }
 });
 
+const torchLoad = needsTool(
+  "pth: torch.load (python3-torch) reads what we write, weights_only included",
+  torch,
+);
+Deno.test({
+  ...torchLoad,
+  fn: async () => {
+    torchLoad.need();
+    const dir = await Deno.makeTempDir();
+    try {
+      const { cfg, params } = tinyModel();
+      const a = flatten(params as unknown as Tree);
+      for (const [dtype, tol] of [["f32", 0], ["f16", 2 ** -11], ["bf16", 2 ** -8]] as const) {
+        const path = join(dir, `m_${dtype}.pth`);
+        await saveModelPth(path, { cfg, params }, dtype);
+        const back = await loadModel(path, {
+          flags: { num_attention_heads: cfg.numAttentionHeads },
+        });
+        assert.deepEqual(back.cfg, cfg);
+        const b = flatten(back.params as unknown as Tree);
+        for (const k of Object.keys(a)) {
+          const x = a[k].dataSync(), y = b[k].dataSync();
+          if (tol === 0) assert.deepEqual(y, x, k);
+          else {
+            const r = compare(y, x, { atol: 1e-7, rtol: tol, label: `${dtype} ${k}` });
+            assert.ok(r.ok, r.message);
+          }
+        }
+      }
+    } finally {
+      await Deno.remove(dir, { recursive: true });
+    }
+  },
+});
+
+Deno.test("pth: a MiniMind2-MoE state dict's config is read back from its shapes", async () => {
+  const dir = await Deno.makeTempDir();
+  try {
+    const cfg = config("minimind2-moe", { hiddenSize: 64, numHiddenLayers: 2, vocabSize: 96 });
+    const params = init(cfg, key(2));
+    const path = join(dir, "full_sft_64_moe.pth");
+    await saveModelPth(path, { cfg, params }, "bf16");
+    const back = await loadModel(path);
+    assert.deepEqual(back.cfg, cfg);
+    assert.equal(back.cfg.nSharedExperts, 1);
+    assert.equal(back.cfg.nRoutedExperts, 4);
+  } finally {
+    await Deno.remove(dir, { recursive: true });
+  }
+});
+
 Deno.test("pth: torch.load (python3-torch) reads what we write, weights_only included", async (t) => {
   const probe = await new Deno.Command("/usr/bin/python3", { args: ["-c", "import torch"] })
     .output().catch(() => null);
@@ -149,11 +202,18 @@ print(json.dumps({k: [str(v.dtype), list(v.shape), float(v.float().sum())] for k
   }
 });
 
-Deno.test("pth: a MiniMind resume checkpoint (model + optimizer + step) loads its model", async (t) => {
-  const dir = await Deno.makeTempDir();
-  try {
-    const path = join(dir, "full_sft_32_resume.pth");
-    const script = `
+const resumePth = needsTool(
+  "pth: a MiniMind resume checkpoint (model + optimizer + step) loads its model",
+  torch,
+);
+Deno.test({
+  ...resumePth,
+  fn: async () => {
+    resumePth.need();
+    const dir = await Deno.makeTempDir();
+    try {
+      const path = join(dir, "full_sft_32_resume.pth");
+      const script = `
 import sys, torch
 m = torch.nn.Linear(3, 2, bias=False)
 opt = torch.optim.AdamW(m.parameters())
@@ -162,25 +222,22 @@ torch.save({"model": m.state_dict(), "optimizer": opt.state_dict(), "epoch": 1, 
             "world_size": 1, "wandb_id": None}, sys.argv[1])
 print(m.weight.detach().reshape(-1).tolist())
 `;
-    const out = await new Deno.Command("/usr/bin/python3", {
-      args: ["-c", script, path],
-      stderr: "piped",
-    })
-      .output().catch(() => null);
-    if (!out?.success) {
-      await t.step({ name: "skipped: /usr/bin/python3 has no torch", ignore: true, fn() {} });
-      return;
+      const out = await new Deno.Command("/usr/bin/python3", {
+        args: ["-c", script, path],
+        stderr: "piped",
+      }).output();
+      assert.ok(out.success, new TextDecoder().decode(out.stderr));
+      const want = JSON.parse(new TextDecoder().decode(out.stdout));
+      const p = parsePth(await Deno.readFile(path), path);
+      assert.deepEqual(Object.keys(p.tensors), ["weight"]);
+      assert.deepEqual(
+        [...new Float32Array(p.tensors.weight.data.slice().buffer)],
+        want.map(Math.fround),
+      );
+    } finally {
+      await Deno.remove(dir, { recursive: true });
     }
-    const want = JSON.parse(new TextDecoder().decode(out.stdout));
-    const p = parsePth(await Deno.readFile(path), path);
-    assert.deepEqual(Object.keys(p.tensors), ["weight"]);
-    assert.deepEqual(
-      [...new Float32Array(p.tensors.weight.data.slice().buffer)],
-      want.map(Math.fround),
-    );
-  } finally {
-    await Deno.remove(dir, { recursive: true });
-  }
+  },
 });
 
 Deno.test("pth: a pickle calling os.system is refused by name, nothing runs", () => {

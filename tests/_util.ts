@@ -114,3 +114,33 @@ export function inputTensor(spec: InputSpec, k: Key, floatType: DType): Tensor {
   const dt = d === "f32" || d === "f64" ? floatType : d;
   return tensor(inputValues(spec, k, dt), spec.shape, dt);
 }
+
+/**
+ * An outside tool a test needs (PyTorch, llama.cpp): where it is missing the test is skipped with
+ * the reason in its name, unless `MINIMIND_REQUIRE_TOOLS=1` (CI, which installs them) turns the
+ * missing tool into a failure — a green CI run never hides a skipped check.
+ *
+ * @param name what is checked
+ * @param missing why the tool cannot be used here, or null when it can
+ * @returns the test's `name` and `ignore`, and `need()` to call first in its body
+ */
+export function needsTool(
+  name: string,
+  missing: string | null,
+): { name: string; ignore: boolean; need(): void } {
+  const required = Deno.env.get("MINIMIND_REQUIRE_TOOLS") === "1";
+  return {
+    name: missing && !required ? `${name} (skipped: ${missing})` : name,
+    ignore: missing !== null && !required,
+    need() {
+      if (missing) throw new Error(`MINIMIND_REQUIRE_TOOLS=1 but ${missing}`);
+    },
+  };
+}
+
+/** Why `/usr/bin/python3` cannot import torch, or null when it can. */
+export async function torchMissing(): Promise<string | null> {
+  const probe = await new Deno.Command("/usr/bin/python3", { args: ["-c", "import torch"] })
+    .output().catch(() => null);
+  return probe?.success ? null : "/usr/bin/python3 has no torch (apt-get install python3-torch)";
+}

@@ -1,5 +1,5 @@
 /**
- * Post-training goldens against the PyTorch reference (../shared/fixtures/golden, see its README):
+ * Post-training goldens against the PyTorch reference (tests/fixtures/golden, see its README):
  * `v2_lora` (rank-4 adapters on v2_dense: unmerged and merged logits, loss, every adapter
  * gradient, their global norm) and `v2_dpo` (policy and reference log-probs, the V2 masked-mean
  * and HEAD masked-sum losses, their pair log-ratios, the policy gradients) — on the CPU backend
