@@ -18,7 +18,6 @@ import { join } from "node:path";
 import type { Tree } from "../nn/tree.ts";
 import type { MiniMindParams } from "../nn/model/minimind.ts";
 import { countParams } from "../nn/model/minimind.ts";
-import { configToHF } from "../nn/model/minimind_config.ts";
 import { loadModel } from "../convert/hf.ts";
 import { loadPoems } from "../data/corpus/poetry.ts";
 import { DataLoader } from "../data/loader.ts";
@@ -28,11 +27,11 @@ import type { Tokenizer } from "../data/tokenizer.ts";
 import { parseFlags, runMain, usage, UsageError } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
 import { lmFlags, resolveTokenizer, selectDevice } from "../train/lm.ts";
-import { runTraining } from "../train/loop.ts";
+
 import type { LoopResult } from "../train/loop.ts";
-import { atomicWrite, saveWeights, weightStem } from "../train/checkpoint.ts";
+import { weightStem } from "../train/checkpoint.ts";
 import { formatDuration } from "../train/progress.ts";
-import { rewardPlotSvg } from "../rl/cli.ts";
+import { trainRlLoop } from "../rl/cli.ts";
 import { builtinTools } from "./builtin.ts";
 import { evaluateToolUse, type ToolEvalReport } from "./evaluate.ts";
 import { reportLine } from "./eval_toolcall.ts";
@@ -280,36 +279,18 @@ export async function runAgent(
     );
   }
 
-  // 5. train on the shared loop
-  const stem = weightStem(String(a.save_weight), cfg.hiddenSize, cfg.useMoe);
-  await Deno.mkdir(String(a.save_dir), { recursive: true });
-  await tokenizer.save(String(a.save_dir));
-  const hf = JSON.stringify(configToHF(cfg));
-  const loader = new DataLoader(new TaskDataset(train), { batchSize: B, seed: Number(a.seed) });
-  const result = await runTraining({
+  // 5. train on the shared loop (the RL commands' own)
+  const { result, plot } = await trainRlLoop({
     trainer,
     params: m.params as unknown as Tree,
-    stem,
-    saveDir: String(a.save_dir),
-    checkpointDir: String(a.checkpoint_dir),
-    loader,
+    cfg,
+    tokenizer,
+    args: a,
+    loader: new DataLoader(new TaskDataset(train), { batchSize: B, seed: Number(a.seed) }),
     toBatch: (b) => ({ tasks: (b as unknown as { task: AgentTask[] }).task }),
-    epochs: Number(a.epochs),
-    learningRate: Number(a.learning_rate),
-    logInterval: Number(a.log_interval),
-    saveInterval: Number(a.save_interval),
-    resume: Boolean(a.from_resume),
-    seed: Number(a.seed),
-    maxSteps: Number(a.max_steps) || undefined,
-    stopAfter: options.stopAfter,
-    saveWeights: (p, file) => saveWeights(file, p, { config: hf }),
-    extra: { args: a, config: configToHF(cfg), algorithm: "agent" },
-    handleSigint: options.handleSigint,
+    algorithm: "agent",
+    options,
   });
-  const plot = join(String(a.save_dir), `${stem}_reward.svg`);
-  await atomicWrite(plot, [
-    new TextEncoder().encode(rewardPlotSvg(result.files.metrics, `${stem}: reward`)),
-  ]);
 
   // 6. held-out accuracy after
   let after: ToolEvalReport | null = null;

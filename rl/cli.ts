@@ -16,6 +16,7 @@ import { dispose } from "../nn/tree.ts";
 import type { MiniMindParams } from "../nn/model/minimind.ts";
 import { countParams } from "../nn/model/minimind.ts";
 import { configToHF } from "../nn/model/minimind_config.ts";
+import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { loadModel } from "../convert/hf.ts";
 import { loadSafetensors } from "../convert/safetensors.ts";
 import { buildCorpus } from "../data/corpus/build.ts";
@@ -23,6 +24,7 @@ import { poemForm } from "../data/corpus/poetry.ts";
 import { RLAIFDataset } from "../data/datasets.ts";
 import type { RLAIFSample } from "../data/datasets.ts";
 import { DataLoader } from "../data/loader.ts";
+import type { Batch } from "../data/loader.ts";
 import { readTrainingTexts } from "../data/train_tokenizer.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { parseFlags, usage, UsageError } from "../cli.ts";
@@ -38,6 +40,7 @@ import { formatDuration } from "../train/progress.ts";
 import type { Progress } from "../train/progress.ts";
 import { heldoutFormPrompts } from "../train/scores.ts";
 import { RlTrainer } from "./trainer.ts";
+import type { AsyncTrainer } from "../train/trainer.ts";
 import type { RlAlgorithm, RlSettings } from "./trainer.ts";
 import { poetryReward, rulesReward, ValueHeadRewardModel } from "./rewards.ts";
 import type { RewardFunction } from "./rewards.ts";
@@ -306,6 +309,72 @@ export function rewardPlotSvg(metricsPath: string, title: string): string {
   );
 }
 
+/** What {@link trainRlLoop} needs besides the trainer: the run's flags and its data. */
+export interface RlLoopInput<S extends Tree, B, D extends object> {
+  /** The RL trainer (rollout → rewards → update). */
+  trainer: AsyncTrainer<S, B>;
+  /** The starting weights (the loop owns them). */
+  params: Tree;
+  /** Their config. */
+  cfg: MiniMindConfig;
+  /** Saved beside the weights. */
+  tokenizer: Tokenizer;
+  /** The parsed flags (MiniMind's names: save_dir, save_weight, epochs, learning_rate, …). */
+  args: Args;
+  /** Prompts, batched and shuffled with `--seed`. */
+  loader: DataLoader<D>;
+  /** A batch of records → the trainer's batch. */
+  toBatch: (b: Batch<D>) => B;
+  /** Stored in the resume checkpoint (the algorithm, or `agent`). */
+  algorithm: string;
+  /** Test hooks and output. */
+  options: Pick<RunRlOptions, "stopAfter" | "handleSigint" | "progress">;
+}
+
+/**
+ * The training part shared by the RL commands and `deno task agent`: the tokenizer saved beside
+ * the weights, the shared loop with MiniMind's flags (resume, Ctrl-C, metrics, loss curve) and the
+ * reward plot next to them.
+ *
+ * @param o the trainer, the data and the flags
+ * @returns the loop's result, the weight stem and the reward plot's path
+ */
+export async function trainRlLoop<S extends Tree, B, D extends object>(
+  o: RlLoopInput<S, B, D>,
+): Promise<{ result: LoopResult; stem: string; plot: string }> {
+  const a = o.args;
+  const stem = weightStem(String(a.save_weight), o.cfg.hiddenSize, o.cfg.useMoe);
+  await Deno.mkdir(String(a.save_dir), { recursive: true });
+  await o.tokenizer.save(String(a.save_dir));
+  const hf = JSON.stringify(configToHF(o.cfg));
+  const result = await runTraining({
+    trainer: o.trainer,
+    params: o.params,
+    stem,
+    saveDir: String(a.save_dir),
+    checkpointDir: String(a.checkpoint_dir),
+    loader: o.loader,
+    toBatch: o.toBatch,
+    epochs: Number(a.epochs),
+    learningRate: Number(a.learning_rate),
+    logInterval: Number(a.log_interval),
+    saveInterval: Number(a.save_interval),
+    resume: Boolean(a.from_resume),
+    seed: Number(a.seed),
+    maxSteps: Number(a.max_steps) || undefined,
+    stopAfter: o.options.stopAfter,
+    saveWeights: (p, file) => saveWeights(file, p, { config: hf }),
+    extra: { args: a, config: configToHF(o.cfg), algorithm: o.algorithm },
+    handleSigint: o.options.handleSigint,
+    progress: o.options.progress,
+  });
+  const plot = join(String(a.save_dir), `${stem}_reward.svg`);
+  await atomicWrite(plot, [
+    new TextEncoder().encode(rewardPlotSvg(result.files.metrics, `${stem}: reward`)),
+  ]);
+  return { result, stem, plot };
+}
+
 /**
  * Runs an RL command.
  *
@@ -449,39 +518,20 @@ export async function runRl(
   }
 
   // 5. train on the shared loop
-  const stem = weightStem(String(a.save_weight), cfg.hiddenSize, cfg.useMoe);
-  await Deno.mkdir(String(a.save_dir), { recursive: true });
-  await tokenizer.save(String(a.save_dir));
-  const hf = JSON.stringify(configToHF(cfg));
-  const loader = new DataLoader<RLAIFSample>(dataset, { batchSize: B, seed: Number(a.seed) });
-  const result = await runTraining({
+  const { result, plot: rewardPlot } = await trainRlLoop({
     trainer,
     params: m.params as unknown as Tree,
-    stem,
-    saveDir: String(a.save_dir),
-    checkpointDir: String(a.checkpoint_dir),
-    loader,
+    cfg,
+    tokenizer,
+    args: a,
+    loader: new DataLoader<RLAIFSample>(dataset, { batchSize: B, seed: Number(a.seed) }),
     toBatch: (b) => ({
       prompt: (b as unknown as { prompt: string[] }).prompt,
       record: (b as unknown as { record: Record<string, unknown>[] }).record,
     }),
-    epochs: Number(a.epochs),
-    learningRate: Number(a.learning_rate),
-    logInterval: Number(a.log_interval),
-    saveInterval: Number(a.save_interval),
-    resume: Boolean(a.from_resume),
-    seed: Number(a.seed),
-    maxSteps: Number(a.max_steps) || undefined,
-    stopAfter: options.stopAfter,
-    saveWeights: (p, file) => saveWeights(file, p, { config: hf }),
-    extra: { args: a, config: configToHF(cfg), algorithm: algo },
-    handleSigint: options.handleSigint,
-    progress: options.progress,
+    algorithm: algo,
+    options,
   });
-  const rewardPlot = join(String(a.save_dir), `${stem}_reward.svg`);
-  await atomicWrite(rewardPlot, [
-    new TextEncoder().encode(rewardPlotSvg(result.files.metrics, `${stem}: reward`)),
-  ]);
 
   // 6. held-out poetry reward after training, with the KL to the starting model
   let after: PoetryEval | null = null;
