@@ -38,8 +38,8 @@ export const DEMO_FLAGS = {
   seed: { type: "int", default: 42, help: "init, data order and sampling seed" },
 } satisfies FlagTable;
 
-/** One training stage of the demo. */
-interface Stage {
+/** One training stage of a demo run: steps of `batch` × `seqLen` tokens at peak lr `lr`. */
+export interface Stage {
   steps: number;
   batch: number;
   seqLen: number;

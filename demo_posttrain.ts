@@ -45,6 +45,7 @@ import type { PostArgs, PostKind } from "./train/posttrain.ts";
 import { chatReplies, perplexity, preferenceAccuracy } from "./train/scores.ts";
 import type { EvalModel } from "./train/scores.ts";
 import { formatDuration, Progress } from "./train/progress.ts";
+import type { Stage } from "./demo.ts";
 
 /** The flags. */
 export const POSTTRAIN_DEMO_FLAGS = {
@@ -67,14 +68,6 @@ export const POSTTRAIN_DEMO_FLAGS = {
     help: "which stages to run (comma-separated)",
   },
 } satisfies FlagTable;
-
-/** One stage's run size. */
-interface Stage {
-  steps: number;
-  batch: number;
-  seqLen: number;
-  lr: number;
-}
 
 /** Sizes of one run. */
 interface Plan {
