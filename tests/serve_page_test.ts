@@ -24,6 +24,37 @@ const FLAGS = [
 const SHOT = new URL("../out/screenshots/chat_page.png", import.meta.url).pathname;
 const TOOL_SHOT = new URL("../out/screenshots/chat_tools.png", import.meta.url).pathname;
 
+/** A chat page open in headless Chromium on a server for `app`, loopback only, with the page's
+ * errors and the chat requests' bodies collected; `close` shuts both down. */
+async function openChatPage(app: Parameters<typeof startServer>[0], height: number) {
+  const server = startServer(app, { port: 0 });
+  const browser = await chromium.launch({ executablePath: CHROMIUM, headless: true, args: FLAGS });
+  const close = async () => {
+    await browser.close();
+    await server.shutdown();
+  };
+  try {
+    const page = await browser.newPage({ viewport: { width: 1100, height } });
+    const errors: string[] = [];
+    page.on("pageerror", (e) => errors.push(String(e)));
+    const bodies: Record<string, unknown>[] = [];
+    page.on("request", (r) => {
+      if (r.url().endsWith("/v1/chat/completions")) bodies.push(JSON.parse(r.postData() ?? "{}"));
+    });
+    // nothing but the server on loopback is ever contacted
+    await page.route("**/*", (route) => {
+      const u = new URL(route.request().url());
+      return u.hostname === "127.0.0.1" ? route.continue() : route.abort();
+    });
+    await page.goto(server.url + "/");
+    await page.waitForSelector("body[data-ready='1']");
+    return { page, errors, bodies, close };
+  } catch (e) {
+    await close();
+    throw e;
+  }
+}
+
 /**
  * The tiny model's engine at no less than 3 ms per decoded token (4000 tokens: 12 s, past the test's 10 s wait for the first text): on an idle machine the tiny
  * model can write the 4000-token reply of the stop check before the click lands (the test then
@@ -53,27 +84,8 @@ Deno.test({
   sanitizeOps: false,
   fn: async () => {
     const app = await tinyApp({ engine: pacedEngine() });
-    const server = startServer(app, { port: 0 });
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: FLAGS,
-    });
+    const { page, errors, bodies, close } = await openChatPage(app, 720);
     try {
-      const page = await browser.newPage({ viewport: { width: 1100, height: 720 } });
-      const errors: string[] = [];
-      page.on("pageerror", (e) => errors.push(String(e)));
-      const bodies: Record<string, unknown>[] = [];
-      page.on("request", (r) => {
-        if (r.url().endsWith("/v1/chat/completions")) bodies.push(JSON.parse(r.postData() ?? "{}"));
-      });
-      // nothing but the server on loopback is ever contacted
-      await page.route("**/*", (route) => {
-        const u = new URL(route.request().url());
-        return u.hostname === "127.0.0.1" ? route.continue() : route.abort();
-      });
-      await page.goto(server.url + "/");
-      await page.waitForSelector("body[data-ready='1']");
       assert.equal(await page.textContent("#model"), "minimind");
 
       // 1. a streamed reply: the assistant text changes several times before it is done
@@ -151,8 +163,7 @@ Deno.test({
       assert.equal(await page.locator(".msg").count(), 0);
       assert.deepEqual(errors, []);
     } finally {
-      await browser.close();
-      await server.shutdown();
+      await close();
     }
   },
 });
@@ -180,26 +191,8 @@ Deno.test({
         return '<tool_call>\n{"name": "calculate_math", "arguments": {"expression": "12*37"}}\n</tool_call>';
       }),
     });
-    const server = startServer(app, { port: 0 });
-    const browser = await chromium.launch({
-      executablePath: CHROMIUM,
-      headless: true,
-      args: FLAGS,
-    });
+    const { page, errors, bodies, close } = await openChatPage(app, 760);
     try {
-      const page = await browser.newPage({ viewport: { width: 1100, height: 760 } });
-      const errors: string[] = [];
-      page.on("pageerror", (e) => errors.push(String(e)));
-      const bodies: Record<string, unknown>[] = [];
-      page.on("request", (r) => {
-        if (r.url().endsWith("/v1/chat/completions")) bodies.push(JSON.parse(r.postData() ?? "{}"));
-      });
-      await page.route("**/*", (route) => {
-        const u = new URL(route.request().url());
-        return u.hostname === "127.0.0.1" ? route.continue() : route.abort();
-      });
-      await page.goto(server.url + "/");
-      await page.waitForSelector("body[data-ready='1']");
       // the four tools the server runs are offered; none is chosen yet
       assert.deepEqual(await page.locator("#tools .tool-option").allTextContents(), [
         "calculate_math",
@@ -250,8 +243,7 @@ Deno.test({
       assert.equal(b1.tools, undefined, "no tool chosen, none sent");
       assert.deepEqual(errors, []);
     } finally {
-      await browser.close();
-      await server.shutdown();
+      await close();
     }
   },
 });
