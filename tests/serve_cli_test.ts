@@ -6,6 +6,17 @@ import { saveModel } from "../convert/hf.ts";
 import { tinyModel, tokenizer } from "./_serve.ts";
 import { fixture } from "./_util.ts";
 
+/** A random-initialised 64-wide, 2-layer model on the minimind-3 tokenizer: fast to start. */
+const TINY = [
+  "--init_random",
+  "--hidden_size",
+  "64",
+  "--num_hidden_layers",
+  "2",
+  "--tokenizer",
+  fixture("minimind/minimind-3"),
+];
+
 /** A serve.ts child process and the URL it listens on. */
 interface Cli {
   url: string;
@@ -102,18 +113,9 @@ Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key, --tools buil
 Deno.test("serve.ts: /health answers within 100 ms of its idle time while 1 MB no-space prompts are checked and tokenized", async () => {
   // default context: refused by a lower bound on its token count, before the template runs;
   // a 65,536-token context: the legacy endpoint really tokenizes the whole MB (in slices)
-  const tiny = [
-    "--init_random",
-    "--hidden_size",
-    "64",
-    "--num_hidden_layers",
-    "2",
-    "--tokenizer",
-    fixture("minimind/minimind-3"),
-  ];
   const servers = await Promise.all([
-    startCli(tiny),
-    startCli([...tiny, "--max_context", "65536"]),
+    startCli(TINY),
+    startCli([...TINY, "--max_context", "65536"]),
   ]);
   let text = "";
   for (let i = 0; i < 1_000_000; i++) {
@@ -199,13 +201,7 @@ Deno.test("serve.ts: an empty --api_key is refused; a taken port is named; --cor
   try {
     const port = String(taken.addr.port);
     const busy = await run([
-      "--init_random",
-      "--hidden_size",
-      "64",
-      "--num_hidden_layers",
-      "2",
-      "--tokenizer",
-      fixture("minimind/minimind-3"),
+      ...TINY,
       "--port",
       port,
     ]);
@@ -218,13 +214,7 @@ Deno.test("serve.ts: an empty --api_key is refused; a taken port is named; --cor
     taken.close();
   }
   const cli = await startCli([
-    "--init_random",
-    "--hidden_size",
-    "64",
-    "--num_hidden_layers",
-    "2",
-    "--tokenizer",
-    fixture("minimind/minimind-3"),
+    ...TINY,
     "--cors",
     "http://localhost:3000",
   ]);
