@@ -16,7 +16,7 @@ import { tensor } from "../nn/creation.ts";
 import type { CreateOptions } from "../nn/creation.ts";
 import { PickleWriter, type PyCallable, type PyValue, unpickle } from "./pickle.ts";
 import { readZip, writeZip, type ZipEntry, type ZipReadOptions } from "./zip.ts";
-import { decodeRaw, type RawTensor, type SafetensorsDType } from "./safetensors.ts";
+import { decodeRaw, DTYPE_BYTES, type RawTensor, type SafetensorsDType } from "./safetensors.ts";
 
 /** Storage classes by pickled name, with the element type they hold. */
 const STORAGES: Record<string, SafetensorsDType> = {
@@ -29,18 +29,6 @@ const STORAGES: Record<string, SafetensorsDType> = {
   ByteStorage: "U8",
   BoolStorage: "BOOL",
   UntypedStorage: "U8",
-};
-
-const ELEMENT_BYTES: Record<SafetensorsDType, number> = {
-  F64: 8,
-  F32: 4,
-  F16: 2,
-  BF16: 2,
-  I64: 8,
-  I32: 4,
-  U32: 4,
-  U8: 1,
-  BOOL: 1,
 };
 
 /** Storage class name written for each element type. */
@@ -164,7 +152,7 @@ export function parsePth(
         );
       }
     }
-    const eb = ELEMENT_BYTES[s.dtype];
+    const eb = DTYPE_BYTES[s.dtype];
     const out = new Uint8Array(n * eb);
     // row-major gather; a contiguous view is one copy
     let contiguous = true;
@@ -222,7 +210,7 @@ export function parsePth(
     const count = intArg(numel, `storage ${key}: element count`, fail);
     const rec = records.get(key);
     if (!rec) return fail(`storage ${key} has no record ${prefix}data/${key} in the archive`);
-    const want = count * ELEMENT_BYTES[t.dtype];
+    const want = count * DTYPE_BYTES[t.dtype];
     if (rec.length !== want) {
       fail(
         `storage ${key} (${t.qualname}, ${count} elements) needs ${want} bytes, its record has ${rec.length}`,
@@ -299,7 +287,7 @@ export function serializePth(
     const storage = STORAGE_OF[t.dtype];
     if (!storage) throw new Error(`Cannot save "${name}" to .pth: dtype ${t.dtype} has no storage`);
     const numel = t.shape.reduce((a, b) => a * b, 1);
-    if (t.data.length !== numel * ELEMENT_BYTES[t.dtype]) {
+    if (t.data.length !== numel * DTYPE_BYTES[t.dtype]) {
       throw new Error(
         `Cannot save "${name}" to .pth: ${t.data.length} bytes do not hold ${t.dtype} [${t.shape}]`,
       );

@@ -26,7 +26,8 @@ export type SafetensorsDType =
   | "U8"
   | "BOOL";
 
-const BYTES: Record<SafetensorsDType, number> = {
+/** Bytes per element of each safetensors dtype. */
+export const DTYPE_BYTES: Record<SafetensorsDType, number> = {
   F64: 8,
   F32: 4,
   F16: 2,
@@ -135,7 +136,7 @@ export function parseSafetensors(
     }
     const e = info as { dtype?: unknown; shape?: unknown; data_offsets?: unknown };
     const dtype = e?.dtype as SafetensorsDType;
-    if (typeof dtype !== "string" || !(dtype in BYTES)) {
+    if (typeof dtype !== "string" || !(dtype in DTYPE_BYTES)) {
       throw new Error(
         `Cannot read tensor "${name}" from ${source}: unsupported dtype ${
           JSON.stringify(e?.dtype)
@@ -159,7 +160,7 @@ export function parseSafetensors(
       );
     }
     const [begin, end] = off as [number, number];
-    const want = numel(shape) * BYTES[dtype];
+    const want = numel(shape) * DTYPE_BYTES[dtype];
     if (end < begin || end - begin !== want) {
       throw new Error(
         `Cannot read tensor "${name}" from ${source}: data_offsets [${begin}, ${end}] hold ${
@@ -400,7 +401,7 @@ export async function serializeSafetensors(
   for (const [name, e] of Object.entries(record)) {
     if (name === "__metadata__") throw new Error(`Cannot save a tensor named "__metadata__"`);
     if (isRaw(e)) {
-      const want = numel(e.shape) * (BYTES[e.dtype] ?? NaN);
+      const want = numel(e.shape) * (DTYPE_BYTES[e.dtype] ?? NaN);
       if (e.data.byteLength !== want) {
         throw new Error(
           `Cannot save "${name}": ${e.data.byteLength} bytes do not hold ${e.dtype} [${
