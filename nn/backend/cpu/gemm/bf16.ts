@@ -3,7 +3,9 @@
  * autocast runs a linear layer), through oneDNN's `dnnl_gemm_bf16bf16f32` by Deno FFI. Used only
  * where the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16 in `/proc/cpuinfo`): elsewhere
  * oneDNN emulates it and f32 is faster. The f32 operands are rounded to bf16 (round to nearest
- * even) into scratch arrays on every call; the result C is f32.
+ * even) into scratch arrays on every call by oneDNN reorder primitives (native code, one per
+ * length, made on first use); the result C is f32. A library without oneDNN 2.x's C API for
+ * reorders (oneDNN 3 changed it) rounds in a JS loop instead, about 4× slower.
  *
  * The library is found at run time: `MINIMIND_DNNL`, then Debian's `libdnnl.so.3` / `.so.2`
  * (package libdnnl2/libdnnl3).
@@ -34,7 +36,37 @@ const SYMBOLS = {
     ],
     result: "i32",
   },
+  // the reorder primitive (f32 → bf16 in native code) through oneDNN 2.x's C API
+  dnnl_engine_create: { parameters: ["buffer", "i32", "usize"], result: "i32" },
+  dnnl_stream_create: { parameters: ["buffer", "pointer", "u32"], result: "i32" },
+  // oneDNN 2.x only (3.x has opaque memory descriptors): without it, rounding is done in JS
+  dnnl_memory_desc_init_by_strides: {
+    parameters: ["buffer", "i32", "buffer", "i32", "buffer"],
+    result: "i32",
+    optional: true,
+  },
+  dnnl_reorder_primitive_desc_create: {
+    parameters: ["buffer", "buffer", "pointer", "buffer", "pointer", "pointer"],
+    result: "i32",
+  },
+  dnnl_primitive_desc_destroy: { parameters: ["pointer"], result: "i32" },
+  dnnl_primitive_create: { parameters: ["buffer", "pointer"], result: "i32" },
+  dnnl_primitive_destroy: { parameters: ["pointer"], result: "i32" },
+  dnnl_memory_create: { parameters: ["buffer", "buffer", "pointer", "pointer"], result: "i32" },
+  dnnl_memory_destroy: { parameters: ["pointer"], result: "i32" },
+  dnnl_memory_set_data_handle: { parameters: ["pointer", "buffer"], result: "i32" },
+  dnnl_primitive_execute: { parameters: ["pointer", "pointer", "i32", "buffer"], result: "i32" },
 } as const;
+
+type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
+
+// oneDNN 2.x enum values (dnnl_types.h)
+const ENGINE_CPU = 1, STREAM_IN_ORDER = 1, DT_BF16 = 2, DT_F32 = 3;
+const ARG_FROM = 1, ARG_TO = 17;
+/** Bytes reserved for one `dnnl_memory_desc_t` (about 800 in oneDNN 2.x; filled by the library). */
+const MD_BYTES = 2048;
+/** Reorder primitives kept (one per length converted; a model has a few dozen). */
+const MAX_REORDERS = 256;
 
 const N_CHAR = 78, T_CHAR = 84;
 
@@ -59,17 +91,104 @@ export function cpuHasBf16(): boolean {
   }
 }
 
+/** A oneDNN call's status check: 0 is success. */
+function check(status: number, what: string): void {
+  if (status !== 0) throw new Error(`oneDNN ${what} failed (status ${status})`);
+}
+
+/** A native f32 → bf16 conversion of one length (a oneDNN reorder primitive and its two memories). */
+interface Reorder {
+  prim: Deno.PointerValue;
+  from: Deno.PointerValue;
+  to: Deno.PointerValue;
+  args: BigUint64Array;
+}
+
 /** A bf16 gemm with f32 accumulation (see the module doc). */
 export class Bf16Gemm {
   /** The library loaded. */
   readonly detail: string;
-  readonly #f: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"]["dnnl_gemm_bf16bf16f32"];
+  readonly #s: Lib["symbols"];
+  readonly #engine: Deno.PointerValue;
+  readonly #stream: Deno.PointerValue;
+  /** Whether operands are rounded by oneDNN reorders (else by the JS `toBf16`). */
+  readonly #native: boolean;
+  readonly #reorders = new Map<number, Reorder>();
   #sa = new Uint16Array(0);
   #sb = new Uint16Array(0);
 
-  constructor(lib: Deno.DynamicLibrary<typeof SYMBOLS>, path: string) {
-    this.#f = lib.symbols.dnnl_gemm_bf16bf16f32;
-    this.detail = `oneDNN dnnl_gemm_bf16bf16f32, ${path}`;
+  constructor(lib: Lib, path: string) {
+    this.#s = lib.symbols;
+    this.#engine = this.#handle((p) => this.#s.dnnl_engine_create(p, ENGINE_CPU, 0n), "engine");
+    this.#stream = this.#handle(
+      (p) => this.#s.dnnl_stream_create(p, this.#engine, STREAM_IN_ORDER),
+      "stream",
+    );
+    this.#native = this.#s.dnnl_memory_desc_init_by_strides !== null;
+    this.detail = `oneDNN dnnl_gemm_bf16bf16f32 (operands rounded ${
+      this.#native ? "by oneDNN reorders" : "in JS"
+    }), ${path}`;
+  }
+
+  /** Calls a oneDNN constructor that writes a handle through its first argument. */
+  #handle(make: (out: BigUint64Array) => number, what: string): Deno.PointerValue {
+    const out = new BigUint64Array(1);
+    check(make(out), `${what} creation`);
+    return Deno.UnsafePointer.create(out[0]);
+  }
+
+  /** The reorder converting `n` contiguous f32 values to bf16, made on first use. */
+  #reorder(n: number): Reorder {
+    const hit = this.#reorders.get(n);
+    if (hit) return hit;
+    const s = this.#s;
+    const md = (dt: number) => {
+      const d = new Uint8Array(MD_BYTES);
+      const one = new BigInt64Array([BigInt(n)]);
+      check(s.dnnl_memory_desc_init_by_strides!(d, 1, one, dt, new BigInt64Array([1n])), "md");
+      return d;
+    };
+    const src = md(DT_F32), dst = md(DT_BF16);
+    const pd = this.#handle(
+      (p) => s.dnnl_reorder_primitive_desc_create(p, src, this.#engine, dst, this.#engine, null),
+      `f32→bf16 reorder of ${n} values`,
+    );
+    let prim: Deno.PointerValue;
+    try {
+      prim = this.#handle((p) => s.dnnl_primitive_create(p, pd), "reorder primitive");
+    } finally {
+      s.dnnl_primitive_desc_destroy(pd);
+    }
+    const from = this.#handle((p) => s.dnnl_memory_create(p, src, this.#engine, null), "memory");
+    const to = this.#handle((p) => s.dnnl_memory_create(p, dst, this.#engine, null), "memory");
+    const addr = (p: Deno.PointerValue) => BigInt(Deno.UnsafePointer.value(p));
+    // two dnnl_exec_arg_t {int arg; dnnl_memory_t memory;}
+    const args = new BigUint64Array([BigInt(ARG_FROM), addr(from), BigInt(ARG_TO), addr(to)]);
+    if (this.#reorders.size >= MAX_REORDERS) {
+      const [oldN, old] = this.#reorders.entries().next().value!;
+      this.#reorders.delete(oldN);
+      s.dnnl_primitive_destroy(old.prim);
+      s.dnnl_memory_destroy(old.from);
+      s.dnnl_memory_destroy(old.to);
+    }
+    const r = { prim, from, to, args };
+    this.#reorders.set(n, r);
+    return r;
+  }
+
+  /**
+   * Rounds f32 `x[from, to)` to bf16 bits in `out[0, to − from)` (round to nearest even) in
+   * oneDNN's native code: the bits of {@linkcode toBf16}, except that f32 subnormals become zero.
+   */
+  toBf16(x: Float32Array, from: number, to: number, out: Uint16Array): void {
+    const n = to - from;
+    if (n <= 0) return;
+    if (!this.#native) return toBf16(x, from, to, out);
+    const r = this.#reorder(n);
+    const s = this.#s;
+    check(s.dnnl_memory_set_data_handle(r.from, x.subarray(from, to)), "set_data_handle");
+    check(s.dnnl_memory_set_data_handle(r.to, out.subarray(0, n)), "set_data_handle");
+    check(s.dnnl_primitive_execute(r.prim, this.#stream, 2, r.args), `reorder of ${n} values`);
   }
 
   /** `C = beta·C + op(A)·op(B)` with A and B rounded to bf16, accumulated and stored in f32. */
@@ -83,12 +202,13 @@ export class Bf16Gemm {
     const endB = r.bOff + (r.batch - 1) * r.strideB + (rB - 1) * r.ldb + cB;
     if (this.#sa.length < endA - r.aOff) this.#sa = new Uint16Array(endA - r.aOff);
     if (this.#sb.length < endB - r.bOff) this.#sb = new Uint16Array(endB - r.bOff);
-    toBf16(r.a, r.aOff, endA, this.#sa);
-    toBf16(r.b, r.bOff, endB, this.#sb);
+    this.toBf16(r.a, r.aOff, endA, this.#sa);
+    this.toBf16(r.b, r.bOff, endB, this.#sb);
     const ta = r.transA ? T_CHAR : N_CHAR, tb = r.transB ? T_CHAR : N_CHAR;
+    const f = this.#s.dnnl_gemm_bf16bf16f32;
     for (let bi = 0; bi < r.batch; bi++) {
       const ao = bi * r.strideA, bo = bi * r.strideB, co = r.cOff + bi * r.strideC;
-      const status = this.#f(
+      const status = f(
         ta,
         tb,
         BigInt(r.m),

@@ -72,3 +72,25 @@ Deno.test("bfloat16 matmul: bf16 products with f32 accumulation, or float32 with
     tb.dispose();
   }
 });
+
+Deno.test("oneDNN's native rounding gives toBf16's bits, but f32 subnormals become zero", () => {
+  const g = openBf16Gemm();
+  if (typeof g === "string") {
+    // no bf16 gemm on this machine: nothing native to compare (the reason is the gemm test's)
+    assert.ok(g.length > 0);
+    return;
+  }
+  const special = [1, 1 + 2 ** -8, 1 + 3 * 2 ** -8, -(1 + 2 ** -9), 2 ** -130, 3.4e38, -Infinity];
+  const x = Float32Array.from([...special, NaN, ...normalArray(key(3), 5000).map((v) => v * 1e3)]);
+  const [js, native] = [new Uint16Array(x.length - 3), new Uint16Array(x.length - 3)];
+  // an offset into x and a length no other test uses (a fresh reorder primitive)
+  toBf16(x, 3, x.length, js);
+  g.toBf16(x, 3, x.length, native);
+  assert.ok(Number.isNaN(fromBf16(native.subarray(4, 5))[0]), "NaN stays NaN");
+  // the hardware conversion (vcvtneps2bf16) reads subnormal inputs as zero: 2^-130 → +0
+  assert.equal(js[1], 8);
+  assert.equal(native[1], 0);
+  native[4] = js[4] = 0; // NaN payloads may differ
+  native[1] = js[1] = 0;
+  assert.deepEqual(native, js);
+});
