@@ -4,6 +4,11 @@ import { matmulPrecision, setMatmulPrecision } from "../gemm_adapter.ts";
 import { tensor } from "../../../creation.ts";
 import { matmul } from "../../../ops/matmul.ts";
 import { key, normalArray } from "../../../random.ts";
+import { init } from "../../../model/minimind.ts";
+import { config } from "../../../model/minimind_config.ts";
+import { lmLoss } from "../../../../train/lm.ts";
+import { adamw } from "../../../../train/optim.ts";
+import { disposeState, makeTrainStep } from "../../../../train/step.ts";
 
 /** bf16 bits back to f32. */
 function fromBf16(h: Uint16Array): Float32Array {
@@ -93,4 +98,54 @@ Deno.test("oneDNN's native rounding gives toBf16's bits, but f32 subnormals beco
   native[4] = js[4] = 0; // NaN payloads may differ
   native[1] = js[1] = 0;
   assert.deepEqual(native, js);
+});
+
+Deno.test("bfloat16 training follows the float32 loss curve (tiny MiniMind, 15 AdamW steps)", async () => {
+  const cfg = config("minimind2-small", {
+    hiddenSize: 64,
+    numHiddenLayers: 2,
+    numAttentionHeads: 4,
+    numKeyValueHeads: 2,
+    vocabSize: 128,
+  });
+  // a learnable sequence: each row counts up by a row-specific step
+  const ids = tensor(
+    Int32Array.from({ length: 4 * 32 }, (_, i) => (Math.floor(i / 32) * 3 + (i % 32) * 5) % 128),
+    [4, 32],
+    "i32",
+  );
+  const curve = async (precision: "float32" | "bfloat16") => {
+    const why = setMatmulPrecision(precision);
+    const step = makeTrainStep(lmLoss(cfg), adamw({ lr: 3e-3 }), { hasAux: true, gradClip: 1 });
+    let s = step.init(init(cfg, key(0)) as never);
+    const losses: number[] = [];
+    try {
+      for (let i = 0; i < 15; i++) {
+        const [n, out] = step(s, { ids, labels: ids });
+        s = n;
+        losses.push(await out.loss.item());
+        out.loss.dispose();
+        out.aux?.dispose();
+        out.gradNorm?.dispose();
+      }
+    } finally {
+      setMatmulPrecision("float32");
+      disposeState(s);
+    }
+    return { losses, why };
+  };
+  const f32 = await curve("float32");
+  const bf16 = await curve("bfloat16");
+  ids.dispose();
+  const start = f32.losses[0], end = f32.losses[14];
+  assert.ok(end < start - 2, `fp32 learns: ${start} → ${end}`);
+  if (bf16.why !== null) {
+    // no bf16 here: the run is float32, bit for bit
+    assert.deepEqual(bf16.losses, f32.losses);
+    return;
+  }
+  const gaps = f32.losses.map((l, i) => Math.abs(l - bf16.losses[i]));
+  assert.ok(gaps.some((g) => g > 0), "bf16 really rounded something");
+  // within noise: the gaps measured were at most 0.006 over a drop of 5.1 → 0.8
+  assert.ok(Math.max(...gaps) < 0.03, `fp32 ${f32.losses}\nbf16 ${bf16.losses}`);
 });
