@@ -235,6 +235,23 @@ export class Bf16Gemm {
 let cached: Bf16Gemm | string | null = null;
 
 /**
+ * Sets oneDNN's OpenMP defaults before the library (and its OpenMP runtime) loads, where the
+ * user set nothing: idle threads sleep (`OMP_WAIT_POLICY=PASSIVE`) instead of spinning, since
+ * OpenBLAS's and the wasm SIMD threads need the same cores between the bf16 calls (spinning
+ * doubled the CPU time of a 2-thread MiniMind2-Small bf16 step on a loaded 2-core machine: 4547 →
+ * 2403 ms), and the thread count follows `OPENBLAS_NUM_THREADS` when only that is set.
+ */
+function openMpDefaults(): void {
+  try {
+    if (!Deno.env.get("OMP_WAIT_POLICY")) Deno.env.set("OMP_WAIT_POLICY", "PASSIVE");
+    const blas = Deno.env.get("OPENBLAS_NUM_THREADS");
+    if (!Deno.env.get("OMP_NUM_THREADS") && blas) Deno.env.set("OMP_NUM_THREADS", blas);
+  } catch {
+    // no --allow-env: OpenMP's own defaults
+  }
+}
+
+/**
  * The bf16 gemm, or why there is none: no native bf16 on this CPU (`cpuHasBf16`), no oneDNN
  * library, or no FFI permission. Loaded once per process.
  */
@@ -247,6 +264,7 @@ export function openBf16Gemm(): Bf16Gemm | string {
   } catch {
     env = undefined;
   }
+  openMpDefaults();
   const tried: string[] = [];
   const paths = [
     ...(env ? [env] : []),
