@@ -8,7 +8,7 @@ import { getGemm } from "./gemm/mod.ts";
 import type { Gemm } from "./gemm/mod.ts";
 import { openBf16Gemm } from "./gemm/bf16.ts";
 
-let fast: Pick<Gemm, "sgemm"> | null = null;
+let fast: Pick<Gemm, "sgemm" | "sumSquares"> | null = null;
 
 /**
  * Milliseconds spent in `gemm` since the clock was turned on (the CPU backend's profiler reads it
@@ -20,7 +20,7 @@ export const gemmClock: { on: boolean; ms: number } = { on: false, ms: 0 };
  * Overrides the fast f32 gemm (`null` restores the default). By default every f32 call uses
  * `getGemm()`: BLAS through FFI when found, else wasm SIMD (`initGemm()` adds wasm worker threads).
  */
-export function setFastSgemm(g: Pick<Gemm, "sgemm"> | null): void {
+export function setFastSgemm(g: Pick<Gemm, "sgemm" | "sumSquares"> | null): void {
   fast = g;
 }
 
@@ -121,6 +121,16 @@ export function gemm(
       }
     }
   }
+}
+
+/**
+ * Σx² of a whole f32 array by the fast gemm's BLAS (`cblas_dsdot`: f64 sums of f32 products,
+ * within 2^-24 relative of the exact sum), or null where the gemm in use has no such routine (wasm,
+ * JS, an override without it).
+ */
+export function sumSquaresF32(x: Float32Array): number | null {
+  const g: Pick<Gemm, "sgemm" | "sumSquares"> = fast ?? getGemm();
+  return g.sumSquares ? g.sumSquares(x) : null;
 }
 
 let bf16: Pick<Gemm, "sgemm"> | null = null;

@@ -34,6 +34,12 @@ const SYMBOLS = {
     ],
     result: "void",
   },
+  // n, x, incx, y, incy: Σ x·y of f32 vectors accumulated in f64
+  cblas_dsdot: {
+    parameters: ["i32", "buffer", "i32", "buffer", "i32"],
+    result: "f64",
+    optional: true,
+  },
   openblas_get_parallel: { parameters: [], result: "i32", optional: true },
   openblas_get_config: { parameters: [], result: "pointer", optional: true },
   openblas_get_corename: { parameters: [], result: "pointer", optional: true },
@@ -96,9 +102,22 @@ class BlasGemm implements Gemm {
   readonly kind = "blas" as const;
   readonly detail: string;
   readonly #sgemm: Lib["symbols"]["cblas_sgemm"];
+  readonly sumSquares?: (x: Float32Array) => number;
 
   constructor(lib: Lib, path: string) {
     this.#sgemm = lib.symbols.cblas_sgemm;
+    const dsdot = lib.symbols.cblas_dsdot;
+    // one call per 2^30 elements at most (the i32 length)
+    if (dsdot) {
+      this.sumSquares = (x) => {
+        let s = 0;
+        for (let i = 0; i < x.length; i += 2 ** 30) {
+          const part = x.subarray(i, Math.min(x.length, i + 2 ** 30));
+          s += dsdot(part.length, part, 1, part, 1);
+        }
+        return s;
+      };
+    }
     const s = lib.symbols;
     const config = cString(s.openblas_get_config?.()).trim();
     const core = cString(s.openblas_get_corename?.());
