@@ -75,6 +75,8 @@ export interface Gemm {
    * the exact one), where the implementation has it.
    */
   sumSquares?(x: Float32Array): number;
+  /** `y += x` (BLAS `cblas_saxpy` with α = 1: each sum rounded once, as the JS loop does). */
+  addInPlace?(x: Float32Array, y: Float32Array): void;
   /**
    * Releases background resources (worker threads). The object stays usable afterwards, on the
    * calling thread only.
