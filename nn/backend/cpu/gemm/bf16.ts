@@ -13,7 +13,7 @@
  * @module
  */
 
-import { handleTrivial, resolveArgs, type SgemmArgs } from "./types.ts";
+import { handleTrivial, resolveArgs, type Resolved, type SgemmArgs } from "./types.ts";
 
 const DIM = "i64";
 const SYMBOLS = {
@@ -45,8 +45,17 @@ const SYMBOLS = {
     result: "i32",
     optional: true,
   },
+  dnnl_matmul_desc_init: {
+    parameters: ["buffer", "buffer", "buffer", "pointer", "buffer"],
+    result: "i32",
+    optional: true,
+  },
   dnnl_reorder_primitive_desc_create: {
     parameters: ["buffer", "buffer", "pointer", "buffer", "pointer", "pointer"],
+    result: "i32",
+  },
+  dnnl_primitive_desc_create: {
+    parameters: ["buffer", "buffer", "pointer", "pointer", "pointer"],
     result: "i32",
   },
   dnnl_primitive_desc_destroy: { parameters: ["pointer"], result: "i32" },
@@ -62,11 +71,13 @@ type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
 
 // oneDNN 2.x enum values (dnnl_types.h)
 const ENGINE_CPU = 1, STREAM_IN_ORDER = 1, DT_BF16 = 2, DT_F32 = 3;
-const ARG_FROM = 1, ARG_TO = 17;
+const ARG_FROM = 1, ARG_TO = 17, ARG_SRC = 1, ARG_WEIGHTS = 33, ARG_DST = 17;
 /** Bytes reserved for one `dnnl_memory_desc_t` (about 800 in oneDNN 2.x; filled by the library). */
 const MD_BYTES = 2048;
-/** Reorder primitives kept (one per length converted; a model has a few dozen). */
-const MAX_REORDERS = 256;
+/** Bytes reserved for one `dnnl_matmul_desc_t` (four memory descriptors and a little more). */
+const OP_DESC_BYTES = 16384;
+/** Primitives kept (one per conversion length and per product shape; a model has a few dozen). */
+const MAX_PRIMS = 256;
 
 const N_CHAR = 78, T_CHAR = 84;
 
@@ -96,11 +107,14 @@ function check(status: number, what: string): void {
   if (status !== 0) throw new Error(`oneDNN ${what} failed (status ${status})`);
 }
 
-/** A native f32 → bf16 conversion of one length (a oneDNN reorder primitive and its two memories). */
-interface Reorder {
+/**
+ * A oneDNN primitive made for one shape and its memory objects, whose data pointers are set per
+ * call: a reorder (f32 → bf16 of one length) or a matmul (bf16 × bf16 → f32 of one shape).
+ */
+interface Prim {
   prim: Deno.PointerValue;
-  from: Deno.PointerValue;
-  to: Deno.PointerValue;
+  mems: Deno.PointerValue[];
+  /** The `dnnl_exec_arg_t {int arg; dnnl_memory_t memory;}` array. */
   args: BigUint64Array;
 }
 
@@ -113,7 +127,7 @@ export class Bf16Gemm {
   readonly #stream: Deno.PointerValue;
   /** Whether operands are rounded by oneDNN reorders (else by the JS `toBf16`). */
   readonly #native: boolean;
-  readonly #reorders = new Map<number, Reorder>();
+  readonly #prims = new Map<string, Prim>();
   #sa = new Uint16Array(0);
   #sb = new Uint16Array(0);
 
@@ -124,10 +138,11 @@ export class Bf16Gemm {
       (p) => this.#s.dnnl_stream_create(p, this.#engine, STREAM_IN_ORDER),
       "stream",
     );
-    this.#native = this.#s.dnnl_memory_desc_init_by_strides !== null;
-    this.detail = `oneDNN dnnl_gemm_bf16bf16f32 (operands rounded ${
-      this.#native ? "by oneDNN reorders" : "in JS"
-    }), ${path}`;
+    this.#native = this.#s.dnnl_memory_desc_init_by_strides !== null &&
+      this.#s.dnnl_matmul_desc_init !== null;
+    this.detail = this.#native
+      ? `oneDNN matmul primitives, operands rounded by oneDNN reorders, ${path}`
+      : `oneDNN dnnl_gemm_bf16bf16f32, operands rounded in JS, ${path}`;
   }
 
   /** Calls a oneDNN constructor that writes a handle through its first argument. */
@@ -137,43 +152,61 @@ export class Bf16Gemm {
     return Deno.UnsafePointer.create(out[0]);
   }
 
-  /** The reorder converting `n` contiguous f32 values to bf16, made on first use. */
-  #reorder(n: number): Reorder {
-    const hit = this.#reorders.get(n);
+  /** A memory descriptor of `dims` with element `strides` (row-major when strides are plain). */
+  #md(dims: number[], strides: number[], dt: number): Uint8Array {
+    const d = new Uint8Array(MD_BYTES);
+    const big = (xs: number[]) => new BigInt64Array(xs.map(BigInt));
+    check(
+      this.#s.dnnl_memory_desc_init_by_strides!(d, dims.length, big(dims), dt, big(strides)),
+      `memory descriptor ${dims.join("×")}`,
+    );
+    return d;
+  }
+
+  /**
+   * The primitive cached under `key`, else made from its descriptor by `makePd` with memories for
+   * `mds` (bound to the exec args `argIds`), evicting the oldest beyond {@linkcode MAX_PRIMS}.
+   */
+  #prim(
+    key: string,
+    makePd: (out: BigUint64Array) => number,
+    mds: Uint8Array[],
+    argIds: number[],
+  ): Prim {
+    const hit = this.#prims.get(key);
     if (hit) return hit;
     const s = this.#s;
-    const md = (dt: number) => {
-      const d = new Uint8Array(MD_BYTES);
-      const one = new BigInt64Array([BigInt(n)]);
-      check(s.dnnl_memory_desc_init_by_strides!(d, 1, one, dt, new BigInt64Array([1n])), "md");
-      return d;
-    };
-    const src = md(DT_F32), dst = md(DT_BF16);
-    const pd = this.#handle(
-      (p) => s.dnnl_reorder_primitive_desc_create(p, src, this.#engine, dst, this.#engine, null),
-      `f32→bf16 reorder of ${n} values`,
-    );
+    const pd = this.#handle(makePd, `oneDNN primitive descriptor (${key})`);
     let prim: Deno.PointerValue;
     try {
-      prim = this.#handle((p) => s.dnnl_primitive_create(p, pd), "reorder primitive");
+      prim = this.#handle((p) => s.dnnl_primitive_create(p, pd), `primitive (${key})`);
     } finally {
       s.dnnl_primitive_desc_destroy(pd);
     }
-    const from = this.#handle((p) => s.dnnl_memory_create(p, src, this.#engine, null), "memory");
-    const to = this.#handle((p) => s.dnnl_memory_create(p, dst, this.#engine, null), "memory");
-    const addr = (p: Deno.PointerValue) => BigInt(Deno.UnsafePointer.value(p));
-    // two dnnl_exec_arg_t {int arg; dnnl_memory_t memory;}
-    const args = new BigUint64Array([BigInt(ARG_FROM), addr(from), BigInt(ARG_TO), addr(to)]);
-    if (this.#reorders.size >= MAX_REORDERS) {
-      const [oldN, old] = this.#reorders.entries().next().value!;
-      this.#reorders.delete(oldN);
+    const mems = mds.map((md) =>
+      this.#handle((p) => s.dnnl_memory_create(p, md, this.#engine, null), "memory")
+    );
+    const args = new BigUint64Array(2 * mems.length);
+    mems.forEach((m, i) => {
+      args[2 * i] = BigInt(argIds[i]);
+      args[2 * i + 1] = BigInt(Deno.UnsafePointer.value(m));
+    });
+    if (this.#prims.size >= MAX_PRIMS) {
+      const [oldKey, old] = this.#prims.entries().next().value!;
+      this.#prims.delete(oldKey);
       s.dnnl_primitive_destroy(old.prim);
-      s.dnnl_memory_destroy(old.from);
-      s.dnnl_memory_destroy(old.to);
+      for (const m of old.mems) s.dnnl_memory_destroy(m);
     }
-    const r = { prim, from, to, args };
-    this.#reorders.set(n, r);
+    const r = { prim, mems, args };
+    this.#prims.set(key, r);
     return r;
+  }
+
+  /** Points the primitive's memories at `data` and runs it. */
+  #exec(p: Prim, data: ArrayBufferView[], what: string): void {
+    const s = this.#s;
+    data.forEach((d, i) => check(s.dnnl_memory_set_data_handle(p.mems[i], d), "set_data_handle"));
+    check(s.dnnl_primitive_execute(p.prim, this.#stream, data.length, p.args), what);
   }
 
   /**
@@ -184,11 +217,37 @@ export class Bf16Gemm {
     const n = to - from;
     if (n <= 0) return;
     if (!this.#native) return toBf16(x, from, to, out);
-    const r = this.#reorder(n);
-    const s = this.#s;
-    check(s.dnnl_memory_set_data_handle(r.from, x.subarray(from, to)), "set_data_handle");
-    check(s.dnnl_memory_set_data_handle(r.to, out.subarray(0, n)), "set_data_handle");
-    check(s.dnnl_primitive_execute(r.prim, this.#stream, 2, r.args), `reorder of ${n} values`);
+    const src = this.#md([n], [1], DT_F32), dst = this.#md([n], [1], DT_BF16);
+    const p = this.#prim(
+      `reorder ${n}`,
+      (o) =>
+        this.#s.dnnl_reorder_primitive_desc_create(o, src, this.#engine, dst, this.#engine, null),
+      [src, dst],
+      [ARG_FROM, ARG_TO],
+    );
+    this.#exec(p, [x.subarray(from, to), out.subarray(0, n)], `f32→bf16 reorder of ${n} values`);
+  }
+
+  /**
+   * The matmul primitive for one product shape: bf16 A (m×k, or stored k×m) and B (k×n, or stored
+   * n×k) with leading dimensions, f32 C (m×n, row stride ldc). oneDNN picks its best kernel (AMX or
+   * AVX512-BF16 brgemm), 1.5–1.9× dnnl_gemm_bf16bf16f32 on the forward's A·Bᵀ products.
+   */
+  #matmul(r: Resolved): Prim {
+    const { m, n, k, lda, ldb, ldc, transA, transB } = r;
+    const key = `matmul ${m} ${n} ${k} ${lda} ${ldb} ${ldc} ${transA} ${transB}`;
+    if (this.#prims.has(key)) return this.#prims.get(key)!;
+    const a = this.#md([m, k], transA ? [1, lda] : [lda, 1], DT_BF16);
+    const b = this.#md([k, n], transB ? [1, ldb] : [ldb, 1], DT_BF16);
+    const c = this.#md([m, n], [ldc, 1], DT_F32);
+    const desc = new Uint8Array(OP_DESC_BYTES);
+    check(this.#s.dnnl_matmul_desc_init!(desc, a, b, null, c), `matmul descriptor (${key})`);
+    return this.#prim(
+      key,
+      (o) => this.#s.dnnl_primitive_desc_create(o, desc, null, this.#engine, null),
+      [a, b, c],
+      [ARG_SRC, ARG_WEIGHTS, ARG_DST],
+    );
   }
 
   /** `C = beta·C + op(A)·op(B)` with A and B rounded to bf16, accumulated and stored in f32. */
@@ -204,6 +263,21 @@ export class Bf16Gemm {
     if (this.#sb.length < endB - r.bOff) this.#sb = new Uint16Array(endB - r.bOff);
     this.toBf16(r.a, r.aOff, endA, this.#sa);
     this.toBf16(r.b, r.bOff, endB, this.#sb);
+    if (this.#native && r.beta === 0) {
+      const p = this.#matmul(r);
+      const what = `bf16 matmul m=${r.m} n=${r.n} k=${r.k}`;
+      const sizeA = (rA - 1) * r.lda + cA, sizeB = (rB - 1) * r.ldb + cB;
+      for (let bi = 0; bi < r.batch; bi++) {
+        const ao = bi * r.strideA, bo = bi * r.strideB, co = r.cOff + bi * r.strideC;
+        const c = r.c.subarray(co, co + (r.m - 1) * r.ldc + r.n);
+        this.#exec(
+          p,
+          [this.#sa.subarray(ao, ao + sizeA), this.#sb.subarray(bo, bo + sizeB), c],
+          what,
+        );
+      }
+      return;
+    }
     const ta = r.transA ? T_CHAR : N_CHAR, tb = r.transB ? T_CHAR : N_CHAR;
     const f = this.#s.dnnl_gemm_bf16bf16f32;
     for (let bi = 0; bi < r.batch; bi++) {
