@@ -10,6 +10,7 @@ const pair = (ours: number, torch: number, config = "openblas-openmp, 2 threads"
   torch_cpu_ms_per_step: 2000,
   torch_peak_rss_mb: 1600,
   torch_config: `${config} (/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0)`,
+  ours_config: "2 threads",
 });
 
 Deno.test("cpu_compare: ranges over runs, per-run ratios, largest RSS, the usual PyTorch config", () => {
@@ -27,7 +28,7 @@ Deno.test("cpu_compare: ranges over runs, per-run ratios, largest RSS, the usual
   assert.equal(
     t[2],
     "| MiniMind2-Small | 900–1,100 | 800–1,000 | 1.06–1.25 | 1,000 / 2,000 | 911 / 1600 MB | " +
-      "openblas-openmp, 2 threads in 2 of 3 |",
+      "2 threads; openblas-openmp, 2 threads in 2 of 3 |",
   );
   assert.deepEqual(ROWS.map((r) => r.id), ["demo", "small", "mm3", "small_bf16"]);
   assert.ok(ROWS[3].args.includes("bfloat16"));
