@@ -10,6 +10,7 @@ import { defineOp, NONDIFF } from "../op.ts";
 import { apply1 } from "../apply.ts";
 import { broadcastShapes, fmt, sameShape, sizeOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
+import type { TypedArray } from "../dtype.ts";
 import { full } from "../creation.ts";
 import { forEachBroadcast } from "./_broadcast.ts";
 import { specialize } from "./_specialize.ts";
@@ -103,6 +104,11 @@ export interface BinaryRow {
   kinds?: ["normal" | "positive", "normal" | "positive"];
   /** Only float dtypes. */
   floatOnly?: boolean;
+  /**
+   * A faster CPU path for same-shape inputs (native code); returns false where it does not apply
+   * (then the JS loop runs). Must give the loop's bits.
+   */
+  cpuSame?: (a: TypedArray, b: TypedArray, y: TypedArray) => boolean;
 }
 
 function inferBinary(
@@ -189,8 +195,9 @@ export function makeBinary(row: BinaryRow): KernelOp<NoParams> {
     writesAll: true,
     cpu: ([a, b], [y], call) => {
       const sa = call.inputs[0].shape, sb = call.inputs[1].shape, so = call.outputs[0].shape;
-      if (sameShape(sa, sb)) k.same(a, b, y);
-      else if (b.length === 1) k.scalarB(a, b[0], y);
+      if (sameShape(sa, sb)) {
+        if (!row.cpuSame?.(a, b, y)) k.same(a, b, y);
+      } else if (b.length === 1) k.scalarB(a, b[0], y);
       else if (a.length === 1) k.scalarA(a[0], b, y);
       else {forEachBroadcast(so, [sa, sb], (o, n, offs, st) =>
           k.strided(a, b, y, o, n, offs[0], offs[1], st[0], st[1]));}

@@ -16,10 +16,18 @@ import { affine, cast, div, divOp, log, mul, mulOp, neg } from "./arith.ts";
 import { callBinary, makeBinary, scalarFor } from "./_elementwise.ts";
 import type { BinaryRow } from "./_elementwise.ts";
 import { broadcastWgsl, mapWgsl, wgslType } from "../backend/webgpu/wgsl.ts";
+import { addF32 } from "../backend/cpu/gemm_adapter.ts";
 
 const ROWS: BinaryRow[] = [
   // d(a+b) = da + db
-  { name: "add", f: (a, b) => a + b, wgsl: "a + b", out: "same", grad: (ct) => [ct, ct] },
+  {
+    name: "add",
+    f: (a, b) => a + b,
+    wgsl: "a + b",
+    out: "same",
+    grad: (ct) => [ct, ct],
+    cpuSame: addF32,
+  },
   // d(a-b) = da - db
   { name: "sub", f: (a, b) => a - b, wgsl: "a - b", out: "same", grad: (ct) => [ct, neg(ct)] },
   // the larger operand gets the gradient (ties go to a)

@@ -8,7 +8,8 @@ import { getGemm } from "./gemm/mod.ts";
 import type { Gemm } from "./gemm/mod.ts";
 import { openBf16Gemm } from "./gemm/bf16.ts";
 
-let fast: Pick<Gemm, "sgemm"> | null = null;
+type FastGemm = Pick<Gemm, "sgemm" | "sumSquares" | "addInPlace">;
+let fast: FastGemm | null = null;
 
 /**
  * Milliseconds spent in `gemm` since the clock was turned on (the CPU backend's profiler reads it
@@ -20,7 +21,7 @@ export const gemmClock: { on: boolean; ms: number } = { on: false, ms: 0 };
  * Overrides the fast f32 gemm (`null` restores the default). By default every f32 call uses
  * `getGemm()`: BLAS through FFI when found, else wasm SIMD (`initGemm()` adds wasm worker threads).
  */
-export function setFastSgemm(g: Pick<Gemm, "sgemm"> | null): void {
+export function setFastSgemm(g: FastGemm | null): void {
   fast = g;
 }
 
@@ -121,6 +122,34 @@ export function gemm(
       }
     }
   }
+}
+
+/**
+ * Σx² of a whole f32 array by the fast gemm's BLAS (`cblas_dsdot`: f64 sums of f32 products,
+ * within 2^-24 relative of the exact sum), or null where the gemm in use has no such routine (wasm,
+ * JS, an override without it).
+ */
+export function sumSquaresF32(x: Float32Array): number | null {
+  const g: FastGemm = fast ?? getGemm();
+  return g.sumSquares ? g.sumSquares(x) : null;
+}
+
+/**
+ * `y = a + b` for same-length f32 arrays of at least 4096 elements by the fast gemm's BLAS (a
+ * native copy, then `cblas_saxpy`: the same bits as the JS loop); false where it does not apply
+ * (other dtypes, short arrays, y aliasing b, no BLAS).
+ */
+export function addF32(a: TypedArray, b: TypedArray, y: TypedArray): boolean {
+  if (
+    !(a instanceof Float32Array) || !(b instanceof Float32Array) || !(y instanceof Float32Array) ||
+    a.length < 4096 || b.length !== a.length || y.length !== a.length ||
+    (y.buffer === b.buffer && y.byteOffset === b.byteOffset)
+  ) return false;
+  const g: FastGemm = fast ?? getGemm();
+  if (!g.addInPlace) return false;
+  if (y.buffer !== a.buffer || y.byteOffset !== a.byteOffset) y.set(a);
+  g.addInPlace(b, y);
+  return true;
 }
 
 let bf16: Pick<Gemm, "sgemm"> | null = null;

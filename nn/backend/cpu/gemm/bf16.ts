@@ -3,7 +3,9 @@
  * autocast runs a linear layer), through oneDNN's `dnnl_gemm_bf16bf16f32` by Deno FFI. Used only
  * where the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16 in `/proc/cpuinfo`): elsewhere
  * oneDNN emulates it and f32 is faster. The f32 operands are rounded to bf16 (round to nearest
- * even) into scratch arrays on every call; the result C is f32.
+ * even) into scratch arrays on every call by oneDNN reorder primitives (native code, one per
+ * length, made on first use); the result C is f32. A library without oneDNN 2.x's C API for
+ * reorders (oneDNN 3 changed it) rounds in a JS loop instead, about 4× slower.
  *
  * The library is found at run time: `MINIMIND_DNNL`, then Debian's `libdnnl.so.3` / `.so.2`
  * (package libdnnl2/libdnnl3).
@@ -11,7 +13,7 @@
  * @module
  */
 
-import { handleTrivial, resolveArgs, type SgemmArgs } from "./types.ts";
+import { handleTrivial, resolveArgs, type Resolved, type SgemmArgs } from "./types.ts";
 
 const DIM = "i64";
 const SYMBOLS = {
@@ -34,7 +36,48 @@ const SYMBOLS = {
     ],
     result: "i32",
   },
+  // the reorder primitive (f32 → bf16 in native code) through oneDNN 2.x's C API
+  dnnl_engine_create: { parameters: ["buffer", "i32", "usize"], result: "i32" },
+  dnnl_stream_create: { parameters: ["buffer", "pointer", "u32"], result: "i32" },
+  // oneDNN 2.x only (3.x has opaque memory descriptors): without it, rounding is done in JS
+  dnnl_memory_desc_init_by_strides: {
+    parameters: ["buffer", "i32", "buffer", "i32", "buffer"],
+    result: "i32",
+    optional: true,
+  },
+  dnnl_matmul_desc_init: {
+    parameters: ["buffer", "buffer", "buffer", "pointer", "buffer"],
+    result: "i32",
+    optional: true,
+  },
+  dnnl_reorder_primitive_desc_create: {
+    parameters: ["buffer", "buffer", "pointer", "buffer", "pointer", "pointer"],
+    result: "i32",
+  },
+  dnnl_primitive_desc_create: {
+    parameters: ["buffer", "buffer", "pointer", "pointer", "pointer"],
+    result: "i32",
+  },
+  dnnl_primitive_desc_destroy: { parameters: ["pointer"], result: "i32" },
+  dnnl_primitive_create: { parameters: ["buffer", "pointer"], result: "i32" },
+  dnnl_primitive_destroy: { parameters: ["pointer"], result: "i32" },
+  dnnl_memory_create: { parameters: ["buffer", "buffer", "pointer", "pointer"], result: "i32" },
+  dnnl_memory_destroy: { parameters: ["pointer"], result: "i32" },
+  dnnl_memory_set_data_handle: { parameters: ["pointer", "buffer"], result: "i32" },
+  dnnl_primitive_execute: { parameters: ["pointer", "pointer", "i32", "buffer"], result: "i32" },
 } as const;
+
+type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
+
+// oneDNN 2.x enum values (dnnl_types.h)
+const ENGINE_CPU = 1, STREAM_IN_ORDER = 1, DT_BF16 = 2, DT_F32 = 3;
+const ARG_FROM = 1, ARG_TO = 17, ARG_SRC = 1, ARG_WEIGHTS = 33, ARG_DST = 17;
+/** Bytes reserved for one `dnnl_memory_desc_t` (about 800 in oneDNN 2.x; filled by the library). */
+const MD_BYTES = 2048;
+/** Bytes reserved for one `dnnl_matmul_desc_t` (four memory descriptors and a little more). */
+const OP_DESC_BYTES = 16384;
+/** Primitives kept (one per conversion length and per product shape; a model has a few dozen). */
+const MAX_PRIMS = 256;
 
 const N_CHAR = 78, T_CHAR = 84;
 
@@ -59,17 +102,152 @@ export function cpuHasBf16(): boolean {
   }
 }
 
+/** A oneDNN call's status check: 0 is success. */
+function check(status: number, what: string): void {
+  if (status !== 0) throw new Error(`oneDNN ${what} failed (status ${status})`);
+}
+
+/**
+ * A oneDNN primitive made for one shape and its memory objects, whose data pointers are set per
+ * call: a reorder (f32 → bf16 of one length) or a matmul (bf16 × bf16 → f32 of one shape).
+ */
+interface Prim {
+  prim: Deno.PointerValue;
+  mems: Deno.PointerValue[];
+  /** The `dnnl_exec_arg_t {int arg; dnnl_memory_t memory;}` array. */
+  args: BigUint64Array;
+}
+
 /** A bf16 gemm with f32 accumulation (see the module doc). */
 export class Bf16Gemm {
   /** The library loaded. */
   readonly detail: string;
-  readonly #f: Deno.DynamicLibrary<typeof SYMBOLS>["symbols"]["dnnl_gemm_bf16bf16f32"];
+  readonly #s: Lib["symbols"];
+  readonly #engine: Deno.PointerValue;
+  readonly #stream: Deno.PointerValue;
+  /** Whether operands are rounded by oneDNN reorders (else by the JS `toBf16`). */
+  readonly #native: boolean;
+  readonly #prims = new Map<string, Prim>();
   #sa = new Uint16Array(0);
   #sb = new Uint16Array(0);
 
-  constructor(lib: Deno.DynamicLibrary<typeof SYMBOLS>, path: string) {
-    this.#f = lib.symbols.dnnl_gemm_bf16bf16f32;
-    this.detail = `oneDNN dnnl_gemm_bf16bf16f32, ${path}`;
+  constructor(lib: Lib, path: string) {
+    this.#s = lib.symbols;
+    this.#engine = this.#handle((p) => this.#s.dnnl_engine_create(p, ENGINE_CPU, 0n), "engine");
+    this.#stream = this.#handle(
+      (p) => this.#s.dnnl_stream_create(p, this.#engine, STREAM_IN_ORDER),
+      "stream",
+    );
+    this.#native = this.#s.dnnl_memory_desc_init_by_strides !== null &&
+      this.#s.dnnl_matmul_desc_init !== null;
+    this.detail = this.#native
+      ? `oneDNN matmul primitives, operands rounded by oneDNN reorders, ${path}`
+      : `oneDNN dnnl_gemm_bf16bf16f32, operands rounded in JS, ${path}`;
+  }
+
+  /** Calls a oneDNN constructor that writes a handle through its first argument. */
+  #handle(make: (out: BigUint64Array) => number, what: string): Deno.PointerValue {
+    const out = new BigUint64Array(1);
+    check(make(out), `${what} creation`);
+    return Deno.UnsafePointer.create(out[0]);
+  }
+
+  /** A memory descriptor of `dims` with element `strides` (row-major when strides are plain). */
+  #md(dims: number[], strides: number[], dt: number): Uint8Array {
+    const d = new Uint8Array(MD_BYTES);
+    const big = (xs: number[]) => new BigInt64Array(xs.map(BigInt));
+    check(
+      this.#s.dnnl_memory_desc_init_by_strides!(d, dims.length, big(dims), dt, big(strides)),
+      `memory descriptor ${dims.join("×")}`,
+    );
+    return d;
+  }
+
+  /**
+   * The primitive cached under `key`, else made from its descriptor by `makePd` with memories for
+   * `mds` (bound to the exec args `argIds`), evicting the oldest beyond {@linkcode MAX_PRIMS}.
+   */
+  #prim(
+    key: string,
+    makePd: (out: BigUint64Array) => number,
+    mds: Uint8Array[],
+    argIds: number[],
+  ): Prim {
+    const hit = this.#prims.get(key);
+    if (hit) return hit;
+    const s = this.#s;
+    const pd = this.#handle(makePd, `oneDNN primitive descriptor (${key})`);
+    let prim: Deno.PointerValue;
+    try {
+      prim = this.#handle((p) => s.dnnl_primitive_create(p, pd), `primitive (${key})`);
+    } finally {
+      s.dnnl_primitive_desc_destroy(pd);
+    }
+    const mems = mds.map((md) =>
+      this.#handle((p) => s.dnnl_memory_create(p, md, this.#engine, null), "memory")
+    );
+    const args = new BigUint64Array(2 * mems.length);
+    mems.forEach((m, i) => {
+      args[2 * i] = BigInt(argIds[i]);
+      args[2 * i + 1] = BigInt(Deno.UnsafePointer.value(m));
+    });
+    if (this.#prims.size >= MAX_PRIMS) {
+      const [oldKey, old] = this.#prims.entries().next().value!;
+      this.#prims.delete(oldKey);
+      s.dnnl_primitive_destroy(old.prim);
+      for (const m of old.mems) s.dnnl_memory_destroy(m);
+    }
+    const r = { prim, mems, args };
+    this.#prims.set(key, r);
+    return r;
+  }
+
+  /** Points the primitive's memories at `data` and runs it. */
+  #exec(p: Prim, data: ArrayBufferView[], what: string): void {
+    const s = this.#s;
+    data.forEach((d, i) => check(s.dnnl_memory_set_data_handle(p.mems[i], d), "set_data_handle"));
+    check(s.dnnl_primitive_execute(p.prim, this.#stream, data.length, p.args), what);
+  }
+
+  /**
+   * Rounds f32 `x[from, to)` to bf16 bits in `out[0, to − from)` (round to nearest even) in
+   * oneDNN's native code: the bits of {@linkcode toBf16}, except that f32 subnormals become zero.
+   */
+  toBf16(x: Float32Array, from: number, to: number, out: Uint16Array): void {
+    const n = to - from;
+    if (n <= 0) return;
+    if (!this.#native) return toBf16(x, from, to, out);
+    const src = this.#md([n], [1], DT_F32), dst = this.#md([n], [1], DT_BF16);
+    const p = this.#prim(
+      `reorder ${n}`,
+      (o) =>
+        this.#s.dnnl_reorder_primitive_desc_create(o, src, this.#engine, dst, this.#engine, null),
+      [src, dst],
+      [ARG_FROM, ARG_TO],
+    );
+    this.#exec(p, [x.subarray(from, to), out.subarray(0, n)], `f32→bf16 reorder of ${n} values`);
+  }
+
+  /**
+   * The matmul primitive for one product shape: bf16 A (m×k, or stored k×m) and B (k×n, or stored
+   * n×k) with leading dimensions, f32 C (m×n, row stride ldc). oneDNN picks its best kernel (AMX or
+   * AVX512-BF16 brgemm), 1.5–1.9× dnnl_gemm_bf16bf16f32 on the forward's A·Bᵀ products.
+   */
+  #matmul(r: Resolved): Prim {
+    const { m, n, k, lda, ldb, ldc, transA, transB } = r;
+    const key = `matmul ${m} ${n} ${k} ${lda} ${ldb} ${ldc} ${transA} ${transB}`;
+    if (this.#prims.has(key)) return this.#prims.get(key)!;
+    const a = this.#md([m, k], transA ? [1, lda] : [lda, 1], DT_BF16);
+    const b = this.#md([k, n], transB ? [1, ldb] : [ldb, 1], DT_BF16);
+    const c = this.#md([m, n], [ldc, 1], DT_F32);
+    const desc = new Uint8Array(OP_DESC_BYTES);
+    check(this.#s.dnnl_matmul_desc_init!(desc, a, b, null, c), `matmul descriptor (${key})`);
+    return this.#prim(
+      key,
+      (o) => this.#s.dnnl_primitive_desc_create(o, desc, null, this.#engine, null),
+      [a, b, c],
+      [ARG_SRC, ARG_WEIGHTS, ARG_DST],
+    );
   }
 
   /** `C = beta·C + op(A)·op(B)` with A and B rounded to bf16, accumulated and stored in f32. */
@@ -83,12 +261,28 @@ export class Bf16Gemm {
     const endB = r.bOff + (r.batch - 1) * r.strideB + (rB - 1) * r.ldb + cB;
     if (this.#sa.length < endA - r.aOff) this.#sa = new Uint16Array(endA - r.aOff);
     if (this.#sb.length < endB - r.bOff) this.#sb = new Uint16Array(endB - r.bOff);
-    toBf16(r.a, r.aOff, endA, this.#sa);
-    toBf16(r.b, r.bOff, endB, this.#sb);
+    this.toBf16(r.a, r.aOff, endA, this.#sa);
+    this.toBf16(r.b, r.bOff, endB, this.#sb);
+    if (this.#native && r.beta === 0) {
+      const p = this.#matmul(r);
+      const what = `bf16 matmul m=${r.m} n=${r.n} k=${r.k}`;
+      const sizeA = (rA - 1) * r.lda + cA, sizeB = (rB - 1) * r.ldb + cB;
+      for (let bi = 0; bi < r.batch; bi++) {
+        const ao = bi * r.strideA, bo = bi * r.strideB, co = r.cOff + bi * r.strideC;
+        const c = r.c.subarray(co, co + (r.m - 1) * r.ldc + r.n);
+        this.#exec(
+          p,
+          [this.#sa.subarray(ao, ao + sizeA), this.#sb.subarray(bo, bo + sizeB), c],
+          what,
+        );
+      }
+      return;
+    }
     const ta = r.transA ? T_CHAR : N_CHAR, tb = r.transB ? T_CHAR : N_CHAR;
+    const f = this.#s.dnnl_gemm_bf16bf16f32;
     for (let bi = 0; bi < r.batch; bi++) {
       const ao = bi * r.strideA, bo = bi * r.strideB, co = r.cOff + bi * r.strideC;
-      const status = this.#f(
+      const status = f(
         ta,
         tb,
         BigInt(r.m),
@@ -115,6 +309,23 @@ export class Bf16Gemm {
 let cached: Bf16Gemm | string | null = null;
 
 /**
+ * Sets oneDNN's OpenMP defaults before the library (and its OpenMP runtime) loads, where the
+ * user set nothing: idle threads sleep (`OMP_WAIT_POLICY=PASSIVE`) instead of spinning, since
+ * OpenBLAS's and the wasm SIMD threads need the same cores between the bf16 calls (spinning
+ * doubled the CPU time of a 2-thread MiniMind2-Small bf16 step on a loaded 2-core machine: 4547 →
+ * 2403 ms), and the thread count follows `OPENBLAS_NUM_THREADS` when only that is set.
+ */
+function openMpDefaults(): void {
+  try {
+    if (!Deno.env.get("OMP_WAIT_POLICY")) Deno.env.set("OMP_WAIT_POLICY", "PASSIVE");
+    const blas = Deno.env.get("OPENBLAS_NUM_THREADS");
+    if (!Deno.env.get("OMP_NUM_THREADS") && blas) Deno.env.set("OMP_NUM_THREADS", blas);
+  } catch {
+    // no --allow-env: OpenMP's own defaults
+  }
+}
+
+/**
  * The bf16 gemm, or why there is none: no native bf16 on this CPU (`cpuHasBf16`), no oneDNN
  * library, or no FFI permission. Loaded once per process.
  */
@@ -127,6 +338,7 @@ export function openBf16Gemm(): Bf16Gemm | string {
   } catch {
     env = undefined;
   }
+  openMpDefaults();
   const tried: string[] = [];
   const paths = [
     ...(env ? [env] : []),

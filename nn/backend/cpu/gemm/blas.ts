@@ -34,6 +34,18 @@ const SYMBOLS = {
     ],
     result: "void",
   },
+  // n, x, incx, y, incy: Σ x·y of f32 vectors accumulated in f64
+  cblas_dsdot: {
+    parameters: ["i32", "buffer", "i32", "buffer", "i32"],
+    result: "f64",
+    optional: true,
+  },
+  // n, alpha, x, incx, y, incy: y += alpha·x
+  cblas_saxpy: {
+    parameters: ["i32", "f32", "buffer", "i32", "buffer", "i32"],
+    result: "void",
+    optional: true,
+  },
   openblas_get_parallel: { parameters: [], result: "i32", optional: true },
   openblas_get_config: { parameters: [], result: "pointer", optional: true },
   openblas_get_corename: { parameters: [], result: "pointer", optional: true },
@@ -96,9 +108,32 @@ class BlasGemm implements Gemm {
   readonly kind = "blas" as const;
   readonly detail: string;
   readonly #sgemm: Lib["symbols"]["cblas_sgemm"];
+  readonly sumSquares?: (x: Float32Array) => number;
+  readonly addInPlace?: (x: Float32Array, y: Float32Array) => void;
 
   constructor(lib: Lib, path: string) {
     this.#sgemm = lib.symbols.cblas_sgemm;
+    const { cblas_dsdot: dsdot, cblas_saxpy: saxpy } = lib.symbols;
+    // one call per 2^30 elements at most (the i32 length)
+    const CHUNK = 2 ** 30;
+    if (dsdot) {
+      this.sumSquares = (x) => {
+        let s = 0;
+        for (let i = 0; i < x.length; i += CHUNK) {
+          const part = x.subarray(i, Math.min(x.length, i + CHUNK));
+          s += dsdot(part.length, part, 1, part, 1);
+        }
+        return s;
+      };
+    }
+    if (saxpy) {
+      this.addInPlace = (x, y) => {
+        for (let i = 0; i < x.length; i += CHUNK) {
+          const end = Math.min(x.length, i + CHUNK);
+          saxpy(end - i, 1, x.subarray(i, end), 1, y.subarray(i, end), 1);
+        }
+      };
+    }
     const s = lib.symbols;
     const config = cString(s.openblas_get_config?.()).trim();
     const core = cString(s.openblas_get_corename?.());

@@ -298,6 +298,61 @@ for (const [ta, tb] of VARIANTS) {
   });
 }
 
+Deno.test({
+  name:
+    `gemm blas: sumSquares (cblas_dsdot) is Σx² within f32 rounding, the global-norm op uses it${
+      "sgemm" in blas || requireBlas ? "" : " (skipped: no BLAS here)"
+    }`,
+  ignore: !("sgemm" in blas) && !requireBlas,
+  async fn() {
+    if (!("sgemm" in blas)) throw new Error(`MINIMIND_REQUIRE_BLAS=1 but no BLAS: ${blas.reason}`);
+    const { tensor } = await import("../../../creation.ts");
+    const { sumSquares } = await import("../../../ops/reduce.ts");
+    const x = Float32Array.from({ length: 100_003 }, (_, i) => Math.sin(i) * (1 + (i % 7)));
+    let ref = 0;
+    for (const v of x) ref += v * v;
+    assert(blas.sumSquares, "OpenBLAS exports cblas_dsdot");
+    const got = blas.sumSquares(x);
+    // OpenBLAS rounds each product to f32 and sums in f64: at most 2^-24 relative off
+    assert(got !== ref && Math.abs(got - ref) <= 2 ** -24 * ref, `${got} vs ${ref}`);
+    const t = tensor(x, [x.length]);
+    const y = sumSquares(t, [0]);
+    // the op's f32 result is dsdot's, within one f32 ulp of the exact sum
+    assert(y.dataSync()[0] === Math.fround(got), `op: ${y.dataSync()[0]} vs ${Math.fround(got)}`);
+    assert(Math.abs(y.dataSync()[0] - ref) <= 2 ** -23 * ref, `op: ${y.dataSync()[0]} vs ${ref}`);
+    t.dispose();
+    y.dispose();
+  },
+});
+
+Deno.test({
+  name: `gemm blas: the add op on large f32 arrays (copy + cblas_saxpy) gives the JS loop's bits${
+    "sgemm" in blas || requireBlas ? "" : " (skipped: no BLAS here)"
+  }`,
+  ignore: !("sgemm" in blas) && !requireBlas,
+  async fn() {
+    if (!("sgemm" in blas)) throw new Error(`MINIMIND_REQUIRE_BLAS=1 but no BLAS: ${blas.reason}`);
+    const { tensor } = await import("../../../creation.ts");
+    const { add } = await import("../../../ops/binary.ts");
+    const { addF32 } = await import("../gemm_adapter.ts");
+    const n = 70_001;
+    // magnitudes 2^-40..2^40: sums that round, cancel and absorb
+    const a = Float32Array.from({ length: n }, (_, i) => Math.sin(i) * 2 ** ((i % 81) - 40));
+    const b = Float32Array.from({ length: n }, (_, i) => Math.cos(3 * i) * 2 ** ((i % 77) - 38));
+    const ref = a.map((v, i) => v + b[i]);
+    assert(blas.addInPlace, "OpenBLAS exports cblas_saxpy");
+    const y = new Float32Array(n);
+    assert(addF32(a, b, y), "the BLAS path applies to same-length f32 arrays");
+    assert(y.every((v, i) => Object.is(v, ref[i])), "addF32 = JS sums, bit for bit");
+    assert(!addF32(a.subarray(0, 100), b.subarray(0, 100), y.subarray(0, 100)), "short: JS");
+    const [ta, tb] = [tensor(a, [n]), tensor(b, [n])];
+    const got = add(ta, tb).dataSync();
+    assert(got.every((v, i) => Object.is(v, ref[i])), "the add op = JS sums, bit for bit");
+    ta.dispose();
+    tb.dispose();
+  },
+});
+
 Deno.test("gemm blas: OpenMP builds of OpenBLAS are refused by path, missing libraries reported", () => {
   const miss = openBlas({
     paths: ["/usr/lib/x86_64-linux-gnu/openblas-openmp/libopenblas.so.0", "/nonexistent/libx.so"],

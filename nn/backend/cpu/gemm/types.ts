@@ -70,6 +70,14 @@ export interface Gemm {
   /** Computes `C = beta*C + op(A)·op(B)` as described by {@linkcode SgemmArgs}. */
   sgemm(args: SgemmArgs): void;
   /**
+   * Σx² of a whole array, accumulated in f64 (BLAS `cblas_dsdot`: vectorized and threaded, about
+   * 8× the JS loop; OpenBLAS rounds each product to f32, so the sum is within 2^-24 relative of
+   * the exact one), where the implementation has it.
+   */
+  sumSquares?(x: Float32Array): number;
+  /** `y += x` (BLAS `cblas_saxpy` with α = 1: each sum rounded once, as the JS loop does). */
+  addInPlace?(x: Float32Array, y: Float32Array): void;
+  /**
    * Releases background resources (worker threads). The object stays usable afterwards, on the
    * calling thread only.
    */
