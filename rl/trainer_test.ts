@@ -334,3 +334,32 @@ Deno.test("V2 sequence PPO: the objective by hand, A = r − V(last token), the 
   const got = (await loss.data())[0];
   assert.ok(Math.abs(got - want) < 1e-5 * Math.max(1, Math.abs(want)), `${got} vs ${want}`);
 });
+
+Deno.test("PPO critic warm-up: the first steps move only the critic, then both learn", async () => {
+  for (const ppoLossType of ["token", "sequence"] as const) {
+    const trainer = new RlTrainer({
+      ...settings("ppo", LENGTH_REWARD),
+      ppoLossType,
+      criticWarmupSteps: 2,
+    });
+    let state = trainer.init(init(tiny, key(0)) as unknown as Tree);
+    const batch: RlBatch = {
+      prompt: RECORDS.slice(0, 2).map((r) =>
+        tok.applyChatTemplate(r.conversations.slice(0, 1), { addGenerationPrompt: true })
+      ),
+    };
+    const flat = (t: Tree) =>
+      JSON.stringify(Object.entries(flatten(t)).map(([k, v]) => [k, [...v.dataSync()]]));
+    const actor0 = flat(state.actor.params);
+    const moved: [boolean, boolean][] = [];
+    for (let k = 0; k < 3; k++) {
+      const a = flat(state.actor.params), c = flat(state.critic!.params);
+      const [next] = await trainer.run(state, batch);
+      moved.push([flat(next.actor.params) !== a, flat(next.critic!.params) !== c]);
+      state = next;
+    }
+    assert.deepEqual(moved, [[false, true], [false, true], [true, true]], ppoLossType);
+    assert.equal(state.actor.updates > 0, true);
+    assert.notEqual(flat(state.actor.params), actor0);
+  }
+});
