@@ -2,7 +2,8 @@
  * `deno task ppo | grpo | spo`: MiniMind's RL scripts (HEAD `train_ppo.py`, `train_grpo.py`, V2
  * `train_spo.py`) with their flags, defaults and output names (`out/ppo_actor_<hidden>`,
  * `out/grpo_<hidden>`, `out/spo_<hidden>`), on the shared training loop (resume, Ctrl-C, NaN stop,
- * metrics) plus a reward plot. `--reward rules|poetry|model:<path>` picks the reward.
+ * metrics) plus a reward plot. `--reward rules|poetry|model:<path>` picks the reward;
+ * `deno task ppo --loss_type sequence` is V2's sequence-level PPO (old actor, A = r − V(last)).
  *
  * With no `--data_path` a run uses the embedded poetry corpus's RL prompts, starts from the demo's
  * SFT model and uses the poetry reward, with settings sized for a CPU (see {@link EMBEDDED}); the
@@ -186,6 +187,7 @@ export const EMBEDDED: Record<RlAlgorithm, Record<string, number | string>> = {
     critic_learning_rate: 1e-3,
     critic_warmup: 5,
     lam: 1.0,
+    kl_coef: 0.5,
     max_seq_len: 64,
     max_gen_len: 96,
     thinking_ratio: 0,
