@@ -2,7 +2,8 @@
  * `deno task ppo | grpo | spo`: MiniMind's RL scripts (HEAD `train_ppo.py`, `train_grpo.py`, V2
  * `train_spo.py`) with their flags, defaults and output names (`out/ppo_actor_<hidden>`,
  * `out/grpo_<hidden>`, `out/spo_<hidden>`), on the shared training loop (resume, Ctrl-C, NaN stop,
- * metrics) plus a reward plot. `--reward rules|poetry|model:<path>` picks the reward.
+ * metrics) plus a reward plot. `--reward rules|poetry|model:<path>` picks the reward;
+ * `deno task ppo --loss_type sequence` is V2's sequence-level PPO (old actor, A = r − V(last)).
  *
  * With no `--data_path` a run uses the embedded poetry corpus's RL prompts, starts from the demo's
  * SFT model and uses the poetry reward, with settings sized for a CPU (see {@link EMBEDDED}); the
@@ -41,12 +42,12 @@ import type { Progress } from "../train/progress.ts";
 import { heldoutFormPrompts } from "../train/scores.ts";
 import { RlTrainer } from "./trainer.ts";
 import type { AsyncTrainer } from "../train/trainer.ts";
-import type { RlAlgorithm, RlSettings } from "./trainer.ts";
+import type { RlAlgorithm, RlReport, RlSettings } from "./trainer.ts";
 import { poetryReward, rulesReward, ValueHeadRewardModel } from "./rewards.ts";
 import type { RewardFunction } from "./rewards.ts";
 import type { CriticParams } from "./critic.ts";
-import { evaluatePoetry } from "./evaluate.ts";
-import type { PoetryEval } from "./evaluate.ts";
+import { evaluatePoetry, pairedGain } from "./evaluate.ts";
+import type { PairedGain, PoetryEval } from "./evaluate.ts";
 
 /** MiniMind's per-script defaults (spec §4.2; SPO from V2). */
 const MINIMIND = {
@@ -124,13 +125,37 @@ export function rlFlags(algo: RlAlgorithm): FlagTable {
   }
   return {
     ...base,
+    loss_type: {
+      type: "choice",
+      default: "token",
+      choices: ["token", "sequence"],
+      help: "token: HEAD's per-token PPO with GAE; sequence: V2's sequence-level PPO",
+    },
     critic_learning_rate: { type: "float", default: 5e-7, min: 0, help: "critic peak lr" },
-    clip_epsilon: { type: "float", default: 0.2, min: 0, help: "ratio clip" },
+    clip_epsilon: {
+      type: "float",
+      default: 0.2,
+      min: 0,
+      help: "ratio clip (--loss_type sequence: V2's 0.1 unless given)",
+    },
     kl_coef: { type: "float", default: 0.02, min: 0, help: "KL-to-reference weight" },
-    ppo_update_iters: { type: "int", default: 2, min: 1, help: "passes over each rollout" },
-    early_stop_kl: { type: "float", default: 0.25, min: 0, help: "approx-KL early stop" },
-    gamma: { type: "float", default: 1.0, min: 0, help: "GAE discount" },
-    lam: { type: "float", default: 0.95, min: 0, help: "GAE λ" },
+    vf_coef: { type: "float", default: 0.5, min: 0, help: "value-loss weight" },
+    ppo_update_iters: { type: "int", default: 2, min: 1, help: "passes over each rollout (token)" },
+    early_stop_kl: { type: "float", default: 0.25, min: 0, help: "approx-KL early stop (token)" },
+    gamma: { type: "float", default: 1.0, min: 0, help: "GAE discount (token)" },
+    lam: { type: "float", default: 0.95, min: 0, help: "GAE λ (token)" },
+    update_old_actor_freq: {
+      type: "int",
+      default: 4,
+      min: 1,
+      help: "steps between old-actor syncs (sequence)",
+    },
+    critic_warmup: {
+      type: "int",
+      default: 0,
+      min: 0,
+      help: "first steps that train only the critic (not MiniMind's; embedded corpus: see README)",
+    },
   };
 }
 
@@ -150,32 +175,40 @@ export const EMBEDDED: Record<RlAlgorithm, Record<string, number | string>> = {
     max_gen_len: 96,
     thinking_ratio: 0,
     save_interval: 20,
-    max_steps: 40,
-    eval_per_form: 12,
+    max_steps: 80,
+    eval_per_form: 24,
+    eval_samples: 8,
   },
   ppo: {
     hidden_size: 192,
-    batch_size: 8,
-    learning_rate: 1e-5,
-    critic_learning_rate: 5e-4,
+    batch_size: 32,
+    accumulation_steps: 16,
+    learning_rate: 5e-5,
+    critic_learning_rate: 1e-3,
+    critic_warmup: 5,
+    lam: 1.0,
+    kl_coef: 0.5,
     max_seq_len: 64,
     max_gen_len: 96,
     thinking_ratio: 0,
-    save_interval: 20,
+    save_interval: 10,
     max_steps: 40,
-    eval_per_form: 12,
+    eval_per_form: 24,
+    eval_samples: 8,
   },
   spo: {
     hidden_size: 192,
-    batch_size: 16,
+    batch_size: 64,
     accumulation_steps: 1,
-    learning_rate: 5e-5,
+    learning_rate: 1e-4,
+    beta: 0.5,
     max_seq_len: 64,
     max_gen_len: 96,
     thinking_ratio: 0,
-    save_interval: 20,
-    max_steps: 60,
-    eval_per_form: 12,
+    save_interval: 10,
+    max_steps: 30,
+    eval_per_form: 24,
+    eval_samples: 8,
   },
 };
 
@@ -187,6 +220,8 @@ export interface RlRunResult extends LoopResult {
   before: PoetryEval | null;
   /** …and after. */
   after: PoetryEval | null;
+  /** after − before with its standard error over titles (when both were evaluated). */
+  gain?: PairedGain | null;
   /** The reward plot. */
   rewardPlot: string;
 }
@@ -203,6 +238,8 @@ export interface RunRlOptions {
   log?: (m: string) => void;
   /** The training loop's progress output (default stdout). */
   progress?: Progress;
+  /** Called after each step with its rollout, prompts, rewards and advantages. */
+  onReport?: (report: RlReport) => void;
 }
 
 async function exists(p: string): Promise<boolean> {
@@ -271,7 +308,8 @@ async function cachedEval(
   const id = JSON.stringify({ file, size: st.size, mtime: st.mtime?.getTime(), settings });
   const cache = join(saveDir, "heldout_eval.json");
   const saved = await Deno.readTextFile(cache).then((t) => JSON.parse(t)).catch(() => ({}));
-  if (saved[id]) return { ...saved[id], kl: saved[id].kl ?? NaN } as PoetryEval; // JSON: NaN → null
+  // JSON turns NaN into null; an entry from before per-poem totals were kept is run again
+  if (saved[id]?.totals) return { ...saved[id], kl: saved[id].kl ?? NaN } as PoetryEval;
   const e = await run();
   await Deno.mkdir(saveDir, { recursive: true });
   const now = await Deno.readTextFile(cache).then((t) => JSON.parse(t)).catch(() => ({}));
@@ -438,7 +476,9 @@ export async function runRl(
   const steps = Math.min(Number(a.epochs) * iters, Number(a.max_steps) || Infinity);
   const G = algo === "grpo" ? Number(a.num_generations) : 1;
   const mb = Math.min(2, B * G);
-  const updates = algo === "ppo"
+  const sequence = algo === "ppo" && a.loss_type === "sequence";
+  if (sequence && !given.has("clip_epsilon")) a.clip_epsilon = 0.1; // V2's default
+  const updates = algo === "ppo" && !sequence
     ? Math.ceil(steps * Number(a.ppo_update_iters) * Math.ceil(B / mb) / accum)
     : Math.ceil(steps / accum);
   const settings: RlSettings = {
@@ -458,7 +498,7 @@ export async function runRl(
     accumulationSteps: accum,
     gradClip: Number(a.grad_clip),
     numGenerations: G,
-    lossType: (a.loss_type ?? "cispo") as "grpo" | "cispo",
+    lossType: (algo === "grpo" ? a.loss_type : "cispo") as "grpo" | "cispo",
     beta: Number(algo === "ppo" ? a.kl_coef : a.beta),
     clipEpsilon: Number(algo === "ppo" ? a.clip_epsilon : a.epsilon ?? 0.2),
     epsilonHigh: Number(a.epsilon_high ?? 5),
@@ -469,10 +509,16 @@ export async function runRl(
     gamma: Number(a.gamma ?? 1),
     lambda: Number(a.lam ?? 0.95),
     seed: Number(a.seed),
+    ppoLossType: sequence ? "sequence" : "token",
+    vfCoef: Number(a.vf_coef ?? 0.5),
+    updateOldActorFreq: Number(a.update_old_actor_freq ?? 4),
+    criticWarmupSteps: Number(a.critic_warmup ?? 0),
   };
   const trainer = new RlTrainer(settings);
   let shown = 0;
-  trainer.onReport = ({ rollout, rewards }) => {
+  trainer.onReport = (report) => {
+    options.onReport?.(report);
+    const { rollout, rewards } = report;
     if (shown++ % Math.max(1, Number(a.log_interval) * 10) !== 0) return;
     say(
       `  sample: ${rollout.texts[0].replace(/\n/g, " / ")}  (reward ${
@@ -534,7 +580,7 @@ export async function runRl(
   });
 
   // 6. held-out poetry reward after training, with the KL to the starting model
-  let after: PoetryEval | null = null;
+  let after: PoetryEval | null = null, gain: PairedGain | null = null;
   if (evalSet.length && !result.interrupted) {
     const ref = (await loadModel(path)).params;
     after = await evaluatePoetry(
@@ -544,6 +590,13 @@ export async function runRl(
     );
     scope(() => dispose(ref as unknown as Tree));
     say(`Held-out after: ${fmtEval(after)}`);
+    if (before) {
+      gain = pairedGain(before, after, evalOpts.samples);
+      say(
+        `Held-out gain: ${gain.delta.toFixed(3)} ± ${gain.se.toFixed(3)} (SE over ${gain.titles} ` +
+          `titles, paired draws; ${gain.z.toFixed(1)} SE)`,
+      );
+    }
     for (const x of after.examples.slice(0, 4)) {
       say(`  《${x.prompt.title}》 ${x.prompt.form.name}: ${x.text.replace(/\n/g, " / ")}`);
     }
@@ -556,7 +609,7 @@ export async function runRl(
       (result.interrupted ? "" : `; weights ${result.files.weights}`),
   );
   say(`Metrics: ${result.files.metrics}; reward plot: ${rewardPlot}`);
-  return { ...result, before, after, rewardPlot };
+  return { ...result, before, after, gain, rewardPlot };
 }
 
 const SUMMARY: Record<RlAlgorithm, string> = {

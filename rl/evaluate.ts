@@ -45,6 +45,8 @@ export interface PoetryEval {
   kl: number;
   /** One sample per title (the first). */
   examples: { prompt: FormPrompt; text: string; score: PoetryScore }[];
+  /** Each poem's total, title by title (`samples` per title, in draw order). */
+  totals?: number[];
 }
 
 /**
@@ -65,6 +67,7 @@ export async function evaluatePoetry(
   const rows = prompts.flatMap((p) => Array.from({ length: k }, () => p));
   const sum: PoetryScore = { total: 0, form: 0, rhyme: 0, tone: 0, repeat: 0 };
   const examples: PoetryEval["examples"] = [];
+  const totals: number[] = [];
   let klSum = 0;
   for (let i = 0; i < rows.length; i += bs) {
     const group = rows.slice(i, i + bs);
@@ -85,6 +88,7 @@ export async function evaluatePoetry(
     group.forEach((p, j) => {
       const s = poetryScore(r.texts[j], p.form);
       for (const key of Object.keys(sum) as (keyof PoetryScore)[]) sum[key] += s[key];
+      totals.push(s.total);
       if ((i + j) % k === 0) examples.push({ prompt: p, text: r.texts[j], score: s });
     });
     if (options.ref) {
@@ -100,5 +104,56 @@ export async function evaluatePoetry(
   }
   const n = rows.length;
   for (const key of Object.keys(sum) as (keyof PoetryScore)[]) sum[key] /= n;
-  return { mean: sum, count: n, kl: options.ref ? klSum / n : NaN, examples };
+  return { mean: sum, count: n, kl: options.ref ? klSum / n : NaN, examples, totals };
+}
+
+/** What {@link pairedGain} returns. */
+export interface PairedGain {
+  /** Mean total after − before. */
+  delta: number;
+  /** Its standard error over titles. */
+  se: number;
+  /** delta / se. */
+  z: number;
+  /** Titles paired. */
+  titles: number;
+}
+
+/**
+ * The held-out gain and its standard error. Before and after draw the same sampling keys for the
+ * same titles, so they are paired: the unit is a title, its difference is the mean of its
+ * samples after minus before, and SE = sample std of the titles' differences / √titles (the
+ * spread between titles and between samples both enter it; the pairing removes what the titles
+ * share).
+ *
+ * @param before evaluation of the starting model (with `totals`)
+ * @param after evaluation of the trained model, same titles and samples
+ * @param samples samples per title
+ * @returns the gain, its SE and the ratio
+ * @example
+ * ```ts
+ * import { pairedGain } from "./evaluate.ts";
+ * const e = (totals: number[]) => ({ mean: { total: 0, form: 0, rhyme: 0, tone: 0, repeat: 0 }, count: 4, kl: NaN, examples: [], totals });
+ * pairedGain(e([1, 1, 2, 2]), e([2, 1, 2, 3]), 2); // differences 0.5 and 0.5: SE 0
+ * ```
+ */
+export function pairedGain(before: PoetryEval, after: PoetryEval, samples: number): PairedGain {
+  const a = before.totals, b = after.totals;
+  if (!a || !b || a.length !== b.length || a.length % samples !== 0) {
+    throw new Error(
+      `Cannot pair held-out evaluations of ${a?.length ?? "no"} and ${
+        b?.length ?? "no"
+      } poems in titles of ${samples}`,
+    );
+  }
+  const titles = a.length / samples;
+  const d = Array.from({ length: titles }, (_, t) => {
+    let s = 0;
+    for (let j = t * samples; j < (t + 1) * samples; j++) s += b[j] - a[j];
+    return s / samples;
+  });
+  const delta = d.reduce((x, y) => x + y, 0) / titles;
+  const v = titles > 1 ? d.reduce((x, y) => x + (y - delta) ** 2, 0) / (titles - 1) : NaN;
+  const se = Math.sqrt(v / titles);
+  return { delta, se, z: delta / se, titles };
 }

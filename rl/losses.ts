@@ -217,26 +217,39 @@ export interface PpoSequenceInput {
   rewards: Tensor;
 }
 
+/** Options of {@link ppoSequenceLoss} (V2's flags). */
+export interface PpoSequenceOptions {
+  /** Ratio clip ε (V2 `--clip_epsilon` 0.1). */
+  clipEpsilon?: number;
+  /** KL-to-reference weight (V2 `--kl_coef` 0.02). */
+  klCoef?: number;
+  /** Value-loss weight (V2 `--vf_coef` 0.5). */
+  vfCoef?: number;
+}
+
 /**
- * V2 PPO's sequence-level loss: −mean(min(ratio·A, clip(ratio, 1 ± ε)·A)) + 0.5·MSE(V, r) +
+ * V2 PPO's sequence-level loss: −mean(min(ratio·A, clip(ratio, 1 ± ε)·A)) + vfCoef·MSE(V, r) +
  * klCoef·mean(logp − ref), ratio = exp(logp − old).
  *
  * @param x sequence log-probs, advantages, values, rewards
- * @param options ε (default 0.1) and KL weight (default 0.02)
- * @returns `{loss, policy, value, kl}` scalars
+ * @param options ε (default 0.1), KL weight (default 0.02), value weight (default 0.5)
+ * @returns `{loss, policy, value, kl}` scalars, plus the share of rows whose ratio was clipped
  */
 export function ppoSequenceLoss(
   x: PpoSequenceInput,
-  options: { clipEpsilon?: number; klCoef?: number } = {},
-): { loss: Tensor; policy: Tensor; value: Tensor; kl: Tensor } {
+  options: PpoSequenceOptions = {},
+): { loss: Tensor; policy: Tensor; value: Tensor; kl: Tensor; clipFraction: Tensor } {
   const eps = options.clipEpsilon ?? 0.1, klCoef = options.klCoef ?? 0.02;
+  const vfCoef = options.vfCoef ?? 0.5;
   const ratio = exp(sub(x.logp, x.oldLogp));
   const surr = minimum(mul(ratio, x.advantages), mul(clamp(ratio, 1 - eps, 1 + eps), x.advantages));
   const policy = neg(mean(surr));
   const value = mean(square(sub(x.values, x.rewards)));
   const kl = mean(sub(x.logp, x.refLogp));
-  const loss = add(add(policy, affine(value, 0.5)), mul(kl, klCoef));
-  return { loss, policy, value, kl };
+  const loss = add(add(policy, affine(value, vfCoef)), mul(kl, klCoef));
+  const r = stopGradient(ratio);
+  const clipped = maximum(lessEqual(r, 1 - eps - 1e-12), lessEqual(1 + eps + 1e-12, r));
+  return { loss, policy, value, kl, clipFraction: mean(cast(clipped, r.dtype)) };
 }
 
 /** Inputs of {@link grpoLoss}. */

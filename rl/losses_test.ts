@@ -134,6 +134,17 @@ Deno.test("ppoSequenceLoss: V2's −mean(min(rA, clip(r, 0.9, 1.1)A)) + ½MSE + 
   near(await o.value.item(), (0.25 + 0.04) / 2);
   near(await o.kl.item(), 0.35);
   near(await o.loss.item(), -0.1 + 0.0725 + 0.007);
+  near(await o.clipFraction.item(), 1); // ratios e^0.1 and e^−0.5: both outside [0.9, 1.1]
+  const w = ppoSequenceLoss({
+    logp: tensor([-1, -2]),
+    oldLogp: tensor([-1.05, -1.5]),
+    refLogp: tensor([-1.2, -2.5]),
+    advantages: tensor([1, -1]),
+    values: tensor([0.5, 0.2]),
+    rewards: tensor([1, 0]),
+  }, { vfCoef: 1, klCoef: 0.1 });
+  near(await w.clipFraction.item(), 0.5); // e^0.05 stays inside
+  near(await w.loss.item(), -(Math.exp(0.05) - 0.9) / 2 + 0.145 + 0.035);
 });
 
 Deno.test("spoLoss: −logp·A + β·KL, masked mean per row", async () => {

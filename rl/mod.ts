@@ -63,8 +63,8 @@ export type {
 } from "./rewards.ts";
 export { POETRY_REWARD_RANGE, poetryScore, readLine, rhymeGroup } from "./poetry.ts";
 export type { PoetryScore, Reading } from "./poetry.ts";
-export { evaluatePoetry } from "./evaluate.ts";
-export type { PoetryEval, PoetryEvalOptions } from "./evaluate.ts";
+export { evaluatePoetry, pairedGain } from "./evaluate.ts";
+export type { PairedGain, PoetryEval, PoetryEvalOptions } from "./evaluate.ts";
 export { actorObjective, criticObjective, RlTrainer } from "./trainer.ts";
 export type {
   ObjectiveSettings,

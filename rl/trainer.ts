@@ -16,9 +16,9 @@ import { keep, scope } from "../nn/scope.ts";
 import { stopGradient } from "../nn/autodiff.ts";
 import { foldIn, key as makeKey, permutation } from "../nn/random.ts";
 import type { Tree } from "../nn/tree.ts";
-import { mapTree } from "../nn/tree.ts";
+import { dispose, mapTree } from "../nn/tree.ts";
 import { Tensor as TensorClass } from "../nn/tensor.ts";
-import { add, affine, mul, reshape, sliceAxis } from "../nn/ops/mod.ts";
+import { add, affine, mean, mul, reshape, sliceAxis, square, sub, sum } from "../nn/ops/mod.ts";
 import type { MiniMindParams } from "../nn/model/minimind.ts";
 import { forward } from "../nn/model/minimind.ts";
 import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
@@ -34,6 +34,7 @@ import {
   entropy,
   grpoLoss,
   maskedMean,
+  ppoSequenceLoss,
   ppoTokenLoss,
   ppoValueLoss,
   responseLogProbs,
@@ -105,6 +106,19 @@ export interface RlSettings {
   lambda: number;
   /** Seed of rollouts and minibatch orders. */
   seed: number;
+  /**
+   * PPO's objective: "token" (HEAD: per-token clipped loss on GAE advantages, passes ×
+   * minibatches; the default) or "sequence" (V2: summed response log-probs, advantage = reward −
+   * V(last token), one update per rollout against an old actor synced every
+   * `updateOldActorFreq` steps).
+   */
+  ppoLossType?: "token" | "sequence";
+  /** Value-loss weight (HEAD's fixed 0.5; V2 `--vf_coef` 0.5). */
+  vfCoef?: number;
+  /** V2 sequence PPO: steps between old-actor syncs (`--update_old_actor_freq` 4). */
+  updateOldActorFreq?: number;
+  /** PPO: steps at the start during which only the critic learns (default 0). */
+  criticWarmupSteps?: number;
 }
 
 /** The state carried from step to step (a tree: the resume checkpoint stores it whole). */
@@ -119,6 +133,8 @@ export type RlState = {
   tracker: { alpha: number; beta: number; lastMeanLogprob: number | null } | null;
   /** Rollouts done (seeds the next one). */
   rollouts: number;
+  /** V2 sequence PPO only: the old actor (a copy of the actor, synced every few steps). */
+  oldActor?: Tree;
 };
 
 /** A batch: the rendered prompts and their records. */
@@ -135,6 +151,13 @@ export interface RlReport {
   rollout: Rollout;
   /** Reward per row. */
   rewards: RewardScore[];
+  /** The prompt of each row. */
+  prompts?: string[];
+  /**
+   * The advantages the update used: one per row (GRPO, SPO, sequence PPO) or per response token,
+   * (N, R) row-major (token PPO).
+   */
+  advantages?: Float32Array;
 }
 
 const copyTree = (t: Tree): Tree =>
@@ -203,7 +226,13 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
       ref: scope(() => copyTree(params)),
       tracker: s.algorithm === "spo" ? { ...new SpoTracker(this.#trackerOptions()).state } : null,
       rollouts: 0,
+      ...(this.#sequence() ? { oldActor: scope(() => copyTree(params)) } : {}),
     };
+  }
+
+  /** V2's sequence-level PPO? */
+  #sequence(): boolean {
+    return this.settings.algorithm === "ppo" && this.settings.ppoLossType === "sequence";
   }
 
   /**
@@ -233,6 +262,7 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
       ref: savedField(saved, "ref", path),
       tracker: tracker ? { ...tracker } : null,
       rollouts: Number(savedField(saved, "rollouts", path)),
+      ...(this.#sequence() ? { oldActor: savedField(saved, "oldActor", path) } : {}),
     };
   }
 
@@ -318,15 +348,18 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
     );
     const scalars: Record<string, number> = {};
     const log: Record<AuxName, number>[] = [];
-    let next: RlState;
-    if (s.algorithm === "ppo") {
-      next = await this.#ppoUpdate(state, r, refLogp, total, log);
+    let next: RlState, advantages: Float32Array;
+    if (this.#sequence()) {
+      [next, advantages] = await this.#ppoSequenceUpdate(state, r, refLogp, total, log);
+    } else if (s.algorithm === "ppo") {
+      [next, advantages] = await this.#ppoUpdate(state, r, refLogp, total, log);
       scalars.early_stop = log.length < s.ppoUpdateIters * Math.ceil(r.rows / this.#mb(r)) ? 1 : 0;
     } else {
       const tracker = s.algorithm === "spo"
         ? new SpoTracker(this.#trackerOptions(), state.tracker!)
         : null;
       const adv = tracker ? tracker.advantages(total) : groupAdvantages(total, s.numGenerations);
+      advantages = adv;
       if (tracker) scalars.baseline = tracker.baseline();
       const [actorNext, a] = await this.#update(this.#actorStep, state.actor, r, all, {
         refLogp: [refLogp, r.responseWidth],
@@ -367,7 +400,8 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
       updated: next.actor.updates > state.actor.updates,
       scalars: Object.fromEntries(Object.entries(scalars).map(([k, v]) => [k, scalar(v)])),
     };
-    return [next, out, { rollout: r, rewards }];
+    const prompts = rows.map((i) => batch.prompt[i]);
+    return [next, out, { rollout: r, rewards, prompts, advantages }];
   }
 
   #mb(r: Rollout): number {
@@ -380,7 +414,7 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
     state: TrainState,
     r: Rollout,
     idx: readonly number[],
-    extras: Record<string, [Float32Array, number]>,
+    extras: Readonly<Record<string, readonly [Float32Array, number]>>,
   ): Promise<[TrainState, Record<AuxName, number>]> {
     const mb = scope(() =>
       keep({
@@ -398,6 +432,77 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
     }
   }
 
+  /** The actor's objective on rows `idx` without an update (PPO's critic warm-up). */
+  async #evaluate(
+    state: TrainState,
+    r: Rollout,
+    idx: readonly number[],
+    extras: Readonly<Record<string, readonly [Float32Array, number]>>,
+  ): Promise<Record<AuxName, number>> {
+    const s = this.settings;
+    const out = scope(() => {
+      const mb = {
+        ...rolloutTensors(r, idx),
+        ...Object.fromEntries(
+          Object.entries(extras).map(([k, [a, w]]) => [k, rowsOf(a, w, idx)]),
+        ),
+      } as RlMinibatch;
+      const [loss, aux] = actorObjective(s, state.params as MiniMindParams, mb);
+      return keep({ loss, aux } as unknown as Tree) as unknown as StepOutput<Tree>;
+    });
+    return await readAux(out);
+  }
+
+  /**
+   * V2 sequence-level PPO: advantage = reward − V(last token) (the critic before this step's
+   * update), old log-probs from the old actor, one actor and one critic update over the whole
+   * rollout, then the old actor is synced every `updateOldActorFreq` steps (after step k when
+   * (k + 1) is a multiple, k counted from 1, as V2's loop).
+   */
+  async #ppoSequenceUpdate(
+    state: RlState,
+    r: Rollout,
+    refLogp: Float32Array,
+    rewards: readonly number[],
+    log: Record<AuxName, number>[],
+  ): Promise<[RlState, Float32Array]> {
+    const s = this.settings;
+    const n = r.rows, R = r.responseWidth, W = r.promptWidth + r.responseWidth;
+    const oldLogp = await readBack(() =>
+      policyLogProbs(s.cfg, state.oldActor as unknown as MiniMindParams, rolloutTensors(r)).logp
+    );
+    // one-hot of each row's last token (the last prompt token when nothing was generated)
+    const last = new Float32Array(n * W);
+    r.lengths.forEach((len, i) => (last[i * W + r.promptWidth + len - 1] = 1));
+    const critic = state.critic!.params as unknown as CriticParams;
+    const values = await readBack(() => {
+      const x = rolloutTensors(r);
+      const v = criticValues(s.cfg, critic, x.ids, { attentionMask: x.attention }); // (N, W)
+      return sum(mul(v, tensor(last, [n, W], "f32")), 1); // (N)
+    });
+    const total = Float32Array.from(rewards);
+    const adv = Float32Array.from(total, (x, i) => x - values[i]);
+    const all = Array.from({ length: n }, (_, i) => i);
+    const common = { refLogp: [refLogp, R], oldLogp: [oldLogp, R], rewards: [total, 0] } as const;
+    const warmup = state.rollouts < (s.criticWarmupSteps ?? 0);
+    const actorExtras = { ...common, advantages: [adv, 0], values: [values, 0] } as const;
+    const [actor, a] = warmup
+      ? [state.actor, await this.#evaluate(state.actor, r, all, actorExtras)]
+      : await this.#update(this.#actorStep, state.actor, r, all, actorExtras);
+    const [critic2, c] = await this.#update(this.#criticStep!, state.critic!, r, all, {
+      ...common,
+      last: [last, W],
+    });
+    log.push({ ...a, value: c.value });
+    let oldActor: Tree | undefined = state.oldActor;
+    const k = state.rollouts + 1, freq = Math.max(1, s.updateOldActorFreq ?? 4);
+    if ((k + 1) % freq === 0) {
+      oldActor = scope(() => copyTree(actor.params));
+      scope(() => dispose(state.oldActor!));
+    }
+    return [{ ...state, actor, critic: critic2, oldActor }, adv];
+  }
+
   /** HEAD PPO: GAE on the critic's values, then passes × minibatches of actor + critic updates. */
   async #ppoUpdate(
     state: RlState,
@@ -405,7 +510,7 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
     refLogp: Float32Array,
     rewards: readonly number[],
     log: Record<AuxName, number>[],
-  ): Promise<RlState> {
+  ): Promise<[RlState, Float32Array]> {
     const s = this.settings;
     const n = r.rows, R = r.responseWidth, P = r.promptWidth;
     const critic = state.critic!.params as unknown as CriticParams;
@@ -419,14 +524,15 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
     const g = gae(tokenRewards, oldValues, r.mask, n, { gamma: s.gamma, lambda: s.lambda });
     let actor = state.actor, critic2 = state.critic!;
     const mb = this.#mb(r);
+    const warmup = state.rollouts < (s.criticWarmupSteps ?? 0);
     for (let pass = 0; pass < s.ppoUpdateIters; pass++) {
       const order = permutation(foldIn(foldIn(makeKey(s.seed + 1), state.rollouts), pass), n);
       for (let start = 0; start < n; start += mb) {
         const idx = [...order.subarray(start, start + mb)];
-        const [aNext, a] = await this.#update(this.#actorStep, actor, r, idx, {
-          refLogp: [refLogp, R],
-          advantages: [g.advantages, R],
-        });
+        const extras = { refLogp: [refLogp, R], advantages: [g.advantages, R] } as const;
+        const [aNext, a] = warmup
+          ? [actor, await this.#evaluate(actor, r, idx, extras)]
+          : await this.#update(this.#actorStep, actor, r, idx, extras);
         actor = aNext;
         // past the early-stop bound the whole minibatch loss is zeroed: the critic's too
         const stop = a.approxKl > s.earlyStopKl;
@@ -437,10 +543,10 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
         });
         critic2 = cNext;
         log.push({ ...a, value: c.value });
-        if (stop) return { ...state, actor, critic: critic2 };
+        if (stop) return [{ ...state, actor, critic: critic2 }, g.advantages];
       }
     }
-    return { ...state, actor, critic: critic2 };
+    return [{ ...state, actor, critic: critic2 }, g.advantages];
   }
 }
 
@@ -455,6 +561,8 @@ export type ObjectiveSettings = Pick<
   | "epsilonHigh"
   | "earlyStopKl"
   | "valueClip"
+  | "ppoLossType"
+  | "vfCoef"
 >;
 
 /**
@@ -493,6 +601,18 @@ export function actorObjective(
   } else if (s.algorithm === "spo") {
     const o = spoLoss({ ...x, mask: b.mask }, s.beta);
     loss = o.loss, more = { kl: o.kl };
+  } else if (s.ppoLossType === "sequence") {
+    const seq = (t: Tensor) => sum(mul(t, b.mask), 1); // (N): Σ over the response
+    const o = ppoSequenceLoss({
+      logp: seq(lp),
+      oldLogp: seq(b.oldLogp),
+      refLogp: seq(b.refLogp),
+      advantages: b.advantages,
+      values: b.values!,
+      rewards: b.rewards!,
+    }, { clipEpsilon: s.clipEpsilon, klCoef: s.beta, vfCoef: s.vfCoef ?? 0.5 });
+    const approxKl = mean(stopGradient(sub(seq(lp), seq(b.oldLogp))));
+    loss = o.loss, more = { kl: o.kl, clip: o.clipFraction, approxKl };
   } else {
     const o = ppoTokenLoss({ ...x, mask: b.mask }, {
       clipEpsilon: s.clipEpsilon,
@@ -520,12 +640,19 @@ export function criticObjective(
 ): [Tensor, Record<string, Tensor>] {
   const r = b.response.shape[1], p = b.ids.shape[1] - r;
   const v = criticValues(s.cfg, params, b.ids, { attentionMask: b.attention });
+  if (s.ppoLossType === "sequence") {
+    // V2: vf_coef · MSE(V(last token), reward)
+    const vl = mean(square(sub(sum(mul(v, b.last!), 1), b.rewards!)));
+    return [affine(vl, s.vfCoef ?? 0.5), { value: vl }];
+  }
   const values = sliceAxis(v, 1, p - 1, p + r - 1); // (N, R)
   const vl = ppoValueLoss(
     { values, oldValues: b.oldValues!, returns: b.returns!, mask: b.mask },
     s.valueClip,
   );
-  return [mul(affine(vl, 0.5), reshape(sliceAxis(b.scale!, 0, 0, 1), [])), { value: vl }];
+  return [mul(affine(vl, s.vfCoef ?? 0.5), reshape(sliceAxis(b.scale!, 0, 0, 1), [])), {
+    value: vl,
+  }];
 }
 
 /** Runs `fn` in a scope and reads its tensor back (then frees it). */
@@ -550,6 +677,12 @@ export interface RlMinibatch extends RolloutTensors {
   oldValues?: Tensor;
   /** PPO: 1, or 0 once approx KL passed the early-stop bound. */
   scale?: Tensor;
+  /** V2 sequence PPO: the critic's values at the last token before the update (N). */
+  values?: Tensor;
+  /** V2 sequence PPO: the sequence rewards (N). */
+  rewards?: Tensor;
+  /** V2 sequence PPO: one-hot of each row's last token over prompt + response (N, P + R). */
+  last?: Tensor;
 }
 
 /** Rows `idx` of a row-major (N, w) array as a (|idx|, w) f32 tensor; w = 0: (N) → (|idx|). */

@@ -3,7 +3,9 @@ import { join } from "node:path";
 import { tensor } from "../nn/creation.ts";
 import { valueAndGrad } from "../nn/autodiff.ts";
 import { key, normalArray, uniformArray } from "../nn/random.ts";
-import { flatten } from "../nn/tree.ts";
+import { flatten, mapTree } from "../nn/tree.ts";
+import { Tensor } from "../nn/tensor.ts";
+import { affine } from "../nn/ops/mod.ts";
 import type { Tree } from "../nn/tree.ts";
 import { init, paramsFromFlat } from "../nn/model/minimind.ts";
 import type { MiniMindParams } from "../nn/model/minimind.ts";
@@ -19,6 +21,8 @@ import { fixture } from "../tests/_util.ts";
 import { actorObjective, RlTrainer } from "./trainer.ts";
 import type { RlAlgorithm, RlBatch, RlMinibatch, RlSettings } from "./trainer.ts";
 import { policyLogProbs } from "./rollout.ts";
+import { criticValues } from "./critic.ts";
+import type { CriticParams } from "./critic.ts";
 import { RewardError } from "./rewards.ts";
 import type { RewardFunction } from "./rewards.ts";
 
@@ -119,8 +123,13 @@ const LENGTH_REWARD: RewardFunction = {
     }),
 };
 
-function settings(algorithm: RlAlgorithm, reward: RewardFunction): RlSettings {
+/** The algorithms under test: the three, plus V2's sequence-level PPO. */
+type Variant = RlAlgorithm | "ppo-sequence";
+
+function settings(variant: Variant, reward: RewardFunction): RlSettings {
+  const algorithm = variant === "ppo-sequence" ? "ppo" : variant;
   return {
+    ...(variant === "ppo-sequence" ? { ppoLossType: "sequence", updateOldActorFreq: 2 } : {}),
     algorithm,
     cfg: tiny,
     tokenizer: tok,
@@ -152,7 +161,7 @@ function settings(algorithm: RlAlgorithm, reward: RewardFunction): RlSettings {
 }
 
 async function train(
-  algorithm: RlAlgorithm,
+  algorithm: Variant,
   dir: string,
   opts: { stopAfter?: number; resume?: boolean; reward?: RewardFunction } = {},
 ) {
@@ -181,7 +190,7 @@ async function train(
   });
 }
 
-for (const algo of ["grpo", "ppo", "spo"] as const) {
+for (const algo of ["grpo", "ppo", "spo", "ppo-sequence"] as const) {
   Deno.test(`${algo}: a resumed run continues bit-exactly (weights, rewards, KL)`, async () => {
     const dir = await Deno.makeTempDir();
     const straight = await train(algo, join(dir, "a"));
@@ -214,7 +223,7 @@ for (const algo of ["grpo", "ppo", "spo"] as const) {
         assert.ok(Number.isFinite(r?.[k]), `${k} = ${r?.[k]}`);
       }
     }
-    if (algo === "ppo") assert.ok(ra.every((r) => Number.isFinite(r?.value_loss)));
+    if (algo.startsWith("ppo")) assert.ok(ra.every((r) => Number.isFinite(r?.value_loss)));
     if (algo === "spo") assert.ok(ra.every((r) => Number.isFinite(r?.baseline)));
     await Deno.remove(dir, { recursive: true });
   });
@@ -243,4 +252,114 @@ Deno.test("a reward that returns NaN or throws stops the run, naming the prompt"
       e instanceof RewardError && /judge offline/.test(e.message) && /题\d》/.test(e.message),
   );
   await Deno.remove(dir, { recursive: true });
+});
+
+Deno.test("V2 sequence PPO: the objective by hand, A = r − V(last token), the old actor synced every 2 steps", async () => {
+  const s = settings("ppo-sequence", LENGTH_REWARD);
+  const trainer = new RlTrainer(s);
+  let state = trainer.init(init(tiny, key(0)) as unknown as Tree);
+  const batch: RlBatch = {
+    prompt: RECORDS.slice(0, 3).map((r) =>
+      tok.applyChatTemplate(r.conversations.slice(0, 1), { addGenerationPrompt: true })
+    ),
+  };
+  const flat = (t: Tree | undefined) =>
+    Object.entries(flatten(t as Tree)).map(([k, v]) => [k, [...v.dataSync()]]);
+  const actorBefore = flat(state.actor.params);
+  const seen: { old: unknown; actor: unknown }[] = [];
+  for (let k = 1; k <= 3; k++) {
+    // the critic's value at each row's last token, before this step's update
+    const critic = mapTree(
+      state.critic!.params,
+      (t) => t instanceof Tensor ? affine(t, 1) : t,
+    ) as unknown as CriticParams;
+    const [next, out, report] = await trainer.run(state, batch);
+    const r = report.rollout, W = r.promptWidth + r.responseWidth;
+    const v = criticValues(tiny, critic, tensor(r.ids, [r.rows, W], "i32"), {
+      attentionMask: tensor(r.attention, [r.rows, W], "f32"),
+    }).dataSync();
+    report.rewards.forEach((x, i) => {
+      const want = x.total - v[i * W + r.promptWidth + r.lengths[i] - 1];
+      assert.ok(Math.abs(report.advantages![i] - want) < 1e-5, `${k}/${i}: A ≠ r − V(last)`);
+    });
+    const sc = Object.fromEntries(
+      await Promise.all(Object.entries(out.scalars!).map(async ([n, t]) => [n, await t.item()])),
+    );
+    assert.ok(Number.isFinite(sc.value_loss) && Number.isFinite(sc.approx_kl), `${k}: ${sc}`);
+    assert.equal(report.rewards.length, 3);
+    seen.push({ old: flat(next.oldActor), actor: flat(next.actor.params) });
+    state = next;
+  }
+  // V2 syncs after step k when (k + 1) % freq == 0: after steps 1 and 3, not after step 2
+  assert.deepEqual(seen[0].old, seen[0].actor);
+  assert.deepEqual(seen[1].old, seen[0].actor);
+  assert.notDeepEqual(seen[1].actor, seen[0].actor);
+  assert.deepEqual(seen[2].old, seen[2].actor);
+  assert.notDeepEqual(seen[0].actor, actorBefore);
+
+  // the actor's objective on a hand-made minibatch equals V2's loss computed here in f64
+  const params = init(tiny, key(4)), ref = init(tiny, key(5));
+  const ids = [0, 4, 9, 3, 8, 1, 7, 5, 5, 6, 2, 11, 6, 3];
+  const base = {
+    ids: tensor(ids, [2, 7], "i32"),
+    attention: tensor([0, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1], [2, 7], "f32"),
+    response: tensor([3, 8, 1, 7, 11, 6, 3, 0], [2, 4], "i32"),
+    mask: tensor([1, 1, 1, 1, 1, 1, 1, 0], [2, 4], "f32"),
+  };
+  const lp = [...policyLogProbs(tiny, params, base).logp.dataSync()];
+  const refLp = [...policyLogProbs(tiny, ref, base).logp.dataSync()];
+  const old = lp.map((x, i) => x + [0.03, -0.02, 0.05, 0.1, -0.04, 0.02, 0.06, 0][i]);
+  const mask = [1, 1, 1, 1, 1, 1, 1, 0];
+  const seq = (a: number[]) =>
+    [0, 1].map((b) => a.slice(4 * b, 4 * b + 4).reduce((x, y, j) => x + y * mask[4 * b + j], 0));
+  const A = [0.8, -0.5], V = [0.3, 1.1], rw = [1.1, 0.6];
+  const mb: RlMinibatch = {
+    ...base,
+    oldLogp: tensor(old, [2, 4], "f32"),
+    refLogp: tensor(refLp, [2, 4], "f32"),
+    advantages: tensor(A, [2], "f32"),
+    values: tensor(V, [2], "f32"),
+    rewards: tensor(rw, [2], "f32"),
+  };
+  const [loss] = actorObjective({ ...s, clipEpsilon: 0.1, beta: 0.02 }, params, mb);
+  const sl = seq(lp), so = seq(old), sr = seq(refLp);
+  let policy = 0, value = 0, kl = 0;
+  for (let b = 0; b < 2; b++) {
+    const ratio = Math.exp(sl[b] - so[b]);
+    policy -= Math.min(ratio * A[b], Math.min(1.1, Math.max(0.9, ratio)) * A[b]) / 2;
+    value += (V[b] - rw[b]) ** 2 / 2;
+    kl += (sl[b] - sr[b]) / 2;
+  }
+  const want = policy + 0.5 * value + 0.02 * kl;
+  const got = (await loss.data())[0];
+  assert.ok(Math.abs(got - want) < 1e-5 * Math.max(1, Math.abs(want)), `${got} vs ${want}`);
+});
+
+Deno.test("PPO critic warm-up: the first steps move only the critic, then both learn", async () => {
+  for (const ppoLossType of ["token", "sequence"] as const) {
+    const trainer = new RlTrainer({
+      ...settings("ppo", LENGTH_REWARD),
+      ppoLossType,
+      criticWarmupSteps: 2,
+    });
+    let state = trainer.init(init(tiny, key(0)) as unknown as Tree);
+    const batch: RlBatch = {
+      prompt: RECORDS.slice(0, 2).map((r) =>
+        tok.applyChatTemplate(r.conversations.slice(0, 1), { addGenerationPrompt: true })
+      ),
+    };
+    const flat = (t: Tree) =>
+      JSON.stringify(Object.entries(flatten(t)).map(([k, v]) => [k, [...v.dataSync()]]));
+    const actor0 = flat(state.actor.params);
+    const moved: [boolean, boolean][] = [];
+    for (let k = 0; k < 3; k++) {
+      const a = flat(state.actor.params), c = flat(state.critic!.params);
+      const [next] = await trainer.run(state, batch);
+      moved.push([flat(next.actor.params) !== a, flat(next.critic!.params) !== c]);
+      state = next;
+    }
+    assert.deepEqual(moved, [[false, true], [false, true], [true, true]], ppoLossType);
+    assert.equal(state.actor.updates > 0, true);
+    assert.notEqual(flat(state.actor.params), actor0);
+  }
 });
