@@ -151,14 +151,16 @@ export function checkForm(text: string, form: PoemForm): [boolean, boolean] {
  *
  * @param model config, params, tokenizer
  * @param messages one user message per reply
- * @param options sampling (default temperature 0.7, top-p 0.85, top-k 50, 80 new tokens) and
- *   batch size (default 32); batch i samples with seed i unless `seed` is given
+ * @param options sampling (default temperature 0.7, top-p 0.85, top-k 50, 80 new tokens),
+ *   batch size (default 32; batch i samples with seed i unless `seed` is given) and
+ *   `openThinking` (the generation prompt opens a think block, `<think>\n`, instead of giving an
+ *   empty one; the reply then starts inside it)
  * @returns the replies, trimmed
  */
 export async function chatReplies(
   model: EvalModel,
   messages: readonly string[],
-  options: GenerateOptions & { batchSize?: number } = {},
+  options: GenerateOptions & { batchSize?: number; openThinking?: boolean } = {},
 ): Promise<string[]> {
   const tok = model.tokenizer;
   const out: string[] = [];
@@ -166,7 +168,10 @@ export async function chatReplies(
   for (let i = 0; i < messages.length; i += bs) {
     const group = messages.slice(i, i + bs);
     const texts = group.map((m) =>
-      tok.applyChatTemplate([{ role: "user", content: m }], { addGenerationPrompt: true })
+      tok.applyChatTemplate([{ role: "user", content: m }], {
+        addGenerationPrompt: true,
+        openThinking: options.openThinking,
+      })
     );
     const replies = group.map(() => "");
     const gen = generate(model, texts, {
