@@ -88,7 +88,8 @@ interface Shape {
 /** Sizes of one run. */
 interface Plan {
   lora: Stage & { rank: number; targets: string; tunes: readonly string[] };
-  dpo: Stage & { beta: number };
+  /** `reduction`: the sequence score, trained and measured (MiniMind2 mean, HEAD sum). */
+  dpo: Stage & { beta: number; reduction: "sum" | "mean" };
   /** The teacher (pretrained on the poems, then SFT) and the demo-sized student. */
   distill: {
     teacher: Shape & { pretrain: Stage; sft: Stage };
@@ -123,7 +124,7 @@ const FULL: Plan = {
     targets: ALL_LINEARS,
     tunes: DEMO_TUNES,
   },
-  dpo: { steps: 100, batch: 8, seqLen: 96, lr: 1e-4, beta: 0.15 },
+  dpo: { steps: 100, batch: 8, seqLen: 96, lr: 1e-4, beta: 0.15, reduction: "sum" },
   distill: {
     // deno task demo's recipe (pretrain on the packed regulated poems, then SFT on the
     // poem-writing conversations) at about twice the demo model's size
@@ -165,7 +166,7 @@ const QUICK: Plan = {
     targets: ALL_LINEARS,
     tunes: DEMO_TUNES,
   },
-  dpo: { steps: 4, batch: 2, seqLen: 64, lr: 1e-4, beta: 0.15 },
+  dpo: { steps: 4, batch: 2, seqLen: 64, lr: 1e-4, beta: 0.15, reduction: "sum" },
   distill: {
     teacher: {
       hidden: 48,
@@ -482,16 +483,19 @@ export async function main(argv: readonly string[]): Promise<number> {
         emptyThinkRatio: 0,
       },
     );
-    const prefBefore = await preferenceAccuracy(cfg, base.params, base.params, heldPairs);
+    const prefBefore = await preferenceAccuracy(cfg, base.params, base.params, heldPairs, {
+      reduction: plan.dpo.reduction,
+    });
     say(
       `  before: preference accuracy ${pct(prefBefore.accuracy)} (mean margin ${
         prefBefore.margin.toFixed(2)
-      }) on ${prefBefore.pairs} held-out pairs`,
+      }) on ${prefBefore.pairs} held-out pairs, sequence score = masked ${plan.dpo.reduction} ` +
+        `of the response log-probs`,
     );
     const dr = await train(
       "dpo",
       plan.dpo,
-      ["--beta", String(plan.dpo.beta)],
+      ["--beta", String(plan.dpo.beta), "--dpo_reduction", plan.dpo.reduction],
       new DPODataset(corpus.dpo, tokenizer, {
         maxLength: plan.dpo.seqLen,
         seed: a.seed,
@@ -500,7 +504,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     );
     ran(dr);
     const policy = dr.params as unknown as MiniMindParams;
-    const prefAfter = await preferenceAccuracy(cfg, policy, base.params, heldPairs);
+    const prefAfter = await preferenceAccuracy(cfg, policy, base.params, heldPairs, {
+      reduction: plan.dpo.reduction,
+    });
     say(
       `  after:  preference accuracy ${pct(prefAfter.accuracy)} (mean margin ${
         prefAfter.margin.toFixed(2)
@@ -512,6 +518,11 @@ export async function main(argv: readonly string[]): Promise<number> {
       "DPO: held-out preference accuracy",
       pct(prefBefore.accuracy),
       pct(prefAfter.accuracy),
+    ]);
+    rows.push([
+      "DPO: implicit reward margin > 0",
+      pct(prefBefore.rewardAccuracy),
+      pct(prefAfter.rewardAccuracy),
     ]);
     rows.push(["DPO: KL(policy‖reference)/token", "0", prefAfter.kl.toExponential(2)]);
   }
@@ -593,7 +604,7 @@ export async function main(argv: readonly string[]): Promise<number> {
       dispose(r.params);
     }
     rows.push([
-      "distill: student perplexity, labels only → with teacher",
+      "distill: student ppl (no teacher, teacher)",
       students["labels only"].toFixed(1),
       students["with the teacher"].toFixed(1),
     ]);

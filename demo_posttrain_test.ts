@@ -45,6 +45,8 @@ Deno.test("deno task demo:posttrain --quick runs LoRA, DPO, distillation and rea
   assert.match(text, /LoRA: exact tune pattern +\d+\.\d% +\d+\.\d%/);
   assert.match(text, /LoRA: line positions right +\d+\.\d% +\d+\.\d%/);
   assert.match(text, /DPO: held-out preference accuracy +\d+\.\d% +\d+\.\d%/);
+  // the policy equals the reference before training: no implicit reward margin is > 0
+  assert.match(text, /DPO: implicit reward margin > 0 +0\.0% +\d+\.\d%/);
   assert.match(text, /DPO: KL\(policy‖reference\)\/token +0 +\d\.\d+e[-+]\d+/);
   assert.match(text, /student perplexity \d+\.\d with the teacher vs \d+\.\d on labels only/);
   assert.match(

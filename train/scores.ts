@@ -218,6 +218,11 @@ export async function formAccuracy(
 export interface PreferenceReport {
   /** Share of pairs whose policy margin score(chosen) − score(rejected) is > 0. */
   accuracy: number;
+  /**
+   * Share of pairs whose DPO implicit reward margin is > 0: the policy margin minus the
+   * reference's (TRL's `rewards/accuracies`; 0 when the policy is the reference).
+   */
+  rewardAccuracy: number;
   /** Mean policy margin. */
   margin: number;
   /** KL(policy ‖ reference) per response token (nats), over chosen and rejected responses. */
@@ -249,23 +254,31 @@ export async function preferenceAccuracy(
     shuffle: false,
     trimPadding: true,
   });
-  let wins = 0, pairs = 0, marginSum = 0, klSum = 0, klTokens = 0;
+  let wins = 0, rewardWins = 0, pairs = 0, marginSum = 0, klSum = 0, klTokens = 0;
   for (const b of loader.batches(0)) {
     const [scores, kl, tokens] = scope(() => {
       const { x, y, mask } = dpoBatch(b);
       const pl = forward(cfg, policy, x).logits; // (2B, T, V)
       const rl = forward(cfg, ref, x).logits;
       const m = cast(mask, "f32");
-      let s = sum(mul(tokenLogProbs(pl, y), m), 1); // (2B)
-      if (options.reduction === "mean") s = div(s, maximum(sum(m, 1), 1e-8));
+      const score = (logits: Tensor) => {
+        const s = sum(mul(tokenLogProbs(logits, y), m), 1); // (2B)
+        return options.reduction === "mean" ? div(s, maximum(sum(m, 1), 1e-8)) : s;
+      };
       const n = b.maskChosen.reduce((a, v) => a + v, 0) + b.maskRejected.reduce((a, v) => a + v, 0);
-      return [s, distillLoss(rl, pl, mask), n] as [Tensor, Tensor, number];
+      return [concat([score(pl), score(rl)], 0), distillLoss(rl, pl, mask), n] as [
+        Tensor,
+        Tensor,
+        number,
+      ];
     });
-    const sc = await scores.data(); // sync point
+    const sc = await scores.data(); // sync point: policy scores (2B), then the reference's
+    const ref0 = 2 * b.batch;
     for (let i = 0; i < b.batch; i++) {
       const d = sc[i] - sc[b.batch + i];
       marginSum += d;
       if (d > 0) wins++;
+      if (d - (sc[ref0 + i] - sc[ref0 + b.batch + i]) > 0) rewardWins++;
     }
     pairs += b.batch;
     klSum += (await kl.item()) * tokens;
@@ -275,6 +288,7 @@ export async function preferenceAccuracy(
   }
   return {
     accuracy: pairs ? wins / pairs : NaN,
+    rewardAccuracy: pairs ? rewardWins / pairs : NaN,
     margin: pairs ? marginSum / pairs : NaN,
     kl: klTokens ? klSum / klTokens : NaN,
     pairs,
