@@ -116,7 +116,7 @@ const DEMO_TUNES: readonly string[] = ["浣溪沙", "菩萨蛮", "鹧鸪天", "�
 
 const FULL: Plan = {
   lora: {
-    steps: 300,
+    steps: 600,
     batch: 16,
     seqLen: 96,
     lr: 3e-3,
