@@ -3,17 +3,19 @@
  * corpus, starting from the demo's SFT model (`out/demo/full_sft_192.safetensors`), each through
  * its trainer (`deno task lora | dpo | distill | reason`) and measured on held-out data:
  *
- * 1. LoRA on Song ci (词) in 8 tunes — a style the demo model never read (it pretrains on
- *    regulated shi only): **style accuracy** = share of replies whose line lengths are exactly
- *    the requested tune's pattern, before and after.
+ * 1. LoRA on Song ci (词) in four tunes — a style the demo model never read (it pretrains on
+ *    regulated shi only): share of replies with exactly the requested tune's line pattern, share
+ *    of the tune's line positions with the right length, share with the right line count.
  * 2. DPO on the corpus's `dpo.jsonl` (real poem chosen, corrupted poem rejected): **preference
  *    accuracy** (policy margin > 0) on pairs built from held-out poems, before and after, and the
  *    per-token KL of the policy to its reference.
- * 3. Distillation from the demo model (the teacher) into a smaller student trained from scratch:
- *    held-out **perplexity** of the student trained with the teacher vs the same student trained
- *    on the labels alone.
- * 4. Reasoning SFT on think-format poem explanations: share of held-out replies in the
- *    `<think>…</think><answer>…</answer>` format that name the poem's form right.
+ * 3. Distillation from a larger poetry model (trained here with the demo's recipe at about twice
+ *    the size, or reused from an earlier run) into the demo-sized student trained from scratch:
+ *    held-out **perplexity** of the student trained with the teacher vs the same student, same
+ *    steps and data, on the labels alone, and the teacher's.
+ * 4. Reasoning SFT on think-format poem explanations: share of held-out replies (the prompt opens
+ *    the think block) in the `<think>…</think><answer>…</answer>` format, and share whose answer
+ *    names the poem's form.
  *
  *   deno task demo             # first: the SFT model this starts from
  *   deno task demo:posttrain   # LoRA, DPO, distillation, reasoning SFT + report (README: time)
@@ -26,20 +28,26 @@ import {
   ciStyleData,
   heldoutDpoPairs,
   linePattern,
+  patternAgreement,
   reasonRecords,
 } from "./data/corpus/posttrain.ts";
 import { fill } from "./data/corpus/build.ts";
 import { poemForm } from "./data/corpus/poetry.ts";
-import { DPODataset, SFTDataset } from "./data/datasets.ts";
+import { DPODataset, PlainTextDataset, SFTDataset } from "./data/datasets.ts";
+import { readTrainingTexts } from "./data/train_tokenizer.ts";
 import type { Dataset, DPOSample, LMSample } from "./data/datasets.ts";
 import { Tokenizer } from "./data/tokenizer.ts";
+import { countParams } from "./nn/model/minimind.ts";
 import type { MiniMindParams } from "./nn/model/minimind.ts";
+import type { MiniMindConfig } from "./nn/model/minimind_config.ts";
 import { dispose } from "./nn/tree.ts";
+import type { Tree } from "./nn/tree.ts";
 import { loadModel } from "./convert/hf.ts";
 import * as lora from "./convert/lora.ts";
 import { parseFlags, runMain, usage, UsageError } from "./cli.ts";
 import type { FlagTable } from "./cli.ts";
-import { selectDevice } from "./train/lm.ts";
+import { lmFlags, runLm, selectDevice } from "./train/lm.ts";
+import type { LmRunResult } from "./train/lm.ts";
 import { POST_FLAGS, runPost } from "./train/posttrain.ts";
 import type { PostArgs, PostKind } from "./train/posttrain.ts";
 import { chatReplies, perplexity, preferenceAccuracy } from "./train/scores.ts";
@@ -69,11 +77,26 @@ export const POSTTRAIN_DEMO_FLAGS = {
   },
 } satisfies FlagTable;
 
+/** A model shape. */
+interface Shape {
+  hidden: number;
+  layers: number;
+  heads: number;
+  kvHeads: number;
+}
+
 /** Sizes of one run. */
 interface Plan {
-  lora: Stage & { rank: number; targets: string };
-  dpo: Stage;
-  distill: Stage & { hidden: number; layers: number; heads: number };
+  lora: Stage & { rank: number; targets: string; tunes: readonly string[] };
+  /** `reduction`: the sequence score, trained and measured (MiniMind2 mean, HEAD sum). */
+  dpo: Stage & { beta: number; reduction: "sum" | "mean" };
+  /** The teacher (pretrained on the poems, then SFT) and the demo-sized student. */
+  distill: {
+    teacher: Shape & { pretrain: Stage; sft: Stage };
+    student: Shape & Stage;
+    alpha: number;
+    temperature: number;
+  };
   reason: Stage;
   /** Generations per tune for the style accuracy. */
   perTune: number;
@@ -88,27 +111,185 @@ interface Plan {
 /** The demo adapts every Linear (MiniMind's default, the square ones, is q/o only). */
 const ALL_LINEARS = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj";
 
+/** The Song ci tunes of the LoRA stage. */
+const DEMO_TUNES: readonly string[] = ["浣溪沙", "菩萨蛮", "鹧鸪天", "减字木兰花"];
+
 const FULL: Plan = {
-  lora: { steps: 240, batch: 16, seqLen: 96, lr: 3e-3, rank: 16, targets: ALL_LINEARS },
-  dpo: { steps: 60, batch: 8, seqLen: 96, lr: 1e-5 },
-  distill: { steps: 120, batch: 16, seqLen: 128, lr: 2e-3, hidden: 128, layers: 2, heads: 4 },
-  reason: { steps: 60, batch: 8, seqLen: 192, lr: 5e-4 },
-  perTune: 4,
+  lora: {
+    steps: 600,
+    batch: 16,
+    seqLen: 96,
+    lr: 3e-3,
+    rank: 16,
+    targets: ALL_LINEARS,
+    tunes: DEMO_TUNES,
+  },
+  dpo: { steps: 100, batch: 8, seqLen: 96, lr: 1e-4, beta: 0.15, reduction: "sum" },
+  distill: {
+    // deno task demo's recipe (pretrain on the packed regulated poems, then SFT on the
+    // poem-writing conversations) at about twice the demo model's size
+    teacher: {
+      hidden: 256,
+      layers: 6,
+      heads: 8,
+      kvHeads: 2,
+      pretrain: { steps: 294, batch: 16, seqLen: 128, lr: 4e-3 },
+      sft: { steps: 300, batch: 16, seqLen: 160, lr: 1.5e-3 },
+    },
+    student: {
+      hidden: 192,
+      layers: 4,
+      heads: 6,
+      kvHeads: 2,
+      steps: 150,
+      batch: 16,
+      seqLen: 160,
+      lr: 2e-3,
+    },
+    alpha: 0.2,
+    temperature: 1,
+  },
+  reason: { steps: 150, batch: 8, seqLen: 224, lr: 1e-3 },
+  perTune: 8,
   pairs: 128,
   pplTexts: 128,
   reasonPrompts: 24,
 };
 
 const QUICK: Plan = {
-  lora: { steps: 4, batch: 4, seqLen: 64, lr: 3e-3, rank: 4, targets: ALL_LINEARS },
-  dpo: { steps: 4, batch: 2, seqLen: 64, lr: 1e-5 },
-  distill: { steps: 4, batch: 4, seqLen: 64, lr: 2e-3, hidden: 32, layers: 1, heads: 4 },
-  reason: { steps: 4, batch: 2, seqLen: 96, lr: 5e-4 },
+  lora: {
+    steps: 4,
+    batch: 4,
+    seqLen: 64,
+    lr: 3e-3,
+    rank: 4,
+    targets: ALL_LINEARS,
+    tunes: DEMO_TUNES,
+  },
+  dpo: { steps: 4, batch: 2, seqLen: 64, lr: 1e-4, beta: 0.15, reduction: "sum" },
+  distill: {
+    teacher: {
+      hidden: 48,
+      layers: 2,
+      heads: 4,
+      kvHeads: 2,
+      pretrain: { steps: 3, batch: 4, seqLen: 32, lr: 3e-3 },
+      sft: { steps: 3, batch: 4, seqLen: 64, lr: 2e-3 },
+    },
+    student: {
+      hidden: 32,
+      layers: 1,
+      heads: 4,
+      kvHeads: 2,
+      steps: 4,
+      batch: 4,
+      seqLen: 64,
+      lr: 2e-3,
+    },
+    alpha: 0.2,
+    temperature: 1,
+  },
+  reason: { steps: 4, batch: 2, seqLen: 96, lr: 1e-3 },
   perTune: 1,
   pairs: 8,
   pplTexts: 8,
   reasonPrompts: 4,
 };
+
+/** The poem-writing requests of the corpus's SFT data (the task the demo's SFT teaches). */
+const COMPOSE_ASK = /^(写一首|请以|作一首|以《)/u;
+
+/** What {@link trainTeacher} needs from the run. */
+interface TeacherContext {
+  a: { save_dir: string; device: string; seed: number };
+  tokenizer: Tokenizer;
+  corpus: { pretrain: string };
+  sftData: (seqLen: number) => Dataset<LMSample>;
+  checkpointDir: string;
+  say: (m: string) => void;
+  ran: (r: LmRunResult) => void;
+}
+
+/**
+ * The distillation teacher: `deno task demo`'s recipe (pretrain on the packed regulated poems,
+ * then SFT on the poem-writing conversations) at the teacher's size. A teacher file left by an
+ * earlier run is reused.
+ *
+ * @param t the teacher's shape and stages
+ * @param ctx flags, tokenizer, data, output
+ * @returns the teacher's weight file and its parameter count
+ */
+async function trainTeacher(
+  t: Plan["distill"]["teacher"],
+  ctx: TeacherContext,
+): Promise<{ path: string; params: string }> {
+  const { a, say } = ctx;
+  const path = join(a.save_dir, `teacher_sft_${t.hidden}.safetensors`);
+  const size = (cfg: MiniMindConfig) => `${(countParams(cfg).total / 1e6).toFixed(2)}M params`;
+  if (await Deno.stat(path).catch(() => null)) {
+    const m = await loadModel(path);
+    dispose(m.params as unknown as Tree);
+    say(`  teacher: ${path}, trained by an earlier run (delete it to train it again)`);
+    return { path, params: size(m.cfg) };
+  }
+  const shape = [
+    ...["--device", a.device, "--save_dir", a.save_dir, "--checkpoint_dir", ctx.checkpointDir],
+    ...["--hidden_size", String(t.hidden), "--num_hidden_layers", String(t.layers)],
+    ...["--num_attention_heads", String(t.heads), "--num_key_value_heads", String(t.kvHeads)],
+    ...["--accumulation_steps", "1", "--seed", String(a.seed)],
+  ];
+  const run = async (
+    st: Stage,
+    saveWeight: string,
+    fromWeight: string,
+    data: Dataset<LMSample>,
+  ) => {
+    const argv = [
+      ...shape,
+      ...["--epochs", String(Math.max(1, Math.ceil(st.steps * st.batch / data.length)))],
+      ...["--batch_size", String(st.batch), "--max_seq_len", String(st.seqLen)],
+      ...["--learning_rate", String(st.lr), "--max_steps", String(st.steps)],
+      ...["--log_interval", String(Math.max(1, Math.round(st.steps / 4)))],
+      ...["--save_interval", "100000", "--from_weight", fromWeight],
+    ];
+    const table = lmFlags({
+      saveWeight,
+      epochs: 1,
+      batchSize: st.batch,
+      learningRate: st.lr,
+      accumulationSteps: 1,
+      maxSeqLen: st.seqLen,
+      fromWeight,
+    });
+    const parsed = parseFlags(argv, table, COMMAND);
+    const r = await runLm({
+      args: parsed.values,
+      given: parsed.given,
+      dataset: data,
+      tokenizer: ctx.tokenizer,
+      progress: new Progress(),
+    });
+    ctx.ran(r);
+    return r;
+  };
+  // the demo's pretraining text: the regulated verse, packed into full windows
+  const texts = readTrainingTexts(ctx.corpus.pretrain)
+    .filter((x) => poemForm(x.slice(x.indexOf("\n") + 1)) !== null);
+  say(
+    `  teacher: hidden ${t.hidden}, ${t.layers} layers; pretrain ${t.pretrain.steps} steps on the ` +
+      `packed regulated poems, then SFT ${t.sft.steps} steps on the poem-writing conversations`,
+  );
+  const pt = await run(
+    t.pretrain,
+    "teacher_pretrain",
+    "none",
+    new PlainTextDataset(texts, ctx.tokenizer, { maxLength: t.pretrain.seqLen, mode: "packed" }),
+  );
+  dispose(pt.params);
+  const sft = await run(t.sft, "teacher_sft", pt.files.weights, ctx.sftData(t.sft.seqLen));
+  dispose(sft.params);
+  return { path: sft.files.weights, params: size(sft.cfg) };
+}
 
 const COMMAND = "deno task demo:posttrain";
 
@@ -137,12 +318,18 @@ export async function main(argv: readonly string[]): Promise<number> {
   const t0 = performance.now();
   const plan = a.quick ? QUICK : FULL;
   const say = (m: string) => console.log(m);
-  const section = (m: string) =>
+  // each stage's wall time and the 1-minute load average at its start (the machine may be
+  // shared: wall time under load is an upper bound of the idle time)
+  const marks: { name: string; t: number; load: number }[] = [];
+  const section = (m: string) => {
+    marks.push({ name: m, t: performance.now(), load: Deno.loadavg()[0] });
     say(
       `\n== ${m} ${"=".repeat(Math.max(0, 70 - m.length))} [${
         formatDuration((performance.now() - t0) / 1000)
       }]`,
     );
+  };
+  const load0 = Deno.loadavg()[0];
   const device = await selectDevice(a.device);
   const basePath = a.from_weight ?? join(a.save_dir, "full_sft_192.safetensors");
   if (!(await Deno.stat(basePath).catch(() => null))) {
@@ -208,7 +395,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   // 1. LoRA: ci in 8 tunes
   if (stages.has("lora")) {
     section("1. LoRA on Song ci (词)");
-    const ci = ciStyleData(corpus.pretrain, corpus.heldoutPretrain, a.seed);
+    const ci = ciStyleData(corpus.pretrain, corpus.heldoutPretrain, a.seed, plan.lora.tunes);
     const tunes = Object.keys(ci.patterns);
     say(
       `  ${ci.train.length} ci in ${tunes.length} tunes: ${
@@ -232,14 +419,22 @@ export async function main(argv: readonly string[]): Promise<number> {
       const lines = replies.filter((r, i) =>
         linePattern(r).length === ci.patterns[styleAsks[i].tune].length
       );
-      return { acc: ok.length / replies.length, lines: lines.length / replies.length, replies };
+      const agree = replies.reduce(
+        (s, r, i) => s + patternAgreement(linePattern(r), ci.patterns[styleAsks[i].tune]),
+        0,
+      );
+      return {
+        acc: ok.length / replies.length,
+        lines: lines.length / replies.length,
+        agree: agree / replies.length,
+        replies,
+      };
     };
     const styleBefore = await style(model);
-    say(
-      `  before: style accuracy ${pct(styleBefore.acc)} (line count right ${
-        pct(styleBefore.lines)
-      }) on ${styleAsks.length} tune prompts`,
-    );
+    const styleLine = (r: typeof styleBefore) =>
+      `exact tune pattern ${pct(r.acc)}, line positions right ${pct(r.agree)}, line count ` +
+      `right ${pct(r.lines)}`;
+    say(`  before: ${styleLine(styleBefore)} on ${styleAsks.length} tune prompts`);
     const lr = await train(
       "lora",
       plan.lora,
@@ -263,13 +458,14 @@ export async function main(argv: readonly string[]): Promise<number> {
     );
     const loraModel = { ...model, params: lora.apply(base.params, adapters) };
     const styleAfter = await style(loraModel);
-    say(
-      `  after:  style accuracy ${pct(styleAfter.acc)} (line count right ${pct(styleAfter.lines)})`,
-    );
-    say(`  e.g. ${styleAsks[0].text} →`);
-    for (const line of styleAfter.replies[0].split("\n").slice(0, 4)) say(`     ${line}`);
-    rows.push(["LoRA: ci style accuracy", pct(styleBefore.acc), pct(styleAfter.acc)]);
-    rows.push(["LoRA: ci line count right", pct(styleBefore.lines), pct(styleAfter.lines)]);
+    say(`  after:  ${styleLine(styleAfter)}`);
+    for (const i of tunes.map((_, k) => k * plan.perTune)) {
+      say(`  e.g. ${styleAsks[i].text} (${ci.patterns[styleAsks[i].tune].join(",")}) →`);
+      say(`     ${styleAfter.replies[i].replace(/\n/g, " / ")}`);
+    }
+    rows.push(["LoRA: exact tune pattern", pct(styleBefore.acc), pct(styleAfter.acc)]);
+    rows.push(["LoRA: line positions right", pct(styleBefore.agree), pct(styleAfter.agree)]);
+    rows.push(["LoRA: line count right", pct(styleBefore.lines), pct(styleAfter.lines)]);
     notes.push(
       `next: deno task eval --load_from ${basePath} --lora_weight ${lr.files.weights} --mode chat`,
     );
@@ -287,16 +483,19 @@ export async function main(argv: readonly string[]): Promise<number> {
         emptyThinkRatio: 0,
       },
     );
-    const prefBefore = await preferenceAccuracy(cfg, base.params, base.params, heldPairs);
+    const prefBefore = await preferenceAccuracy(cfg, base.params, base.params, heldPairs, {
+      reduction: plan.dpo.reduction,
+    });
     say(
       `  before: preference accuracy ${pct(prefBefore.accuracy)} (mean margin ${
         prefBefore.margin.toFixed(2)
-      }) on ${prefBefore.pairs} held-out pairs`,
+      }) on ${prefBefore.pairs} held-out pairs, sequence score = masked ${plan.dpo.reduction} ` +
+        `of the response log-probs`,
     );
     const dr = await train(
       "dpo",
       plan.dpo,
-      [],
+      ["--beta", String(plan.dpo.beta), "--dpo_reduction", plan.dpo.reduction],
       new DPODataset(corpus.dpo, tokenizer, {
         maxLength: plan.dpo.seqLen,
         seed: a.seed,
@@ -305,7 +504,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     );
     ran(dr);
     const policy = dr.params as unknown as MiniMindParams;
-    const prefAfter = await preferenceAccuracy(cfg, policy, base.params, heldPairs);
+    const prefAfter = await preferenceAccuracy(cfg, policy, base.params, heldPairs, {
+      reduction: plan.dpo.reduction,
+    });
     say(
       `  after:  preference accuracy ${pct(prefAfter.accuracy)} (mean margin ${
         prefAfter.margin.toFixed(2)
@@ -318,10 +519,15 @@ export async function main(argv: readonly string[]): Promise<number> {
       pct(prefBefore.accuracy),
       pct(prefAfter.accuracy),
     ]);
+    rows.push([
+      "DPO: implicit reward margin > 0",
+      pct(prefBefore.rewardAccuracy),
+      pct(prefAfter.rewardAccuracy),
+    ]);
     rows.push(["DPO: KL(policy‖reference)/token", "0", prefAfter.kl.toExponential(2)]);
   }
 
-  // 3. distillation: the demo model teaches a smaller student from scratch
+  // 3. distillation: a larger poetry model teaches the demo-sized student from scratch
   if (stages.has("distill")) {
     section("3. distillation");
     const d = plan.distill;
@@ -329,70 +535,85 @@ export async function main(argv: readonly string[]): Promise<number> {
     // for the perplexity
     const compose = (path: string) =>
       Deno.readTextFileSync(path).split("\n").filter((l) => l.trim()).map((l) => JSON.parse(l))
-        .filter((r) => /^(写一首|请以|作一首|以《)/u.test(String(r.conversations?.[0]?.content)));
-    const sftOpts = { maxLength: d.seqLen, seed: a.seed, addSystemRatio: 0, emptyThinkRatio: 1 };
-    const heldSft = new SFTDataset(compose(corpus.heldoutSft), tokenizer, sftOpts);
-    const sftData = () => new SFTDataset(compose(corpus.sft), tokenizer, sftOpts);
+        .filter((r) => COMPOSE_ASK.test(String(r.conversations?.[0]?.content)));
+    const sftOpts = (seqLen: number) => ({
+      maxLength: seqLen,
+      seed: a.seed,
+      addSystemRatio: 0,
+      emptyThinkRatio: 1,
+    });
+    const heldSft = new SFTDataset(
+      compose(corpus.heldoutSft),
+      tokenizer,
+      sftOpts(d.student.seqLen),
+    );
+    const sftData = (seqLen: number) =>
+      new SFTDataset(compose(corpus.sft), tokenizer, sftOpts(seqLen));
     say(`  ${heldSft.length} held-out poem-writing conversations for the perplexity`);
-    const teacherPpl = await perplexity(model, heldSft, { limit: plan.pplTexts });
+    const teacher = await trainTeacher(d.teacher, {
+      a,
+      tokenizer,
+      corpus,
+      sftData,
+      checkpointDir: ck,
+      say,
+      ran,
+    });
+    const teacherModel = await loadModel(teacher.path);
+    const teacherPpl = await perplexity(
+      { cfg: teacherModel.cfg, params: teacherModel.params },
+      heldSft,
+      { limit: plan.pplTexts },
+    );
+    dispose(teacherModel.params as unknown as Tree);
+    const demoPpl = await perplexity(model, heldSft, { limit: plan.pplTexts });
+    say(
+      `  teacher (hidden ${d.teacher.hidden}, ${d.teacher.layers} layers, ${teacher.params}): ` +
+        `held-out perplexity ${teacherPpl.ppl.toFixed(1)} (the demo model: ${
+          demoPpl.ppl.toFixed(1)
+        })`,
+    );
+    const st = d.student;
     const student = [
-      ...[
-        "--from_weight",
-        "none",
-        "--hidden_size",
-        String(d.hidden),
-        "--num_hidden_layers",
-        String(d.layers),
-      ],
-      ...[
-        "--num_attention_heads",
-        String(d.heads),
-        "--num_key_value_heads",
-        String(Math.max(1, d.heads / 2)),
-      ],
+      ...["--from_weight", "none", "--hidden_size", String(st.hidden)],
+      ...["--num_hidden_layers", String(st.layers), "--num_attention_heads", String(st.heads)],
+      ...["--num_key_value_heads", String(st.kvHeads)],
     ];
     const students: Record<string, number> = {};
     for (
       const [label, extra] of [
         ["with the teacher", [
-          "--teacher_weight",
-          basePath,
-          "--alpha",
-          "0.5",
-          "--temperature",
-          "1.5",
+          ...["--teacher_weight", teacher.path, "--alpha", String(d.alpha)],
+          ...["--temperature", String(d.temperature)],
         ]],
         ["labels only", ["--alpha", "1", "--save_weight", "full_sft_student"]],
       ] as const
     ) {
-      const r = await train("distill", d, [...student, ...extra], sftData());
+      const r = await train("distill", st, [...student, ...extra], sftData(st.seqLen));
       ran(r);
       const p = await perplexity(
         { cfg: r.cfg, params: r.params as unknown as MiniMindParams },
         heldSft,
-        {
-          limit: plan.pplTexts,
-        },
+        { limit: plan.pplTexts },
       );
       students[label] = p.ppl;
       say(
-        `  student (hidden ${d.hidden}, ${d.layers} layers) trained ${label}: held-out perplexity ${
-          p.ppl.toFixed(1)
-        }`,
+        `  student (hidden ${st.hidden}, ${st.layers} layers) trained ${label}: held-out ` +
+          `perplexity ${p.ppl.toFixed(1)}`,
       );
       dispose(r.params);
     }
-    say(
-      `  teacher (hidden ${cfg.hiddenSize}, ${cfg.numHiddenLayers} layers): held-out perplexity ${
-        teacherPpl.ppl.toFixed(1)
-      }`,
-    );
+    rows.push([
+      "distill: student ppl (no teacher, teacher)",
+      students["labels only"].toFixed(1),
+      students["with the teacher"].toFixed(1),
+    ]);
     notes.push(
       `distillation: student perplexity ${
         students["with the teacher"].toFixed(1)
       } with the teacher vs ${students["labels only"].toFixed(1)} on labels only (teacher ${
         teacherPpl.ppl.toFixed(1)
-      })`,
+      }, ${d.alpha}·CE + ${1 - d.alpha}·KD at T ${d.temperature}, ${st.steps} steps each)`,
     );
   }
 
@@ -402,11 +623,14 @@ export async function main(argv: readonly string[]): Promise<number> {
     const held = Deno.readTextFileSync(corpus.heldoutPretrain).split("\n").filter((l) => l.trim())
       .map((l) => String(JSON.parse(l).text)).map((t) => t.slice(t.indexOf("\n") + 1))
       .filter((b) => poemForm(b) !== null).slice(0, plan.reasonPrompts);
+    // the generation prompt opens the think block (the template's open_thinking), so a reply
+    // is the reasoning, </think>, then the answer; the check reads "<think>\n" + reply
     const reasonCheck = async (m: EvalModel) => {
-      const replies = await chatReplies(m, held.map((b) => `这首诗是什么体裁？\n${b}`), {
-        maxNewTokens: 120,
+      const replies = (await chatReplies(m, held.map((b) => `这首诗是什么体裁？\n${b}`), {
+        maxNewTokens: 160,
         seed: a.seed,
-      });
+        openThinking: true,
+      })).map((r) => `<think>\n${r}`);
       const format = replies.filter((r) =>
         /^<think>[\s\S]*<\/think>\s*<answer>[\s\S]*<\/answer>$/.test(r.trim())
       );
@@ -446,13 +670,20 @@ export async function main(argv: readonly string[]): Promise<number> {
   // summary
   section("summary");
   for (const r of rows) {
-    say(`  ${r[0].padEnd(36)}${r.slice(1).map((c) => c.padStart(10)).join("")}`);
+    say(`  ${r[0].padEnd(40)}${r.slice(1).map((c) => c.padStart(10)).join("")}`);
   }
   for (const n of notes) say(`  ${n}`);
+  const times = marks.slice(0, -1).map((m, i) =>
+    `${m.name.replace(/^\d\. /, "")} ${formatDuration((marks[i + 1].t - m.t) / 1000)} (load ${
+      m.load.toFixed(1)
+    })`
+  );
+  say(`  stages: ${times.join(", ")}`);
   say(
-    `  wall time ${
-      formatDuration((performance.now() - t0) / 1000)
-    } on ${device}; files in ${a.save_dir}/`,
+    `  wall time ${formatDuration((performance.now() - t0) / 1000)} on ${device}; load average ` +
+      `(1 min) ${load0.toFixed(1)} at the start, ${
+        Deno.loadavg()[0].toFixed(1)
+      } at the end; files in ${a.save_dir}/`,
   );
   return 0;
 }

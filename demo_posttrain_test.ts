@@ -42,11 +42,30 @@ Deno.test("deno task demo:posttrain --quick runs LoRA, DPO, distillation and rea
     console.log = log;
   }
   const text = lines.join("\n");
-  assert.match(text, /LoRA: ci style accuracy +\d+\.\d% +\d+\.\d%/);
+  assert.match(text, /LoRA: exact tune pattern +\d+\.\d% +\d+\.\d%/);
+  assert.match(text, /LoRA: line positions right +\d+\.\d% +\d+\.\d%/);
   assert.match(text, /DPO: held-out preference accuracy +\d+\.\d% +\d+\.\d%/);
+  // the policy equals the reference before training: no implicit reward margin is > 0
+  assert.match(text, /DPO: implicit reward margin > 0 +0\.0% +\d+\.\d%/);
+  assert.match(text, /DPO: KL\(policy‖reference\)\/token +0 +\d\.\d+e[-+]\d+/);
   assert.match(text, /student perplexity \d+\.\d with the teacher vs \d+\.\d on labels only/);
+  assert.match(
+    text,
+    /teacher \(hidden 48, 2 layers, [\d.]+M params\): held-out perplexity \d+\.\d/,
+  );
+  assert.match(text, /reason: think\/answer format +\d+\.\d% +\d+\.\d%/);
   assert.match(text, /reason: form named right +\d+\.\d% +\d+\.\d%/);
-  for (const f of ["lora/lora_ci_32.safetensors", "dpo_32.safetensors", "reason_32.safetensors"]) {
+  assert.match(text, /stages: LoRA .+ \(load \d+\.\d\), .*reasoning SFT .+ \(load \d+\.\d\)/);
+  assert.match(text, /load average \(1 min\) \d+\.\d at the start, \d+\.\d at the end/);
+  for (
+    const f of [
+      "lora/lora_ci_32.safetensors",
+      "dpo_32.safetensors",
+      "reason_32.safetensors",
+      "teacher_sft_48.safetensors",
+      "full_dist_32.safetensors",
+    ]
+  ) {
     assert.ok(await Deno.stat(join(dir, f)), f);
   }
   await Deno.remove(dir, { recursive: true });

@@ -10,8 +10,10 @@
  *   --beta 0.1` for V2).
  * - `distill` (train_distillation.py): α·CE + (1 − α)·T²·KL(teacher‖student); any teacher file
  *   or HF folder, MoE allowed, same vocabulary required (checked before training).
- * - `reason` (V2 train_reason.py): SFT loss with weight 10 on the tokens of `<think>`, `</think>`,
- *   `<answer>`, `</answer>`, divided by the unweighted mask count.
+ * - `reason` (V2 train_reason.py): SFT loss with weight 10 on the tags `<think>`, `</think>`,
+ *   `<answer>`, `</answer>`, divided by the unweighted mask count. By default the weight goes on
+ *   whole tag spans in the reply; `--tag_loss ids` is V2's rule (every id of every tag, anywhere),
+ *   which with a per-character tokenizer up-weights `<`, `>`, `/` and letters everywhere.
  * @module
  */
 import { join } from "node:path";
@@ -139,6 +141,12 @@ function reasonFlags() {
       default: 5000,
       min: 1,
       help: "think-format conversations generated from the corpus (without --data_path)",
+    },
+    tag_loss: {
+      type: "choice",
+      default: "span",
+      choices: ["span", "ids"],
+      help: "weight 10 on whole tag spans in the reply, or on every tag id anywhere (MiniMind2)",
     },
   } satisfies FlagTable;
 }
@@ -334,42 +342,76 @@ export function distillObjective(
 /** A reasoning batch: ids, shifted targets, per-target weights and the unweighted count. */
 type ReasonTensors = { ids: Tensor; targets: Tensor; weights: Tensor; count: number };
 
+/** The tags V2's train_reason.py up-weights. */
+export const REASON_TAGS: readonly string[] = ["<think>", "</think>", "<answer>", "</answer>"];
+
+/** How `reason` picks the up-weighted targets (`--tag_loss`). */
+export type TagLoss = "span" | "ids";
+
 /**
- * The tokens V2's train_reason.py up-weights: every id of tokenize('<think>'), '</think>',
- * '<answer>' and '</answer>'.
+ * The token ids of each of {@link REASON_TAGS} under a tokenizer (one id for a tag that is an
+ * added token, e.g. `<think>` in MiniMind's tokenizers; several for `<answer>`).
+ *
+ * @param tok the tokenizer
+ * @returns one id sequence per tag
+ */
+export function reasonTagIds(tok: Tokenizer): number[][] {
+  return REASON_TAGS.map((s) => tok.encode(s, { addSpecialTokens: false }));
+}
+
+/**
+ * The ids V2's train_reason.py up-weights: every id of tokenize('<think>'), '</think>',
+ * '<answer>' and '</answer>' (`--tag_loss ids`).
  *
  * @param tok the tokenizer
  * @returns the id set
  */
 export function reasonSpecialIds(tok: Tokenizer): Set<number> {
-  const ids = new Set<number>();
-  for (const s of ["<think>", "</think>", "<answer>", "</answer>"]) {
-    for (const id of tok.encode(s, { addSpecialTokens: false })) ids.add(id);
-  }
-  return ids;
+  return new Set(reasonTagIds(tok).flat());
 }
 
 /**
- * V2 train_reason.py's weights: target y[t] = ids[t+1]; w = the loss mask, then 10 wherever y[t]
- * is a special id (as `loss_mask[sp_ids] = 10`); divided by the unweighted mask count.
+ * The reasoning loss weights: target y[t] = ids[t+1]; w = the loss mask, then 10 on the
+ * up-weighted targets; the sum is divided by the unweighted mask count (as V2).
  *
- * @param special the up-weighted ids
+ * - `span` (the default): 10 on the positions where a whole tag's id sequence appears among the
+ *   reply's targets (the loss mask), nowhere else.
+ * - `ids` (V2's `loss_mask[sp_ids] = 10`): 10 wherever the target is any id of any tag, inside or
+ *   outside the reply. When a tag is several tokens, those ids are ordinary text pieces (`<`, `>`,
+ *   `/`, single letters with a per-character tokenizer), up-weighted wherever they occur.
+ *
+ * @param tags each tag's id sequence ({@link reasonTagIds})
+ * @param mode `span` or `ids`
  * @returns batch → tensors
  */
-export function reasonBatch(special: Set<number>): (b: Batch<LMSample>) => ReasonTensors {
+export function reasonBatch(
+  tags: readonly number[][],
+  mode: TagLoss = "span",
+): (b: Batch<LMSample>) => ReasonTensors {
+  const ids = new Set(tags.flat());
+  const spans = tags.filter((s) => s.length > 0);
   return (b) => {
     const n = b.batch * b.seqLen;
     const targets = new Int32Array(n).fill(-100);
     const w = new Float32Array(n);
     let count = 0;
     for (let r = 0; r < b.batch; r++) {
+      const row = r * b.seqLen;
+      const masked = (t: number) => t + 1 < b.seqLen && b.labels[row + t + 1] !== -100;
       for (let t = 0; t + 1 < b.seqLen; t++) {
-        const i = r * b.seqLen + t;
-        const y = b.inputIds[i + 1];
-        const m = b.labels[i + 1] !== -100 ? 1 : 0;
-        targets[i] = y;
+        const y = b.inputIds[row + t + 1];
+        const m = masked(t) ? 1 : 0;
+        targets[row + t] = y;
         count += m;
-        w[i] = special.has(y) ? 10 : m;
+        w[row + t] = mode === "ids" && ids.has(y) ? 10 : m;
+      }
+      if (mode !== "span") continue;
+      for (let t = 0; t + 1 < b.seqLen; t++) {
+        for (const s of spans) {
+          if (s.every((id, k) => masked(t + k) && b.inputIds[row + t + k + 1] === id)) {
+            for (let k = 0; k < s.length; k++) w[row + t + k] = 10;
+          }
+        }
       }
     }
     return {
@@ -381,8 +423,17 @@ export function reasonBatch(special: Set<number>): (b: Batch<LMSample>) => Reaso
   };
 }
 
-/** Reasoning SFT: Σ(CE·w) / Σmask + aux. */
-export function reasonObjective(special: Set<number>): ObjectiveFn<LMSample, ReasonTensors> {
+/**
+ * Reasoning SFT: Σ(CE·w) / Σmask + aux.
+ *
+ * @param tags each tag's id sequence ({@link reasonTagIds})
+ * @param mode `span` (tag spans in the reply) or `ids` (V2: every tag id anywhere)
+ * @returns the objective
+ */
+export function reasonObjective(
+  tags: readonly number[][],
+  mode: TagLoss = "span",
+): ObjectiveFn<LMSample, ReasonTensors> {
   return (cfg: MiniMindConfig, params: Tree): Objective<LMSample, ReasonTensors> => ({
     params,
     lossFn: (p, b) => {
@@ -391,7 +442,7 @@ export function reasonObjective(special: Set<number>): ObjectiveFn<LMSample, Rea
       const loss = affine(sum(mul(ce, b.weights)), 1 / b.count, 0);
       return [add(loss, r.auxLoss), r.auxLoss];
     },
-    toBatch: reasonBatch(special),
+    toBatch: reasonBatch(tags, mode),
   });
 }
 
@@ -495,7 +546,7 @@ export async function runPost(
   return await runLm({
     ...common,
     dataset,
-    objective: reasonObjective(reasonSpecialIds(tokenizer)),
+    objective: reasonObjective(reasonTagIds(tokenizer), a.tag_loss as TagLoss),
   });
 }
 

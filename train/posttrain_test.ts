@@ -13,7 +13,7 @@ import { parseFlags } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
 import { loadResume, saveWeights } from "./checkpoint.ts";
 import { Progress } from "./progress.ts";
-import { POST_FLAGS, reasonBatch, reasonSpecialIds, runPost } from "./posttrain.ts";
+import { POST_FLAGS, reasonBatch, reasonSpecialIds, reasonTagIds, runPost } from "./posttrain.ts";
 import type { PostArgs, PostKind } from "./posttrain.ts";
 import * as lora from "../convert/lora.ts";
 
@@ -218,30 +218,77 @@ Deno.test("deno task distill refuses a teacher with another vocabulary before tr
   }
 });
 
-Deno.test("reason weights: 10 on the think/answer tag tokens, divided by the unweighted count", () => {
-  const special = reasonSpecialIds(tok);
-  assert(special.size >= 2);
-  const ds = new SFTDataset(convs.slice(0, 1), tok, { maxLength: 40, emptyThinkRatio: 0 });
+function reasonSample(content: string) {
+  const ds = new SFTDataset(
+    [{
+      conversations: [{ role: "user", content: "写一首诗 <x>" }, { role: "assistant", content }],
+    }],
+    tok,
+    { maxLength: 64, emptyThinkRatio: 0, addSystemRatio: 0 },
+  );
   const s = ds.get(0);
-  const b = reasonBatch(special)({
-    inputIds: s.inputIds,
-    labels: s.labels,
-    batch: 1,
-    seqLen: s.inputIds.length,
-    indices: [0],
-    step: 0,
-  });
+  return { s, batch: { ...s, batch: 1, seqLen: s.inputIds.length, indices: [0], step: 0 } };
+}
+
+Deno.test("reason weights (--tag_loss span): 10 on whole tag spans in the reply only", () => {
+  const tags = reasonTagIds(tok);
+  // a reply with stray tag fragments: "<" and ">" outside any tag, "answer" as a plain word
+  const { s, batch } = reasonSample(
+    "<think>\n四句 a<b>c answer\n</think>\n<answer>\n诗\n</answer>",
+  );
+  const b = reasonBatch(tags, "span")(batch);
   const w = b.weights.dataSync();
   const n = s.inputIds.length;
-  let tens = 0, ones = 0;
+  // expected: find each tag's ids among the masked targets by hand
+  const want = new Float32Array(n);
+  const y = (t: number) => s.inputIds[t + 1];
+  const masked = (t: number) => t + 1 < n && s.labels[t + 1] !== -100;
+  for (let t = 0; t + 1 < n; t++) want[t] = masked(t) ? 1 : 0;
+  let spans = 0;
+  for (const tag of tags) {
+    for (let t = 0; t + tag.length < n; t++) {
+      if (tag.every((id, k) => masked(t + k) && y(t + k) === id)) {
+        spans++;
+        for (let k = 0; k < tag.length; k++) want[t + k] = 10;
+      }
+    }
+  }
+  assert.equal(spans, 4, "each tag once in the reply");
+  assert.deepEqual([...w.slice(0, n - 1)], [...want.slice(0, n - 1)]);
+  // exactly the tags' tokens carry 10: no stray fragment, nothing in the prompt
+  const tens = [...w].filter((v) => v === 10).length;
+  assert.equal(tens, tags.reduce((a, t) => a + t.length, 0));
+  for (let t = 0; t + 1 < n; t++) if (!masked(t)) assert.equal(w[t], 0);
+  // the stray "<" of "a<b" and the prompt's "<x>" keep weight 1 and 0
+  const lt = tok.encode("<", { addSpecialTokens: false });
+  if (lt.length === 1) {
+    for (let t = 0; t + 1 < n; t++) {
+      if (y(t) === lt[0] && want[t] !== 10) assert.equal(w[t], masked(t) ? 1 : 0);
+    }
+  }
+  let ones = 0;
+  for (let t = 0; t + 1 < n; t++) if (masked(t)) ones++;
+  assert.equal(b.count, ones);
+});
+
+Deno.test("reason weights (--tag_loss ids, MiniMind2): 10 on every tag id, prompt included", () => {
+  const special = reasonSpecialIds(tok);
+  assert(special.size >= 2);
+  const { s, batch } = reasonSample("<think>\n四句五言\n</think>\n<answer>\n诗\n</answer>");
+  const b = reasonBatch(reasonTagIds(tok), "ids")(batch);
+  const w = b.weights.dataSync();
+  const n = s.inputIds.length;
+  let tens = 0, ones = 0, promptTens = 0;
   for (let t = 0; t + 1 < n; t++) {
     const y = s.inputIds[t + 1];
     if (special.has(y)) {
       assert.equal(w[t], 10);
       tens++;
+      if (s.labels[t + 1] === -100) promptTens++;
     } else assert.equal(w[t], s.labels[t + 1] !== -100 ? 1 : 0);
     if (s.labels[t + 1] !== -100) ones++;
   }
   assert(tens >= 4, `${tens} tag tokens`);
+  assert(promptTens >= 1, "the prompt's <x> fragments are up-weighted too, as in V2");
   assert.equal(b.count, ones);
 });

@@ -151,14 +151,16 @@ export function checkForm(text: string, form: PoemForm): [boolean, boolean] {
  *
  * @param model config, params, tokenizer
  * @param messages one user message per reply
- * @param options sampling (default temperature 0.7, top-p 0.85, top-k 50, 80 new tokens) and
- *   batch size (default 32); batch i samples with seed i unless `seed` is given
+ * @param options sampling (default temperature 0.7, top-p 0.85, top-k 50, 80 new tokens),
+ *   batch size (default 32; batch i samples with seed i unless `seed` is given) and
+ *   `openThinking` (the generation prompt opens a think block, `<think>\n`, instead of giving an
+ *   empty one; the reply then starts inside it)
  * @returns the replies, trimmed
  */
 export async function chatReplies(
   model: EvalModel,
   messages: readonly string[],
-  options: GenerateOptions & { batchSize?: number } = {},
+  options: GenerateOptions & { batchSize?: number; openThinking?: boolean } = {},
 ): Promise<string[]> {
   const tok = model.tokenizer;
   const out: string[] = [];
@@ -166,7 +168,10 @@ export async function chatReplies(
   for (let i = 0; i < messages.length; i += bs) {
     const group = messages.slice(i, i + bs);
     const texts = group.map((m) =>
-      tok.applyChatTemplate([{ role: "user", content: m }], { addGenerationPrompt: true })
+      tok.applyChatTemplate([{ role: "user", content: m }], {
+        addGenerationPrompt: true,
+        openThinking: options.openThinking,
+      })
     );
     const replies = group.map(() => "");
     const gen = generate(model, texts, {
@@ -213,6 +218,11 @@ export async function formAccuracy(
 export interface PreferenceReport {
   /** Share of pairs whose policy margin score(chosen) − score(rejected) is > 0. */
   accuracy: number;
+  /**
+   * Share of pairs whose DPO implicit reward margin is > 0: the policy margin minus the
+   * reference's (TRL's `rewards/accuracies`; 0 when the policy is the reference).
+   */
+  rewardAccuracy: number;
   /** Mean policy margin. */
   margin: number;
   /** KL(policy ‖ reference) per response token (nats), over chosen and rejected responses. */
@@ -244,23 +254,31 @@ export async function preferenceAccuracy(
     shuffle: false,
     trimPadding: true,
   });
-  let wins = 0, pairs = 0, marginSum = 0, klSum = 0, klTokens = 0;
+  let wins = 0, rewardWins = 0, pairs = 0, marginSum = 0, klSum = 0, klTokens = 0;
   for (const b of loader.batches(0)) {
     const [scores, kl, tokens] = scope(() => {
       const { x, y, mask } = dpoBatch(b);
       const pl = forward(cfg, policy, x).logits; // (2B, T, V)
       const rl = forward(cfg, ref, x).logits;
       const m = cast(mask, "f32");
-      let s = sum(mul(tokenLogProbs(pl, y), m), 1); // (2B)
-      if (options.reduction === "mean") s = div(s, maximum(sum(m, 1), 1e-8));
+      const score = (logits: Tensor) => {
+        const s = sum(mul(tokenLogProbs(logits, y), m), 1); // (2B)
+        return options.reduction === "mean" ? div(s, maximum(sum(m, 1), 1e-8)) : s;
+      };
       const n = b.maskChosen.reduce((a, v) => a + v, 0) + b.maskRejected.reduce((a, v) => a + v, 0);
-      return [s, distillLoss(rl, pl, mask), n] as [Tensor, Tensor, number];
+      return [concat([score(pl), score(rl)], 0), distillLoss(rl, pl, mask), n] as [
+        Tensor,
+        Tensor,
+        number,
+      ];
     });
-    const sc = await scores.data(); // sync point
+    const sc = await scores.data(); // sync point: policy scores (2B), then the reference's
+    const ref0 = 2 * b.batch;
     for (let i = 0; i < b.batch; i++) {
       const d = sc[i] - sc[b.batch + i];
       marginSum += d;
       if (d > 0) wins++;
+      if (d - (sc[ref0 + i] - sc[ref0 + b.batch + i]) > 0) rewardWins++;
     }
     pairs += b.batch;
     klSum += (await kl.item()) * tokens;
@@ -270,6 +288,7 @@ export async function preferenceAccuracy(
   }
   return {
     accuracy: pairs ? wins / pairs : NaN,
+    rewardAccuracy: pairs ? rewardWins / pairs : NaN,
     margin: pairs ? marginSum / pairs : NaN,
     kl: klTokens ? klSum / klTokens : NaN,
     pairs,

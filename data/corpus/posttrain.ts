@@ -42,6 +42,29 @@ export function linePattern(text: string): number[] {
     .map((l) => [...l].length);
 }
 
+/**
+ * How far a line pattern agrees with a tune's: the share of line positions whose length is the
+ * tune's, out of the longer of the two patterns (1 only for the exact pattern; a missing or
+ * extra line counts as a wrong one).
+ *
+ * @param got the reply's {@link linePattern}
+ * @param want the tune's pattern
+ * @returns 0…1
+ *
+ * @example
+ * ```ts
+ * import { patternAgreement } from "./posttrain.ts";
+ * patternAgreement([7, 7, 7, 7], [7, 7, 7, 7, 7, 7]); // 4 / 6
+ * ```
+ */
+export function patternAgreement(got: readonly number[], want: readonly number[]): number {
+  const n = Math.max(got.length, want.length);
+  if (n === 0) return 1;
+  let same = 0;
+  for (let i = 0; i < Math.min(got.length, want.length); i++) if (got[i] === want[i]) same++;
+  return same / n;
+}
+
 /** One `{"text": "《title》 author\nbody"}` record split up. */
 function parseText(text: string): { title: string; body: string } | null {
   const m = /^《(.+?)》[^\n]*\n([\s\S]+)$/u.exec(text);
@@ -71,12 +94,18 @@ export interface CiStyleData {
  * @param pretrainPath the corpus's `pretrain.jsonl`
  * @param heldoutPath the corpus's `heldout_pretrain.jsonl`
  * @param seed prompt choice seed
+ * @param tunes which tunes (default {@link CI_TUNES})
  * @returns training conversations, held-out poems, the patterns
  */
-export function ciStyleData(pretrainPath: string, heldoutPath: string, seed = 42): CiStyleData {
+export function ciStyleData(
+  pretrainPath: string,
+  heldoutPath: string,
+  seed = 42,
+  tunes: readonly string[] = CI_TUNES,
+): CiStyleData {
   const collect = (path: string) =>
     readTexts(path).map(parseText).filter((p): p is { title: string; body: string } =>
-      p !== null && CI_TUNES.includes(p.title)
+      p !== null && tunes.includes(p.title)
     );
   const train = collect(pretrainPath), held = collect(heldoutPath);
   const counts = new Map<string, Map<string, number>>();
