@@ -115,7 +115,7 @@ function makeTask(
 
 function mathTask(id: string, question: string, expression: string): AgentTask {
   const value = formatNumber(evaluate(expression));
-  return makeTask(id, question, calculateMath, { expression }, [value], (r) => `答案是 ${r}。`);
+  return makeTask(id, question, calculateMath, { expression }, [value], (r) => `答案是${r}。`);
 }
 
 const MATH: readonly [string, string][] = [
@@ -160,12 +160,12 @@ export interface EmbeddedTaskOptions {
   heldoutFraction?: number;
 }
 
-const ARITH_FORMS: readonly [string, string][] = [
-  ["计算 {a} {op} {b}。", "{a}{sym}{b}"],
-  ["{a} {op} {b} 等于多少？", "{a}{sym}{b}"],
-  ["请算出 {a} {op} {b} 的结果。", "{a}{sym}{b}"],
-];
-const OPS: readonly [string, string][] = [["+", "+"], ["-", "-"], ["×", "*"]];
+// Questions write an expression the way the call does (no spaces, `×` as the calculator reads
+// it), so the argument is a verbatim copy that tokenises exactly as in the question: byte-level
+// BPE splits "123" and " 123" into different tokens, and a tiny model copies same-token runs far
+// more easily than it learns that mapping.
+const ARITH_FORMS: readonly string[] = ["计算{e}。", "{e}等于多少？", "请算出{e}的结果。"];
+const OPS: readonly string[] = ["+", "-", "×"];
 const UNIT_PAIRS: readonly [string, string, number][] = [
   ["公里", "米", 1],
   ["米", "厘米", 1],
@@ -209,10 +209,9 @@ export function embeddedTasks(
     let task: AgentTask;
     const id = `emb-${i}`;
     if (kind === 0) {
-      const [qt, et] = ARITH_FORMS[rng.int(ARITH_FORMS.length)];
-      const [op, sym] = OPS[rng.int(OPS.length)];
-      const a = 10 + rng.int(990), b = 2 + rng.int(98);
-      task = mathTask(id, fill(qt, { a, b, op }), fill(et, { a, b, sym }));
+      const form = ARITH_FORMS[rng.int(ARITH_FORMS.length)];
+      const e = `${10 + rng.int(990)}${OPS[rng.int(OPS.length)]}${2 + rng.int(98)}`;
+      task = mathTask(id, fill(form, { e }), e);
     } else if (kind === 1) {
       const [from, to] = UNIT_PAIRS[rng.int(UNIT_PAIRS.length)];
       const v = 1 + rng.int(99);
@@ -220,11 +219,11 @@ export function embeddedTasks(
       const r = unitConverter.run(args, { signal: new AbortController().signal }) as string;
       task = makeTask(
         id,
-        `${v} ${from}等于多少${to}？`,
+        `请问 ${v} ${from}等于多少${to}？`,
         unitConverter,
         args,
         [r.split(" ")[0]],
-        (res) => `${v} ${from}等于 ${res.replace(/ .*/, "")} ${to}。`,
+        (res) => `等于${res.replace(/ .*/, "")}${to}。`,
       );
     } else if (kind === 2) {
       const y = 2000 + rng.int(30), m = 1 + rng.int(12), d = 1 + rng.int(28), n = 1 + rng.int(99);
@@ -241,7 +240,7 @@ export function embeddedTasks(
         [r.date],
         (res) => {
           const j = JSON.parse(res);
-          return `是 ${j.date}，${j.weekday}。`;
+          return `是${j.date}，${j.weekday}。`;
         },
       );
     } else {
@@ -252,7 +251,7 @@ export function embeddedTasks(
         lookup,
         { query: p.title },
         [p.author],
-        (res) => `《${p.title}》的作者是${/^《[^》]*》([^：]+)：/.exec(res)?.[1] ?? ""}。`,
+        (res) => `作者是：${/^《[^》]*》([^：]+)：/.exec(res)?.[1] ?? ""}。`,
       );
     }
     const q = String(task.messages[1].content);
@@ -294,5 +293,36 @@ export async function sftRecord(
     { role: "tool", content: result },
     { role: "assistant", content: task.answer(result) },
   );
+  return { conversations: conv };
+}
+
+/**
+ * Several tasks of one tool as one SFT conversation: the first task's {@link sftRecord}, then for
+ * every further task its question, call, result and answer as the next exchange. The system
+ * prompt (mostly the template's tool instructions, about 300 tokens) is paid once per
+ * conversation instead of once per task, so a step of training sees several times as many calls
+ * and answers to copy; the first exchange is exactly what a single-task prompt looks like.
+ *
+ * @param tasks tasks that offer the same tools, each with a reference call
+ * @param tools the tools to run the reference calls with
+ * @returns `{conversations}`
+ * @throws Error when the tasks offer different tools, or as {@link sftRecord}
+ */
+export async function sftConversation(
+  tasks: readonly AgentTask[],
+  tools: readonly Tool[],
+): Promise<{ conversations: Record<string, unknown>[] }> {
+  if (!tasks.length) throw new Error("sftConversation: no tasks");
+  const offered = JSON.stringify(tasks[0].tools);
+  const conv: Record<string, unknown>[] = [];
+  for (const t of tasks) {
+    if (JSON.stringify(t.tools) !== offered) {
+      throw new Error(
+        `${t.id}: offers other tools than ${tasks[0].id}; cannot share a conversation`,
+      );
+    }
+    const rec = (await sftRecord(t, tools)).conversations;
+    conv.push(...(conv.length ? rec.slice(1) : rec));
+  }
   return { conversations: conv };
 }

@@ -9,9 +9,10 @@
  *
  *   deno task agent_data                                  # out/agent/*.jsonl
  *   deno task sft --data_path out/agent/agent_sft.jsonl --from_weight none \
- *     --tokenizer_path <minimind-3 tokenizer> --hidden_size 96 --num_hidden_layers 3 \
+ *     --tokenizer_path tokenizers/minimind-3 --hidden_size 192 --num_hidden_layers 4 \
+ *     --max_seq_len 468 --learning_rate 3e-3 --epochs 4 --max_steps 360 \
  *     --save_dir out/agent --save_weight agent_sft
- *   deno task agent                                       # out/agent/agent_96.safetensors
+ *   deno task agent                                       # out/agent/agent_192.safetensors
  * @module
  */
 import { join } from "node:path";
@@ -88,7 +89,7 @@ export const EMBEDDED_AGENT: Record<string, number | string> = {
   save_dir: "out/agent",
   checkpoint_dir: "out/agent/checkpoints",
   from_weight: "agent_sft",
-  hidden_size: 96,
+  hidden_size: 192,
   learning_rate: 1e-4,
   beta: 0.02,
   max_seq_len: 512,
