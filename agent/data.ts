@@ -13,13 +13,20 @@ import { atomicWrite } from "../train/checkpoint.ts";
 import { parseFlags, runMain, usage } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
 import { builtinTools } from "./builtin.ts";
-import { type AgentTask, embeddedTasks, sftConversation, taskRecord } from "./tasks.ts";
+import {
+  type AgentTask,
+  copyRecords,
+  embeddedTasks,
+  sftConversation,
+  taskRecord,
+} from "./tasks.ts";
 
 /** The flags. */
 export const AGENT_DATA_FLAGS = {
   out_dir: { type: "string", default: "out/agent", help: "where the JSONL files go" },
   count: { type: "int", default: 2000, min: 10, help: "tasks generated before the split" },
   seed: { type: "int", default: 42, help: "task seed" },
+  copy_count: { type: "int", default: 20000, min: 0, help: "copy warm-up texts (0 = none)" },
   per_conversation: {
     type: "int",
     default: 1,
@@ -39,8 +46,8 @@ const COMMAND = "deno task agent_data";
  */
 export async function writeAgentData(
   outDir: string,
-  options: { count?: number; seed?: number; perConversation?: number } = {},
-): Promise<Record<"sft" | "rl" | "heldout", { path: string; records: number }>> {
+  options: { count?: number; seed?: number; perConversation?: number; copyCount?: number } = {},
+): Promise<Record<"sft" | "rl" | "heldout" | "copy", { path: string; records: number }>> {
   const { poems } = await loadPoems();
   const { train, heldout } = embeddedTasks(poems, options);
   const tools = builtinTools(poems);
@@ -69,6 +76,10 @@ export async function writeAgentData(
     sft: await write("agent_sft.jsonl", sft),
     rl: await write("agent_rl.jsonl", train.map(taskRecord)),
     heldout: await write("agent_heldout.jsonl", heldout.map(taskRecord)),
+    copy: await write(
+      "agent_copy.jsonl",
+      copyRecords(train, options.copyCount ?? 20000, options.seed ?? 42),
+    ),
   };
 }
 
@@ -88,6 +99,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     count: a.count,
     seed: a.seed,
     perConversation: a.per_conversation,
+    copyCount: a.copy_count,
   });
   for (const [k, v] of Object.entries(r)) console.log(`${k}: ${v.path} (${v.records} records)`);
   return 0;

@@ -326,3 +326,41 @@ export async function sftConversation(
   }
   return { conversations: conv };
 }
+
+/**
+ * Copy warm-up conversations for SFT: the user gives a run of values the tool-use tasks copy
+ * (reference arguments and expected answers: expressions, numbers, dates, titles, authors) and
+ * the assistant repeats it. With the loss on the assistant only, every trained token is a copy,
+ * so a short SFT stage on them teaches a fresh tiny model the induction ("find the earlier
+ * occurrence, continue it") that the tool-use SFT needs and that its sparse copy targets (a few
+ * tokens in sixty) alone teach slowly.
+ *
+ * @param tasks tasks with reference calls (the train split)
+ * @param count conversations to write
+ * @param seed seed of the choices
+ * @returns `{conversations}` records (user, assistant)
+ */
+export function copyRecords(
+  tasks: readonly AgentTask[],
+  count: number,
+  seed: number,
+): { conversations: ChatMessage[] }[] {
+  const pool: string[] = [];
+  for (const t of tasks) {
+    for (const v of Object.values(t.reference?.arguments ?? {})) pool.push(String(v));
+    pool.push(...t.gt);
+  }
+  if (!pool.length) throw new Error("copyRecords: the tasks have no values to copy");
+  const rng = new Rng(mixSeed(seed, "agent-copy"));
+  const seps = [" ", "，", "、"];
+  return Array.from({ length: count }, () => {
+    const n = 2 + rng.int(5), sep = seps[rng.int(seps.length)];
+    const run = Array.from({ length: n }, () => pool[rng.int(pool.length)]).join(sep);
+    return {
+      conversations: [
+        { role: "user", content: `照抄：${run}` },
+        { role: "assistant", content: run },
+      ],
+    };
+  });
+}

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { Poem } from "../data/corpus/poetry.ts";
 import { builtinTools } from "./builtin.ts";
-import { embeddedTasks, sftConversation, sftRecord } from "./tasks.ts";
+import { copyRecords, embeddedTasks, sftConversation, sftRecord } from "./tasks.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { fixture } from "../tests/_util.ts";
 
@@ -89,4 +89,24 @@ Deno.test("sftConversation chains tasks of one tool after one system prompt", as
   }
   const other = train.find((t) => t.reference!.name !== "calculate_math")!;
   await assert.rejects(() => sftConversation([math[0], other], tools), /offers other tools/);
+});
+
+Deno.test("copyRecords: the user gives a run of task values, the assistant repeats it", () => {
+  const { train } = embeddedTasks(POEMS, { count: 100, seed: 7 });
+  const recs = copyRecords(train, 50, 1);
+  assert.equal(recs.length, 50);
+  assert.deepEqual(copyRecords(train, 50, 1), recs);
+  const values = new Set(
+    train.flatMap((t) => [...Object.values(t.reference!.arguments).map(String), ...t.gt]),
+  );
+  for (const { conversations: [user, assistant, ...rest] } of recs) {
+    assert.equal(rest.length, 0);
+    assert.equal(user.role, "user");
+    assert.equal(assistant.role, "assistant");
+    assert.equal(user.content, `照抄：${assistant.content}`);
+    const items = String(assistant.content).split(/[ ，、]/);
+    // titles may hold a space; every item is (part of) a task value
+    assert.ok(items.every((x) => [...values].some((v) => v.includes(x))), String(user.content));
+  }
+  assert.throws(() => copyRecords([], 1, 1), /no values/);
 });
