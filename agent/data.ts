@@ -16,6 +16,7 @@ import { builtinTools } from "./builtin.ts";
 import {
   type AgentTask,
   copyRecords,
+  copyTexts,
   embeddedTasks,
   sftConversation,
   taskRecord,
@@ -47,7 +48,9 @@ const COMMAND = "deno task agent_data";
 export async function writeAgentData(
   outDir: string,
   options: { count?: number; seed?: number; perConversation?: number; copyCount?: number } = {},
-): Promise<Record<"sft" | "rl" | "heldout" | "copy", { path: string; records: number }>> {
+): Promise<
+  Record<"sft" | "rl" | "heldout" | "copy" | "copy_text", { path: string; records: number }>
+> {
   const { poems } = await loadPoems();
   const { train, heldout } = embeddedTasks(poems, options);
   const tools = builtinTools(poems);
@@ -79,6 +82,10 @@ export async function writeAgentData(
     copy: await write(
       "agent_copy.jsonl",
       copyRecords(train, options.copyCount ?? 20000, options.seed ?? 42),
+    ),
+    copy_text: await write(
+      "agent_copy_text.jsonl",
+      copyTexts(train, options.copyCount ?? 20000, options.seed ?? 42),
     ),
   };
 }

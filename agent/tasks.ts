@@ -327,6 +327,40 @@ export async function sftConversation(
   return { conversations: conv };
 }
 
+function copyPool(tasks: readonly AgentTask[]): string[] {
+  const pool: string[] = [];
+  for (const t of tasks) {
+    for (const v of Object.values(t.reference?.arguments ?? {})) pool.push(String(v));
+    pool.push(...t.gt);
+  }
+  if (!pool.length) throw new Error("copyRecords: the tasks have no values to copy");
+  return pool;
+}
+
+/**
+ * Copy warm-up texts for pretraining (`{"text"}`): 6–12 values the tool-use tasks copy, a
+ * newline, and the same run again (the second half is predictable only by copying).
+ *
+ * @param tasks tasks with reference calls (the train split)
+ * @param count texts to write
+ * @param seed seed of the choices
+ * @returns `{text}` records
+ */
+export function copyTexts(
+  tasks: readonly AgentTask[],
+  count: number,
+  seed: number,
+): { text: string }[] {
+  const pool = copyPool(tasks);
+  const rng = new Rng(mixSeed(seed, "agent-copy"));
+  const seps = [" ", "，", "、"];
+  return Array.from({ length: count }, () => {
+    const n = 6 + rng.int(7), sep = seps[rng.int(seps.length)];
+    const run = Array.from({ length: n }, () => pool[rng.int(pool.length)]).join(sep);
+    return { text: `${run}\n${run}` };
+  });
+}
+
 /**
  * Copy warm-up conversations for SFT: the user gives a run of values the tool-use tasks copy
  * (reference arguments and expected answers: expressions, numbers, dates, titles, authors) and
@@ -345,12 +379,7 @@ export function copyRecords(
   count: number,
   seed: number,
 ): { conversations: ChatMessage[] }[] {
-  const pool: string[] = [];
-  for (const t of tasks) {
-    for (const v of Object.values(t.reference?.arguments ?? {})) pool.push(String(v));
-    pool.push(...t.gt);
-  }
-  if (!pool.length) throw new Error("copyRecords: the tasks have no values to copy");
+  const pool = copyPool(tasks);
   const rng = new Rng(mixSeed(seed, "agent-copy"));
   const seps = [" ", "，", "、"];
   return Array.from({ length: count }, () => {

@@ -1,7 +1,7 @@
 import assert from "node:assert/strict";
 import type { Poem } from "../data/corpus/poetry.ts";
 import { builtinTools } from "./builtin.ts";
-import { copyRecords, embeddedTasks, sftConversation, sftRecord } from "./tasks.ts";
+import { copyRecords, copyTexts, embeddedTasks, sftConversation, sftRecord } from "./tasks.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { fixture } from "../tests/_util.ts";
 
@@ -109,4 +109,16 @@ Deno.test("copyRecords: the user gives a run of task values, the assistant repea
     assert.ok(items.every((x) => [...values].some((v) => v.includes(x))), String(user.content));
   }
   assert.throws(() => copyRecords([], 1, 1), /no values/);
+});
+
+Deno.test("copyTexts: a run of task values, a newline, the same run", () => {
+  const { train } = embeddedTasks(POEMS, { count: 100, seed: 7 });
+  const recs = copyTexts(train, 30, 1);
+  assert.deepEqual(copyTexts(train, 30, 1), recs);
+  for (const { text } of recs) {
+    const [a, b, ...rest] = text.split("\n");
+    assert.equal(rest.length, 0);
+    assert.equal(a, b);
+    assert.ok(a.split(/[ ，、]/).length >= 6, text);
+  }
 });
