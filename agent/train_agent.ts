@@ -82,9 +82,9 @@ export const AGENT_FLAGS = {
 /**
  * Settings of the embedded run (flags not given): the tool-use SFT model of `out/agent/`
  * (hidden 192, 4 layers), short turns, MiniMind's 2 tasks × 4 episodes per step, a learning rate
- * for a 3M-parameter model (MiniMind's 3e-7 is for its 100M+ models), 120 steps (about 6 s each on
- * two busy CPU cores, so the run with its two held-out scorings stays well inside 30 minutes), and
- * 60 held-out tasks scored.
+ * for a 3M-parameter model (MiniMind's 3e-7 is for its 100M+ models), 120 steps (6:52 with its two
+ * held-out scorings on two CPU cores shared with other jobs, well inside 30 minutes), and 60
+ * held-out tasks scored.
  */
 export const EMBEDDED_AGENT: Record<string, number | string> = {
   save_dir: "out/agent",
