@@ -13,13 +13,27 @@ import { atomicWrite } from "../train/checkpoint.ts";
 import { parseFlags, runMain, usage } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
 import { builtinTools } from "./builtin.ts";
-import { embeddedTasks, sftRecord, taskRecord } from "./tasks.ts";
+import {
+  type AgentTask,
+  copyRecords,
+  copyTexts,
+  embeddedTasks,
+  sftConversation,
+  taskRecord,
+} from "./tasks.ts";
 
 /** The flags. */
 export const AGENT_DATA_FLAGS = {
   out_dir: { type: "string", default: "out/agent", help: "where the JSONL files go" },
   count: { type: "int", default: 2000, min: 10, help: "tasks generated before the split" },
   seed: { type: "int", default: 42, help: "task seed" },
+  copy_count: { type: "int", default: 20000, min: 0, help: "copy warm-up texts (0 = none)" },
+  per_conversation: {
+    type: "int",
+    default: 1,
+    min: 1,
+    help: "SFT tasks (of one tool) chained in one conversation",
+  },
 } satisfies FlagTable;
 
 const COMMAND = "deno task agent_data";
@@ -28,17 +42,32 @@ const COMMAND = "deno task agent_data";
  * Writes the three files.
  *
  * @param outDir the folder
- * @param options task count and seed
+ * @param options task count, seed, SFT tasks per conversation
  * @returns the paths and record counts
  */
 export async function writeAgentData(
   outDir: string,
-  options: { count?: number; seed?: number } = {},
-): Promise<Record<"sft" | "rl" | "heldout", { path: string; records: number }>> {
+  options: { count?: number; seed?: number; perConversation?: number; copyCount?: number } = {},
+): Promise<
+  Record<"sft" | "rl" | "heldout" | "copy" | "copy_text", { path: string; records: number }>
+> {
   const { poems } = await loadPoems();
   const { train, heldout } = embeddedTasks(poems, options);
   const tools = builtinTools(poems);
-  const sft = await Promise.all(train.map((t) => sftRecord(t, tools)));
+  const per = options.perConversation ?? 1;
+  const byTool = new Map<string, AgentTask[]>();
+  for (const t of train) {
+    const k = t.reference?.name ?? "";
+    byTool.set(k, [...byTool.get(k) ?? [], t]);
+  }
+  const groups: AgentTask[][] = [];
+  for (const list of byTool.values()) {
+    for (let i = 0; i < list.length; i += per) groups.push(list.slice(i, i + per));
+  }
+  // the generation order (kinds interleaved), by each group's first task
+  const order = new Map(train.map((t, i) => [t, i]));
+  groups.sort((a, b) => order.get(a[0])! - order.get(b[0])!);
+  const sft = await Promise.all(groups.map((g) => sftConversation(g, tools)));
   await Deno.mkdir(outDir, { recursive: true });
   const write = async (name: string, recs: unknown[]) => {
     const path = join(outDir, name);
@@ -50,6 +79,14 @@ export async function writeAgentData(
     sft: await write("agent_sft.jsonl", sft),
     rl: await write("agent_rl.jsonl", train.map(taskRecord)),
     heldout: await write("agent_heldout.jsonl", heldout.map(taskRecord)),
+    copy: await write(
+      "agent_copy.jsonl",
+      copyRecords(train, options.copyCount ?? 20000, options.seed ?? 42),
+    ),
+    copy_text: await write(
+      "agent_copy_text.jsonl",
+      copyTexts(train, options.copyCount ?? 20000, options.seed ?? 42),
+    ),
   };
 }
 
@@ -65,7 +102,12 @@ export async function main(argv: readonly string[]): Promise<number> {
     console.log(usage(COMMAND, "Write the embedded tool-use tasks as JSONL.", AGENT_DATA_FLAGS));
     return 0;
   }
-  const r = await writeAgentData(a.out_dir, { count: a.count, seed: a.seed });
+  const r = await writeAgentData(a.out_dir, {
+    count: a.count,
+    seed: a.seed,
+    perConversation: a.per_conversation,
+    copyCount: a.copy_count,
+  });
   for (const [k, v] of Object.entries(r)) console.log(`${k}: ${v.path} (${v.records} records)`);
   return 0;
 }

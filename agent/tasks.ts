@@ -115,7 +115,7 @@ function makeTask(
 
 function mathTask(id: string, question: string, expression: string): AgentTask {
   const value = formatNumber(evaluate(expression));
-  return makeTask(id, question, calculateMath, { expression }, [value], (r) => `答案是 ${r}。`);
+  return makeTask(id, question, calculateMath, { expression }, [value], (r) => `答案是${r}。`);
 }
 
 const MATH: readonly [string, string][] = [
@@ -160,12 +160,12 @@ export interface EmbeddedTaskOptions {
   heldoutFraction?: number;
 }
 
-const ARITH_FORMS: readonly [string, string][] = [
-  ["计算 {a} {op} {b}。", "{a}{sym}{b}"],
-  ["{a} {op} {b} 等于多少？", "{a}{sym}{b}"],
-  ["请算出 {a} {op} {b} 的结果。", "{a}{sym}{b}"],
-];
-const OPS: readonly [string, string][] = [["+", "+"], ["-", "-"], ["×", "*"]];
+// Questions write an expression the way the call does (no spaces, `×` as the calculator reads
+// it), so the argument is a verbatim copy that tokenises exactly as in the question: byte-level
+// BPE splits "123" and " 123" into different tokens, and a tiny model copies same-token runs far
+// more easily than it learns that mapping.
+const ARITH_FORMS: readonly string[] = ["计算{e}。", "{e}等于多少？", "请算出{e}的结果。"];
+const OPS: readonly string[] = ["+", "-", "×"];
 const UNIT_PAIRS: readonly [string, string, number][] = [
   ["公里", "米", 1],
   ["米", "厘米", 1],
@@ -209,10 +209,9 @@ export function embeddedTasks(
     let task: AgentTask;
     const id = `emb-${i}`;
     if (kind === 0) {
-      const [qt, et] = ARITH_FORMS[rng.int(ARITH_FORMS.length)];
-      const [op, sym] = OPS[rng.int(OPS.length)];
-      const a = 10 + rng.int(990), b = 2 + rng.int(98);
-      task = mathTask(id, fill(qt, { a, b, op }), fill(et, { a, b, sym }));
+      const form = ARITH_FORMS[rng.int(ARITH_FORMS.length)];
+      const e = `${10 + rng.int(990)}${OPS[rng.int(OPS.length)]}${2 + rng.int(98)}`;
+      task = mathTask(id, fill(form, { e }), e);
     } else if (kind === 1) {
       const [from, to] = UNIT_PAIRS[rng.int(UNIT_PAIRS.length)];
       const v = 1 + rng.int(99);
@@ -220,11 +219,11 @@ export function embeddedTasks(
       const r = unitConverter.run(args, { signal: new AbortController().signal }) as string;
       task = makeTask(
         id,
-        `${v} ${from}等于多少${to}？`,
+        `请问 ${v} ${from}等于多少${to}？`,
         unitConverter,
         args,
         [r.split(" ")[0]],
-        (res) => `${v} ${from}等于 ${res.replace(/ .*/, "")} ${to}。`,
+        (res) => `等于${res.replace(/ .*/, "")}${to}。`,
       );
     } else if (kind === 2) {
       const y = 2000 + rng.int(30), m = 1 + rng.int(12), d = 1 + rng.int(28), n = 1 + rng.int(99);
@@ -241,7 +240,7 @@ export function embeddedTasks(
         [r.date],
         (res) => {
           const j = JSON.parse(res);
-          return `是 ${j.date}，${j.weekday}。`;
+          return `是${j.date}，${j.weekday}。`;
         },
       );
     } else {
@@ -252,7 +251,7 @@ export function embeddedTasks(
         lookup,
         { query: p.title },
         [p.author],
-        (res) => `《${p.title}》的作者是${/^《[^》]*》([^：]+)：/.exec(res)?.[1] ?? ""}。`,
+        (res) => `作者是：${/^《[^》]*》([^：]+)：/.exec(res)?.[1] ?? ""}。`,
       );
     }
     const q = String(task.messages[1].content);
@@ -295,4 +294,102 @@ export async function sftRecord(
     { role: "assistant", content: task.answer(result) },
   );
   return { conversations: conv };
+}
+
+/**
+ * Several tasks of one tool as one SFT conversation: the first task's {@link sftRecord}, then for
+ * every further task its question, call, result and answer as the next exchange. The system
+ * prompt (mostly the template's tool instructions, about 300 tokens) is paid once per
+ * conversation instead of once per task, so a step of training sees several times as many calls
+ * and answers to copy; the first exchange is exactly what a single-task prompt looks like.
+ *
+ * @param tasks tasks that offer the same tools, each with a reference call
+ * @param tools the tools to run the reference calls with
+ * @returns `{conversations}`
+ * @throws Error when the tasks offer different tools, or as {@link sftRecord}
+ */
+export async function sftConversation(
+  tasks: readonly AgentTask[],
+  tools: readonly Tool[],
+): Promise<{ conversations: Record<string, unknown>[] }> {
+  if (!tasks.length) throw new Error("sftConversation: no tasks");
+  const offered = JSON.stringify(tasks[0].tools);
+  const conv: Record<string, unknown>[] = [];
+  for (const t of tasks) {
+    if (JSON.stringify(t.tools) !== offered) {
+      throw new Error(
+        `${t.id}: offers other tools than ${tasks[0].id}; cannot share a conversation`,
+      );
+    }
+    const rec = (await sftRecord(t, tools)).conversations;
+    conv.push(...(conv.length ? rec.slice(1) : rec));
+  }
+  return { conversations: conv };
+}
+
+function copyPool(tasks: readonly AgentTask[]): string[] {
+  const pool: string[] = [];
+  for (const t of tasks) {
+    for (const v of Object.values(t.reference?.arguments ?? {})) pool.push(String(v));
+    pool.push(...t.gt);
+  }
+  if (!pool.length) throw new Error("copyRecords: the tasks have no values to copy");
+  return pool;
+}
+
+/**
+ * Copy warm-up texts for pretraining (`{"text"}`): 6–12 values the tool-use tasks copy, a
+ * newline, and the same run again (the second half is predictable only by copying).
+ *
+ * @param tasks tasks with reference calls (the train split)
+ * @param count texts to write
+ * @param seed seed of the choices
+ * @returns `{text}` records
+ */
+export function copyTexts(
+  tasks: readonly AgentTask[],
+  count: number,
+  seed: number,
+): { text: string }[] {
+  const pool = copyPool(tasks);
+  const rng = new Rng(mixSeed(seed, "agent-copy"));
+  const seps = [" ", "，", "、"];
+  return Array.from({ length: count }, () => {
+    const n = 6 + rng.int(7), sep = seps[rng.int(seps.length)];
+    const run = Array.from({ length: n }, () => pool[rng.int(pool.length)]).join(sep);
+    return { text: `${run}\n${run}` };
+  });
+}
+
+/**
+ * Copy warm-up conversations for SFT: the user gives a run of values the tool-use tasks copy
+ * (reference arguments and expected answers: expressions, numbers, dates, titles, authors) and
+ * the assistant repeats it. With the loss on the assistant only, every trained token is a copy,
+ * so a short SFT stage on them teaches a fresh tiny model the induction ("find the earlier
+ * occurrence, continue it") that the tool-use SFT needs and that its sparse copy targets (a few
+ * tokens in sixty) alone teach slowly.
+ *
+ * @param tasks tasks with reference calls (the train split)
+ * @param count conversations to write
+ * @param seed seed of the choices
+ * @returns `{conversations}` records (user, assistant)
+ */
+export function copyRecords(
+  tasks: readonly AgentTask[],
+  count: number,
+  seed: number,
+): { conversations: ChatMessage[] }[] {
+  const pool = copyPool(tasks);
+  const rng = new Rng(mixSeed(seed, "agent-copy"));
+  const seps = [" ", "，", "、"];
+  return Array.from({ length: count }, () => {
+    const n = 2 + rng.int(5), sep = seps[rng.int(seps.length)];
+    const run = Array.from({ length: n }, () => pool[rng.int(pool.length)]).join(sep);
+    return {
+      conversations: [
+        { role: "user", content: `照抄：${run}` },
+        { role: "assistant", content: run },
+      ],
+    };
+  });
 }
