@@ -103,14 +103,27 @@ function pct(x: number): string {
   return `${(100 * x).toFixed(1)}%`;
 }
 
-/** Parsed trainer flags for one demo stage: the shared flags plus the stage's size and schedule. */
-function stageFlags(
+/**
+ * Parsed trainer flags for one demo stage (here and in `deno task demo:posttrain`): the shared
+ * flags plus the stage's size and schedule, `logs` progress lines, no intermediate saves.
+ *
+ * @param common flags every stage shares (device, folders, model shape, …)
+ * @param st the stage's steps, batch, sequence length and learning rate
+ * @param logs how many progress lines to print
+ * @param extra flags after the stage's own
+ * @param saveWeight the weight name the stage saves
+ * @param fromWeight the weight the stage starts from
+ * @param command the command named in a flag error
+ * @returns the parsed flags
+ */
+export function stageFlags(
   common: string[],
   st: Stage,
   logs: number,
   extra: string[],
   saveWeight: string,
   fromWeight: string,
+  command = COMMAND,
 ): ReturnType<typeof parseFlags<ReturnType<typeof lmFlags>>> {
   const argv = [
     ...common,
@@ -133,7 +146,7 @@ function stageFlags(
     maxSeqLen: st.seqLen,
     fromWeight,
   };
-  return parseFlags(argv, lmFlags(defaults), COMMAND);
+  return parseFlags(argv, lmFlags(defaults), command);
 }
 
 /**

@@ -46,14 +46,14 @@ import { loadModel } from "./convert/hf.ts";
 import * as lora from "./convert/lora.ts";
 import { parseFlags, runMain, usage, UsageError } from "./cli.ts";
 import type { FlagTable } from "./cli.ts";
-import { lmFlags, runLm, selectDevice } from "./train/lm.ts";
+import { runLm, selectDevice } from "./train/lm.ts";
 import type { LmRunResult } from "./train/lm.ts";
 import { POST_FLAGS, runPost } from "./train/posttrain.ts";
 import type { PostArgs, PostKind } from "./train/posttrain.ts";
 import { chatReplies, perplexity, preferenceAccuracy } from "./train/scores.ts";
 import type { EvalModel } from "./train/scores.ts";
 import { formatDuration, Progress } from "./train/progress.ts";
-import type { Stage } from "./demo.ts";
+import { type Stage, stageFlags } from "./demo.ts";
 
 /** The flags. */
 export const POSTTRAIN_DEMO_FLAGS = {
@@ -244,24 +244,16 @@ async function trainTeacher(
     fromWeight: string,
     data: Dataset<LMSample>,
   ) => {
-    const argv = [
-      ...shape,
-      ...["--epochs", String(Math.max(1, Math.ceil(st.steps * st.batch / data.length)))],
-      ...["--batch_size", String(st.batch), "--max_seq_len", String(st.seqLen)],
-      ...["--learning_rate", String(st.lr), "--max_steps", String(st.steps)],
-      ...["--log_interval", String(Math.max(1, Math.round(st.steps / 4)))],
-      ...["--save_interval", "100000", "--from_weight", fromWeight],
-    ];
-    const table = lmFlags({
+    const epochs = Math.max(1, Math.ceil(st.steps * st.batch / data.length));
+    const parsed = stageFlags(
+      [...shape, "--epochs", String(epochs)],
+      st,
+      4,
+      ["--from_weight", fromWeight],
       saveWeight,
-      epochs: 1,
-      batchSize: st.batch,
-      learningRate: st.lr,
-      accumulationSteps: 1,
-      maxSeqLen: st.seqLen,
       fromWeight,
-    });
-    const parsed = parseFlags(argv, table, COMMAND);
+      COMMAND,
+    );
     const r = await runLm({
       args: parsed.values,
       given: parsed.given,
