@@ -61,3 +61,19 @@ Deno.test("rollout: the generator's tokens, MiniMind's layout, old log-probs = a
     ...r.response.subarray(0, 3),
   ]);
 });
+
+Deno.test("rollout: old log-probs across several log-prob batches (40 tokens, a row ending at 21) = a full forward", async () => {
+  const opts = { maxNewTokens: 40, seed: 5, temperature: 1, topP: 1, topK: 0, eos: -1 };
+  const first = await rollout(model, PROMPTS, opts);
+  const eos = first.response[20]; // row 0 stops at its 21st token: past the first batch of 16
+  const r = await rollout(model, PROMPTS, { ...opts, eos });
+  assert.equal(r.lengths[0], [...first.response.subarray(0, 40)].indexOf(eos) + 1);
+  assert.ok(r.lengths[0] > 16 && r.responseWidth > 32, `lengths ${r.lengths}`);
+  const R = r.responseWidth;
+  const lp = await scope(() => policyLogProbs(cfg, model.params, rolloutTensors(r)).logp).data();
+  for (let i = 0; i < r.rows * R; i++) {
+    if (r.mask[i]) {
+      assert.ok(Math.abs(lp[i] - r.oldLogp[i]) < 2e-5, `[${i}] ${lp[i]} vs ${r.oldLogp[i]}`);
+    }
+  }
+});
