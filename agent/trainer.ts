@@ -32,7 +32,7 @@ import { makeTrainStep } from "../train/step.ts";
 import type { StepOutput, TrainStep } from "../train/step.ts";
 import type { AsyncTrainer } from "../train/trainer.ts";
 import { groupAdvantages } from "../rl/advantages.ts";
-import { policyLogProbs, rollout, rolloutTensors } from "../rl/rollout.ts";
+import { packRollout, policyLogProbs, rollout, rolloutTensors } from "../rl/rollout.ts";
 import type { Rollout } from "../rl/rollout.ts";
 import { actorObjective, RlTrainer } from "../rl/trainer.ts";
 import type { RlMinibatch, RlState } from "../rl/trainer.ts";
@@ -263,32 +263,16 @@ function layout(plays: readonly Play[], maxTotal: number, pad: number): Rollout 
       p.after.length = p.mask.length = p.logp.length = Math.max(0, keepN);
     }
   }
-  const P = Math.max(...plays.map((p) => p.prompt.length));
-  const R = Math.max(1, ...plays.map((p) => p.after.length));
-  const W = P + R;
-  const ids = new Int32Array(n * W).fill(pad), attention = new Float32Array(n * W);
-  const response = new Int32Array(n * R).fill(pad), mask = new Float32Array(n * R);
-  const oldLogp = new Float32Array(n * R);
-  plays.forEach((p, i) => {
-    ids.set(p.prompt, i * W + P - p.prompt.length);
-    ids.set(p.after, i * W + P);
-    attention.fill(1, i * W + P - p.prompt.length, (i + 1) * W);
-    response.set(p.after, i * R);
-    mask.set(p.mask, i * R);
-    oldLogp.set(p.logp, i * R);
-  });
-  return {
-    rows: n,
-    promptWidth: P,
-    responseWidth: R,
-    ids,
-    attention,
-    response,
-    mask,
-    oldLogp,
-    texts: plays.map((p) => p.final),
-    lengths: plays.map((p) => p.after.length),
-  };
+  return packRollout(
+    plays.map((p) => ({
+      prompt: p.prompt,
+      response: p.after,
+      mask: p.mask,
+      logp: p.logp,
+      text: p.final,
+    })),
+    pad,
+  );
 }
 
 function mean(xs: readonly number[]): number {

@@ -39,8 +39,8 @@ export type {
 } from "./losses.ts";
 export { criticValues, initValueHead } from "./critic.ts";
 export type { CriticOptions, CriticParams, ValueHead } from "./critic.ts";
-export { policyLogProbs, rollout, rolloutTensors } from "./rollout.ts";
-export type { Rollout, RolloutOptions, RolloutTensors } from "./rollout.ts";
+export { packRollout, policyLogProbs, rollout, rolloutTensors } from "./rollout.ts";
+export type { Rollout, RolloutOptions, RolloutRow, RolloutTensors } from "./rollout.ts";
 export {
   parseChatPrompt,
   poetryReward,

@@ -96,21 +96,57 @@ export async function rollout(
     logps[p.index].push(p.logprob!);
   }
   const pad = model.tokenizer && model.tokenizer.padId >= 0 ? model.tokenizer.padId : 0;
-  const P = Math.max(...prompts.map((p) => p.length));
-  const R = Math.max(1, ...tokens.map((t) => t.length));
+  return packRollout(
+    prompts.map((prompt, i) => ({
+      prompt,
+      response: tokens[i],
+      logp: logps[i],
+      text: texts[i].trim(),
+    })),
+    pad,
+  );
+}
+
+/** One row of a rollout before packing. */
+export interface RolloutRow {
+  /** Prompt token ids. */
+  prompt: readonly number[];
+  /** Every token after the prompt. */
+  response: readonly number[];
+  /** Loss mask per response token (default 1 for every one; 0 on e.g. tool observations). */
+  mask?: readonly number[];
+  /** Sampling log-prob per response token. */
+  logp: readonly number[];
+  /** The decoded text. */
+  text: string;
+}
+
+/**
+ * Packs rows into MiniMind's layout: prompts left-padded to the longest, responses right-padded
+ * to the longest (at least 1), attention 1 from each prompt's first token on.
+ *
+ * @param rows the rows
+ * @param pad the pad token id
+ * @returns the rollout
+ */
+export function packRollout(rows: readonly RolloutRow[], pad: number): Rollout {
+  const n = rows.length;
+  const P = Math.max(...rows.map((r) => r.prompt.length));
+  const R = Math.max(1, ...rows.map((r) => r.response.length));
   const W = P + R;
   const ids = new Int32Array(n * W).fill(pad), attention = new Float32Array(n * W);
   const response = new Int32Array(n * R).fill(pad), mask = new Float32Array(n * R);
   const oldLogp = new Float32Array(n * R);
-  for (let i = 0; i < n; i++) {
-    const p = prompts[i], t = tokens[i];
+  rows.forEach((r, i) => {
+    const p = r.prompt, t = r.response;
     ids.set(p, i * W + P - p.length);
     ids.set(t, i * W + P);
     attention.fill(1, i * W + P - p.length, (i + 1) * W);
     response.set(t, i * R);
-    mask.fill(1, i * R, i * R + t.length);
-    oldLogp.set(logps[i], i * R);
-  }
+    if (r.mask) mask.set(r.mask, i * R);
+    else mask.fill(1, i * R, i * R + t.length);
+    oldLogp.set(r.logp, i * R);
+  });
   return {
     rows: n,
     promptWidth: P,
@@ -120,8 +156,8 @@ export async function rollout(
     response,
     mask,
     oldLogp,
-    texts: texts.map((t) => t.trim()),
-    lengths: tokens.map((t) => t.length),
+    texts: rows.map((r) => r.text),
+    lengths: rows.map((r) => r.response.length),
   };
 }
 
