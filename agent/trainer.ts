@@ -253,7 +253,6 @@ export async function playEpisodes(
 
 /** The episodes as a `Rollout` (left-padded prompts, right-padded tails, cut to maxTotalLen). */
 function layout(plays: readonly Play[], maxTotal: number, pad: number): Rollout {
-  const n = plays.length;
   for (const p of plays) {
     // MiniMind cuts an over-long episode from the left; here the prompt loses its head
     const over = p.prompt.length + p.after.length - maxTotal;

@@ -75,7 +75,6 @@ export async function rollout(
   prompts: readonly (readonly number[])[],
   options: RolloutOptions,
 ): Promise<Rollout> {
-  const n = prompts.length;
   const tokens: number[][] = prompts.map(() => []);
   const logps: number[][] = prompts.map(() => []);
   const texts = prompts.map(() => "");
