@@ -32,7 +32,7 @@ import { lmFlags, resolveTokenizer, selectDevice } from "../train/lm.ts";
 import type { LoopResult } from "../train/loop.ts";
 import { weightStem } from "../train/checkpoint.ts";
 import { formatDuration } from "../train/progress.ts";
-import { trainRlLoop } from "../rl/cli.ts";
+import { groupFlags, rlLoopFlags, trainRlLoop } from "../rl/cli.ts";
 import { builtinTools } from "./builtin.ts";
 import { evaluateToolUse, type ToolEvalReport } from "./evaluate.ts";
 import { reportLine } from "./eval_toolcall.ts";
@@ -52,23 +52,12 @@ const lm = lmFlags({
 
 /** `train_agent.py`'s flags and defaults (spec §4.2), plus the held-out evaluation. */
 export const AGENT_FLAGS = {
-  ...lm,
-  learning_rate: { ...lm.learning_rate, help: "actor peak lr (cosine to lr/10 over updates)" },
-  log_interval: { ...lm.log_interval, default: 1 },
-  save_interval: { ...lm.save_interval, default: 10 },
-  max_seq_len: { ...lm.max_seq_len, help: "prompt tokens kept (the last ones)" },
+  ...rlLoopFlags(lm),
+  ...groupFlags(4),
   max_gen_len: { type: "int", default: 768, min: 1, help: "most tokens per turn" },
   max_total_len: { type: "int", default: 2500, min: 8, help: "longest episode" },
   max_turns: { type: "int", default: 3, min: 1, help: "assistant turns per episode" },
-  num_generations: { type: "int", default: 4, min: 2, help: "episodes per task" },
-  beta: { type: "float", default: 0.1, min: 0, help: "KL weight" },
-  loss_type: { type: "choice", default: "cispo", choices: ["grpo", "cispo"], help: "objective" },
-  epsilon: { type: "float", default: 0.2, min: 0, help: "GRPO ratio clip" },
-  epsilon_high: { type: "float", default: 5.0, min: 0, help: "CISPO IS-weight truncation" },
   thinking_ratio: { type: "float", default: 0.1, min: 0, help: "prompts opened with <think>" },
-  temperature: { type: "float", default: 0.8, min: 0, help: "rollout temperature" },
-  top_p: { type: "float", default: 0.85, min: 0, help: "rollout nucleus mass" },
-  top_k: { type: "int", default: 50, min: 0, help: "rollout top-k" },
   tool_timeout_ms: { type: "int", default: 1000, min: 1, help: "time limit per tool call" },
   eval_limit: {
     type: "int",

@@ -56,6 +56,42 @@ const MINIMIND = {
   spo: { saveWeight: "spo", lr: 1e-7, accum: 4, maxSeqLen: 66, maxGenLen: 1536 },
 } as const;
 
+/**
+ * The flags every RL trainer (and `deno task agent`) shares: the LM trainers' flags from `lm`,
+ * with the RL loop's logging and saving defaults, and the rollout sampler.
+ *
+ * @param lm the LM trainers' flag table with the command's defaults
+ * @returns the shared flag table
+ */
+export function rlLoopFlags<T extends ReturnType<typeof lmFlags>>(lm: T) {
+  return {
+    ...lm,
+    learning_rate: { ...lm.learning_rate, help: "actor peak lr (cosine to lr/10 over updates)" },
+    log_interval: { ...lm.log_interval, default: 1 },
+    save_interval: { ...lm.save_interval, default: 10 },
+    max_seq_len: { ...lm.max_seq_len, help: "prompt tokens kept (the last ones)" },
+    temperature: { type: "float", default: 0.8, min: 0, help: "rollout sampling temperature" },
+    top_p: { type: "float", default: 0.85, min: 0, help: "rollout nucleus mass" },
+    top_k: { type: "int", default: 50, min: 0, help: "rollout top-k (0 = off)" },
+  } satisfies FlagTable;
+}
+
+/**
+ * The group-relative objective's flags (`grpo` and `agent`).
+ *
+ * @param numGenerations the default samples per prompt
+ * @returns the flag table
+ */
+export function groupFlags(numGenerations: number) {
+  return {
+    num_generations: { type: "int", default: numGenerations, min: 2, help: "samples per prompt" },
+    beta: { type: "float", default: 0.1, min: 0, help: "KL weight" },
+    loss_type: { type: "choice", default: "cispo", choices: ["grpo", "cispo"], help: "objective" },
+    epsilon: { type: "float", default: 0.2, min: 0, help: "GRPO ratio clip" },
+    epsilon_high: { type: "float", default: 5.0, min: 0, help: "CISPO IS-weight truncation" },
+  } satisfies FlagTable;
+}
+
 function baseFlags(algo: RlAlgorithm) {
   const d = MINIMIND[algo];
   const lm = lmFlags({
@@ -68,15 +104,8 @@ function baseFlags(algo: RlAlgorithm) {
     fromWeight: "full_sft",
   });
   return {
-    ...lm,
-    learning_rate: { ...lm.learning_rate, help: "actor peak lr (cosine to lr/10 over updates)" },
-    log_interval: { ...lm.log_interval, default: 1 },
-    save_interval: { ...lm.save_interval, default: 10 },
-    max_seq_len: { ...lm.max_seq_len, help: "prompt tokens kept (the last ones)" },
+    ...rlLoopFlags(lm),
     max_gen_len: { type: "int", default: d.maxGenLen, min: 1, help: "most generated tokens" },
-    temperature: { type: "float", default: 0.8, min: 0, help: "rollout sampling temperature" },
-    top_p: { type: "float", default: 0.85, min: 0, help: "rollout nucleus mass" },
-    top_k: { type: "int", default: 50, min: 0, help: "rollout top-k (0 = off)" },
     thinking_ratio: {
       type: "float",
       default: 0.9,
@@ -105,21 +134,7 @@ function baseFlags(algo: RlAlgorithm) {
 /** The flag table of each RL command. */
 export function rlFlags(algo: RlAlgorithm): FlagTable {
   const base = baseFlags(algo);
-  if (algo === "grpo") {
-    return {
-      ...base,
-      num_generations: { type: "int", default: 6, min: 2, help: "completions per prompt" },
-      beta: { type: "float", default: 0.1, min: 0, help: "KL weight" },
-      loss_type: {
-        type: "choice",
-        default: "cispo",
-        choices: ["grpo", "cispo"],
-        help: "objective",
-      },
-      epsilon: { type: "float", default: 0.2, min: 0, help: "GRPO ratio clip" },
-      epsilon_high: { type: "float", default: 5.0, min: 0, help: "CISPO IS-weight truncation" },
-    };
-  }
+  if (algo === "grpo") return { ...base, ...groupFlags(6) };
   if (algo === "spo") {
     return { ...base, beta: { type: "float", default: 0.02, min: 0, help: "KL weight" } };
   }
