@@ -18,8 +18,7 @@
  */
 // N = episodes, P = prompt width, R = episode width after the prompt
 import type { Tensor } from "../nn/tensor.ts";
-import { scalar, tensor } from "../nn/creation.ts";
-import { keep, scope } from "../nn/scope.ts";
+import { scalar } from "../nn/creation.ts";
 import { foldIn, key as makeKey } from "../nn/random.ts";
 import type { Tree } from "../nn/tree.ts";
 import type { MiniMindParams } from "../nn/model/minimind.ts";
@@ -32,9 +31,9 @@ import { makeTrainStep } from "../train/step.ts";
 import type { StepOutput, TrainStep } from "../train/step.ts";
 import type { AsyncTrainer } from "../train/trainer.ts";
 import { groupAdvantages } from "../rl/advantages.ts";
-import { packRollout, policyLogProbs, rollout, rolloutTensors } from "../rl/rollout.ts";
+import { packRollout, rollout } from "../rl/rollout.ts";
 import type { Rollout } from "../rl/rollout.ts";
-import { actorObjective, RlTrainer } from "../rl/trainer.ts";
+import { actorObjective, referenceLogProbs, RlTrainer, updateOnRows } from "../rl/trainer.ts";
 import type { RlMinibatch, RlState } from "../rl/trainer.ts";
 import {
   type AgentResult,
@@ -380,32 +379,13 @@ export class AgentTrainer implements AsyncTrainer<RlState, AgentBatch> {
     );
     const rewards = episodes.map((e) => e.score.reward);
     const adv = groupAdvantages(rewards, s.numGenerations);
-    const refT = scope(() =>
-      policyLogProbs(s.cfg, state.ref as unknown as MiniMindParams, rolloutTensors(r)).logp
-    );
-    const refLogp = Float32Array.from(await refT.data());
-    refT.dispose();
-    const mb = scope(() =>
-      keep({
-        ...rolloutTensors(r),
-        refLogp: tensor(refLogp, [r.rows, r.responseWidth], "f32"),
-        advantages: tensor(adv, [r.rows], "f32"),
-      }) as RlMinibatch
-    );
-    let next: RlState, aux: Record<string, number>;
-    try {
-      const [actorNext, out] = scope(() => this.#step(state.actor, mb));
-      aux = { loss: await out.loss.item() };
-      for (const [k, t] of Object.entries((out.aux ?? {}) as Record<string, Tensor>)) {
-        aux[k] = await t.item();
-        t.dispose();
-      }
-      out.loss.dispose();
-      out.gradNorm?.dispose();
-      next = { ...state, actor: actorNext, rollouts: state.rollouts + 1 };
-    } finally {
-      for (const t of Object.values(mb)) (t as Tensor).dispose();
-    }
+    const refLogp = await referenceLogProbs(s.cfg, state.ref, r);
+    const all = Array.from({ length: r.rows }, (_, i) => i);
+    const [actorNext, aux] = await updateOnRows(this.#step, state.actor, r, all, {
+      refLogp: [refLogp, r.responseWidth],
+      advantages: [Float32Array.from(adv), 0],
+    });
+    const next: RlState = { ...state, actor: actorNext, rollouts: state.rollouts + 1 };
     this.onReport?.({ episodes });
     const scores = episodes.map((e) => e.score);
     const scalars: Record<string, number> = {

@@ -343,9 +343,7 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
     const t1 = performance.now();
     // 3. reference log-probs, then the algorithm's advantages and update(s)
     const all = Array.from({ length: r.rows }, (_, i) => i);
-    const refLogp = await readBack(() =>
-      policyLogProbs(cfg, state.ref as unknown as MiniMindParams, rolloutTensors(r)).logp
-    );
+    const refLogp = await referenceLogProbs(cfg, state.ref, r);
     const scalars: Record<string, number> = {};
     const log: Record<AuxName, number>[] = [];
     let next: RlState, advantages: Float32Array;
@@ -361,7 +359,7 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
       const adv = tracker ? tracker.advantages(total) : groupAdvantages(total, s.numGenerations);
       advantages = adv;
       if (tracker) scalars.baseline = tracker.baseline();
-      const [actorNext, a] = await this.#update(this.#actorStep, state.actor, r, all, {
+      const [actorNext, a] = await updateOnRows(this.#actorStep, state.actor, r, all, {
         refLogp: [refLogp, r.responseWidth],
         advantages: [adv, 0],
       });
@@ -406,30 +404,6 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
 
   #mb(r: Rollout): number {
     return Math.max(1, Math.min(this.settings.ppoMinibatch, r.rows));
-  }
-
-  /** One train-step call on rows `idx` of the rollout plus per-row extras; reads its report. */
-  async #update(
-    step: TrainStep<RlMinibatch, Tree>,
-    state: TrainState,
-    r: Rollout,
-    idx: readonly number[],
-    extras: Readonly<Record<string, readonly [Float32Array, number]>>,
-  ): Promise<[TrainState, Record<AuxName, number>]> {
-    const mb = scope(() =>
-      keep({
-        ...rolloutTensors(r, idx),
-        ...Object.fromEntries(
-          Object.entries(extras).map(([k, [a, w]]) => [k, rowsOf(a, w, idx)]),
-        ),
-      }) as RlMinibatch
-    );
-    try {
-      const [next, out] = scope(() => step(state, mb));
-      return [next, await readAux(out)];
-    } finally {
-      for (const t of Object.values(mb)) (t as Tensor).dispose();
-    }
   }
 
   /** The actor's objective on rows `idx` without an update (PPO's critic warm-up). */
@@ -488,8 +462,8 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
     const actorExtras = { ...common, advantages: [adv, 0], values: [values, 0] } as const;
     const [actor, a] = warmup
       ? [state.actor, await this.#evaluate(state.actor, r, all, actorExtras)]
-      : await this.#update(this.#actorStep, state.actor, r, all, actorExtras);
-    const [critic2, c] = await this.#update(this.#criticStep!, state.critic!, r, all, {
+      : await updateOnRows(this.#actorStep, state.actor, r, all, actorExtras);
+    const [critic2, c] = await updateOnRows(this.#criticStep!, state.critic!, r, all, {
       ...common,
       last: [last, W],
     });
@@ -532,11 +506,11 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
         const extras = { refLogp: [refLogp, R], advantages: [g.advantages, R] } as const;
         const [aNext, a] = warmup
           ? [actor, await this.#evaluate(actor, r, idx, extras)]
-          : await this.#update(this.#actorStep, actor, r, idx, extras);
+          : await updateOnRows(this.#actorStep, actor, r, idx, extras);
         actor = aNext;
         // past the early-stop bound the whole minibatch loss is zeroed: the critic's too
         const stop = a.approxKl > s.earlyStopKl;
-        const [cNext, c] = await this.#update(this.#criticStep!, critic2, r, idx, {
+        const [cNext, c] = await updateOnRows(this.#criticStep!, critic2, r, idx, {
           returns: [g.returns, R],
           oldValues: [oldValues, R],
           scale: [new Float32Array(idx.length).fill(stop ? 0 : 1), 0],
@@ -655,6 +629,56 @@ export function criticObjective(
   }];
 }
 
+/**
+ * The frozen reference model's log-probs of a rollout's response tokens, read back (N·R).
+ *
+ * @param cfg model config
+ * @param ref the reference params
+ * @param r the rollout
+ * @returns log π_ref, row-major (N, R)
+ */
+export function referenceLogProbs(
+  cfg: MiniMindConfig,
+  ref: Tree,
+  r: Rollout,
+): Promise<Float32Array> {
+  return readBack(() =>
+    policyLogProbs(cfg, ref as unknown as MiniMindParams, rolloutTensors(r)).logp
+  );
+}
+
+/**
+ * One train-step call on rows `idx` of a rollout plus per-row extras (each a row-major array and
+ * its width, 0 for one value per row); reads its loss and aux scalars back.
+ *
+ * @param step the train step
+ * @param state the trained params and optimizer state
+ * @param r the rollout
+ * @param idx the rows of this minibatch
+ * @param extras per-row inputs of the objective (refLogp, advantages, …)
+ * @returns the next state and the step's scalars
+ */
+export async function updateOnRows(
+  step: TrainStep<RlMinibatch, Tree>,
+  state: TrainState,
+  r: Rollout,
+  idx: readonly number[],
+  extras: Readonly<Record<string, readonly [Float32Array, number]>>,
+): Promise<[TrainState, Record<AuxName, number>]> {
+  const mb = scope(() =>
+    keep({
+      ...rolloutTensors(r, idx),
+      ...Object.fromEntries(Object.entries(extras).map(([k, [a, w]]) => [k, rowsOf(a, w, idx)])),
+    }) as RlMinibatch
+  );
+  try {
+    const [next, out] = scope(() => step(state, mb));
+    return [next, await readAux(out)];
+  } finally {
+    for (const t of Object.values(mb)) (t as Tensor).dispose();
+  }
+}
+
 /** Runs `fn` in a scope and reads its tensor back (then frees it). */
 async function readBack(fn: () => Tensor): Promise<Float32Array> {
   const t = scope(fn);
@@ -714,4 +738,5 @@ const AUX_NAMES = [
   "approxKl",
   "value",
 ] as const;
-type AuxName = typeof AUX_NAMES[number];
+/** The scalars an RL step reports. */
+export type AuxName = typeof AUX_NAMES[number];
