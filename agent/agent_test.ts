@@ -136,6 +136,8 @@ Deno.test({
         "2",
         "--eval_limit",
         "3",
+        "--eval_samples",
+        "2",
         "--thinking_ratio",
         "0",
       ];
@@ -149,12 +151,37 @@ Deno.test({
       assert.equal(first!.interrupted, true);
       assert.match(
         lines.join("\n"),
-        /Held-out before: accuracy 3\/3 = 100\.0%, calls\/task 1\.00, malformed 0\.0%/,
+        /Held-out before, greedy: accuracy 3\/3 = 100\.0%, calls\/task 1\.00, malformed 0\.0%/,
       );
+      // every held-out task sampled twice (the model copies surely: 6 of 6 at T 0.9)
+      assert.equal(first!.sampledBefore!.tasks, 6);
+      assert.match(lines.join("\n"), /Held-out before, sampled ×2: accuracy \d\/6/);
       const second = await runAgent([...argv, "--from_resume", "1"], opts);
       assert.equal(second!.interrupted, false);
       assert.equal(second!.steps, 2);
       assert.ok(second!.after && second!.after.tasks === 3);
+      assert.equal(second!.sampledAfter!.tasks, 6);
+      assert.equal(second!.gain, null); // a resumed run has no "before" to pair with
+      // a fresh one-step run pairs its sampled scorings task by task
+      lines.length = 0;
+      const third = (await runAgent(
+        [
+          ...argv.map((x, i) => argv[i - 1] === "--max_steps" ? "1" : x),
+          "--save_weight",
+          "agent1",
+        ],
+        opts,
+      ))!;
+      const acc = (r: typeof third.sampledBefore) => r!.outcomes.map((o) => (o.correct ? 1 : 0));
+      const d = [0, 1, 2].map((t) =>
+        (acc(third.sampledAfter)[2 * t] + acc(third.sampledAfter)[2 * t + 1] -
+          acc(third.sampledBefore)[2 * t] - acc(third.sampledBefore)[2 * t + 1]) / 2
+      );
+      assert.ok(Math.abs(third.gain!.delta - (d[0] + d[1] + d[2]) / 3) < 1e-12);
+      assert.match(
+        lines.join("\n"),
+        /Held-out sampled accuracy gain: -?[\d.]+ ± [\d.]+ points \(SE over 3 tasks/,
+      );
       const recs = (await Deno.readTextFile(second!.files.metrics)).trim().split("\n").map((l) =>
         JSON.parse(l)
       );

@@ -68,18 +68,25 @@ Deno.test("tasks: agent_rl records round-trip; a perfect scripted model scores 2
   );
   // a scripted "model" that reads the question and calls with the reference expression
   const byQuestion = new Map(tasks.map((t) => [String(t.messages[1].content), t]));
-  const report = await evaluateToolUse(
-    (messages) => {
+  const scripted =
+    (answer: (result: string) => string) =>
+    (messages: readonly { role: string; content?: unknown }[]) => {
       const last = messages.at(-1)!;
-      if (last.role === "tool") return Promise.resolve(`答案是 ${last.content}。`);
+      if (last.role === "tool") return Promise.resolve(answer(String(last.content)));
       const t = byQuestion.get(String(last.content))!;
       return Promise.resolve(`<tool_call>\n${JSON.stringify(t.reference)}\n</tool_call>`);
-    },
-    tasks,
-    { tools: builtinTools([]) },
-  );
+    };
+  const report = await evaluateToolUse(scripted((r) => `答案是 ${r}。`), tasks, {
+    tools: builtinTools([]),
+  });
   assert.equal(report.accuracy, 1);
   assert.equal(report.callsPerTask, 1);
   assert.equal(report.malformedRate, 0);
   assert.equal(report.meanReward, 3);
+  // a digit too many: MiniMind's substring rule still pays the reward, the accuracy counts none
+  const padded = await evaluateToolUse(scripted((r) => `答案是 ${r}6。`), tasks, {
+    tools: builtinTools([]),
+  });
+  assert.equal(padded.accuracy, 0);
+  assert.equal(padded.meanReward, 3);
 });

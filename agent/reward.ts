@@ -2,7 +2,7 @@
  * Verifiable rewards and grading of tool-use episodes, after MiniMind's `trainer/train_agent.py`
  * (its `calculate_rewards`): tag balance, the gap between valid calls and expected
  * answers, the share of expected answers found in the final text (scored only when tools were
- * called, as in MiniMind; `correct` counts it either way), an unfinished penalty and the
+ * called, as in MiniMind; `correct` counts it either way, numbers as whole numbers only), an unfinished penalty and the
  * trigram repetition penalty, clipped to [−3, 3]. There is no reward model here (MiniMind adds an
  * RM score to answers given without a tool call); that term is 0.
  * @module
@@ -25,16 +25,27 @@ function numbersIn(text: string): number[] {
 
 /**
  * Whether an expected answer occurs in a text: a case-insensitive substring, or (for a number) a
- * number in the text within 1e-6 of it, thousands commas removed.
+ * number in the text within 1e-6 of it, thousands commas removed. That is MiniMind's "found" (the
+ * reward's rule). With `exact`, a numeric answer counts only as a whole number of the text, so
+ * `66666` does not contain `666` (the rule `correct` and the reported accuracy use).
  *
  * @param text the final answer
  * @param expected one `gt` item
+ * @param exact numbers match whole numbers only (default false: MiniMind's substring rule)
  * @returns found or not
+ * @example
+ * ```ts
+ * import { answerFound } from "./reward.ts";
+ * answerFound("答案是66666。", "666"); // true: MiniMind's substring rule
+ * answerFound("答案是66666。", "666", true); // false
+ * answerFound("答案是1,234。", "1234", true); // true
+ * ```
  */
-export function answerFound(text: string, expected: string): boolean {
-  if (text.toLowerCase().includes(expected.toLowerCase())) return true;
+export function answerFound(text: string, expected: string, exact = false): boolean {
   const want = Number(expected.replaceAll(",", ""));
-  if (expected.trim() === "" || !Number.isFinite(want)) return false;
+  const numeric = expected.trim() !== "" && Number.isFinite(want);
+  if (!(exact && numeric) && text.toLowerCase().includes(expected.toLowerCase())) return true;
+  if (!numeric) return false;
   return numbersIn(text).some((v) => Math.abs(v - want) <= 1e-6);
 }
 
@@ -62,7 +73,7 @@ export function repetitionPenalty(text: string): number {
 export interface EpisodeScore {
   /** The shaped reward in [−3, 3]. */
   reward: number;
-  /** Every expected answer is in the final text. */
+  /** Every expected answer is in the final text, numbers as whole numbers (`answerFound`'s exact). */
   correct: boolean;
   /** Expected answers found. */
   found: number;
@@ -126,7 +137,7 @@ export function scoreEpisode(
   r -= repetitionPenalty(final);
   return {
     reward: Math.max(-3, Math.min(3, r)),
-    correct: task.gt.length > 0 && found === task.gt.length,
+    correct: task.gt.length > 0 && task.gt.every((g) => answerFound(final, g, true)),
     found,
     calls: result.calls,
     valid,

@@ -33,6 +33,7 @@ import type { LoopResult } from "../train/loop.ts";
 import { weightStem } from "../train/checkpoint.ts";
 import { formatDuration } from "../train/progress.ts";
 import { groupFlags, rlLoopFlags, trainRlLoop } from "../rl/cli.ts";
+import { type PairedGain, pairedGain } from "../rl/evaluate.ts";
 import { builtinTools } from "./builtin.ts";
 import { evaluateToolUse, type ToolEvalReport } from "./evaluate.ts";
 import { reportLine } from "./eval_toolcall.ts";
@@ -65,6 +66,12 @@ export const AGENT_FLAGS = {
     min: 0,
     help: "held-out tasks scored before/after (greedy; embedded tasks: 60)",
   },
+  eval_samples: {
+    type: "int",
+    default: 0,
+    min: 0,
+    help: "sampled scorings of every held-out task before/after (T 0.9, top-p 0.9; 0 = none)",
+  },
   eval_max_new_tokens: { type: "int", default: 96, min: 1, help: "tokens per turn when scoring" },
 } satisfies FlagTable;
 
@@ -88,6 +95,7 @@ export const EMBEDDED_AGENT: Record<string, number | string> = {
   thinking_ratio: 0,
   max_steps: 120,
   eval_limit: 60,
+  eval_samples: 4,
 };
 
 const COMMAND = "deno task agent";
@@ -100,6 +108,12 @@ export interface AgentRunResult extends LoopResult {
   before: ToolEvalReport | null;
   /** …and after. */
   after: ToolEvalReport | null;
+  /** Sampled held-out scoring before training (`eval_samples` per task, when scored). */
+  sampledBefore: ToolEvalReport | null;
+  /** …and after. */
+  sampledAfter: ToolEvalReport | null;
+  /** The sampled accuracy's paired gain over held-out tasks (when both were scored). */
+  gain: PairedGain | null;
 }
 
 /** Options of {@link runAgent} (test hooks). */
@@ -248,26 +262,39 @@ export async function runAgent(
     );
   };
 
-  // 4. held-out accuracy before
+  // 4. held-out accuracy before: greedy on the first eval_limit tasks, and sampled as MiniMind's
+  // eval_toolcall.py samples (T 0.9, top-p 0.9) eval_samples times on every held-out task
   const evalSet = heldout.slice(0, Number(a.eval_limit));
-  const score = (params: MiniMindParams) =>
+  const samples = Number(a.eval_samples);
+  const sampledSet = samples ? heldout.flatMap((t) => Array<AgentTask>(samples).fill(t)) : [];
+  const score = (params: MiniMindParams, tasks: AgentTask[], greedy: boolean) =>
     evaluateToolUse(
       new TurnBatcher({ cfg, params, tokenizer }, {
-        greedy: true,
+        greedy,
         maxNewTokens: Number(a.eval_max_new_tokens),
+        maxBatch: 32,
+        seed: Number(a.seed),
       }).turn,
-      evalSet,
-      { tools, maxTurns: Number(a.max_turns), timeoutMs: Number(a.tool_timeout_ms) },
+      tasks,
+      {
+        tools,
+        maxTurns: Number(a.max_turns),
+        timeoutMs: Number(a.tool_timeout_ms),
+        concurrency: 32,
+      },
     );
-  let before: ToolEvalReport | null = null;
-  if (evalSet.length && !a.from_resume) {
+  const scoreBoth = async (params: MiniMindParams, when: string) => {
     const t0 = performance.now();
-    before = await score(m.params);
-    say(
-      `${reportLine("Held-out before", before)} [${
-        formatDuration((performance.now() - t0) / 1000)
-      }]`,
-    );
+    const greedy = evalSet.length ? await score(params, evalSet, true) : null;
+    if (greedy) say(reportLine(`Held-out ${when}, greedy`, greedy));
+    const sampled = sampledSet.length ? await score(params, sampledSet, false) : null;
+    if (sampled) say(reportLine(`Held-out ${when}, sampled ×${samples}`, sampled));
+    if (greedy || sampled) say(`  (scored in ${formatDuration((performance.now() - t0) / 1000)})`);
+    return { greedy, sampled };
+  };
+  let before: ToolEvalReport | null = null, sampledBefore: ToolEvalReport | null = null;
+  if (!a.from_resume) {
+    ({ greedy: before, sampled: sampledBefore } = await scoreBoth(m.params, "before"));
   }
 
   // 5. train on the shared loop (the RL commands' own)
@@ -284,10 +311,22 @@ export async function runAgent(
   });
 
   // 6. held-out accuracy after
-  let after: ToolEvalReport | null = null;
-  if (evalSet.length && !result.interrupted) {
-    after = await score(result.params as unknown as MiniMindParams);
-    say(reportLine("Held-out after", after));
+  let after: ToolEvalReport | null = null, sampledAfter: ToolEvalReport | null = null;
+  let gain: PairedGain | null = null;
+  if (!result.interrupted) {
+    ({ greedy: after, sampled: sampledAfter } = await scoreBoth(
+      result.params as unknown as MiniMindParams,
+      "after",
+    ));
+  }
+  if (sampledBefore && sampledAfter) {
+    const correct = (r: ToolEvalReport) => r.outcomes.map((o) => (o.correct ? 1 : 0));
+    gain = pairedGain(correct(sampledBefore), correct(sampledAfter), samples);
+    say(
+      `Held-out sampled accuracy gain: ${(100 * gain.delta).toFixed(1)} ± ${
+        (100 * gain.se).toFixed(1)
+      } points (SE over ${gain.titles} tasks; ${gain.z.toFixed(1)} SE)`,
+    );
   }
   say(
     `${result.interrupted ? "Stopped" : "Done"}: ${result.steps} steps, ${result.updates} ` +
@@ -295,7 +334,7 @@ export async function runAgent(
       (result.interrupted ? "" : `; weights ${result.files.weights}`),
   );
   say(`Metrics: ${result.files.metrics}; reward plot: ${plot}`);
-  return { ...result, before, after };
+  return { ...result, before, after, sampledBefore, sampledAfter, gain };
 }
 
 /**

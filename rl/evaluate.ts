@@ -109,41 +109,46 @@ export async function evaluatePoetry(
 
 /** What {@link pairedGain} returns. */
 export interface PairedGain {
-  /** Mean total after − before. */
+  /** Mean score after − before. */
   delta: number;
-  /** Its standard error over titles. */
+  /** Its standard error over the units (titles, tasks). */
   se: number;
   /** delta / se. */
   z: number;
-  /** Titles paired. */
+  /** Units paired (titles, tasks). */
   titles: number;
 }
 
 /**
- * The held-out gain and its standard error. Before and after draw the same sampling keys for the
- * same titles, so they are paired: the unit is a title, its difference is the mean of its
- * samples after minus before, and SE = sample std of the titles' differences / √titles (the
- * spread between titles and between samples both enter it; the pairing removes what the titles
- * share).
+ * The held-out gain of paired evaluations and its standard error. Before and after score the same
+ * units (a held-out title, a task) the same number of times, so they are paired: a unit's
+ * difference is the mean of its samples after minus before, and SE = sample std of the units'
+ * differences / √units (the spread between units and between samples both enter it; the pairing
+ * removes what the units share).
  *
- * @param before evaluation of the starting model (with `totals`)
- * @param after evaluation of the trained model, same titles and samples
- * @param samples samples per title
+ * @param before the starting model's scores, `samples` consecutive per unit (or a
+ *   {@link PoetryEval} with `totals`)
+ * @param after the trained model's, same units in the same order
+ * @param samples samples per unit
  * @returns the gain, its SE and the ratio
  * @example
  * ```ts
  * import { pairedGain } from "./evaluate.ts";
- * const e = (totals: number[]) => ({ mean: { total: 0, form: 0, rhyme: 0, tone: 0, repeat: 0 }, count: 4, kl: NaN, examples: [], totals });
- * pairedGain(e([1, 1, 2, 2]), e([2, 1, 2, 3]), 2); // differences 0.5 and 0.5: SE 0
+ * pairedGain([1, 1, 2, 2], [2, 1, 2, 3], 2); // differences 0.5 and 0.5: SE 0
  * ```
  */
-export function pairedGain(before: PoetryEval, after: PoetryEval, samples: number): PairedGain {
-  const a = before.totals, b = after.totals;
+export function pairedGain(
+  before: PoetryEval | readonly number[],
+  after: PoetryEval | readonly number[],
+  samples: number,
+): PairedGain {
+  const a = "totals" in before ? before.totals : before as readonly number[];
+  const b = "totals" in after ? after.totals : after as readonly number[];
   if (!a || !b || a.length !== b.length || a.length % samples !== 0) {
     throw new Error(
       `Cannot pair held-out evaluations of ${a?.length ?? "no"} and ${
         b?.length ?? "no"
-      } poems in titles of ${samples}`,
+      } scores in units of ${samples}`,
     );
   }
   const titles = a.length / samples;
