@@ -3,6 +3,7 @@ import { saveModel } from "../convert/hf.ts";
 import { tinyModel, tokenizer } from "../tests/_serve.ts";
 import { main } from "./eval_toolcall.ts";
 import { evaluateToolUse } from "./evaluate.ts";
+import { scoreEpisode } from "./reward.ts";
 import { builtinTools } from "./builtin.ts";
 import { minimindMathTasks, taskFromRecord, taskRecord } from "./tasks.ts";
 
@@ -83,10 +84,27 @@ Deno.test("tasks: agent_rl records round-trip; a perfect scripted model scores 2
   assert.equal(report.callsPerTask, 1);
   assert.equal(report.malformedRate, 0);
   assert.equal(report.meanReward, 3);
-  // a digit too many: MiniMind's substring rule still pays the reward, the accuracy counts none
+  // a digit too many: no task counts, and the reward pays only the well-formed call (+0.5) —
+  // MiniMind's substring rule would have paid it in full
   const padded = await evaluateToolUse(scripted((r) => `答案是 ${r}6。`), tasks, {
     tools: builtinTools([]),
   });
   assert.equal(padded.accuracy, 0);
-  assert.equal(padded.meanReward, 3);
+  assert.equal(padded.meanReward, 0.5);
+  const episode = {
+    messages: [],
+    turns: [{ text: "<tool_call>…</tool_call>", outcomes: [] }, {
+      text: "答案是3611。",
+      outcomes: [],
+    }],
+    final: "答案是3611。",
+    unfinished: false,
+    calls: 1,
+    malformed: 0,
+    pending: [],
+  } as unknown as Parameters<typeof scoreEpisode>[0];
+  const task = { tools: tasks[0].tools, gt: ["361"] };
+  assert.equal(scoreEpisode(episode, task, "substring").reward, 1.5); // gap 2 (one call, none valid): −1, found: +2.5
+  assert.equal(scoreEpisode(episode, task, "exact").reward, -1);
+  assert.equal(scoreEpisode(episode, task, "substring").correct, false);
 });

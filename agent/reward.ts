@@ -90,15 +90,24 @@ function count(s: string, sub: string): number {
 }
 
 /**
- * Scores an episode against its task (MiniMind §4.10).
+ * How the reward finds an expected answer: `substring` is MiniMind's rule (any substring, so a
+ * model is paid in full for `答案是3611` when the answer is 361 — measured: agentic RL learnt to
+ * append digits with it), `exact` counts numbers as whole numbers only ({@link answerFound}).
+ */
+export type AnswerMatch = "exact" | "substring";
+
+/**
+ * Scores an episode against its task (MiniMind §4.10, with the answer rule `match`).
  *
  * @param result the loop's result
  * @param task the task (offered tools and `gt`)
+ * @param match how the reward's "found" term matches numbers (default exact)
  * @returns reward, correctness and call counts
  */
 export function scoreEpisode(
   result: AgentResult,
   task: Pick<AgentTask, "tools" | "gt">,
+  match: AnswerMatch = "exact",
 ): EpisodeScore {
   let r = 0;
   for (const t of result.turns) {
@@ -123,7 +132,7 @@ export function scoreEpisode(
     }
   }
   const final = result.unfinished ? "" : result.final;
-  const found = task.gt.filter((g) => answerFound(final, g)).length;
+  const found = task.gt.filter((g) => answerFound(final, g, match === "exact")).length;
   const attempts = result.calls + result.malformed;
   if (attempts === 0) {
     const n = final.trim().length;

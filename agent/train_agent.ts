@@ -38,6 +38,7 @@ import { builtinTools } from "./builtin.ts";
 import { evaluateToolUse, type ToolEvalReport } from "./evaluate.ts";
 import { reportLine } from "./eval_toolcall.ts";
 import { TurnBatcher } from "./model.ts";
+import type { AnswerMatch } from "./reward.ts";
 import { type AgentTask, embeddedTasks, taskFromRecord } from "./tasks.ts";
 import { type AgentSettings, AgentTrainer } from "./trainer.ts";
 
@@ -59,6 +60,12 @@ export const AGENT_FLAGS = {
   max_total_len: { type: "int", default: 2500, min: 8, help: "longest episode" },
   max_turns: { type: "int", default: 3, min: 1, help: "assistant turns per episode" },
   thinking_ratio: { type: "float", default: 0.1, min: 0, help: "prompts opened with <think>" },
+  answer_match: {
+    type: "choice",
+    choices: ["exact", "substring"],
+    default: "exact",
+    help: "reward's answer rule: numbers as whole numbers, or MiniMind's substring",
+  },
   tool_timeout_ms: { type: "int", default: 1000, min: 1, help: "time limit per tool call" },
   eval_limit: {
     type: "int",
@@ -246,6 +253,7 @@ export async function runAgent(
     epsilonHigh: Number(a.epsilon_high),
     toolTimeoutMs: Number(a.tool_timeout_ms),
     seed: Number(a.seed),
+    answerMatch: a.answer_match as AnswerMatch,
   };
   const trainer = new AgentTrainer(settings);
   let shown = 0;

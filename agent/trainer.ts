@@ -45,11 +45,13 @@ import {
   type ToolOutcome,
 } from "../serve/tools.ts";
 import { turnPrompt } from "./model.ts";
-import { type EpisodeScore, scoreEpisode } from "./reward.ts";
+import { type AnswerMatch, type EpisodeScore, scoreEpisode } from "./reward.ts";
 import type { AgentTask } from "./tasks.ts";
 
 /** Settings of an agentic RL run (MiniMind's `train_agent.py` flags, camelCased). */
 export interface AgentSettings {
+  /** The reward's answer rule (default exact; `substring` = MiniMind's). */
+  answerMatch?: AnswerMatch;
   /** Model config. */
   cfg: MiniMindConfig;
   /** Tokenizer with the chat template. */
@@ -245,7 +247,11 @@ export async function playEpisodes(
       malformed: p.malformed,
       pending: [],
     };
-    return { task: p.task, result, score: scoreEpisode(result, p.task) };
+    return {
+      task: p.task,
+      result,
+      score: scoreEpisode(result, p.task, s.answerMatch ?? "exact"),
+    };
   });
   return { rollout: layout(plays, s.maxTotalLen, tok.padId >= 0 ? tok.padId : 0), episodes };
 }
