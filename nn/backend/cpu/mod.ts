@@ -4,7 +4,9 @@
  * (requested again after a free), are kept in a pool by dtype and length and handed out again
  * zeroed: a train step allocates the same shapes every step, and a recycled array skips the page
  * faults of fresh memory (13% of a demo-model step). One-off sizes, like the lengths of a growing
- * KV cache, are left to the GC.
+ * KV cache, are left to the GC. Large arrays are `SharedArrayBuffer`s while the kernel pool is on
+ * (`threads/`: AdamW, RMSNorm and RoPE split over worker threads; `MINIMIND_CPU_THREADS=1` turns it
+ * off).
  * @module
  */
 import type { Backend, BackendCounters, Storage } from "../backend.ts";
@@ -13,6 +15,7 @@ import type { DType, TypedArray } from "../../dtype.ts";
 import { allocArray, byteSize, dtypeOfArray } from "../../dtype.ts";
 import type { KernelOp, Meta } from "../../op.ts";
 import { gemmClock } from "./gemm_adapter.ts";
+import { sharedArray, sharedArraysOn } from "./threads/mod.ts";
 
 /** Arrays smaller than this are left to the GC (pooling pays off for large ones). */
 const POOL_MIN_BYTES = 64 * 1024;
@@ -109,7 +112,17 @@ export class CpuBackend implements Backend {
       // growing KV cache's lengths do not)
       if (this.#freedOnce.delete(k)) this.#recurring.add(k);
     }
-    return [allocArray(dtype, size), false];
+    return [this.#fresh(dtype, size), false];
+  }
+
+  /**
+   * A new zeroed array: on a `SharedArrayBuffer` when it is large and the kernel pool is on (its
+   * worker threads then work on it in place, `threads/`), else a plain one.
+   */
+  #fresh(dtype: DType, size: number): TypedArray {
+    return size * byteSize(dtype) >= POOL_MIN_BYTES && sharedArraysOn()
+      ? sharedArray(dtype, size)
+      : allocArray(dtype, size);
   }
 
   alloc(dtype: DType, size: number): Storage {
@@ -117,7 +130,12 @@ export class CpuBackend implements Backend {
   }
 
   fromArray(data: TypedArray): Storage {
-    return this.#wrap(data.slice(), false);
+    const a = data.byteLength >= POOL_MIN_BYTES && sharedArraysOn()
+      ? sharedArray(dtypeOfArray(data), data.length)
+      : null;
+    if (!a) return this.#wrap(data.slice(), false);
+    a.set(data as never);
+    return this.#wrap(a, false);
   }
 
   /** Wraps `data` without copying (the caller gives up ownership). */
