@@ -14,7 +14,7 @@ import {
   workerChunks,
 } from "./mod.ts";
 import { KERNELS } from "./kernels.ts";
-import { cpuArray, cpuBackend } from "../mod.ts";
+import { cpuArray, cpuBackend, sharedCapacity } from "../mod.ts";
 
 /** A shared f32 array of `n` values from a fixed pseudo-random sequence (positive: `abs`). */
 function values(n: number, seed: number, abs = false): Float32Array {
@@ -227,5 +227,37 @@ Deno.test("kernel pool: MINIMIND_CPU_THREADS=1 turns it off, and idle workers ne
       shared: on,
     });
     assert.ok(ms < 20000, `the process exited by itself (${ms.toFixed(0)} ms)`);
+  }
+});
+
+Deno.test("shared arrays: a freed buffer is reused for sizes of its capacity, zeroed; none past the limit", async () => {
+  if ((await initKernelThreads()) < 2) return; // one core: no shared arrays
+  const n = 100_000; // 400,000 bytes: capacity 425,984 (13 × 32,768)
+  assert.equal(sharedCapacity(n * 4), 13 * 32768);
+  assert.equal(sharedCapacity(65536), 65536);
+  for (const b of [65537, 1e6, 3e8]) {
+    const c = sharedCapacity(b);
+    assert.ok(c >= b && c <= b * 1.125 + 8 && c % 8 === 0, `${b} → ${c}`);
+  }
+  const a = cpuBackend.alloc("f32", n);
+  const buf = cpuArray(a).buffer;
+  cpuArray(a).fill(5);
+  cpuBackend.free(a);
+  const { free } = cpuBackend.sharedBytes;
+  assert.ok(free >= 13 * 32768);
+  const b = cpuBackend.alloc("i32", n + 1000); // another dtype, a nearby size: the same capacity
+  assert.equal(cpuArray(b).buffer, buf, "the freed buffer comes back");
+  assert.equal(cpuArray(b).length, n + 1000);
+  assert.ok(cpuArray(b).every((x) => x === 0), "zeroed");
+  assert.equal(cpuBackend.sharedBytes.free, free - 13 * 32768);
+  cpuBackend.free(b);
+  const limit = cpuBackend.sharedLimitBytes;
+  cpuBackend.sharedLimitBytes = cpuBackend.sharedBytes.total; // no new buffer fits
+  try {
+    const c = cpuBackend.alloc("f32", 3 * n);
+    assert.ok(cpuArray(c).buffer instanceof ArrayBuffer, "past the limit: a plain array");
+    cpuBackend.free(c);
+  } finally {
+    cpuBackend.sharedLimitBytes = limit;
   }
 });
