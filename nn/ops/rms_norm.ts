@@ -46,6 +46,7 @@ export const rmsNormOp: KernelOp<RmsNormParams, "rms_norm"> = defineOp<RmsNormPa
     }
     return [{ shape: x.shape, dtype: x.dtype }, { shape: x.shape.slice(0, -1), dtype: x.dtype }];
   },
+  writesAll: true,
   cpu: ([x, w], [y, rstd], { inputs, params }) => {
     const h = inputs[0].shape[inputs[0].shape.length - 1];
     const rows = h === 0 ? 0 : x.length / h;

@@ -56,6 +56,7 @@ export const ropeOp: KernelOp<RopeParams, "rope"> = defineOp<RopeParams, "rope">
     }
     return [{ shape: x.shape, dtype: x.dtype }];
   },
+  writesAll: true,
   cpu: ([x, c, s, pos], [y], { inputs, params }) => {
     const [b, t, nh, hd] = inputs[0].shape;
     const P = inputs[1].shape[0];

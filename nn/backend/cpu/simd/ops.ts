@@ -11,6 +11,11 @@
 
 import type { TypedArray } from "../../../dtype.ts";
 import { type KernelName, simd, type SimdKernels } from "./mod.ts";
+import { kernelThreads, parallel } from "../threads/mod.ts";
+import { SIMD_MAPS } from "../threads/kernels.ts";
+
+/** Fewest elements per piece of a map on the kernel pool. */
+const MAP_GRAIN = 32768;
 
 /** Floats per chunk of each input and thread: 64 Ki floats = 256 KiB. */
 const CHUNK = 1 << 16;
@@ -128,6 +133,13 @@ function chunked(kernel: KernelName, ins: TypedArray[], outs: TypedArray[]): boo
   const s = f32Kernels(...ins, ...outs);
   if (!s) return false;
   const len = ins[0].length;
+  const map = SIMD_MAPS.indexOf(kernel as typeof SIMD_MAPS[number]);
+  if (map >= 0 && len >= 2 * MAP_GRAIN && kernelThreads() > 1) {
+    // the kernel pool's threads copy their own pieces in and out (../threads/)
+    const name = (["simd_map1", "simd_map2", "simd_map3"] as const)[ins.length - 1];
+    parallel(name, [...ins, ...outs], [map], 0, len, MAP_GRAIN);
+    return true;
+  }
   const ch = Math.min(len, CHUNK * s.threads);
   s.reset();
   const ptrs = [...ins, ...outs].map(() => s.alloc(ch * 4));

@@ -10,6 +10,9 @@
  */
 
 import type { TypedArray } from "../../../dtype.ts";
+import { WASM_PRIVATE } from "../simd/kernels_wasm.ts";
+import { MAX_WASM_PAGES, wasmBytes } from "../wasm_pool/mod.ts";
+import type { KernelFn } from "../wasm_pool/protocol.ts";
 
 /**
  * AdamW over elements [i0, i1) of one f32 tensor, in torch's order of operations. Each element is
@@ -147,6 +150,59 @@ export function ropeRows(
   }
 }
 
+/** The SIMD module's elementwise kernels (`../simd/`) a pooled map can run, by index. */
+export const SIMD_MAPS = [
+  "map_exp",
+  "map_sigmoid",
+  "map_silu",
+  "map_silu_grad",
+  "swiglu",
+  "swiglu_bwd",
+] as const;
+
+/** Floats per array of one round of a pooled SIMD map (64 KiB: five arrays stay in L2). */
+const SIMD_ROUND = 16384;
+/** Bytes from one array's slot to the next in this thread's SIMD memory (with padding). */
+const SIMD_SLOT = SIMD_ROUND * 4 + 64;
+
+/** This thread's own instance of the SIMD kernels (private memory), made on first use. */
+let local: { fns: KernelFn[]; f32: Float32Array } | undefined;
+
+function localSimd(): { fns: KernelFn[]; f32: Float32Array } {
+  if (local) return local;
+  const pages = Math.ceil((6 * SIMD_SLOT) / 65536);
+  const memory = new WebAssembly.Memory({ initial: pages, maximum: MAX_WASM_PAGES });
+  const module = new WebAssembly.Module(wasmBytes(WASM_PRIVATE));
+  const inst = new WebAssembly.Instance(module, { env: { memory } });
+  const fns = SIMD_MAPS.map((n) => inst.exports[n] as KernelFn);
+  return local = { fns, f32: new Float32Array(memory.buffer) };
+}
+
+/**
+ * SIMD map `SIMD_MAPS[map]` over elements [i0, i1): the `ins` first arrays are inputs, the rest
+ * outputs; rounds of {@linkcode SIMD_ROUND} elements are copied into this thread's own wasm memory,
+ * mapped, and copied out. Elementwise, so any split gives the same bits.
+ */
+export function simdMapRange(
+  arrays: TypedArray[],
+  map: number,
+  ins: number,
+  i0: number,
+  i1: number,
+): void {
+  const { fns, f32 } = localSimd();
+  const fn = fns[map];
+  const ptrs = arrays.map((_, q) => q * SIMD_SLOT);
+  for (let c = i0; c < i1; c += SIMD_ROUND) {
+    const e = Math.min(i1, c + SIMD_ROUND);
+    for (let q = 0; q < ins; q++) f32.set(arrays[q].subarray(c, e), ptrs[q] >> 2);
+    fn(...ptrs, 0, e - c);
+    for (let q = ins; q < arrays.length; q++) {
+      (arrays[q] as Float32Array).set(f32.subarray(ptrs[q] >> 2, (ptrs[q] >> 2) + e - c), c);
+    }
+  }
+}
+
 /** A kernel the pool can run: its arrays, its scalars, and the range [lo, hi) of one piece. */
 export interface RangeKernel {
   /** How many typed arrays it takes. */
@@ -216,6 +272,24 @@ export const KERNELS = {
     writes: [4],
     run: (a, s, lo, hi) =>
       ropeRows(a[0], a[1], a[2], a[3], a[4], s[0], s[1], s[2], s[3], s[4], lo, hi),
+  },
+  /** One input and one output; the map's index, 1. */
+  simd_map1: {
+    arrays: 2,
+    writes: [1],
+    run: (a, s, lo, hi) => simdMapRange(a, s[0], 1, lo, hi),
+  },
+  /** g, u, y (swiglu); its index, 2. */
+  simd_map2: {
+    arrays: 3,
+    writes: [2],
+    run: (a, s, lo, hi) => simdMapRange(a, s[0], 2, lo, hi),
+  },
+  /** ct, g, u, dg, du (swiglu backward); its index, 3. */
+  simd_map3: {
+    arrays: 5,
+    writes: [3, 4],
+    run: (a, s, lo, hi) => simdMapRange(a, s[0], 3, lo, hi),
   },
 } satisfies Record<string, RangeKernel>;
 

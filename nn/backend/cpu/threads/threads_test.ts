@@ -4,6 +4,8 @@ import type { KernelOp, Meta } from "../../../op.ts";
 import { adamwOp } from "../../../ops/adamw.ts";
 import { rmsNormBackwardOp, rmsNormOp } from "../../../ops/rms_norm.ts";
 import { ropeOp } from "../../../ops/rope.ts";
+import { swigluBackwardOp, swigluOp } from "../../../ops/swiglu.ts";
+import { mapUnary } from "../simd/ops.ts";
 import {
   initKernelThreads,
   KernelPool,
@@ -163,6 +165,23 @@ Deno.test("kernel pool: RoPE (positions or offset, both directions) split over t
       }),
     /position 600: the table has 600 rows/,
   );
+});
+
+Deno.test("kernel pool: SIMD maps (SwiGLU forward and backward, SiLU) split over threads have the bits of one thread", async () => {
+  await initKernelThreads();
+  const n = 70_001 * 3; // rounds and pieces end mid-vector
+  const g = values(n, 14), u = values(n, 15), ct = values(n, 16);
+  const m = meta([n]);
+  sameBits(swigluOp, [g, u], [m, m], [m], {});
+  sameBits(swigluBackwardOp, [ct, g, u], [m, m, m], [m, m], {});
+  const silu = (pooled: boolean) => {
+    setKernelThreadsEnabled(pooled);
+    const y = sharedArray("f32", n);
+    assert.ok(mapUnary("silu", g, y));
+    setKernelThreadsEnabled(true);
+    return y;
+  };
+  assert.deepEqual(silu(true), silu(false));
 });
 
 Deno.test("kernel pool: workers take part in large calls", async () => {
