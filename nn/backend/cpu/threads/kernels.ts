@@ -150,6 +150,36 @@ export function ropeRows(
   }
 }
 
+/**
+ * Embedding backward, part `part` of `parts` of the columns: y[ids[i], j] += ct[i, j] for every
+ * token i in order, on columns j of this part, so each element sums in the order of one pass.
+ */
+export function embeddingBackwardPart(
+  ct: TypedArray,
+  ids: TypedArray,
+  y: TypedArray,
+  h: number,
+  parts: number,
+  part: number,
+): void {
+  const c0 = Math.floor(h * part / parts), c1 = Math.floor(h * (part + 1) / parts);
+  for (let i = 0; i < ids.length; i++) {
+    const base = ids[i] * h, src = i * h;
+    for (let j = c0; j < c1; j++) y[base + j] += ct[src + j];
+  }
+}
+
+/** y = a + b over elements [i0, i1) of f32 arrays (y may be a or b). */
+export function addF32Range(
+  a: Float32Array,
+  b: Float32Array,
+  y: Float32Array,
+  i0: number,
+  i1: number,
+): void {
+  for (let i = i0; i < i1; i++) y[i] = a[i] + b[i];
+}
+
 /** The SIMD module's elementwise kernels (`../simd/`) a pooled map can run, by index. */
 export const SIMD_MAPS = [
   "map_exp",
@@ -272,6 +302,20 @@ export const KERNELS = {
     writes: [4],
     run: (a, s, lo, hi) =>
       ropeRows(a[0], a[1], a[2], a[3], a[4], s[0], s[1], s[2], s[3], s[4], lo, hi),
+  },
+  /** ct, ids, y; h, parts; parts (one at a time). */
+  embedding_backward: {
+    arrays: 3,
+    writes: [2],
+    run: (a, s, lo, hi) => {
+      for (let p = lo; p < hi; p++) embeddingBackwardPart(a[0], a[1], a[2], s[0], s[1], p);
+    },
+  },
+  /** a, b, y (f32). */
+  add_f32: {
+    arrays: 3,
+    writes: [2],
+    run: (a, _s, lo, hi) => addF32Range(f32(a[0]), f32(a[1]), f32(a[2]), lo, hi),
   },
   /** One input and one output; the map's index, 1. */
   simd_map1: {
