@@ -14,7 +14,8 @@
  * (adopted by the backend) make the call run on the calling thread.
  *
  * Off with `MINIMIND_CPU_THREADS=1` (then the backend allocates plain `ArrayBuffer`s, as before
- * this pool existed); the default is one thread per core (at most 8). Needs `node:worker_threads`
+ * this pool existed); the default is `OPENBLAS_NUM_THREADS` when set, else one thread per core (at
+ * most 8). Needs `node:worker_threads`
  * (Deno, Node); elsewhere, and without read permission on the worker's file, it is off.
  *
  * @module
@@ -224,10 +225,15 @@ function envGet(name: string): string | undefined {
     ?.[name]?.trim();
 }
 
-/** Threads wanted: `MINIMIND_CPU_THREADS`, else the cores (at most 8). */
+/**
+ * Threads wanted: `MINIMIND_CPU_THREADS`, else `OPENBLAS_NUM_THREADS` (the matrix products' threads:
+ * a data-parallel run with one per process stays at one), else the cores (at most 8).
+ */
 function wantedThreads(): number {
-  const env = Number(envGet("MINIMIND_CPU_THREADS"));
-  if (Number.isInteger(env) && env >= 1) return env;
+  for (const name of ["MINIMIND_CPU_THREADS", "OPENBLAS_NUM_THREADS"]) {
+    const env = Number(envGet(name));
+    if (Number.isInteger(env) && env >= 1) return env;
+  }
   const nav = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator;
   return Math.max(1, Math.min(8, nav?.hardwareConcurrency ?? 1));
 }

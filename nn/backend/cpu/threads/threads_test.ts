@@ -82,13 +82,22 @@ function dtypeOf(a: TypedArray): Meta["dtype"] {
   return a instanceof Float32Array ? "f32" : a instanceof Int32Array ? "i32" : "f64";
 }
 
+/** The threads the pool should have here: the env's choice, else one per core (at most 8). */
+function expectedThreads(env: (name: string) => string | undefined): number {
+  for (const name of ["MINIMIND_CPU_THREADS", "OPENBLAS_NUM_THREADS"]) {
+    const n = Number(env(name));
+    if (Number.isInteger(n) && n >= 1) return n;
+  }
+  return Math.min(8, navigator.hardwareConcurrency);
+}
+
 Deno.test("kernel pool: on by default where workers can start, with one thread per core", async () => {
   const threads = await initKernelThreads();
-  const cores = Math.min(8, navigator.hardwareConcurrency);
-  assert.equal(sharedArraysOn(), cores > 1);
-  assert.equal(threads, cores > 1 ? cores : 1);
+  const want = expectedThreads((n) => Deno.env.get(n));
+  assert.equal(sharedArraysOn(), want > 1);
+  assert.equal(threads, want);
   const s = cpuBackend.alloc("f32", 1 << 16);
-  assert.equal(cpuArray(s).buffer instanceof SharedArrayBuffer, cores > 1, "large arrays shared");
+  assert.equal(cpuArray(s).buffer instanceof SharedArrayBuffer, want > 1, "large arrays shared");
   cpuBackend.free(s);
   const small = cpuBackend.alloc("f32", 16);
   assert.ok(cpuArray(small).buffer instanceof ArrayBuffer, "small arrays stay plain");
@@ -252,7 +261,12 @@ Deno.test("kernel pool: MINIMIND_CPU_THREADS=1 turns it off, and idle workers ne
     const s = cpuBackend.alloc("f32", 1 << 16);
     console.log(JSON.stringify({ threads, on: sharedArraysOn(), shared: cpuArray(s).buffer instanceof SharedArrayBuffer }));
   `;
-  for (const env of [{ MINIMIND_CPU_THREADS: "" }, { MINIMIND_CPU_THREADS: "1" }]) {
+  const envs: Record<string, string>[] = [
+    { MINIMIND_CPU_THREADS: "", OPENBLAS_NUM_THREADS: "" },
+    { MINIMIND_CPU_THREADS: "1", OPENBLAS_NUM_THREADS: "" },
+    { MINIMIND_CPU_THREADS: "", OPENBLAS_NUM_THREADS: "1" },
+  ];
+  for (const env of envs) {
     const t0 = performance.now();
     const out = await new Deno.Command(Deno.execPath(), {
       args: ["eval", code],
@@ -263,12 +277,8 @@ Deno.test("kernel pool: MINIMIND_CPU_THREADS=1 turns it off, and idle workers ne
     const ms = performance.now() - t0;
     assert.equal(out.code, 0);
     const r = JSON.parse(new TextDecoder().decode(out.stdout));
-    const on = env.MINIMIND_CPU_THREADS === "" && navigator.hardwareConcurrency > 1;
-    assert.deepEqual(r, {
-      threads: on ? Math.min(8, navigator.hardwareConcurrency) : 1,
-      on,
-      shared: on,
-    });
+    const want = expectedThreads((n) => env[n]);
+    assert.deepEqual(r, { threads: want, on: want > 1, shared: want > 1 }, JSON.stringify(env));
     assert.ok(ms < 20000, `the process exited by itself (${ms.toFixed(0)} ms)`);
   }
 });
