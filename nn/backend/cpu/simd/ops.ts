@@ -46,6 +46,11 @@ export function rowStats(x: TypedArray, rows: number, n: number): Float64Array |
   const s = f32Kernels(x);
   if (!s || n === 0) return null;
   const out = new Float64Array(2 * rows);
+  if (rows * n >= 2 * MAP_GRAIN && kernelThreads() > 1) {
+    // the kernel pool's threads copy their own rows in (../threads/)
+    parallel("simd_row_stats", [x, out], [n], 0, rows, Math.ceil(MAP_GRAIN / n));
+    return out;
+  }
   const rc = chunkRows(s, rows, n);
   s.reset();
   const xp = s.alloc(rc * n * 4), op = s.alloc(rc * 16);
@@ -106,6 +111,19 @@ export function rowExp(
 ): boolean {
   const s = f32Kernels(x, y);
   if (!s || n === 0) return false;
+  if (rows * n >= 2 * MAP_GRAIN && kernelThreads() > 1) {
+    // the kernel pool's threads copy their own rows in and out (../threads/)
+    const prm = new Float32Array(4 * rows), lims = new Int32Array(prm.buffer);
+    for (let r = 0; r < rows; r++) {
+      const off = skip?.(r), cr = off ? 0 : c[r], hi = Math.fround(cr);
+      prm[4 * r] = hi;
+      prm[4 * r + 1] = Number.isFinite(cr) ? cr - hi : 0;
+      prm[4 * r + 2] = g ? g[r] : 1;
+      lims[4 * r + 3] = off ? 0 : n;
+    }
+    parallel("simd_row_exp", [x, y, prm], [n], 0, rows, Math.ceil(MAP_GRAIN / n));
+    return true;
+  }
   const rc = chunkRows(s, rows, n);
   s.reset();
   const xp = s.alloc(rc * n * 4), pp = s.alloc(rc * 16);

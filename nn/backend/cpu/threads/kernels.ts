@@ -195,17 +195,34 @@ const SIMD_ROUND = 16384;
 /** Bytes from one array's slot to the next in this thread's SIMD memory (with padding). */
 const SIMD_SLOT = SIMD_ROUND * 4 + 64;
 
-/** This thread's own instance of the SIMD kernels (private memory), made on first use. */
-let local: { fns: KernelFn[]; f32: Float32Array } | undefined;
+/** This thread's own instance of the SIMD kernels (private memory) and views of its memory. */
+interface LocalSimd {
+  /** The module's exports by name. */
+  readonly fns: Record<string, KernelFn>;
+  readonly memory: WebAssembly.Memory;
+  f32: Float32Array;
+  f64: Float64Array;
+}
 
-function localSimd(): { fns: KernelFn[]; f32: Float32Array } {
-  if (local) return local;
-  const pages = Math.ceil((6 * SIMD_SLOT) / 65536);
-  const memory = new WebAssembly.Memory({ initial: pages, maximum: MAX_WASM_PAGES });
-  const module = new WebAssembly.Module(wasmBytes(WASM_PRIVATE));
-  const inst = new WebAssembly.Instance(module, { env: { memory } });
-  const fns = SIMD_MAPS.map((n) => inst.exports[n] as KernelFn);
-  return local = { fns, f32: new Float32Array(memory.buffer) };
+let local: LocalSimd | undefined;
+
+/** This thread's instance, made on first use, with at least `bytes` of memory. */
+function localSimd(bytes: number): LocalSimd {
+  if (!local) {
+    const memory = new WebAssembly.Memory({ initial: 1, maximum: MAX_WASM_PAGES });
+    const module = new WebAssembly.Module(wasmBytes(WASM_PRIVATE));
+    const inst = new WebAssembly.Instance(module, { env: { memory } });
+    const fns = inst.exports as unknown as Record<string, KernelFn>;
+    local = { fns, memory, f32: new Float32Array(memory.buffer), f64: new Float64Array(0) };
+  }
+  const have = local.memory.buffer.byteLength;
+  if (bytes > have) local.memory.grow(Math.ceil((bytes - have) / 65536));
+  if (local.f32.buffer !== local.memory.buffer) {
+    local.f32 = new Float32Array(local.memory.buffer);
+    local.f64 = new Float64Array(local.memory.buffer);
+  }
+  if (local.f64.buffer !== local.memory.buffer) local.f64 = new Float64Array(local.memory.buffer);
+  return local;
 }
 
 /**
@@ -220,8 +237,8 @@ export function simdMapRange(
   i0: number,
   i1: number,
 ): void {
-  const { fns, f32 } = localSimd();
-  const fn = fns[map];
+  const { fns, f32 } = localSimd(arrays.length * SIMD_SLOT);
+  const fn = fns[SIMD_MAPS[map]];
   const ptrs = arrays.map((_, q) => q * SIMD_SLOT);
   for (let c = i0; c < i1; c += SIMD_ROUND) {
     const e = Math.min(i1, c + SIMD_ROUND);
@@ -230,6 +247,58 @@ export function simdMapRange(
     for (let q = ins; q < arrays.length; q++) {
       (arrays[q] as Float32Array).set(f32.subarray(ptrs[q] >> 2, (ptrs[q] >> 2) + e - c), c);
     }
+  }
+}
+
+/** Rows of `n` values per round of a pooled SIMD row kernel (about 64 Ki values, at least 1). */
+function roundRows(n: number): number {
+  return Math.max(1, Math.floor(65536 / n));
+}
+
+/**
+ * Max and Σ exp(x − max) (f64) of rows [r0, r1) of x [rows, n] into `out` (f64 pairs), by the SIMD
+ * `row_stats` kernel on this thread's own memory. Row by row, so any split gives the same bits.
+ */
+export function simdRowStats(
+  x: TypedArray,
+  out: TypedArray,
+  n: number,
+  r0: number,
+  r1: number,
+): void {
+  const rr = roundRows(n);
+  const xp = 0, op = (rr * n * 4 + 64 + 63) & ~63;
+  const l = localSimd(op + rr * 16 + 64);
+  for (let r = r0; r < r1; r += rr) {
+    const e = Math.min(r1, r + rr);
+    l.f32.set(x.subarray(r * n, e * n), xp >> 2);
+    l.fns.row_stats(xp, n, n, op, 0, e - r);
+    out.set(l.f64.subarray(op >> 3, (op >> 3) + 2 * (e - r)), 2 * r);
+  }
+}
+
+/**
+ * y = exp((x − hi) − lo)·g on rows [r0, r1) of x [rows, n], zero from each row's `lim` on, by the
+ * SIMD `row_exp` kernel on this thread's own memory; `prm` holds each row's block (f32 hi, lo, g,
+ * then lim as i32 bits), 4 values a row. Row by row, so any split gives the same bits.
+ */
+export function simdRowExp(
+  x: TypedArray,
+  y: TypedArray,
+  prm: TypedArray,
+  n: number,
+  r0: number,
+  r1: number,
+): void {
+  const rr = roundRows(n);
+  const xp = 0, pp = (rr * n * 4 + 64 + 63) & ~63;
+  const l = localSimd(pp + rr * 16 + 64);
+  for (let r = r0; r < r1; r += rr) {
+    const e = Math.min(r1, r + rr);
+    l.f32.set(x.subarray(r * n, e * n), xp >> 2);
+    l.f32.set(prm.subarray(4 * r, 4 * e), pp >> 2);
+    l.fns.row_exp(xp, xp, n, n, pp, 0, e - r);
+    (y as Float32Array).set(l.f32.subarray(xp >> 2, (xp >> 2) + (e - r) * n), r * n);
   }
 }
 
@@ -316,6 +385,18 @@ export const KERNELS = {
     arrays: 3,
     writes: [2],
     run: (a, _s, lo, hi) => addF32Range(f32(a[0]), f32(a[1]), f32(a[2]), lo, hi),
+  },
+  /** x (f32), out (f64 pairs); n; rows. */
+  simd_row_stats: {
+    arrays: 2,
+    writes: [1],
+    run: (a, s, lo, hi) => simdRowStats(a[0], a[1], s[0], lo, hi),
+  },
+  /** x, y, prm (f32 rows of hi, lo, g, lim bits); n; rows. */
+  simd_row_exp: {
+    arrays: 3,
+    writes: [1],
+    run: (a, s, lo, hi) => simdRowExp(a[0], a[1], a[2], s[0], lo, hi),
   },
   /** One input and one output; the map's index, 1. */
   simd_map1: {

@@ -5,7 +5,7 @@ import { adamwOp } from "../../../ops/adamw.ts";
 import { rmsNormBackwardOp, rmsNormOp } from "../../../ops/rms_norm.ts";
 import { ropeOp } from "../../../ops/rope.ts";
 import { swigluBackwardOp, swigluOp } from "../../../ops/swiglu.ts";
-import { mapUnary } from "../simd/ops.ts";
+import { mapUnary, rowExp, rowStats } from "../simd/ops.ts";
 import { embeddingBackwardOp } from "../../../ops/gather.ts";
 import { addF32 } from "../gemm_adapter.ts";
 import {
@@ -215,6 +215,32 @@ Deno.test("kernel pool: embedding backward (by columns) and f32 add split over t
   const loop = new Float32Array(n).map((_, i) => a[i] + b[i]);
   assert.deepEqual(add(true), loop);
   assert.deepEqual(add(false), loop);
+});
+
+Deno.test("kernel pool: cross-entropy's SIMD row kernels (row stats, row exp) split over threads have the bits of one thread", async () => {
+  await initKernelThreads();
+  const rows = 37, n = 6401;
+  const x = values(rows * n, 20);
+  const both = <T>(f: () => T): [T, T] => {
+    const a = f();
+    setKernelThreadsEnabled(false);
+    try {
+      return [a, f()];
+    } finally {
+      setKernelThreadsEnabled(true);
+    }
+  };
+  const [s1, s2] = both(() => rowStats(x, rows, n)!);
+  assert.deepEqual(s1, s2);
+  const c = Array.from({ length: rows }, (_, r) => s1[2 * r] + Math.log(s1[2 * r + 1]));
+  const g = Array.from({ length: rows }, (_, r) => 1 / (r + 3));
+  const [y1, y2] = both(() => {
+    const y = sharedArray("f32", rows * n);
+    assert.ok(rowExp(x, y, rows, n, c, g, (r) => r % 5 === 2));
+    return y;
+  });
+  assert.deepEqual(y1, y2);
+  assert.equal(y1[2 * n + 7], 0, "a skipped row is 0");
 });
 
 Deno.test("kernel pool: workers take part in large calls", async () => {
