@@ -7,10 +7,6 @@ import type { TypedArray } from "../../dtype.ts";
 import { getGemm } from "./gemm/mod.ts";
 import type { Gemm } from "./gemm/mod.ts";
 import { openBf16Gemm } from "./gemm/bf16.ts";
-import { kernelThreads, parallel } from "./threads/mod.ts";
-
-/** Fewest elements per piece of an add on the kernel pool. */
-const ADD_GRAIN = 65536;
 
 type FastGemm = Pick<Gemm, "sgemm" | "sumSquares" | "addInPlace">;
 let fast: FastGemm | null = null;
@@ -139,10 +135,9 @@ export function sumSquaresF32(x: Float32Array): number | null {
 }
 
 /**
- * `y = a + b` for same-length f32 arrays of at least 4096 elements: split over the kernel pool's
- * threads when it is on and the arrays are large, else by the fast gemm's BLAS (a native copy, then
- * `cblas_saxpy`); the same bits as the JS loop either way. False where it does not apply (other
- * dtypes, short arrays, y aliasing b, no BLAS).
+ * `y = a + b` for same-length f32 arrays of at least 4096 elements by the fast gemm's BLAS (a
+ * native copy, then `cblas_saxpy`: the same bits as the JS loop); false where it does not apply
+ * (other dtypes, short arrays, y aliasing b, no BLAS).
  */
 export function addF32(a: TypedArray, b: TypedArray, y: TypedArray): boolean {
   if (
@@ -150,10 +145,6 @@ export function addF32(a: TypedArray, b: TypedArray, y: TypedArray): boolean {
     a.length < 4096 || b.length !== a.length || y.length !== a.length ||
     (y.buffer === b.buffer && y.byteOffset === b.byteOffset)
   ) return false;
-  if (a.length >= 2 * ADD_GRAIN && kernelThreads() > 1) {
-    parallel("add_f32", [a, b, y], [], 0, a.length, ADD_GRAIN); // one pass on every core
-    return true;
-  }
   const g: FastGemm = fast ?? getGemm();
   if (!g.addInPlace) return false;
   if (y.buffer !== a.buffer || y.byteOffset !== a.byteOffset) y.set(a);

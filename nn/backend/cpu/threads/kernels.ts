@@ -169,17 +169,6 @@ export function embeddingBackwardPart(
   }
 }
 
-/** y = a + b over elements [i0, i1) of f32 arrays (y may be a or b). */
-export function addF32Range(
-  a: Float32Array,
-  b: Float32Array,
-  y: Float32Array,
-  i0: number,
-  i1: number,
-): void {
-  for (let i = i0; i < i1; i++) y[i] = a[i] + b[i];
-}
-
 /** The SIMD module's elementwise kernels (`../simd/`) a pooled map can run, by index. */
 export const SIMD_MAPS = [
   "map_exp",
@@ -379,12 +368,6 @@ export const KERNELS = {
     run: (a, s, lo, hi) => {
       for (let p = lo; p < hi; p++) embeddingBackwardPart(a[0], a[1], a[2], s[0], s[1], p);
     },
-  },
-  /** a, b, y (f32). */
-  add_f32: {
-    arrays: 3,
-    writes: [2],
-    run: (a, _s, lo, hi) => addF32Range(f32(a[0]), f32(a[1]), f32(a[2]), lo, hi),
   },
   /** x (f32), out (f64 pairs); n; rows. */
   simd_row_stats: {
