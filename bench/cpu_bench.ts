@@ -3,8 +3,8 @@
 // forward+backward, rms norm, sampling, elementwise and AdamW; the same cases as
 // `webgpu_bench.ts`, at the small sizes, run synchronously on the CPU backend (OpenBLAS through FFI
 // when found, wasm SIMD otherwise). The row and elementwise cases also run with the kernel pool
-// off ("1 kernel thread": every TypeScript and SIMD kernel on the calling thread), where it has
-// more than one thread.
+// off ("1 kernel thread": every TypeScript and SIMD kernel on the calling thread, attention head
+// by head), where it has more than one thread.
 //
 //   deno bench -A bench/cpu_bench.ts
 
@@ -19,7 +19,7 @@ const threads = await initKernelThreads(); // before the inputs: large ones are 
 const cases = kernelCases(cpuBackend, false);
 for (const c of cases) {
   Deno.bench({ name: c.name, group: c.family }, () => scope(c.run));
-  if (threads > 1 && (c.family === "rows" || c.family === "elementwise")) {
+  if (threads > 1 && c.family !== "matmul") {
     Deno.bench({ name: `${c.name}, 1 kernel thread`, group: c.family }, () => {
       setKernelThreadsEnabled(false);
       try {

@@ -13,6 +13,7 @@ import type { TypedArray } from "../../../dtype.ts";
 import { WASM_PRIVATE } from "../simd/kernels_wasm.ts";
 import { MAX_WASM_PAGES, wasmBytes } from "../wasm_pool/mod.ts";
 import type { KernelFn } from "../wasm_pool/protocol.ts";
+import { attentionBackwardUnits, attentionForwardUnits } from "../attention_heads.ts";
 
 /**
  * AdamW over elements [i0, i1) of one f32 tensor, in torch's order of operations. Each element is
@@ -380,6 +381,30 @@ export const KERNELS = {
     arrays: 3,
     writes: [1],
     run: (a, s, lo, hi) => simdRowExp(a[0], a[1], a[2], s[0], lo, hi),
+  },
+  /** q, k, v, out, lse; b, t, s, nh, nkv, hd, causal, scale; (batch, KV group) units. */
+  attention_forward: {
+    arrays: 5,
+    writes: [3, 4],
+    run: (a, s, lo, hi) => attentionForwardUnits(a, null, s, lo, hi),
+  },
+  /** As attention_forward, then the key mask. */
+  attention_forward_masked: {
+    arrays: 6,
+    writes: [3, 4],
+    run: (a, s, lo, hi) => attentionForwardUnits(a, a[5], s, lo, hi),
+  },
+  /** q, k, v, o, lse, dout, dq, dk, dv; as attention_forward. */
+  attention_backward: {
+    arrays: 9,
+    writes: [6, 7, 8],
+    run: (a, s, lo, hi) => attentionBackwardUnits(a, null, s, lo, hi),
+  },
+  /** As attention_backward, then the key mask. */
+  attention_backward_masked: {
+    arrays: 10,
+    writes: [6, 7, 8],
+    run: (a, s, lo, hi) => attentionBackwardUnits(a, a[9], s, lo, hi),
   },
   /** One input and one output; the map's index, 1. */
   simd_map1: {

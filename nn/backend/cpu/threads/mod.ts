@@ -31,6 +31,8 @@ import {
   spawnWorker,
 } from "../wasm_pool/chunk_pool.ts";
 import { KERNEL_NAMES, type KernelName, KERNELS } from "./kernels.ts";
+import { simd } from "../simd/mod.ts";
+import { singleThreadedGemm } from "../gemm_adapter.ts";
 
 export { KERNEL_NAMES, type KernelName } from "./kernels.ts";
 
@@ -306,6 +308,38 @@ export function parallel(
     if (p.call(name, arrays, scalars, lo, hi, per)) return;
   }
   KERNELS[name].run(arrays, scalars, lo, hi);
+}
+
+/**
+ * Runs an f32 attention call (forward, or backward with `backward`) on the pool: whole (batch, KV
+ * group) units per thread, each thread's matrix products on one BLAS thread (OpenBLAS is set to one
+ * thread for the call) and its softmax on its own SIMD instance. `arrays` are the op's outputs'
+ * and inputs' arrays in the unit kernels' order (`../attention_heads.ts`). False (nothing done)
+ * when the pool has one thread, the call has fewer than two units, or the arrays are not f32, SIMD
+ * is off or the products are not OpenBLAS's: the op then runs its loop.
+ */
+export function pooledAttention(
+  q: TypedArray,
+  d: { b: number; t: number; s: number; nh: number; nkv: number; hd: number },
+  params: { causal: boolean; scale: number },
+  arrays: TypedArray[],
+  mask: TypedArray | null,
+  backward: boolean,
+): boolean {
+  const units = d.b * d.nkv;
+  if (!(q instanceof Float32Array) || units < 2 || kernelThreads() < 2 || !simd()) return false;
+  const restore = singleThreadedGemm();
+  if (!restore) return false;
+  try {
+    const name = backward
+      ? (mask ? "attention_backward_masked" : "attention_backward")
+      : (mask ? "attention_forward_masked" : "attention_forward");
+    const scalars = [d.b, d.t, d.s, d.nh, d.nkv, d.hd, params.causal ? 1 : 0, params.scale];
+    parallel(name, mask ? [...arrays, mask] : arrays, scalars, 0, units, 1);
+  } finally {
+    restore();
+  }
+  return true;
 }
 
 /** Threads sharing pooled kernel calls now (1 while off or before the workers are ready). */

@@ -7,6 +7,7 @@ import { ropeOp } from "../../../ops/rope.ts";
 import { swigluBackwardOp, swigluOp } from "../../../ops/swiglu.ts";
 import { mapUnary, rowExp, rowStats } from "../simd/ops.ts";
 import { embeddingBackwardOp } from "../../../ops/gather.ts";
+import { attentionBackwardOp, attentionOp } from "../../../ops/attention.ts";
 import {
   initKernelThreads,
   KernelPool,
@@ -228,6 +229,29 @@ Deno.test("kernel pool: cross-entropy's SIMD row kernels (row stats, row exp) sp
   });
   assert.deepEqual(y1, y2);
   assert.equal(y1[2 * n + 7], 0, "a skipped row is 0");
+});
+
+Deno.test("kernel pool: attention forward and backward by (batch, KV group) units have the bits of one thread", async () => {
+  await initKernelThreads();
+  const [b, t, nh, nkv, hd] = [3, 70, 4, 2, 16];
+  for (
+    const [s, masked, causal] of [[70, false, true], [90, true, true], [70, false, false]] as const
+  ) {
+    const q = values(b * t * nh * hd, 21), k = values(b * s * nkv * hd, 22);
+    const v = values(b * s * nkv * hd, 23), dout = values(b * t * nh * hd, 24);
+    const mask = new Float32Array(b * s).map((_, i) => (i % 7 === 3 ? 0 : 1));
+    const qm = meta([b, t, nh, hd]), km = meta([b, s, nkv, hd]), lm = meta([b, nh, t]);
+    const params = { causal, scale: 1 / Math.sqrt(hd) };
+    const ins = masked ? [q, k, v, mask] : [q, k, v];
+    const inMetas = masked ? [qm, km, km, meta([b, s])] : [qm, km, km];
+    sameBits(attentionOp, ins, inMetas, [qm, lm], params);
+    // the backward from the forward's out and lse
+    const out = sharedArray("f32", q.length), lse = new Float32Array(b * nh * t);
+    attentionOp.cpu(ins, [out, lse], { inputs: inMetas, outputs: [qm, lm], params });
+    const bins = [q, k, v, out, lse, dout, ...(masked ? [mask] : [])];
+    const bmetas = [qm, km, km, qm, lm, qm, ...(masked ? [meta([b, s])] : [])];
+    sameBits(attentionBackwardOp, bins, bmetas, [qm, km, km], params);
+  }
 });
 
 Deno.test("kernel pool: workers take part in large calls", async () => {
