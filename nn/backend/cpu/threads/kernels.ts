@@ -10,8 +10,7 @@
  */
 
 import type { TypedArray } from "../../../dtype.ts";
-import { WASM_PRIVATE } from "../simd/kernels_wasm.ts";
-import { MAX_WASM_PAGES, wasmBytes } from "../wasm_pool/mod.ts";
+import { privateSimd, type SimdKernels } from "../simd/mod.ts";
 import type { KernelFn } from "../wasm_pool/protocol.ts";
 import { attentionBackwardUnits, attentionForwardUnits } from "../attention_heads.ts";
 
@@ -182,37 +181,12 @@ export const SIMD_MAPS = [
 
 /** Floats per array of one round of a pooled SIMD map (64 KiB: five arrays stay in L2). */
 const SIMD_ROUND = 16384;
-/** Bytes from one array's slot to the next in this thread's SIMD memory (with padding). */
-const SIMD_SLOT = SIMD_ROUND * 4 + 64;
-
-/** This thread's own instance of the SIMD kernels (private memory) and views of its memory. */
-interface LocalSimd {
-  /** The module's exports by name. */
-  readonly fns: Record<string, KernelFn>;
-  readonly memory: WebAssembly.Memory;
-  f32: Float32Array;
-  f64: Float64Array;
-}
-
-let local: LocalSimd | undefined;
-
-/** This thread's instance, made on first use, with at least `bytes` of memory. */
-function localSimd(bytes: number): LocalSimd {
-  if (!local) {
-    const memory = new WebAssembly.Memory({ initial: 1, maximum: MAX_WASM_PAGES });
-    const module = new WebAssembly.Module(wasmBytes(WASM_PRIVATE));
-    const inst = new WebAssembly.Instance(module, { env: { memory } });
-    const fns = inst.exports as unknown as Record<string, KernelFn>;
-    local = { fns, memory, f32: new Float32Array(memory.buffer), f64: new Float64Array(0) };
-  }
-  const have = local.memory.buffer.byteLength;
-  if (bytes > have) local.memory.grow(Math.ceil((bytes - have) / 65536));
-  if (local.f32.buffer !== local.memory.buffer) {
-    local.f32 = new Float32Array(local.memory.buffer);
-    local.f64 = new Float64Array(local.memory.buffer);
-  }
-  if (local.f64.buffer !== local.memory.buffer) local.f64 = new Float64Array(local.memory.buffer);
-  return local;
+/** This thread's own SIMD instance (private memory, no pool), its bump allocator reset. */
+function localSimd(): SimdKernels {
+  const s = privateSimd();
+  if (!s) throw new Error("kernel pool: the wasm SIMD kernels are unavailable");
+  s.reset();
+  return s;
 }
 
 /**
@@ -227,9 +201,10 @@ export function simdMapRange(
   i0: number,
   i1: number,
 ): void {
-  const { fns, f32 } = localSimd(arrays.length * SIMD_SLOT);
-  const fn = fns[SIMD_MAPS[map]];
-  const ptrs = arrays.map((_, q) => q * SIMD_SLOT);
+  const s = localSimd();
+  const fn = s.k[SIMD_MAPS[map]] as KernelFn;
+  const ptrs = arrays.map(() => s.alloc(SIMD_ROUND * 4));
+  const f32 = s.f32; // after the allocations, which may grow the memory
   for (let c = i0; c < i1; c += SIMD_ROUND) {
     const e = Math.min(i1, c + SIMD_ROUND);
     for (let q = 0; q < ins; q++) f32.set(arrays[q].subarray(c, e), ptrs[q] >> 2);
@@ -257,12 +232,12 @@ export function simdRowStats(
   r1: number,
 ): void {
   const rr = roundRows(n);
-  const xp = 0, op = (rr * n * 4 + 64 + 63) & ~63;
-  const l = localSimd(op + rr * 16 + 64);
+  const l = localSimd();
+  const xp = l.alloc(rr * n * 4), op = l.alloc(rr * 16);
   for (let r = r0; r < r1; r += rr) {
     const e = Math.min(r1, r + rr);
     l.f32.set(x.subarray(r * n, e * n), xp >> 2);
-    l.fns.row_stats(xp, n, n, op, 0, e - r);
+    l.k.row_stats(xp, n, n, op, 0, e - r);
     out.set(l.f64.subarray(op >> 3, (op >> 3) + 2 * (e - r)), 2 * r);
   }
 }
@@ -281,13 +256,13 @@ export function simdRowExp(
   r1: number,
 ): void {
   const rr = roundRows(n);
-  const xp = 0, pp = (rr * n * 4 + 64 + 63) & ~63;
-  const l = localSimd(pp + rr * 16 + 64);
+  const l = localSimd();
+  const xp = l.alloc(rr * n * 4), pp = l.alloc(rr * 16);
   for (let r = r0; r < r1; r += rr) {
     const e = Math.min(r1, r + rr);
     l.f32.set(x.subarray(r * n, e * n), xp >> 2);
     l.f32.set(prm.subarray(4 * r, 4 * e), pp >> 2);
-    l.fns.row_exp(xp, xp, n, n, pp, 0, e - r);
+    l.k.row_exp(xp, xp, n, n, pp, 0, e - r);
     (y as Float32Array).set(l.f32.subarray(xp >> 2, (xp >> 2) + (e - r) * n), r * n);
   }
 }
