@@ -330,6 +330,7 @@ export const embeddingBackwardOp: KernelOp<EmbeddingBackwardParams, "embedding_b
       [ct, _ids],
       { vocab },
     ) => [{ shape: [vocab, ct.shape[ct.shape.length - 1]], dtype: ct.dtype }],
+    writesAll: true,
     cpu: ([ct, ids], [y], { inputs }) => {
       const h = inputs[0].shape[inputs[0].shape.length - 1];
       // split by columns: every element still sums its tokens in order (threads/kernels.ts)

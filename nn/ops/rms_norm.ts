@@ -110,6 +110,7 @@ export const rmsNormBackwardOp: KernelOp<Record<string, never>, "rms_norm_backwa
 >({
   name: "rms_norm_backward",
   infer: ([_ct, x, w]) => [{ shape: x.shape, dtype: x.dtype }, { shape: w.shape, dtype: w.dtype }],
+  writesAll: true,
   cpu: ([ct, x, w, rstd], [dx, dw], { inputs }) => {
     const h = inputs[1].shape[inputs[1].shape.length - 1];
     const rows = h === 0 ? 0 : x.length / h;

@@ -74,8 +74,9 @@ export function rmsNormRows(
 
 /**
  * RMSNorm backward, part `part` of `parts`: dx = rstd·w⊙ct − x·rstd³·(Σ w⊙ct⊙x)/h on its share of
- * the rows, and dw += Σ_rows ct⊙x·rstd on its share of the columns (every row, in row order, so dw
- * is accumulated exactly as one pass over all rows would). With one part, both in one pass.
+ * the rows, and dw = Σ_rows ct⊙x·rstd on its share of the columns (zeroed first, then every row in
+ * row order, so dw is accumulated exactly as one pass over all rows would). With one part, both in
+ * one pass. Writes every element of dx and dw.
  */
 export function rmsNormBackwardPart(
   ct: TypedArray,
@@ -90,6 +91,7 @@ export function rmsNormBackwardPart(
   part: number,
 ): void {
   if (parts === 1) {
+    dw.fill(0, 0, h);
     for (let r = 0; r < rows; r++) {
       const base = r * h, rs = rstd[r];
       let dot = 0;
@@ -111,6 +113,7 @@ export function rmsNormBackwardPart(
     for (let i = 0; i < h; i++) dx[base + i] = rs * w[i] * ct[base + i] - x[base + i] * c;
   }
   const c0 = Math.floor(h * part / parts), c1 = Math.floor(h * (part + 1) / parts);
+  dw.fill(0, c0, c1);
   for (let r = 0; r < rows; r++) {
     const base = r * h, rs = rstd[r];
     for (let i = c0; i < c1; i++) dw[i] += ct[base + i] * x[base + i] * rs;
@@ -151,8 +154,9 @@ export function ropeRows(
 }
 
 /**
- * Embedding backward, part `part` of `parts` of the columns: y[ids[i], j] += ct[i, j] for every
- * token i in order, on columns j of this part, so each element sums in the order of one pass.
+ * Embedding backward, part `part` of `parts` of the columns of y [V, h]: zeroed, then y[ids[i], j]
+ * += ct[i, j] for every token i in order, on columns j of this part, so each element sums in the
+ * order of one pass. Writes every element of y.
  */
 export function embeddingBackwardPart(
   ct: TypedArray,
@@ -163,6 +167,8 @@ export function embeddingBackwardPart(
   part: number,
 ): void {
   const c0 = Math.floor(h * part / parts), c1 = Math.floor(h * (part + 1) / parts);
+  if (parts === 1) y.fill(0);
+  else for (let r = 0; r < y.length; r += h) y.fill(0, r + c0, r + c1);
   for (let i = 0; i < ids.length; i++) {
     const base = ids[i] * h, src = i * h;
     for (let j = c0; j < c1; j++) y[base + j] += ct[src + j];
