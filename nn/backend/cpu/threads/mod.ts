@@ -315,8 +315,9 @@ export function parallel(
  * group) units per thread, each thread's matrix products on one BLAS thread (OpenBLAS is set to one
  * thread for the call) and its softmax on its own SIMD instance. `arrays` are the op's outputs'
  * and inputs' arrays in the unit kernels' order (`../attention_heads.ts`). False (nothing done)
- * when the pool has one thread, the call has fewer than two units, or the arrays are not f32, SIMD
- * is off or the products are not OpenBLAS's: the op then runs its loop.
+ * when the pool has one thread, the call has fewer than two units or too little work (a decode
+ * step), or the arrays are not f32, SIMD is off or the products are not OpenBLAS's: the op then
+ * runs its loop.
  */
 export function pooledAttention(
   q: TypedArray,
@@ -327,7 +328,10 @@ export function pooledAttention(
   backward: boolean,
 ): boolean {
   const units = d.b * d.nkv;
-  if (!(q instanceof Float32Array) || units < 2 || kernelThreads() < 2 || !simd()) return false;
+  if (
+    !(q instanceof Float32Array) || units < 2 || d.b * d.nh * d.t * d.s * d.hd < ATTENTION_MIN ||
+    kernelThreads() < 2 || !simd()
+  ) return false;
   const restore = singleThreadedGemm();
   if (!restore) return false;
   try {
@@ -341,6 +345,9 @@ export function pooledAttention(
   }
   return true;
 }
+
+/** Fewest multiply-adds of QKᵀ (B·NH·T·S·HD) worth splitting an attention call (~1 ms of work). */
+const ATTENTION_MIN = 1 << 22;
 
 /** Threads sharing pooled kernel calls now (1 while off or before the workers are ready). */
 export function kernelThreads(): number {

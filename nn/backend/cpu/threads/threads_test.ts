@@ -12,6 +12,7 @@ import {
   initKernelThreads,
   KernelPool,
   kernelThreads,
+  pooledAttention,
   setKernelThreadsEnabled,
   sharedArray,
   sharedArraysOn,
@@ -233,9 +234,13 @@ Deno.test("kernel pool: cross-entropy's SIMD row kernels (row stats, row exp) sp
 
 Deno.test("kernel pool: attention forward and backward by (batch, KV group) units have the bits of one thread", async () => {
   await initKernelThreads();
-  const [b, t, nh, nkv, hd] = [3, 70, 4, 2, 16];
+  const [b, t, nh, nkv, hd] = [2, 130, 4, 2, 64]; // 2·4·130·130·64 multiply-adds: pooled
   for (
-    const [s, masked, causal] of [[70, false, true], [90, true, true], [70, false, false]] as const
+    const [s, masked, causal] of [[130, false, true], [150, true, true], [
+      130,
+      false,
+      false,
+    ]] as const
   ) {
     const q = values(b * t * nh * hd, 21), k = values(b * s * nkv * hd, 22);
     const v = values(b * s * nkv * hd, 23), dout = values(b * t * nh * hd, 24);
@@ -245,6 +250,11 @@ Deno.test("kernel pool: attention forward and backward by (batch, KV group) unit
     const ins = masked ? [q, k, v, mask] : [q, k, v];
     const inMetas = masked ? [qm, km, km, meta([b, s])] : [qm, km, km];
     sameBits(attentionOp, ins, inMetas, [qm, lm], params);
+    if (kernelThreads() > 1) {
+      const o = sharedArray("f32", q.length), l = new Float32Array(b * nh * t);
+      const d = { b, t, s, nh, nkv, hd };
+      assert.ok(pooledAttention(q, d, params, [q, k, v, o, l], masked ? mask : null, false));
+    }
     // the backward from the forward's out and lse
     const out = sharedArray("f32", q.length), lse = new Float32Array(b * nh * t);
     attentionOp.cpu(ins, [out, lse], { inputs: inMetas, outputs: [qm, lm], params });
