@@ -1,10 +1,11 @@
 /**
- * Worker threads for the CPU backend's TypeScript kernels (AdamW, RMSNorm, RoPE: `kernels.ts`).
- * The backend allocates its large arrays on `SharedArrayBuffer`s while this pool is on
+ * Worker threads for the CPU backend's kernels (`kernels.ts`: AdamW, RMSNorm, RoPE, the embedding
+ * gradient, the SIMD maps and row kernels, attention by (batch, KV group) units). The backend
+ * allocates its large arrays on `SharedArrayBuffer`s while this pool is on
  * ({@linkcode sharedArraysOn}), so workers can read and write them in place; a kernel call is
- * split into pieces over rows or elements that the calling thread and the workers claim through a
- * control block (`../wasm_pool/protocol.ts`, the protocol of the wasm pools). The calling thread
- * always takes part, so a call finishes even when no worker is ready, awake or started.
+ * split into pieces over rows, elements or units that the calling thread and the workers claim
+ * through a control block (`../wasm_pool/protocol.ts`, the protocol of the wasm pools). The calling
+ * thread always takes part, so a call finishes even when no worker is ready, awake or started.
  *
  * Workers learn about a shared buffer the first time a call uses it: the calling thread posts it
  * on each worker's `MessagePort`, and the worker takes it with `receiveMessageOnPort` (synchronous,
@@ -15,8 +16,8 @@
  *
  * Off with `MINIMIND_CPU_THREADS=1` (then the backend allocates plain `ArrayBuffer`s, as before
  * this pool existed); the default is `OPENBLAS_NUM_THREADS` when set, else one thread per core (at
- * most 8). Needs `node:worker_threads`
- * (Deno, Node); elsewhere, and without read permission on the worker's file, it is off.
+ * most 8). Needs `node:worker_threads` (Deno, Node); elsewhere, and without read permission on the
+ * worker's file, it is off.
  *
  * @module
  */
