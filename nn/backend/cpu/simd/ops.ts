@@ -10,9 +10,8 @@
 // N = rows, V = row length
 
 import type { TypedArray } from "../../../dtype.ts";
-import { type KernelName, simd, type SimdKernels } from "./mod.ts";
+import { EXPORTS, type KernelName, simd, type SimdKernels } from "./mod.ts";
 import { kernelThreads, parallel } from "../threads/mod.ts";
-import { SIMD_MAPS } from "../threads/kernels.ts";
 
 /** Fewest elements per piece of a map on the kernel pool. */
 const MAP_GRAIN = 32768;
@@ -151,11 +150,10 @@ function chunked(kernel: KernelName, ins: TypedArray[], outs: TypedArray[]): boo
   const s = f32Kernels(...ins, ...outs);
   if (!s) return false;
   const len = ins[0].length;
-  const map = SIMD_MAPS.indexOf(kernel as typeof SIMD_MAPS[number]);
-  if (map >= 0 && len >= 2 * MAP_GRAIN && kernelThreads() > 1) {
+  if (len >= 2 * MAP_GRAIN && kernelThreads() > 1) {
     // the kernel pool's threads copy their own pieces in and out (../threads/)
     const name = (["simd_map1", "simd_map2", "simd_map3"] as const)[ins.length - 1];
-    parallel(name, [...ins, ...outs], [map], 0, len, MAP_GRAIN);
+    parallel(name, [...ins, ...outs], [EXPORTS.indexOf(kernel)], 0, len, MAP_GRAIN);
     return true;
   }
   const ch = Math.min(len, CHUNK * s.threads);

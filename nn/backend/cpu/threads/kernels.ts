@@ -10,7 +10,7 @@
  */
 
 import type { TypedArray } from "../../../dtype.ts";
-import { privateSimd, type SimdKernels } from "../simd/mod.ts";
+import { EXPORTS, privateSimd, type SimdKernels } from "../simd/mod.ts";
 import type { KernelFn } from "../wasm_pool/protocol.ts";
 import { attentionBackwardUnits, attentionForwardUnits } from "../attention_heads.ts";
 
@@ -175,16 +175,6 @@ export function embeddingBackwardPart(
   }
 }
 
-/** The SIMD module's elementwise kernels (`../simd/`) a pooled map can run, by index. */
-export const SIMD_MAPS = [
-  "map_exp",
-  "map_sigmoid",
-  "map_silu",
-  "map_silu_grad",
-  "swiglu",
-  "swiglu_bwd",
-] as const;
-
 /** Floats per array of one round of a pooled SIMD map (64 KiB: five arrays stay in L2). */
 const SIMD_ROUND = 16384;
 /** This thread's own SIMD instance (private memory, no pool), its bump allocator reset. */
@@ -196,7 +186,7 @@ function localSimd(): SimdKernels {
 }
 
 /**
- * SIMD map `SIMD_MAPS[map]` over elements [i0, i1): the `ins` first arrays are inputs, the rest
+ * SIMD map `EXPORTS[map]` (`../simd/mod.ts`) over elements [i0, i1): the `ins` first arrays are inputs, the rest
  * outputs; rounds of {@linkcode SIMD_ROUND} elements are copied into this thread's own wasm memory,
  * mapped, and copied out. Elementwise, so any split gives the same bits.
  */
@@ -208,7 +198,7 @@ export function simdMapRange(
   i1: number,
 ): void {
   const s = localSimd();
-  const fn = s.k[SIMD_MAPS[map]] as KernelFn;
+  const fn = s.k[EXPORTS[map]] as KernelFn;
   const ptrs = arrays.map(() => s.alloc(SIMD_ROUND * 4));
   const f32 = s.f32; // after the allocations, which may grow the memory
   for (let c = i0; c < i1; c += SIMD_ROUND) {
@@ -227,6 +217,28 @@ function roundRows(n: number): number {
 }
 
 /**
+ * Runs `kernel` over rows [r0, r1) of x [rows, n] in rounds: each round's rows of x are copied to
+ * `xp` in this thread's SIMD memory, with `extra` bytes a row reserved at `ep`.
+ */
+function rowRounds(
+  x: TypedArray,
+  n: number,
+  r0: number,
+  r1: number,
+  extra: number,
+  kernel: (l: SimdKernels, xp: number, ep: number, r: number, e: number) => void,
+): void {
+  const rr = roundRows(n);
+  const l = localSimd();
+  const xp = l.alloc(rr * n * 4), ep = l.alloc(rr * extra);
+  for (let r = r0; r < r1; r += rr) {
+    const e = Math.min(r1, r + rr);
+    l.f32.set(x.subarray(r * n, e * n), xp >> 2);
+    kernel(l, xp, ep, r, e);
+  }
+}
+
+/**
  * Max and Σ exp(x − max) (f64) of rows [r0, r1) of x [rows, n] into `out` (f64 pairs), by the SIMD
  * `row_stats` kernel on this thread's own memory. Row by row, so any split gives the same bits.
  */
@@ -237,15 +249,10 @@ export function simdRowStats(
   r0: number,
   r1: number,
 ): void {
-  const rr = roundRows(n);
-  const l = localSimd();
-  const xp = l.alloc(rr * n * 4), op = l.alloc(rr * 16);
-  for (let r = r0; r < r1; r += rr) {
-    const e = Math.min(r1, r + rr);
-    l.f32.set(x.subarray(r * n, e * n), xp >> 2);
+  rowRounds(x, n, r0, r1, 16, (l, xp, op, r, e) => {
     l.k.row_stats(xp, n, n, op, 0, e - r);
     out.set(l.f64.subarray(op >> 3, (op >> 3) + 2 * (e - r)), 2 * r);
-  }
+  });
 }
 
 /**
@@ -261,16 +268,11 @@ export function simdRowExp(
   r0: number,
   r1: number,
 ): void {
-  const rr = roundRows(n);
-  const l = localSimd();
-  const xp = l.alloc(rr * n * 4), pp = l.alloc(rr * 16);
-  for (let r = r0; r < r1; r += rr) {
-    const e = Math.min(r1, r + rr);
-    l.f32.set(x.subarray(r * n, e * n), xp >> 2);
+  rowRounds(x, n, r0, r1, 16, (l, xp, pp, r, e) => {
     l.f32.set(prm.subarray(4 * r, 4 * e), pp >> 2);
     l.k.row_exp(xp, xp, n, n, pp, 0, e - r);
     (y as Float32Array).set(l.f32.subarray(xp >> 2, (xp >> 2) + (e - r) * n), r * n);
-  }
+  });
 }
 
 /** A kernel the pool can run: its arrays, its scalars, and the range [lo, hi) of one piece. */
