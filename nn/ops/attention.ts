@@ -65,6 +65,7 @@ export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
     const d = attnDims(q, k, v, mask);
     return [{ shape: q.shape, dtype: q.dtype }, { shape: [d.b, d.nh, d.t], dtype: q.dtype }];
   },
+  writesAll: true,
   cpu: ([q, k, v, mask], [out, lse], { inputs, params }) => {
     const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[3]);
     const { b, t, s, nh } = d;
