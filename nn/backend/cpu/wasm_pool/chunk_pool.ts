@@ -16,8 +16,7 @@ export const SPIN = 20000;
 const MAX_WORKERS = 15;
 
 const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
-/** Whether this runs in Node (not Deno). */
-export const isNode = !isDeno &&
+const isNode = !isDeno &&
   typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node ===
     "string";
 
