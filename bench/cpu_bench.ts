@@ -2,7 +2,9 @@
 // a square one), causal GQA attention forward and forward+backward, softmax, cross-entropy
 // forward+backward, rms norm, sampling, elementwise and AdamW; the same cases as
 // `webgpu_bench.ts`, at the small sizes, run synchronously on the CPU backend (OpenBLAS through FFI
-// when found, wasm SIMD otherwise).
+// when found, wasm SIMD otherwise). The row and elementwise cases also run with the kernel pool
+// off ("1 kernel thread": every TypeScript and SIMD kernel on the calling thread, attention head
+// by head), where it has more than one thread.
 //
 //   deno bench -A bench/cpu_bench.ts
 
@@ -10,10 +12,22 @@ import { cpuBackend } from "../nn/backend/cpu/mod.ts";
 import { initGemm } from "../nn/backend/cpu/gemm/mod.ts";
 import { scope } from "../nn/scope.ts";
 import { kernelCases } from "./webgpu_cases.ts";
+import { initKernelThreads, setKernelThreadsEnabled } from "../nn/backend/cpu/threads/mod.ts";
 
 await initGemm();
+const threads = await initKernelThreads(); // before the inputs: large ones are then shared
 const cases = kernelCases(cpuBackend, false);
 for (const c of cases) {
   Deno.bench({ name: c.name, group: c.family }, () => scope(c.run));
+  if (threads > 1 && c.family !== "matmul") {
+    Deno.bench({ name: `${c.name}, 1 kernel thread`, group: c.family }, () => {
+      setKernelThreadsEnabled(false);
+      try {
+        scope(c.run);
+      } finally {
+        setKernelThreadsEnabled(true);
+      }
+    });
+  }
 }
 globalThis.addEventListener("unload", () => cases.forEach((c) => c.dispose()));

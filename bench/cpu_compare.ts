@@ -153,7 +153,12 @@ function cpuModel(): string {
 const OURS: readonly { label: string; env: Record<string, string> }[] = [
   {
     label: "1 thread",
-    env: { OPENBLAS_NUM_THREADS: "1", MINIMIND_SIMD_THREADS: "1", OMP_NUM_THREADS: "1" },
+    env: {
+      OPENBLAS_NUM_THREADS: "1",
+      MINIMIND_SIMD_THREADS: "1",
+      MINIMIND_CPU_THREADS: "1",
+      OMP_NUM_THREADS: "1",
+    },
   },
   { label: `${navigator.hardwareConcurrency} threads`, env: {} },
 ];

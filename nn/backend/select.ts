@@ -4,6 +4,7 @@
  */
 import type { Backend } from "./backend.ts";
 import { cpuBackend } from "./cpu/mod.ts";
+import { initKernelThreads } from "./cpu/threads/mod.ts";
 
 /** Names accepted by `setBackend`. */
 export type BackendName = "cpu" | "webgpu" | "auto";
@@ -16,6 +17,15 @@ export interface SetBackendOptions {
 
 let current: Backend = cpuBackend;
 const factories = new Map<string, (o: SetBackendOptions) => Promise<Backend | null>>();
+
+/**
+ * The CPU backend once its kernel pool's worker threads are running (they start in the background
+ * otherwise, and a synchronous train loop never lets them finish starting).
+ */
+async function cpuReady(): Promise<Backend> {
+  await initKernelThreads();
+  return cpuBackend;
+}
 
 /** The backend new tensors are created on. */
 export function defaultBackend(): Backend {
@@ -50,7 +60,7 @@ export async function setBackend(
   name: BackendName,
   options: SetBackendOptions = {},
 ): Promise<Backend> {
-  if (name === "cpu") return (current = cpuBackend);
+  if (name === "cpu") return (current = await cpuReady());
   if (name !== "webgpu" && name !== "auto") {
     throw new Error(`Cannot select backend "${name}": expected cpu, webgpu or auto`);
   }
@@ -67,7 +77,7 @@ export async function setBackend(
   }
   if (name === "auto") {
     const b = f ? await f({ allowSoftware: false, ...options }) : null;
-    return (current = b ?? cpuBackend);
+    return (current = b ?? await cpuReady());
   }
   throw new Error(`Cannot select backend "${name}": expected cpu, webgpu or auto`);
 }

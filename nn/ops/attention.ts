@@ -6,17 +6,17 @@
  * @module
  */
 // B = batch, T = query time, S = key time, NH = query heads, NKV = kv heads, HD = head dim
-import type { TypedArray } from "../dtype.ts";
 import { allocArray, isFloat } from "../dtype.ts";
 import type { KernelOp, Meta } from "../op.ts";
 import { defineOp, NONDIFF } from "../op.ts";
 import { apply } from "../apply.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
-import { gemm } from "../backend/cpu/gemm_adapter.ts";
+import { pooledAttention } from "../backend/cpu/threads/mod.ts";
+import { attentionBackwardHead, attentionForwardHead } from "../backend/cpu/attention_heads.ts";
 import { attentionBackward, attentionForward } from "./attention/wgsl.ts";
 import type { AttnShape } from "./attention/wgsl.ts";
-import { type AttnWorkspace, attnWorkspace } from "../backend/cpu/simd/attention.ts";
+import { attnWorkspace } from "../backend/cpu/simd/attention.ts";
 
 /** Params of `attention`. */
 export interface AttentionParams {
@@ -55,92 +55,6 @@ function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta): AttnShape {
   return { b, t, s, nh, nkv, hd };
 }
 
-/**
- * Row blocks [r0, r1) of the T query rows with `lim`, the keys the block's last row sees: causal
- * attention skips the matrix products over the hidden upper triangle block by block (about half of
- * the work at T = S). Blocks of T/8 rows (at least 16); one block when not causal.
- */
-function rowBlocks(d: AttnShape, causal: boolean): [number, number, number][] {
-  const { t, s } = d;
-  if (!causal || t <= 16) return [[0, t, s]];
-  const rows = Math.max(16, Math.ceil(t / 8 / 16) * 16);
-  const out: [number, number, number][] = [];
-  for (let r0 = 0; r0 < t; r0 += rows) {
-    const r1 = Math.min(t, r0 + rows);
-    out.push([r0, r1, Math.max(0, Math.min(s, r1 + s - t))]);
-  }
-  return out;
-}
-
-/**
- * Scaled, masked scores of one (batch, head) → probabilities in place; returns row lse. Only the
- * columns of each row block below its `lim` are written (later ones are hidden for every row of
- * the block, and never read).
- */
-function probs(
-  d: AttnShape,
-  bi: number,
-  h: number,
-  q: TypedArray,
-  k: TypedArray,
-  mask: TypedArray | undefined,
-  p: AttentionParams,
-  sc: TypedArray,
-  lse: TypedArray | null,
-  lseIn: TypedArray | null,
-  ws: AttnWorkspace | null,
-): void {
-  const { t, s, nh, nkv, hd } = d;
-  const g = Math.floor(h / (nh / nkv));
-  // scores of each row block up to its last visible key (the rest of the row is never read)
-  for (const [r0, r1, lim] of rowBlocks(d, p.causal)) {
-    gemm(
-      false,
-      true,
-      r1 - r0,
-      lim,
-      hd,
-      q,
-      (bi * t * nh + h) * hd + r0 * nh * hd,
-      nh * hd,
-      k,
-      (bi * s * nkv + g) * hd,
-      nkv * hd,
-      sc,
-      r0 * s,
-      s,
-    );
-  }
-  const shift = s - t;
-  if (ws) {
-    // the same passes as below, as SIMD kernels over sc (which is ws.sc)
-    ws.probs(p.causal, shift, p.scale, (lse ?? lseIn)!, (bi * nh + h) * t, lseIn !== null);
-    return;
-  }
-  for (let ti = 0; ti < t; ti++) {
-    const row = ti * s;
-    const lim = p.causal ? Math.min(s, ti + shift + 1) : s;
-    let m = -Infinity;
-    for (let j = 0; j < s; j++) {
-      const visible = j < lim && (!mask || mask[bi * s + j] !== 0);
-      const v = visible ? sc[row + j] * p.scale : -Infinity;
-      sc[row + j] = v;
-      if (v > m) m = v;
-    }
-    const li = (bi * nh + h) * t + ti;
-    let z: number;
-    if (lseIn) z = lseIn[li];
-    else if (m === -Infinity) z = -Infinity;
-    else {
-      let sum = 0;
-      for (let j = 0; j < s; j++) sum += Math.exp(sc[row + j] - m);
-      z = m + Math.log(sum);
-    }
-    if (lse) lse[li] = z;
-    for (let j = 0; j < s; j++) sc[row + j] = z === -Infinity ? 0 : Math.exp(sc[row + j] - z);
-  }
-}
-
 /** q, k, v, [mask] → out [B,T,NH,HD], lse [B,NH,T]. */
 export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
   AttentionParams,
@@ -151,36 +65,19 @@ export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
     const d = attnDims(q, k, v, mask);
     return [{ shape: q.shape, dtype: q.dtype }, { shape: [d.b, d.nh, d.t], dtype: q.dtype }];
   },
+  writesAll: true,
   cpu: ([q, k, v, mask], [out, lse], { inputs, params }) => {
     const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[3]);
-    const { b, t, s, nh, nkv, hd } = d;
+    const { b, t, s, nh } = d;
+    // f32 on a pool with several threads: whole (batch, KV group) units per thread
+    if (pooledAttention(q, d, params, [q, k, v, out, lse], mask ?? null, false)) return;
     // f32: scores live in the SIMD module's memory and the softmax runs there
     const ws = attnWorkspace(q, t, s, false, !!mask);
     const sc = ws ? ws.sc : allocArray(inputs[0].dtype, t * s); // (T, S)
-    const blocks = rowBlocks(d, params.causal);
     for (let bi = 0; bi < b; bi++) {
       if (ws && mask) ws.setMask(mask, bi * s);
       for (let h = 0; h < nh; h++) {
-        probs(d, bi, h, q, k, mask, params, sc, lse, null, ws);
-        const g = Math.floor(h / (nh / nkv));
-        for (const [r0, r1, lim] of blocks) {
-          gemm(
-            false,
-            false,
-            r1 - r0,
-            hd,
-            lim,
-            sc,
-            r0 * s,
-            s,
-            v,
-            (bi * s * nkv + g) * hd,
-            nkv * hd,
-            out,
-            (bi * t * nh + h) * hd + r0 * nh * hd,
-            nh * hd,
-          );
-        }
+        attentionForwardHead(d, bi, h, q, k, v, mask ?? null, out, lse, params, sc, ws);
       }
     }
   },
@@ -241,48 +138,19 @@ export const attentionBackwardOp: KernelOp<AttentionParams, "attention_backward"
   ],
   cpu: ([q, k, v, o, lse, dout, mask], [dq, dk, dv], { inputs, params }) => {
     const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[6]);
-    const { b, t, s, nh, nkv, hd } = d;
+    const { b, t, s, nh } = d;
+    const arrays = [q, k, v, o, lse, dout, dq, dk, dv];
+    if (pooledAttention(q, d, params, arrays, mask ?? null, true)) return;
     const dt = inputs[0].dtype;
     // f32: P, dP and rowsum(dO ⊙ O) live in the SIMD module's memory, dS is computed there
     const ws = attnWorkspace(q, t, s, true, !!mask);
     const p = ws ? ws.sc : allocArray(dt, t * s); // (T, S)
     const dp = ws ? ws.dp : allocArray(dt, t * s); // (T, S)
     const dsum = ws ? ws.dsum : allocArray(dt, t); // (T)
-    const blocks = rowBlocks(d, params.causal);
+    const a = { q, k, v, o, lse, dout, mask: mask ?? null, dq, dk, dv };
     for (let bi = 0; bi < b; bi++) {
       if (ws && mask) ws.setMask(mask, bi * s);
-      for (let h = 0; h < nh; h++) {
-        const g = Math.floor(h / (nh / nkv));
-        const qo = (bi * t * nh + h) * hd, ko = (bi * s * nkv + g) * hd;
-        probs(d, bi, h, q, k, mask, params, p, null, lse, ws);
-        for (let ti = 0; ti < t; ti++) {
-          let acc = 0;
-          for (let i = 0; i < hd; i++) {
-            acc += dout[qo + ti * nh * hd + i] * o[qo + ti * nh * hd + i];
-          }
-          dsum[ti] = acc;
-        }
-        // row block by row block, over the keys the block sees (P and dS are 0 past them)
-        for (const [r0, r1, lim] of blocks) {
-          const m = r1 - r0, qb = qo + r0 * nh * hd, pb = r0 * s;
-          // dV += Pᵀ dO
-          gemm(true, false, lim, hd, m, p, pb, s, dout, qb, nh * hd, dv, ko, nkv * hd, 1);
-          // dP = dO Vᵀ
-          gemm(false, true, m, lim, hd, dout, qb, nh * hd, v, ko, nkv * hd, dp, pb, s);
-          if (ws) ws.ds(params.scale, r0, r1, lim);
-          else {
-            for (let ti = r0; ti < r1; ti++) {
-              const row = ti * s;
-              for (let j = 0; j < lim; j++) {
-                dp[row + j] = p[row + j] * (dp[row + j] - dsum[ti]) * params.scale;
-              }
-            }
-          }
-          // dQ = dS K ; dK += dSᵀ Q
-          gemm(false, false, m, hd, lim, dp, pb, s, k, ko, nkv * hd, dq, qb, nh * hd);
-          gemm(true, false, lim, hd, m, dp, pb, s, q, qb, nh * hd, dk, ko, nkv * hd, 1);
-        }
-      }
+      for (let h = 0; h < nh; h++) attentionBackwardHead(d, bi, h, a, params, p, dp, dsum, ws);
     }
   },
   wgsl: ({ inputs, params }, device) => {

@@ -131,13 +131,17 @@ export const crossEntropyBackwardOp: KernelOp<CrossEntropyParams, "cross_entropy
   defineOp<CrossEntropyParams, "cross_entropy_backward">({
     name: "cross_entropy_backward",
     infer: ([l]) => [{ shape: l.shape, dtype: l.dtype }],
+    writesAll: true,
     cpu: ([l, t, lse, ct], [dl], { inputs, params }) => {
       const [n, v] = inputs[0].shape;
-      // f32: softmax·ct of every row by the SIMD kernel (ignored rows left 0), then the one-hot below
+      // f32: softmax·ct of every row by the SIMD kernel (ignored rows 0), then the one-hot below
       const fast = rowExp(l, dl, n, v, lse, ct, (r) => t[r] === params.ignoreIndex);
       for (let r = 0; r < n; r++) {
         const y = t[r];
-        if (y === params.ignoreIndex) continue;
+        if (y === params.ignoreIndex) {
+          if (!fast) dl.fill(0, r * v, (r + 1) * v);
+          continue;
+        }
         const base = r * v, g = ct[r], z = lse[r];
         if (!fast) { for (let i = 0; i < v; i++) dl[base + i] = Math.exp(l[base + i] - z) * g; }
         dl[base + y] -= g;

@@ -11,6 +11,7 @@ import { apply, apply1 } from "../apply.ts";
 import { fmt, normAxis } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { zeros } from "../creation.ts";
+import { kernelThreads, parallel } from "../backend/cpu/threads/mod.ts";
 import {
   grid,
   GRID_ARGS,
@@ -329,12 +330,13 @@ export const embeddingBackwardOp: KernelOp<EmbeddingBackwardParams, "embedding_b
       [ct, _ids],
       { vocab },
     ) => [{ shape: [vocab, ct.shape[ct.shape.length - 1]], dtype: ct.dtype }],
+    writesAll: true,
     cpu: ([ct, ids], [y], { inputs }) => {
       const h = inputs[0].shape[inputs[0].shape.length - 1];
-      for (let i = 0; i < ids.length; i++) {
-        const base = ids[i] * h;
-        for (let j = 0; j < h; j++) y[base + j] += ct[i * h + j];
-      }
+      // split by columns: every element still sums its tokens in order (threads/kernels.ts)
+      const threads = ct.length >= 65536 && h >= 64 ? kernelThreads() : 1;
+      const parts = threads > 1 ? 2 * threads : 1;
+      parallel("embedding_backward", [ct, ids, y], [h, parts], 0, parts, 1);
     },
     // one invocation per (column, vocab block) walks every token in order and adds the rows whose
     // id falls in its block: deterministic, no atomics; blocks add parallelism when H is small

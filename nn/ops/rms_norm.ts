@@ -11,6 +11,15 @@ import { apply } from "../apply.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { grid, GRID_ARGS, gridIndex, ROW_ARGS, rowLayout } from "../backend/webgpu/wgsl.ts";
+import { kernelThreads, parallel } from "../backend/cpu/threads/mod.ts";
+
+/** Fewest elements per piece of a pooled row kernel (a handoff costs microseconds). */
+const ROW_GRAIN_ELEMENTS = 32768;
+
+/** Fewest rows of width `h` per piece. */
+function rowGrain(h: number): number {
+  return Math.max(1, Math.ceil(ROW_GRAIN_ELEMENTS / Math.max(1, h)));
+}
 
 function rowsOf(shape: readonly number[]): [number, number] {
   const h = shape[shape.length - 1];
@@ -37,17 +46,11 @@ export const rmsNormOp: KernelOp<RmsNormParams, "rms_norm"> = defineOp<RmsNormPa
     }
     return [{ shape: x.shape, dtype: x.dtype }, { shape: x.shape.slice(0, -1), dtype: x.dtype }];
   },
+  writesAll: true,
   cpu: ([x, w], [y, rstd], { inputs, params }) => {
     const h = inputs[0].shape[inputs[0].shape.length - 1];
     const rows = h === 0 ? 0 : x.length / h;
-    for (let r = 0; r < rows; r++) {
-      const base = r * h;
-      let ss = 0;
-      for (let i = 0; i < h; i++) ss += x[base + i] * x[base + i];
-      const rs = 1 / Math.sqrt(ss / h + params.eps);
-      rstd[r] = rs;
-      for (let i = 0; i < h; i++) y[base + i] = w[i] * (x[base + i] * rs);
-    }
+    parallel("rms_norm", [x, w, y, rstd], [h, params.eps], 0, rows, rowGrain(h));
   },
   // one workgroup per row: Σ x², then the scaled row
   wgsl: ({ inputs: [x], params }, device) => {
@@ -107,19 +110,14 @@ export const rmsNormBackwardOp: KernelOp<Record<string, never>, "rms_norm_backwa
 >({
   name: "rms_norm_backward",
   infer: ([_ct, x, w]) => [{ shape: x.shape, dtype: x.dtype }, { shape: w.shape, dtype: w.dtype }],
+  writesAll: true,
   cpu: ([ct, x, w, rstd], [dx, dw], { inputs }) => {
     const h = inputs[1].shape[inputs[1].shape.length - 1];
     const rows = h === 0 ? 0 : x.length / h;
-    for (let r = 0; r < rows; r++) {
-      const base = r * h, rs = rstd[r];
-      let dot = 0;
-      for (let i = 0; i < h; i++) dot += w[i] * ct[base + i] * x[base + i];
-      const c = rs * rs * rs * dot / h;
-      for (let i = 0; i < h; i++) {
-        dx[base + i] = rs * w[i] * ct[base + i] - x[base + i] * c;
-        dw[i] += ct[base + i] * x[base + i] * rs;
-      }
-    }
+    // dx by rows, dw by columns (each over every row, in order): the same bits in any split
+    const threads = x.length >= 2 * ROW_GRAIN_ELEMENTS ? kernelThreads() : 1;
+    const parts = threads > 1 ? 4 * threads : 1;
+    parallel("rms_norm_backward", [ct, x, w, rstd, dx, dw], [rows, h, parts], 0, parts, 1);
   },
   // dx: one workgroup per row (needs Σ w·ct·x); dw: one invocation per column over the rows
   wgsl: ({ inputs: [, x] }, device) => {

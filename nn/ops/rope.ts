@@ -12,6 +12,10 @@ import { apply1 } from "../apply.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { grid, GRID_ARGS, gridIndex, statusDecl } from "../backend/webgpu/wgsl.ts";
+import { parallel } from "../backend/cpu/threads/mod.ts";
+
+/** Fewest elements per piece of a pooled rotation (a handoff costs microseconds). */
+const ROPE_GRAIN = 32768;
 
 /** Params of `rope`. */
 export interface RopeParams {
@@ -52,27 +56,22 @@ export const ropeOp: KernelOp<RopeParams, "rope"> = defineOp<RopeParams, "rope">
     }
     return [{ shape: x.shape, dtype: x.dtype }];
   },
+  writesAll: true,
   cpu: ([x, c, s, pos], [y], { inputs, params }) => {
     const [b, t, nh, hd] = inputs[0].shape;
-    const half = hd / 2, P = inputs[1].shape[0];
+    const P = inputs[1].shape[0];
     const sg = params.inverse ? -1 : 1;
-    for (let bi = 0; bi < b; bi++) {
-      for (let ti = 0; ti < t; ti++) {
-        const p = pos ? pos[bi * t + ti] : params.offset + ti;
-        if (p < 0 || p >= P) {
-          throw new Error(`Cannot apply RoPE at position ${p}: the table has ${P} rows`);
-        }
-        const tb = p * hd;
-        for (let h = 0; h < nh; h++) {
-          const base = ((bi * t + ti) * nh + h) * hd;
-          for (let i = 0; i < half; i++) {
-            const x1 = x[base + i], x2 = x[base + i + half];
-            y[base + i] = x1 * c[tb + i] - x2 * sg * s[tb + i];
-            y[base + i + half] = x2 * c[tb + i + half] + x1 * sg * s[tb + i + half];
-          }
-        }
+    // every position is checked here, before any thread runs the rotation
+    for (let q = 0; q < b * t; q++) {
+      const p = pos ? pos[q] : params.offset + q % t;
+      if (p < 0 || p >= P) {
+        throw new Error(`Cannot apply RoPE at position ${p}: the table has ${P} rows`);
       }
     }
+    const grain = Math.max(1, Math.ceil(ROPE_GRAIN / Math.max(1, nh * hd)));
+    if (pos) {
+      parallel("rope_pos", [x, c, s, pos, y], [t, nh, hd, 0, sg], 0, b * t, grain);
+    } else parallel("rope", [x, c, s, y], [t, nh, hd, params.offset, sg], 0, b * t, grain);
   },
   // one invocation per (row, i < HD/2) pair; positions from the optional i32 input
   wgsl: ({ inputs: [x, c, , pos], params }) => {

@@ -152,6 +152,19 @@ export function addF32(a: TypedArray, b: TypedArray, y: TypedArray): boolean {
   return true;
 }
 
+/**
+ * Sets OpenBLAS to one thread (process-wide) and returns what puts it back, so that several
+ * threads can each run their own products at once; null where the products are not OpenBLAS's
+ * with a settable thread count (wasm or JS gemm, an override).
+ */
+export function singleThreadedGemm(): (() => void) | null {
+  if (fast) return null;
+  const g = getGemm();
+  if (g.kind !== "blas" || !g.setThreads) return null;
+  const before = g.setThreads(1);
+  return () => void g.setThreads!(before);
+}
+
 let bf16: Pick<Gemm, "sgemm"> | null = null;
 
 /** The precision of the matmul op's f32 products on the CPU (see `setMatmulPrecision`). */

@@ -4,6 +4,9 @@ import { add, tensor, zeros } from "../../../mod.ts";
 
 const N = 1 << 15; // 128 KiB of f32: large enough to pool
 
+// these tests are about the pool of plain arrays (shared ones: threads/threads_test.ts)
+cpuBackend.sharedArrays = false;
+
 /** Makes `size` a recurring size (freed, then requested again) and returns nothing pooled. */
 function makeRecurring(size: number): void {
   cpuBackend.free(cpuBackend.alloc("f32", size)); // freed once: not pooled

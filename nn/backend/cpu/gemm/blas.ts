@@ -135,6 +135,14 @@ class BlasGemm implements Gemm {
       };
     }
     const s = lib.symbols;
+    const { openblas_get_num_threads: get, openblas_set_num_threads: set } = s;
+    if (get && set) {
+      this.setThreads = (n) => {
+        const before = get();
+        if (n !== before) set(n);
+        return before;
+      };
+    }
     const config = cString(s.openblas_get_config?.()).trim();
     const core = cString(s.openblas_get_corename?.());
     const threads = s.openblas_get_num_threads?.();
@@ -145,6 +153,9 @@ class BlasGemm implements Gemm {
       path,
     ].filter(Boolean).join(", ");
   }
+
+  /** Sets OpenBLAS's thread count (process-wide); returns the previous one. */
+  readonly setThreads?: (n: number) => number;
 
   sgemm(args: SgemmArgs): void {
     const r = resolveArgs(args);

@@ -77,6 +77,8 @@ export interface Gemm {
   sumSquares?(x: Float32Array): number;
   /** `y += x` (BLAS `cblas_saxpy` with α = 1: each sum rounded once, as the JS loop does). */
   addInPlace?(x: Float32Array, y: Float32Array): void;
+  /** Sets the library's thread count (OpenBLAS: process-wide) and returns the previous one. */
+  setThreads?(n: number): number;
   /**
    * Releases background resources (worker threads). The object stays usable afterwards, on the
    * calling thread only.

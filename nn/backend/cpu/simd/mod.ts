@@ -253,6 +253,20 @@ function load(): SimdKernels | null {
   }
 }
 
+let privateInstance: SimdKernels | null | undefined;
+
+/**
+ * This thread's own instance of the kernels on a private memory, with no pool (each thread of the
+ * kernel pool, `../threads/`, runs its share with one); null when SIMD is unavailable.
+ */
+export function privateSimd(): SimdKernels | null {
+  if (privateInstance !== undefined) return privateInstance;
+  if (typeof WebAssembly === "undefined") return privateInstance = null;
+  const bytes = wasmBytes(WASM_PRIVATE);
+  if (!WebAssembly.validate(bytes)) return privateInstance = null;
+  return privateInstance = new SimdKernels(new WebAssembly.Module(bytes), false);
+}
+
 /** Default thread count: `MINIMIND_SIMD_THREADS`, else the cores (at most 8). */
 function defaultThreads(): number {
   const env = Number(envGet("MINIMIND_SIMD_THREADS"));

@@ -10,7 +10,11 @@
 // N = rows, V = row length
 
 import type { TypedArray } from "../../../dtype.ts";
-import { type KernelName, simd, type SimdKernels } from "./mod.ts";
+import { EXPORTS, type KernelName, simd, type SimdKernels } from "./mod.ts";
+import { kernelThreads, parallel } from "../threads/mod.ts";
+
+/** Fewest elements per piece of a map on the kernel pool. */
+const MAP_GRAIN = 32768;
 
 /** Floats per chunk of each input and thread: 64 Ki floats = 256 KiB. */
 const CHUNK = 1 << 16;
@@ -41,6 +45,11 @@ export function rowStats(x: TypedArray, rows: number, n: number): Float64Array |
   const s = f32Kernels(x);
   if (!s || n === 0) return null;
   const out = new Float64Array(2 * rows);
+  if (rows * n >= 2 * MAP_GRAIN && kernelThreads() > 1) {
+    // the kernel pool's threads copy their own rows in (../threads/)
+    parallel("simd_row_stats", [x, out], [n], 0, rows, Math.ceil(MAP_GRAIN / n));
+    return out;
+  }
   const rc = chunkRows(s, rows, n);
   s.reset();
   const xp = s.alloc(rc * n * 4), op = s.alloc(rc * 16);
@@ -101,6 +110,19 @@ export function rowExp(
 ): boolean {
   const s = f32Kernels(x, y);
   if (!s || n === 0) return false;
+  if (rows * n >= 2 * MAP_GRAIN && kernelThreads() > 1) {
+    // the kernel pool's threads copy their own rows in and out (../threads/)
+    const prm = new Float32Array(4 * rows), lims = new Int32Array(prm.buffer);
+    for (let r = 0; r < rows; r++) {
+      const off = skip?.(r), cr = off ? 0 : c[r], hi = Math.fround(cr);
+      prm[4 * r] = hi;
+      prm[4 * r + 1] = Number.isFinite(cr) ? cr - hi : 0;
+      prm[4 * r + 2] = g ? g[r] : 1;
+      lims[4 * r + 3] = off ? 0 : n;
+    }
+    parallel("simd_row_exp", [x, y, prm], [n], 0, rows, Math.ceil(MAP_GRAIN / n));
+    return true;
+  }
   const rc = chunkRows(s, rows, n);
   s.reset();
   const xp = s.alloc(rc * n * 4), pp = s.alloc(rc * 16);
@@ -128,6 +150,12 @@ function chunked(kernel: KernelName, ins: TypedArray[], outs: TypedArray[]): boo
   const s = f32Kernels(...ins, ...outs);
   if (!s) return false;
   const len = ins[0].length;
+  if (len >= 2 * MAP_GRAIN && kernelThreads() > 1) {
+    // the kernel pool's threads copy their own pieces in and out (../threads/)
+    const name = (["simd_map1", "simd_map2", "simd_map3"] as const)[ins.length - 1];
+    parallel(name, [...ins, ...outs], [EXPORTS.indexOf(kernel)], 0, len, MAP_GRAIN);
+    return true;
+  }
   const ch = Math.min(len, CHUNK * s.threads);
   s.reset();
   const ptrs = [...ins, ...outs].map(() => s.alloc(ch * 4));

@@ -73,6 +73,36 @@ export function runChunks(
   }
 }
 
+/**
+ * A worker's loop: waits for jobs (polling `seq` for `spin` iterations, then sleeping in
+ * `Atomics.wait`), runs its share of each with {@linkcode runChunks}, and returns when `quit` is
+ * set. `ready` is called once the loop is listening (jobs published after it are served);
+ * `beforeJob` runs when a job arrives, before any chunk is claimed.
+ */
+export function serveJobs(
+  i32: Int32Array,
+  f64: Float64Array,
+  fns: readonly KernelFn[],
+  spin: number,
+  ready: () => void,
+  beforeJob?: () => void,
+): void {
+  let last = Atomics.load(i32, CTRL.seq);
+  ready();
+  for (;;) {
+    let s = Atomics.load(i32, CTRL.seq);
+    for (let n = 0; s === last && n < spin; n++) s = Atomics.load(i32, CTRL.seq);
+    if (s === last) {
+      Atomics.wait(i32, CTRL.seq, last);
+      continue;
+    }
+    last = s;
+    if (Atomics.load(i32, CTRL.quit)) return;
+    beforeJob?.();
+    runChunks(i32, f64, fns, s & 0xfff);
+  }
+}
+
 /** First (and only) message a worker receives. */
 export interface WorkerInit {
   /** The compiled kernels (shared-memory variant). */

@@ -7,7 +7,7 @@
  * @module
  */
 
-import { CTRL, type KernelFn, runChunks, type WorkerInit } from "./protocol.ts";
+import { type KernelFn, serveJobs, type WorkerInit } from "./protocol.ts";
 
 function serve(init: WorkerInit, ready: () => void): void {
   const inst = new WebAssembly.Instance(init.module, { env: { memory: init.memory } });
@@ -15,20 +15,7 @@ function serve(init: WorkerInit, ready: () => void): void {
   // The control block is at the start of the memory, so these views stay valid when it grows.
   const i32 = new Int32Array(init.memory.buffer, 0, 1024);
   const f64 = new Float64Array(init.memory.buffer, 0, 512);
-  const spin = init.spin;
-  let last = Atomics.load(i32, CTRL.seq);
-  ready();
-  for (;;) {
-    let s = Atomics.load(i32, CTRL.seq);
-    for (let n = 0; s === last && n < spin; n++) s = Atomics.load(i32, CTRL.seq);
-    if (s === last) {
-      Atomics.wait(i32, CTRL.seq, last);
-      continue;
-    }
-    last = s;
-    if (Atomics.load(i32, CTRL.quit)) return;
-    runChunks(i32, f64, fns, s & 0xfff);
-  }
+  serveJobs(i32, f64, fns, init.spin, ready);
 }
 
 interface Port {

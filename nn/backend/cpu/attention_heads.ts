@@ -1,0 +1,285 @@
+/**
+ * The CPU attention kernels one (batch, query head) at a time, shared by the attention ops
+ * (`nn/ops/attention.ts`, every head in order on the calling thread) and the kernel pool
+ * (`threads/`, which hands each thread whole (batch, KV group) units: a group's heads accumulate
+ * into the same dK, dV rows, in head order either way, so the results are the same bits).
+ *
+ * @module
+ */
+// B = batch, T = query time, S = key time, NH = query heads, NKV = kv heads, HD = head dim
+import type { TypedArray } from "../../dtype.ts";
+import { gemm } from "./gemm_adapter.ts";
+import { getGemm } from "./gemm/mod.ts";
+import { AttnWorkspace } from "./simd/attention.ts";
+import { privateSimd } from "./simd/mod.ts";
+import type { AttnShape } from "../../ops/attention/wgsl.ts";
+
+/** The attention params the kernels read. */
+export interface AttnOptions {
+  /** Apply the causal mask. */
+  readonly causal: boolean;
+  /** Score scale. */
+  readonly scale: number;
+}
+
+/**
+ * Row blocks [r0, r1) of the T query rows with `lim`, the keys the block's last row sees: causal
+ * attention skips the matrix products over the hidden upper triangle block by block (about half of
+ * the work at T = S). Blocks of T/8 rows (at least 16); one block when not causal.
+ */
+export function rowBlocks(d: AttnShape, causal: boolean): [number, number, number][] {
+  const { t, s } = d;
+  if (!causal || t <= 16) return [[0, t, s]];
+  const rows = Math.max(16, Math.ceil(t / 8 / 16) * 16);
+  const out: [number, number, number][] = [];
+  for (let r0 = 0; r0 < t; r0 += rows) {
+    const r1 = Math.min(t, r0 + rows);
+    out.push([r0, r1, Math.max(0, Math.min(s, r1 + s - t))]);
+  }
+  return out;
+}
+
+/**
+ * Scaled, masked scores of one (batch, head) → probabilities in place; returns row lse. Only the
+ * columns of each row block below its `lim` are written (later ones are hidden for every row of
+ * the block, and never read).
+ */
+function probs(
+  d: AttnShape,
+  bi: number,
+  h: number,
+  q: TypedArray,
+  k: TypedArray,
+  mask: TypedArray | null,
+  p: AttnOptions,
+  sc: TypedArray,
+  lse: TypedArray | null,
+  lseIn: TypedArray | null,
+  ws: AttnWorkspace | null,
+): void {
+  const { t, s, nh, nkv, hd } = d;
+  const g = Math.floor(h / (nh / nkv));
+  // scores of each row block up to its last visible key (the rest of the row is never read)
+  for (const [r0, r1, lim] of rowBlocks(d, p.causal)) {
+    gemm(
+      false,
+      true,
+      r1 - r0,
+      lim,
+      hd,
+      q,
+      (bi * t * nh + h) * hd + r0 * nh * hd,
+      nh * hd,
+      k,
+      (bi * s * nkv + g) * hd,
+      nkv * hd,
+      sc,
+      r0 * s,
+      s,
+    );
+  }
+  const shift = s - t;
+  if (ws) {
+    // the same passes as below, as SIMD kernels over sc (which is ws.sc)
+    ws.probs(p.causal, shift, p.scale, (lse ?? lseIn)!, (bi * nh + h) * t, lseIn !== null);
+    return;
+  }
+  for (let ti = 0; ti < t; ti++) {
+    const row = ti * s;
+    const lim = p.causal ? Math.min(s, ti + shift + 1) : s;
+    let m = -Infinity;
+    for (let j = 0; j < s; j++) {
+      const visible = j < lim && (!mask || mask[bi * s + j] !== 0);
+      const v = visible ? sc[row + j] * p.scale : -Infinity;
+      sc[row + j] = v;
+      if (v > m) m = v;
+    }
+    const li = (bi * nh + h) * t + ti;
+    let z: number;
+    if (lseIn) z = lseIn[li];
+    else if (m === -Infinity) z = -Infinity;
+    else {
+      let sum = 0;
+      for (let j = 0; j < s; j++) sum += Math.exp(sc[row + j] - m);
+      z = m + Math.log(sum);
+    }
+    if (lse) lse[li] = z;
+    for (let j = 0; j < s; j++) sc[row + j] = z === -Infinity ? 0 : Math.exp(sc[row + j] - z);
+  }
+}
+
+/**
+ * Forward of one (batch, head): probabilities into `sc` (the workspace's when `ws`), lse, then
+ * out = P·V block by block.
+ */
+export function attentionForwardHead(
+  d: AttnShape,
+  bi: number,
+  h: number,
+  q: TypedArray,
+  k: TypedArray,
+  v: TypedArray,
+  mask: TypedArray | null,
+  out: TypedArray,
+  lse: TypedArray,
+  p: AttnOptions,
+  sc: TypedArray,
+  ws: AttnWorkspace | null,
+): void {
+  const { t, s, nh, nkv, hd } = d;
+  probs(d, bi, h, q, k, mask, p, sc, lse, null, ws);
+  const g = Math.floor(h / (nh / nkv));
+  for (const [r0, r1, lim] of rowBlocks(d, p.causal)) {
+    gemm(
+      false,
+      false,
+      r1 - r0,
+      hd,
+      lim,
+      sc,
+      r0 * s,
+      s,
+      v,
+      (bi * s * nkv + g) * hd,
+      nkv * hd,
+      out,
+      (bi * t * nh + h) * hd + r0 * nh * hd,
+      nh * hd,
+    );
+  }
+}
+
+/** The saved tensors and gradients of one attention backward call. */
+export interface AttnBackwardArrays {
+  q: TypedArray;
+  k: TypedArray;
+  v: TypedArray;
+  o: TypedArray;
+  lse: TypedArray;
+  dout: TypedArray;
+  mask: TypedArray | null;
+  dq: TypedArray;
+  dk: TypedArray;
+  dv: TypedArray;
+}
+
+/**
+ * Backward of one (batch, head), with P recomputed from lse into `p`: dV += Pᵀ dO ; dP = dO Vᵀ ;
+ * dS = P ⊙ (dP − rowsum(dO ⊙ O)) · scale ; dQ = dS K ; dK += dSᵀ Q. `p`, `dp` and `dsum` are
+ * scratch ([T, S], [T, S], [T]: the workspace's when `ws`).
+ */
+export function attentionBackwardHead(
+  d: AttnShape,
+  bi: number,
+  h: number,
+  a: AttnBackwardArrays,
+  prm: AttnOptions,
+  p: TypedArray,
+  dp: TypedArray,
+  dsum: TypedArray,
+  ws: AttnWorkspace | null,
+): void {
+  const { t, s, nh, nkv, hd } = d;
+  const { q, k, v, o, dout, dq, dk, dv } = a;
+  const g = Math.floor(h / (nh / nkv));
+  const qo = (bi * t * nh + h) * hd, ko = (bi * s * nkv + g) * hd;
+  probs(d, bi, h, q, k, a.mask, prm, p, null, a.lse, ws);
+  for (let ti = 0; ti < t; ti++) {
+    let acc = 0;
+    for (let i = 0; i < hd; i++) {
+      acc += dout[qo + ti * nh * hd + i] * o[qo + ti * nh * hd + i];
+    }
+    dsum[ti] = acc;
+  }
+  // row block by row block, over the keys the block sees (P and dS are 0 past them)
+  for (const [r0, r1, lim] of rowBlocks(d, prm.causal)) {
+    const m = r1 - r0, qb = qo + r0 * nh * hd, pb = r0 * s;
+    // dV += Pᵀ dO
+    gemm(true, false, lim, hd, m, p, pb, s, dout, qb, nh * hd, dv, ko, nkv * hd, 1);
+    // dP = dO Vᵀ
+    gemm(false, true, m, lim, hd, dout, qb, nh * hd, v, ko, nkv * hd, dp, pb, s);
+    if (ws) ws.ds(prm.scale, r0, r1, lim);
+    else {
+      for (let ti = r0; ti < r1; ti++) {
+        const row = ti * s;
+        for (let j = 0; j < lim; j++) {
+          dp[row + j] = p[row + j] * (dp[row + j] - dsum[ti]) * prm.scale;
+        }
+      }
+    }
+    // dQ = dS K ; dK += dSᵀ Q
+    gemm(false, false, m, hd, lim, dp, pb, s, k, ko, nkv * hd, dq, qb, nh * hd);
+    gemm(true, false, lim, hd, m, dp, pb, s, q, qb, nh * hd, dk, ko, nkv * hd, 1);
+  }
+}
+
+/** The dimensions and options of a pooled call, as the kernel pool passes them (numbers). */
+function unpack(sc: readonly number[]): [AttnShape, AttnOptions] {
+  const [b, t, s, nh, nkv, hd, causal, scale] = sc;
+  return [{ b, t, s, nh, nkv, hd }, { causal: causal !== 0, scale }];
+}
+
+/**
+ * This thread's SIMD instance without a pool (the pool's threads split the units instead). Units
+ * only run where the calling thread's products are OpenBLAS's; a thread that could not load it
+ * would compute other bits, so it refuses.
+ */
+function unitSimd() {
+  const s = privateSimd();
+  if (!s) throw new Error("attention units: the wasm SIMD kernels are unavailable");
+  const g = getGemm();
+  if (g.kind !== "blas") {
+    throw new Error(`attention units: this thread's matrix products are ${g.detail}, not BLAS`);
+  }
+  return s;
+}
+
+/**
+ * Forward over units [u0, u1) of (batch, KV group): every query head of the group, in order, on
+ * this thread with its own SIMD instance. `a` is q, k, v, out, lse; `sc` the dimensions (b, t, s,
+ * nh, nkv, hd, causal 0/1, scale).
+ */
+export function attentionForwardUnits(
+  a: TypedArray[],
+  mask: TypedArray | null,
+  sc: readonly number[],
+  u0: number,
+  u1: number,
+): void {
+  const [d, p] = unpack(sc);
+  const [q, k, v, out, lse] = a;
+  const ws = new AttnWorkspace(unitSimd(), d.t, d.s, false, mask !== null);
+  const rep = d.nh / d.nkv;
+  for (let u = u0; u < u1; u++) {
+    const bi = Math.floor(u / d.nkv), g = u % d.nkv;
+    if (mask) ws.setMask(mask, bi * d.s);
+    for (let h = g * rep; h < (g + 1) * rep; h++) {
+      attentionForwardHead(d, bi, h, q, k, v, mask, out, lse, p, ws.sc, ws);
+    }
+  }
+}
+
+/**
+ * Backward over units [u0, u1) of (batch, KV group), as {@linkcode attentionForwardUnits}. `a` is
+ * q, k, v, o, lse, dout, dq, dk, dv.
+ */
+export function attentionBackwardUnits(
+  a: TypedArray[],
+  mask: TypedArray | null,
+  sc: readonly number[],
+  u0: number,
+  u1: number,
+): void {
+  const [d, p] = unpack(sc);
+  const [q, k, v, o, lse, dout, dq, dk, dv] = a;
+  const arrays = { q, k, v, o, lse, dout, mask, dq, dk, dv };
+  const ws = new AttnWorkspace(unitSimd(), d.t, d.s, true, mask !== null);
+  const rep = d.nh / d.nkv;
+  for (let u = u0; u < u1; u++) {
+    const bi = Math.floor(u / d.nkv), g = u % d.nkv;
+    if (mask) ws.setMask(mask, bi * d.s);
+    for (let h = g * rep; h < (g + 1) * rep; h++) {
+      attentionBackwardHead(d, bi, h, arrays, p, ws.sc, ws.dp, ws.dsum, ws);
+    }
+  }
+}

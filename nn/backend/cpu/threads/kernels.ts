@@ -1,0 +1,416 @@
+/**
+ * The CPU kernels that the kernel pool (`mod.ts`) may split over threads: each runs over a range
+ * [lo, hi) of elements or rows, so the calling thread and the workers (`worker.ts`) run the very
+ * same function on disjoint pieces. A row's arithmetic never depends on how the range was split
+ * (reductions run inside one row, or over all rows of one column), so the results are
+ * bit-identical to one call over the whole range. The ops (`nn/ops/`) call these functions for
+ * their CPU kernels, pooled or not.
+ *
+ * @module
+ */
+
+import type { TypedArray } from "../../../dtype.ts";
+import { EXPORTS, privateSimd, type SimdKernels } from "../simd/mod.ts";
+import type { KernelFn } from "../wasm_pool/protocol.ts";
+import { attentionBackwardUnits, attentionForwardUnits } from "../attention_heads.ts";
+
+/**
+ * AdamW over elements [i0, i1) of one f32 tensor, in torch's order of operations. Each element is
+ * computed in double precision and stored (rounded) into the output arrays, as torch stores g
+ * (clipped), p, m and v after every in-place op. Typed for Float32Array only, so V8 compiles it for
+ * exactly that (sharing it with the f64 path made it 2–3× slower). Outputs may alias p, m, v.
+ */
+export function adamwF32(
+  p: Float32Array,
+  g: Float32Array,
+  m: Float32Array,
+  v: Float32Array,
+  po: Float32Array,
+  mo: Float32Array,
+  vo: Float32Array,
+  beta1: number,
+  beta2: number,
+  eps: number,
+  decay: number,
+  a1: number,
+  a2: number,
+  stepSize: number,
+  invBc2Sqrt: number,
+  gradScale: number,
+  i0: number,
+  i1: number,
+): void {
+  for (let i = i0; i < i1; i++) {
+    const gi = Math.fround(g[i] * gradScale); // the clipped gradient, g.mul_(coef)
+    const mi = m[i] * beta1 + a1 * gi; // exp_avg.mul_(β₁).add_(g, alpha=1−β₁)
+    const vi = v[i] * beta2 + a2 * gi * gi; // exp_avg_sq.mul_(β₂).addcmul_(g, g, value=1−β₂)
+    const denom = Math.sqrt(vi) * invBc2Sqrt + eps; // (√v / √bc₂).add_(eps), one divide fewer
+    po[i] = p[i] * decay + (stepSize * mi) / denom; // p.mul_(1 − lr·λ).addcdiv_(m, denom, −step)
+    mo[i] = mi;
+    vo[i] = vi;
+  }
+}
+
+/** RMSNorm forward over rows [r0, r1) of x [rows, h]: y = w ⊙ x · rstd, rstd = 1/√(mean x² + eps). */
+export function rmsNormRows(
+  x: TypedArray,
+  w: TypedArray,
+  y: TypedArray,
+  rstd: TypedArray,
+  h: number,
+  eps: number,
+  r0: number,
+  r1: number,
+): void {
+  for (let r = r0; r < r1; r++) {
+    const base = r * h;
+    let ss = 0;
+    for (let i = 0; i < h; i++) ss += x[base + i] * x[base + i];
+    const rs = 1 / Math.sqrt(ss / h + eps);
+    rstd[r] = rs;
+    for (let i = 0; i < h; i++) y[base + i] = w[i] * (x[base + i] * rs);
+  }
+}
+
+/**
+ * RMSNorm backward, part `part` of `parts`: dx = rstd·w⊙ct − x·rstd³·(Σ w⊙ct⊙x)/h on its share of
+ * the rows, and dw = Σ_rows ct⊙x·rstd on its share of the columns (zeroed first, then every row in
+ * row order, so dw is accumulated exactly as one pass over all rows would). With one part, both in
+ * one pass. Writes every element of dx and dw.
+ */
+export function rmsNormBackwardPart(
+  ct: TypedArray,
+  x: TypedArray,
+  w: TypedArray,
+  rstd: TypedArray,
+  dx: TypedArray,
+  dw: TypedArray,
+  rows: number,
+  h: number,
+  parts: number,
+  part: number,
+): void {
+  if (parts === 1) {
+    dw.fill(0, 0, h);
+    for (let r = 0; r < rows; r++) {
+      const base = r * h, rs = rstd[r];
+      let dot = 0;
+      for (let i = 0; i < h; i++) dot += w[i] * ct[base + i] * x[base + i];
+      const c = rs * rs * rs * dot / h;
+      for (let i = 0; i < h; i++) {
+        dx[base + i] = rs * w[i] * ct[base + i] - x[base + i] * c;
+        dw[i] += ct[base + i] * x[base + i] * rs;
+      }
+    }
+    return;
+  }
+  const r0 = Math.floor(rows * part / parts), r1 = Math.floor(rows * (part + 1) / parts);
+  for (let r = r0; r < r1; r++) {
+    const base = r * h, rs = rstd[r];
+    let dot = 0;
+    for (let i = 0; i < h; i++) dot += w[i] * ct[base + i] * x[base + i];
+    const c = rs * rs * rs * dot / h;
+    for (let i = 0; i < h; i++) dx[base + i] = rs * w[i] * ct[base + i] - x[base + i] * c;
+  }
+  const c0 = Math.floor(h * part / parts), c1 = Math.floor(h * (part + 1) / parts);
+  dw.fill(0, c0, c1);
+  for (let r = 0; r < rows; r++) {
+    const base = r * h, rs = rstd[r];
+    for (let i = c0; i < c1; i++) dw[i] += ct[base + i] * x[base + i] * rs;
+  }
+}
+
+/**
+ * RoPE (rotate-half) over rows [q0, q1) of (batch, time) of x [B, T, NH, HD], with positions from
+ * `pos` (i32 [B, T]) or `offset + t`; `sg` −1 rotates backwards. Positions must have been checked.
+ */
+export function ropeRows(
+  x: TypedArray,
+  c: TypedArray,
+  s: TypedArray,
+  pos: TypedArray | null,
+  y: TypedArray,
+  t: number,
+  nh: number,
+  hd: number,
+  offset: number,
+  sg: number,
+  q0: number,
+  q1: number,
+): void {
+  const half = hd / 2;
+  for (let q = q0; q < q1; q++) {
+    const p = pos ? pos[q] : offset + q % t;
+    const tb = p * hd;
+    for (let h = 0; h < nh; h++) {
+      const base = (q * nh + h) * hd;
+      for (let i = 0; i < half; i++) {
+        const x1 = x[base + i], x2 = x[base + i + half];
+        y[base + i] = x1 * c[tb + i] - x2 * sg * s[tb + i];
+        y[base + i + half] = x2 * c[tb + i + half] + x1 * sg * s[tb + i + half];
+      }
+    }
+  }
+}
+
+/**
+ * Embedding backward, part `part` of `parts` of the columns of y [V, h]: zeroed, then y[ids[i], j]
+ * += ct[i, j] for every token i in order, on columns j of this part, so each element sums in the
+ * order of one pass. Writes every element of y.
+ */
+export function embeddingBackwardPart(
+  ct: TypedArray,
+  ids: TypedArray,
+  y: TypedArray,
+  h: number,
+  parts: number,
+  part: number,
+): void {
+  const c0 = Math.floor(h * part / parts), c1 = Math.floor(h * (part + 1) / parts);
+  if (parts === 1) y.fill(0);
+  else for (let r = 0; r < y.length; r += h) y.fill(0, r + c0, r + c1);
+  for (let i = 0; i < ids.length; i++) {
+    const base = ids[i] * h, src = i * h;
+    for (let j = c0; j < c1; j++) y[base + j] += ct[src + j];
+  }
+}
+
+/** Floats per array of one round of a pooled SIMD map (64 KiB: five arrays stay in L2). */
+const SIMD_ROUND = 16384;
+/** This thread's own SIMD instance (private memory, no pool), its bump allocator reset. */
+function localSimd(): SimdKernels {
+  const s = privateSimd();
+  if (!s) throw new Error("kernel pool: the wasm SIMD kernels are unavailable");
+  s.reset();
+  return s;
+}
+
+/**
+ * SIMD map `EXPORTS[map]` (`../simd/mod.ts`) over elements [i0, i1): the `ins` first arrays are inputs, the rest
+ * outputs; rounds of {@linkcode SIMD_ROUND} elements are copied into this thread's own wasm memory,
+ * mapped, and copied out. Elementwise, so any split gives the same bits.
+ */
+export function simdMapRange(
+  arrays: TypedArray[],
+  map: number,
+  ins: number,
+  i0: number,
+  i1: number,
+): void {
+  const s = localSimd();
+  const fn = s.k[EXPORTS[map]] as KernelFn;
+  const ptrs = arrays.map(() => s.alloc(SIMD_ROUND * 4));
+  const f32 = s.f32; // after the allocations, which may grow the memory
+  for (let c = i0; c < i1; c += SIMD_ROUND) {
+    const e = Math.min(i1, c + SIMD_ROUND);
+    for (let q = 0; q < ins; q++) f32.set(arrays[q].subarray(c, e), ptrs[q] >> 2);
+    fn(...ptrs, 0, e - c);
+    for (let q = ins; q < arrays.length; q++) {
+      (arrays[q] as Float32Array).set(f32.subarray(ptrs[q] >> 2, (ptrs[q] >> 2) + e - c), c);
+    }
+  }
+}
+
+/** Rows of `n` values per round of a pooled SIMD row kernel (about 64 Ki values, at least 1). */
+function roundRows(n: number): number {
+  return Math.max(1, Math.floor(65536 / n));
+}
+
+/**
+ * Runs `kernel` over rows [r0, r1) of x [rows, n] in rounds: each round's rows of x are copied to
+ * `xp` in this thread's SIMD memory, with `extra` bytes a row reserved at `ep`.
+ */
+function rowRounds(
+  x: TypedArray,
+  n: number,
+  r0: number,
+  r1: number,
+  extra: number,
+  kernel: (l: SimdKernels, xp: number, ep: number, r: number, e: number) => void,
+): void {
+  const rr = roundRows(n);
+  const l = localSimd();
+  const xp = l.alloc(rr * n * 4), ep = l.alloc(rr * extra);
+  for (let r = r0; r < r1; r += rr) {
+    const e = Math.min(r1, r + rr);
+    l.f32.set(x.subarray(r * n, e * n), xp >> 2);
+    kernel(l, xp, ep, r, e);
+  }
+}
+
+/**
+ * Max and Σ exp(x − max) (f64) of rows [r0, r1) of x [rows, n] into `out` (f64 pairs), by the SIMD
+ * `row_stats` kernel on this thread's own memory. Row by row, so any split gives the same bits.
+ */
+export function simdRowStats(
+  x: TypedArray,
+  out: TypedArray,
+  n: number,
+  r0: number,
+  r1: number,
+): void {
+  rowRounds(x, n, r0, r1, 16, (l, xp, op, r, e) => {
+    l.k.row_stats(xp, n, n, op, 0, e - r);
+    out.set(l.f64.subarray(op >> 3, (op >> 3) + 2 * (e - r)), 2 * r);
+  });
+}
+
+/**
+ * y = exp((x − hi) − lo)·g on rows [r0, r1) of x [rows, n], zero from each row's `lim` on, by the
+ * SIMD `row_exp` kernel on this thread's own memory; `prm` holds each row's block (f32 hi, lo, g,
+ * then lim as i32 bits), 4 values a row. Row by row, so any split gives the same bits.
+ */
+export function simdRowExp(
+  x: TypedArray,
+  y: TypedArray,
+  prm: TypedArray,
+  n: number,
+  r0: number,
+  r1: number,
+): void {
+  rowRounds(x, n, r0, r1, 16, (l, xp, pp, r, e) => {
+    l.f32.set(prm.subarray(4 * r, 4 * e), pp >> 2);
+    l.k.row_exp(xp, xp, n, n, pp, 0, e - r);
+    (y as Float32Array).set(l.f32.subarray(xp >> 2, (xp >> 2) + (e - r) * n), r * n);
+  });
+}
+
+/** A kernel the pool can run: its arrays, its scalars, and the range [lo, hi) of one piece. */
+export interface RangeKernel {
+  /** How many typed arrays it takes. */
+  readonly arrays: number;
+  /** Which of them it writes (copied back when they had to travel through scratch memory). */
+  readonly writes: readonly number[];
+  /** Runs the piece [lo, hi). */
+  run(a: TypedArray[], s: readonly number[], lo: number, hi: number): void;
+}
+
+const f32 = (a: TypedArray) => a as Float32Array;
+
+/** The pooled kernels by name; jobs name them by their index in {@linkcode KERNEL_NAMES}. */
+export const KERNELS = {
+  /** p, g, m, v, po, mo, vo; β₁, β₂, eps, decay, 1−β₁, 1−β₂, step size, 1/√bc₂, grad scale. */
+  adamw: {
+    arrays: 7,
+    writes: [4, 5, 6],
+    run: (a, s, lo, hi) =>
+      adamwF32(
+        f32(a[0]),
+        f32(a[1]),
+        f32(a[2]),
+        f32(a[3]),
+        f32(a[4]),
+        f32(a[5]),
+        f32(a[6]),
+        s[0],
+        s[1],
+        s[2],
+        s[3],
+        s[4],
+        s[5],
+        s[6],
+        s[7],
+        s[8],
+        lo,
+        hi,
+      ),
+  },
+  /** x, w, y, rstd; h, eps; rows. */
+  rms_norm: {
+    arrays: 4,
+    writes: [2, 3],
+    run: (a, s, lo, hi) => rmsNormRows(a[0], a[1], a[2], a[3], s[0], s[1], lo, hi),
+  },
+  /** ct, x, w, rstd, dx, dw; rows, h, parts; parts (one at a time). */
+  rms_norm_backward: {
+    arrays: 6,
+    writes: [4, 5],
+    run: (a, s, lo, hi) => {
+      for (let p = lo; p < hi; p++) {
+        rmsNormBackwardPart(a[0], a[1], a[2], a[3], a[4], a[5], s[0], s[1], s[2], p);
+      }
+    },
+  },
+  /** x, cos, sin, y; t, nh, hd, offset, sign; (batch, time) rows. */
+  rope: {
+    arrays: 4,
+    writes: [3],
+    run: (a, s, lo, hi) =>
+      ropeRows(a[0], a[1], a[2], null, a[3], s[0], s[1], s[2], s[3], s[4], lo, hi),
+  },
+  /** x, cos, sin, pos, y; t, nh, hd, 0, sign; (batch, time) rows. */
+  rope_pos: {
+    arrays: 5,
+    writes: [4],
+    run: (a, s, lo, hi) =>
+      ropeRows(a[0], a[1], a[2], a[3], a[4], s[0], s[1], s[2], s[3], s[4], lo, hi),
+  },
+  /** ct, ids, y; h, parts; parts (one at a time). */
+  embedding_backward: {
+    arrays: 3,
+    writes: [2],
+    run: (a, s, lo, hi) => {
+      for (let p = lo; p < hi; p++) embeddingBackwardPart(a[0], a[1], a[2], s[0], s[1], p);
+    },
+  },
+  /** x (f32), out (f64 pairs); n; rows. */
+  simd_row_stats: {
+    arrays: 2,
+    writes: [1],
+    run: (a, s, lo, hi) => simdRowStats(a[0], a[1], s[0], lo, hi),
+  },
+  /** x, y, prm (f32 rows of hi, lo, g, lim bits); n; rows. */
+  simd_row_exp: {
+    arrays: 3,
+    writes: [1],
+    run: (a, s, lo, hi) => simdRowExp(a[0], a[1], a[2], s[0], lo, hi),
+  },
+  /** q, k, v, out, lse; b, t, s, nh, nkv, hd, causal, scale; (batch, KV group) units. */
+  attention_forward: {
+    arrays: 5,
+    writes: [3, 4],
+    run: (a, s, lo, hi) => attentionForwardUnits(a, null, s, lo, hi),
+  },
+  /** As attention_forward, then the key mask. */
+  attention_forward_masked: {
+    arrays: 6,
+    writes: [3, 4],
+    run: (a, s, lo, hi) => attentionForwardUnits(a, a[5], s, lo, hi),
+  },
+  /** q, k, v, o, lse, dout, dq, dk, dv; as attention_forward. */
+  attention_backward: {
+    arrays: 9,
+    writes: [6, 7, 8],
+    run: (a, s, lo, hi) => attentionBackwardUnits(a, null, s, lo, hi),
+  },
+  /** As attention_backward, then the key mask. */
+  attention_backward_masked: {
+    arrays: 10,
+    writes: [6, 7, 8],
+    run: (a, s, lo, hi) => attentionBackwardUnits(a, a[9], s, lo, hi),
+  },
+  /** One input and one output; the map's index, 1. */
+  simd_map1: {
+    arrays: 2,
+    writes: [1],
+    run: (a, s, lo, hi) => simdMapRange(a, s[0], 1, lo, hi),
+  },
+  /** g, u, y (swiglu); its index, 2. */
+  simd_map2: {
+    arrays: 3,
+    writes: [2],
+    run: (a, s, lo, hi) => simdMapRange(a, s[0], 2, lo, hi),
+  },
+  /** ct, g, u, dg, du (swiglu backward); its index, 3. */
+  simd_map3: {
+    arrays: 5,
+    writes: [3, 4],
+    run: (a, s, lo, hi) => simdMapRange(a, s[0], 3, lo, hi),
+  },
+} satisfies Record<string, RangeKernel>;
+
+/** A pooled kernel's name. */
+export type KernelName = keyof typeof KERNELS;
+
+/** The kernels' names in job order. */
+export const KERNEL_NAMES: readonly KernelName[] = Object.keys(KERNELS) as KernelName[];

@@ -1,0 +1,381 @@
+/**
+ * Worker threads for the CPU backend's kernels (`kernels.ts`: AdamW, RMSNorm, RoPE, the embedding
+ * gradient, the SIMD maps and row kernels, attention by (batch, KV group) units). The backend
+ * allocates its large arrays on `SharedArrayBuffer`s while this pool is on
+ * ({@linkcode sharedArraysOn}), so workers can read and write them in place; a kernel call is
+ * split into pieces over rows, elements or units that the calling thread and the workers claim
+ * through a control block (`../wasm_pool/protocol.ts`, the protocol of the wasm pools). The calling
+ * thread always takes part, so a call finishes even when no worker is ready, awake or started.
+ *
+ * Workers learn about a shared buffer the first time a call uses it: the calling thread posts it
+ * on each worker's `MessagePort`, and the worker takes it with `receiveMessageOnPort` (synchronous,
+ * so a worker blocked in `Atomics.wait` needs no event loop). Once the calling thread's buffer is
+ * garbage-collected, the workers are told to drop theirs. Arrays that are not shared (small ones,
+ * like a norm's weight) travel through a scratch shared buffer; large ones that are not shared
+ * (adopted by the backend) make the call run on the calling thread.
+ *
+ * Off with `MINIMIND_CPU_THREADS=1` (then the backend allocates plain `ArrayBuffer`s, as before
+ * this pool existed); the default is `OPENBLAS_NUM_THREADS` when set, else one thread per core (at
+ * most 8). Needs `node:worker_threads` (Deno, Node); elsewhere, and without read permission on the
+ * worker's file, it is off.
+ *
+ * @module
+ */
+
+import type { DType, TypedArray } from "../../../dtype.ts";
+import { CTRL_BYTES, type KernelFn } from "../wasm_pool/protocol.ts";
+import {
+  canSpawn,
+  ChunkPool,
+  hasNodeWorkers,
+  type PoolWorker,
+  spawnWorker,
+} from "../wasm_pool/chunk_pool.ts";
+import { KERNEL_NAMES, type KernelName, KERNELS } from "./kernels.ts";
+import { simd } from "../simd/mod.ts";
+import { singleThreadedGemm } from "../gemm_adapter.ts";
+
+export { KERNEL_NAMES, type KernelName } from "./kernels.ts";
+
+const WORKER_URL = new URL("./worker.ts", import.meta.url);
+
+/** Word of the control block a worker sets when a kernel threw (the call then throws). */
+export const ERROR_WORD = 96;
+
+/** A view of `length` elements at byte `offset` of `b`, of the kind a job's descriptor names. */
+export function arrayView(
+  kind: number,
+  b: SharedArrayBuffer,
+  offset: number,
+  length: number,
+): TypedArray {
+  switch (kind) {
+    case 0:
+      return new Float32Array(b, offset, length);
+    case 1:
+      return new Float64Array(b, offset, length);
+    case 2:
+      return new Int32Array(b, offset, length);
+    default:
+      return new Uint32Array(b, offset, length);
+  }
+}
+
+function kindOf(a: TypedArray): number {
+  if (a instanceof Float32Array) return 0;
+  if (a instanceof Float64Array) return 1;
+  return a instanceof Int32Array ? 2 : 3;
+}
+
+/** Numbers per array descriptor in a job's arguments: buffer id, kind, byte offset, length. */
+export const DESC = 4;
+
+/** Bytes of non-shared arrays one call may copy through scratch memory (else: calling thread). */
+const SCRATCH_MAX = 1 << 20;
+
+/** Spin iterations of an idle worker before it sleeps: none (see `../simd/mod.ts`). */
+const WORKER_SPIN = 0;
+
+/** First message a kernel worker receives. */
+export interface KernelWorkerInit {
+  /** The control block. */
+  ctrl: SharedArrayBuffer;
+  /** Where shared buffers are announced: `[id, buffer]` to add, `[-id]` to drop. */
+  port: MessagePort;
+  /** Spin iterations before sleeping. */
+  spin: number;
+}
+
+/** The calling thread's side of the kernel pool. */
+export class KernelPool extends ChunkPool {
+  protected readonly workerName = "kernel worker";
+  readonly #ctrl: SharedArrayBuffer;
+  readonly #i32: Int32Array;
+  /** Each worker's port (this side). */
+  readonly #ports: MessagePort[] = [];
+  /** Ids of the buffers announced to workers. */
+  readonly #ids = new WeakMap<SharedArrayBuffer, number>();
+  /** Announced buffers by id, for workers that start later. */
+  readonly #live = new Map<number, WeakRef<SharedArrayBuffer>>();
+  #nextId = 1;
+  readonly #gone = new FinalizationRegistry<number>((id) => {
+    this.#live.delete(id);
+    for (const p of this.#ports) p.postMessage([-id]);
+  });
+  /** The arrays of the call in progress (the calling thread's kernels read them directly). */
+  #current: TypedArray[] = [];
+  #scratch = new Float64Array(new SharedArrayBuffer(64 * 1024));
+
+  /** A pool with no workers yet ({@linkcode ChunkPool.start} adds them). */
+  constructor() {
+    const ctrl = new SharedArrayBuffer(CTRL_BYTES);
+    const fns: KernelFn[] = KERNEL_NAMES.map((name) => {
+      const k = KERNELS[name];
+      return (...a: number[]) => {
+        const n = a.length;
+        k.run(this.#current, a.slice(k.arrays * DESC, n - 2), a[n - 2], a[n - 1]);
+      };
+    });
+    super(new Int32Array(ctrl), new Float64Array(ctrl), fns);
+    this.#ctrl = ctrl;
+    this.#i32 = new Int32Array(ctrl);
+  }
+
+  protected async startWorker(webWorker: boolean): Promise<PoolWorker> {
+    if (webWorker || !hasNodeWorkers) {
+      throw new Error("kernel workers need node:worker_threads (receiveMessageOnPort)");
+    }
+    const { MessageChannel } = await import("node:worker_threads");
+    const { port1, port2 } = new MessageChannel();
+    for (const [id, ref] of this.#live) {
+      const b = ref.deref();
+      if (b) port1.postMessage([id, b]);
+    }
+    const init: KernelWorkerInit = {
+      ctrl: this.#ctrl,
+      port: port2 as unknown as MessagePort,
+      spin: WORKER_SPIN,
+    };
+    const w = await spawnWorker(WORKER_URL, init, false, [port2]);
+    this.#ports.push(port1 as unknown as MessagePort);
+    (port1 as unknown as { unref?(): void }).unref?.();
+    return w;
+  }
+
+  /** The id of `b`, announcing it to the workers the first time. */
+  #idOf(b: SharedArrayBuffer): number {
+    let id = this.#ids.get(b);
+    if (id === undefined) {
+      id = this.#nextId++;
+      this.#ids.set(b, id);
+      this.#live.set(id, new WeakRef(b));
+      this.#gone.register(b, id);
+      for (const p of this.#ports) p.postMessage([id, b]);
+    }
+    return id;
+  }
+
+  /**
+   * Runs kernel `name` on `arrays` and `scalars` over [lo, hi) in pieces of `per`, shared with the
+   * workers; returns false (and runs nothing) when an array is large and not shared.
+   */
+  call(
+    name: KernelName,
+    arrays: TypedArray[],
+    scalars: number[],
+    lo: number,
+    hi: number,
+    per: number,
+  ): boolean {
+    const k = KERNELS[name];
+    // non-shared arrays go through scratch memory (the same array twice shares one copy)
+    const copies = new Map<TypedArray, TypedArray>();
+    let bytes = 0;
+    for (const a of arrays) {
+      if (a.buffer instanceof SharedArrayBuffer || copies.has(a)) continue;
+      bytes += (a.byteLength + 63) & ~63;
+      if (bytes > SCRATCH_MAX) return false;
+      copies.set(a, a);
+    }
+    if (copies.size) {
+      if (this.#scratch.byteLength < bytes) {
+        this.#scratch = new Float64Array(new SharedArrayBuffer(Math.max(bytes, SCRATCH_MAX)));
+      }
+      let at = 0;
+      for (const a of copies.keys()) {
+        const c = arrayView(kindOf(a), this.#scratch.buffer as SharedArrayBuffer, at, a.length);
+        c.set(a as never);
+        copies.set(a, c);
+        at += (a.byteLength + 63) & ~63;
+      }
+    }
+    const used = arrays.map((a) => copies.get(a) ?? a);
+    const args: number[] = [];
+    for (const a of used) {
+      args.push(this.#idOf(a.buffer as SharedArrayBuffer), kindOf(a), a.byteOffset, a.length);
+    }
+    args.push(...scalars, 0, 0);
+    this.#current = used;
+    try {
+      this.run(KERNEL_NAMES.indexOf(name), args, args.length - 2, args.length - 1, lo, hi, per);
+    } finally {
+      this.#current = [];
+    }
+    if (Atomics.load(this.#i32, ERROR_WORD)) {
+      Atomics.store(this.#i32, ERROR_WORD, 0);
+      throw new Error(`kernel pool: ${name} failed on a worker thread (its error is on stderr)`);
+    }
+    for (const i of k.writes) {
+      const c = copies.get(arrays[i]);
+      if (c) arrays[i].set(c as never);
+    }
+    return true;
+  }
+}
+
+/** Reads an environment variable only when already allowed: asking would prompt for nothing. */
+function envGet(name: string): string | undefined {
+  const d = (globalThis as { Deno?: typeof Deno }).Deno;
+  if (d) {
+    try {
+      if (d.permissions.querySync({ name: "env", variable: name }).state !== "granted") return;
+      return d.env.get(name)?.trim();
+    } catch {
+      return undefined;
+    }
+  }
+  return (globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env
+    ?.[name]?.trim();
+}
+
+/**
+ * Threads wanted: `MINIMIND_CPU_THREADS`, else `OPENBLAS_NUM_THREADS` (the matrix products' threads:
+ * a data-parallel run with one per process stays at one), else the cores (at most 8).
+ */
+function wantedThreads(): number {
+  for (const name of ["MINIMIND_CPU_THREADS", "OPENBLAS_NUM_THREADS"]) {
+    const env = Number(envGet(name));
+    if (Number.isInteger(env) && env >= 1) return env;
+  }
+  const nav = (globalThis as { navigator?: { hardwareConcurrency?: number } }).navigator;
+  return Math.max(1, Math.min(8, nav?.hardwareConcurrency ?? 1));
+}
+
+let pool: KernelPool | null | undefined;
+let dispatch = true;
+let starting: Promise<void> = Promise.resolve();
+
+/** The pool, created (and its workers started in the background) on first use; null when off. */
+function thePool(): KernelPool | null {
+  if (pool !== undefined) return pool;
+  const threads = wantedThreads();
+  if (
+    threads <= 1 || !hasNodeWorkers || typeof SharedArrayBuffer === "undefined" ||
+    !canSpawn(WORKER_URL)
+  ) {
+    return pool = null;
+  }
+  pool = new KernelPool();
+  const p = pool;
+  starting = starting.then(() => p.start(threads)).catch(() => {});
+  return pool;
+}
+
+/**
+ * Whether the CPU backend should allocate its large arrays on `SharedArrayBuffer`s: the kernel
+ * pool is on (more than one thread wanted, workers can start). Decided on first call.
+ */
+export function sharedArraysOn(): boolean {
+  return thePool() !== null;
+}
+
+/** A zeroed typed array of `size` elements of `dtype` on a new `SharedArrayBuffer`. */
+export function sharedArray(dtype: DType, size: number): TypedArray {
+  switch (dtype) {
+    case "f32":
+      return new Float32Array(new SharedArrayBuffer(size * 4));
+    case "f64":
+      return new Float64Array(new SharedArrayBuffer(size * 8));
+    case "i32":
+      return new Int32Array(new SharedArrayBuffer(size * 4));
+    case "u32":
+      return new Uint32Array(new SharedArrayBuffer(size * 4));
+  }
+}
+
+/**
+ * Runs kernel `name` over [lo, hi): split in pieces of at least `grain` (about four per thread)
+ * over the pool's threads when the pool is on and the range is worth splitting, else in one call
+ * on this thread. Either way the results are the same bits.
+ *
+ * @param name the kernel (`kernels.ts`)
+ * @param arrays its typed arrays, in its order
+ * @param scalars its numbers, in its order
+ * @param lo first element or row
+ * @param hi end of the range
+ * @param grain fewest elements or rows one piece is worth (a handoff costs microseconds)
+ */
+export function parallel(
+  name: KernelName,
+  arrays: TypedArray[],
+  scalars: number[],
+  lo: number,
+  hi: number,
+  grain: number,
+): void {
+  const p = dispatch ? thePool() : null;
+  if (p && p.threads > 1 && hi - lo >= 2 * grain) {
+    const per = Math.max(grain, Math.ceil((hi - lo) / (4 * p.threads)));
+    if (p.call(name, arrays, scalars, lo, hi, per)) return;
+  }
+  KERNELS[name].run(arrays, scalars, lo, hi);
+}
+
+/**
+ * Runs an f32 attention call (forward, or backward with `backward`) on the pool: whole (batch, KV
+ * group) units per thread, each thread's matrix products on one BLAS thread (OpenBLAS is set to one
+ * thread for the call) and its softmax on its own SIMD instance. `arrays` are the op's outputs'
+ * and inputs' arrays in the unit kernels' order (`../attention_heads.ts`). False (nothing done)
+ * when the pool has one thread, the call has fewer than two units or too little work (a decode
+ * step), or the arrays are not f32, SIMD is off or the products are not OpenBLAS's: the op then
+ * runs its loop.
+ */
+export function pooledAttention(
+  q: TypedArray,
+  d: { b: number; t: number; s: number; nh: number; nkv: number; hd: number },
+  params: { causal: boolean; scale: number },
+  arrays: TypedArray[],
+  mask: TypedArray | null,
+  backward: boolean,
+): boolean {
+  const units = d.b * d.nkv;
+  if (
+    !(q instanceof Float32Array) || units < 2 || d.b * d.nh * d.t * d.s * d.hd < ATTENTION_MIN ||
+    kernelThreads() < 2 || !simd()
+  ) return false;
+  const restore = singleThreadedGemm();
+  if (!restore) return false;
+  try {
+    const name = backward
+      ? (mask ? "attention_backward_masked" : "attention_backward")
+      : (mask ? "attention_forward_masked" : "attention_forward");
+    const scalars = [d.b, d.t, d.s, d.nh, d.nkv, d.hd, params.causal ? 1 : 0, params.scale];
+    parallel(name, mask ? [...arrays, mask] : arrays, scalars, 0, units, 1);
+  } finally {
+    restore();
+  }
+  return true;
+}
+
+/** Fewest multiply-adds of QKᵀ (B·NH·T·S·HD) worth splitting an attention call (~1 ms of work). */
+const ATTENTION_MIN = 1 << 22;
+
+/** Threads sharing pooled kernel calls now (1 while off or before the workers are ready). */
+export function kernelThreads(): number {
+  return (dispatch ? thePool()?.threads : 1) ?? 1;
+}
+
+/** Chunks of pooled calls that workers (not the calling thread) ran so far. */
+export function workerChunks(): number {
+  return pool?.workerChunks ?? 0;
+}
+
+/**
+ * Creates the pool if it is on and resolves once its workers are ready (or failed to start: then
+ * calls run on the calling thread). Optional: the first pooled call starts them in the background.
+ */
+export async function initKernelThreads(): Promise<number> {
+  thePool();
+  await starting;
+  return kernelThreads();
+}
+
+/**
+ * Turns splitting calls over the pool on or off for this process (tests compare the two paths;
+ * arrays already shared stay shared).
+ *
+ * @param on false: every kernel call runs on the calling thread
+ */
+export function setKernelThreadsEnabled(on: boolean): void {
+  dispatch = on;
+}
