@@ -278,34 +278,39 @@ Deno.test("gemm wasm 2 threads on a web Worker (the browser path)", async () => 
 
 const requireBlas = Deno.env.get("MINIMIND_REQUIRE_BLAS") === "1";
 const blas = openBlas();
-for (const [ta, tb] of VARIANTS) {
-  // without BLAS the check is skipped (and reported as skipped), unless MINIMIND_REQUIRE_BLAS=1
-  // (CI) turns the missing library into a failure
+type LoadedBlas = Extract<typeof blas, { sgemm: unknown }>;
+
+/**
+ * A test of the BLAS backend: without BLAS it is skipped (and reported as skipped), unless
+ * MINIMIND_REQUIRE_BLAS=1 (CI) turns the missing library into a failure.
+ */
+function blasTest(name: string, fn: (b: LoadedBlas) => void | Promise<void>): void {
   const has = "sgemm" in blas;
   Deno.test({
-    name: `gemm blas: ${variantName(ta, tb)} matches f64${
+    name: `gemm blas: ${name}${
       has || requireBlas ? "" : ` (skipped: no BLAS here, ${blas.reason})`
     }`,
     ignore: !has && !requireBlas,
-    fn() {
+    async fn() {
       if (!("sgemm" in blas)) {
         throw new Error(
           `MINIMIND_REQUIRE_BLAS=1 but no BLAS: ${blas.reason}\n${blas.tried.join("\n")}`,
         );
       }
-      checkVariant((x) => blas.sgemm(x), ta, tb);
+      await fn(blas);
     },
   });
 }
 
-Deno.test({
-  name:
-    `gemm blas: sumSquares (cblas_dsdot) is Σx² within f32 rounding, the global-norm op uses it${
-      "sgemm" in blas || requireBlas ? "" : " (skipped: no BLAS here)"
-    }`,
-  ignore: !("sgemm" in blas) && !requireBlas,
-  async fn() {
-    if (!("sgemm" in blas)) throw new Error(`MINIMIND_REQUIRE_BLAS=1 but no BLAS: ${blas.reason}`);
+for (const [ta, tb] of VARIANTS) {
+  blasTest(`${variantName(ta, tb)} matches f64`, (b) => {
+    checkVariant((x) => b.sgemm(x), ta, tb);
+  });
+}
+
+blasTest(
+  "sumSquares (cblas_dsdot) is Σx² within f32 rounding, the global-norm op uses it",
+  async (blas) => {
     const { tensor } = await import("../../../creation.ts");
     const { sumSquares } = await import("../../../ops/reduce.ts");
     const x = Float32Array.from({ length: 100_003 }, (_, i) => Math.sin(i) * (1 + (i % 7)));
@@ -323,15 +328,11 @@ Deno.test({
     t.dispose();
     y.dispose();
   },
-});
+);
 
-Deno.test({
-  name: `gemm blas: the add op on large f32 arrays (copy + cblas_saxpy) gives the JS loop's bits${
-    "sgemm" in blas || requireBlas ? "" : " (skipped: no BLAS here)"
-  }`,
-  ignore: !("sgemm" in blas) && !requireBlas,
-  async fn() {
-    if (!("sgemm" in blas)) throw new Error(`MINIMIND_REQUIRE_BLAS=1 but no BLAS: ${blas.reason}`);
+blasTest(
+  "the add op on large f32 arrays (copy + cblas_saxpy) gives the JS loop's bits",
+  async (blas) => {
     const { tensor } = await import("../../../creation.ts");
     const { add } = await import("../../../ops/binary.ts");
     const { addF32 } = await import("../gemm_adapter.ts");
@@ -351,7 +352,7 @@ Deno.test({
     ta.dispose();
     tb.dispose();
   },
-});
+);
 
 Deno.test("gemm blas: OpenMP builds of OpenBLAS are refused by path, missing libraries reported", () => {
   const miss = openBlas({
