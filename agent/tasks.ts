@@ -337,6 +337,23 @@ function copyPool(tasks: readonly AgentTask[]): string[] {
   return pool;
 }
 
+/** `count` runs of `min`–`max` copy values (one separator per run), the same for a seed. */
+function copyRuns(
+  tasks: readonly AgentTask[],
+  count: number,
+  seed: number,
+  min: number,
+  max: number,
+): string[] {
+  const pool = copyPool(tasks);
+  const rng = new Rng(mixSeed(seed, "agent-copy"));
+  const seps = [" ", "，", "、"];
+  return Array.from({ length: count }, () => {
+    const n = min + rng.int(max - min + 1), sep = seps[rng.int(seps.length)];
+    return Array.from({ length: n }, () => pool[rng.int(pool.length)]).join(sep);
+  });
+}
+
 /**
  * Copy warm-up texts for pretraining (`{"text"}`): 6–12 values the tool-use tasks copy, a
  * newline, and the same run again (the second half is predictable only by copying).
@@ -351,14 +368,7 @@ export function copyTexts(
   count: number,
   seed: number,
 ): { text: string }[] {
-  const pool = copyPool(tasks);
-  const rng = new Rng(mixSeed(seed, "agent-copy"));
-  const seps = [" ", "，", "、"];
-  return Array.from({ length: count }, () => {
-    const n = 6 + rng.int(7), sep = seps[rng.int(seps.length)];
-    const run = Array.from({ length: n }, () => pool[rng.int(pool.length)]).join(sep);
-    return { text: `${run}\n${run}` };
-  });
+  return copyRuns(tasks, count, seed, 6, 12).map((run) => ({ text: `${run}\n${run}` }));
 }
 
 /**
@@ -379,17 +389,10 @@ export function copyRecords(
   count: number,
   seed: number,
 ): { conversations: ChatMessage[] }[] {
-  const pool = copyPool(tasks);
-  const rng = new Rng(mixSeed(seed, "agent-copy"));
-  const seps = [" ", "，", "、"];
-  return Array.from({ length: count }, () => {
-    const n = 2 + rng.int(5), sep = seps[rng.int(seps.length)];
-    const run = Array.from({ length: n }, () => pool[rng.int(pool.length)]).join(sep);
-    return {
-      conversations: [
-        { role: "user", content: `照抄：${run}` },
-        { role: "assistant", content: run },
-      ],
-    };
-  });
+  return copyRuns(tasks, count, seed, 2, 6).map((run) => ({
+    conversations: [
+      { role: "user", content: `照抄：${run}` },
+      { role: "assistant", content: run },
+    ],
+  }));
 }
