@@ -203,12 +203,14 @@ Deno.test("Ctrl-C in deno task pretrain saves a resume checkpoint and exits 130"
   );
   const { info } = await loadResume(join(dir, "ck", "pretrain_32_resume.safetensors"));
   // it stops after the step in progress when the signal lands (how many steps the child ran
-  // before that depends on the pipe and the machine, not on the loop): at most one step is logged
-  // after the notice, and the checkpoint is that last logged step
+  // before that depends on the pipe and the machine, not on the loop). A step's line is printed
+  // once the next step is encoded, so when the notice appears the step before the one in
+  // progress may still be unlogged: at most two steps are logged after the notice, and the
+  // checkpoint is the last logged step
   const notice = out.indexOf("Ctrl-C: saving a resume checkpoint after this step");
   assert.ok(notice > 0, `no Ctrl-C notice: ${out}`);
   const after = [...out.slice(notice).matchAll(/Epoch:\[(\d+)\/50\]\((\d+)\/18\)/g)];
-  assert.ok(after.length <= 1, `stopped late: ${out}`);
+  assert.ok(after.length <= 2, `stopped late: ${out}`);
   const steps = [...out.matchAll(/Epoch:\[(\d+)\/50\]\((\d+)\/18\)/g)];
   const lastLogged = steps.at(-1)!;
   const at = info.epoch * 18 + info.step;
