@@ -4,10 +4,14 @@ import { TurnBatcher } from "./model.ts";
 import { evaluateToolUse, runTask } from "./evaluate.ts";
 import { scoreEpisode } from "./reward.ts";
 import { minimindMathTasks } from "./tasks.ts";
-import { playEpisodes } from "./trainer.ts";
+import { AgentTrainer, informativeRows, playEpisodes } from "./trainer.ts";
 import { runAgent } from "./train_agent.ts";
 import { saveModel } from "../convert/hf.ts";
 import { tinyToolModel } from "../tests/_agent.ts";
+import { mapTree, type Tree } from "../nn/tree.ts";
+import { Tensor } from "../nn/tensor.ts";
+import { keep } from "../nn/scope.ts";
+import { affine } from "../nn/ops/mod.ts";
 
 const tasks = minimindMathTasks().slice(0, 3);
 let tiny: ReturnType<typeof tinyToolModel> | null = null;
@@ -53,6 +57,17 @@ Deno.test({
   },
 });
 
+Deno.test("DAPO's dynamic sampling keeps the groups whose episodes disagree on correctness", () => {
+  assert.deepEqual(informativeRows([true, true, false, false, true, false], 2), [4, 5]);
+  assert.deepEqual(informativeRows([true, false, true, true, false, false, false, false], 4), [
+    0,
+    1,
+    2,
+    3,
+  ]);
+  assert.deepEqual(informativeRows([true, true, true], 3), []);
+});
+
 Deno.test({
   name:
     "agentic RL: episodes mask tool observations out; deno task agent trains, resumes and scores",
@@ -83,6 +98,22 @@ Deno.test({
       seed: 0,
     };
     const { rollout: r, episodes } = await playEpisodes(model, tasks.slice(0, 2), settings, 0);
+    // DAPO's dynamic sampling: every episode here is correct, so no group has a correctness
+    // signal and the step plays, scores and leaves the actor as it was
+    const dapo = new AgentTrainer({
+      ...settings,
+      cfg: model.cfg,
+      tokenizer: model.tokenizer,
+      dynamicSampling: true,
+    });
+    const s0 = dapo.init(
+      mapTree(model.params as unknown as Tree, (x) => x instanceof Tensor ? keep(affine(x, 1)) : x),
+    );
+    const [s1, out] = await dapo.step(s0, { tasks: tasks.slice(0, 2) });
+    assert.equal(dapo.updates(s1), 0);
+    assert.equal(s1.rollouts, 1);
+    assert.equal((await out.scalars!.trained_groups.data())[0], 0);
+    assert.equal((await out.scalars!.accuracy.data())[0], 1);
     assert.equal(r.rows, 4);
     const tok = model.tokenizer;
     for (let i = 0; i < r.rows; i++) {

@@ -64,6 +64,18 @@ export const AGENT_FLAGS = {
     default: "exact",
     help: "reward's answer rule: numbers as whole numbers, or MiniMind's substring",
   },
+  dynamic_sampling: {
+    type: "bool01",
+    default: false,
+    help: "DAPO: update only on tasks whose episodes disagree on correctness",
+  },
+  loss_agg: {
+    type: "choice",
+    choices: ["sequence", "token"],
+    default: "sequence",
+    help:
+      "per-token loss mean: per episode then over episodes (MiniMind), or over all tokens (DAPO)",
+  },
   tool_timeout_ms: { type: "int", default: 1000, min: 1, help: "time limit per tool call" },
   eval_limit: {
     type: "int",
@@ -253,6 +265,8 @@ export async function runAgent(
     toolTimeoutMs: Number(a.tool_timeout_ms),
     seed: Number(a.seed),
     answerMatch: a.answer_match as AnswerMatch,
+    dynamicSampling: Boolean(a.dynamic_sampling),
+    lossAggregation: a.loss_agg as "sequence" | "token",
   };
   const trainer = new AgentTrainer(settings);
   let shown = 0;

@@ -34,7 +34,7 @@ import { groupAdvantages } from "../rl/advantages.ts";
 import { packRollout, rollout } from "../rl/rollout.ts";
 import type { Rollout } from "../rl/rollout.ts";
 import { actorObjective, referenceLogProbs, RlTrainer, updateOnRows } from "../rl/trainer.ts";
-import type { RlMinibatch, RlState } from "../rl/trainer.ts";
+import type { AuxName, RlMinibatch, RlState } from "../rl/trainer.ts";
 import {
   type AgentResult,
   type AgentTurn,
@@ -96,6 +96,15 @@ export interface AgentSettings {
   toolTimeoutMs: number;
   /** Seed of rollouts and the think-block draw. */
   seed: number;
+  /**
+   * DAPO's dynamic sampling: update only on the groups whose episodes disagree on correctness
+   * (default false, MiniMind's: every group). A group all right or all wrong has no correctness
+   * signal, and the std-normalised advantage turns its small shaping differences (repetition
+   * penalty, a stray tag) into full-size ±1 advantages — noise the update then follows.
+   */
+  dynamicSampling?: boolean;
+  /** Per-token loss averaging: "sequence" (MiniMind's, default) or "token" (DAPO's). */
+  lossAggregation?: "sequence" | "token";
 }
 
 /** A batch of tasks. */
@@ -283,6 +292,30 @@ function mean(xs: readonly number[]): number {
   return xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : 0;
 }
 
+/**
+ * The rows DAPO's dynamic sampling keeps: every episode of each group (`groupSize` consecutive
+ * episodes, one task) in which some episodes are correct and some are not.
+ *
+ * @param correct per episode, grouped by task
+ * @param groupSize episodes per task
+ * @returns the kept row indices, in order
+ * @example
+ * ```ts
+ * import { informativeRows } from "./trainer.ts";
+ * informativeRows([true, true, false, false, true, false], 2); // [4, 5]
+ * ```
+ */
+export function informativeRows(correct: readonly boolean[], groupSize: number): number[] {
+  const rows: number[] = [];
+  for (let g = 0; g < correct.length; g += groupSize) {
+    const group = correct.slice(g, g + groupSize);
+    if (group.some((c) => c) && group.some((c) => !c)) {
+      for (let i = 0; i < group.length; i++) rows.push(g + i);
+    }
+  }
+  return rows;
+}
+
 /** What one step reports besides the loss. */
 export interface AgentReport {
   /** The scored episodes. */
@@ -316,6 +349,7 @@ export class AgentTrainer implements AsyncTrainer<RlState, AgentBatch> {
       epsilonHigh: s.epsilonHigh,
       earlyStopKl: 0,
       valueClip: 0,
+      lossAggregation: s.lossAggregation ?? "sequence",
     };
     this.#step = makeTrainStep<RlMinibatch, Tree>(
       (p, b) => actorObjective(objective, p as MiniMindParams, b),
@@ -385,12 +419,18 @@ export class AgentTrainer implements AsyncTrainer<RlState, AgentBatch> {
     );
     const rewards = episodes.map((e) => e.score.reward);
     const adv = groupAdvantages(rewards, s.numGenerations);
-    const refLogp = await referenceLogProbs(s.cfg, state.ref, r);
-    const all = Array.from({ length: r.rows }, (_, i) => i);
-    const [actorNext, aux] = await updateOnRows(this.#step, state.actor, r, all, {
-      refLogp: [refLogp, r.responseWidth],
-      advantages: [Float32Array.from(adv), 0],
-    });
+    const rows = s.dynamicSampling
+      ? informativeRows(episodes.map((e) => e.score.correct), s.numGenerations)
+      : Array.from({ length: r.rows }, (_, i) => i);
+    let actorNext = state.actor;
+    let aux: Partial<Record<AuxName, number>> = { loss: 0 };
+    if (rows.length) {
+      const refLogp = await referenceLogProbs(s.cfg, state.ref, r);
+      [actorNext, aux] = await updateOnRows(this.#step, state.actor, r, rows, {
+        refLogp: [refLogp, r.responseWidth],
+        advantages: [Float32Array.from(adv), 0],
+      });
+    }
     const next: RlState = { ...state, actor: actorNext, rollouts: state.rollouts + 1 };
     this.onReport?.({ episodes });
     const scores = episodes.map((e) => e.score);
@@ -404,6 +444,7 @@ export class AgentTrainer implements AsyncTrainer<RlState, AgentBatch> {
       clip_fraction: aux.clip ?? 0,
       entropy: aux.entropy ?? 0,
       episode_tokens: mean(r.lengths),
+      trained_groups: rows.length / s.numGenerations,
       actor_lr: getLr(
         Math.max(0, next.actor.updates - 1),
         Math.max(1, s.totalUpdates),
@@ -411,7 +452,7 @@ export class AgentTrainer implements AsyncTrainer<RlState, AgentBatch> {
       ),
     };
     return [next, {
-      loss: scalar(aux.loss),
+      loss: scalar(aux.loss ?? 0),
       aux: scalar(aux.aux ?? 0),
       gradNorm: null,
       updated: next.actor.updates > state.actor.updates,

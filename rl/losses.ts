@@ -70,6 +70,18 @@ export function sequenceMean(x: Tensor, mask: Tensor): Tensor {
 }
 
 /**
+ * Σ x·mask over the whole batch / max(Σ mask, 1): DAPO's token-level mean, every masked token of
+ * every row weighing the same.
+ *
+ * @param x per-token values (B, R)
+ * @param mask (B, R)
+ * @returns the scalar mean
+ */
+export function tokenMean(x: Tensor, mask: Tensor): Tensor {
+  return div(sum(mul(x, mask)), maximum(sum(mask), 1));
+}
+
+/**
  * Log-probs of the response tokens: the logits at position p predict token p + 1, so the R
  * response tokens after P prompt positions read logits P − 1 … P + R − 2.
  *
@@ -276,6 +288,14 @@ export interface GrpoOptions {
   clipEpsilon?: number;
   /** CISPO's upper truncation of the IS weight (default 5.0). */
   epsilonHigh?: number;
+  /**
+   * How per-token losses are averaged: "sequence" (MiniMind's: each row's masked mean, then the
+   * mean over rows) or "token" (DAPO's token-level loss: Σ over every masked token of the batch /
+   * their count). With "token", a prefix that all episodes of a group share gets Σ A = 0 weight,
+   * so it is left alone; with "sequence" each row's tokens weigh A/len, and a group's shared
+   * tokens are pushed by Σ A_i/len_i ≠ 0 whenever its episodes differ in length.
+   */
+  aggregation?: "sequence" | "token";
 }
 
 /** GRPO/CISPO loss and diagnostics (scalars). */
@@ -317,9 +337,10 @@ export function grpoLoss(x: GrpoInput, options: GrpoOptions = {}): GrpoOutput {
     throw new Error(`Cannot use loss type ${JSON.stringify(type)}: expected "grpo" or "cispo"`);
   }
   const perToken = neg(sub(gain, mul(klT, beta)));
+  const agg = options.aggregation === "token" ? tokenMean : sequenceMean;
   return {
-    loss: sequenceMean(perToken, x.mask),
-    kl: sequenceMean(stopGradient(klT), x.mask),
+    loss: agg(perToken, x.mask),
+    kl: agg(stopGradient(klT), x.mask),
     clipFraction,
   };
 }

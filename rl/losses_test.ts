@@ -94,6 +94,33 @@ Deno.test("grpoLoss: masked tokens and rows average per row", async () => {
   near(await out.loss.item(), (-1 + 0) / 2);
 });
 
+Deno.test("grpoLoss (token aggregation): one mean over every masked token; a shared prefix cancels", async () => {
+  // two episodes of one group (A = +1, −1) share token 0 (same context, so one function of the
+  // weights); episode 0 has one more token. Token-level: (−lp0 − lp1 + lp0) / 3, and the shared
+  // token's two gradients sum to 0. Per sequence: ((−lp0 − lp1)/2 + lp0/1) / 2: they sum to +¼.
+  const mask = tensor([[1, 1], [1, 0]]);
+  const adv = tensor([1, -1]);
+  const lossOf = (aggregation: "sequence" | "token") => (lp: Tensor) =>
+    grpoLoss({
+      logp: lp,
+      oldLogp: tensor([LP, LP]),
+      refLogp: tensor([LP, LP]),
+      advantages: adv,
+      mask,
+    }, { lossType: "cispo", beta: 0, aggregation }).loss;
+  const lp = tensor([LP, LP]);
+  const [tokLoss, tokGrad] = valueAndGrad(lossOf("token"))(lp);
+  near(await tokLoss.item(), -LP[1] / 3);
+  const tg = await tokGrad.data();
+  nearAll(tg, [-1 / 3, -1 / 3, 1 / 3, 0]);
+  near(tg[0] + tg[2], 0);
+  const [seqLoss, seqGrad] = valueAndGrad(lossOf("sequence"))(lp);
+  near(await seqLoss.item(), ((-LP[0] - LP[1]) / 2 + LP[0]) / 2);
+  const sg = await seqGrad.data();
+  nearAll(sg, [-1 / 4, -1 / 4, 1 / 2, 0]);
+  near(sg[0] + sg[2], 1 / 4);
+});
+
 Deno.test("ppoTokenLoss: max(−A·r, −A·clip(r)) + 0.02·KL, approx KL, clip share, early stop", async () => {
   const x = {
     logp: t2(LP),

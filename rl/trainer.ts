@@ -113,6 +113,8 @@ export interface RlSettings {
    * `updateOldActorFreq` steps).
    */
   ppoLossType?: "token" | "sequence";
+  /** GRPO/CISPO's averaging of per-token losses (`grpoLoss`'s `aggregation`; default "sequence"). */
+  lossAggregation?: "sequence" | "token";
   /** Value-loss weight (HEAD's fixed 0.5; V2 `--vf_coef` 0.5). */
   vfCoef?: number;
   /** V2 sequence PPO: steps between old-actor syncs (`--update_old_actor_freq` 4). */
@@ -536,6 +538,7 @@ export type ObjectiveSettings = Pick<
   | "earlyStopKl"
   | "valueClip"
   | "ppoLossType"
+  | "lossAggregation"
   | "vfCoef"
 >;
 
@@ -570,6 +573,7 @@ export function actorObjective(
       beta: s.beta,
       clipEpsilon: s.clipEpsilon,
       epsilonHigh: s.epsilonHigh,
+      aggregation: s.lossAggregation,
     });
     loss = o.loss, more = { kl: o.kl, clip: o.clipFraction };
   } else if (s.algorithm === "spo") {
