@@ -13,6 +13,7 @@ import { fmt, sameShape, sizeOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { reshape } from "./movement.ts";
 import { matmulGemm } from "../backend/cpu/gemm_adapter.ts";
+import { pooledMatmul } from "../backend/cpu/threads/mod.ts";
 import { matmulKernel } from "./matmul/wgsl.ts";
 
 /** Params of `matmul`. */
@@ -82,11 +83,13 @@ export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams,
     const batch = Math.max(d.batchA, d.batchB);
     const lda = transA ? m : k, ldb = transB ? k : n;
     if (inputs[1].shape.length === 2 && !transA) {
-      // fold A's batch into rows: one big gemm
+      // fold A's batch into rows: one big gemm (on the kernel pool's threads when it is on)
+      if (pooledMatmul(transA, transB, m * batch, n, k, a, lda, b, ldb, c, n)) return;
       matmulGemm(transA, transB, m * batch, n, k, a, lda, b, ldb, c, n);
       return;
     }
     const sa = inputs[0].shape.length > 2 ? m * k : 0, sb = inputs[1].shape.length > 2 ? k * n : 0;
+    if (batch === 1 && pooledMatmul(transA, transB, m, n, k, a, lda, b, ldb, c, n)) return;
     matmulGemm(transA, transB, m, n, k, a, lda, b, ldb, c, n, batch, sa, sb, m * n);
   },
   wgsl: ({ inputs: [a, b], params }, device) => {

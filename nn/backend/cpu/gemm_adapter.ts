@@ -165,6 +165,27 @@ export function singleThreadedGemm(): (() => void) | null {
   return () => void g.setThreads!(before);
 }
 
+/** OpenBLAS's threads for the matmul op's products while the rest runs on one (0: not split). */
+let productThreads = 0;
+
+/**
+ * Keeps OpenBLAS on one thread except inside the matmul op's products, which get `threads`
+ * (`threads` ≤ 1 undoes it). The CPU kernel pool calls it when it starts: its threads then run
+ * the elementwise kernels, attention and most products, and OpenBLAS's own threads, which spin
+ * for a while after each call, are woken only by a product the pool does not take. The residual
+ * adds (`cblas_saxpy`) and the global norm (`cblas_dsdot`) then run on one thread, with the same
+ * bits on any machine (a threaded `dsdot` sums in another order).
+ *
+ * @param threads OpenBLAS threads for the matmul op's products
+ */
+export function blasThreadsForProductsOnly(threads: number): void {
+  if (fast) return;
+  const g = getGemm();
+  if (g.kind !== "blas" || !g.setThreads) return;
+  productThreads = threads > 1 ? threads : 0;
+  g.setThreads(productThreads ? 1 : Math.max(1, threads));
+}
+
 let bf16: Pick<Gemm, "sgemm"> | null = null;
 
 /** The precision of the matmul op's f32 products on the CPU (see `setMatmulPrecision`). */
@@ -225,27 +246,33 @@ export function matmulGemm(
     !g || m === 0 || n === 0 || !(a instanceof Float32Array) || !(b instanceof Float32Array) ||
     !(c instanceof Float32Array)
   ) {
-    gemm(
-      transA,
-      transB,
-      m,
-      n,
-      k,
-      a,
-      0,
-      lda,
-      b,
-      0,
-      ldb,
-      c,
-      0,
-      ldc,
-      0,
-      batch,
-      strideA,
-      strideB,
-      strideC,
-    );
+    const blas = productThreads && !fast ? getGemm() : null;
+    blas?.setThreads?.(productThreads);
+    try {
+      gemm(
+        transA,
+        transB,
+        m,
+        n,
+        k,
+        a,
+        0,
+        lda,
+        b,
+        0,
+        ldb,
+        c,
+        0,
+        ldc,
+        0,
+        batch,
+        strideA,
+        strideB,
+        strideC,
+      );
+    } finally {
+      blas?.setThreads?.(1);
+    }
     return;
   }
   const t0 = gemmClock.on ? performance.now() : 0;

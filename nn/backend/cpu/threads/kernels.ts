@@ -13,6 +13,54 @@ import type { TypedArray } from "../../../dtype.ts";
 import { EXPORTS, privateSimd, type SimdKernels } from "../simd/mod.ts";
 import type { KernelFn } from "../wasm_pool/protocol.ts";
 import { attentionBackwardUnits, attentionForwardUnits } from "../attention_heads.ts";
+import { gemm } from "../gemm_adapter.ts";
+
+/**
+ * Piece `part` of `parts` of the f32 product C = op(A)·op(B) (row-major, leading dimensions):
+ * a slice of C's rows (`byRows`, the rows of op(A)) or of its columns (the columns of op(B)), as
+ * one gemm call. Each piece is the same call whichever thread runs it, so a product split into
+ * the same pieces always has the same bits.
+ */
+export function sgemmPart(
+  a: Float32Array,
+  b: Float32Array,
+  c: Float32Array,
+  transA: boolean,
+  transB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  lda: number,
+  ldb: number,
+  ldc: number,
+  byRows: boolean,
+  parts: number,
+  part: number,
+): void {
+  const len = byRows ? m : n;
+  const i0 = Math.floor(len * part / parts), i1 = Math.floor(len * (part + 1) / parts);
+  if (i1 <= i0) return;
+  if (byRows) {
+    gemm(
+      transA,
+      transB,
+      i1 - i0,
+      n,
+      k,
+      a,
+      transA ? i0 : i0 * lda,
+      lda,
+      b,
+      0,
+      ldb,
+      c,
+      i0 * ldc,
+      ldc,
+    );
+  } else {
+    gemm(transA, transB, m, i1 - i0, k, a, 0, lda, b, transB ? i0 * ldb : i0, ldb, c, i0, ldc);
+  }
+}
 
 /**
  * AdamW over elements [i0, i1) of one f32 tensor, in torch's order of operations. Each element is
@@ -328,6 +376,31 @@ export const KERNELS = {
     run: (a, s, lo, hi) => {
       for (let p = lo; p < hi; p++) {
         rmsNormBackwardPart(a[0], a[1], a[2], a[3], a[4], a[5], s[0], s[1], s[2], p);
+      }
+    },
+  },
+  /** a, b, c; transA, transB, m, n, k, lda, ldb, ldc, by rows, parts; parts (one gemm each). */
+  sgemm: {
+    arrays: 3,
+    writes: [2],
+    run: (a, s, lo, hi) => {
+      for (let p = lo; p < hi; p++) {
+        sgemmPart(
+          f32(a[0]),
+          f32(a[1]),
+          f32(a[2]),
+          s[0] === 1,
+          s[1] === 1,
+          s[2],
+          s[3],
+          s[4],
+          s[5],
+          s[6],
+          s[7],
+          s[8] === 1,
+          s[9],
+          p,
+        );
       }
     },
   },

@@ -33,7 +33,11 @@ import {
 } from "../wasm_pool/chunk_pool.ts";
 import { KERNEL_NAMES, type KernelName, KERNELS } from "./kernels.ts";
 import { simd } from "../simd/mod.ts";
-import { singleThreadedGemm } from "../gemm_adapter.ts";
+import {
+  blasThreadsForProductsOnly,
+  matmulPrecision,
+  singleThreadedGemm,
+} from "../gemm_adapter.ts";
 
 export { KERNEL_NAMES, type KernelName } from "./kernels.ts";
 
@@ -256,6 +260,7 @@ function thePool(): KernelPool | null {
     return pool = null;
   }
   pool = new KernelPool();
+  blasThreadsForProductsOnly(threads);
   const p = pool;
   starting = starting.then(() => p.start(threads)).catch(() => {});
   return pool;
@@ -346,6 +351,48 @@ export function pooledAttention(
   }
   return true;
 }
+
+/**
+ * Runs an f32 matrix product C = op(A)·op(B) (beta 0, row-major) on the pool: one piece per
+ * thread, each one OpenBLAS call on one thread, over C's rows (when M ≥ N) or columns. OpenBLAS's
+ * own threads would do the same split, but they spin for a while after every product, and on a
+ * machine with as many threads as cores they then take the cores from the pool's next kernels
+ * (measured on MiniMind2-Small's step: the non-product kernels took 569 ms with OpenBLAS's
+ * threads beside the pool, 434 ms with OpenBLAS on one thread). False (nothing done) when the
+ * pool has one thread, the product is small, the matmul precision is bf16, the products are not
+ * OpenBLAS's, or a large array is not shared: the caller then runs its gemm.
+ */
+export function pooledMatmul(
+  transA: boolean,
+  transB: boolean,
+  m: number,
+  n: number,
+  k: number,
+  a: TypedArray,
+  lda: number,
+  b: TypedArray,
+  ldb: number,
+  c: TypedArray,
+  ldc: number,
+): boolean {
+  const p = dispatch ? thePool() : null;
+  if (
+    !p || p.threads < 2 || m * n * k < MATMUL_MIN || !(a instanceof Float32Array) ||
+    !(b instanceof Float32Array) || !(c instanceof Float32Array) || matmulPrecision() !== "float32"
+  ) return false;
+  const restore = singleThreadedGemm();
+  if (!restore) return false;
+  try {
+    const parts = p.threads;
+    const scalars = [transA ? 1 : 0, transB ? 1 : 0, m, n, k, lda, ldb, ldc, m >= n ? 1 : 0, parts];
+    return p.call("sgemm", [a, b, c], scalars, 0, parts, 1);
+  } finally {
+    restore();
+  }
+}
+
+/** Fewest multiply-adds of a product worth splitting over the pool (~1 ms on one core). */
+const MATMUL_MIN = 1 << 24;
 
 /** Fewest multiply-adds of QKᵀ (B·NH·T·S·HD) worth splitting an attention call (~1 ms of work). */
 const ATTENTION_MIN = 1 << 22;

@@ -8,11 +8,14 @@ import { swigluBackwardOp, swigluOp } from "../../../ops/swiglu.ts";
 import { mapUnary, rowExp, rowStats } from "../simd/ops.ts";
 import { embeddingBackwardOp } from "../../../ops/gather.ts";
 import { attentionBackwardOp, attentionOp } from "../../../ops/attention.ts";
+import { matmulOp } from "../../../ops/matmul.ts";
+import { getGemm } from "../gemm/mod.ts";
 import {
   initKernelThreads,
   KernelPool,
   kernelThreads,
   pooledAttention,
+  pooledMatmul,
   setKernelThreadsEnabled,
   sharedArray,
   sharedArraysOn,
@@ -262,6 +265,47 @@ Deno.test("kernel pool: attention forward and backward by (batch, KV group) unit
     const bmetas = [qm, km, km, qm, lm, qm, ...(masked ? [meta([b, s])] : [])];
     sameBits(attentionBackwardOp, bins, bmetas, [qm, km, km], params);
   }
+});
+
+Deno.test("kernel pool: matrix products split by rows or columns match the unsplit product, bit-stable", async () => {
+  await initKernelThreads();
+  // 300×200 (split by rows) and 100×600 (by columns), K = 400: 24M multiply-adds, pooled
+  for (const [m, n, k] of [[300, 200, 400], [100, 600, 400]]) {
+    for (const transA of [false, true]) {
+      for (const transB of [false, true]) {
+        const a = values(m * k, m + k), b = values(k * n, n + k);
+        const am = meta(transA ? [k, m] : [m, k]), bm = meta(transB ? [n, k] : [k, n]);
+        const run = (pooled: boolean) => {
+          setKernelThreadsEnabled(pooled);
+          try {
+            const c = sharedArray("f32", m * n) as Float32Array;
+            matmulOp.cpu([a, b], [c], {
+              inputs: [am, bm],
+              outputs: [meta([m, n])],
+              params: { transA, transB },
+            });
+            return c;
+          } finally {
+            setKernelThreadsEnabled(true);
+          }
+        };
+        const [p1, p2, one] = [run(true), run(true), run(false)];
+        assert.deepEqual(p1, p2, "the same pieces, the same bits");
+        let worst = 0;
+        for (let i = 0; i < m * n; i++) worst = Math.max(worst, Math.abs(p1[i] - one[i]));
+        assert.ok(worst < 1e-4, `m=${m} n=${n} tA=${transA} tB=${transB}: ${worst}`);
+        if (kernelThreads() > 1 && getGemm().kind === "blas") {
+          const c = sharedArray("f32", m * n);
+          const lda = transA ? m : k, ldb = transB ? k : n;
+          assert.ok(pooledMatmul(transA, transB, m, n, k, a, lda, b, ldb, c, n));
+          assert.ok(!pooledMatmul(transA, transB, 8, 8, 8, a, 8, b, 8, c, 8), "too small");
+        }
+      }
+    }
+  }
+  // outside the matmul op's products OpenBLAS stays on one thread while the pool is on
+  const g = getGemm();
+  if (kernelThreads() > 1 && g.kind === "blas" && g.setThreads) assert.equal(g.setThreads(1), 1);
 });
 
 Deno.test("kernel pool: workers take part in large calls", async () => {
