@@ -24,6 +24,7 @@ import { swigluBackwardOp, swigluOp } from "../../../ops/swiglu.ts";
 import { UNARY_OPS } from "../../../ops/unary.ts";
 import { attentionBackwardOp, attentionOp } from "../../../ops/attention.ts";
 import { initSimd, setSimdEnabled, simd } from "./mod.ts";
+import { setKernelThreadsEnabled } from "../threads/mod.ts";
 
 const U = 2 ** -24;
 /** The smallest f32 denormal. */
@@ -422,17 +423,24 @@ for (const [name, check] of CHECKS) {
 Deno.test("simd 2 threads: every kernel matches the loops, and the worker runs chunks", async () => {
   const s = await initSimd({ threads: 2 });
   if (!s?.pool || s.threads < 2) return; // no shared memory or no workers here: nothing to check
-  const before = s.pool.workerChunks;
-  for (const [, check] of CHECKS) check();
-  // The worker sleeps between calls and may wake after the calling thread took every chunk; keep
-  // calling until it has run some.
-  const x = new Float32Array(1 << 20).fill(0.5), y = new Float32Array(1 << 20);
-  const deadline = performance.now() + 10_000;
-  while (s.pool.workerChunks === before && performance.now() < deadline) {
-    UNARY_OPS.exp.cpu([x], [y], { inputs: [], outputs: [], params: {} });
+  // with the CPU kernel pool's workers up, the maps go to them (../threads/) and never reach this
+  // pool: turn that dispatch off while this pool is checked
+  setKernelThreadsEnabled(false);
+  try {
+    const before = s.pool.workerChunks;
+    for (const [, check] of CHECKS) check();
+    // The worker sleeps between calls and may wake after the calling thread took every chunk;
+    // keep calling until it has run some.
+    const x = new Float32Array(1 << 20).fill(0.5), y = new Float32Array(1 << 20);
+    const deadline = performance.now() + 10_000;
+    while (s.pool.workerChunks === before && performance.now() < deadline) {
+      UNARY_OPS.exp.cpu([x], [y], { inputs: [], outputs: [], params: {} });
+    }
+    assert(s.pool.workerChunks > before, "the worker never ran a chunk in 10 s");
+  } finally {
+    setKernelThreadsEnabled(true);
+    s.pool.dispose();
   }
-  assert(s.pool.workerChunks > before, "the worker never ran a chunk in 10 s");
-  s.pool.dispose();
 });
 
 Deno.test("simd: no permission is needed, and nothing is printed when workers cannot start", async () => {
