@@ -11,10 +11,12 @@ import { apply } from "../apply.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { grid, GRID_ARGS, gridIndex, ROW_ARGS, rowLayout } from "../backend/webgpu/wgsl.ts";
-import { kernelThreads, parallel } from "../backend/cpu/threads/mod.ts";
+import { parallel } from "../backend/cpu/threads/mod.ts";
 
 /** Fewest elements per piece of a pooled row kernel (a handoff costs microseconds). */
 const ROW_GRAIN_ELEMENTS = 32768;
+/** Pieces of rows RMSNorm's backward splits a large input into (each with its own dw partial). */
+const DW_PARTS = 16;
 
 /** Fewest rows of width `h` per piece. */
 function rowGrain(h: number): number {
@@ -114,10 +116,20 @@ export const rmsNormBackwardOp: KernelOp<Record<string, never>, "rms_norm_backwa
   cpu: ([ct, x, w, rstd], [dx, dw], { inputs }) => {
     const h = inputs[1].shape[inputs[1].shape.length - 1];
     const rows = h === 0 ? 0 : x.length / h;
-    // dx by rows, dw by columns (each over every row, in order): the same bits in any split
-    const threads = x.length >= 2 * ROW_GRAIN_ELEMENTS ? kernelThreads() : 1;
-    const parts = threads > 1 ? 4 * threads : 1;
-    parallel("rms_norm_backward", [ct, x, w, rstd, dx, dw], [rows, h, parts], 0, parts, 1);
+    // dx and a partial dw per piece of rows, in one pass; the partials (f64) are summed in piece
+    // order. The pieces depend on the shape only, so any number of threads gives the same bits.
+    const parts = x.length >= 2 * ROW_GRAIN_ELEMENTS ? Math.min(DW_PARTS, rows) : 1;
+    if (parts === 1) {
+      parallel("rms_norm_backward", [ct, x, w, rstd, dx, dw], [rows, h, 1], 0, 1, 1);
+      return;
+    }
+    const partial = new Float64Array(parts * h);
+    parallel("rms_norm_backward", [ct, x, w, rstd, dx, partial], [rows, h, parts], 0, parts, 1);
+    for (let i = 0; i < h; i++) {
+      let sum = 0;
+      for (let p = 0; p < parts; p++) sum += partial[p * h + i];
+      dw[i] = sum;
+    }
   },
   // dx: one workgroup per row (needs Σ w·ct·x); dw: one invocation per column over the rows
   wgsl: ({ inputs: [, x] }, device) => {

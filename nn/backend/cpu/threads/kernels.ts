@@ -121,50 +121,32 @@ export function rmsNormRows(
 }
 
 /**
- * RMSNorm backward, part `part` of `parts`: dx = rstd·w⊙ct − x·rstd³·(Σ w⊙ct⊙x)/h on its share of
- * the rows, and dw = Σ_rows ct⊙x·rstd on its share of the columns (zeroed first, then every row in
- * row order, so dw is accumulated exactly as one pass over all rows would). With one part, both in
- * one pass. Writes every element of dx and dw.
+ * RMSNorm backward over rows [r0, r1): dx = rstd·w⊙ct − x·rstd³·(Σ w⊙ct⊙x)/h for each row, and
+ * these rows' share of dw = Σ_rows ct⊙x·rstd, summed in row order into `dw[off, off + h)` (zeroed
+ * first). Writes every element of its rows of dx and of its slice of dw.
  */
-export function rmsNormBackwardPart(
+export function rmsNormBackwardRows(
   ct: TypedArray,
   x: TypedArray,
   w: TypedArray,
   rstd: TypedArray,
   dx: TypedArray,
   dw: TypedArray,
-  rows: number,
   h: number,
-  parts: number,
-  part: number,
+  r0: number,
+  r1: number,
+  off: number,
 ): void {
-  if (parts === 1) {
-    dw.fill(0, 0, h);
-    for (let r = 0; r < rows; r++) {
-      const base = r * h, rs = rstd[r];
-      let dot = 0;
-      for (let i = 0; i < h; i++) dot += w[i] * ct[base + i] * x[base + i];
-      const c = rs * rs * rs * dot / h;
-      for (let i = 0; i < h; i++) {
-        dx[base + i] = rs * w[i] * ct[base + i] - x[base + i] * c;
-        dw[i] += ct[base + i] * x[base + i] * rs;
-      }
-    }
-    return;
-  }
-  const r0 = Math.floor(rows * part / parts), r1 = Math.floor(rows * (part + 1) / parts);
+  dw.fill(0, off, off + h);
   for (let r = r0; r < r1; r++) {
     const base = r * h, rs = rstd[r];
     let dot = 0;
     for (let i = 0; i < h; i++) dot += w[i] * ct[base + i] * x[base + i];
     const c = rs * rs * rs * dot / h;
-    for (let i = 0; i < h; i++) dx[base + i] = rs * w[i] * ct[base + i] - x[base + i] * c;
-  }
-  const c0 = Math.floor(h * part / parts), c1 = Math.floor(h * (part + 1) / parts);
-  dw.fill(0, c0, c1);
-  for (let r = 0; r < rows; r++) {
-    const base = r * h, rs = rstd[r];
-    for (let i = c0; i < c1; i++) dw[i] += ct[base + i] * x[base + i] * rs;
+    for (let i = 0; i < h; i++) {
+      dx[base + i] = rs * w[i] * ct[base + i] - x[base + i] * c;
+      dw[off + i] += ct[base + i] * x[base + i] * rs;
+    }
   }
 }
 
@@ -369,13 +351,15 @@ export const KERNELS = {
     writes: [2, 3],
     run: (a, s, lo, hi) => rmsNormRows(a[0], a[1], a[2], a[3], s[0], s[1], lo, hi),
   },
-  /** ct, x, w, rstd, dx, dw; rows, h, parts; parts (one at a time). */
+  /** ct, x, w, rstd, dx, dw partials (parts × h); rows, h, parts; parts (one at a time). */
   rms_norm_backward: {
     arrays: 6,
     writes: [4, 5],
     run: (a, s, lo, hi) => {
+      const [rows, h, parts] = s;
       for (let p = lo; p < hi; p++) {
-        rmsNormBackwardPart(a[0], a[1], a[2], a[3], a[4], a[5], s[0], s[1], s[2], p);
+        const r0 = Math.floor(rows * p / parts), r1 = Math.floor(rows * (p + 1) / parts);
+        rmsNormBackwardRows(a[0], a[1], a[2], a[3], a[4], a[5], h, r0, r1, p * h);
       }
     },
   },

@@ -21,7 +21,7 @@ import {
   sharedArraysOn,
   workerChunks,
 } from "./mod.ts";
-import { KERNELS } from "./kernels.ts";
+import { KERNELS, rmsNormBackwardRows } from "./kernels.ts";
 import { cpuArray, cpuBackend, sharedCapacity } from "../mod.ts";
 
 /** A shared f32 array of `n` values from a fixed pseudo-random sequence (positive: `abs`). */
@@ -154,6 +154,20 @@ Deno.test("kernel pool: RMSNorm forward and backward split over threads have the
     [meta([rows, h]), meta([h])],
     {},
   );
+  // the 16 pieces' f64 partials of dw against one f64 pass over every row, and dx against the
+  // one-piece kernel
+  const dx = sharedArray("f32", rows * h), dw = new Float32Array(h);
+  rmsNormBackwardOp.cpu([ct, x, w, rstd], [dx, dw], {
+    inputs: [meta([rows, h]), meta([rows, h]), meta([h]), meta([rows])],
+    outputs: [meta([rows, h]), meta([h])],
+    params: {},
+  });
+  const dx1 = new Float32Array(rows * h), dw1 = new Float64Array(h);
+  rmsNormBackwardRows(ct, x, w, rstd, dx1, dw1, h, 0, rows, 0);
+  assert.deepEqual(new Float32Array(dx), dx1);
+  for (let i = 0; i < h; i++) {
+    assert.ok(Math.abs(dw[i] - dw1[i]) <= 1e-6 * (1 + Math.abs(dw1[i])), `dw[${i}]`);
+  }
 });
 
 Deno.test("kernel pool: RoPE (positions or offset, both directions) split over threads has the bits of one thread", async () => {
