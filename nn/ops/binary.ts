@@ -16,7 +16,7 @@ import { affine, cast, div, divOp, log, mul, mulOp, neg } from "./arith.ts";
 import { callBinary, makeBinary, scalarFor } from "./_elementwise.ts";
 import type { BinaryRow } from "./_elementwise.ts";
 import { broadcastWgsl, mapWgsl, wgslType } from "../backend/webgpu/wgsl.ts";
-import { addF32 } from "../backend/cpu/gemm_adapter.ts";
+import { add as addF32 } from "../backend/cpu/threads/mod.ts";
 
 const ROWS: BinaryRow[] = [
   // d(a+b) = da + db

@@ -14,7 +14,7 @@ import { equal } from "./binary.ts";
 import { affine, cast, div, mul } from "./arith.ts";
 import { broadcastTo, reshape } from "./movement.ts";
 import type { DType } from "../dtype.ts";
-import { sumSquaresF32 } from "../backend/cpu/gemm_adapter.ts";
+import { sumOfSquares } from "../backend/cpu/threads/mod.ts";
 import {
   cachedCode,
   coalesce,
@@ -286,9 +286,9 @@ export const sumSquaresOp: KernelOp<ReduceParams, "sum_squares"> = defineOp<
   cpu: ([x], [y], { inputs, params }) => {
     const shape = inputs[0].shape;
     if (params.axes.length === shape.length) {
-      // the global-norm case: BLAS's dsdot on large f32 arrays (f64 sums of f32 products)
-      const fast = x instanceof Float32Array && x.length >= 4096 ? sumSquaresF32(x) : null;
-      y[0] = fast ?? sumSquaresAll(x);
+      // the global-norm case: BLAS's dsdot on pieces of large f32 arrays (f64 sums of f32
+      // products), on the kernel pool's threads
+      y[0] = x instanceof Float32Array && x.length >= 4096 ? sumOfSquares(x) : sumSquaresAll(x);
     } else reduceKernel(x, y, shape, params.axes, 0, (a, v) => a + v * v);
   },
   wgsl: ({ inputs: [x], params }, device) => reduceWgsl("sumsq", x, params.axes, device),

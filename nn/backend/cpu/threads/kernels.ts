@@ -13,7 +13,35 @@ import type { TypedArray } from "../../../dtype.ts";
 import { EXPORTS, privateSimd, type SimdKernels } from "../simd/mod.ts";
 import type { KernelFn } from "../wasm_pool/protocol.ts";
 import { attentionBackwardUnits, attentionForwardUnits } from "../attention_heads.ts";
-import { gemm } from "../gemm_adapter.ts";
+import { addF32, gemm, sumSquaresF32 } from "../gemm_adapter.ts";
+
+/** y = a + b over elements [i0, i1) (BLAS's native copy and `saxpy` where it applies). */
+export function addRange(
+  a: TypedArray,
+  b: TypedArray,
+  y: TypedArray,
+  i0: number,
+  i1: number,
+): void {
+  if (addF32(a.subarray(i0, i1), b.subarray(i0, i1), y.subarray(i0, i1))) return;
+  for (let i = i0; i < i1; i++) y[i] = a[i] + b[i];
+}
+
+/**
+ * Σx² of piece `part` of `parts` of x (f64 sums of f32 products: BLAS's `dsdot` where it
+ * applies), stored in `out[part]`.
+ */
+export function sumSquaresPart(x: TypedArray, out: TypedArray, parts: number, part: number): void {
+  const n = x.length;
+  const i0 = Math.floor(n * part / parts), i1 = Math.floor(n * (part + 1) / parts);
+  const piece = x.subarray(i0, i1);
+  let s = piece instanceof Float32Array && piece.length >= 4096 ? sumSquaresF32(piece) : null;
+  if (s === null) {
+    s = 0;
+    for (let i = 0; i < piece.length; i++) s += piece[i] * piece[i];
+  }
+  out[part] = s;
+}
 
 /**
  * Piece `part` of `parts` of the f32 product C = op(A)·op(B) (row-major, leading dimensions):
@@ -361,6 +389,20 @@ export const KERNELS = {
         const r0 = Math.floor(rows * p / parts), r1 = Math.floor(rows * (p + 1) / parts);
         rmsNormBackwardRows(a[0], a[1], a[2], a[3], a[4], a[5], h, r0, r1, p * h);
       }
+    },
+  },
+  /** a, b, y; elements. */
+  add: {
+    arrays: 3,
+    writes: [2],
+    run: (a, _s, lo, hi) => addRange(a[0], a[1], a[2], lo, hi),
+  },
+  /** x, out (f64, one per part); parts; parts (one sum each). */
+  sum_squares: {
+    arrays: 2,
+    writes: [1],
+    run: (a, s, lo, hi) => {
+      for (let p = lo; p < hi; p++) sumSquaresPart(a[0], a[1], s[0], p);
     },
   },
   /** a, b, c; transA, transB, m, n, k, lda, ldb, ldc, by rows, parts; parts (one gemm each). */

@@ -34,6 +34,7 @@ import {
 import { KERNEL_NAMES, type KernelName, KERNELS } from "./kernels.ts";
 import { simd } from "../simd/mod.ts";
 import {
+  addF32,
   blasThreadsForProductsOnly,
   matmulPrecision,
   singleThreadedGemm,
@@ -389,6 +390,39 @@ export function pooledMatmul(
   } finally {
     restore();
   }
+}
+
+/**
+ * y = a + b for same-length f32 arrays, split over the pool when it is on (pieces of at least
+ * 64K elements, each BLAS's native copy and `saxpy` on one thread); false where the fast path does
+ * not apply (other dtypes, short arrays, y aliasing b, no BLAS: the op then runs its loop).
+ */
+export function add(a: TypedArray, b: TypedArray, y: TypedArray): boolean {
+  if (
+    !(a instanceof Float32Array) || !(b instanceof Float32Array) || !(y instanceof Float32Array) ||
+    a.length < 4096 || b.length !== a.length || y.length !== a.length ||
+    (y.buffer === b.buffer && y.byteOffset === b.byteOffset)
+  ) return false;
+  if (a.length < 2 * ADD_GRAIN) return addF32(a, b, y);
+  parallel("add", [a, b, y], [], 0, a.length, ADD_GRAIN);
+  return true;
+}
+
+/** Fewest elements of one piece of a pooled add or sum of squares. */
+const ADD_GRAIN = 1 << 16;
+
+/**
+ * Σx² of a whole f32 array as f64: in pieces fixed by its length (at most 16, each BLAS's `dsdot`
+ * where it applies), on the pool's threads when it is on, the pieces' sums added in order — the
+ * same bits with any number of threads.
+ */
+export function sumOfSquares(x: Float32Array): number {
+  const parts = Math.max(1, Math.min(16, Math.floor(x.length / ADD_GRAIN)));
+  const out = new Float64Array(parts);
+  parallel("sum_squares", [x, out], [parts], 0, parts, 1);
+  let s = 0;
+  for (let p = 0; p < parts; p++) s += out[p];
+  return s;
 }
 
 /** Fewest multiply-adds of a product worth splitting over the pool (~1 ms on one core). */

@@ -11,6 +11,7 @@ import { attentionBackwardOp, attentionOp } from "../../../ops/attention.ts";
 import { matmulOp } from "../../../ops/matmul.ts";
 import { getGemm } from "../gemm/mod.ts";
 import {
+  add,
   initKernelThreads,
   KernelPool,
   kernelThreads,
@@ -19,6 +20,7 @@ import {
   setKernelThreadsEnabled,
   sharedArray,
   sharedArraysOn,
+  sumOfSquares,
   workerChunks,
 } from "./mod.ts";
 import { KERNELS, rmsNormBackwardRows } from "./kernels.ts";
@@ -320,6 +322,28 @@ Deno.test("kernel pool: matrix products split by rows or columns match the unspl
   // outside the matmul op's products OpenBLAS stays on one thread while the pool is on
   const g = getGemm();
   if (kernelThreads() > 1 && g.kind === "blas" && g.setThreads) assert.equal(g.setThreads(1), 1);
+});
+
+Deno.test("kernel pool: add and the global norm's Σx² in pieces: exact, and the same bits pooled or not", async () => {
+  await initKernelThreads();
+  const n = 300_001;
+  const a = values(n, 31), b = values(n, 32);
+  const y = sharedArray("f32", n) as Float32Array;
+  assert.ok(add(a, b, y));
+  for (let i = 0; i < n; i++) assert.equal(y[i], Math.fround(a[i] + b[i]));
+  const pooled = sumOfSquares(a);
+  setKernelThreadsEnabled(false);
+  let single: number;
+  try {
+    single = sumOfSquares(a);
+  } finally {
+    setKernelThreadsEnabled(true);
+  }
+  assert.equal(pooled, single);
+  let exact = 0;
+  for (let i = 0; i < n; i++) exact += a[i] * a[i];
+  assert.ok(Math.abs(pooled - exact) <= 1e-9 * exact, `${pooled} vs ${exact}`);
+  assert.ok(!add(a, b, b), "y aliasing b takes the op's loop");
 });
 
 Deno.test("kernel pool: workers take part in large calls", async () => {
