@@ -119,10 +119,6 @@ export const rmsNormBackwardOp: KernelOp<Record<string, never>, "rms_norm_backwa
     // dx and a partial dw per piece of rows, in one pass; the partials (f64) are summed in piece
     // order. The pieces depend on the shape only, so any number of threads gives the same bits.
     const parts = x.length >= 2 * ROW_GRAIN_ELEMENTS ? Math.min(DW_PARTS, rows) : 1;
-    if (parts === 1) {
-      parallel("rms_norm_backward", [ct, x, w, rstd, dx, dw], [rows, h, 1], 0, 1, 1);
-      return;
-    }
     const partial = new Float64Array(parts * h);
     parallel("rms_norm_backward", [ct, x, w, rstd, dx, partial], [rows, h, parts], 0, parts, 1);
     for (let i = 0; i < h; i++) {

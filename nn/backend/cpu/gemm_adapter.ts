@@ -165,16 +165,14 @@ export function singleThreadedGemm(): (() => void) | null {
   return () => void g.setThreads!(before);
 }
 
-/** OpenBLAS's threads for the matmul op's products while the rest runs on one (0: not split). */
+/** OpenBLAS's threads inside the matmul op's products while the rest runs on one (0: not split). */
 let productThreads = 0;
 
 /**
- * Keeps OpenBLAS on one thread except inside the matmul op's products, which get `threads`
- * (`threads` ≤ 1 undoes it). The CPU kernel pool calls it when it starts: its threads then run
- * the elementwise kernels, attention and most products, and OpenBLAS's own threads, which spin
- * for a while after each call, are woken only by a product the pool does not take. The residual
- * adds (`cblas_saxpy`) and the global norm (`cblas_dsdot`) then run on one thread, with the same
- * bits on any machine (a threaded `dsdot` sums in another order).
+ * Keeps OpenBLAS on one thread except inside the matmul op's products, which get `threads` (> 1).
+ * The CPU kernel pool calls it when it starts: its threads then run the elementwise kernels,
+ * attention, the adds and most products, and OpenBLAS's own threads, which spin for a while after
+ * each call, are woken only by a product the pool does not take.
  *
  * @param threads OpenBLAS threads for the matmul op's products
  */
@@ -182,8 +180,8 @@ export function blasThreadsForProductsOnly(threads: number): void {
   if (fast) return;
   const g = getGemm();
   if (g.kind !== "blas" || !g.setThreads) return;
-  productThreads = threads > 1 ? threads : 0;
-  g.setThreads(productThreads ? 1 : Math.max(1, threads));
+  productThreads = threads;
+  g.setThreads(1);
 }
 
 let bf16: Pick<Gemm, "sgemm"> | null = null;

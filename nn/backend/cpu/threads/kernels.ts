@@ -15,6 +15,11 @@ import type { KernelFn } from "../wasm_pool/protocol.ts";
 import { attentionBackwardUnits, attentionForwardUnits } from "../attention_heads.ts";
 import { addF32, gemm, sumSquaresF32 } from "../gemm_adapter.ts";
 
+/** Bounds [i0, i1) of piece `part` of `parts` equal pieces of `len` items. */
+function piece(len: number, parts: number, part: number): [number, number] {
+  return [Math.floor(len * part / parts), Math.floor(len * (part + 1) / parts)];
+}
+
 /** y = a + b over elements [i0, i1) (BLAS's native copy and `saxpy` where it applies). */
 export function addRange(
   a: TypedArray,
@@ -32,13 +37,11 @@ export function addRange(
  * applies), stored in `out[part]`.
  */
 export function sumSquaresPart(x: TypedArray, out: TypedArray, parts: number, part: number): void {
-  const n = x.length;
-  const i0 = Math.floor(n * part / parts), i1 = Math.floor(n * (part + 1) / parts);
-  const piece = x.subarray(i0, i1);
-  let s = piece instanceof Float32Array && piece.length >= 4096 ? sumSquaresF32(piece) : null;
+  const xs = x.subarray(...piece(x.length, parts, part));
+  let s = xs instanceof Float32Array && xs.length >= 4096 ? sumSquaresF32(xs) : null;
   if (s === null) {
     s = 0;
-    for (let i = 0; i < piece.length; i++) s += piece[i] * piece[i];
+    for (let i = 0; i < xs.length; i++) s += xs[i] * xs[i];
   }
   out[part] = s;
 }
@@ -65,8 +68,7 @@ export function sgemmPart(
   parts: number,
   part: number,
 ): void {
-  const len = byRows ? m : n;
-  const i0 = Math.floor(len * part / parts), i1 = Math.floor(len * (part + 1) / parts);
+  const [i0, i1] = piece(byRows ? m : n, parts, part);
   if (i1 <= i0) return;
   if (byRows) {
     gemm(
@@ -224,7 +226,7 @@ export function embeddingBackwardPart(
   parts: number,
   part: number,
 ): void {
-  const c0 = Math.floor(h * part / parts), c1 = Math.floor(h * (part + 1) / parts);
+  const [c0, c1] = piece(h, parts, part);
   if (parts === 1) y.fill(0);
   else for (let r = 0; r < y.length; r += h) y.fill(0, r + c0, r + c1);
   for (let i = 0; i < ids.length; i++) {
@@ -386,7 +388,7 @@ export const KERNELS = {
     run: (a, s, lo, hi) => {
       const [rows, h, parts] = s;
       for (let p = lo; p < hi; p++) {
-        const r0 = Math.floor(rows * p / parts), r1 = Math.floor(rows * (p + 1) / parts);
+        const [r0, r1] = piece(rows, parts, p);
         rmsNormBackwardRows(a[0], a[1], a[2], a[3], a[4], a[5], h, r0, r1, p * h);
       }
     },

@@ -393,18 +393,16 @@ export function pooledMatmul(
 }
 
 /**
- * y = a + b for same-length f32 arrays, split over the pool when it is on (pieces of at least
- * 64K elements, each BLAS's native copy and `saxpy` on one thread); false where the fast path does
- * not apply (other dtypes, short arrays, y aliasing b, no BLAS: the op then runs its loop).
+ * y = a + b for same-length arrays by `addF32` (BLAS's native copy and `saxpy`), split over the
+ * pool in pieces of at least 64K elements when the arrays are long enough; false where `addF32`
+ * does not apply (other dtypes, short arrays, y aliasing b, no BLAS: the op then runs its loop).
  */
 export function add(a: TypedArray, b: TypedArray, y: TypedArray): boolean {
   if (
-    !(a instanceof Float32Array) || !(b instanceof Float32Array) || !(y instanceof Float32Array) ||
-    a.length < 4096 || b.length !== a.length || y.length !== a.length ||
+    !(y instanceof Float32Array) || y.length < 2 * ADD_GRAIN ||
     (y.buffer === b.buffer && y.byteOffset === b.byteOffset)
-  ) return false;
-  if (a.length < 2 * ADD_GRAIN) return addF32(a, b, y);
-  parallel("add", [a, b, y], [], 0, a.length, ADD_GRAIN);
+  ) return addF32(a, b, y);
+  parallel("add", [a, b, y], [], 0, y.length, ADD_GRAIN);
   return true;
 }
 
