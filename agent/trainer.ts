@@ -425,9 +425,12 @@ export class AgentTrainer implements AsyncTrainer<RlState, AgentBatch> {
     let actorNext = state.actor;
     let aux: Partial<Record<AuxName, number>> = { loss: 0 };
     if (rows.length) {
-      const refLogp = await referenceLogProbs(s.cfg, state.ref, r);
+      // the reference forward on the trained rows only (dynamic sampling drops most of them)
+      const R = r.responseWidth, kept = await referenceLogProbs(s.cfg, state.ref, r, rows);
+      const refLogp = new Float32Array(r.rows * R);
+      rows.forEach((row, i) => refLogp.set(kept.subarray(i * R, (i + 1) * R), row * R));
       [actorNext, aux] = await updateOnRows(this.#step, state.actor, r, rows, {
-        refLogp: [refLogp, r.responseWidth],
+        refLogp: [refLogp, R],
         advantages: [Float32Array.from(adv), 0],
       });
     }

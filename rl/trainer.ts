@@ -634,20 +634,23 @@ export function criticObjective(
 }
 
 /**
- * The frozen reference model's log-probs of a rollout's response tokens, read back (N·R).
+ * The frozen reference model's log-probs of a rollout's response tokens, read back (N·R), or of
+ * the rows `rows` only (then rows.length·R, in their order).
  *
  * @param cfg model config
  * @param ref the reference params
  * @param r the rollout
- * @returns log π_ref, row-major (N, R)
+ * @param rows the rows to score (default: all)
+ * @returns log π_ref, row-major (N, R) or (rows.length, R)
  */
 export function referenceLogProbs(
   cfg: MiniMindConfig,
   ref: Tree,
   r: Rollout,
+  rows?: readonly number[],
 ): Promise<Float32Array> {
   return readBack(() =>
-    policyLogProbs(cfg, ref as unknown as MiniMindParams, rolloutTensors(r)).logp
+    policyLogProbs(cfg, ref as unknown as MiniMindParams, rolloutTensors(r, rows)).logp
   );
 }
 
