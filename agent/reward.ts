@@ -1,9 +1,9 @@
 /**
  * Verifiable rewards and grading of tool-use episodes, after MiniMind's `trainer/train_agent.py`
- * (its `calculate_rewards`): tag balance, the gap between valid calls and expected
- * answers, the share of expected answers found in the final text (scored only when tools were
- * called, as in MiniMind; `correct` counts it either way, numbers as whole numbers only), an unfinished penalty and the
- * trigram repetition penalty, clipped to [−3, 3]. There is no reward model here (MiniMind adds an
+ * (its `calculate_rewards`): tag balance, the gap between valid calls and expected answers, the
+ * share of expected answers found in the final text (scored only when tools were called, as in
+ * MiniMind; `correct` counts it either way, numbers as whole numbers only), an unfinished penalty
+ * and the trigram repetition penalty, clipped to [−3, 3]. There is no reward model here (MiniMind adds an
  * RM score to answers given without a tool call); that term is 0.
  * @module
  */

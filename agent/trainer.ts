@@ -259,7 +259,7 @@ export async function playEpisodes(
     return {
       task: p.task,
       result,
-      score: scoreEpisode(result, p.task, s.answerMatch ?? "exact"),
+      score: scoreEpisode(result, p.task, s.answerMatch),
     };
   });
   return { rollout: layout(plays, s.maxTotalLen, tok.padId >= 0 ? tok.padId : 0), episodes };
