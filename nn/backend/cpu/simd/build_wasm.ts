@@ -186,7 +186,8 @@ function storeLanes(p: string, v: string, count: string): string {
  * offsets). `body(sfx)` reads locals `$in_<name><sfx>` and sets `$out_<name><sfx>`; its temporaries
  * carry the suffix too. The main loop runs two vectors per iteration (suffixes "" and "b"): the
  * exp chain is long (~60 cycles of latency), and two independent chains side by side keep the FP
- * pipes busy.
+ * pipes busy. `scalars` are f32 parameters (after the pointers, before the range), splatted once
+ * into the v128 locals `$v_<name>`.
  */
 function mapKernel(
   name: string,
@@ -194,8 +195,14 @@ function mapKernel(
   outs: string[],
   body: (sfx: string) => string[],
   extraLocals: (sfx: string) => string = () => "",
+  scalars: string[] = [],
 ): string {
-  const params = [...ins, ...outs].map((n) => `(param $${n} i32)`).join(" ");
+  const params = [
+    ...[...ins, ...outs].map((n) => `(param $${n} i32)`),
+    ...scalars.map((n) => `(param $${n} f32)`),
+  ].join(" ");
+  const splats = scalars.map((n) => set(`v_${n}`, splat(get(n)))).join("\n    ");
+  const scalarLocals = scalars.map((n) => `(local $v_${n} v128)`).join(" ");
   const vlocals = (sfx: string) =>
     [...ins.map((n) => `$in_${n}${sfx}`), ...outs.map((n) => `$out_${n}${sfx}`)]
       .map((n) => `(local ${n} v128)`).join(" ");
@@ -208,10 +215,11 @@ function mapKernel(
   const locals = ["", "b"].map((x) => `${vlocals(x)} ${expLocals(x)} ${extraLocals(x)}`).join(" ");
   return func(
     `(export "${name}") ${params} (param $i0 i32) (param $i1 i32)`,
-    `(local $i i32) (local $end i32) (local $rem i32) ${locals}`,
+    `(local $i i32) (local $end i32) (local $rem i32) ${scalarLocals} ${locals}`,
     () => {
       const a = body("").join("\n        "), b = body("b").join("\n        ");
       return `
+    ${splats}
     (local.set $i (i32.shl ${get("i0")} ${i32(2)}))
     (local.set $rem (i32.and (i32.sub ${get("i1")} ${get("i0")}) ${i32(3)}))
     (local.set $end (i32.sub (i32.shl ${get("i1")} ${i32(2)}) (i32.shl ${get("rem")} ${i32(2)})))
@@ -332,6 +340,36 @@ const MAPS = () => [
       ),
     ],
     sigLocals,
+  ),
+  // AdamW in torch's f32 order of operations (see adamwF32 in ../threads/kernels.ts):
+  // g ← g·scale; m ← m·β₁ + (1−β₁)·g; v ← v·β₂ + (1−β₂)·g·g;
+  // p ← p·decay + (step·m) / (√v·(1/√bc₂) + eps)
+  mapKernel(
+    "adamw",
+    ["p", "g", "m", "v"],
+    ["po", "mo", "vo"],
+    (k) => [
+      set(`ag${k}`, fmul(get(`in_g${k}`), get("v_gs"))),
+      set(`out_mo${k}`, fadd(fmul(get(`in_m${k}`), get("v_b1")), fmul(get("v_a1"), get(`ag${k}`)))),
+      set(
+        `out_vo${k}`,
+        fadd(
+          fmul(get(`in_v${k}`), get("v_b2")),
+          fmul(fmul(get("v_a2"), get(`ag${k}`)), get(`ag${k}`)),
+        ),
+      ),
+      set(
+        `out_po${k}`,
+        fadd(
+          fmul(get(`in_p${k}`), get("v_decay")),
+          `(f32x4.div ${fmul(get("v_step"), get(`out_mo${k}`))} ${
+            fadd(fmul(`(f32x4.sqrt ${get(`out_vo${k}`)})`, get("v_ibc")), get("v_eps"))
+          })`,
+        ),
+      ),
+    ],
+    (k) => `(local $ag${k} v128)`,
+    ["b1", "b2", "eps", "decay", "a1", "a2", "step", "ibc", "gs"],
   ),
 ];
 

@@ -51,6 +51,30 @@ export interface SimdExports {
     i0: number,
     i1: number,
   ) => void;
+  /**
+   * AdamW in f32 (torch's order of operations): p, g, m, v in; p', m', v' out; then β₁, β₂, eps,
+   * decay, 1−β₁, 1−β₂, step size, 1/√bc₂, gradient scale.
+   */
+  adamw: (
+    p: number,
+    g: number,
+    m: number,
+    v: number,
+    po: number,
+    mo: number,
+    vo: number,
+    b1: number,
+    b2: number,
+    eps: number,
+    decay: number,
+    a1: number,
+    a2: number,
+    step: number,
+    ibc: number,
+    gs: number,
+    i0: number,
+    i1: number,
+  ) => void;
   /** Per row r of x (row stride ld): f64 (max, Σ exp(x − max)) at out + 16r. */
   row_stats: (x: number, ld: number, n: number, out: number, r0: number, r1: number) => void;
   /** As row_stats, and x becomes softmax(x) in place (0 on rows with nothing visible). */
@@ -116,6 +140,7 @@ export const EXPORTS = [
   "row_exp",
   "attn_exp",
   "attn_ds",
+  "adamw",
 ] as const;
 
 /** A kernel's name. */

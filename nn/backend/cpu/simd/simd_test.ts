@@ -23,6 +23,7 @@ import { logSoftmaxOp, logsumexpOp, softmaxOp } from "../../../ops/softmax.ts";
 import { swigluBackwardOp, swigluOp } from "../../../ops/swiglu.ts";
 import { UNARY_OPS } from "../../../ops/unary.ts";
 import { attentionBackwardOp, attentionOp } from "../../../ops/attention.ts";
+import { adamwOp } from "../../../ops/adamw.ts";
 import { initSimd, setSimdEnabled, simd } from "./mod.ts";
 import { setKernelThreadsEnabled } from "../threads/mod.ts";
 
@@ -399,6 +400,62 @@ function checkAttention(): void {
   }
 }
 
+// ---- AdamW ---------------------------------------------------------------------------------
+
+/**
+ * The SIMD AdamW is torch's f32 arithmetic, every operation rounded (wasm has no fused multiply-add
+ * and its sqrt and divide are correctly rounded): the same bits as this loop of `Math.fround`s
+ * (f64 then rounded gives the correctly rounded f32 result for + − × ÷ √). The f64 loop it replaces
+ * is within a few f32 roundings of it.
+ */
+function checkAdamw(): void {
+  const fr = Math.fround;
+  for (const n of [1, 3, 5, 8, 16387, 40001]) {
+    for (const scale of [null, 0.37]) {
+      const p = f32(rand(n, 31 + n)), g = f32(rand(n, 37 + n, 3));
+      const m = f32(rand(n, 41 + n, 0.1)), v = f32(rand(n, 43 + n, 0.2).map(Math.abs));
+      g[0] = 0; // a zero gradient on a zero moment (v = 0 below): the update must stay finite
+      v[0] = m[0] = 0;
+      const params = { lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 7 };
+      const ins = scale === null ? [p, g, m, v] : [p, g, m, v, f32([scale])];
+      const shapes = ins.map((a) => (a.length === 1 && scale !== null && a === ins[4] ? [] : [n]));
+      const r = both(() => runCpu(adamwOp, ins, shapes, params));
+      const b1 = fr(0.9), b2 = fr(0.999), a1 = fr(1 - 0.9), a2 = fr(1 - 0.999), eps = fr(1e-8);
+      const decay = fr(1 - 3e-3 * 0.1), gs = fr(scale ?? 1);
+      const step = fr(-(3e-3 / (1 - 0.9 ** 7))), ibc = fr(1 / Math.sqrt(1 - 0.999 ** 7));
+      for (let i = 0; i < n; i++) {
+        const gi = fr(g[i] * gs);
+        const mi = fr(fr(m[i] * b1) + fr(a1 * gi));
+        const vi = fr(fr(v[i] * b2) + fr(fr(a2 * gi) * gi));
+        const den = fr(fr(fr(Math.sqrt(vi)) * ibc) + eps);
+        const pi = fr(fr(p[i] * decay) + fr(fr(step * mi) / den));
+        const want = [pi, mi, vi];
+        // the sums may cancel: bound by the sum of the terms' magnitudes
+        const mag = [
+          Math.abs(p[i] * decay) + Math.abs(step * mi / den),
+          Math.abs(m[i] * b1) + Math.abs(a1 * gi),
+          vi,
+        ];
+        for (let o = 0; o < 3; o++) {
+          const got = r.simd[o][i], loop = r.loop[o][i];
+          assert(
+            same(got, want[o]),
+            `adamw n ${n} scale ${scale} output ${o}[${i}]: simd ${got}, torch-order f32 ${
+              want[o]
+            }`,
+          );
+          const tol = 16 * U * mag[o];
+          assert(
+            Math.abs(got - loop) <= tol,
+            `adamw n ${n} output ${o}[${i}]: simd ${got} vs f64 loop ${loop}`,
+          );
+          margin = Math.max(margin, Math.abs(got - loop) / (tol || 1));
+        }
+      }
+    }
+  }
+}
+
 // ---- the tests -------------------------------------------------------------------------------
 
 const CHECKS: [string, () => void][] = [
@@ -408,6 +465,7 @@ const CHECKS: [string, () => void][] = [
   ["cross-entropy and its backward match the loops", checkCrossEntropy],
   ["softmax, log_softmax, logsumexp match the loops (-Infinity and NaN rows too)", checkSoftmax],
   ["attention and its backward match the loops (masks, caches, fully hidden rows)", checkAttention],
+  ["adamw is torch's f32 arithmetic bit for bit, within 16u of the f64 loop", checkAdamw],
 ];
 
 // One thread first (before any worker starts), then with a worker sharing the calls.
