@@ -629,6 +629,201 @@ function attnDs(): string {
   );
 }
 
+// ---- RMSNorm rows in f64 lanes --------------------------------------------------------------
+
+/** f64x2 of lanes 0–1 of the f32x4 local `v`. */
+const lo64 = (v: string) => `(f64x2.promote_low_f32x4 ${get(v)})`;
+/** f64x2 of lanes 2–3 of the f32x4 local `v`. */
+const hi64 = (v: string) =>
+  `(f64x2.promote_low_f32x4 (i8x16.shuffle 8 9 10 11 12 13 14 15 0 1 2 3 4 5 6 7 ${get(v)} ${
+    get(v)
+  }))`;
+/** The f32x4 of two f64x2 expressions (lanes 0–1 from `a`, 2–3 from `b`), each rounded once. */
+const join32 = (a: string, b: string) =>
+  `(i8x16.shuffle 0 1 2 3 4 5 6 7 16 17 18 19 20 21 22 23 (f32x4.demote_f64x2_zero ${a}) (f32x4.demote_f64x2_zero ${b}))`;
+/** Sum of the four f64 lanes of two f64x2 locals, in lane order. */
+const lanes4 = (a: string, b: string) =>
+  `(f64.add (f64.add (f64.add (f64x2.extract_lane 0 ${get(a)}) (f64x2.extract_lane 1 ${
+    get(a)
+  })) (f64x2.extract_lane 0 ${get(b)})) (f64x2.extract_lane 1 ${get(b)}))`;
+const d2 = (op: string, a: string, b: string) => `(f64x2.${op} ${a} ${b})`;
+/** f64 of the f32 at byte address `p`. */
+const ld64 = (p: string) => `(f64.promote_f32 (f32.load ${p}))`;
+
+/**
+ * A loop over the row's elements: `vec` on each whole vector (byte offset `$j`, step 16, up to
+ * `$end`), then `scalar` on each remaining element (step 4, up to `$hb`).
+ */
+function rowLoop(label: string, vec: string[], scalar: string[]): string {
+  return `
+      (local.set $j (i32.const 0))
+      (block $${label}_d (loop $${label}_l
+        (br_if $${label}_d (i32.ge_u ${get("j")} ${get("end")}))
+        ${vec.join("\n        ")}
+        (local.set $j (i32.add ${get("j")} ${i32(16)}))
+        (br $${label}_l)))
+      (block $${label}_td (loop $${label}_tl
+        (br_if $${label}_td (i32.ge_u ${get("j")} ${get("hb")}))
+        ${scalar.join("\n        ")}
+        (local.set $j (i32.add ${get("j")} ${i32(4)}))
+        (br $${label}_tl)))`;
+}
+
+/**
+ * `rms_fwd`: rows [r0, r1) of x [rows, h] (row stride h): rstd = 1/√(Σx²/h + eps) and
+ * y = w·(x·rstd), the arithmetic of the TypeScript loop (f64, each output rounded once to f32)
+ * with Σx² in four f64 lanes. y may be x.
+ */
+function rmsFwd(): string {
+  const at = (base: string) => add(get(base), get("j"));
+  return func(
+    `(export "rms_fwd") (param $x i32) (param $w i32) (param $y i32) (param $rstd i32)
+      (param $h i32) (param $eps f64) (param $r0 i32) (param $r1 i32)`,
+    `(local $r i32) (local $j i32) (local $end i32) (local $hb i32) (local $xr i32) (local $yr i32)
+    (local $ss f64) (local $rs f64) (local $s f64) (local $a0 v128) (local $a1 v128)
+    (local $v v128) (local $wv v128) (local $rsv v128)`,
+    () => `
+    (local.set $hb (i32.shl ${get("h")} ${i32(2)}))
+    (local.set $end (i32.and ${get("hb")} ${i32(-16)}))
+    (local.set $r ${get("r0")})
+    (block $done (loop $rows
+      (br_if $done (i32.ge_u ${get("r")} ${get("r1")}))
+      (local.set $xr ${add(get("x"), mul(get("r"), get("hb")))})
+      (local.set $yr ${add(get("y"), mul(get("r"), get("hb")))})
+      (local.set $a0 (v128.const f64x2 0 0))
+      (local.set $a1 (v128.const f64x2 0 0))
+      ${
+      rowLoop("ss", [
+        set("v", load(at("xr"))),
+        set("a0", d2("add", get("a0"), d2("mul", lo64("v"), lo64("v")))),
+        set("a1", d2("add", get("a1"), d2("mul", hi64("v"), hi64("v")))),
+      ], [
+        set("s", ld64(at("xr"))),
+        set("ss", `(f64.add ${get("ss")} (f64.mul ${get("s")} ${get("s")}))`),
+      ])
+    }
+      (local.set $ss (f64.add ${lanes4("a0", "a1")} ${get("ss")}))
+      (local.set $rs (f64.div (f64.const 1) (f64.sqrt (f64.add (f64.div ${get("ss")}
+        (f64.convert_i32_u ${get("h")})) ${get("eps")}))))
+      (f32.store ${add(get("rstd"), `(i32.shl ${get("r")} ${i32(2)})`)} (f32.demote_f64 ${
+      get("rs")
+    }))
+      (local.set $rsv (f64x2.splat ${get("rs")}))
+      ${
+      rowLoop("y", [
+        set("v", load(at("xr"))),
+        set("wv", load(add(get("w"), get("j")))),
+        store(
+          at("yr"),
+          join32(
+            d2("mul", lo64("wv"), d2("mul", lo64("v"), get("rsv"))),
+            d2("mul", hi64("wv"), d2("mul", hi64("v"), get("rsv"))),
+          ),
+        ),
+      ], [
+        `(f32.store ${at("yr")} (f32.demote_f64 (f64.mul ${ld64(add(get("w"), get("j")))}
+          (f64.mul ${ld64(at("xr"))} ${get("rs")}))))`,
+      ])
+    }
+      (local.set $ss (f64.const 0))
+      (local.set $r (i32.add ${get("r")} ${i32(1)}))
+      (br $rows)))`,
+  );
+}
+
+/**
+ * `rms_bwd`: rows [r0, r1) of RMSNorm's backward, the arithmetic of the TypeScript loop in f64
+ * lanes: c = rstd³·(Σ w·ct·x)/h (the sum in four lanes), dx = rstd·w·ct − x·c, and
+ * dw += ct·x·rstd into the f64 partial at `dw` (h values). dx may be ct.
+ */
+function rmsBwd(): string {
+  const at = (base: string) => add(get(base), get("j"));
+  const dwAt = (hi: boolean) =>
+    add(add(get("dw"), `(i32.shl ${get("j")} ${i32(1)})`), i32(hi ? 16 : 0));
+  return func(
+    `(export "rms_bwd") (param $ct i32) (param $x i32) (param $w i32) (param $rstd i32)
+      (param $dx i32) (param $dw i32) (param $h i32) (param $r0 i32) (param $r1 i32)`,
+    `(local $r i32) (local $j i32) (local $end i32) (local $hb i32) (local $cr i32) (local $xr i32)
+    (local $dr i32) (local $dot f64) (local $rs f64) (local $c f64) (local $a0 v128)
+    (local $a1 v128) (local $cv v128) (local $xv v128) (local $wv v128) (local $rsv v128)
+    (local $ccv v128) (local $t f64)`,
+    () => `
+    (local.set $hb (i32.shl ${get("h")} ${i32(2)}))
+    (local.set $end (i32.and ${get("hb")} ${i32(-16)}))
+    (local.set $r ${get("r0")})
+    (block $done (loop $rows
+      (br_if $done (i32.ge_u ${get("r")} ${get("r1")}))
+      (local.set $cr ${add(get("ct"), mul(get("r"), get("hb")))})
+      (local.set $xr ${add(get("x"), mul(get("r"), get("hb")))})
+      (local.set $dr ${add(get("dx"), mul(get("r"), get("hb")))})
+      (local.set $rs ${ld64(add(get("rstd"), `(i32.shl ${get("r")} ${i32(2)})`))})
+      (local.set $a0 (v128.const f64x2 0 0))
+      (local.set $a1 (v128.const f64x2 0 0))
+      (local.set $dot (f64.const 0))
+      ${
+      rowLoop("dot", [
+        set("cv", load(at("cr"))),
+        set("xv", load(at("xr"))),
+        set("wv", load(add(get("w"), get("j")))),
+        set("a0", d2("add", get("a0"), d2("mul", d2("mul", lo64("wv"), lo64("cv")), lo64("xv")))),
+        set("a1", d2("add", get("a1"), d2("mul", d2("mul", hi64("wv"), hi64("cv")), hi64("xv")))),
+      ], [
+        set(
+          "dot",
+          `(f64.add ${get("dot")} (f64.mul (f64.mul ${ld64(add(get("w"), get("j")))} ${
+            ld64(at("cr"))
+          }) ${ld64(at("xr"))}))`,
+        ),
+      ])
+    }
+      (local.set $dot (f64.add ${lanes4("a0", "a1")} ${get("dot")}))
+      (local.set $c (f64.div (f64.mul (f64.mul (f64.mul ${get("rs")} ${get("rs")}) ${get("rs")})
+        ${get("dot")}) (f64.convert_i32_u ${get("h")})))
+      (local.set $rsv (f64x2.splat ${get("rs")}))
+      (local.set $ccv (f64x2.splat ${get("c")}))
+      ${
+      rowLoop("dx", [
+        set("cv", load(at("cr"))),
+        set("xv", load(at("xr"))),
+        set("wv", load(add(get("w"), get("j")))),
+        store(
+          dwAt(false),
+          d2("add", load(dwAt(false)), d2("mul", d2("mul", lo64("cv"), lo64("xv")), get("rsv"))),
+        ),
+        store(
+          dwAt(true),
+          d2("add", load(dwAt(true)), d2("mul", d2("mul", hi64("cv"), hi64("xv")), get("rsv"))),
+        ),
+        store(
+          at("dr"),
+          join32(
+            d2(
+              "sub",
+              d2("mul", d2("mul", get("rsv"), lo64("wv")), lo64("cv")),
+              d2("mul", lo64("xv"), get("ccv")),
+            ),
+            d2(
+              "sub",
+              d2("mul", d2("mul", get("rsv"), hi64("wv")), hi64("cv")),
+              d2("mul", hi64("xv"), get("ccv")),
+            ),
+          ),
+        ),
+      ], [
+        set("t", ld64(at("cr"))),
+        `(f64.store ${dwAt(false)} (f64.add (f64.load ${dwAt(false)}) (f64.mul (f64.mul ${
+          get("t")
+        } ${ld64(at("xr"))}) ${get("rs")})))`,
+        `(f32.store ${at("dr")} (f32.demote_f64 (f64.sub (f64.mul (f64.mul ${get("rs")} ${
+          ld64(add(get("w"), get("j")))
+        }) ${get("t")}) (f64.mul ${ld64(at("xr"))} ${get("c")}))))`,
+      ])
+    }
+      (local.set $r (i32.add ${get("r")} ${i32(1)}))
+      (br $rows)))`,
+  );
+}
+
 /** The whole module. */
 export function moduleWat(shared: boolean): string {
   return `(module
@@ -640,6 +835,8 @@ ${rowStats("attn_softmax", true, true)}
 ${rowExp("row_exp", false)}
 ${rowExp("attn_exp", true)}
 ${attnDs()}
+${rmsFwd()}
+${rmsBwd()}
 )
 `;
 }

@@ -75,6 +75,32 @@ export interface SimdExports {
     i0: number,
     i1: number,
   ) => void;
+  /** RMSNorm rows [r0, r1) of x [rows, h]: y = w·(x·rstd), rstd = 1/√(Σx²/h + eps); y may be x. */
+  rms_fwd: (
+    x: number,
+    w: number,
+    y: number,
+    rstd: number,
+    h: number,
+    eps: number,
+    r0: number,
+    r1: number,
+  ) => void;
+  /**
+   * RMSNorm backward rows [r0, r1): dx = rstd·w·ct − x·rstd³·(Σ w·ct·x)/h, and ct·x·rstd added
+   * into the f64 partial dw (h values); dx may be ct.
+   */
+  rms_bwd: (
+    ct: number,
+    x: number,
+    w: number,
+    rstd: number,
+    dx: number,
+    dw: number,
+    h: number,
+    r0: number,
+    r1: number,
+  ) => void;
   /** Per row r of x (row stride ld): f64 (max, Σ exp(x − max)) at out + 16r. */
   row_stats: (x: number, ld: number, n: number, out: number, r0: number, r1: number) => void;
   /** As row_stats, and x becomes softmax(x) in place (0 on rows with nothing visible). */
@@ -141,6 +167,8 @@ export const EXPORTS = [
   "attn_exp",
   "attn_ds",
   "adamw",
+  "rms_fwd",
+  "rms_bwd",
 ] as const;
 
 /** A kernel's name. */

@@ -24,6 +24,7 @@ import { swigluBackwardOp, swigluOp } from "../../../ops/swiglu.ts";
 import { UNARY_OPS } from "../../../ops/unary.ts";
 import { attentionBackwardOp, attentionOp } from "../../../ops/attention.ts";
 import { adamwOp } from "../../../ops/adamw.ts";
+import { rmsNormBackwardOp, rmsNormOp } from "../../../ops/rms_norm.ts";
 import { initSimd, setSimdEnabled, simd } from "./mod.ts";
 import { setKernelThreadsEnabled } from "../threads/mod.ts";
 
@@ -400,6 +401,47 @@ function checkAttention(): void {
   }
 }
 
+// ---- RMSNorm -------------------------------------------------------------------------------
+
+/**
+ * RMSNorm forward and backward: the SIMD kernels do the loops' f64 arithmetic, except that each
+ * row's sum runs in four lanes, so results may differ in the last bit: y and rstd within 2u, dx
+ * within 4u of the terms it subtracts, dw (the same f64 partials) within 4u of Σ|ct·x·rstd|.
+ * Widths that are not multiples of 4 run the scalar tail; 16387 rows cross pieces and rounds.
+ */
+function checkRmsNorm(): void {
+  for (
+    const [rows, h] of [[1, 1], [5, 3], [3, 4], [7, 7], [300, 64], [40, 96], [9, 130], [16387, 6]]
+  ) {
+    const x = f32(rand(rows * h, 51 + h, 3)), w = f32(rand(h, 53 + h, 2));
+    const ct = f32(rand(rows * h, 57 + h));
+    const fwd = both(() => runCpu(rmsNormOp, [x, w], [[rows, h], [h]], { eps: 1e-6 }));
+    close(
+      `rms_norm y ${rows}×${h}`,
+      fwd.simd[0],
+      fwd.loop[0],
+      (i) => 2 * U * Math.abs(fwd.loop[0][i]),
+    );
+    close(`rms_norm rstd ${rows}×${h}`, fwd.simd[1], fwd.loop[1], (i) => 2 * U * fwd.loop[1][i]);
+    const rstd = fwd.loop[1];
+    const bwd = both(() =>
+      runCpu(rmsNormBackwardOp, [ct, x, w, rstd], [[rows, h], [rows, h], [h], [rows]], {})
+    );
+    close(`rms_norm dx ${rows}×${h}`, bwd.simd[0], bwd.loop[0], (i) => {
+      const r = Math.floor(i / h), j = i % h;
+      let dot = 0;
+      for (let q = 0; q < h; q++) dot += Math.abs(w[q] * ct[r * h + q] * x[r * h + q]);
+      const c = rstd[r] ** 3 * dot / h;
+      return 4 * U * (Math.abs(rstd[r] * w[j] * ct[i]) + Math.abs(x[i]) * c);
+    });
+    close(`rms_norm dw ${rows}×${h}`, bwd.simd[1], bwd.loop[1], (j) => {
+      let s = 0;
+      for (let r = 0; r < rows; r++) s += Math.abs(ct[r * h + j] * x[r * h + j] * rstd[r]);
+      return 4 * U * s;
+    });
+  }
+}
+
 // ---- AdamW ---------------------------------------------------------------------------------
 
 /**
@@ -466,6 +508,7 @@ const CHECKS: [string, () => void][] = [
   ["softmax, log_softmax, logsumexp match the loops (-Infinity and NaN rows too)", checkSoftmax],
   ["attention and its backward match the loops (masks, caches, fully hidden rows)", checkAttention],
   ["adamw is torch's f32 arithmetic bit for bit, within 16u of the f64 loop", checkAdamw],
+  ["rms_norm and its backward match the loops (tails, pieces, rounds)", checkRmsNorm],
 ];
 
 // One thread first (before any worker starts), then with a worker sharing the calls.

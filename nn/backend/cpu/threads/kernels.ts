@@ -274,6 +274,68 @@ export function simdMapRange(
   }
 }
 
+/**
+ * RMSNorm forward over rows [r0, r1) of x [rows, h] by the SIMD `rms_fwd` kernel on this thread's
+ * own memory, in rounds of rows (y computed in place of the round's copy of x). Row by row, so any
+ * split gives the same bits.
+ */
+export function simdRmsNormRows(
+  x: TypedArray,
+  w: TypedArray,
+  y: TypedArray,
+  rstd: TypedArray,
+  h: number,
+  eps: number,
+  r0: number,
+  r1: number,
+): void {
+  const rr = roundRows(h);
+  const l = localSimd();
+  const xp = l.alloc(rr * h * 4), wp = l.alloc(h * 4), sp = l.alloc(rr * 4);
+  l.f32.set(w.subarray(0, h), wp >> 2);
+  for (let r = r0; r < r1; r += rr) {
+    const e = Math.min(r1, r + rr);
+    l.f32.set(x.subarray(r * h, e * h), xp >> 2);
+    l.k.rms_fwd(xp, wp, xp, sp, h, eps, 0, e - r);
+    (y as Float32Array).set(l.f32.subarray(xp >> 2, (xp >> 2) + (e - r) * h), r * h);
+    (rstd as Float32Array).set(l.f32.subarray(sp >> 2, (sp >> 2) + e - r), r);
+  }
+}
+
+/**
+ * RMSNorm backward over rows [r0, r1) by the SIMD `rms_bwd` kernel on this thread's own memory:
+ * dx for those rows, and their Σ ct·x·rstd per column (f64) into `dw[off, off + h)`. The
+ * arithmetic of {@linkcode rmsNormBackwardRows} with each row's dot product summed in four lanes.
+ */
+export function simdRmsNormBackwardRows(
+  ct: TypedArray,
+  x: TypedArray,
+  w: TypedArray,
+  rstd: TypedArray,
+  dx: TypedArray,
+  dw: TypedArray,
+  h: number,
+  r0: number,
+  r1: number,
+  off: number,
+): void {
+  const rr = roundRows(h);
+  const l = localSimd();
+  const cp = l.alloc(rr * h * 4), xp = l.alloc(rr * h * 4), wp = l.alloc(h * 4);
+  const sp = l.alloc(rr * 4), dp = l.alloc(h * 8);
+  l.f32.set(w.subarray(0, h), wp >> 2);
+  l.f64.fill(0, dp >> 3, (dp >> 3) + h);
+  for (let r = r0; r < r1; r += rr) {
+    const e = Math.min(r1, r + rr);
+    l.f32.set(ct.subarray(r * h, e * h), cp >> 2);
+    l.f32.set(x.subarray(r * h, e * h), xp >> 2);
+    l.f32.set(rstd.subarray(r, e), sp >> 2);
+    l.k.rms_bwd(cp, xp, wp, sp, cp, dp, h, 0, e - r);
+    (dx as Float32Array).set(l.f32.subarray(cp >> 2, (cp >> 2) + (e - r) * h), r * h);
+  }
+  (dw as Float64Array).set(l.f64.subarray(dp >> 3, (dp >> 3) + h), off);
+}
+
 /** Rows of `n` values per round of a pooled SIMD row kernel (about 64 Ki values, at least 1). */
 function roundRows(n: number): number {
   return Math.max(1, Math.floor(65536 / n));
@@ -390,6 +452,12 @@ export const KERNELS = {
     writes: [2, 3],
     run: (a, s, lo, hi) => rmsNormRows(a[0], a[1], a[2], a[3], s[0], s[1], lo, hi),
   },
+  /** As `rms_norm`, by the wasm SIMD kernel (f32 arrays). */
+  rms_norm_simd: {
+    arrays: 4,
+    writes: [2, 3],
+    run: (a, s, lo, hi) => simdRmsNormRows(a[0], a[1], a[2], a[3], s[0], s[1], lo, hi),
+  },
   /** ct, x, w, rstd, dx, dw partials (parts × h); rows, h, parts; parts (one at a time). */
   rms_norm_backward: {
     arrays: 6,
@@ -399,6 +467,18 @@ export const KERNELS = {
       for (let p = lo; p < hi; p++) {
         const [r0, r1] = piece(rows, parts, p);
         rmsNormBackwardRows(a[0], a[1], a[2], a[3], a[4], a[5], h, r0, r1, p * h);
+      }
+    },
+  },
+  /** As `rms_norm_backward`, by the wasm SIMD kernel (f32 arrays, f64 partials). */
+  rms_norm_backward_simd: {
+    arrays: 6,
+    writes: [4, 5],
+    run: (a, s, lo, hi) => {
+      const [rows, h, parts] = s;
+      for (let p = lo; p < hi; p++) {
+        const [r0, r1] = piece(rows, parts, p);
+        simdRmsNormBackwardRows(a[0], a[1], a[2], a[3], a[4], a[5], h, r0, r1, p * h);
       }
     },
   },
