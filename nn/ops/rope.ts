@@ -13,6 +13,7 @@ import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { grid, GRID_ARGS, gridIndex, statusDecl } from "../backend/webgpu/wgsl.ts";
 import { parallel } from "../backend/cpu/threads/mod.ts";
+import { simd } from "../backend/cpu/simd/mod.ts";
 
 /** Fewest elements per piece of a pooled rotation (a handoff costs microseconds). */
 const ROPE_GRAIN = 32768;
@@ -69,9 +70,26 @@ export const ropeOp: KernelOp<RopeParams, "rope"> = defineOp<RopeParams, "rope">
       }
     }
     const grain = Math.max(1, Math.ceil(ROPE_GRAIN / Math.max(1, nh * hd)));
+    const vec = x instanceof Float32Array && c instanceof Float32Array && simd() !== null;
     if (pos) {
-      parallel("rope_pos", [x, c, s, pos, y], [t, nh, hd, 0, sg], 0, b * t, grain);
-    } else parallel("rope", [x, c, s, y], [t, nh, hd, params.offset, sg], 0, b * t, grain);
+      parallel(
+        vec ? "rope_pos_simd" : "rope_pos",
+        [x, c, s, pos, y],
+        [t, nh, hd, 0, sg],
+        0,
+        b * t,
+        grain,
+      );
+    } else {
+      parallel(
+        vec ? "rope_simd" : "rope",
+        [x, c, s, y],
+        [t, nh, hd, params.offset, sg],
+        0,
+        b * t,
+        grain,
+      );
+    }
   },
   // one invocation per (row, i < HD/2) pair; positions from the optional i32 input
   wgsl: ({ inputs: [x, c, , pos], params }) => {

@@ -824,6 +824,78 @@ function rmsBwd(): string {
   );
 }
 
+/**
+ * `rope`: rotate-half RoPE over rows [r0, r1) of x [rows, nh, hd] with each row's cos and sin rows
+ * (hd values) at `c + r·hd·4` and `s + r·hd·4`: y₁ = x₁·c₁ − (x₂·sg)·s₁, y₂ = x₂·c₂ + (x₁·sg)·s₂
+ * (first and second halves), the TypeScript loop's f64 arithmetic in f64x2 lanes, each output
+ * rounded once. y may be x.
+ */
+function rope(): string {
+  const ld = (base: string, half: boolean) =>
+    load(add(add(get(base), get("j")), half ? get("hb") : i32(0)));
+  const f64s = (base: string, half: boolean) =>
+    `(f64.promote_f32 (f32.load ${add(add(get(base), get("j")), half ? get("hb") : i32(0))}))`;
+  const y = (a: string, b: string, c: string, d: string, op: string, half: "lo" | "hi") => {
+    const p = half === "lo" ? lo64 : hi64;
+    return d2(op, d2("mul", p(a), p(b)), d2("mul", d2("mul", p(c), get("sgv")), p(d)));
+  };
+  return func(
+    `(export "rope") (param $x i32) (param $c i32) (param $s i32) (param $y i32) (param $nh i32)
+      (param $hd i32) (param $sg f64) (param $r0 i32) (param $r1 i32)`,
+    `(local $r i32) (local $h i32) (local $j i32) (local $end i32) (local $hb i32) (local $rb i32)
+    (local $xr i32) (local $yr i32) (local $cr i32) (local $sr i32) (local $sgv v128)
+    (local $x1 v128) (local $x2 v128) (local $c1 v128) (local $s1 v128) (local $c2 v128)
+    (local $s2 v128) (local $a f64) (local $b f64)`,
+    () => `
+    ;; $hb: bytes of half a head (the tail bound of rowLoop); $rb: bytes of a head
+    (local.set $rb (i32.shl ${get("hd")} ${i32(2)}))
+    (local.set $hb (i32.shr_u ${get("rb")} ${i32(1)}))
+    (local.set $end (i32.and ${get("hb")} ${i32(-16)}))
+    (local.set $sgv (f64x2.splat ${get("sg")}))
+    (local.set $r ${get("r0")})
+    (block $done (loop $rows
+      (br_if $done (i32.ge_u ${get("r")} ${get("r1")}))
+      (local.set $cr ${add(get("c"), mul(get("r"), get("rb")))})
+      (local.set $sr ${add(get("s"), mul(get("r"), get("rb")))})
+      (local.set $h (i32.const 0))
+      (block $hdone (loop $heads
+        (br_if $hdone (i32.ge_u ${get("h")} ${get("nh")}))
+        (local.set $xr ${add(get("x"), mul(add(mul(get("r"), get("nh")), get("h")), get("rb")))})
+        (local.set $yr ${add(get("y"), mul(add(mul(get("r"), get("nh")), get("h")), get("rb")))})
+        ${
+      rowLoop("rp", [
+        set("x1", ld("xr", false)),
+        set("x2", ld("xr", true)),
+        set("c1", ld("cr", false)),
+        set("s1", ld("sr", false)),
+        set("c2", ld("cr", true)),
+        set("s2", ld("sr", true)),
+        store(
+          add(get("yr"), get("j")),
+          join32(y("x1", "c1", "x2", "s1", "sub", "lo"), y("x1", "c1", "x2", "s1", "sub", "hi")),
+        ),
+        store(
+          add(add(get("yr"), get("j")), get("hb")),
+          join32(y("x2", "c2", "x1", "s2", "add", "lo"), y("x2", "c2", "x1", "s2", "add", "hi")),
+        ),
+      ], [
+        set("a", f64s("xr", false)),
+        set("b", f64s("xr", true)),
+        `(f32.store ${add(get("yr"), get("j"))} (f32.demote_f64 (f64.sub (f64.mul ${get("a")} ${
+          f64s("cr", false)
+        }) (f64.mul (f64.mul ${get("b")} ${get("sg")}) ${f64s("sr", false)}))))`,
+        `(f32.store ${add(add(get("yr"), get("j")), get("hb"))} (f32.demote_f64 (f64.add (f64.mul ${
+          get("b")
+        } ${f64s("cr", true)}) (f64.mul (f64.mul ${get("a")} ${get("sg")}) ${f64s("sr", true)}))))`,
+      ])
+    }
+        (local.set $h (i32.add ${get("h")} ${i32(1)}))
+        (br $heads)))
+      (local.set $r (i32.add ${get("r")} ${i32(1)}))
+      (br $rows)))`,
+  );
+}
+
 /** The whole module. */
 export function moduleWat(shared: boolean): string {
   return `(module
@@ -837,6 +909,7 @@ ${rowExp("attn_exp", true)}
 ${attnDs()}
 ${rmsFwd()}
 ${rmsBwd()}
+${rope()}
 )
 `;
 }

@@ -101,6 +101,21 @@ export interface SimdExports {
     r0: number,
     r1: number,
   ) => void;
+  /**
+   * Rotate-half RoPE over rows [r0, r1) of x [rows, nh, hd], row r's cos and sin (hd each) at
+   * c + 4·hd·r and s + 4·hd·r; sg −1 rotates backwards; y may be x.
+   */
+  rope: (
+    x: number,
+    c: number,
+    s: number,
+    y: number,
+    nh: number,
+    hd: number,
+    sg: number,
+    r0: number,
+    r1: number,
+  ) => void;
   /** Per row r of x (row stride ld): f64 (max, Σ exp(x − max)) at out + 16r. */
   row_stats: (x: number, ld: number, n: number, out: number, r0: number, r1: number) => void;
   /** As row_stats, and x becomes softmax(x) in place (0 on rows with nothing visible). */
@@ -169,6 +184,7 @@ export const EXPORTS = [
   "adamw",
   "rms_fwd",
   "rms_bwd",
+  "rope",
 ] as const;
 
 /** A kernel's name. */

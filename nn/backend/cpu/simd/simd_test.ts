@@ -25,6 +25,7 @@ import { UNARY_OPS } from "../../../ops/unary.ts";
 import { attentionBackwardOp, attentionOp } from "../../../ops/attention.ts";
 import { adamwOp } from "../../../ops/adamw.ts";
 import { rmsNormBackwardOp, rmsNormOp } from "../../../ops/rms_norm.ts";
+import { ropeOp } from "../../../ops/rope.ts";
 import { initSimd, setSimdEnabled, simd } from "./mod.ts";
 import { setKernelThreadsEnabled } from "../threads/mod.ts";
 
@@ -442,6 +443,34 @@ function checkRmsNorm(): void {
   }
 }
 
+// ---- RoPE ----------------------------------------------------------------------------------
+
+/** RoPE: the SIMD kernel does the loop's f64 arithmetic, so the bits are the same. */
+function checkRope(): void {
+  for (
+    const [b, t, nh, hd] of [[1, 1, 1, 2], [2, 3, 3, 6], [1, 5, 2, 8], [2, 9, 4, 64], [
+      1,
+      300,
+      3,
+      96,
+    ]]
+  ) {
+    const P = t + 7;
+    const x = f32(rand(b * t * nh * hd, 61 + hd, 2));
+    const c = f32(rand(P * hd, 67 + hd)), sn = f32(rand(P * hd, 71 + hd));
+    const pos = Int32Array.from({ length: b * t }, (_, i) => (i * 5 + 3) % P);
+    const shapes = [[b, t, nh, hd], [P, hd], [P, hd]];
+    for (const inverse of [false, true]) {
+      const plain = both(() => runCpu(ropeOp, [x, c, sn], shapes, { offset: 6, inverse }));
+      close(`rope ${b}×${t}×${nh}×${hd}`, plain.simd[0], plain.loop[0], () => 0);
+      const withPos = both(() =>
+        runCpu(ropeOp, [x, c, sn, pos], [...shapes, [b, t]], { offset: 0, inverse })
+      );
+      close(`rope pos ${b}×${t}×${nh}×${hd}`, withPos.simd[0], withPos.loop[0], () => 0);
+    }
+  }
+}
+
 // ---- AdamW ---------------------------------------------------------------------------------
 
 /**
@@ -509,6 +538,7 @@ const CHECKS: [string, () => void][] = [
   ["attention and its backward match the loops (masks, caches, fully hidden rows)", checkAttention],
   ["adamw is torch's f32 arithmetic bit for bit, within 16u of the f64 loop", checkAdamw],
   ["rms_norm and its backward match the loops (tails, pieces, rounds)", checkRmsNorm],
+  ["rope matches the loop bit for bit (positions, offsets, inverse, odd half widths)", checkRope],
 ];
 
 // One thread first (before any worker starts), then with a worker sharing the calls.

@@ -336,6 +336,42 @@ export function simdRmsNormBackwardRows(
   (dw as Float64Array).set(l.f64.subarray(dp >> 3, (dp >> 3) + h), off);
 }
 
+/**
+ * {@linkcode ropeRows} by the SIMD `rope` kernel on this thread's own memory: rounds of rows of x
+ * are copied in with each row's cos and sin rows, rotated in place and copied out. The same f64
+ * arithmetic, so the same bits, on any split.
+ */
+export function simdRopeRows(
+  x: TypedArray,
+  c: TypedArray,
+  s: TypedArray,
+  pos: TypedArray | null,
+  y: TypedArray,
+  t: number,
+  nh: number,
+  hd: number,
+  offset: number,
+  sg: number,
+  q0: number,
+  q1: number,
+): void {
+  const w = nh * hd, rr = roundRows(w);
+  const l = localSimd();
+  const xp = l.alloc(rr * w * 4), cp = l.alloc(rr * hd * 4), sp = l.alloc(rr * hd * 4);
+  const f = l.f32;
+  for (let q = q0; q < q1; q += rr) {
+    const e = Math.min(q1, q + rr);
+    f.set(x.subarray(q * w, e * w), xp >> 2);
+    for (let r = q; r < e; r++) {
+      const p = (pos ? pos[r] : offset + r % t) * hd, at = (r - q) * hd;
+      f.set(c.subarray(p, p + hd), (cp >> 2) + at);
+      f.set(s.subarray(p, p + hd), (sp >> 2) + at);
+    }
+    l.k.rope(xp, cp, sp, xp, nh, hd, sg, 0, e - q);
+    (y as Float32Array).set(f.subarray(xp >> 2, (xp >> 2) + (e - q) * w), q * w);
+  }
+}
+
 /** Rows of `n` values per round of a pooled SIMD row kernel (about 64 Ki values, at least 1). */
 function roundRows(n: number): number {
   return Math.max(1, Math.floor(65536 / n));
@@ -534,6 +570,20 @@ export const KERNELS = {
     writes: [4],
     run: (a, s, lo, hi) =>
       ropeRows(a[0], a[1], a[2], a[3], a[4], s[0], s[1], s[2], s[3], s[4], lo, hi),
+  },
+  /** As `rope`, by the wasm SIMD kernel (f32 arrays). */
+  rope_simd: {
+    arrays: 4,
+    writes: [3],
+    run: (a, s, lo, hi) =>
+      simdRopeRows(a[0], a[1], a[2], null, a[3], s[0], s[1], s[2], s[3], s[4], lo, hi),
+  },
+  /** As `rope_pos`, by the wasm SIMD kernel (f32 arrays). */
+  rope_pos_simd: {
+    arrays: 5,
+    writes: [4],
+    run: (a, s, lo, hi) =>
+      simdRopeRows(a[0], a[1], a[2], a[3], a[4], s[0], s[1], s[2], s[3], s[4], lo, hi),
   },
   /** ct, ids, y; h, parts; parts (one at a time). */
   embedding_backward: {
