@@ -94,10 +94,12 @@ export const AGENT_FLAGS = {
 
 /**
  * Settings of the embedded run (flags not given): the tool-use SFT model of `out/agent/`
- * (hidden 192, 4 layers), short turns, 4 tasks × 4 episodes per step, a learning rate for a
- * 3M-parameter model (MiniMind's 3e-7 is for its 100M+ models), 80 steps (10:53 with its held-out
- * scorings on two CPU cores, well inside 30 minutes), the first 60 held-out tasks scored greedy
- * and every held-out task sampled 4 times.
+ * (hidden 192, 4 layers), short turns, 4 tasks × 8 episodes per step, DAPO's dynamic sampling and
+ * token-level loss mean with MiniMind's β 0.1, a learning rate for a 3M-parameter model
+ * (MiniMind's 3e-7 is for its 100M+ models), 200 steps (about 21 minutes of training and 26 with
+ * the held-out scorings on two CPU cores), the first 60 held-out tasks scored greedy and every
+ * held-out task sampled 4 times. From an SFT model with room to gain (README, "Tool use") these
+ * settings raised the sampled held-out accuracy by 3.7 ± 1.4 points.
  */
 export const EMBEDDED_AGENT: Record<string, number | string> = {
   save_dir: "out/agent",
@@ -105,13 +107,16 @@ export const EMBEDDED_AGENT: Record<string, number | string> = {
   from_weight: "agent_sft",
   hidden_size: 192,
   batch_size: 4,
+  num_generations: 8,
+  dynamic_sampling: 1,
+  loss_agg: "token",
   learning_rate: 1e-4,
-  beta: 0.02,
+  beta: 0.1,
   max_seq_len: 512,
   max_gen_len: 64,
   max_total_len: 1024,
   thinking_ratio: 0,
-  max_steps: 80,
+  max_steps: 200,
   eval_limit: 60,
   eval_samples: 4,
 };
