@@ -12,7 +12,7 @@ import { fmt, sameShape } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { grid, GRID_ARGS, gridIndex } from "../backend/webgpu/wgsl.ts";
 import { parallel } from "../backend/cpu/threads/mod.ts";
-import { simd } from "../backend/cpu/simd/mod.ts";
+import { f32Simd } from "../backend/cpu/simd/mod.ts";
 
 /** Fewest elements per piece of a pooled update (~2 ns each with SIMD, ~6 without). */
 const ADAMW_GRAIN = 32768;
@@ -107,7 +107,7 @@ export const adamwOp: KernelOp<AdamwParams, "adamw"> = defineOp<AdamwParams, "ad
       // torch's f32 update (threads/kernels.ts): the wasm SIMD map where SIMD is on (f32
       // arithmetic as torch's), else the f64 loop; split over the kernel pool's threads
       parallel(
-        simd() ? "adamw_simd" : "adamw",
+        f32Simd(p, g, m, v, po, mo, vo) ? "adamw_simd" : "adamw",
         [p, g, m, v, po, mo, vo],
         [
           c.beta1,

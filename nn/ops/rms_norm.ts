@@ -12,7 +12,7 @@ import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { grid, GRID_ARGS, gridIndex, ROW_ARGS, rowLayout } from "../backend/webgpu/wgsl.ts";
 import { parallel } from "../backend/cpu/threads/mod.ts";
-import { simd } from "../backend/cpu/simd/mod.ts";
+import { f32Simd } from "../backend/cpu/simd/mod.ts";
 
 /** Fewest elements per piece of a pooled row kernel (a handoff costs microseconds). */
 const ROW_GRAIN_ELEMENTS = 32768;
@@ -53,7 +53,7 @@ export const rmsNormOp: KernelOp<RmsNormParams, "rms_norm"> = defineOp<RmsNormPa
   cpu: ([x, w], [y, rstd], { inputs, params }) => {
     const h = inputs[0].shape[inputs[0].shape.length - 1];
     const rows = h === 0 ? 0 : x.length / h;
-    const kernel = x instanceof Float32Array && simd() ? "rms_norm_simd" : "rms_norm";
+    const kernel = f32Simd(x, w, y, rstd) ? "rms_norm_simd" : "rms_norm";
     parallel(kernel, [x, w, y, rstd], [h, params.eps], 0, rows, rowGrain(h));
   },
   // one workgroup per row: Σ x², then the scaled row
@@ -122,9 +122,7 @@ export const rmsNormBackwardOp: KernelOp<Record<string, never>, "rms_norm_backwa
     // order. The pieces depend on the shape only, so any number of threads gives the same bits.
     const parts = x.length >= 2 * ROW_GRAIN_ELEMENTS ? Math.min(DW_PARTS, rows) : 1;
     const partial = new Float64Array(parts * h);
-    const kernel = x instanceof Float32Array && simd()
-      ? "rms_norm_backward_simd"
-      : "rms_norm_backward";
+    const kernel = f32Simd(ct, x, w, rstd, dx) ? "rms_norm_backward_simd" : "rms_norm_backward";
     parallel(kernel, [ct, x, w, rstd, dx, partial], [rows, h, parts], 0, parts, 1);
     for (let i = 0; i < h; i++) {
       let sum = 0;

@@ -13,7 +13,7 @@ import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { grid, GRID_ARGS, gridIndex, statusDecl } from "../backend/webgpu/wgsl.ts";
 import { parallel } from "../backend/cpu/threads/mod.ts";
-import { simd } from "../backend/cpu/simd/mod.ts";
+import { f32Simd } from "../backend/cpu/simd/mod.ts";
 
 /** Fewest elements per piece of a pooled rotation (a handoff costs microseconds). */
 const ROPE_GRAIN = 32768;
@@ -70,7 +70,7 @@ export const ropeOp: KernelOp<RopeParams, "rope"> = defineOp<RopeParams, "rope">
       }
     }
     const grain = Math.max(1, Math.ceil(ROPE_GRAIN / Math.max(1, nh * hd)));
-    const vec = x instanceof Float32Array && c instanceof Float32Array && simd() !== null;
+    const vec = f32Simd(x, c, s, y) !== null;
     if (pos) {
       parallel(
         vec ? "rope_pos_simd" : "rope_pos",

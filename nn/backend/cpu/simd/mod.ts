@@ -15,6 +15,7 @@
  * @module
  */
 
+import type { TypedArray } from "../../../dtype.ts";
 import { WASM_PRIVATE, WASM_SHARED } from "./kernels_wasm.ts";
 import {
   canSpawnWorkers,
@@ -366,6 +367,15 @@ export function simd(): SimdKernels | null {
     starting = startWorkers(wantThreads ?? defaultThreads());
   }
   return instance;
+}
+
+/**
+ * The SIMD kernels when every array is f32 and SIMD is on, else null: the test each op makes before
+ * taking a SIMD path (its TypeScript loop otherwise).
+ */
+export function f32Simd(...arrays: TypedArray[]): SimdKernels | null {
+  for (const a of arrays) if (!(a instanceof Float32Array)) return null;
+  return simd();
 }
 
 let starting: Promise<void> = Promise.resolve();

@@ -10,7 +10,7 @@
 // N = rows, V = row length
 
 import type { TypedArray } from "../../../dtype.ts";
-import { EXPORTS, type KernelName, simd, type SimdKernels } from "./mod.ts";
+import { EXPORTS, f32Simd, type KernelName, type SimdKernels } from "./mod.ts";
 import { kernelThreads, parallel } from "../threads/mod.ts";
 
 /** Fewest elements per piece of a map on the kernel pool. */
@@ -20,11 +20,6 @@ const MAP_GRAIN = 32768;
 const CHUNK = 1 << 16;
 /** Fewest elements worth handing to another thread (waking one costs a few µs). */
 const MIN_PIECE = 8192;
-
-function f32Kernels(...arrays: TypedArray[]): SimdKernels | null {
-  for (const a of arrays) if (!(a instanceof Float32Array)) return null;
-  return simd();
-}
 
 /** Rows per chunk of rows of n elements: CHUNK floats per thread, at least one row. */
 function chunkRows(s: SimdKernels, rows: number, n: number): number {
@@ -42,7 +37,7 @@ function pieceRows(s: SimdKernels, rows: number, n: number): number {
  * s = NaN, as the TypeScript loops do.
  */
 export function rowStats(x: TypedArray, rows: number, n: number): Float64Array | null {
-  const s = f32Kernels(x);
+  const s = f32Simd(x);
   if (!s || n === 0) return null;
   const out = new Float64Array(2 * rows);
   if (rows * n >= 2 * MAP_GRAIN && kernelThreads() > 1) {
@@ -67,7 +62,7 @@ export function rowStats(x: TypedArray, rows: number, n: number): Float64Array |
  * apply. Rows with nothing but -Infinity (or NaN) become NaN, as exp(x − lse) gives there.
  */
 export function rowSoftmax(x: TypedArray, y: TypedArray, rows: number, n: number): boolean {
-  const s = f32Kernels(x, y);
+  const s = f32Simd(x, y);
   if (!s || n === 0) return false;
   const rc = chunkRows(s, rows, n);
   s.reset();
@@ -108,7 +103,7 @@ export function rowExp(
   g: ArrayLike<number> | null,
   skip?: (r: number) => boolean,
 ): boolean {
-  const s = f32Kernels(x, y);
+  const s = f32Simd(x, y);
   if (!s || n === 0) return false;
   if (rows * n >= 2 * MAP_GRAIN && kernelThreads() > 1) {
     // the kernel pool's threads copy their own rows in and out (../threads/)
@@ -147,7 +142,7 @@ export type MapKind = "exp" | "sigmoid" | "silu" | "silu_grad";
  * chunks: `ins` copied in, `outs` copied out; false when the fast path does not apply.
  */
 function chunked(kernel: KernelName, ins: TypedArray[], outs: TypedArray[]): boolean {
-  const s = f32Kernels(...ins, ...outs);
+  const s = f32Simd(...ins, ...outs);
   if (!s) return false;
   const len = ins[0].length;
   if (len >= 2 * MAP_GRAIN && kernelThreads() > 1) {
