@@ -71,25 +71,9 @@ export const ropeOp: KernelOp<RopeParams, "rope"> = defineOp<RopeParams, "rope">
     }
     const grain = Math.max(1, Math.ceil(ROPE_GRAIN / Math.max(1, nh * hd)));
     const vec = f32Simd(x, c, s, y) !== null;
-    if (pos) {
-      parallel(
-        vec ? "rope_pos_simd" : "rope_pos",
-        [x, c, s, pos, y],
-        [t, nh, hd, 0, sg],
-        0,
-        b * t,
-        grain,
-      );
-    } else {
-      parallel(
-        vec ? "rope_simd" : "rope",
-        [x, c, s, y],
-        [t, nh, hd, params.offset, sg],
-        0,
-        b * t,
-        grain,
-      );
-    }
+    const kernel = pos ? (vec ? "rope_pos_simd" : "rope_pos") : vec ? "rope_simd" : "rope";
+    const arrays = pos ? [x, c, s, pos, y] : [x, c, s, y];
+    parallel(kernel, arrays, [t, nh, hd, pos ? 0 : params.offset, sg], 0, b * t, grain);
   },
   // one invocation per (row, i < HD/2) pair; positions from the optional i32 input
   wgsl: ({ inputs: [x, c, , pos], params }) => {

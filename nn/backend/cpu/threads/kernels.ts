@@ -448,6 +448,61 @@ export interface RangeKernel {
 
 const f32 = (a: TypedArray) => a as Float32Array;
 
+/** RMSNorm's forward over rows by `rowsFn` (the loop or its SIMD twin): x, w, y, rstd; h, eps. */
+function rmsNormKernel(rowsFn: typeof rmsNormRows): RangeKernel {
+  return {
+    arrays: 4,
+    writes: [2, 3],
+    run: (a, s, lo, hi) => rowsFn(a[0], a[1], a[2], a[3], s[0], s[1], lo, hi),
+  };
+}
+
+/**
+ * RMSNorm's backward by `rowsFn` (the loop or its SIMD twin) over pieces [lo, hi) of `parts`
+ * fixed pieces of rows, piece p writing its dw partial at p·h: ct, x, w, rstd, dx, dw partials
+ * (parts × h); rows, h, parts.
+ */
+function rmsNormBackwardKernel(rowsFn: typeof rmsNormBackwardRows): RangeKernel {
+  return {
+    arrays: 6,
+    writes: [4, 5],
+    run: (a, s, lo, hi) => {
+      const [rows, h, parts] = s;
+      for (let p = lo; p < hi; p++) {
+        const [r0, r1] = piece(rows, parts, p);
+        rowsFn(a[0], a[1], a[2], a[3], a[4], a[5], h, r0, r1, p * h);
+      }
+    },
+  };
+}
+
+/**
+ * RoPE over (batch, time) rows by `rowsFn` (the loop or its SIMD twin): x, cos, sin, [pos,] y;
+ * t, nh, hd, offset, sign.
+ */
+function ropeKernel(rowsFn: typeof ropeRows, withPos: boolean): RangeKernel {
+  const n = withPos ? 5 : 4;
+  return {
+    arrays: n,
+    writes: [n - 1],
+    run: (a, s, lo, hi) =>
+      rowsFn(
+        a[0],
+        a[1],
+        a[2],
+        withPos ? a[3] : null,
+        a[n - 1],
+        s[0],
+        s[1],
+        s[2],
+        s[3],
+        s[4],
+        lo,
+        hi,
+      ),
+  };
+}
+
 /** The pooled kernels by name; jobs name them by their index in {@linkcode KERNEL_NAMES}. */
 export const KERNELS = {
   /** p, g, m, v, po, mo, vo; β₁, β₂, eps, decay, 1−β₁, 1−β₂, step size, 1/√bc₂, grad scale. */
@@ -483,41 +538,13 @@ export const KERNELS = {
     run: (a, s, lo, hi) => simdMapRange(a, EXPORTS.indexOf("adamw"), 4, lo, hi, s),
   },
   /** x, w, y, rstd; h, eps; rows. */
-  rms_norm: {
-    arrays: 4,
-    writes: [2, 3],
-    run: (a, s, lo, hi) => rmsNormRows(a[0], a[1], a[2], a[3], s[0], s[1], lo, hi),
-  },
+  rms_norm: rmsNormKernel(rmsNormRows),
   /** As `rms_norm`, by the wasm SIMD kernel (f32 arrays). */
-  rms_norm_simd: {
-    arrays: 4,
-    writes: [2, 3],
-    run: (a, s, lo, hi) => simdRmsNormRows(a[0], a[1], a[2], a[3], s[0], s[1], lo, hi),
-  },
+  rms_norm_simd: rmsNormKernel(simdRmsNormRows),
   /** ct, x, w, rstd, dx, dw partials (parts × h); rows, h, parts; parts (one at a time). */
-  rms_norm_backward: {
-    arrays: 6,
-    writes: [4, 5],
-    run: (a, s, lo, hi) => {
-      const [rows, h, parts] = s;
-      for (let p = lo; p < hi; p++) {
-        const [r0, r1] = piece(rows, parts, p);
-        rmsNormBackwardRows(a[0], a[1], a[2], a[3], a[4], a[5], h, r0, r1, p * h);
-      }
-    },
-  },
+  rms_norm_backward: rmsNormBackwardKernel(rmsNormBackwardRows),
   /** As `rms_norm_backward`, by the wasm SIMD kernel (f32 arrays, f64 partials). */
-  rms_norm_backward_simd: {
-    arrays: 6,
-    writes: [4, 5],
-    run: (a, s, lo, hi) => {
-      const [rows, h, parts] = s;
-      for (let p = lo; p < hi; p++) {
-        const [r0, r1] = piece(rows, parts, p);
-        simdRmsNormBackwardRows(a[0], a[1], a[2], a[3], a[4], a[5], h, r0, r1, p * h);
-      }
-    },
-  },
+  rms_norm_backward_simd: rmsNormBackwardKernel(simdRmsNormBackwardRows),
   /** a, b, y; elements. */
   add: {
     arrays: 3,
@@ -558,33 +585,13 @@ export const KERNELS = {
     },
   },
   /** x, cos, sin, y; t, nh, hd, offset, sign; (batch, time) rows. */
-  rope: {
-    arrays: 4,
-    writes: [3],
-    run: (a, s, lo, hi) =>
-      ropeRows(a[0], a[1], a[2], null, a[3], s[0], s[1], s[2], s[3], s[4], lo, hi),
-  },
+  rope: ropeKernel(ropeRows, false),
   /** x, cos, sin, pos, y; t, nh, hd, 0, sign; (batch, time) rows. */
-  rope_pos: {
-    arrays: 5,
-    writes: [4],
-    run: (a, s, lo, hi) =>
-      ropeRows(a[0], a[1], a[2], a[3], a[4], s[0], s[1], s[2], s[3], s[4], lo, hi),
-  },
+  rope_pos: ropeKernel(ropeRows, true),
   /** As `rope`, by the wasm SIMD kernel (f32 arrays). */
-  rope_simd: {
-    arrays: 4,
-    writes: [3],
-    run: (a, s, lo, hi) =>
-      simdRopeRows(a[0], a[1], a[2], null, a[3], s[0], s[1], s[2], s[3], s[4], lo, hi),
-  },
+  rope_simd: ropeKernel(simdRopeRows, false),
   /** As `rope_pos`, by the wasm SIMD kernel (f32 arrays). */
-  rope_pos_simd: {
-    arrays: 5,
-    writes: [4],
-    run: (a, s, lo, hi) =>
-      simdRopeRows(a[0], a[1], a[2], a[3], a[4], s[0], s[1], s[2], s[3], s[4], lo, hi),
-  },
+  rope_pos_simd: ropeKernel(simdRopeRows, true),
   /** ct, ids, y; h, parts; parts (one at a time). */
   embedding_backward: {
     arrays: 3,
