@@ -670,6 +670,25 @@ function rowLoop(label: string, vec: string[], scalar: string[]): string {
 }
 
 /**
+ * The row loop of the RMSNorm kernels over rows [r0, r1) of width $h: sets $hb (a row's bytes) and
+ * $end (its whole vectors' bytes), then for each row $r sets each local of `rowPtrs` to its base
+ * pointer plus the row's offset and runs `body`.
+ */
+function rmsRows(rowPtrs: [local: string, base: string][], body: string): string {
+  const ptrs = rowPtrs.map(([l, b]) => set(l, add(get(b), mul(get("r"), get("hb")))));
+  return `
+    (local.set $hb (i32.shl ${get("h")} ${i32(2)}))
+    (local.set $end (i32.and ${get("hb")} ${i32(-16)}))
+    (local.set $r ${get("r0")})
+    (block $done (loop $rows
+      (br_if $done (i32.ge_u ${get("r")} ${get("r1")}))
+      ${ptrs.join("\n      ")}
+      ${body}
+      (local.set $r (i32.add ${get("r")} ${i32(1)}))
+      (br $rows)))`;
+}
+
+/**
  * `rms_fwd`: rows [r0, r1) of x [rows, h] (row stride h): rstd = 1/√(Σx²/h + eps) and
  * y = w·(x·rstd), the arithmetic of the TypeScript loop (f64, each output rounded once to f32)
  * with Σx² in four f64 lanes. y may be x.
@@ -682,52 +701,47 @@ function rmsFwd(): string {
     `(local $r i32) (local $j i32) (local $end i32) (local $hb i32) (local $xr i32) (local $yr i32)
     (local $ss f64) (local $rs f64) (local $s f64) (local $a0 v128) (local $a1 v128)
     (local $v v128) (local $wv v128) (local $rsv v128)`,
-    () => `
-    (local.set $hb (i32.shl ${get("h")} ${i32(2)}))
-    (local.set $end (i32.and ${get("hb")} ${i32(-16)}))
-    (local.set $r ${get("r0")})
-    (block $done (loop $rows
-      (br_if $done (i32.ge_u ${get("r")} ${get("r1")}))
-      (local.set $xr ${add(get("x"), mul(get("r"), get("hb")))})
-      (local.set $yr ${add(get("y"), mul(get("r"), get("hb")))})
+    () =>
+      rmsRows(
+        [["xr", "x"], ["yr", "y"]],
+        `
       (local.set $a0 (v128.const f64x2 0 0))
       (local.set $a1 (v128.const f64x2 0 0))
+      (local.set $ss (f64.const 0))
       ${
-      rowLoop("ss", [
-        set("v", load(at("xr"))),
-        set("a0", d2("add", get("a0"), d2("mul", lo64("v"), lo64("v")))),
-        set("a1", d2("add", get("a1"), d2("mul", hi64("v"), hi64("v")))),
-      ], [
-        set("s", ld64(at("xr"))),
-        set("ss", `(f64.add ${get("ss")} (f64.mul ${get("s")} ${get("s")}))`),
-      ])
-    }
+          rowLoop("ss", [
+            set("v", load(at("xr"))),
+            set("a0", d2("add", get("a0"), d2("mul", lo64("v"), lo64("v")))),
+            set("a1", d2("add", get("a1"), d2("mul", hi64("v"), hi64("v")))),
+          ], [
+            set("s", ld64(at("xr"))),
+            set("ss", `(f64.add ${get("ss")} (f64.mul ${get("s")} ${get("s")}))`),
+          ])
+        }
       (local.set $ss (f64.add ${lanes4("a0", "a1")} ${get("ss")}))
       (local.set $rs (f64.div (f64.const 1) (f64.sqrt (f64.add (f64.div ${get("ss")}
         (f64.convert_i32_u ${get("h")})) ${get("eps")}))))
       (f32.store ${add(get("rstd"), `(i32.shl ${get("r")} ${i32(2)})`)} (f32.demote_f64 ${
-      get("rs")
-    }))
+          get("rs")
+        }))
       (local.set $rsv (f64x2.splat ${get("rs")}))
       ${
-      rowLoop("y", [
-        set("v", load(at("xr"))),
-        set("wv", load(add(get("w"), get("j")))),
-        store(
-          at("yr"),
-          join32(
-            d2("mul", lo64("wv"), d2("mul", lo64("v"), get("rsv"))),
-            d2("mul", hi64("wv"), d2("mul", hi64("v"), get("rsv"))),
-          ),
-        ),
-      ], [
-        `(f32.store ${at("yr")} (f32.demote_f64 (f64.mul ${ld64(add(get("w"), get("j")))}
+          rowLoop("y", [
+            set("v", load(at("xr"))),
+            set("wv", load(add(get("w"), get("j")))),
+            store(
+              at("yr"),
+              join32(
+                d2("mul", lo64("wv"), d2("mul", lo64("v"), get("rsv"))),
+                d2("mul", hi64("wv"), d2("mul", hi64("v"), get("rsv"))),
+              ),
+            ),
+          ], [
+            `(f32.store ${at("yr")} (f32.demote_f64 (f64.mul ${ld64(add(get("w"), get("j")))}
           (f64.mul ${ld64(at("xr"))} ${get("rs")}))))`,
-      ])
-    }
-      (local.set $ss (f64.const 0))
-      (local.set $r (i32.add ${get("r")} ${i32(1)}))
-      (br $rows)))`,
+          ])
+        }`,
+      ),
   );
 }
 
@@ -747,80 +761,84 @@ function rmsBwd(): string {
     (local $dr i32) (local $dot f64) (local $rs f64) (local $c f64) (local $a0 v128)
     (local $a1 v128) (local $cv v128) (local $xv v128) (local $wv v128) (local $rsv v128)
     (local $ccv v128) (local $t f64)`,
-    () => `
-    (local.set $hb (i32.shl ${get("h")} ${i32(2)}))
-    (local.set $end (i32.and ${get("hb")} ${i32(-16)}))
-    (local.set $r ${get("r0")})
-    (block $done (loop $rows
-      (br_if $done (i32.ge_u ${get("r")} ${get("r1")}))
-      (local.set $cr ${add(get("ct"), mul(get("r"), get("hb")))})
-      (local.set $xr ${add(get("x"), mul(get("r"), get("hb")))})
-      (local.set $dr ${add(get("dx"), mul(get("r"), get("hb")))})
+    () =>
+      rmsRows(
+        [["cr", "ct"], ["xr", "x"], ["dr", "dx"]],
+        `
       (local.set $rs ${ld64(add(get("rstd"), `(i32.shl ${get("r")} ${i32(2)})`))})
       (local.set $a0 (v128.const f64x2 0 0))
       (local.set $a1 (v128.const f64x2 0 0))
       (local.set $dot (f64.const 0))
       ${
-      rowLoop("dot", [
-        set("cv", load(at("cr"))),
-        set("xv", load(at("xr"))),
-        set("wv", load(add(get("w"), get("j")))),
-        set("a0", d2("add", get("a0"), d2("mul", d2("mul", lo64("wv"), lo64("cv")), lo64("xv")))),
-        set("a1", d2("add", get("a1"), d2("mul", d2("mul", hi64("wv"), hi64("cv")), hi64("xv")))),
-      ], [
-        set(
-          "dot",
-          `(f64.add ${get("dot")} (f64.mul (f64.mul ${ld64(add(get("w"), get("j")))} ${
-            ld64(at("cr"))
-          }) ${ld64(at("xr"))}))`,
-        ),
-      ])
-    }
+          rowLoop("dot", [
+            set("cv", load(at("cr"))),
+            set("xv", load(at("xr"))),
+            set("wv", load(add(get("w"), get("j")))),
+            set(
+              "a0",
+              d2("add", get("a0"), d2("mul", d2("mul", lo64("wv"), lo64("cv")), lo64("xv"))),
+            ),
+            set(
+              "a1",
+              d2("add", get("a1"), d2("mul", d2("mul", hi64("wv"), hi64("cv")), hi64("xv"))),
+            ),
+          ], [
+            set(
+              "dot",
+              `(f64.add ${get("dot")} (f64.mul (f64.mul ${ld64(add(get("w"), get("j")))} ${
+                ld64(at("cr"))
+              }) ${ld64(at("xr"))}))`,
+            ),
+          ])
+        }
       (local.set $dot (f64.add ${lanes4("a0", "a1")} ${get("dot")}))
       (local.set $c (f64.div (f64.mul (f64.mul (f64.mul ${get("rs")} ${get("rs")}) ${get("rs")})
         ${get("dot")}) (f64.convert_i32_u ${get("h")})))
       (local.set $rsv (f64x2.splat ${get("rs")}))
       (local.set $ccv (f64x2.splat ${get("c")}))
       ${
-      rowLoop("dx", [
-        set("cv", load(at("cr"))),
-        set("xv", load(at("xr"))),
-        set("wv", load(add(get("w"), get("j")))),
-        store(
-          dwAt(false),
-          d2("add", load(dwAt(false)), d2("mul", d2("mul", lo64("cv"), lo64("xv")), get("rsv"))),
-        ),
-        store(
-          dwAt(true),
-          d2("add", load(dwAt(true)), d2("mul", d2("mul", hi64("cv"), hi64("xv")), get("rsv"))),
-        ),
-        store(
-          at("dr"),
-          join32(
-            d2(
-              "sub",
-              d2("mul", d2("mul", get("rsv"), lo64("wv")), lo64("cv")),
-              d2("mul", lo64("xv"), get("ccv")),
+          rowLoop("dx", [
+            set("cv", load(at("cr"))),
+            set("xv", load(at("xr"))),
+            set("wv", load(add(get("w"), get("j")))),
+            store(
+              dwAt(false),
+              d2(
+                "add",
+                load(dwAt(false)),
+                d2("mul", d2("mul", lo64("cv"), lo64("xv")), get("rsv")),
+              ),
             ),
-            d2(
-              "sub",
-              d2("mul", d2("mul", get("rsv"), hi64("wv")), hi64("cv")),
-              d2("mul", hi64("xv"), get("ccv")),
+            store(
+              dwAt(true),
+              d2("add", load(dwAt(true)), d2("mul", d2("mul", hi64("cv"), hi64("xv")), get("rsv"))),
             ),
-          ),
-        ),
-      ], [
-        set("t", ld64(at("cr"))),
-        `(f64.store ${dwAt(false)} (f64.add (f64.load ${dwAt(false)}) (f64.mul (f64.mul ${
-          get("t")
-        } ${ld64(at("xr"))}) ${get("rs")})))`,
-        `(f32.store ${at("dr")} (f32.demote_f64 (f64.sub (f64.mul (f64.mul ${get("rs")} ${
-          ld64(add(get("w"), get("j")))
-        }) ${get("t")}) (f64.mul ${ld64(at("xr"))} ${get("c")}))))`,
-      ])
-    }
-      (local.set $r (i32.add ${get("r")} ${i32(1)}))
-      (br $rows)))`,
+            store(
+              at("dr"),
+              join32(
+                d2(
+                  "sub",
+                  d2("mul", d2("mul", get("rsv"), lo64("wv")), lo64("cv")),
+                  d2("mul", lo64("xv"), get("ccv")),
+                ),
+                d2(
+                  "sub",
+                  d2("mul", d2("mul", get("rsv"), hi64("wv")), hi64("cv")),
+                  d2("mul", hi64("xv"), get("ccv")),
+                ),
+              ),
+            ),
+          ], [
+            set("t", ld64(at("cr"))),
+            `(f64.store ${dwAt(false)} (f64.add (f64.load ${dwAt(false)}) (f64.mul (f64.mul ${
+              get("t")
+            } ${ld64(at("xr"))}) ${get("rs")})))`,
+            `(f32.store ${at("dr")} (f32.demote_f64 (f64.sub (f64.mul (f64.mul ${get("rs")} ${
+              ld64(add(get("w"), get("j")))
+            }) ${get("t")}) (f64.mul ${ld64(at("xr"))} ${get("c")}))))`,
+          ])
+        }`,
+      ),
   );
 }
 
