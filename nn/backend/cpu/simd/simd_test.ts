@@ -489,7 +489,7 @@ function checkAdamw(): void {
       v[0] = m[0] = 0;
       const params = { lr: 3e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 7 };
       const ins = scale === null ? [p, g, m, v] : [p, g, m, v, f32([scale])];
-      const shapes = ins.map((a) => (a.length === 1 && scale !== null && a === ins[4] ? [] : [n]));
+      const shapes = ins.map((_, i) => (i === 4 ? [] : [n])); // the scale is a scalar
       const r = both(() => runCpu(adamwOp, ins, shapes, params));
       const b1 = fr(0.9), b2 = fr(0.999), a1 = fr(1 - 0.9), a2 = fr(1 - 0.999), eps = fr(1e-8);
       const decay = fr(1 - 3e-3 * 0.1), gs = fr(scale ?? 1);
