@@ -6,9 +6,15 @@
  *
  *   deno task bench:dp --model demo --global_batch 16 --max_seq_len 128 --rounds 2
  *   deno task bench:dp --model minimind2-small --global_batch 4 --max_seq_len 256
+ *
+ * `deno bench bench/data_parallel_bench.ts` times the gradient all-reduce itself (`allReduceSum`
+ * of an in-process group of 2 ranks) at the demo model's and MiniMind2-Small's gradient sizes.
  * @module
  */
 import { parseFlags, runMain, usage } from "../cli.ts";
+import { inProcessGroup } from "../train/dist/comm.ts";
+import { countParams } from "../nn/model/minimind.ts";
+import { config } from "../nn/model/minimind_config.ts";
 import type { FlagTable } from "../cli.ts";
 
 /** The benchmark's flags. */
@@ -112,3 +118,24 @@ export async function main(argv: readonly string[]): Promise<number> {
 }
 
 if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));
+
+// the all-reduce of one step's gradients (every parameter, f32) between 2 in-process ranks
+const DEMO = { hiddenSize: 192, numHiddenLayers: 4, numAttentionHeads: 6, numKeyValueHeads: 2 };
+for (
+  const [model, cfg] of [
+    ["demo", config("minimind2-small", DEMO)],
+    ["MiniMind2-Small", config("minimind2-small")],
+  ] as const
+) {
+  const params = countParams(cfg).total;
+  const comms = inProcessGroup(2);
+  const grads = comms.map(() => new Float32Array(params).fill(0.5));
+  Deno.bench({
+    name: `allReduceSum, 2 in-process ranks, ${model} (${(params / 1e6).toFixed(1)}M f32)`,
+    group: "all-reduce",
+    ignore: import.meta.main,
+    async fn() {
+      await Promise.all(comms.map((c, r) => c.allReduceSum(grads[r])));
+    },
+  });
+}

@@ -47,22 +47,85 @@ const FLAGS = {
 
 const COMMAND = "deno run -A bench/rl_rollout_bench.ts";
 
+/** The benchmark's model: random weights of the given size, the tokenizer's vocabulary. */
+type Model = Parameters<typeof rollout>[0] & { tokenizer: Tokenizer };
+
+/** Sampling as a GRPO rollout and a chat request would use it. */
+const SAMPLING = { temperature: 0.8, topP: 0.85, topK: 50, repetitionPenalty: 1 };
+
+/** A random-weight model of `hidden` × `layers` (6 heads at 192, 2 KV heads) over `tokenizerDir`. */
+async function makeModel(tokenizerDir: string, hidden: number, layers: number): Promise<Model> {
+  const tokenizer = await Tokenizer.fromFile(tokenizerDir);
+  const cfg = config("minimind2-small", {
+    hiddenSize: hidden,
+    numHiddenLayers: layers,
+    numAttentionHeads: hidden === 192 ? 6 : undefined,
+    numKeyValueHeads: 2,
+    vocabSize: tokenizer.vocabSize,
+  });
+  return { cfg, params: init(cfg, key(0)), tokenizer };
+}
+
+/** `n` prompts of `len` random token ids (fixed by the row index). */
+function makePrompts(n: number, len: number): number[][] {
+  return Array.from(
+    { length: n },
+    (_, i) => Array.from(uniformArray(key(100 + i), len), (u) => 3 + Math.floor(u * 6000)),
+  );
+}
+
+/** One `rollout()` of every prompt for `tokens` new tokens (no stop token); tokens generated. */
+async function runRollout(
+  model: Model,
+  prompts: number[][],
+  tokens: number,
+  seed: number,
+): Promise<number> {
+  const r = await rollout(model, prompts, { maxNewTokens: tokens, seed, eos: -1, ...SAMPLING });
+  return r.lengths.reduce((x, y) => x + y, 0);
+}
+
+/**
+ * The server's scheduler over its engine, every prompt submitted at once, each reply turned into
+ * text as it streams; tokens served.
+ */
+async function runServer(
+  model: Model,
+  prompts: number[][],
+  tokens: number,
+  seed: number,
+): Promise<number> {
+  const engine = new MiniMindEngine(model);
+  const n = prompts.length;
+  const sched = new Scheduler(engine, { maxBatch: n, maxQueue: n });
+  const jobs = prompts.map((p, i) =>
+    sched.submit({
+      promptIds: p,
+      maxTokens: tokens,
+      sampling: SAMPLING,
+      seed: seed * 1000 + i,
+      stopIds: new Set(),
+    })
+  );
+  let served = 0;
+  await Promise.all(jobs.map(async (j) => {
+    const text = model.tokenizer.decodeStream({ skipSpecialTokens: true });
+    let reply = "";
+    for await (const id of j.tokens()) served++, reply += text.push(id);
+    reply += text.flush();
+  }));
+  engine.dispose();
+  return served;
+}
+
 async function main(argv: readonly string[]): Promise<number> {
   const { values: a, help } = parseFlags(argv, FLAGS, COMMAND);
   if (help) {
     console.log(usage(COMMAND, "RL rollout tokens/s against the server's batched decode.", FLAGS));
     return 0;
   }
-  const cfg = config("minimind2-small", {
-    hiddenSize: a.hidden_size,
-    numHiddenLayers: a.num_hidden_layers,
-    numAttentionHeads: a.hidden_size === 192 ? 6 : undefined,
-    numKeyValueHeads: 2,
-    vocabSize: (await Tokenizer.fromFile(a.tokenizer)).vocabSize,
-  });
-  const tokenizer = await Tokenizer.fromFile(a.tokenizer);
-  const model = { cfg, params: init(cfg, key(0)), tokenizer };
-  const sampling = { temperature: 0.8, topP: 0.85, topK: 50, repetitionPenalty: 1 };
+  const model = await makeModel(a.tokenizer, a.hidden_size, a.num_hidden_layers);
+  const { cfg } = model;
   const rows = a.rows.split(",").map(Number);
   console.log(
     `model hidden ${cfg.hiddenSize}, ${cfg.numHiddenLayers} layers; ${a.prompt}-token prompts, ` +
@@ -76,52 +139,24 @@ async function main(argv: readonly string[]): Promise<number> {
     return (u.user + u.system) / 1e6;
   };
   for (const n of rows) {
-    const prompts = Array.from(
-      { length: n },
-      (_, i) => Array.from(uniformArray(key(100 + i), a.prompt), (u) => 3 + Math.floor(u * 6000)),
-    );
+    const prompts = makePrompts(n, a.prompt);
     let bestRollout = 0, bestServer = 0, cpuRollout = 0, cpuServer = 0;
     for (let rep = 0; rep < a.repeat; rep++) {
-      const runRollout = async () => {
+      const rolloutSide = async () => {
         const t = performance.now(), c = cpu();
-        const r = await rollout(model, prompts, {
-          maxNewTokens: a.tokens,
-          seed: rep,
-          eos: -1,
-          ...sampling,
-        });
-        const generated = r.lengths.reduce((x, y) => x + y, 0);
+        const generated = await runRollout(model, prompts, a.tokens, rep);
         bestRollout = Math.max(bestRollout, generated / ((performance.now() - t) / 1000));
         cpuRollout = Math.max(cpuRollout, generated / (cpu() - c));
       };
-      const runServer = async () => {
-        // the server's scheduler over its engine, all N requests submitted at once
-        const engine = new MiniMindEngine(model);
-        const sched = new Scheduler(engine, { maxBatch: n, maxQueue: n });
+      const serverSide = async () => {
         const t = performance.now(), c = cpu();
-        const jobs = prompts.map((p, i) =>
-          sched.submit({
-            promptIds: p,
-            maxTokens: a.tokens,
-            sampling,
-            seed: rep * 1000 + i,
-            stopIds: new Set(),
-          })
-        );
-        let served = 0;
-        await Promise.all(jobs.map(async (j) => {
-          const text = tokenizer.decodeStream({ skipSpecialTokens: true });
-          let reply = "";
-          for await (const id of j.tokens()) served++, reply += text.push(id);
-          reply += text.flush();
-        }));
+        const served = await runServer(model, prompts, a.tokens, rep);
         bestServer = Math.max(bestServer, served / ((performance.now() - t) / 1000));
         cpuServer = Math.max(cpuServer, served / (cpu() - c));
-        engine.dispose();
       };
       // alternate which side runs first: the first run after the other one is measurably slower
       // (garbage from the run before), which at 8 rows is the whole difference
-      for (const f of rep % 2 ? [runServer, runRollout] : [runRollout, runServer]) await f();
+      for (const f of rep % 2 ? [serverSide, rolloutSide] : [rolloutSide, serverSide]) await f();
     }
     const col = (x: number, w: number) => x.toFixed(0).padStart(w);
     console.log(
@@ -138,6 +173,24 @@ async function main(argv: readonly string[]): Promise<number> {
     }));
   }
   return 0;
+}
+
+// `deno bench bench/rl_rollout_bench.ts`: the same two sides on the demo model, 8 rows × 16 tokens
+const benchSetup = import.meta.main ? null : (async () => {
+  const model = await makeModel(FLAGS.tokenizer.default, 192, 4);
+  return { model, prompts: makePrompts(8, 24) };
+})();
+for (const [name, run] of [["rollout", runRollout], ["server", runServer]] as const) {
+  Deno.bench({
+    name: `${name}: demo model, 8 rows × 16 new tokens`,
+    group: "rollout vs server",
+    baseline: name === "server",
+    ignore: import.meta.main,
+    async fn() {
+      const { model, prompts } = await benchSetup!;
+      await run(model, prompts, 16, 0);
+    },
+  });
 }
 
 if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));
