@@ -224,13 +224,11 @@ class Hub {
     this.rounds.delete(n);
     const all = [...round.arrivals.entries()].sort((a, b) => a[0] - b[0]).map((e) => e[1]);
     if (round.kind === "allreduce") {
-      // sum in rank order, in f32 like a reduction over the wire
-      const sum = new Float32Array(round.length);
-      for (const a of all) {
-        const d = a.data as Float32Array;
-        for (let i = 0; i < sum.length; i++) sum[i] += d[i];
-      }
-      for (const a of all) (a.data as Float32Array).set(sum);
+      // sum in rank order, in f32 like a reduction over the wire: each other rank's values added
+      // into rank 0's array in place, which every other rank then copies
+      const sum = all[0].data as Float32Array;
+      for (const a of all.slice(1)) addInto(sum, a.data as Float32Array);
+      for (const a of all.slice(1)) (a.data as Float32Array).set(sum);
     } else {
       const src = round.arrivals.get(round.root)!.data;
       for (const a of all) if (a.data !== src) a.data.set(src);
@@ -260,6 +258,11 @@ class Hub {
     }
     this.rounds.clear();
   }
+}
+
+/** sum += d elementwise (f32 stores, as the reduction of a wire collective). */
+function addInto(sum: Float32Array, d: Float32Array): void {
+  for (let i = 0; i < sum.length; i++) sum[i] += d[i];
 }
 
 class InProcessCommunicator implements Communicator {
