@@ -18,3 +18,15 @@ Deno.test("README: the plain 'N passed, N failed' line is .ci/run's, the test ta
   assert.match(readme, /task test +# .*"ok \| N passed \| 0 failed"/);
   assert.match(readme, /`bash \.ci\/run` [^.]*ends with its own plain line, `N passed, N failed`/);
 });
+
+Deno.test("bench/: every *_bench.ts registers Deno.bench cases, and the README names each", () => {
+  const files = [...Deno.readDirSync(new URL("bench/", root))]
+    .map((e) => e.name).filter((n) => n.endsWith("_bench.ts")).sort();
+  assert.ok(files.length >= 8, `bench/ has ${files.join(", ")}`);
+  for (const f of files) {
+    const src = Deno.readTextFileSync(new URL(`bench/${f}`, root));
+    // `deno bench` on a file without a case prints an empty table
+    assert.match(src, /Deno\.bench\(/, `bench/${f} registers no Deno.bench case`);
+    assert.ok(readme.includes(f), `the README does not name bench/${f}`);
+  }
+});
