@@ -86,13 +86,15 @@ const LAYOUTS: Layout[] = [
 
 /**
  * [m, n, k]: tiny, not multiples of the 3×12 tile, k past one and two K blocks (256), and big enough
- * for workers to split M (70×50×300) and N (20×200×300).
+ * for workers to split M (70×50×300) and N (20×200×300); one row or one column of C (BLAS's gemv).
  */
 const SHAPES: [number, number, number][] = [
   [1, 1, 1],
   [3, 5, 7],
   [17, 33, 65],
   [129, 1, 257],
+  [1, 200, 300],
+  [1, 7, 513],
   [2, 300, 3],
   [70, 50, 300],
   [37, 100, 513],
