@@ -12,7 +12,7 @@ import { apply1 } from "../apply.ts";
 import { fmt, sameShape, sizeOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { reshape } from "./movement.ts";
-import { matmulGemm } from "../backend/cpu/gemm_adapter.ts";
+import { matmulGemm, packedMatmul } from "../backend/cpu/gemm_adapter.ts";
 import { pooledMatmul } from "../backend/cpu/threads/mod.ts";
 import { matmulKernel } from "./matmul/wgsl.ts";
 
@@ -83,6 +83,8 @@ export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams,
     const batch = Math.max(d.batchA, d.batchB);
     const lda = transA ? m : k, ldb = transB ? k : n;
     if (inputs[1].shape.length === 2 && !transA) {
+      // a few rows against a weight used again (decode): its packed copy (../backend/cpu/gemm/)
+      if (transB && packedMatmul(a, b, c, m * batch, n, k)) return;
       // fold A's batch into rows: one big gemm (on the kernel pool's threads when it is on)
       if (pooledMatmul(transA, transB, m * batch, n, k, a, lda, b, ldb, c, n)) return;
       matmulGemm(transA, transB, m * batch, n, k, a, lda, b, ldb, c, n);

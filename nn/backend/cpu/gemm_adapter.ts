@@ -7,6 +7,7 @@ import type { TypedArray } from "../../dtype.ts";
 import { getGemm } from "./gemm/mod.ts";
 import type { Gemm } from "./gemm/mod.ts";
 import { openBf16Gemm } from "./gemm/bf16.ts";
+import { packedProduct } from "./gemm/packed.ts";
 
 type FastGemm = Pick<Gemm, "sgemm" | "sumSquares" | "addInPlace">;
 let fast: FastGemm | null = null;
@@ -185,6 +186,32 @@ export function blasThreadsForProductsOnly(threads: number): void {
 }
 
 let bf16: Pick<Gemm, "sgemm"> | null = null;
+
+/**
+ * C[m,n] = A[m,k]·Wᵀ (dense row-major f32, W stored [n,k]) on W's packed copy (`gemm/packed.ts`:
+ * a few rows against a weight used again, as in decoding); false where that does not apply
+ * (other dtypes, bf16 precision, many rows, W's first product, no oneDNN): the caller multiplies.
+ */
+export function packedMatmul(
+  a: TypedArray,
+  w: TypedArray,
+  c: TypedArray,
+  m: number,
+  n: number,
+  k: number,
+): boolean {
+  if (
+    bf16 || !(a instanceof Float32Array) || !(w instanceof Float32Array) ||
+    !(c instanceof Float32Array)
+  ) return false;
+  if (!gemmClock.on) return packedProduct(a, w, c, m, n, k);
+  const t0 = performance.now();
+  try {
+    return packedProduct(a, w, c, m, n, k);
+  } finally {
+    gemmClock.ms += performance.now() - t0;
+  }
+}
 
 /** The precision of the matmul op's f32 products on the CPU (see `setMatmulPrecision`). */
 export function matmulPrecision(): "float32" | "bfloat16" {

@@ -21,6 +21,7 @@ import type { DType, TypedArray } from "../../dtype.ts";
 import { allocArray, byteSize, dtypeOfArray } from "../../dtype.ts";
 import type { KernelOp, Meta } from "../../op.ts";
 import { gemmClock } from "./gemm_adapter.ts";
+import { forgetPacked } from "./gemm/packed.ts";
 import { sharedArraysOn } from "./threads/mod.ts";
 
 /**
@@ -163,6 +164,7 @@ export class CpuBackend implements Backend {
       if (a) {
         this.#pooledBytes -= a.byteLength;
         this.counters.poolHits++;
+        forgetPacked(a); // the same array, about to hold other values
         return [zero ? a.fill(0) : a, true];
       }
       // a size wanted again after a free recurs (a train step's shapes do, step after step; a
@@ -319,7 +321,10 @@ export class CpuBackend implements Backend {
     const alias = op.inPlace?.(params);
     const outs = outMetas.map((m, i): [TypedArray, boolean] => {
       const j = alias?.[i];
-      if (j !== undefined && j !== null) return [ins[j], true]; // written in place
+      if (j !== undefined && j !== null) {
+        forgetPacked(ins[j]); // written in place: a packed copy of it is stale
+        return [ins[j], true];
+      }
       let n = 1;
       for (const d of m.shape) n *= d;
       return this.#take(m.dtype, n, !op.writesAll);

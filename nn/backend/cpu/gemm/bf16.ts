@@ -50,6 +50,18 @@ const SYMBOLS = {
     result: "i32",
     optional: true,
   },
+  // a descriptor by format tag (`any`: the primitive picks the layout), and the layout it picked
+  dnnl_memory_desc_init_by_tag: {
+    parameters: ["buffer", "i32", "buffer", "i32", "i32"],
+    result: "i32",
+    optional: true,
+  },
+  dnnl_primitive_desc_query_md: {
+    parameters: ["pointer", "i32", "i32"],
+    result: "pointer",
+    optional: true,
+  },
+  dnnl_memory_desc_get_size: { parameters: ["buffer"], result: "usize", optional: true },
   dnnl_reorder_primitive_desc_create: {
     parameters: ["buffer", "buffer", "pointer", "buffer", "pointer", "pointer"],
     result: "i32",
@@ -70,12 +82,16 @@ const SYMBOLS = {
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
 
 // oneDNN 2.x enum values (dnnl_types.h)
-const ENGINE_CPU = 1, STREAM_IN_ORDER = 1, DT_BF16 = 2, DT_F32 = 3;
-const ARG_FROM = 1, ARG_TO = 17, ARG_SRC = 1, ARG_WEIGHTS = 33, ARG_DST = 17;
+const ENGINE_CPU = 1, STREAM_IN_ORDER = 1, DT_BF16 = 2;
+/** oneDNN's f32 data type. */
+export const DT_F32 = 3;
+export const ARG_FROM = 1, ARG_TO = 17, ARG_SRC = 1, ARG_WEIGHTS = 33, ARG_DST = 17;
+/** `dnnl_format_tag_any` and `dnnl_query_weights_md` (dnnl_types.h, 2.x). */
+const TAG_ANY = 1, QUERY_WEIGHTS_MD = 131;
 /** Bytes reserved for one `dnnl_memory_desc_t` (about 800 in oneDNN 2.x; filled by the library). */
 const MD_BYTES = 2048;
 /** Bytes reserved for one `dnnl_matmul_desc_t` (four memory descriptors and a little more). */
-const OP_DESC_BYTES = 16384;
+export const OP_DESC_BYTES = 16384;
 /** Primitives kept (one per conversion length and per product shape; a model has a few dozen). */
 const MAX_PRIMS = 256;
 
@@ -103,7 +119,7 @@ export function cpuHasBf16(): boolean {
 }
 
 /** A oneDNN call's status check: 0 is success. */
-function check(status: number, what: string): void {
+export function check(status: number, what: string): void {
   if (status !== 0) throw new Error(`oneDNN ${what} failed (status ${status})`);
 }
 
@@ -111,80 +127,106 @@ function check(status: number, what: string): void {
  * A oneDNN primitive made for one shape and its memory objects, whose data pointers are set per
  * call: a reorder (f32 → bf16 of one length) or a matmul (bf16 × bf16 → f32 of one shape).
  */
-interface Prim {
+export interface Prim {
   prim: Deno.PointerValue;
   mems: Deno.PointerValue[];
   /** The `dnnl_exec_arg_t {int arg; dnnl_memory_t memory;}` array. */
   args: BigUint64Array;
+  /** The weights' descriptor the primitive chose, when asked for (`Dnnl.prim`'s queryWeights). */
+  weights?: Uint8Array;
 }
 
-/** A bf16 gemm with f32 accumulation (see the module doc). */
-export class Bf16Gemm {
+/**
+ * oneDNN 2.x through FFI: a CPU engine and an in-order stream, memory descriptors, and primitives
+ * cached by key (one per shape), whose memories' data pointers are set on every call. Shared by
+ * the bf16 products below and the packed f32 products (`packed.ts`).
+ */
+export class Dnnl {
   /** The library loaded. */
-  readonly detail: string;
-  readonly #s: Lib["symbols"];
-  readonly #engine: Deno.PointerValue;
-  readonly #stream: Deno.PointerValue;
-  /** Whether operands are rounded by oneDNN reorders (else by the JS `toBf16`). */
-  readonly #native: boolean;
+  readonly path: string;
+  readonly s: Lib["symbols"];
+  readonly engine: Deno.PointerValue;
+  readonly stream: Deno.PointerValue;
+  /** Whether oneDNN 2.x's descriptor API is there (3.x has opaque memory descriptors). */
+  readonly native: boolean;
   readonly #prims = new Map<string, Prim>();
-  #sa = new Uint16Array(0);
-  #sb = new Uint16Array(0);
 
   constructor(lib: Lib, path: string) {
-    this.#s = lib.symbols;
-    this.#engine = this.#handle((p) => this.#s.dnnl_engine_create(p, ENGINE_CPU, 0n), "engine");
-    this.#stream = this.#handle(
-      (p) => this.#s.dnnl_stream_create(p, this.#engine, STREAM_IN_ORDER),
+    this.path = path;
+    this.s = lib.symbols;
+    this.engine = this.handle((p) => this.s.dnnl_engine_create(p, ENGINE_CPU, 0n), "engine");
+    this.stream = this.handle(
+      (p) => this.s.dnnl_stream_create(p, this.engine, STREAM_IN_ORDER),
       "stream",
     );
-    this.#native = this.#s.dnnl_memory_desc_init_by_strides !== null &&
-      this.#s.dnnl_matmul_desc_init !== null;
-    this.detail = this.#native
-      ? `oneDNN matmul primitives, operands rounded by oneDNN reorders, ${path}`
-      : `oneDNN dnnl_gemm_bf16bf16f32, operands rounded in JS, ${path}`;
+    this.native = this.s.dnnl_memory_desc_init_by_strides !== null &&
+      this.s.dnnl_matmul_desc_init !== null;
   }
 
   /** Calls a oneDNN constructor that writes a handle through its first argument. */
-  #handle(make: (out: BigUint64Array) => number, what: string): Deno.PointerValue {
+  handle(make: (out: BigUint64Array) => number, what: string): Deno.PointerValue {
     const out = new BigUint64Array(1);
     check(make(out), `${what} creation`);
     return Deno.UnsafePointer.create(out[0]);
   }
 
   /** A memory descriptor of `dims` with element `strides` (row-major when strides are plain). */
-  #md(dims: number[], strides: number[], dt: number): Uint8Array {
+  md(dims: number[], strides: number[], dt: number): Uint8Array {
     const d = new Uint8Array(MD_BYTES);
     const big = (xs: number[]) => new BigInt64Array(xs.map(BigInt));
     check(
-      this.#s.dnnl_memory_desc_init_by_strides!(d, dims.length, big(dims), dt, big(strides)),
+      this.s.dnnl_memory_desc_init_by_strides!(d, dims.length, big(dims), dt, big(strides)),
       `memory descriptor ${dims.join("×")}`,
     );
     return d;
   }
 
+  /** A memory descriptor of `dims` whose layout the primitive chooses (format tag `any`). */
+  mdAny(dims: number[], dt: number): Uint8Array {
+    const d = new Uint8Array(MD_BYTES);
+    const f = this.s.dnnl_memory_desc_init_by_tag;
+    if (!f) throw new Error(`oneDNN at ${this.path} has no dnnl_memory_desc_init_by_tag`);
+    check(f(d, dims.length, new BigInt64Array(dims.map(BigInt)), dt, TAG_ANY), "memory descriptor");
+    return d;
+  }
+
+  /** The cached primitive under `key`, if any. */
+  cached(key: string): Prim | undefined {
+    return this.#prims.get(key);
+  }
+
   /**
    * The primitive cached under `key`, else made from its descriptor by `makePd` with memories for
    * `mds` (bound to the exec args `argIds`), evicting the oldest beyond {@linkcode MAX_PRIMS}.
+   * `queryWeights` also copies out the weights' descriptor the primitive chose (`Prim.weights`).
    */
-  #prim(
+  prim(
     key: string,
     makePd: (out: BigUint64Array) => number,
     mds: Uint8Array[],
     argIds: number[],
+    queryWeights = false,
   ): Prim {
     const hit = this.#prims.get(key);
     if (hit) return hit;
-    const s = this.#s;
-    const pd = this.#handle(makePd, `oneDNN primitive descriptor (${key})`);
+    const s = this.s;
+    const pd = this.handle(makePd, `oneDNN primitive descriptor (${key})`);
     let prim: Deno.PointerValue;
+    let weights: Uint8Array | undefined;
     try {
-      prim = this.#handle((p) => s.dnnl_primitive_create(p, pd), `primitive (${key})`);
+      if (queryWeights) {
+        const q = s.dnnl_primitive_desc_query_md?.(pd, QUERY_WEIGHTS_MD, 0);
+        if (!q) throw new Error(`oneDNN (${key}): no weights descriptor to query`);
+        weights = new Uint8Array(MD_BYTES);
+        new Deno.UnsafePointerView(q).copyInto(weights);
+        mds = mds.map((md, i) => argIds[i] === ARG_WEIGHTS ? weights! : md);
+      }
+      prim = this.handle((p) => s.dnnl_primitive_create(p, pd), `primitive (${key})`);
     } finally {
       s.dnnl_primitive_desc_destroy(pd);
     }
     const mems = mds.map((md) =>
-      this.#handle((p) => s.dnnl_memory_create(p, md, this.#engine, null), "memory")
+      this.handle((p) => s.dnnl_memory_create(p, md, this.engine, null), "memory")
     );
     const args = new BigUint64Array(2 * mems.length);
     mems.forEach((m, i) => {
@@ -197,16 +239,39 @@ export class Bf16Gemm {
       s.dnnl_primitive_destroy(old.prim);
       for (const m of old.mems) s.dnnl_memory_destroy(m);
     }
-    const r = { prim, mems, args };
+    const r = { prim, mems, args, weights };
     this.#prims.set(key, r);
     return r;
   }
 
   /** Points the primitive's memories at `data` and runs it. */
-  #exec(p: Prim, data: ArrayBufferView[], what: string): void {
-    const s = this.#s;
+  exec(p: Prim, data: ArrayBufferView[], what: string): void {
+    const s = this.s;
     data.forEach((d, i) => check(s.dnnl_memory_set_data_handle(p.mems[i], d), "set_data_handle"));
-    check(s.dnnl_primitive_execute(p.prim, this.#stream, data.length, p.args), what);
+    check(s.dnnl_primitive_execute(p.prim, this.stream, data.length, p.args), what);
+  }
+
+  /** Bytes of memory a descriptor describes (its layout's padding included). */
+  size(md: Uint8Array): number {
+    const f = this.s.dnnl_memory_desc_get_size;
+    if (!f) throw new Error(`oneDNN at ${this.path} has no dnnl_memory_desc_get_size`);
+    return Number(f(md));
+  }
+}
+
+/** A bf16 gemm with f32 accumulation (see the module doc). */
+export class Bf16Gemm {
+  /** The library loaded. */
+  readonly detail: string;
+  readonly #d: Dnnl;
+  #sa = new Uint16Array(0);
+  #sb = new Uint16Array(0);
+
+  constructor(d: Dnnl) {
+    this.#d = d;
+    this.detail = d.native
+      ? `oneDNN matmul primitives, operands rounded by oneDNN reorders, ${d.path}`
+      : `oneDNN dnnl_gemm_bf16bf16f32, operands rounded in JS, ${d.path}`;
   }
 
   /**
@@ -216,16 +281,16 @@ export class Bf16Gemm {
   toBf16(x: Float32Array, from: number, to: number, out: Uint16Array): void {
     const n = to - from;
     if (n <= 0) return;
-    if (!this.#native) return toBf16(x, from, to, out);
-    const src = this.#md([n], [1], DT_F32), dst = this.#md([n], [1], DT_BF16);
-    const p = this.#prim(
+    const d = this.#d;
+    if (!d.native) return toBf16(x, from, to, out);
+    const src = d.md([n], [1], DT_F32), dst = d.md([n], [1], DT_BF16);
+    const p = d.prim(
       `reorder ${n}`,
-      (o) =>
-        this.#s.dnnl_reorder_primitive_desc_create(o, src, this.#engine, dst, this.#engine, null),
+      (o) => d.s.dnnl_reorder_primitive_desc_create(o, src, d.engine, dst, d.engine, null),
       [src, dst],
       [ARG_FROM, ARG_TO],
     );
-    this.#exec(p, [x.subarray(from, to), out.subarray(0, n)], `f32→bf16 reorder of ${n} values`);
+    d.exec(p, [x.subarray(from, to), out.subarray(0, n)], `f32→bf16 reorder of ${n} values`);
   }
 
   /**
@@ -236,15 +301,17 @@ export class Bf16Gemm {
   #matmul(r: Resolved): Prim {
     const { m, n, k, lda, ldb, ldc, transA, transB } = r;
     const key = `matmul ${m} ${n} ${k} ${lda} ${ldb} ${ldc} ${transA} ${transB}`;
-    if (this.#prims.has(key)) return this.#prims.get(key)!;
-    const a = this.#md([m, k], transA ? [1, lda] : [lda, 1], DT_BF16);
-    const b = this.#md([k, n], transB ? [1, ldb] : [ldb, 1], DT_BF16);
-    const c = this.#md([m, n], [ldc, 1], DT_F32);
+    const d = this.#d;
+    const hit = d.cached(key);
+    if (hit) return hit;
+    const a = d.md([m, k], transA ? [1, lda] : [lda, 1], DT_BF16);
+    const b = d.md([k, n], transB ? [1, ldb] : [ldb, 1], DT_BF16);
+    const c = d.md([m, n], [ldc, 1], DT_F32);
     const desc = new Uint8Array(OP_DESC_BYTES);
-    check(this.#s.dnnl_matmul_desc_init!(desc, a, b, null, c), `matmul descriptor (${key})`);
-    return this.#prim(
+    check(d.s.dnnl_matmul_desc_init!(desc, a, b, null, c), `matmul descriptor (${key})`);
+    return d.prim(
       key,
-      (o) => this.#s.dnnl_primitive_desc_create(o, desc, null, this.#engine, null),
+      (o) => d.s.dnnl_primitive_desc_create(o, desc, null, d.engine, null),
       [a, b, c],
       [ARG_SRC, ARG_WEIGHTS, ARG_DST],
     );
@@ -263,14 +330,14 @@ export class Bf16Gemm {
     if (this.#sb.length < endB - r.bOff) this.#sb = new Uint16Array(endB - r.bOff);
     this.toBf16(r.a, r.aOff, endA, this.#sa);
     this.toBf16(r.b, r.bOff, endB, this.#sb);
-    if (this.#native && r.beta === 0) {
+    if (this.#d.native && r.beta === 0) {
       const p = this.#matmul(r);
       const what = `bf16 matmul m=${r.m} n=${r.n} k=${r.k}`;
       const sizeA = (rA - 1) * r.lda + cA, sizeB = (rB - 1) * r.ldb + cB;
       for (let bi = 0; bi < r.batch; bi++) {
         const ao = bi * r.strideA, bo = bi * r.strideB, co = r.cOff + bi * r.strideC;
         const c = r.c.subarray(co, co + (r.m - 1) * r.ldc + r.n);
-        this.#exec(
+        this.#d.exec(
           p,
           [this.#sa.subarray(ao, ao + sizeA), this.#sb.subarray(bo, bo + sizeB), c],
           what,
@@ -279,7 +346,7 @@ export class Bf16Gemm {
       return;
     }
     const ta = r.transA ? T_CHAR : N_CHAR, tb = r.transB ? T_CHAR : N_CHAR;
-    const f = this.#s.dnnl_gemm_bf16bf16f32;
+    const f = this.#d.s.dnnl_gemm_bf16bf16f32;
     for (let bi = 0; bi < r.batch; bi++) {
       const ao = bi * r.strideA, bo = bi * r.strideB, co = r.cOff + bi * r.strideC;
       const status = f(
@@ -306,18 +373,26 @@ export class Bf16Gemm {
   }
 }
 
+let cachedDnnl: Dnnl | string | null = null;
 let cached: Bf16Gemm | string | null = null;
 
 /**
  * Sets oneDNN's OpenMP defaults before the library (and its OpenMP runtime) loads, where the
- * user set nothing: idle threads sleep (`OMP_WAIT_POLICY=PASSIVE`) instead of spinning, since
- * OpenBLAS's and the wasm SIMD threads need the same cores between the bf16 calls (spinning
- * doubled the CPU time of a 2-thread MiniMind2-Small bf16 step on a loaded 2-core machine: 4547 →
- * 2403 ms), and the thread count follows `OPENBLAS_NUM_THREADS` when only that is set.
+ * user set nothing. Idle threads spin briefly, then sleep (`OMP_WAIT_POLICY=PASSIVE` with
+ * `GOMP_SPINCOUNT=10000`, which GNU OpenMP honours over the policy): OpenBLAS's and the kernel
+ * pool's threads need the same cores between oneDNN calls (endless spinning doubled the CPU time of
+ * a 2-thread MiniMind2-Small bf16 step on a loaded 2-core machine: 4547 → 2403 ms), but sleeping
+ * at once made each of a decode step's short products wait for its threads to wake (8 streams of
+ * MiniMind2-Small: 509 tok/s with no spin, 651–673 with 5,000–20,000 spins; the bf16 train step
+ * 1,597–1,619 → 1,624–1,750 tok/s). The thread count follows `OPENBLAS_NUM_THREADS` when only
+ * that is set.
  */
 function openMpDefaults(): void {
   try {
-    if (!Deno.env.get("OMP_WAIT_POLICY")) Deno.env.set("OMP_WAIT_POLICY", "PASSIVE");
+    if (!Deno.env.get("OMP_WAIT_POLICY") && !Deno.env.get("GOMP_SPINCOUNT")) {
+      Deno.env.set("OMP_WAIT_POLICY", "PASSIVE");
+      Deno.env.set("GOMP_SPINCOUNT", "10000");
+    }
     const blas = Deno.env.get("OPENBLAS_NUM_THREADS");
     if (!Deno.env.get("OMP_NUM_THREADS") && blas) Deno.env.set("OMP_NUM_THREADS", blas);
   } catch {
@@ -326,12 +401,11 @@ function openMpDefaults(): void {
 }
 
 /**
- * The bf16 gemm, or why there is none: no native bf16 on this CPU (`cpuHasBf16`), no oneDNN
- * library, or no FFI permission. Loaded once per process.
+ * oneDNN 2.x, or why not: no library (`MINIMIND_DNNL`, then Debian's `libdnnl.so.3` / `.so.2`) or
+ * no FFI permission. Loaded once per process.
  */
-export function openBf16Gemm(): Bf16Gemm | string {
-  if (cached !== null) return cached;
-  if (!cpuHasBf16()) return cached = "this CPU has no AVX512-BF16 / AMX-BF16";
+export function openDnnl(): Dnnl | string {
+  if (cachedDnnl !== null) return cachedDnnl;
   let env: string | undefined;
   try {
     env = Deno.env.get("MINIMIND_DNNL");
@@ -349,10 +423,21 @@ export function openBf16Gemm(): Bf16Gemm | string {
   ];
   for (const path of paths) {
     try {
-      return cached = new Bf16Gemm(Deno.dlopen(path, SYMBOLS), path);
+      return cachedDnnl = new Dnnl(Deno.dlopen(path, SYMBOLS), path);
     } catch (e) {
       tried.push(`${path}: ${(e as Error).message.split("\n")[0]}`);
     }
   }
-  return cached = `no oneDNN library with dnnl_gemm_bf16bf16f32 (${tried.join("; ")})`;
+  return cachedDnnl = `no oneDNN library with dnnl_gemm_bf16bf16f32 (${tried.join("; ")})`;
+}
+
+/**
+ * The bf16 gemm, or why there is none: no native bf16 on this CPU (`cpuHasBf16`), no oneDNN
+ * library, or no FFI permission. Loaded once per process.
+ */
+export function openBf16Gemm(): Bf16Gemm | string {
+  if (cached !== null) return cached;
+  if (!cpuHasBf16()) return cached = "this CPU has no AVX512-BF16 / AMX-BF16";
+  const d = openDnnl();
+  return cached = typeof d === "string" ? d : new Bf16Gemm(d);
 }
