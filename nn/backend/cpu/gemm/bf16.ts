@@ -8,7 +8,8 @@
  * reorders (oneDNN 3 changed it) rounds in a JS loop instead, about 4× slower.
  *
  * The library is found at run time: `MINIMIND_DNNL`, then Debian's `libdnnl.so.3` / `.so.2`
- * (package libdnnl2/libdnnl3).
+ * (package libdnnl2/libdnnl3), and held by a `Dnnl` (engine, stream, descriptors, a primitive
+ * cache), which the packed f32 products of decode steps (`packed.ts`) use too.
  *
  * @module
  */

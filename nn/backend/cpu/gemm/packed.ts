@@ -33,7 +33,7 @@ export const PACKED_MAX_ROWS = 32;
 /** Values of W compared on every use (a fixed sample, spread over the whole array). */
 const SAMPLES = 64;
 
-/** One weight's state: how often it was seen, and its packed copy once it has one. */
+/** One weight's packed copy and what it was made from. */
 interface Entry {
   n: number;
   k: number;
@@ -102,11 +102,11 @@ function primitive(d: Dnnl, m: number, n: number, k: number, wmd: Uint8Array | n
   const a = d.md([m, k], [k, 1], DT_F32);
   const c = d.md([m, n], [n, 1], DT_F32);
   const desc = new Uint8Array(OP_DESC_BYTES);
-  check(
-    d.s.dnnl_matmul_desc_init!(desc, a, wmd ?? d.mdAny([k, n], DT_F32), null, c),
-    `matmul descriptor (${key})`,
-  );
   try {
+    check(
+      d.s.dnnl_matmul_desc_init!(desc, a, wmd ?? d.mdAny([k, n], DT_F32), null, c),
+      `matmul descriptor (${key})`,
+    );
     return d.prim(
       key,
       (o) => d.s.dnnl_primitive_desc_create(o, desc, null, d.engine, null),
