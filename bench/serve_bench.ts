@@ -22,6 +22,7 @@ import { disposeCache } from "../nn/model/layers/kv_cache.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { initGemm } from "../nn/backend/cpu/gemm/mod.ts";
 import { setFastSgemm } from "../nn/backend/cpu/gemm_adapter.ts";
+import { environmentAsStarted } from "../nn/backend/cpu/gemm/bf16.ts";
 import { createApp, type ServeApp } from "../serve/mod.ts";
 import { parseFlags, runMain, usage, UsageError } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
@@ -129,6 +130,9 @@ function torchDecode(cfg: MiniMindConfig, N: number): TorchDecode | null {
         String(N),
       ],
       stderr: "inherit",
+      // PyTorch at its own defaults: not the OpenMP settings made here for oneDNN
+      env: environmentAsStarted(),
+      clearEnv: true,
     }).outputSync();
     if (!out.success) return null;
     const r: TorchDecode = { tokensPerS: {}, config: {} };

@@ -24,6 +24,7 @@
 import { cpuUsage } from "node:process";
 import { defaultBackend } from "../nn/backend/select.ts";
 import { type CpuBackend, cpuBackend, type OpProfileRow } from "../nn/backend/cpu/mod.ts";
+import { environmentAsStarted } from "../nn/backend/cpu/gemm/bf16.ts";
 import { countParams, init } from "../nn/model/minimind.ts";
 import { config, PRESETS } from "../nn/model/minimind_config.ts";
 import type { ConfigOverrides, PresetName } from "../nn/model/minimind_config.ts";
@@ -335,6 +336,9 @@ export async function main(argv: readonly string[]): Promise<number> {
         ...["--steps", String(a.steps), "--warmup", String(a.warmup), "--dtype", a.dtype],
       ],
       stderr: "piped",
+      // PyTorch at its own defaults: not the OpenMP settings made here for oneDNN
+      env: environmentAsStarted(),
+      clearEnv: true,
     }).output().catch((e) => {
       throw new Error(`Cannot run /usr/bin/python3 ${py}: ${(e as Error).message}`);
     });

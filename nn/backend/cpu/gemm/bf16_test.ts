@@ -1,5 +1,5 @@
 import assert from "node:assert/strict";
-import { cpuHasBf16, openBf16Gemm, toBf16 } from "./bf16.ts";
+import { alignedU16, cpuHasBf16, openBf16Gemm, toBf16 } from "./bf16.ts";
 import { matmulPrecision, setMatmulPrecision } from "../gemm_adapter.ts";
 import { tensor } from "../../../creation.ts";
 import { matmul } from "../../../ops/matmul.ts";
@@ -196,5 +196,44 @@ Deno.test("bf16 gemm: every transpose pair, padded leading dimensions, batches, 
       assert.ok(worst < 1e-5, `transA=${transA} transB=${transB}: ${worst}`);
       assert.equal(c[off - 1], -7);
     }
+  }
+});
+
+Deno.test("the OpenMP settings made for oneDNN stay out of environmentAsStarted (benchmarks' PyTorch)", async () => {
+  // a fresh process, started without them, loads oneDNN and reports both environments
+  const code = `
+    import { environmentAsStarted, openDnnl } from ${
+    JSON.stringify(new URL("./bf16.ts", import.meta.url).href)
+  };
+    const loaded = typeof openDnnl() !== "string";
+    console.log(JSON.stringify({ loaded, now: Deno.env.toObject(), started: environmentAsStarted() }));`;
+  const env = Deno.env.toObject();
+  for (const k of ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"]) delete env[k];
+  env.OPENBLAS_NUM_THREADS = "2";
+  env.MINIMIND_PROBE = "kept";
+  const out = await new Deno.Command(Deno.execPath(), {
+    args: ["eval", code],
+    env,
+    clearEnv: true,
+  }).output();
+  assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+  const { loaded, now, started } = JSON.parse(new TextDecoder().decode(out.stdout));
+  if (!loaded) return; // no oneDNN here: nothing was set
+  assert.equal(now.OMP_WAIT_POLICY, "PASSIVE");
+  assert.equal(now.GOMP_SPINCOUNT, "10000");
+  assert.equal(now.OMP_NUM_THREADS, "2");
+  for (const k of ["OMP_WAIT_POLICY", "GOMP_SPINCOUNT", "OMP_NUM_THREADS"]) {
+    assert.ok(!(k in started), `${k} leaked into environmentAsStarted()`);
+  }
+  assert.equal(started.MINIMIND_PROBE, "kept");
+  assert.equal(started.OPENBLAS_NUM_THREADS, "2");
+});
+
+Deno.test("alignedU16: zeroed, the length asked for, on a 64-byte boundary", () => {
+  for (const n of [0, 1, 7, 1000, 100_003, 1 << 20]) {
+    const a = alignedU16(n);
+    assert.equal(a.length, n);
+    assert.ok(a.every((v) => v === 0));
+    if (n > 0) assert.equal(BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(a))) % 64n, 0n);
   }
 });
