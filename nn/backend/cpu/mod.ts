@@ -33,17 +33,36 @@ export function sharedCapacity(bytes: number): number {
   return Math.ceil(bytes / step) * step;
 }
 
-/** A `dtype` view of the first `size` elements of `b`. */
+/**
+ * Bytes a shared buffer has beyond its array, so that the array can start on a 64-byte boundary
+ * (a cache line; an AVX-512 vector). Large JS buffers start 16 bytes past one, where BLAS's and
+ * oneDNN's vector stores into C straddle two lines: oneDNN's bf16 products ran at 0.65–0.70× the
+ * speed on such operands.
+ */
+const ALIGN = 64;
+
+/** Where in `b` a view starts on a 64-byte boundary (0 where the address cannot be read). */
+function alignedOffset(b: SharedArrayBuffer): number {
+  try {
+    const addr = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(b))));
+    return Number((BigInt(ALIGN) - addr % BigInt(ALIGN)) % BigInt(ALIGN));
+  } catch {
+    return 0; // not Deno, or no FFI: unaligned
+  }
+}
+
+/** A `dtype` view of `size` elements of `b` starting on a 64-byte boundary. */
 function arrayView(dtype: DType, b: SharedArrayBuffer, size: number): TypedArray {
+  const at = alignedOffset(b);
   switch (dtype) {
     case "f32":
-      return new Float32Array(b, 0, size);
+      return new Float32Array(b, at, size);
     case "f64":
-      return new Float64Array(b, 0, size);
+      return new Float64Array(b, at, size);
     case "i32":
-      return new Int32Array(b, 0, size);
+      return new Int32Array(b, at, size);
     case "u32":
-      return new Uint32Array(b, 0, size);
+      return new Uint32Array(b, at, size);
   }
 }
 
@@ -184,7 +203,7 @@ export class CpuBackend implements Backend {
     bytes: number,
     zero: boolean,
   ): [TypedArray, boolean] | null {
-    const cap = sharedCapacity(bytes);
+    const cap = sharedCapacity(bytes + ALIGN);
     let b = this.#blocks.get(cap)?.pop();
     const reused = b !== undefined;
     if (b) this.#sharedFreeBytes -= cap;

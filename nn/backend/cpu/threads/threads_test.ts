@@ -412,7 +412,7 @@ Deno.test("kernel pool: MINIMIND_CPU_THREADS=1 turns it off, and idle workers ne
   }
 });
 
-Deno.test("shared arrays: a freed buffer is reused for sizes of its capacity, zeroed; none past the limit", async () => {
+Deno.test("shared arrays: 64-byte aligned; a freed buffer is reused for sizes of its capacity, zeroed; none past the limit", async () => {
   if ((await initKernelThreads()) < 2) return; // one core: no shared arrays
   const n = 100_000; // 400,000 bytes: capacity 425,984 (13 × 32,768)
   assert.equal(sharedCapacity(n * 4), 13 * 32768);
@@ -422,6 +422,8 @@ Deno.test("shared arrays: a freed buffer is reused for sizes of its capacity, ze
     assert.ok(c >= b && c <= b * 1.125 + 8 && c % 8 === 0, `${b} → ${c}`);
   }
   const a = cpuBackend.alloc("f32", n);
+  const at = (x: ArrayBufferView) => BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(x)));
+  assert.equal(at(cpuArray(a)) % 64n, 0n, "the array starts on a 64-byte boundary");
   const buf = cpuArray(a).buffer;
   cpuArray(a).fill(5);
   cpuBackend.free(a);
@@ -430,6 +432,7 @@ Deno.test("shared arrays: a freed buffer is reused for sizes of its capacity, ze
   const b = cpuBackend.alloc("i32", n + 1000); // another dtype, a nearby size: the same capacity
   assert.equal(cpuArray(b).buffer, buf, "the freed buffer comes back");
   assert.equal(cpuArray(b).length, n + 1000);
+  assert.equal(at(cpuArray(b)) % 64n, 0n);
   assert.ok(cpuArray(b).every((x) => x === 0), "zeroed");
   assert.equal(cpuBackend.sharedBytes.free, free - 13 * 32768);
   cpuBackend.free(b);
