@@ -189,8 +189,8 @@ let bf16: Pick<Gemm, "sgemm"> | null = null;
 
 /**
  * C[m,n] = A[m,k]·Wᵀ (dense row-major f32, W stored [n,k]) on W's packed copy (`gemm/packed.ts`:
- * a few rows against a weight used again, as in decoding); false where that does not apply
- * (other dtypes, bf16 precision, many rows, W's first product, no oneDNN): the caller multiplies.
+ * 2–32 rows against a weight used again, as in decoding); false where that does not apply (other
+ * dtypes, bf16 precision, one row or more than 32, no oneDNN 2.x): the caller multiplies.
  */
 export function packedMatmul(
   a: TypedArray,

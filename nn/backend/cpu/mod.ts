@@ -22,6 +22,7 @@ import { allocArray, byteSize, dtypeOfArray } from "../../dtype.ts";
 import type { KernelOp, Meta } from "../../op.ts";
 import { gemmClock } from "./gemm_adapter.ts";
 import { forgetPacked } from "./gemm/packed.ts";
+import { alignPad, CACHE_LINE } from "./align.ts";
 import { sharedArraysOn } from "./threads/mod.ts";
 
 /**
@@ -33,27 +34,9 @@ export function sharedCapacity(bytes: number): number {
   return Math.ceil(bytes / step) * step;
 }
 
-/**
- * Bytes a shared buffer has beyond its array, so that the array can start on a 64-byte boundary
- * (a cache line; an AVX-512 vector). Large JS buffers start 16 bytes past one, where BLAS's and
- * oneDNN's vector stores into C straddle two lines: oneDNN's bf16 products ran at 0.65–0.70× the
- * speed on such operands.
- */
-const ALIGN = 64;
-
-/** Where in `b` a view starts on a 64-byte boundary (0 where the address cannot be read). */
-function alignedOffset(b: SharedArrayBuffer): number {
-  try {
-    const addr = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(new Uint8Array(b))));
-    return Number((BigInt(ALIGN) - addr % BigInt(ALIGN)) % BigInt(ALIGN));
-  } catch {
-    return 0; // not Deno, or no FFI: unaligned
-  }
-}
-
 /** A `dtype` view of `size` elements of `b` starting on a 64-byte boundary. */
 function arrayView(dtype: DType, b: SharedArrayBuffer, size: number): TypedArray {
-  const at = alignedOffset(b);
+  const at = alignPad(new Uint8Array(b));
   switch (dtype) {
     case "f32":
       return new Float32Array(b, at, size);
@@ -203,7 +186,7 @@ export class CpuBackend implements Backend {
     bytes: number,
     zero: boolean,
   ): [TypedArray, boolean] | null {
-    const cap = sharedCapacity(bytes + ALIGN);
+    const cap = sharedCapacity(bytes + CACHE_LINE); // room to start on a cache line
     let b = this.#blocks.get(cap)?.pop();
     const reused = b !== undefined;
     if (b) this.#sharedFreeBytes -= cap;

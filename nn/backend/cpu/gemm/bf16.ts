@@ -15,6 +15,7 @@
  */
 
 import { handleTrivial, resolveArgs, type Resolved, type SgemmArgs } from "./types.ts";
+import { alignPad, CACHE_LINE } from "../align.ts";
 
 const DIM = "i64";
 const SYMBOLS = {
@@ -261,15 +262,12 @@ export class Dnnl {
 }
 
 /**
- * `n` zeroed u16 values starting on a 64-byte boundary (a cache line, an AVX-512 vector), where the
- * address can be read (FFI allowed): oneDNN's AMX kernels read operands 16 bytes off a line at
- * 0.65–0.70× the speed (1024×1408×512: 1,403 against 1,999 GFLOP/s), and large JS buffers start
- * 16 bytes past one.
+ * `n` zeroed u16 values starting on a 64-byte boundary where the address can be read (see
+ * `../align.ts`): the scratch oneDNN's products read their rounded operands from.
  */
 export function alignedU16(n: number): Uint16Array<ArrayBuffer> {
-  const buf = new Uint16Array(n + 32);
-  const addr = BigInt(Deno.UnsafePointer.value(Deno.UnsafePointer.of(buf)));
-  const skip = Number((64n - addr % 64n) % 64n) / 2;
+  const buf = new Uint16Array(n + CACHE_LINE / 2);
+  const skip = alignPad(buf) / 2;
   return buf.subarray(skip, skip + n);
 }
 
