@@ -190,7 +190,8 @@ let bf16: Pick<Gemm, "sgemm"> | null = null;
 /**
  * C[m,n] = A[m,k]·Wᵀ (dense row-major f32, W stored [n,k]) on W's packed copy (`gemm/packed.ts`:
  * 2–32 rows against a weight used again, as in decoding); false where that does not apply (other
- * dtypes, bf16 precision, one row or more than 32, no oneDNN 2.x): the caller multiplies.
+ * dtypes, bf16 precision, products that are not native (`MINIMIND_GEMM=wasm|js`, no BLAS), one row
+ * or more than 32, no oneDNN 2.x): the caller multiplies.
  */
 export function packedMatmul(
   a: TypedArray,
@@ -202,7 +203,7 @@ export function packedMatmul(
 ): boolean {
   if (
     bf16 || !(a instanceof Float32Array) || !(w instanceof Float32Array) ||
-    !(c instanceof Float32Array)
+    !(c instanceof Float32Array) || getGemm().kind !== "blas" // MINIMIND_GEMM=wasm|js: theirs
   ) return false;
   if (!gemmClock.on) return packedProduct(a, w, c, m, n, k);
   const t0 = performance.now();

@@ -141,3 +141,23 @@ packedTest("the matmul op gives the unpacked product's values within f32 roundin
   assertProduct(x.dataSync() as Float32Array, w.dataSync() as Float32Array, packed, m, n);
   assertProduct(x.dataSync() as Float32Array, w.dataSync() as Float32Array, plain, m, n);
 });
+
+packedTest("MINIMIND_GEMM=js or wasm keeps every product on the forced path", async () => {
+  const code = `
+    import { tensor } from ${JSON.stringify(import.meta.resolve("../../../creation.ts"))};
+    import { matmul } from ${JSON.stringify(import.meta.resolve("../../../ops/matmul.ts"))};
+    import { hasPackedCopy } from ${JSON.stringify(import.meta.resolve("./packed.ts"))};
+    const w = tensor(new Float32Array(64 * 32).fill(0.5), [64, 32]);
+    const x = tensor(new Float32Array(8 * 32).fill(1), [8, 32]);
+    const y = matmul(x, w, { transB: true }).dataSync();
+    console.log(JSON.stringify({ packed: hasPackedCopy(w.storage.data), y0: y[0] }));`;
+  for (const [kind, packed] of [["js", false], ["wasm", false], ["blas", true]] as const) {
+    const out = await new Deno.Command(Deno.execPath(), {
+      args: ["eval", code],
+      env: { MINIMIND_GEMM: kind },
+    }).output();
+    assert.equal(out.code, 0, new TextDecoder().decode(out.stderr));
+    const r = JSON.parse(new TextDecoder().decode(out.stdout));
+    assert.deepEqual(r, { packed, y0: 16 }, `MINIMIND_GEMM=${kind}`);
+  }
+});
