@@ -251,14 +251,17 @@ function blockCopy(
   const bs = stridesOf(bigShape);
   let base = 0;
   for (let i = 0; i < r; i++) base += begin[i] * bs[i];
-  const n = smallShape[r - 1];
+  // one copy per contiguous run: the block's trailing axes that span all of big's are merged into
+  // the run, with the next axis in (a KV cache append copies each row's whole past at once)
+  let d = r - 1, n = smallShape[d];
+  while (d > 0 && smallShape[d] === bigShape[d]) n *= smallShape[--d];
   const outer = sizeOf(smallShape) / Math.max(1, n);
   const idx = new Array<number>(r).fill(0);
   let off = base;
   for (let o = 0; o < outer; o++) {
     if (intoBig) big.set(small.subarray(o * n, o * n + n), off);
     else small.set(big.subarray(off, off + n), o * n);
-    for (let ax = r - 2; ax >= 0; ax--) {
+    for (let ax = d - 1; ax >= 0; ax--) {
       idx[ax]++;
       off += bs[ax];
       if (idx[ax] < smallShape[ax]) break;
@@ -287,6 +290,7 @@ export const sliceOp: KernelOp<SliceParams, "slice"> = defineOp<SliceParams, "sl
     }
     return [{ shape: begin.map((b, i) => end[i] - b), dtype: x.dtype }];
   },
+  writesAll: true,
   cpu: ([x], [y], { inputs, outputs, params }) =>
     blockCopy(x, inputs[0].shape, y, outputs[0].shape, params.begin, false),
   wgsl: ({ inputs: [x], outputs: [y], params }) => {
@@ -422,6 +426,7 @@ export const concatOp: KernelOp<ConcatParams, "concat"> = defineOp<ConcatParams,
     shape[axis] = total;
     return [{ shape, dtype: xs[0].dtype }];
   },
+  writesAll: true, // the inputs tile the output along the axis
   cpu: (xs, [y], { inputs, outputs, params }) => {
     let at = 0;
     const begin = outputs[0].shape.map(() => 0);
