@@ -64,6 +64,8 @@ const CASES = [
   { label: "causal with a cache", dims: [1, 40, 72, 2, 1, 4], causal: true },
   { label: "causal, T not a multiple of the block", dims: [1, 37, 37, 2, 2, 3], causal: true },
   { label: "non-causal", dims: [1, 40, 33, 2, 1, 4], causal: false },
+  // one query per row: the CPU multiplies each KV group's heads together (f32)
+  { label: "a decode step, 4 query heads per KV head", dims: [3, 1, 50, 8, 2, 16], causal: true },
 ];
 
 for (const c of CASES) {
@@ -99,3 +101,36 @@ for (const c of CASES) {
     });
   }
 }
+
+Deno.test("a masked decode step: the grouped f32 path matches the f64 loops, hidden keys and all", () => {
+  const [b, s, nh, nkv, hd] = [4, 37, 6, 2, 8];
+  const ks = split(key(99), 3);
+  const arr = (kk: typeof ks[0], n: number) => Float64Array.from(normalArray(kk, n));
+  const q = arr(ks[0], b * nh * hd),
+    k = arr(ks[1], b * s * nkv * hd),
+    v = arr(ks[2], b * s * nkv * hd);
+  // row 0 sees every key, row 1 its last 5 (left padding), row 2 every other one, row 3 none
+  const m = new Float64Array(b * s);
+  for (let j = 0; j < s; j++) {
+    m[j] = 1;
+    m[s + j] = j >= s - 5 ? 1 : 0;
+    m[2 * s + j] = j % 2;
+  }
+  const run = (dtype: "f32" | "f64") =>
+    scope(() => {
+      const t = (a: Float64Array, shape: number[]) => tensor(a, shape, dtype);
+      const out = attention(t(q, [b, 1, nh, hd]), t(k, [b, s, nkv, hd]), t(v, [b, s, nkv, hd]), {
+        mask: t(m, [b, s]),
+      });
+      return out.dataSync();
+    });
+  const [got, want] = [run("f32"), run("f64")];
+  for (let e = 0; e < want.length; e++) {
+    assert.ok(
+      Math.abs(got[e] - want[e]) < 2e-5 * (1 + Math.abs(want[e])),
+      `out[${e}] ${got[e]} vs ${want[e]}`,
+    );
+  }
+  // the fully hidden row attends to nothing: zeros, as the loops give
+  for (let e = 3 * nh * hd; e < 4 * nh * hd; e++) assert.equal(got[e], 0);
+});

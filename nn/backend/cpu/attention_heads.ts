@@ -149,6 +149,31 @@ export function attentionForwardHead(
   }
 }
 
+/**
+ * Forward of one decode step (T = 1) for the query heads of KV group `g` of batch row `bi` at once:
+ * their rows of q are consecutive, so the group's scores are one [rep, S] product and its outputs
+ * one [rep, HD] product instead of two matrix-vector products per head. One query sees every
+ * cached key (the causal limit is S), so only the key mask hides any. `ws` was made for `rep` rows.
+ */
+export function attentionDecodeGroup(
+  d: AttnShape,
+  bi: number,
+  g: number,
+  q: TypedArray,
+  k: TypedArray,
+  v: TypedArray,
+  out: TypedArray,
+  lse: TypedArray,
+  scale: number,
+  ws: AttnWorkspace,
+): void {
+  const { s, nh, nkv, hd } = d;
+  const rep = nh / nkv, h0 = bi * nh + g * rep, ko = (bi * s * nkv + g) * hd;
+  gemm(false, true, rep, s, hd, q, h0 * hd, hd, k, ko, nkv * hd, ws.sc, 0, s);
+  ws.probs(false, 0, scale, lse, h0, false);
+  gemm(false, false, rep, hd, s, ws.sc, 0, s, v, ko, nkv * hd, out, h0 * hd, hd);
+}
+
 /** The saved tensors and gradients of one attention backward call. */
 export interface AttnBackwardArrays {
   q: TypedArray;
