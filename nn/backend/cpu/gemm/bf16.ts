@@ -87,13 +87,13 @@ type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
 const ENGINE_CPU = 1, STREAM_IN_ORDER = 1, DT_BF16 = 2;
 /** oneDNN's f32 data type. */
 export const DT_F32 = 3;
-export const ARG_FROM = 1, ARG_TO = 17, ARG_SRC = 1, ARG_WEIGHTS = 33, ARG_DST = 17;
+const ARG_FROM = 1, ARG_TO = 17, ARG_SRC = 1, ARG_WEIGHTS = 33, ARG_DST = 17;
 /** `dnnl_format_tag_any` and `dnnl_query_weights_md` (dnnl_types.h, 2.x). */
 const TAG_ANY = 1, QUERY_WEIGHTS_MD = 131;
 /** Bytes reserved for one `dnnl_memory_desc_t` (about 800 in oneDNN 2.x; filled by the library). */
 const MD_BYTES = 2048;
 /** Bytes reserved for one `dnnl_matmul_desc_t` (four memory descriptors and a little more). */
-export const OP_DESC_BYTES = 16384;
+const OP_DESC_BYTES = 16384;
 /** Primitives kept (one per conversion length and per product shape; a model has a few dozen). */
 const MAX_PRIMS = 256;
 
@@ -121,7 +121,7 @@ export function cpuHasBf16(): boolean {
 }
 
 /** A oneDNN call's status check: 0 is success. */
-export function check(status: number, what: string): void {
+function check(status: number, what: string): void {
   if (status !== 0) throw new Error(`oneDNN ${what} failed (status ${status})`);
 }
 
@@ -253,6 +253,43 @@ export class Dnnl {
     check(s.dnnl_primitive_execute(p.prim, this.stream, data.length, p.args), what);
   }
 
+  /**
+   * The matmul primitive C = A·W cached under `key`, else made from the descriptors `make` gives
+   * (called only then): A, W and C. With `queryWeights` W's descriptor is `any` (`mdAny`) and the
+   * layout oneDNN picks is the primitive's `weights`.
+   */
+  matmul(
+    key: string,
+    make: () => [Uint8Array, Uint8Array, Uint8Array],
+    queryWeights = false,
+  ): Prim {
+    const hit = this.#prims.get(key);
+    if (hit) return hit;
+    const [a, w, c] = make();
+    const desc = new Uint8Array(OP_DESC_BYTES);
+    check(this.s.dnnl_matmul_desc_init!(desc, a, w, null, c), `matmul descriptor (${key})`);
+    return this.prim(
+      key,
+      (o) => this.s.dnnl_primitive_desc_create(o, desc, null, this.engine, null),
+      [a, w, c],
+      [ARG_SRC, ARG_WEIGHTS, ARG_DST],
+      queryWeights,
+    );
+  }
+
+  /** The reorder primitive src → dst cached under `key`, else made from what `make` gives. */
+  reorder(key: string, make: () => [Uint8Array, Uint8Array]): Prim {
+    const hit = this.#prims.get(key);
+    if (hit) return hit;
+    const [src, dst] = make();
+    return this.prim(
+      key,
+      (o) => this.s.dnnl_reorder_primitive_desc_create(o, src, this.engine, dst, this.engine, null),
+      [src, dst],
+      [ARG_FROM, ARG_TO],
+    );
+  }
+
   /** Bytes of memory a descriptor describes (its layout's padding included). */
   size(md: Uint8Array): number {
     const f = this.s.dnnl_memory_desc_get_size;
@@ -295,13 +332,7 @@ export class Bf16Gemm {
     if (n <= 0) return;
     const d = this.#d;
     if (!d.native) return toBf16(x, from, to, out);
-    const src = d.md([n], [1], DT_F32), dst = d.md([n], [1], DT_BF16);
-    const p = d.prim(
-      `reorder ${n}`,
-      (o) => d.s.dnnl_reorder_primitive_desc_create(o, src, d.engine, dst, d.engine, null),
-      [src, dst],
-      [ARG_FROM, ARG_TO],
-    );
+    const p = d.reorder(`reorder ${n}`, () => [d.md([n], [1], DT_F32), d.md([n], [1], DT_BF16)]);
     d.exec(p, [x.subarray(from, to), out.subarray(0, n)], `f32→bf16 reorder of ${n} values`);
   }
 
@@ -314,19 +345,11 @@ export class Bf16Gemm {
     const { m, n, k, lda, ldb, ldc, transA, transB } = r;
     const key = `matmul ${m} ${n} ${k} ${lda} ${ldb} ${ldc} ${transA} ${transB}`;
     const d = this.#d;
-    const hit = d.cached(key);
-    if (hit) return hit;
-    const a = d.md([m, k], transA ? [1, lda] : [lda, 1], DT_BF16);
-    const b = d.md([k, n], transB ? [1, ldb] : [ldb, 1], DT_BF16);
-    const c = d.md([m, n], [ldc, 1], DT_F32);
-    const desc = new Uint8Array(OP_DESC_BYTES);
-    check(d.s.dnnl_matmul_desc_init!(desc, a, b, null, c), `matmul descriptor (${key})`);
-    return d.prim(
-      key,
-      (o) => d.s.dnnl_primitive_desc_create(o, desc, null, d.engine, null),
-      [a, b, c],
-      [ARG_SRC, ARG_WEIGHTS, ARG_DST],
-    );
+    return d.matmul(key, () => [
+      d.md([m, k], transA ? [1, lda] : [lda, 1], DT_BF16),
+      d.md([k, n], transB ? [1, ldb] : [ldb, 1], DT_BF16),
+      d.md([m, n], [ldc, 1], DT_F32),
+    ]);
   }
 
   /** `C = beta·C + op(A)·op(B)` with A and B rounded to bf16, accumulated and stored in f32. */

@@ -14,18 +14,7 @@
  *
  * @module
  */
-import {
-  ARG_DST,
-  ARG_FROM,
-  ARG_SRC,
-  ARG_TO,
-  ARG_WEIGHTS,
-  check,
-  type Dnnl,
-  DT_F32,
-  OP_DESC_BYTES,
-  openDnnl,
-} from "./bf16.ts";
+import { type Dnnl, DT_F32, openDnnl } from "./bf16.ts";
 
 /** Most rows of a product that takes the packed path (beyond it `sgemm`'s packing is amortised). */
 export const PACKED_MAX_ROWS = 32;
@@ -96,24 +85,13 @@ export function forgetPacked(w: ArrayBufferView): void {
  */
 function primitive(d: Dnnl, m: number, n: number, k: number, wmd: Uint8Array | null) {
   const key = `packed f32 ${m} ${n} ${k}`;
-  const hit = d.cached(key);
-  if (hit) return hit;
   if (unsupported.has(key)) return null;
-  const a = d.md([m, k], [k, 1], DT_F32);
-  const c = d.md([m, n], [n, 1], DT_F32);
-  const desc = new Uint8Array(OP_DESC_BYTES);
   try {
-    check(
-      d.s.dnnl_matmul_desc_init!(desc, a, wmd ?? d.mdAny([k, n], DT_F32), null, c),
-      `matmul descriptor (${key})`,
-    );
-    return d.prim(
-      key,
-      (o) => d.s.dnnl_primitive_desc_create(o, desc, null, d.engine, null),
-      [a, wmd ?? new Uint8Array(0), c],
-      [ARG_SRC, ARG_WEIGHTS, ARG_DST],
-      wmd === null,
-    );
+    return d.matmul(key, () => [
+      d.md([m, k], [k, 1], DT_F32),
+      wmd ?? d.mdAny([k, n], DT_F32),
+      d.md([m, n], [n, 1], DT_F32),
+    ], wmd === null);
   } catch {
     unsupported.add(key);
     return null;
@@ -148,18 +126,16 @@ export function packedProduct(
   const wmd = ref?.weights;
   if (!ref || !wmd) return false;
   if (!e.packed) {
-    const plain = d.md([k, n], [1, k], DT_F32); // W [n,k] row-major, read as its transpose
-    const reorder = d.prim(
+    // W [n,k] row-major, read as its transpose, into the primitive's layout
+    const reorder = d.reorder(
       `packed f32 reorder ${n} ${k}`,
-      (o) => d.s.dnnl_reorder_primitive_desc_create(o, plain, d.engine, wmd, d.engine, null),
-      [plain, wmd],
-      [ARG_FROM, ARG_TO],
+      () => [d.md([k, n], [1, k], DT_F32), wmd],
     );
     const packed = new Uint8Array(d.size(wmd));
     d.exec(reorder, [w, packed], `reorder of a ${n}×${k} weight into oneDNN's layout`);
     e.packed = packed;
   }
-  const p = m === PACKED_MAX_ROWS ? ref : primitive(d, m, n, k, wmd);
+  const p = primitive(d, m, n, k, wmd); // the reference itself at PACKED_MAX_ROWS rows
   if (!p) return false;
   d.exec(
     p,
