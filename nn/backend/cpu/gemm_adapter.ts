@@ -18,6 +18,19 @@ let fast: FastGemm | null = null;
  */
 export const gemmClock: { on: boolean; ms: number } = { on: false, ms: 0 };
 
+/** `f()`, its time added to {@linkcode gemmClock} while the clock is on (one timer per outer call). */
+function clocked<T>(f: () => T): T {
+  if (!gemmClock.on) return f();
+  gemmClock.on = false;
+  const t0 = performance.now();
+  try {
+    return f();
+  } finally {
+    gemmClock.ms += performance.now() - t0;
+    gemmClock.on = true;
+  }
+}
+
 /**
  * Overrides the fast f32 gemm (`null` restores the default). By default every f32 call uses
  * `getGemm()`: BLAS through FFI when found, else wasm SIMD (`initGemm()` adds wasm worker threads).
@@ -53,9 +66,7 @@ export function gemm(
 ): void {
   if (m === 0 || n === 0) return;
   if (gemmClock.on) {
-    gemmClock.on = false; // one timer per outer call
-    const t0 = performance.now();
-    try {
+    return clocked(() =>
       gemm(
         transA,
         transB,
@@ -76,12 +87,8 @@ export function gemm(
         strideA,
         strideB,
         strideC,
-      );
-    } finally {
-      gemmClock.ms += performance.now() - t0;
-      gemmClock.on = true;
-    }
-    return;
+      )
+    );
   }
   if (a instanceof Float32Array && b instanceof Float32Array && c instanceof Float32Array) {
     (fast ?? getGemm()).sgemm({
@@ -205,13 +212,9 @@ export function packedMatmul(
     bf16 || !(a instanceof Float32Array) || !(w instanceof Float32Array) ||
     !(c instanceof Float32Array) || getGemm().kind !== "blas" // MINIMIND_GEMM=wasm|js: theirs
   ) return false;
-  if (!gemmClock.on) return packedProduct(a, w, c, m, n, k);
-  const t0 = performance.now();
-  try {
-    return packedProduct(a, w, c, m, n, k);
-  } finally {
-    gemmClock.ms += performance.now() - t0;
-  }
+  return gemmClock.on
+    ? clocked(() => packedProduct(a, w, c, m, n, k))
+    : packedProduct(a, w, c, m, n, k);
 }
 
 /** The precision of the matmul op's f32 products on the CPU (see `setMatmulPrecision`). */
