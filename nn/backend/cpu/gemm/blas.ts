@@ -13,43 +13,18 @@ const CblasRowMajor = 101;
 const CblasNoTrans = 111;
 const CblasTrans = 112;
 
+/** The tail both level-2/3 products share: A, lda, B (x), ldb (incx), beta, C (y), ldc (incy). */
+const OPERANDS = ["buffer", "i32", "buffer", "i32", "f32", "buffer", "i32"] as const;
+
 const SYMBOLS = {
+  // order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc
   cblas_sgemm: {
-    // order, transA, transB, M, N, K, alpha, A, lda, B, ldb, beta, C, ldc
-    parameters: [
-      "i32",
-      "i32",
-      "i32",
-      "i32",
-      "i32",
-      "i32",
-      "f32",
-      "buffer",
-      "i32",
-      "buffer",
-      "i32",
-      "f32",
-      "buffer",
-      "i32",
-    ],
+    parameters: ["i32", "i32", "i32", "i32", "i32", "i32", "f32", ...OPERANDS],
     result: "void",
   },
   // order, trans, M, N, alpha, A, lda, x, incx, beta, y, incy: y = alpha·op(A)·x + beta·y
   cblas_sgemv: {
-    parameters: [
-      "i32",
-      "i32",
-      "i32",
-      "i32",
-      "f32",
-      "buffer",
-      "i32",
-      "buffer",
-      "i32",
-      "f32",
-      "buffer",
-      "i32",
-    ],
+    parameters: ["i32", "i32", "i32", "i32", "f32", ...OPERANDS],
     result: "void",
     optional: true,
   },
@@ -191,21 +166,19 @@ class BlasGemm implements Gemm {
       const a = ao === 0 ? r.a : r.a.subarray(ao),
         b = bo === 0 ? r.b : r.b.subarray(bo),
         c = co === 0 ? r.c : r.c.subarray(co);
+      // one row or one column of C (a decode step's x·Wᵀ is one row): a matrix-vector product
+      // reads the matrix once, where sgemm first packs all of it (2.5× slower, 1408×512 weight)
       if (gemv && r.m === 1) {
-        // one row of C (a decode step's x·Wᵀ): y = op(B)ᵀ·x reads B once; sgemm would first pack
-        // all of B for one row (measured 2.5× slower on a 1408×512 weight, 2 threads)
-        const incX = r.transA ? r.lda : 1;
-        if (r.transB) {
-          gemv(CblasRowMajor, CblasNoTrans, r.n, r.k, 1, b, r.ldb, a, incX, r.beta, c, 1);
-        } else gemv(CblasRowMajor, CblasTrans, r.k, r.n, 1, b, r.ldb, a, incX, r.beta, c, 1);
+        // y = op(B)ᵀ·x, B stored [n,k] (transB) or [k,n]
+        const [rows, cols] = r.transB ? [r.n, r.k] : [r.k, r.n];
+        const t = r.transB ? CblasNoTrans : CblasTrans, incX = r.transA ? r.lda : 1;
+        gemv(CblasRowMajor, t, rows, cols, 1, b, r.ldb, a, incX, r.beta, c, 1);
         continue;
       }
       if (gemv && r.n === 1) {
-        // one column of C: y = op(A)·b
-        const incX = r.transB ? 1 : r.ldb;
-        if (r.transA) {
-          gemv(CblasRowMajor, CblasTrans, r.k, r.m, 1, a, r.lda, b, incX, r.beta, c, r.ldc);
-        } else gemv(CblasRowMajor, CblasNoTrans, r.m, r.k, 1, a, r.lda, b, incX, r.beta, c, r.ldc);
+        // y = op(A)·b, A stored [k,m] (transA) or [m,k]
+        const [rows, cols] = r.transA ? [r.k, r.m] : [r.m, r.k];
+        gemv(CblasRowMajor, ta, rows, cols, 1, a, r.lda, b, r.transB ? 1 : r.ldb, r.beta, c, r.ldc);
         continue;
       }
       f(
