@@ -15,8 +15,8 @@ import type { Tensor } from "../tensor.ts";
 import { pooledAttention } from "../backend/cpu/threads/mod.ts";
 import {
   attentionBackwardHead,
-  attentionDecodeGroup,
-  attentionForwardHead,
+  attentionForwardUnit,
+  forwardScoreRows,
 } from "../backend/cpu/attention_heads.ts";
 import { attentionBackward, attentionForward } from "./attention/wgsl.ts";
 import type { AttnShape } from "./attention/wgsl.ts";
@@ -72,30 +72,16 @@ export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
   writesAll: true,
   cpu: ([q, k, v, mask], [out, lse], { inputs, params }) => {
     const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[3]);
-    const { b, t, s, nh } = d;
+    const { b, t, s } = d;
     // f32 on a pool with several threads: whole (batch, KV group) units per thread
     if (pooledAttention(q, d, params, [q, k, v, out, lse], mask ?? null, false)) return;
-    const rep = nh / d.nkv;
-    if (t === 1 && rep > 1) {
-      // a decode step: each KV group's query heads together (consecutive rows of q)
-      const wg = attnWorkspace(q, rep, s, false, !!mask);
-      if (wg) {
-        for (let bi = 0; bi < b; bi++) {
-          if (mask) wg.setMask(mask, bi * s);
-          for (let g = 0; g < d.nkv; g++) {
-            attentionDecodeGroup(d, bi, g, q, k, v, out, lse, params.scale, wg);
-          }
-        }
-        return;
-      }
-    }
     // f32: scores live in the SIMD module's memory and the softmax runs there
-    const ws = attnWorkspace(q, t, s, false, !!mask);
+    const ws = attnWorkspace(q, forwardScoreRows(d), s, false, !!mask);
     const sc = ws ? ws.sc : allocArray(inputs[0].dtype, t * s); // (T, S)
     for (let bi = 0; bi < b; bi++) {
       if (ws && mask) ws.setMask(mask, bi * s);
-      for (let h = 0; h < nh; h++) {
-        attentionForwardHead(d, bi, h, q, k, v, mask ?? null, out, lse, params, sc, ws);
+      for (let g = 0; g < d.nkv; g++) {
+        attentionForwardUnit(d, bi, g, q, k, v, mask ?? null, out, lse, params, sc, ws);
       }
     }
   },

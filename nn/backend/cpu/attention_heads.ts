@@ -149,29 +149,44 @@ export function attentionForwardHead(
   }
 }
 
+/** Rows of scores a forward workspace holds: T, or at a decode step (T = 1) one KV group's heads. */
+export function forwardScoreRows(d: AttnShape): number {
+  return d.t === 1 ? d.nh / d.nkv : d.t;
+}
+
 /**
- * Forward of one decode step (T = 1) for the query heads of KV group `g` of batch row `bi` at once:
- * their rows of q are consecutive, so the group's scores are one [rep, S] product and its outputs
- * one [rep, HD] product instead of two matrix-vector products per head. One query sees every
- * cached key (the causal limit is S), so only the key mask hides any. `ws` was made for `rep` rows.
+ * Forward of the unit (batch row `bi`, KV group `g`): every query head of the group, in order. At a
+ * decode step (T = 1) with the SIMD workspace the group's rows of q are consecutive, so its scores
+ * are one [rep, S] product and its outputs one [rep, HD] product instead of two matrix-vector
+ * products per head; one query sees every cached key, so only the key mask hides any. `ws` (or
+ * `sc`) holds {@linkcode forwardScoreRows} rows.
  */
-export function attentionDecodeGroup(
+export function attentionForwardUnit(
   d: AttnShape,
   bi: number,
   g: number,
   q: TypedArray,
   k: TypedArray,
   v: TypedArray,
+  mask: TypedArray | null,
   out: TypedArray,
   lse: TypedArray,
-  scale: number,
-  ws: AttnWorkspace,
+  p: AttnOptions,
+  sc: TypedArray,
+  ws: AttnWorkspace | null,
 ): void {
   const { s, nh, nkv, hd } = d;
-  const rep = nh / nkv, h0 = bi * nh + g * rep, ko = (bi * s * nkv + g) * hd;
-  gemm(false, true, rep, s, hd, q, h0 * hd, hd, k, ko, nkv * hd, ws.sc, 0, s);
-  ws.probs(false, 0, scale, lse, h0, false);
-  gemm(false, false, rep, hd, s, ws.sc, 0, s, v, ko, nkv * hd, out, h0 * hd, hd);
+  const rep = nh / nkv;
+  if (d.t === 1 && ws) {
+    const h0 = bi * nh + g * rep, ko = (bi * s * nkv + g) * hd;
+    gemm(false, true, rep, s, hd, q, h0 * hd, hd, k, ko, nkv * hd, ws.sc, 0, s);
+    ws.probs(false, 0, p.scale, lse, h0, false);
+    gemm(false, false, rep, hd, s, ws.sc, 0, s, v, ko, nkv * hd, out, h0 * hd, hd);
+    return;
+  }
+  for (let h = g * rep; h < (g + 1) * rep; h++) {
+    attentionForwardHead(d, bi, h, q, k, v, mask, out, lse, p, sc, ws);
+  }
 }
 
 /** The saved tensors and gradients of one attention backward call. */
@@ -273,14 +288,11 @@ export function attentionForwardUnits(
 ): void {
   const [d, p] = unpack(sc);
   const [q, k, v, out, lse] = a;
-  const ws = new AttnWorkspace(unitSimd(), d.t, d.s, false, mask !== null);
-  const rep = d.nh / d.nkv;
+  const ws = new AttnWorkspace(unitSimd(), forwardScoreRows(d), d.s, false, mask !== null);
   for (let u = u0; u < u1; u++) {
     const bi = Math.floor(u / d.nkv), g = u % d.nkv;
     if (mask) ws.setMask(mask, bi * d.s);
-    for (let h = g * rep; h < (g + 1) * rep; h++) {
-      attentionForwardHead(d, bi, h, q, k, v, mask, out, lse, p, ws.sc, ws);
-    }
+    attentionForwardUnit(d, bi, g, q, k, v, mask, out, lse, p, ws.sc, ws);
   }
 }
 

@@ -251,16 +251,18 @@ Deno.test("kernel pool: cross-entropy's SIMD row kernels (row stats, row exp) sp
   assert.equal(y1[2 * n + 7], 0, "a skipped row is 0");
 });
 
-Deno.test("kernel pool: attention forward and backward by (batch, KV group) units have the bits of one thread", async () => {
+Deno.test("kernel pool: attention forward and backward by (batch, KV group) units have the bits of one thread, decode steps too", async () => {
   await initKernelThreads();
-  const [b, t, nh, nkv, hd] = [2, 130, 4, 2, 64]; // 2·4·130·130·64 multiply-adds: pooled
-  for (
-    const [s, masked, causal] of [[130, false, true], [150, true, true], [
-      130,
-      false,
-      false,
-    ]] as const
-  ) {
+  const hd = 64;
+  // [b, t, s, nh, nkv, masked, causal]: 2·4·130·130·64 multiply-adds and up, all pooled; the last
+  // is a decode step (T = 1, 4 query heads per KV group: the grouped products)
+  const cases = [
+    [2, 130, 130, 4, 2, false, true],
+    [2, 130, 150, 4, 2, true, true],
+    [2, 130, 130, 4, 2, false, false],
+    [8, 1, 1024, 8, 2, true, true],
+  ] as const;
+  for (const [b, t, s, nh, nkv, masked, causal] of cases) {
     const q = values(b * t * nh * hd, 21), k = values(b * s * nkv * hd, 22);
     const v = values(b * s * nkv * hd, 23), dout = values(b * t * nh * hd, 24);
     const mask = new Float32Array(b * s).map((_, i) => (i % 7 === 3 ? 0 : 1));
