@@ -34,6 +34,9 @@ export const DP_BENCH_FLAGS = {
 
 const COMMAND = "deno task bench:dp";
 
+/** The demo's model (`deno task demo`): hidden 192, 4 layers, 6 query and 2 KV heads. */
+const DEMO = { hiddenSize: 192, numHiddenLayers: 4, numAttentionHeads: 6, numKeyValueHeads: 2 };
+
 /** One `bench/train_bench.ts` run: its JSON line. */
 async function trainBench(
   launch: string[],
@@ -73,8 +76,16 @@ export async function main(argv: readonly string[]): Promise<number> {
     throw new Error(`Invalid --global_batch ${a.global_batch}: not a multiple of --ranks ${N}`);
   }
   const model = a.model === "demo"
-    ? ["--hidden_size", "192", "--num_hidden_layers", "4"]
-      .concat(["--num_attention_heads", "6", "--num_key_value_heads", "2"])
+    ? [
+      ...[
+        "--hidden_size",
+        String(DEMO.hiddenSize),
+        "--num_hidden_layers",
+        String(DEMO.numHiddenLayers),
+      ],
+      ...["--num_attention_heads", String(DEMO.numAttentionHeads)],
+      ...["--num_key_value_heads", String(DEMO.numKeyValueHeads)],
+    ]
     : ["--preset", "minimind2-small"];
   const common = [...model, "--max_seq_len", String(a.max_seq_len), "--steps", String(a.steps)];
   const mpirun = ["mpirun", "--oversubscribe", "-np", String(N), "-x", "OPENBLAS_NUM_THREADS"];
@@ -120,7 +131,6 @@ export async function main(argv: readonly string[]): Promise<number> {
 if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));
 
 // the all-reduce of one step's gradients (every parameter, f32) between 2 in-process ranks
-const DEMO = { hiddenSize: 192, numHiddenLayers: 4, numAttentionHeads: 6, numKeyValueHeads: 2 };
 for (
   const [model, cfg] of [
     ["demo", config("minimind2-small", DEMO)],
