@@ -226,9 +226,9 @@ class Hub {
     if (round.kind === "allreduce") {
       // sum in rank order, in f32 like a reduction over the wire: each other rank's values added
       // into rank 0's array in place, which every other rank then copies
-      const sum = all[0].data as Float32Array;
-      for (const a of all.slice(1)) addInto(sum, a.data as Float32Array);
-      for (const a of all.slice(1)) (a.data as Float32Array).set(sum);
+      const [first, ...rest] = all.map((a) => a.data as Float32Array);
+      for (const d of rest) addInto(first, d);
+      for (const d of rest) d.set(first);
     } else {
       const src = round.arrivals.get(round.root)!.data;
       for (const a of all) if (a.data !== src) a.data.set(src);
