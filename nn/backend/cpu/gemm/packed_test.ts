@@ -110,15 +110,8 @@ packedTest("the matmul op: AdamW in place on W drops its packed copy", () => {
   const g = tensor(randn(7, n * k), [n, k]);
   const zeros = () => tensor(new Float32Array(n * k), [n, k]);
   const before = (w.dataSync() as Float32Array).slice();
-  const [w2] = adamwUpdate(w, g, zeros(), zeros(), {
-    lr: 0.1,
-    beta1: 0.9,
-    beta2: 0.999,
-    eps: 1e-8,
-    weightDecay: 0,
-    step: 1,
-    inPlace: true,
-  });
+  const hyper = { lr: 0.1, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0, step: 1 };
+  const [w2] = adamwUpdate(w, g, zeros(), zeros(), { ...hyper, inPlace: true });
   const after = w2.dataSync() as Float32Array;
   assert.equal(arrayOf(w2), arrayOf(w), "written in place");
   assert.notDeepEqual(after, before, "AdamW changed W");
