@@ -26,10 +26,12 @@ const SAMPLES = 64;
 interface Entry {
   n: number;
   k: number;
-  /** W's values at the sample positions when this entry was made. */
+  /** W's values at the sample positions when it was packed. */
   sample: Float32Array;
-  /** The reordered copy (the bytes the primitive's weights descriptor describes). */
-  packed: Uint8Array | null;
+  /** The weights' layout the products read (the reference primitive's choice). */
+  layout: Uint8Array;
+  /** The reordered copy (the bytes `layout` describes). */
+  packed: Uint8Array;
 }
 
 const entries = new WeakMap<Float32Array, Entry>();
@@ -70,7 +72,7 @@ function sampleMatches(w: Float32Array, e: Entry): boolean {
 
 /** Whether `w` has a packed copy now (for tests). */
 export function hasPackedCopy(w: Float32Array): boolean {
-  return entries.get(w)?.packed != null;
+  return entries.has(w);
 }
 
 /** Forgets `w`'s packed copy (the CPU backend calls it before writing into or reusing `w`). */
@@ -99,6 +101,24 @@ function primitive(d: Dnnl, m: number, n: number, k: number, wmd: Uint8Array | n
 }
 
 /**
+ * W [n,k] reordered into the layout oneDNN picks for {@linkcode PACKED_MAX_ROWS} rows (one layout
+ * per weight shape, which the primitives of every row count read); null when it has none.
+ */
+function pack(d: Dnnl, w: Float32Array, n: number, k: number): Entry | null {
+  const layout = primitive(d, PACKED_MAX_ROWS, n, k, null)?.weights;
+  if (!layout) return null;
+  // W [n,k] row-major, read as its transpose
+  const reorder = d.reorder(
+    `packed f32 reorder ${n} ${k}`,
+    () => [d.md([k, n], [1, k], DT_F32), layout],
+  );
+  const packed = new Uint8Array(d.size(layout));
+  d.exec(reorder, [w, packed], `reorder of a ${n}×${k} weight into oneDNN's layout`);
+  const sample = takeSample(w, new Float32Array(Math.min(SAMPLES, w.length)));
+  return { n, k, sample, layout, packed };
+}
+
+/**
  * C[m,n] = A[m,k]·Wᵀ for W stored [n,k], all dense row-major f32, by the packed path; false
  * (nothing written) when it does not apply: off, no oneDNN 2.x, m outside 2…{@linkcode
  * PACKED_MAX_ROWS}, or no oneDNN implementation for the shape.
@@ -117,25 +137,11 @@ export function packedProduct(
   let e = entries.get(w);
   if (!e || e.n !== n || e.k !== k || !sampleMatches(w, e)) {
     // a weight not seen before, or changed since: pack it (again)
-    const sample = takeSample(w, new Float32Array(Math.min(SAMPLES, w.length)));
-    e = { n, k, sample, packed: null };
-    entries.set(w, e);
+    const fresh = pack(d, w, n, k);
+    if (!fresh) return false;
+    entries.set(w, e = fresh);
   }
-  // one layout per weight shape: the one oneDNN picks for PACKED_MAX_ROWS rows
-  const ref = primitive(d, PACKED_MAX_ROWS, n, k, null);
-  const wmd = ref?.weights;
-  if (!ref || !wmd) return false;
-  if (!e.packed) {
-    // W [n,k] row-major, read as its transpose, into the primitive's layout
-    const reorder = d.reorder(
-      `packed f32 reorder ${n} ${k}`,
-      () => [d.md([k, n], [1, k], DT_F32), wmd],
-    );
-    const packed = new Uint8Array(d.size(wmd));
-    d.exec(reorder, [w, packed], `reorder of a ${n}×${k} weight into oneDNN's layout`);
-    e.packed = packed;
-  }
-  const p = primitive(d, m, n, k, wmd); // the reference itself at PACKED_MAX_ROWS rows
+  const p = primitive(d, m, n, k, e.layout);
   if (!p) return false;
   d.exec(
     p,
