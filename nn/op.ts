@@ -177,6 +177,14 @@ export interface KernelOp<P, N extends string = string> extends OpCommon<P, N> {
    * (the train step's optimizer update, `StepHyper.donate`).
    */
   readonly inPlace?: (params: P) => readonly (number | null)[] | null;
+  /**
+   * For these params and input metas, output 0 begins with input j's values, in order (an append:
+   * `concat` along an axis with only size-1 axes before it), or null. A backend may then make
+   * output 0 a longer view of input j's array, so that only the appended values are written (CPU:
+   * when the array has room after input j that no other storage has taken); input j's values are
+   * never changed. The kernel sees its output begin where input j does and skips that copy.
+   */
+  readonly extendsInput?: (params: P, inputs: readonly Meta[]) => number | null;
 }
 
 /** A primitive whose output 0 shares input 0's storage (reshape): no kernel runs. */

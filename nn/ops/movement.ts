@@ -427,12 +427,17 @@ export const concatOp: KernelOp<ConcatParams, "concat"> = defineOp<ConcatParams,
     return [{ shape, dtype: xs[0].dtype }];
   },
   writesAll: true, // the inputs tile the output along the axis
+  // with only size-1 axes before the axis, input 0 is the output's prefix (a KV cache append at
+  // batch 1): the CPU backend may extend its array in place
+  extendsInput: ({ axis }, xs) => xs[0].shape.slice(0, axis).every((d) => d === 1) ? 0 : null,
   cpu: (xs, [y], { inputs, outputs, params }) => {
     let at = 0;
     const begin = outputs[0].shape.map(() => 0);
+    // an output that extends input 0's array in place already begins with its values
+    const extended = y.buffer === xs[0].buffer && y.byteOffset === xs[0].byteOffset;
     for (let k = 0; k < xs.length; k++) {
       begin[params.axis] = at;
-      blockCopy(y, outputs[0].shape, xs[k], inputs[k].shape, begin, true);
+      if (k > 0 || !extended) blockCopy(y, outputs[0].shape, xs[k], inputs[k].shape, begin, true);
       at += inputs[k].shape[params.axis];
     }
   },

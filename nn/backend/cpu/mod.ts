@@ -13,6 +13,12 @@
  * freed one goes back to a free list by capacity (sizes rounded up to 8 steps per power of two,
  * so a growing KV cache reuses them too), a storage dropped without `free` is recovered when its
  * view is collected, and past `sharedLimitBytes` of buffers the backend allocates plain arrays.
+ *
+ * An append (`KernelOp.extendsInput`: `concat` along an axis with only size-1 axes before it, so a
+ * batch-1 KV cache step) gets an array with room to grow, half as much again; the next append to
+ * that result is a longer view of the same array, and only the new values are written. Every
+ * earlier view keeps its values (a second append to the same prefix gets its own array), and the
+ * array goes back when the last storage viewing it is freed.
  * @module
  */
 import type { Backend, BackendCounters, Storage } from "../backend.ts";
@@ -68,10 +74,33 @@ export interface OpProfileRow {
   outBytes: number;
 }
 
+/**
+ * An array whose leading elements several storages view, each a prefix one longer than the one
+ * before (appends, see `KernelOp.extendsInput`): only the longest may grow further, in place.
+ */
+interface Extent {
+  /** The whole array (its tail past `filled` is room for appends). */
+  readonly full: TypedArray;
+  /** Storages viewing it that are not freed yet. */
+  users: number;
+  /** Elements the longest view covers. */
+  filled: number;
+}
+
 /** A CPU storage: a typed array. */
 export interface CpuStorage extends Storage {
   /** The values. */
   readonly data: TypedArray;
+  /** The array `data` is a prefix of, when it was made by an append (see {@linkcode Extent}). */
+  readonly extent?: Extent;
+}
+
+/**
+ * Elements an append's new array holds for a prefix of `size`: half as much again, so a cache
+ * that grows one step at a time is copied into a new array O(log n) times.
+ */
+function roomFor(size: number): number {
+  return Math.ceil(size * 1.5);
 }
 
 /** The CPU backend (one instance, `cpuBackend`). */
@@ -123,6 +152,10 @@ export class CpuBackend implements Backend {
   #sharedFreeBytes = 0;
   /** Takes back the buffer of a shared storage collected without `free`. */
   readonly #lost = new FinalizationRegistry<SharedArrayBuffer>((b) => this.#giveBlock(b));
+  /** Counts off a view of an extent collected without `free` (its array outlives the views). */
+  readonly #lostViews = new FinalizationRegistry<Extent>((e) => this.#leave(e));
+  /** Appends extend arrays in place (see `KernelOp.extendsInput`); tests compare both ways. */
+  extendInPlace = true;
 
   /** Per-op timings while a profile is running (null = not profiling, no timer calls). */
   #profile: Map<string, OpProfileRow> | null = null;
@@ -245,31 +278,67 @@ export class CpuBackend implements Backend {
 
   free(s: Storage): void {
     this.counters.bytesInUse -= s.bytes;
+    const { data, extent } = s as CpuStorage;
+    if (extent) {
+      this.#lostViews.unregister(data);
+      this.#leave(extent);
+      return;
+    }
     if (this.#foreign.delete(s) || s.bytes < POOL_MIN_BYTES) return;
-    const a = (s as CpuStorage).data;
+    this.#release(data);
+  }
+
+  /** A storage viewing `e` is gone: the last one gives the whole array back. */
+  #leave(e: Extent): void {
+    if (--e.users === 0) this.#release(e.full);
+  }
+
+  /**
+   * Output 0 of an op that appends to input `input` (`KernelOp.extendsInput`), `size` elements:
+   * a longer view of the input's array where it has room that no other storage took (the prefix
+   * is then already in place), else a new array with room for later appends, for appends of at
+   * most a quarter of a large prefix; null (allocate as usual) otherwise.
+   */
+  #extend(input: CpuStorage, dtype: DType, size: number): [TypedArray, Extent, boolean] | null {
+    const { data: a, extent: e } = input;
+    if (
+      e && e.filled === a.length && a.byteOffset === e.full.byteOffset && size <= e.full.length &&
+      dtypeOfArray(e.full) === dtype
+    ) {
+      e.filled = size;
+      e.users++;
+      return [e.full.subarray(0, size), e, true];
+    }
+    if (a.byteLength < POOL_MIN_BYTES || 4 * (size - a.length) > a.length) return null;
+    const [full, pooled] = this.#take(dtype, roomFor(size), false);
+    return [full.subarray(0, size), { full, users: 1, filled: size }, pooled];
+  }
+
+  /** Gives a whole array back: to its shared buffer's free list, or to the pool. */
+  #release(a: TypedArray): void {
     if (a.buffer instanceof SharedArrayBuffer) {
       this.#lost.unregister(a);
       this.#giveBlock(a.buffer);
       return;
     }
-    const k = dtypeOfArray(a) + a.length;
+    const k = dtypeOfArray(a) + a.length, bytes = a.byteLength;
     if (!this.#recurring.has(k)) {
       if (this.#freedOnce.size >= 4096) this.#freedOnce.clear();
       this.#freedOnce.add(k);
       return;
     }
-    if (this.#pooledBytes + s.bytes > this.poolLimitBytes) {
+    if (this.#pooledBytes + bytes > this.poolLimitBytes) {
       this.emptyPool();
       return;
     }
     // live memory shrank with this free: the pool shrinks with it, this array first
     const bound = Math.max(this.poolFloorBytes, this.poolLiveRatio * this.counters.bytesInUse);
     if (this.#pooledBytes > bound) this.#shrinkTo(bound);
-    if (this.#pooledBytes + s.bytes > bound) return; // to the GC
+    if (this.#pooledBytes + bytes > bound) return; // to the GC
     const list = this.#pool.get(k);
     if (list) list.push(a);
     else this.#pool.set(k, [a]);
-    this.#pooledBytes += s.bytes;
+    this.#pooledBytes += bytes;
   }
 
   /**
@@ -320,7 +389,15 @@ export class CpuBackend implements Backend {
     const ins = inputs.map((s) => (s as CpuStorage).data);
     const prof = this.#profile;
     const t0 = prof ? performance.now() : 0;
-    const alias = op.inPlace?.(params);
+    // an input whose array other storages view too (an extent) is never written in place
+    const alias = op.inPlace?.(params)?.map((j) =>
+      j !== null && (inputs[j] as CpuStorage).extent ? null : j
+    );
+    // (an extended array's tail is not zeroed: only for kernels that write every element)
+    const grow = this.extendInPlace && op.writesAll
+      ? op.extendsInput?.(params, inMetas) ?? null
+      : null;
+    let extent: Extent | undefined;
     const outs = outMetas.map((m, i): [TypedArray, boolean] => {
       const j = alias?.[i];
       if (j !== undefined && j !== null) {
@@ -329,7 +406,12 @@ export class CpuBackend implements Backend {
       }
       let n = 1;
       for (const d of m.shape) n *= d;
-      return this.#take(m.dtype, n, !op.writesAll);
+      const ext = i === 0 && grow !== null
+        ? this.#extend(inputs[grow] as CpuStorage, m.dtype, n)
+        : null;
+      if (!ext) return this.#take(m.dtype, n, !op.writesAll);
+      extent = ext[1];
+      return [ext[0], ext[2]];
     });
     const t1 = prof ? performance.now() : 0;
     const g0 = gemmClock.ms;
@@ -350,7 +432,10 @@ export class CpuBackend implements Backend {
     }
     return outs.map((o, i) => {
       const j = alias?.[i];
-      return j !== undefined && j !== null ? inputs[j] : this.#wrap(...o);
+      if (j !== undefined && j !== null) return inputs[j];
+      if (i > 0 || !extent) return this.#wrap(...o);
+      this.#lostViews.register(o[0], extent, o[0]);
+      return { ...this.#wrap(...o), extent };
     });
   }
 

@@ -2,7 +2,9 @@
  * The KV cache: per layer the post-RoPE keys (post-k_norm in minimind3) and the values, before GQA
  * expansion — MiniMind's `past_key_values` layout — plus an optional key mask for rows with holes
  * (left padding, or rows of different lengths decoded together). The cache is a plain value:
- * `forward` returns a new one and the caller disposes the old one (`disposeCache`).
+ * `forward` returns a new one and the caller disposes the old one (`disposeCache`). At batch 1
+ * the CPU backend appends a step in place (the new cache's arrays extend the old one's), so a
+ * decode step does not copy the whole cache; batched caches are copied.
  * @module
  */
 // B = batch rows, S = cached time steps, NKV = kv heads, HD = head dim
