@@ -142,8 +142,10 @@ export {
 } from "./nn/model/minimind.ts";
 export {
   cacheLength,
+  cacheRows,
   concatCacheRows,
   disposeCache,
+  dropCacheSteps,
   selectCacheRows,
 } from "./nn/model/layers/kv_cache.ts";
 export type {

@@ -1,7 +1,7 @@
 /**
  * Long-context decode: tokens/s of `decodeStep` (the server's and `generate`'s step) from a 64-token
  * prompt to `--to` tokens, for one stream and for a batch of streams, with the CPU backend's
- * in-place KV cache appends on and off (`CpuBackend.extendInPlace`; they apply at batch 1). Both
+ * in-place KV cache appends on and off (`CpuBackend.extendInPlace`). Both
  * settings alternate within each repeat, and the logits of each pair of runs are compared: they
  * must be the same bits. Weights are random: speed does not depend on them.
  *

@@ -12,13 +12,13 @@ import { tensor } from "../nn/creation.ts";
 import { defaultBackend } from "../nn/backend/select.ts";
 import { keep, scope } from "../nn/scope.ts";
 import type { Tensor } from "../nn/tensor.ts";
-import { sliceAxis } from "../nn/ops/movement.ts";
 import { type DecodeState, decodeStep } from "../nn/model/generate.ts";
 import type { MiniMindParams } from "../nn/model/minimind.ts";
 import {
   cacheLength,
   concatCacheRows,
   disposeCache,
+  dropCacheSteps,
   selectCacheRows,
 } from "../nn/model/layers/kv_cache.ts";
 import type { KvCache } from "../nn/model/layers/kv_cache.ts";
@@ -130,13 +130,7 @@ export class MiniMindEngine implements Engine {
       const s = cacheLength(cache);
       const unused = s - Math.max(...order.map((r) => r.length));
       if (unused >= this.#trimAt || (!sameOrder && unused > 0)) {
-        const trimmed: KvCache = {
-          layers: cache.layers.map((l) => ({
-            k: sliceAxis(l.k, 1, unused, s),
-            v: sliceAxis(l.v, 1, unused, s),
-          })),
-          mask: cache.mask ? sliceAxis(cache.mask, 1, unused, s) : null,
-        };
+        const trimmed = dropCacheSteps(cache, unused);
         disposeCache(cache);
         cache = trimmed;
       }

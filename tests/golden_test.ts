@@ -200,11 +200,11 @@ async function runCase(name: string, backendName: "cpu" | "webgpu"): Promise<voi
       const want = sliceAxis(flat.decode_logits, 1, j, j + 1);
       await c.values("decode", `decode_logits[:, ${j}]`, step.logits, want, tol);
     }
+    // PyTorch's past_key_values are (B, S, NKV, HD); ours hold the same time-major, (S, B, NKV, HD)
     const kv = step.cache!.layers[0].k;
-    assert(
-      kv.shape.join() === (meta.decode as { kv_cache_shape_per_layer_after_decode: number[] })
-        .kv_cache_shape_per_layer_after_decode.join(),
-    );
+    const [pb, ps, ...rest] = (meta.decode as { kv_cache_shape_per_layer_after_decode: number[] })
+      .kv_cache_shape_per_layer_after_decode;
+    assert(kv.shape.join() === [ps, pb, ...rest].join(), `cache shape ${kv.shape}`);
   }
 
   // YaRN: same weights with inference_rope_scaling on a 64-token input

@@ -34,7 +34,7 @@ import { mlp } from "./layers/mlp.ts";
 import type { MoeDispatch, MoeParams, RouterInfo } from "./layers/moe.ts";
 import { moe, routedExperts } from "./layers/moe.ts";
 import type { KvCache, LayerCache } from "./layers/kv_cache.ts";
-import { cacheLength } from "./layers/kv_cache.ts";
+import { cacheLength, cacheRows } from "./layers/kv_cache.ts";
 import { ropeTables } from "./layers/rope_table.ts";
 
 /** A weight holder, as in PyTorch modules (`.weight`). */
@@ -360,10 +360,8 @@ export function forward(
       `Cannot use a KV cache of ${past.layers.length} layers with a ${cfg.numHiddenLayers}-layer model`,
     );
   }
-  if (past && s0 > 0 && past.layers[0].k.shape[0] !== b) {
-    throw new Error(
-      `Cannot use a KV cache of ${past.layers[0].k.shape[0]} rows with ids of ${b} rows`,
-    );
+  if (past && s0 > 0 && cacheRows(past) !== b) {
+    throw new Error(`Cannot use a KV cache of ${cacheRows(past)} rows with ids of ${b} rows`);
   }
 
   // key mask (B, S): the cache's mask joined with the new tokens' mask
@@ -410,11 +408,12 @@ export function forward(
     dt,
     backend,
   );
-  const ctx = { tables, offset: s0, positions: pos, mask };
+  const useCache = options.useCache ?? past !== null;
+  const ctx = { tables, offset: s0, positions: pos, mask, cache: useCache || past !== null };
 
   const hidden: Tensor[] = [];
   const routing: RouterInfo[] = [];
-  const kvs: LayerCache[] = [];
+  const kvs: (LayerCache | null)[] = [];
   let h = embedding(embed, ids); // (B, T, H)
   if (options.outputHiddenStates) hidden.push(h);
   let aux: Tensor = full([], 0, dt, { backend }); // ()
@@ -455,11 +454,10 @@ export function forward(
   }
   const logits = matmul(h, head, { transB: true }); // (B, T', V)
 
-  const useCache = options.useCache ?? past !== null;
   return {
     logits,
     auxLoss: aux,
-    cache: useCache ? { layers: kvs, mask: mask ?? null } : null,
+    cache: useCache ? { layers: kvs as LayerCache[], mask: mask ?? null } : null,
     ...(options.outputHiddenStates ? { hiddenStates: hidden } : {}),
     ...(options.outputRouting ? { routing } : {}),
   };

@@ -10,6 +10,7 @@ import { allocArray, isFloat } from "../dtype.ts";
 import type { KernelOp, Meta } from "../op.ts";
 import { defineOp, NONDIFF } from "../op.ts";
 import { apply } from "../apply.ts";
+import { transpose } from "./movement.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { pooledAttention } from "../backend/cpu/threads/mod.ts";
@@ -28,11 +29,18 @@ export interface AttentionParams {
   readonly causal: boolean;
   /** Score scale (1/√HD). */
   readonly scale: number;
+  /**
+   * K and V are time-major, [S, B, NKV, HD] (a KV cache: appending a step along the leading
+   * axis extends the array in place, at any batch size), instead of [B, S, NKV, HD].
+   */
+  readonly kvTimeMajor?: boolean;
 }
 
-function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta): AttnShape {
+function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta, kvTimeMajor = false): AttnShape {
   const [b, t, nh, hd] = q.shape;
-  const [kb, s, nkv, khd] = k.shape;
+  const [kb, s, nkv, khd] = kvTimeMajor
+    ? [k.shape[1], k.shape[0], k.shape[2], k.shape[3]]
+    : k.shape;
   const ok = q.shape.length === 4 && k.shape.length === 4 && v.shape.length === 4 &&
     isFloat(q.dtype) &&
     k.dtype === q.dtype && v.dtype === q.dtype && kb === b && khd === hd &&
@@ -42,7 +50,9 @@ function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta): AttnShape {
     throw new Error(
       `Cannot attend with q ${fmt(q.shape)}, k ${fmt(k.shape)}, v ${
         fmt(v.shape)
-      }: expected [B,T,NH,HD], [B,S,NKV,HD] with NH divisible by NKV`,
+      }: expected [B,T,NH,HD], ${
+        kvTimeMajor ? "[S,B,NKV,HD] (time-major)" : "[B,S,NKV,HD]"
+      } with NH divisible by NKV`,
     );
   }
   if (
@@ -56,8 +66,11 @@ function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta): AttnShape {
       }: expected ${q.dtype} [${b}, ${s}]`,
     );
   }
-  return { b, t, s, nh, nkv, hd };
+  return { b, t, s, nh, nkv, hd, kvTimeMajor };
 }
+
+/** [S, B, …] ↔ [B, S, …]. */
+const SWAP_01 = [1, 0, 2, 3];
 
 /** q, k, v, [mask] → out [B,T,NH,HD], lse [B,NH,T]. */
 export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
@@ -65,13 +78,13 @@ export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
   "attention"
 >({
   name: "attention",
-  infer: ([q, k, v, mask]) => {
-    const d = attnDims(q, k, v, mask);
+  infer: ([q, k, v, mask], params) => {
+    const d = attnDims(q, k, v, mask, params.kvTimeMajor);
     return [{ shape: q.shape, dtype: q.dtype }, { shape: [d.b, d.nh, d.t], dtype: q.dtype }];
   },
   writesAll: true,
   cpu: ([q, k, v, mask], [out, lse], { inputs, params }) => {
-    const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[3]);
+    const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[3], params.kvTimeMajor);
     const { b, t, s } = d;
     // f32 on a pool with several threads: whole (batch, KV group) units per thread
     if (pooledAttention(q, d, params, [q, k, v, out, lse], mask ?? null, false)) return;
@@ -86,15 +99,19 @@ export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
     }
   },
   wgsl: ({ inputs, params }, device) => {
-    const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[3]);
+    const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[3], params.kvTimeMajor);
     return attentionForward(d, inputs.length > 3, params.causal, params.scale, device);
   },
-  // see attentionBackward
+  // see attentionBackward, which takes K and V batch-major (time-major ones are transposed)
   vjp: (ct, ctx) => {
     const [q, k, v, mask] = ctx.inputs as Tensor[];
-    const ins = [q, k, v, ctx.outputs[0]!, ctx.outputs[1]!, ct[0]!, ...(mask ? [mask] : [])];
-    const [dq, dk, dv] = apply(attentionBackwardOp, ins, ctx.params);
-    return [dq, dk, dv, ...(mask ? [null] : [])];
+    const tm = ctx.params.kvTimeMajor === true;
+    const kb = tm ? transpose(k, SWAP_01) : k, vb = tm ? transpose(v, SWAP_01) : v;
+    const ins = [q, kb, vb, ctx.outputs[0]!, ctx.outputs[1]!, ct[0]!, ...(mask ? [mask] : [])];
+    const { causal, scale } = ctx.params;
+    const [dq, dk, dv] = apply(attentionBackwardOp, ins, { causal, scale });
+    const back = (x: Tensor) => tm ? transpose(x, SWAP_01) : x;
+    return [dq, back(dk), back(dv), ...(mask ? [null] : [])];
   },
   saves: { inputs: true, outputs: true },
   statOutputs: [1],
@@ -123,6 +140,16 @@ export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
       params: { causal: false, scale: 0.7 },
       label: "non-causal",
     },
+    {
+      inputs: [
+        { shape: [2, 2, 4, 3] },
+        { shape: [5, 2, 2, 3] },
+        { shape: [5, 2, 2, 3] },
+        { shape: [2, 5], values: [1, 1, 1, 1, 1, 0, 1, 1, 1, 1] },
+      ],
+      params: { causal: true, scale: 0.6, kvTimeMajor: true },
+      label: "time-major cache",
+    },
   ],
 });
 
@@ -141,7 +168,7 @@ export const attentionBackwardOp: KernelOp<AttentionParams, "attention_backward"
     { shape: v.shape, dtype: v.dtype },
   ],
   cpu: ([q, k, v, o, lse, dout, mask], [dq, dk, dv], { inputs, params }) => {
-    const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[6]);
+    const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[6], batchMajor(params));
     const { b, t, s, nh } = d;
     const arrays = [q, k, v, o, lse, dout, dq, dk, dv];
     if (pooledAttention(q, d, params, arrays, mask ?? null, true)) return;
@@ -158,12 +185,20 @@ export const attentionBackwardOp: KernelOp<AttentionParams, "attention_backward"
     }
   },
   wgsl: ({ inputs, params }, device) => {
-    const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[6]);
+    const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[6], batchMajor(params));
     return attentionBackward(d, inputs.length > 6, params.causal, params.scale, device);
   },
   vjp: NONDIFF,
   examples: [],
 });
+
+/** The backward op's K and V are batch-major (`attention`'s VJP transposes time-major ones). */
+function batchMajor(params: AttentionParams): false {
+  if (params.kvTimeMajor) {
+    throw new Error("attention_backward takes K and V as [B,S,NKV,HD]: transpose time-major ones");
+  }
+  return false;
+}
 
 /** Options of `attention`. */
 export interface AttentionOptions {
@@ -173,19 +208,23 @@ export interface AttentionOptions {
   scale?: number;
   /** Key mask [B, S] (1 = attend, 0 = skip), same dtype as q. */
   mask?: Tensor;
+  /** k and v are time-major, [S, B, NKV, HD] (a KV cache's layout); default false. */
+  kvTimeMajor?: boolean;
 }
 
 /**
  * Scaled dot-product attention with grouped KV heads.
  *
  * @param q queries [B, T, NH, HD]
- * @param k keys [B, S, NKV, HD] (S ≥ T with a KV cache)
- * @param v values [B, S, NKV, HD]
- * @param options causal, scale, key mask
+ * @param k keys [B, S, NKV, HD] (S ≥ T with a KV cache), or [S, B, NKV, HD] with `kvTimeMajor`
+ * @param v values, as k
+ * @param options causal, scale, key mask, K/V layout
  * @returns [B, T, NH, HD]
  */
 export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOptions = {}): Tensor {
   const scale = options.scale ?? 1 / Math.sqrt(q.shape[3]);
   const ins = options.mask ? [q, k, v, options.mask] : [q, k, v];
-  return apply(attentionOp, ins, { causal: options.causal ?? true, scale })[0];
+  const causal = options.causal ?? true;
+  const params = options.kvTimeMajor ? { causal, scale, kvTimeMajor: true } : { causal, scale };
+  return apply(attentionOp, ins, params)[0];
 }

@@ -427,8 +427,8 @@ export const concatOp: KernelOp<ConcatParams, "concat"> = defineOp<ConcatParams,
     return [{ shape, dtype: xs[0].dtype }];
   },
   writesAll: true, // the inputs tile the output along the axis
-  // with only size-1 axes before the axis, input 0 is the output's prefix (a KV cache append at
-  // batch 1): the CPU backend may extend its array in place
+  // with only size-1 axes before the axis, input 0 is the output's prefix (a step appended to the
+  // time-major KV cache): the CPU backend may extend its array in place
   extendsInput: ({ axis }, xs) => xs[0].shape.slice(0, axis).every((d) => d === 1) ? 0 : null,
   cpu: (xs, [y], { inputs, outputs, params }) => {
     let at = 0;

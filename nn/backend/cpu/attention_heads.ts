@@ -14,6 +14,16 @@ import { AttnWorkspace } from "./simd/attention.ts";
 import { privateSimd } from "./simd/mod.ts";
 import type { AttnShape } from "../../ops/attention/wgsl.ts";
 
+/** Element offset of key step 0 of batch row `bi`, KV head `g` in K or V (either layout). */
+export function kvOffset(d: AttnShape, bi: number, g: number): number {
+  return ((d.kvTimeMajor ? bi : bi * d.s) * d.nkv + g) * d.hd;
+}
+
+/** Elements between consecutive key steps of one batch row and head in K or V. */
+export function kvStep(d: AttnShape): number {
+  return (d.kvTimeMajor ? d.b : 1) * d.nkv * d.hd;
+}
+
 /** The attention params the kernels read. */
 export interface AttnOptions {
   /** Apply the causal mask. */
@@ -71,8 +81,8 @@ function probs(
       (bi * t * nh + h) * hd + r0 * nh * hd,
       nh * hd,
       k,
-      (bi * s * nkv + g) * hd,
-      nkv * hd,
+      kvOffset(d, bi, g),
+      kvStep(d),
       sc,
       r0 * s,
       s,
@@ -140,8 +150,8 @@ export function attentionForwardHead(
       r0 * s,
       s,
       v,
-      (bi * s * nkv + g) * hd,
-      nkv * hd,
+      kvOffset(d, bi, g),
+      kvStep(d),
       out,
       (bi * t * nh + h) * hd + r0 * nh * hd,
       nh * hd,
@@ -178,10 +188,10 @@ export function attentionForwardUnit(
   const { s, nh, nkv, hd } = d;
   const rep = nh / nkv;
   if (d.t === 1 && ws) {
-    const h0 = bi * nh + g * rep, ko = (bi * s * nkv + g) * hd;
-    gemm(false, true, rep, s, hd, q, h0 * hd, hd, k, ko, nkv * hd, ws.sc, 0, s);
+    const h0 = bi * nh + g * rep, ko = kvOffset(d, bi, g), ks = kvStep(d);
+    gemm(false, true, rep, s, hd, q, h0 * hd, hd, k, ko, ks, ws.sc, 0, s);
     ws.probs(false, 0, p.scale, lse, h0, false);
-    gemm(false, false, rep, hd, s, ws.sc, 0, s, v, ko, nkv * hd, out, h0 * hd, hd);
+    gemm(false, false, rep, hd, s, ws.sc, 0, s, v, ko, ks, out, h0 * hd, hd);
     return;
   }
   for (let h = g * rep; h < (g + 1) * rep; h++) {
@@ -222,7 +232,7 @@ export function attentionBackwardHead(
   const { t, s, nh, nkv, hd } = d;
   const { q, k, v, o, dout, dq, dk, dv } = a;
   const g = Math.floor(h / (nh / nkv));
-  const qo = (bi * t * nh + h) * hd, ko = (bi * s * nkv + g) * hd;
+  const qo = (bi * t * nh + h) * hd, ko = kvOffset(d, bi, g), ks = kvStep(d);
   probs(d, bi, h, q, k, a.mask, prm, p, null, a.lse, ws);
   for (let ti = 0; ti < t; ti++) {
     let acc = 0;
@@ -235,9 +245,9 @@ export function attentionBackwardHead(
   for (const [r0, r1, lim] of rowBlocks(d, prm.causal)) {
     const m = r1 - r0, qb = qo + r0 * nh * hd, pb = r0 * s;
     // dV += Pᵀ dO
-    gemm(true, false, lim, hd, m, p, pb, s, dout, qb, nh * hd, dv, ko, nkv * hd, 1);
+    gemm(true, false, lim, hd, m, p, pb, s, dout, qb, nh * hd, dv, ko, ks, 1);
     // dP = dO Vᵀ
-    gemm(false, true, m, lim, hd, dout, qb, nh * hd, v, ko, nkv * hd, dp, pb, s);
+    gemm(false, true, m, lim, hd, dout, qb, nh * hd, v, ko, ks, dp, pb, s);
     if (ws) ws.ds(prm.scale, r0, r1, lim);
     else {
       for (let ti = r0; ti < r1; ti++) {
@@ -248,15 +258,15 @@ export function attentionBackwardHead(
       }
     }
     // dQ = dS K ; dK += dSᵀ Q
-    gemm(false, false, m, hd, lim, dp, pb, s, k, ko, nkv * hd, dq, qb, nh * hd);
-    gemm(true, false, lim, hd, m, dp, pb, s, q, qb, nh * hd, dk, ko, nkv * hd, 1);
+    gemm(false, false, m, hd, lim, dp, pb, s, k, ko, ks, dq, qb, nh * hd);
+    gemm(true, false, lim, hd, m, dp, pb, s, q, qb, nh * hd, dk, ko, ks, 1);
   }
 }
 
 /** The dimensions and options of a pooled call, as the kernel pool passes them (numbers). */
 function unpack(sc: readonly number[]): [AttnShape, AttnOptions] {
-  const [b, t, s, nh, nkv, hd, causal, scale] = sc;
-  return [{ b, t, s, nh, nkv, hd }, { causal: causal !== 0, scale }];
+  const [b, t, s, nh, nkv, hd, causal, scale, timeMajor] = sc;
+  return [{ b, t, s, nh, nkv, hd, kvTimeMajor: timeMajor !== 0 }, { causal: causal !== 0, scale }];
 }
 
 /**
@@ -277,7 +287,7 @@ function unitSimd() {
 /**
  * Forward over units [u0, u1) of (batch, KV group): every query head of the group, in order, on
  * this thread with its own SIMD instance. `a` is q, k, v, out, lse; `sc` the dimensions (b, t, s,
- * nh, nkv, hd, causal 0/1, scale).
+ * nh, nkv, hd, causal 0/1, scale, K and V time-major 0/1).
  */
 export function attentionForwardUnits(
   a: TypedArray[],

@@ -4,7 +4,7 @@ import { concat, config, init, random, type Tensor, tensor } from "../../../mod.
 import { apply } from "../../apply.ts";
 import { adamwOp } from "../../ops/adamw.ts";
 import { decodeStep } from "../../model/generate.ts";
-import { disposeCache, type KvCache } from "../../model/layers/kv_cache.ts";
+import { cacheLength, cacheRows, disposeCache, type KvCache } from "../../model/layers/kv_cache.ts";
 
 /** f32 values per time step: 16 KiB, so a cache of a few steps is large enough to extend. */
 const ROW = 4096;
@@ -131,7 +131,7 @@ for (const shared of [false, true]) {
   });
 }
 
-Deno.test("batch-1 decoding with appends in place gives the same logits as copying the cache", () => {
+Deno.test("decoding with appends in place gives the same logits as copying the cache, at batch 1 and 3", () => {
   // 4 KV heads × 64: 1 KiB a step and layer, so the cache passes 64 KiB and is extended
   const cfg = config("minimind2-small", {
     hiddenSize: 256,
@@ -142,29 +142,35 @@ Deno.test("batch-1 decoding with appends in place gives the same logits as copyi
     vocabSize: 300,
   });
   const model = { cfg, params: init(cfg, random.key(3)) };
-  const run = (inPlace: boolean): Float32Array[] => {
+  const run = (b: number, inPlace: boolean): Float32Array[] => {
     cpuBackend.extendInPlace = inPlace;
     const state: { cache: KvCache | null } = { cache: null };
     const out: Float32Array[] = [];
+    let inPlaceSteps = 0;
     try {
-      const prompt = tensor(
-        Int32Array.from({ length: 70 }, (_, i) => (i * 7) % 300),
-        [1, 70],
-        "i32",
-      );
-      out.push(decodeStep(model, state, prompt).dataSync() as Float32Array);
+      const prompt = Int32Array.from({ length: b * 70 }, (_, i) => (i * 7) % 300);
+      out.push(decodeStep(model, state, tensor(prompt, [b, 70], "i32")).dataSync() as Float32Array);
       for (let i = 0; i < 40; i++) {
-        const id = tensor(Int32Array.of((i * 13) % 300), [1, 1], "i32");
-        out.push(decodeStep(model, state, id).dataSync() as Float32Array);
+        const before = cpuArray(state.cache!.layers[0].k.storage).buffer;
+        const ids = Int32Array.from({ length: b }, (_, r) => (i * 13 + r) % 300);
+        out.push(decodeStep(model, state, tensor(ids, [b, 1], "i32")).dataSync() as Float32Array);
+        // the old cache is disposed, but its array lives on in the new one when extended
+        if (cpuArray(state.cache!.layers[0].k.storage).buffer === before) {
+          inPlaceSteps++;
+        }
       }
-      const k = state.cache!.layers[0].k;
-      assert.equal(k.shape[1], 110);
+      assert.equal(cacheLength(state.cache), 110);
+      assert.equal(cacheRows(state.cache), b);
+      if (inPlace) assert.ok(inPlaceSteps >= 30, `${inPlaceSteps} of 40 steps appended in place`);
+      else assert.equal(inPlaceSteps, 0);
       return out;
     } finally {
       disposeCache(state.cache);
       cpuBackend.extendInPlace = true;
     }
   };
-  const copied = run(false), extended = run(true);
-  copied.forEach((x, i) => assert.deepEqual(extended[i], x, `logits of step ${i}`));
+  for (const b of [1, 3]) {
+    const copied = run(b, false), extended = run(b, true);
+    copied.forEach((x, i) => assert.deepEqual(extended[i], x, `batch ${b}: logits of step ${i}`));
+  }
 });

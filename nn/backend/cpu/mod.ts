@@ -15,10 +15,10 @@
  * view is collected, and past `sharedLimitBytes` of buffers the backend allocates plain arrays.
  *
  * An append (`KernelOp.extendsInput`: `concat` along an axis with only size-1 axes before it, so a
- * batch-1 KV cache step) gets an array with room to grow, half as much again; the next append to
- * that result is a longer view of the same array, and only the new values are written. Every
- * earlier view keeps its values (a second append to the same prefix gets its own array), and the
- * array goes back when the last storage viewing it is freed.
+ * step of the time-major KV cache) gets an array with room to grow, half as much again; the next
+ * append to that result is a longer view of the same array, and only the new values are written.
+ * Every earlier view keeps its values (a second append to the same prefix gets its own array), and
+ * the array goes back when the last storage viewing it is freed.
  * @module
  */
 import type { Backend, BackendCounters, Storage } from "../backend.ts";

@@ -9,7 +9,7 @@ import type { MiniMindConfig } from "../minimind_config.ts";
 import type { Tensor } from "../../tensor.ts";
 import { linear } from "./linear.ts";
 import type { LinearParams } from "./linear.ts";
-import { concat, reshape } from "../../ops/movement.ts";
+import { concat, reshape, transpose } from "../../ops/movement.ts";
 import { rmsNorm } from "../../ops/rms_norm.ts";
 import { rope } from "../../ops/rope.ts";
 import { attention } from "../../ops/attention.ts";
@@ -42,6 +42,8 @@ export interface AttentionContext {
   readonly positions?: Tensor;
   /** Key mask (B, S) float 1/0, or undefined when every key is real. */
   readonly mask?: Tensor;
+  /** The layers keep their keys and values for a KV cache (time-major, see `LayerCache`). */
+  readonly cache: boolean;
 }
 
 /**
@@ -52,7 +54,7 @@ export interface AttentionContext {
  * @param x normalised input (B, T, H)
  * @param ctx tables, positions, key mask
  * @param past this layer's cache entry (or undefined)
- * @returns the block output and the updated keys/values (B, S, NKV, HD)
+ * @returns the block output and, with `ctx.cache`, the updated keys/values (S, B, NKV, HD)
  */
 export function selfAttention(
   cfg: MiniMindConfig,
@@ -60,7 +62,7 @@ export function selfAttention(
   x: Tensor,
   ctx: AttentionContext,
   past?: LayerCache,
-): { out: Tensor; kv: LayerCache } {
+): { out: Tensor; kv: LayerCache | null } {
   const [b, t] = x.shape;
   const nh = cfg.numAttentionHeads, nkv = cfg.numKeyValueHeads, hd = cfg.headDim;
   // x·Wᵀ (+ B(A(x)) on adapted Linears) on (B, T, H) directly: the CPU matmul folds B·T into one gemm
@@ -75,11 +77,18 @@ export function selfAttention(
   const where = ctx.positions ? { positions: ctx.positions } : { offset: ctx.offset };
   q = rope(q, ctx.tables.cos, ctx.tables.sin, where); // (B, T, NH, HD)
   k = rope(k, ctx.tables.cos, ctx.tables.sin, where); // (B, T, NKV, HD)
-  // the cache holds post-RoPE keys before GQA expansion; new steps go after the cached ones
-  const kAll = past ? concat([past.k, k], 1) : k; // (B, S, NKV, HD)
-  const vAll = past ? concat([past.v, v], 1) : v; // (B, S, NKV, HD)
   // query t sees key s ≤ t + S − T (and mask[b, s] ≠ 0); head h reads kv head ⌊h·NKV/NH⌋
-  const o = attention(q, kAll, vAll, { causal: true, mask: ctx.mask }); // (B, T, NH, HD)
+  if (!ctx.cache) {
+    const o = attention(q, k, v, { causal: true, mask: ctx.mask }); // (B, T, NH, HD)
+    return { out: linear(p.o_proj, reshape(o, [b, t, nh * hd])), kv: null }; // (B, T, H)
+  }
+  // the cache holds post-RoPE keys before GQA expansion, time-major: new steps go after the
+  // cached ones along the leading axis, which extends the arrays in place (CPU) at any batch
+  const timeMajor = (x: Tensor) =>
+    b === 1 || t === 1 ? reshape(x, [t, b, nkv, hd]) : transpose(x, [1, 0, 2, 3]); // (T, B, NKV, HD)
+  const kAll = past ? concat([past.k, timeMajor(k)], 0) : timeMajor(k); // (S, B, NKV, HD)
+  const vAll = past ? concat([past.v, timeMajor(v)], 0) : timeMajor(v); // (S, B, NKV, HD)
+  const o = attention(q, kAll, vAll, { causal: true, mask: ctx.mask, kvTimeMajor: true }); // (B, T, NH, HD)
   const out = linear(p.o_proj, reshape(o, [b, t, nh * hd])); // (B, T, H)
   return { out, kv: { k: kAll, v: vAll } };
 }

@@ -1,24 +1,25 @@
 /**
  * The KV cache: per layer the post-RoPE keys (post-k_norm in minimind3) and the values, before GQA
- * expansion — MiniMind's `past_key_values` layout — plus an optional key mask for rows with holes
- * (left padding, or rows of different lengths decoded together). The cache is a plain value:
- * `forward` returns a new one and the caller disposes the old one (`disposeCache`). At batch 1
- * the CPU backend appends a step in place (the new cache's arrays extend the old one's), so a
- * decode step does not copy the whole cache; batched caches are copied.
+ * expansion, plus an optional key mask for rows with holes (left padding, or rows of different
+ * lengths decoded together). Keys and values are time-major, (S, B, NKV, HD) — MiniMind's
+ * `past_key_values` hold the same values as (B, S, NKV, HD) — so that a decode step's append is
+ * along the leading axis, which the CPU backend does in place (the new cache's arrays extend the
+ * old one's) instead of copying the whole cache, at any batch size. The cache is a plain value:
+ * `forward` returns a new one and the caller disposes the old one (`disposeCache`).
  * @module
  */
 // B = batch rows, S = cached time steps, NKV = kv heads, HD = head dim
-import { concat, pad } from "../../ops/movement.ts";
+import { concat, pad, sliceAxis } from "../../ops/movement.ts";
 import { takeAlongAxis } from "../../ops/gather.ts";
 import { ones, tensor } from "../../creation.ts";
 import type { Tensor } from "../../tensor.ts";
 import { fmt } from "../../shape.ts";
 
-/** One layer's cached keys and values. */
+/** One layer's cached keys and values, time-major. */
 export interface LayerCache {
-  /** Keys, post-RoPE (B, S, NKV, HD). */
+  /** Keys, post-RoPE (S, B, NKV, HD). */
   readonly k: Tensor;
-  /** Values (B, S, NKV, HD). */
+  /** Values (S, B, NKV, HD). */
   readonly v: Tensor;
 }
 
@@ -41,7 +42,37 @@ export interface KvCache {
  */
 export function cacheLength(cache: KvCache | null | undefined): number {
   if (!cache || cache.layers.length === 0) return 0;
+  return cache.layers[0].k.shape[0];
+}
+
+/**
+ * Number of batch rows B of a cache (0 for an empty or absent cache).
+ *
+ * @param cache a cache
+ * @returns B
+ */
+export function cacheRows(cache: KvCache | null | undefined): number {
+  if (!cache || cache.layers.length === 0) return 0;
   return cache.layers[0].k.shape[1];
+}
+
+/**
+ * Drops a cache's first `n` time steps (continuous batching: steps no remaining row uses). Returns
+ * a new cache; the input is left as is.
+ *
+ * @param cache the cache
+ * @param n steps to drop, 0 ≤ n ≤ S
+ * @returns the cache of steps [n, S)
+ */
+export function dropCacheSteps(cache: KvCache, n: number): KvCache {
+  const s = cacheLength(cache);
+  if (!Number.isInteger(n) || n < 0 || n > s) {
+    throw new Error(`Cannot drop ${n} steps of a cache of ${s}`);
+  }
+  return {
+    layers: cache.layers.map((l) => ({ k: sliceAxis(l.k, 0, n, s), v: sliceAxis(l.v, 0, n, s) })),
+    mask: cache.mask ? sliceAxis(cache.mask, 1, n, s) : null,
+  };
 }
 
 /**
@@ -67,23 +98,27 @@ export function disposeCache(cache: KvCache | null | undefined): void {
  * @returns the selected rows
  */
 export function selectCacheRows(cache: KvCache, rows: readonly number[]): KvCache {
-  const b = cache.layers[0]?.k.shape[0] ?? 0;
+  const b = cacheRows(cache);
   for (const r of rows) {
     if (!Number.isInteger(r) || r < 0 || r >= b) {
       throw new Error(`Cannot select cache row ${r}: the cache has ${b} rows`);
     }
   }
-  const pick = (x: Tensor): Tensor => {
-    // gather along axis 0 with an index broadcast over the trailing axes
-    const inner = x.size / (x.shape[0] || 1);
-    const idx = new Int32Array(rows.length * inner);
-    for (let i = 0; i < rows.length; i++) idx.fill(rows[i], i * inner, (i + 1) * inner);
-    const shape = [rows.length, ...x.shape.slice(1)];
-    return takeAlongAxis(x, tensor(idx, shape, "i32", { backend: x.backend }), 0);
+  const pick = (x: Tensor, axis: number): Tensor => {
+    // gather along `axis` with an index broadcast over the other axes
+    const shape = x.shape.map((d, i) => (i === axis ? rows.length : d));
+    const inner = shape.slice(axis + 1).reduce((p, d) => p * d, 1);
+    const idx = new Int32Array(shape.reduce((p, d) => p * d, 1));
+    for (let o = 0; o < idx.length; o += rows.length * inner) {
+      for (let i = 0; i < rows.length; i++) {
+        idx.fill(rows[i], o + i * inner, o + (i + 1) * inner);
+      }
+    }
+    return takeAlongAxis(x, tensor(idx, shape, "i32", { backend: x.backend }), axis);
   };
   return {
-    layers: cache.layers.map((l) => ({ k: pick(l.k), v: pick(l.v) })),
-    mask: cache.mask ? pick(cache.mask) : null,
+    layers: cache.layers.map((l) => ({ k: pick(l.k, 1), v: pick(l.v, 1) })), // (S, b, NKV, HD)
+    mask: cache.mask ? pick(cache.mask, 0) : null, // (b, S)
   };
 }
 
@@ -98,7 +133,7 @@ export function selectCacheRows(cache: KvCache, rows: readonly number[]): KvCach
 export function concatCacheRows(caches: readonly KvCache[]): KvCache {
   if (caches.length === 0) throw new Error("Cannot join an empty list of caches");
   const s = Math.max(...caches.map(cacheLength));
-  const ref = caches[0].layers[0]?.k;
+  const ref = caches[0].layers[0]?.k; // (S, B, NKV, HD)
   if (!ref) throw new Error("Cannot join caches without layers");
   const nl = caches[0].layers.length;
   for (const c of caches) {
@@ -113,22 +148,22 @@ export function concatCacheRows(caches: readonly KvCache[]): KvCache {
       );
     }
   }
-  const leftPad = (x: Tensor, by: number): Tensor =>
-    by === 0 ? x : pad(x, [0, by, ...x.shape.slice(2).map(() => 0)], x.shape.map(() => 0));
+  // `by` masked-out steps before the first one, along the time axis
+  const leftPad = (x: Tensor, axis: number, by: number): Tensor =>
+    by === 0 ? x : pad(x, x.shape.map((_, i) => (i === axis ? by : 0)), x.shape.map(() => 0));
   const layers: LayerCache[] = [];
   for (let l = 0; l < nl; l++) {
-    layers.push({
-      k: concat(caches.map((c) => leftPad(c.layers[l].k, s - cacheLength(c))), 0), // (B, S, NKV, HD)
-      v: concat(caches.map((c) => leftPad(c.layers[l].v, s - cacheLength(c))), 0), // (B, S, NKV, HD)
-    });
+    const join = (pick: (c: KvCache) => Tensor) =>
+      concat(caches.map((c) => leftPad(pick(c), 0, s - cacheLength(c))), 1); // (S, B, NKV, HD)
+    layers.push({ k: join((c) => c.layers[l].k), v: join((c) => c.layers[l].v) });
   }
   const needMask = caches.some((c) => c.mask !== null || cacheLength(c) !== s);
   const mask = needMask
     ? concat(
       caches.map((c) => {
-        const rows = c.layers[0].k.shape[0];
-        const m = c.mask ?? ones([rows, cacheLength(c)], ref.dtype, { backend: ref.backend });
-        return leftPad(m, s - cacheLength(c)); // (b, S)
+        const m = c.mask ??
+          ones([cacheRows(c), cacheLength(c)], ref.dtype, { backend: ref.backend });
+        return leftPad(m, 1, s - cacheLength(c)); // (b, S)
       }),
       0,
     )

@@ -18,6 +18,7 @@ import {
   NEG_INF,
   rowGrid,
 } from "../../backend/webgpu/wgsl.ts";
+import { kvOffset, kvStep } from "../../backend/cpu/attention_heads.ts";
 
 /** Static shape of one attention call. */
 export interface AttnShape {
@@ -33,10 +34,15 @@ export interface AttnShape {
   nkv: number;
   /** Head dim. */
   hd: number;
+  /**
+   * K and V are stored time-major, [S, B, NKV, HD] (a KV cache, whose appends then extend the
+   * array in place), instead of [B, S, NKV, HD].
+   */
+  kvTimeMajor?: boolean;
 }
 
 const UNIFORMS =
-  `struct U { b: u32, t: u32, s: u32, nh: u32, nkv: u32, grp: u32, causal: u32, scale: f32, tc: u32, nch: u32 }
+  `struct U { b: u32, t: u32, s: u32, nh: u32, nkv: u32, grp: u32, causal: u32, scale: f32, tc: u32, nch: u32, kvb: u32, kvs: u32 }
 @group(1) @binding(0) var<uniform> u: U;`;
 
 function uniforms(
@@ -47,8 +53,35 @@ function uniforms(
   nch = 1,
 ): Pick<WgslKernel, "uniforms" | "uniformTypes"> {
   return {
-    uniforms: [d.b, d.t, d.s, d.nh, d.nkv, d.nh / d.nkv, causal ? 1 : 0, scale, tc, nch],
-    uniformTypes: ["u32", "u32", "u32", "u32", "u32", "u32", "u32", "f32", "u32", "u32"],
+    // kvb, kvs: K/V rows of HD values between batch rows and between key steps (kvOffset, kvStep)
+    uniforms: [
+      d.b,
+      d.t,
+      d.s,
+      d.nh,
+      d.nkv,
+      d.nh / d.nkv,
+      causal ? 1 : 0,
+      scale,
+      tc,
+      nch,
+      kvOffset(d, 1, 0) / d.hd,
+      kvStep(d) / d.hd,
+    ],
+    uniformTypes: [
+      "u32",
+      "u32",
+      "u32",
+      "u32",
+      "u32",
+      "u32",
+      "u32",
+      "f32",
+      "u32",
+      "u32",
+      "u32",
+      "u32",
+    ],
   };
 }
 
@@ -127,7 +160,7 @@ fn main(${GRID_ARGS}) {
 ${init()}
   let lim = ${LIMIT};
   for (var s = 0u; s < lim; s++) {
-    let ko = ((b * u.s + s) * u.nkv + g) * ${hd}u;
+    let ko = (b * u.kvb + s * u.kvs + g) * ${hd}u;
     let j = 0u;
 ${step(hasMask ? "mask[b * u.s + s] != 0.0" : "true")}
   }
@@ -165,7 +198,7 @@ ${init()}
     for (var e = lid; e < ${bc * hd}u; e += 64u) {
       let s = s0 + e / ${hd}u;
       if (s < u.s && bh < u.b * u.nh) {
-        let src = ((b * u.s + s) * u.nkv + g) * ${hd}u + e % ${hd}u;
+        let src = (b * u.kvb + s * u.kvs + g) * ${hd}u + e % ${hd}u;
         kt[e] = k[src];
         vt[e] = v[src];
       }

@@ -328,7 +328,15 @@ export function parallel(
  */
 export function pooledAttention(
   q: TypedArray,
-  d: { b: number; t: number; s: number; nh: number; nkv: number; hd: number },
+  d: {
+    b: number;
+    t: number;
+    s: number;
+    nh: number;
+    nkv: number;
+    hd: number;
+    kvTimeMajor?: boolean;
+  },
   params: { causal: boolean; scale: number },
   arrays: TypedArray[],
   mask: TypedArray | null,
@@ -345,7 +353,17 @@ export function pooledAttention(
     const name = backward
       ? (mask ? "attention_backward_masked" : "attention_backward")
       : (mask ? "attention_forward_masked" : "attention_forward");
-    const scalars = [d.b, d.t, d.s, d.nh, d.nkv, d.hd, params.causal ? 1 : 0, params.scale];
+    const scalars = [
+      d.b,
+      d.t,
+      d.s,
+      d.nh,
+      d.nkv,
+      d.hd,
+      params.causal ? 1 : 0,
+      params.scale,
+      d.kvTimeMajor ? 1 : 0,
+    ];
     parallel(name, mask ? [...arrays, mask] : arrays, scalars, 0, units, 1);
   } finally {
     restore();

@@ -44,7 +44,7 @@ function meta(shape: number[], dtype: Meta["dtype"] = "f32"): Meta {
 
 /**
  * Runs `op`'s CPU kernel on copies of `ins` into fresh shared outputs, once split over the pool and
- * once on this thread only, and asserts that every output has the same bits.
+ * once on this thread only, asserts that every output has the same bits, and returns them.
  */
 function sameBits<P>(
   op: KernelOp<P>,
@@ -52,7 +52,7 @@ function sameBits<P>(
   inMetas: Meta[],
   outMetas: Meta[],
   params: P,
-): void {
+): TypedArray[] {
   const run = (pooled: boolean) => {
     setKernelThreadsEnabled(pooled);
     try {
@@ -82,6 +82,7 @@ function sameBits<P>(
   if (kernelThreads() > 1) {
     assert.ok(workerChunks() >= before, "worker chunk count never decreases");
   }
+  return pooled;
 }
 
 function dtypeOf(a: TypedArray): Meta["dtype"] {
@@ -251,7 +252,7 @@ Deno.test("kernel pool: cross-entropy's SIMD row kernels (row stats, row exp) sp
   assert.equal(y1[2 * n + 7], 0, "a skipped row is 0");
 });
 
-Deno.test("kernel pool: attention forward and backward by (batch, KV group) units have the bits of one thread, decode steps too", async () => {
+Deno.test("kernel pool: attention forward and backward by (batch, KV group) units have the bits of one thread, decode steps and time-major K/V too", async () => {
   await initKernelThreads();
   const hd = 64;
   // [b, t, s, nh, nkv, masked, causal]: 2·4·130·130·64 multiply-adds and up, all pooled; the last
@@ -270,7 +271,27 @@ Deno.test("kernel pool: attention forward and backward by (batch, KV group) unit
     const params = { causal, scale: 1 / Math.sqrt(hd) };
     const ins = masked ? [q, k, v, mask] : [q, k, v];
     const inMetas = masked ? [qm, km, km, meta([b, s])] : [qm, km, km];
-    sameBits(attentionOp, ins, inMetas, [qm, lm], params);
+    const outs = sameBits(attentionOp, ins, inMetas, [qm, lm], params);
+    // over time-major K and V ([S, B, NKV, HD], a KV cache's layout): the same bits again
+    const w = nkv * hd;
+    const timeMajor = (x: Float32Array) => {
+      const y = sharedArray("f32", x.length);
+      for (let bi = 0; bi < b; bi++) {
+        for (let si = 0; si < s; si++) {
+          y.set(x.subarray((bi * s + si) * w, (bi * s + si + 1) * w), (si * b + bi) * w);
+        }
+      }
+      return y;
+    };
+    const tmm = meta([s, b, nkv, hd]), kt = timeMajor(k), vt = timeMajor(v);
+    const tmOuts = sameBits(
+      attentionOp,
+      masked ? [q, kt, vt, mask] : [q, kt, vt],
+      masked ? [qm, tmm, tmm, meta([b, s])] : [qm, tmm, tmm],
+      [qm, lm],
+      { ...params, kvTimeMajor: true },
+    );
+    tmOuts.forEach((x, i) => assert.deepEqual(x, outs[i], `time-major K/V: output ${i}`));
     if (kernelThreads() > 1) {
       const o = sharedArray("f32", q.length), l = new Float32Array(b * nh * t);
       const d = { b, t, s, nh, nkv, hd };
