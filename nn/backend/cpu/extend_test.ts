@@ -4,7 +4,15 @@ import { concat, config, init, random, type Tensor, tensor } from "../../../mod.
 import { apply } from "../../apply.ts";
 import { adamwOp } from "../../ops/adamw.ts";
 import { decodeStep } from "../../model/generate.ts";
-import { cacheLength, cacheRows, disposeCache, type KvCache } from "../../model/layers/kv_cache.ts";
+import {
+  cacheLength,
+  cacheRows,
+  concatCacheRows,
+  disposeCache,
+  dropCacheSteps,
+  type KvCache,
+  selectCacheRows,
+} from "../../model/layers/kv_cache.ts";
 
 /** f32 values per time step: 16 KiB, so a cache of a few steps is large enough to extend. */
 const ROW = 4096;
@@ -131,17 +139,18 @@ for (const shared of [false, true]) {
   });
 }
 
+// 4 KV heads × 64: 1 KiB a step, row and layer, so caches pass 64 KiB and are extended
+const cfg = config("minimind2-small", {
+  hiddenSize: 256,
+  numHiddenLayers: 2,
+  numAttentionHeads: 4,
+  numKeyValueHeads: 4,
+  intermediateSize: 512,
+  vocabSize: 300,
+});
+const model = { cfg, params: init(cfg, random.key(3)) };
+
 Deno.test("decoding with appends in place gives the same logits as copying the cache, at batch 1 and 3", () => {
-  // 4 KV heads × 64: 1 KiB a step and layer, so the cache passes 64 KiB and is extended
-  const cfg = config("minimind2-small", {
-    hiddenSize: 256,
-    numHiddenLayers: 2,
-    numAttentionHeads: 4,
-    numKeyValueHeads: 4,
-    intermediateSize: 512,
-    vocabSize: 300,
-  });
-  const model = { cfg, params: init(cfg, random.key(3)) };
   const run = (b: number, inPlace: boolean): Float32Array[] => {
     cpuBackend.extendInPlace = inPlace;
     const state: { cache: KvCache | null } = { cache: null };
@@ -173,4 +182,41 @@ Deno.test("decoding with appends in place gives the same logits as copying the c
     const copied = run(b, false), extended = run(b, true);
     copied.forEach((x, i) => assert.deepEqual(extended[i], x, `batch ${b}: logits of step ${i}`));
   }
+});
+
+Deno.test("continuous batching on extended caches (join, decode, drop a row, trim) gives the logits of copied ones", () => {
+  const ids = (n: number, seed: number) =>
+    tensor(Int32Array.from({ length: n }, (_, i) => (i * 11 + seed) % 300), [1, n], "i32");
+  const step = (state: { cache: KvCache | null }, rows: number[], at: number[]) =>
+    decodeStep(model, state, tensor(Int32Array.from(rows), [rows.length, 1], "i32"), {
+      positions: tensor(Int32Array.from(at), [rows.length, 1], "i32"),
+    }).dataSync() as Float32Array;
+  const run = (inPlace: boolean): Float32Array[] => {
+    cpuBackend.extendInPlace = inPlace;
+    const out: Float32Array[] = [];
+    const a = { cache: null as KvCache | null }, b = { cache: null as KvCache | null };
+    const joined = { cache: null as KvCache | null };
+    try {
+      // two requests prefilled and decoded alone (batch 1), then joined: b's rows left-padded
+      out.push(decodeStep(model, a, ids(80, 1)).dataSync() as Float32Array);
+      out.push(decodeStep(model, b, ids(66, 2)).dataSync() as Float32Array);
+      for (let i = 0; i < 6; i++) out.push(step(a, [i + 5], [80 + i]), step(b, [i + 9], [66 + i]));
+      joined.cache = concatCacheRows([a.cache!, b.cache!]); // (86, 2, …)
+      for (let i = 0; i < 12; i++) out.push(step(joined, [i + 20, i + 40], [86 + i, 72 + i]));
+      // a finished: keep b, whose first 14 steps are padding, then trim them
+      const kept = selectCacheRows(joined.cache, [1]);
+      disposeCache(joined.cache);
+      joined.cache = dropCacheSteps(kept, 14);
+      disposeCache(kept);
+      assert.equal(cacheLength(joined.cache), 84);
+      for (let i = 0; i < 12; i++) out.push(step(joined, [i + 60], [84 + i]));
+      return out;
+    } finally {
+      for (const c of [a, b, joined]) disposeCache(c.cache);
+      cpuBackend.extendInPlace = true;
+    }
+  };
+  const copied = run(false), extended = run(true);
+  assert.equal(extended.length, copied.length);
+  copied.forEach((x, i) => assert.deepEqual(extended[i], x, `logits ${i}`));
 });
