@@ -22,6 +22,7 @@ import {
 import { attentionBackward, attentionForward } from "./attention/wgsl.ts";
 import type { AttnShape } from "./attention/wgsl.ts";
 import { attnWorkspace } from "../backend/cpu/simd/attention.ts";
+import { batchedDecodeAttention } from "../backend/cpu/attention_decode.ts";
 
 /** Params of `attention`. */
 export interface AttentionParams {
@@ -86,6 +87,8 @@ export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
   cpu: ([q, k, v, mask], [out, lse], { inputs, params }) => {
     const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[3], params.kvTimeMajor);
     const { b, t, s } = d;
+    // f32 decode step: every unit's products in two batched oneDNN calls
+    if (batchedDecodeAttention(d, q, k, v, mask ?? null, out, lse, params)) return;
     // f32 on a pool with several threads: whole (batch, KV group) units per thread
     if (pooledAttention(q, d, params, [q, k, v, out, lse], mask ?? null, false)) return;
     // f32: scores live in the SIMD module's memory and the softmax runs there

@@ -66,7 +66,7 @@ export class AttnWorkspace {
    * j ≥ lim(ti) = min(n, ti + shift + 1) (when `causal`) or the key mask is 0. With `lseIn` the
    * row log-sum-exp is read from `lse` at `li`; otherwise it is computed and written there.
    * Fully hidden rows (lse = -Infinity) get 0 everywhere; rows whose lse is NaN get NaN, as the
-   * TypeScript loop does.
+   * TypeScript loop does. Rows [r0, r1) only, when given (their lse at `li + r`).
    */
   probs(
     causal: boolean,
@@ -75,25 +75,28 @@ export class AttnWorkspace {
     lse: TypedArray,
     li: number,
     lseIn: boolean,
+    r0 = 0,
+    r1 = this.#t,
   ): void {
-    const t = this.#t, n = this.#n, s = this.#s, per = this.#per();
+    const n = this.#n, s = this.#s, per = this.#per();
     const lim = (ti: number) => causal ? Math.max(0, Math.min(n, ti + shift + 1)) : n;
     let nanRows = false;
     if (lseIn) {
       // P = exp(v − lse): one exp per visible score
-      for (let ti = 0; ti < t; ti++) {
+      for (let ti = r0; ti < r1; ti++) {
         const z = lse[li + ti];
         if (z !== z) nanRows = true;
         this.#putRow(ti, z, z === -Infinity ? 0 : lim(ti));
       }
-      s.par("attn_exp", [this.#scP, this.#scP, n, n, this.#prmP, scale, this.#maskP], 0, t, per);
+      const args = [this.#scP, this.#scP, n, n, this.#prmP, scale, this.#maskP];
+      s.par("attn_exp", args, r0, r1, per);
     } else {
       // max, exp(v − max) stored and summed, then scaled by 1/Σ: one exp per visible score
-      for (let ti = 0; ti < t; ti++) this.#putRow(ti, 0, lim(ti));
+      for (let ti = r0; ti < r1; ti++) this.#putRow(ti, 0, lim(ti));
       const args = [this.#scP, n, n, this.#prmP, scale, this.#maskP, this.#statP];
-      s.par("attn_softmax", args, 0, t, per);
+      s.par("attn_softmax", args, r0, r1, per);
       const st = s.f64, sp = this.#statP >> 3;
-      for (let ti = 0; ti < t; ti++) {
+      for (let ti = r0; ti < r1; ti++) {
         const m = st[sp + 2 * ti];
         const z = m === -Infinity ? -Infinity : m + Math.log(st[sp + 2 * ti + 1]);
         lse[li + ti] = z;
@@ -101,7 +104,7 @@ export class AttnWorkspace {
       }
     }
     if (nanRows) {
-      for (let ti = 0; ti < t; ti++) {
+      for (let ti = r0; ti < r1; ti++) {
         const z = lse[li + ti];
         if (z !== z) this.sc.fill(NaN, ti * n, (ti + 1) * n);
       }
