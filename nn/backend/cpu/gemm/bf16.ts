@@ -94,8 +94,11 @@ const TAG_ANY = 1, QUERY_WEIGHTS_MD = 131;
 const MD_BYTES = 2048;
 /** Bytes reserved for one `dnnl_matmul_desc_t` (four memory descriptors and a little more). */
 const OP_DESC_BYTES = 16384;
-/** Primitives kept (one per conversion length and per product shape; a model has a few dozen). */
-const MAX_PRIMS = 256;
+/**
+ * Primitives kept (one per conversion length and per product shape: a model's training step has a
+ * few dozen, decode steps one per row count and weight shape and two per key length).
+ */
+export const MAX_PRIMS = 256;
 
 const N_CHAR = 78, T_CHAR = 84;
 
@@ -192,14 +195,24 @@ export class Dnnl {
     return d;
   }
 
-  /** The cached primitive under `key`, if any. */
+  /**
+   * The cached primitive under `key`, if any, made the most recently used: the cache evicts the
+   * least recently used, so the products every decode step makes stay while one-off shapes (a
+   * decode step's attention at each key length) pass through.
+   */
   cached(key: string): Prim | undefined {
-    return this.#prims.get(key);
+    const hit = this.#prims.get(key);
+    if (hit) {
+      this.#prims.delete(key);
+      this.#prims.set(key, hit);
+    }
+    return hit;
   }
 
   /**
    * The primitive cached under `key`, else made from its descriptor by `makePd` with memories for
-   * `mds` (bound to the exec args `argIds`), evicting the oldest beyond {@linkcode MAX_PRIMS}.
+   * `mds` (bound to the exec args `argIds`), evicting the least recently used beyond
+   * {@linkcode MAX_PRIMS}.
    * `queryWeights` also copies out the weights' descriptor the primitive chose (`Prim.weights`).
    */
   prim(
@@ -209,7 +222,7 @@ export class Dnnl {
     argIds: number[],
     queryWeights = false,
   ): Prim {
-    const hit = this.#prims.get(key);
+    const hit = this.cached(key);
     if (hit) return hit;
     const s = this.s;
     const pd = this.handle(makePd, `oneDNN primitive descriptor (${key})`);
@@ -263,7 +276,7 @@ export class Dnnl {
     make: () => [Uint8Array, Uint8Array, Uint8Array],
     queryWeights = false,
   ): Prim {
-    const hit = this.#prims.get(key);
+    const hit = this.cached(key);
     if (hit) return hit;
     const [a, w, c] = make();
     const desc = new Uint8Array(OP_DESC_BYTES);
@@ -279,7 +292,7 @@ export class Dnnl {
 
   /** The reorder primitive src → dst cached under `key`, else made from what `make` gives. */
   reorder(key: string, make: () => [Uint8Array, Uint8Array]): Prim {
-    const hit = this.#prims.get(key);
+    const hit = this.cached(key);
     if (hit) return hit;
     const [src, dst] = make();
     return this.prim(

@@ -2,7 +2,7 @@
 // within the f32 dot-product bound, the same path for the same shape whatever ran before, and no
 // stale copy after W changes (in place by an op, through a recycled array, or written directly).
 import assert from "node:assert/strict";
-import { openDnnl } from "./bf16.ts";
+import { DT_F32, MAX_PRIMS, openDnnl } from "./bf16.ts";
 import {
   forgetPacked,
   hasPackedCopy,
@@ -154,3 +154,20 @@ packedTest("MINIMIND_GEMM=js or wasm keeps every product on the forced path", as
     assert.deepEqual(r, { packed, y0: 16 }, `MINIMIND_GEMM=${kind}`);
   }
 });
+
+packedTest(
+  "oneDNN's primitive cache keeps the primitives in use and evicts the least recent",
+  () => {
+    const d = openDnnl();
+    if (typeof d === "string") throw new Error(d);
+    // f32 copies of n values: a cheap primitive per length
+    const make = (n: number) =>
+      d.reorder(`cache test ${n}`, () => [d.md([n], [1], DT_F32), d.md([n], [1], DT_F32)]);
+    const used = make(1), first = make(2);
+    for (let n = 3; n < 3 + MAX_PRIMS; n++) {
+      make(n); // one-off shapes, as a decode step's attention at each key length
+      assert.equal(make(1), used, `the primitive in use survives ${n - 2} others`);
+    }
+    assert.notEqual(make(2), first, "the least recently used was evicted and made again");
+  },
+);
