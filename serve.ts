@@ -17,7 +17,7 @@ import { Tokenizer } from "./data/tokenizer.ts";
 import { countParams, init } from "./nn/model/minimind.ts";
 import { config } from "./nn/model/minimind_config.ts";
 import { key } from "./nn/random.ts";
-import { setBackendFromFlag } from "./nn/backend/select.ts";
+import { defaultBackend, setBackendFromFlag } from "./nn/backend/select.ts";
 import { initGemm } from "./nn/backend/cpu/gemm/mod.ts";
 import { setFastSgemm } from "./nn/backend/cpu/gemm_adapter.ts";
 import { loadModel } from "./convert/hf.ts";
@@ -26,6 +26,7 @@ import { createApp, type ServeApp } from "./serve/mod.ts";
 import { deviceFlag, parseFlags, runMain, usage, UsageError } from "./cli.ts";
 import type { FlagTable } from "./cli.ts";
 import { builtinTools } from "./agent/builtin.ts";
+import { applyDtype } from "./train/lm.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -144,6 +145,14 @@ export const SERVE_FLAGS = {
     help: "CPU matmul threads (default: the gemm's choice; 1 is often best for decode on a " +
       "small, busy machine)",
   },
+  dtype: {
+    type: "choice",
+    default: "float32",
+    choices: ["float32", "bfloat16"],
+    help:
+      "bfloat16: matmuls on bf16-rounded operands with f32 accumulation, on a CPU with native " +
+      "bf16 (a decode step reads a bf16 copy of each weight); otherwise float32",
+  },
   tools: {
     type: "choice",
     default: "none",
@@ -204,6 +213,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   await setBackendFromFlag(v.device);
   // the fast CPU matmul (BLAS through FFI, else wasm SIMD) for the CPU backend
   setFastSgemm(await initGemm(v.threads ? { threads: v.threads } : {}));
+  const precision = applyDtype(v.dtype, defaultBackend().name);
   let model, tokenizer: Tokenizer | undefined, modelId = v.model_id;
   if (v.lora_weight && !v.load_from) {
     throw new UsageError(
@@ -250,7 +260,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   console.error(
     `serve: model ${modelId ?? "minimind"} (${(n / 1e6).toFixed(2)}M params)${
       v.api_key ? ", API key required" : ""
-    }`,
+    }; ${precision}`,
   );
   if (v.host !== "127.0.0.1" && v.host !== "localhost" && v.host !== "::1" && !v.api_key) {
     console.error(`serve: warning: listening on ${v.host} without --api_key`);

@@ -8,6 +8,7 @@
  * ```sh
  * deno run -A bench/serve_bench.ts --model demo --torch    # the demo's model, 2.8M
  * deno run -A bench/serve_bench.ts --model small --tokens 64 --torch   # MiniMind2-Small, 25.8M
+ * deno run -A bench/serve_bench.ts --model small --dtype bfloat16 --torch   # both sides in bf16
  * ```
  * Prints one JSON line per model and a table. Weights are random: speed does not depend on them.
  * @module
@@ -22,6 +23,7 @@ import { disposeCache } from "../nn/model/layers/kv_cache.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { initGemm } from "../nn/backend/cpu/gemm/mod.ts";
 import { setFastSgemm } from "../nn/backend/cpu/gemm_adapter.ts";
+import { applyDtype } from "../train/lm.ts";
 import { environmentAsStarted } from "../nn/backend/cpu/gemm/bf16.ts";
 import { createApp, type ServeApp } from "../serve/mod.ts";
 import { parseFlags, runMain, usage, UsageError } from "../cli.ts";
@@ -56,6 +58,12 @@ const FLAGS = {
   torch: { type: "switch", default: false, help: "also run bench/torch_decode.py" },
   gemm_threads: { type: "int", default: 0, min: 0, help: "gemm threads (0 = auto)" },
   repeat: { type: "int", default: 3, min: 1, help: "runs per figure (the best is kept)" },
+  dtype: {
+    type: "choice",
+    default: "float32",
+    choices: ["float32", "bfloat16"],
+    help: "bfloat16: our bf16 matmuls (`serve --dtype`); PyTorch's model in bf16 (`model.to`)",
+  },
 } satisfies FlagTable;
 
 const COMMAND = "deno run -A bench/serve_bench.ts";
@@ -112,7 +120,7 @@ interface TorchDecode {
   config: Record<number, string>;
 }
 
-function torchDecode(cfg: MiniMindConfig, N: number): TorchDecode | null {
+function torchDecode(cfg: MiniMindConfig, N: number, dtype: string): TorchDecode | null {
   try {
     const out = new Deno.Command("/usr/bin/python3", {
       args: [
@@ -128,6 +136,8 @@ function torchDecode(cfg: MiniMindConfig, N: number): TorchDecode | null {
         String(cfg.numKeyValueHeads),
         "--tokens",
         String(N),
+        "--dtype",
+        dtype,
       ],
       stderr: "inherit",
       // PyTorch at its own defaults: not the OpenMP settings made here for oneDNN
@@ -179,6 +189,8 @@ async function main(argv: readonly string[]): Promise<number> {
   const N = v.tokens, S = v.streams;
   const gemm = await initGemm(v.gemm_threads ? { threads: v.gemm_threads } : {});
   setFastSgemm(gemm);
+  const precision = applyDtype(v.dtype, "cpu");
+  console.log(precision);
   const tok = await Tokenizer.fromFile(v.tokenizer);
 
   const rows: Record<string, unknown>[] = [];
@@ -213,13 +225,14 @@ async function main(argv: readonly string[]): Promise<number> {
     const stats = app.stats();
     await app.close();
 
-    const torch = v.torch ? torchDecode(cfg, N) : null;
+    const torch = v.torch ? torchDecode(cfg, N, v.dtype) : null;
     const row = {
       model: name,
       hidden_size: cfg.hiddenSize,
       num_hidden_layers: cfg.numHiddenLayers,
       params_m: +(countM(cfg)).toFixed(2),
       gemm: gemm.kind,
+      precision,
       tokens: N,
       streams: S,
       single_stream_tokens_per_s: +single.toFixed(1),

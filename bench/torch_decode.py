@@ -26,7 +26,7 @@ from torch_minimind import MiniMind, loaded_blas, sweep
 
 
 def sample(logits, temperature=0.7, top_k=50, top_p=0.92):
-    logits = logits / temperature
+    logits = logits.float() / temperature
     kth = torch.topk(logits, top_k).values[:, -1:]
     logits = logits.masked_fill(logits < kth, -math.inf)
     sorted_logits, idx = torch.sort(logits, descending=True)
@@ -63,19 +63,22 @@ def main():
     ap.add_argument("--prompt_len", type=int, default=18)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--repeat", type=int, default=3)
+    ap.add_argument("--dtype", choices=["float32", "bfloat16"], default="float32")
     a = ap.parse_args()
     torch.manual_seed(0)
     torch.set_num_threads(a.threads)
     c = argparse.Namespace(hidden=a.hidden_size, layers=a.num_hidden_layers, heads=a.heads,
                            kv_heads=a.kv_heads, vocab=6400)
     model = MiniMind(c).eval()
+    if a.dtype == "bfloat16":
+        model = model.to(torch.bfloat16)  # PyTorch's bf16 inference: weights and activations bf16
     decode(model, 1, a.prompt_len, 8)  # warm-up
     for batch in (1, 8):
         best = max(decode(model, batch, a.prompt_len, a.tokens) for _ in range(a.repeat))
         print(json.dumps({
             "impl": "pytorch", "torch": torch.__version__, "threads": a.threads, "blas": loaded_blas(),
             "hidden_size": a.hidden_size, "num_hidden_layers": a.num_hidden_layers,
-            "batch": batch, "tokens": a.tokens, "decode_tokens_per_s": round(best, 1),
+            "batch": batch, "tokens": a.tokens, "dtype": a.dtype, "decode_tokens_per_s": round(best, 1),
         }), flush=True)
 
 

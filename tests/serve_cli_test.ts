@@ -1,6 +1,7 @@
 // `serve.ts` as a user runs it: save a tiny model in HF layout with saveModel, start the CLI on a
 // random loopback port with --load_from and --api_key, talk to it, stop it with SIGTERM.
 import assert from "node:assert/strict";
+import { cpuHasBf16, openDnnl } from "../nn/backend/cpu/gemm/bf16.ts";
 import { join } from "node:path";
 import { saveModel } from "../convert/hf.ts";
 import { tinyModel, tokenizer } from "./_serve.ts";
@@ -71,11 +72,20 @@ async function startCli(args: string[]): Promise<Cli> {
   return { url, child, log: () => log, stop };
 }
 
-Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key, --tools builtin; SIGTERM stops it", async () => {
+Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key, --tools builtin, --dtype bfloat16; SIGTERM stops it", async () => {
   const root = await Deno.makeTempDir();
   const dir = join(root, "tiny-chat");
   await saveModel(dir, { ...tinyModel(), tokenizer: await tokenizer() });
-  const cli = await startCli(["--load_from", dir, "--api_key", "k1", "--tools", "builtin"]);
+  const cli = await startCli([
+    "--load_from",
+    dir,
+    "--api_key",
+    "k1",
+    "--tools",
+    "builtin",
+    "--dtype",
+    "bfloat16",
+  ]);
   const url = cli.url;
   try {
     assert.equal(
@@ -101,6 +111,14 @@ Deno.test("serve.ts: --load_from an HF folder, --port 0, --api_key, --tools buil
     });
     assert.equal(r.status, 200);
     assert.equal((await r.json()).usage.completion_tokens, 4);
+    // the start-up line says which precision is in effect (bf16 needs a CPU with native bf16)
+    const precision = /Precision: [^\n]*/.exec(cli.log())?.[0] ?? "";
+    assert.match(
+      precision,
+      cpuHasBf16() && typeof openDnnl() !== "string"
+        ? /^Precision: bfloat16 matmuls/
+        : /^Precision: float32 \(--dtype bfloat16 unavailable: /,
+    );
     cli.child.kill("SIGTERM");
     const status = await cli.child.status;
     assert.equal(status.code, 0);

@@ -6,7 +6,7 @@
 import type { TypedArray } from "../../dtype.ts";
 import { getGemm } from "./gemm/mod.ts";
 import type { Gemm } from "./gemm/mod.ts";
-import { openBf16Gemm } from "./gemm/bf16.ts";
+import { Bf16Gemm, openBf16Gemm } from "./gemm/bf16.ts";
 import { packedProduct } from "./gemm/packed.ts";
 
 type FastGemm = Pick<Gemm, "sgemm" | "sumSquares" | "addInPlace">;
@@ -196,9 +196,10 @@ let bf16: Pick<Gemm, "sgemm"> | null = null;
 
 /**
  * C[m,n] = A[m,k]·Wᵀ (dense row-major f32, W stored [n,k]) on W's packed copy (`gemm/packed.ts`:
- * 2–32 rows against a weight used again, as in decoding); false where that does not apply (other
- * dtypes, bf16 precision, products that are not native (`MINIMIND_GEMM=wasm|js`, no BLAS), one row
- * or more than 32, no oneDNN 2.x): the caller multiplies.
+ * 2–32 rows against a weight used again, as in decoding; in the bfloat16 precision 1–32 rows on a
+ * bf16 copy); false where that does not apply (other dtypes, products that are not native
+ * (`MINIMIND_GEMM=wasm|js`, no BLAS, a bf16 gemm given by a test), one row in f32 or more than 32,
+ * no oneDNN 2.x): the caller multiplies.
  */
 export function packedMatmul(
   a: TypedArray,
@@ -209,12 +210,14 @@ export function packedMatmul(
   k: number,
 ): boolean {
   if (
-    bf16 || !(a instanceof Float32Array) || !(w instanceof Float32Array) ||
-    !(c instanceof Float32Array) || getGemm().kind !== "blas" // MINIMIND_GEMM=wasm|js: theirs
+    (bf16 && !(bf16 instanceof Bf16Gemm)) || !(a instanceof Float32Array) ||
+    !(w instanceof Float32Array) || !(c instanceof Float32Array) ||
+    getGemm().kind !== "blas" // MINIMIND_GEMM=wasm|js: theirs
   ) return false;
+  const rounded = bf16 !== null;
   return gemmClock.on
-    ? clocked(() => packedProduct(a, w, c, m, n, k))
-    : packedProduct(a, w, c, m, n, k);
+    ? clocked(() => packedProduct(a, w, c, m, n, k, rounded))
+    : packedProduct(a, w, c, m, n, k, rounded);
 }
 
 /** The precision of the matmul op's f32 products on the CPU (see `setMatmulPrecision`). */

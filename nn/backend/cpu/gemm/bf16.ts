@@ -84,7 +84,9 @@ const SYMBOLS = {
 type Lib = Deno.DynamicLibrary<typeof SYMBOLS>;
 
 // oneDNN 2.x enum values (dnnl_types.h)
-const ENGINE_CPU = 1, STREAM_IN_ORDER = 1, DT_BF16 = 2;
+const ENGINE_CPU = 1, STREAM_IN_ORDER = 1;
+/** oneDNN's bf16 data type. */
+export const DT_BF16 = 2;
 /** oneDNN's f32 data type. */
 export const DT_F32 = 3;
 const ARG_FROM = 1, ARG_TO = 17, ARG_SRC = 1, ARG_WEIGHTS = 33, ARG_DST = 17;

@@ -2,7 +2,8 @@
 // within the f32 dot-product bound, the same path for the same shape whatever ran before, and no
 // stale copy after W changes (in place by an op, through a recycled array, or written directly).
 import assert from "node:assert/strict";
-import { DT_F32, MAX_PRIMS, openDnnl } from "./bf16.ts";
+import { cpuHasBf16, DT_F32, MAX_PRIMS, openDnnl, toBf16 } from "./bf16.ts";
+import { matmulPrecision, setMatmulPrecision } from "../gemm_adapter.ts";
 import {
   forgetPacked,
   hasPackedCopy,
@@ -171,3 +172,58 @@ packedTest(
     assert.notEqual(make(2), first, "the least recently used was evicted and made again");
   },
 );
+
+/** f32 values rounded to bf16 and back (as the bf16 products read them). */
+function roundedBf16(x: Float32Array): Float32Array {
+  const h = new Uint16Array(x.length);
+  toBf16(x, 0, x.length, h);
+  return new Float32Array(Uint32Array.from(h, (v) => v << 16).buffer);
+}
+
+packedTest(
+  "bf16: the product of the rounded operands at 1–32 rows, f32 and bf16 copies kept apart",
+  () => {
+    if (!cpuHasBf16()) {
+      // without native bf16 the precision stays float32, so the matmul op never asks for these
+      assert.notEqual(setMatmulPrecision("bfloat16"), null);
+      assert.equal(matmulPrecision(), "float32");
+      return;
+    }
+    for (const [n, k] of [[7, 13], [200, 300], [1408, 64]]) {
+      const w = randn(n + k + 1, n * k), wr = roundedBf16(w);
+      for (const m of [1, 2, 8, PACKED_MAX_ROWS]) {
+        const a = randn(200 * m, m * k), c = new Float32Array(m * n).fill(NaN);
+        assert.ok(packedProduct(a, w, c, m, n, k, true), `bf16 m=${m} n=${n} k=${k}`);
+        // exact products of bf16 values, summed in f32: the f32 bound on the rounded operands
+        assertProduct(roundedBf16(a), wr, c, m, n);
+        // the f32 product of the same weight repacks it, and its own bound holds again
+        if (m > 1) {
+          const c32 = new Float32Array(m * n);
+          assert.ok(packedProduct(a, w, c32, m, n, k));
+          assertProduct(a, w, c32, m, n);
+        }
+      }
+    }
+  },
+);
+
+packedTest("bf16 precision: the matmul op's x·Wᵀ of 1–32 rows takes the bf16 copy", () => {
+  if (!cpuHasBf16()) return; // covered by the test above: the precision stays float32
+  const [n, k] = [96, 80];
+  const w = tensor(randn(11, n * k), [n, k]);
+  assert.equal(setMatmulPrecision("bfloat16"), null);
+  try {
+    for (const m of [1, 4, PACKED_MAX_ROWS]) {
+      const x = tensor(randn(12 + m, m * k), [m, k]);
+      const y = matmul(x, w, { transB: true }).dataSync();
+      const direct = new Float32Array(m * n);
+      assert.ok(packedProduct(x.dataSync() as Float32Array, arrayOf(w), direct, m, n, k, true));
+      assert.deepEqual(y, direct, `m=${m}: the op's product is the packed bf16 one`);
+    }
+  } finally {
+    setMatmulPrecision("float32");
+  }
+  // back in float32: one row is sgemv again, on the weight's exact values
+  const x = tensor(randn(40, k), [1, k]);
+  assertProduct(x.dataSync(), w.dataSync(), matmul(x, w, { transB: true }).dataSync(), 1, n);
+});
