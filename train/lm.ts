@@ -213,7 +213,7 @@ export function applyDtype(dtype: string, device: string): string {
   }
   const why = setMatmulPrecision("bfloat16");
   return why === null
-    ? "Precision: bfloat16 matmuls, float32 accumulation, weights and optimizer state"
+    ? "Precision: bfloat16 matmuls with float32 accumulation; weights and all else float32"
     : `Precision: float32 (--dtype bfloat16 unavailable: ${why})`;
 }
 
