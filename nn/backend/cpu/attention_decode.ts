@@ -20,6 +20,7 @@
 // B = batch, S = key time, NH = query heads, NKV = kv heads, HD = head dim, REP = NH / NKV
 import type { TypedArray } from "../../dtype.ts";
 import type { AttnShape } from "../../ops/attention/wgsl.ts";
+import { stridesOf } from "../../shape.ts";
 import { type Dnnl, DT_F32, openDnnl } from "./gemm/bf16.ts";
 import { type AttnOptions, kvOffset, kvStep } from "./attention_heads.ts";
 import { attnWorkspace } from "./simd/attention.ts";
@@ -40,13 +41,6 @@ function lib(): Dnnl | null {
     dnnl = typeof d === "string" || !d.native ? null : d;
   }
   return dnnl;
-}
-
-/** Row-major strides of `dims`. */
-function dense(dims: number[]): number[] {
-  const st = dims.map(() => 1);
-  for (let i = dims.length - 2; i >= 0; i--) st[i] = st[i + 1] * dims[i + 1];
-  return st;
 }
 
 /**
@@ -93,14 +87,14 @@ export function batchedDecodeAttention(
   let scores, outputs;
   try {
     scores = dn.matmul(`${key} scores`, () => [
-      dn.md(qDims, dense(qDims), DT_F32),
+      dn.md(qDims, stridesOf(qDims), DT_F32),
       dn.md([b, nkv, hd, s], [kvB, hd, 1, kvS], DT_F32), // Kᵀ
-      dn.md(scDims, dense(scDims), DT_F32),
+      dn.md(scDims, stridesOf(scDims), DT_F32),
     ]);
     outputs = dn.matmul(`${key} outputs`, () => [
-      dn.md(scDims, dense(scDims), DT_F32),
+      dn.md(scDims, stridesOf(scDims), DT_F32),
       dn.md([b, nkv, s, hd], [kvB, hd, kvS, 1], DT_F32),
-      dn.md(qDims, dense(qDims), DT_F32),
+      dn.md(qDims, stridesOf(qDims), DT_F32),
     ]);
   } catch {
     unsupported.add(key);

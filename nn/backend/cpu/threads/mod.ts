@@ -23,6 +23,7 @@
  */
 
 import type { DType, TypedArray } from "../../../dtype.ts";
+import type { AttnShape } from "../../../ops/attention/wgsl.ts";
 import { CTRL_BYTES, type KernelFn } from "../wasm_pool/protocol.ts";
 import {
   canSpawn,
@@ -328,15 +329,7 @@ export function parallel(
  */
 export function pooledAttention(
   q: TypedArray,
-  d: {
-    b: number;
-    t: number;
-    s: number;
-    nh: number;
-    nkv: number;
-    hd: number;
-    kvTimeMajor?: boolean;
-  },
+  d: AttnShape,
   params: { causal: boolean; scale: number },
   arrays: TypedArray[],
   mask: TypedArray | null,
