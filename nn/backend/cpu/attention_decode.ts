@@ -21,26 +21,14 @@
 import type { TypedArray } from "../../dtype.ts";
 import type { AttnShape } from "../../ops/attention/wgsl.ts";
 import { stridesOf } from "../../shape.ts";
-import { type Dnnl, DT_F32, openDnnl } from "./gemm/bf16.ts";
+import { DT_F32, nativeDnnl } from "./gemm/bf16.ts";
 import { type AttnOptions, kvOffset, kvStep } from "./attention_heads.ts";
 import { attnWorkspace } from "./simd/attention.ts";
 
 let enabled = true;
-let dnnl: Dnnl | null | undefined;
-/** Primitive keys oneDNN has no implementation for (not tried again). */
-const unsupported = new Set<string>();
-
 /** Turns the batched decode path on or off for this process (tests compare both; on by default). */
 export function setBatchedDecodeAttention(on: boolean): void {
   enabled = on;
-}
-
-function lib(): Dnnl | null {
-  if (dnnl === undefined) {
-    const d = openDnnl();
-    dnnl = typeof d === "string" || !d.native ? null : d;
-  }
-  return dnnl;
 }
 
 /**
@@ -75,31 +63,24 @@ export function batchedDecodeAttention(
     !enabled || d.t !== 1 || b < 2 || !(q instanceof Float32Array) ||
     !(out instanceof Float32Array)
   ) return false;
-  const dn = lib();
+  const dn = nativeDnnl();
   if (!dn) return false;
   const key = `decode attention ${b} ${s} ${nh} ${nkv} ${hd} ${d.kvTimeMajor === true}`;
-  if (unsupported.has(key)) return false;
-  const ws = attnWorkspace(q, b * nh, s, false, mask !== null);
-  if (!ws) return false;
   // K and V of unit (b, g) start at kvOffset(b, g); a key step is kvStep further
   const kvB = kvOffset(d, 1, 0), kvS = kvStep(d);
   const qDims = [b, nkv, rep, hd], scDims = [b, nkv, rep, s];
-  let scores, outputs;
-  try {
-    scores = dn.matmul(`${key} scores`, () => [
-      dn.md(qDims, stridesOf(qDims), DT_F32),
-      dn.md([b, nkv, hd, s], [kvB, hd, 1, kvS], DT_F32), // Kᵀ
-      dn.md(scDims, stridesOf(scDims), DT_F32),
-    ]);
-    outputs = dn.matmul(`${key} outputs`, () => [
-      dn.md(scDims, stridesOf(scDims), DT_F32),
-      dn.md([b, nkv, s, hd], [kvB, hd, kvS, 1], DT_F32),
-      dn.md(qDims, stridesOf(qDims), DT_F32),
-    ]);
-  } catch {
-    unsupported.add(key);
-    return false;
-  }
+  const scores = dn.tryMatmul(`${key} scores`, () => [
+    dn.md(qDims, stridesOf(qDims), DT_F32),
+    dn.md([b, nkv, hd, s], [kvB, hd, 1, kvS], DT_F32), // Kᵀ
+    dn.md(scDims, stridesOf(scDims), DT_F32),
+  ]);
+  const outputs = dn.tryMatmul(`${key} outputs`, () => [
+    dn.md(scDims, stridesOf(scDims), DT_F32),
+    dn.md([b, nkv, s, hd], [kvB, hd, kvS, 1], DT_F32),
+    dn.md(qDims, stridesOf(qDims), DT_F32),
+  ]);
+  const ws = scores && outputs && attnWorkspace(q, b * nh, s, false, mask !== null);
+  if (!scores || !outputs || !ws) return false;
   // scores [B·NH, S] into the workspace: row bi·NH + h, as lse's index
   dn.exec(scores, [q, k, ws.sc], `decode attention scores (${key})`);
   if (mask) {

@@ -154,9 +154,14 @@ export class Dnnl {
   readonly s: Lib["symbols"];
   readonly engine: Deno.PointerValue;
   readonly stream: Deno.PointerValue;
-  /** Whether oneDNN 2.x's descriptor API is there (3.x has opaque memory descriptors). */
+  /**
+   * Whether oneDNN 2.x's descriptor API is there (3.x has opaque memory descriptors): strides,
+   * format tags, the layout a primitive chose and its size.
+   */
   readonly native: boolean;
   readonly #prims = new Map<string, Prim>();
+  /** Keys of primitives oneDNN has no implementation for (`tryMatmul` does not try them again). */
+  readonly #failed = new Set<string>();
 
   constructor(lib: Lib, path: string) {
     this.path = path;
@@ -166,8 +171,10 @@ export class Dnnl {
       (p) => this.s.dnnl_stream_create(p, this.engine, STREAM_IN_ORDER),
       "stream",
     );
-    this.native = this.s.dnnl_memory_desc_init_by_strides !== null &&
-      this.s.dnnl_matmul_desc_init !== null;
+    const s = this.s;
+    this.native = s.dnnl_memory_desc_init_by_strides !== null && s.dnnl_matmul_desc_init !== null &&
+      s.dnnl_memory_desc_init_by_tag !== null && s.dnnl_primitive_desc_query_md !== null &&
+      s.dnnl_memory_desc_get_size !== null;
   }
 
   /** Calls a oneDNN constructor that writes a handle through its first argument. */
@@ -290,6 +297,24 @@ export class Dnnl {
       [ARG_SRC, ARG_WEIGHTS, ARG_DST],
       queryWeights,
     );
+  }
+
+  /**
+   * As {@linkcode Dnnl.matmul}, or null where oneDNN has no implementation for the descriptors
+   * (remembered: the key is not tried again).
+   */
+  tryMatmul(
+    key: string,
+    make: () => [Uint8Array, Uint8Array, Uint8Array],
+    queryWeights = false,
+  ): Prim | null {
+    if (this.#failed.has(key)) return null;
+    try {
+      return this.matmul(key, make, queryWeights);
+    } catch {
+      this.#failed.add(key);
+      return null;
+    }
   }
 
   /** The reorder primitive src → dst cached under `key`, else made from what `make` gives. */
@@ -497,6 +522,16 @@ export function openDnnl(): Dnnl | string {
     }
   }
   return cachedDnnl = `no oneDNN library with dnnl_gemm_bf16bf16f32 (${tried.join("; ")})`;
+}
+
+/**
+ * oneDNN 2.x with the descriptor API its primitives are built with here (`Dnnl.native`), or null
+ * (no library, oneDNN 3, no FFI permission): what the packed products and the batched decode
+ * attention run on.
+ */
+export function nativeDnnl(): Dnnl | null {
+  const d = openDnnl();
+  return typeof d === "string" || !d.native ? null : d;
 }
 
 /**

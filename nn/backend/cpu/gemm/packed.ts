@@ -19,7 +19,7 @@
  *
  * @module
  */
-import { alignedU16, type Dnnl, DT_BF16, DT_F32, openDnnl } from "./bf16.ts";
+import { alignedU16, type Dnnl, DT_BF16, DT_F32, nativeDnnl } from "./bf16.ts";
 
 /** Most rows of a product that takes the packed path (beyond it `sgemm`'s packing is amortised). */
 export const PACKED_MAX_ROWS = 32;
@@ -44,25 +44,11 @@ interface Entry {
 const entries = new WeakMap<Float32Array, Entry>();
 /** x rounded to bf16 for the bf16 products (aligned scratch, grown as needed). */
 let xBf16 = alignedU16(0);
-/** Primitive keys oneDNN has no implementation for (not tried again). */
-const unsupported = new Set<string>();
-let dnnl: Dnnl | null | undefined;
 let enabled = true;
 
 /** Turns the packed path on or off for this process (tests compare both; on by default). */
 export function setPackedProducts(on: boolean): void {
   enabled = on;
-}
-
-function lib(): Dnnl | null {
-  if (dnnl === undefined) {
-    const d = openDnnl();
-    dnnl = typeof d === "string" || !d.native || !d.s.dnnl_memory_desc_init_by_tag ||
-        !d.s.dnnl_primitive_desc_query_md || !d.s.dnnl_memory_desc_get_size
-      ? null
-      : d;
-  }
-  return dnnl;
 }
 
 function takeSample(w: Float32Array, out: Float32Array): Float32Array {
@@ -103,18 +89,11 @@ function primitive(
   bf16: boolean,
 ) {
   const dt = bf16 ? DT_BF16 : DT_F32;
-  const key = `packed ${bf16 ? "bf16" : "f32"} ${m} ${n} ${k}`;
-  if (unsupported.has(key)) return null;
-  try {
-    return d.matmul(key, () => [
-      d.md([m, k], [k, 1], dt),
-      wmd ?? d.mdAny([k, n], dt),
-      d.md([m, n], [n, 1], DT_F32),
-    ], wmd === null);
-  } catch {
-    unsupported.add(key);
-    return null;
-  }
+  return d.tryMatmul(`packed ${bf16 ? "bf16" : "f32"} ${m} ${n} ${k}`, () => [
+    d.md([m, k], [k, 1], dt),
+    wmd ?? d.mdAny([k, n], dt),
+    d.md([m, n], [n, 1], DT_F32),
+  ], wmd === null);
 }
 
 /**
@@ -152,7 +131,7 @@ export function packedProduct(
   bf16 = false,
 ): boolean {
   if (!enabled || m < (bf16 ? 1 : 2) || m > PACKED_MAX_ROWS || w.length !== n * k) return false;
-  const d = lib();
+  const d = nativeDnnl();
   if (!d) return false;
   let e = entries.get(w);
   if (!e || e.n !== n || e.k !== k || e.bf16 !== bf16 || !sampleMatches(w, e)) {
