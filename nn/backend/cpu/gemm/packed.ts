@@ -51,16 +51,22 @@ export function setPackedProducts(on: boolean): void {
   enabled = on;
 }
 
-function takeSample(w: Float32Array, out: Float32Array): Float32Array {
-  const step = Math.max(1, Math.floor(w.length / SAMPLES));
-  for (let i = 0; i < out.length; i++) out[i] = w[Math.min(w.length - 1, i * step)];
+/** Where sample i of an array of `length` values is: up to {@linkcode SAMPLES}, evenly spread. */
+function sampleAt(length: number, i: number): number {
+  return i * Math.max(1, Math.floor(length / SAMPLES));
+}
+
+/** W's values at the sample positions (taken when it is packed). */
+function sampleOf(w: Float32Array): Float32Array {
+  const out = new Float32Array(Math.min(SAMPLES, w.length));
+  for (let i = 0; i < out.length; i++) out[i] = w[sampleAt(w.length, i)];
   return out;
 }
 
+/** Whether W still has the sample's values (checked on every use, without allocating). */
 function sampleMatches(w: Float32Array, e: Entry): boolean {
-  const step = Math.max(1, Math.floor(w.length / SAMPLES));
   for (let i = 0; i < e.sample.length; i++) {
-    if (!Object.is(e.sample[i], w[Math.min(w.length - 1, i * step)])) return false;
+    if (!Object.is(e.sample[i], w[sampleAt(w.length, i)])) return false;
   }
   return true;
 }
@@ -111,8 +117,7 @@ function pack(d: Dnnl, w: Float32Array, n: number, k: number, bf16: boolean): En
   );
   const packed = new Uint8Array(d.size(layout));
   d.exec(reorder, [w, packed], `reorder of a ${n}×${k} weight into oneDNN's layout`);
-  const sample = takeSample(w, new Float32Array(Math.min(SAMPLES, w.length)));
-  return { n, k, bf16, sample, layout, packed };
+  return { n, k, bf16, sample: sampleOf(w), layout, packed };
 }
 
 /**
