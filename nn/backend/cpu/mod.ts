@@ -177,10 +177,13 @@ export class CpuBackend implements Backend {
     return rows;
   }
 
-  #wrap(data: TypedArray, pooled: boolean): CpuStorage {
+  /** A storage of `data`; with `extent`, one of the views of an extended array. */
+  #wrap(data: TypedArray, pooled: boolean, extent?: Extent): CpuStorage {
     this.counters.bytesInUse += data.byteLength;
     if (!pooled) this.counters.bytesAllocated += data.byteLength;
-    return { backend: this, refs: 0, bytes: data.byteLength, data };
+    if (!extent) return { backend: this, refs: 0, bytes: data.byteLength, data };
+    this.#lostViews.register(data, extent, data);
+    return { backend: this, refs: 0, bytes: data.byteLength, data, extent };
   }
 
   /**
@@ -299,7 +302,7 @@ export class CpuBackend implements Backend {
    * is then already in place), else a new array with room for later appends, for appends of at
    * most a quarter of a large prefix; null (allocate as usual) otherwise.
    */
-  #extend(input: CpuStorage, dtype: DType, size: number): [TypedArray, Extent, boolean] | null {
+  #extend(input: CpuStorage, dtype: DType, size: number): [TypedArray, boolean, Extent] | null {
     const { data: a, extent: e } = input;
     if (
       e && e.filled === a.length && a.byteOffset === e.full.byteOffset && size <= e.full.length &&
@@ -307,11 +310,11 @@ export class CpuBackend implements Backend {
     ) {
       e.filled = size;
       e.users++;
-      return [e.full.subarray(0, size), e, true];
+      return [e.full.subarray(0, size), true, e];
     }
     if (a.byteLength < POOL_MIN_BYTES || 4 * (size - a.length) > a.length) return null;
     const [full, pooled] = this.#take(dtype, roomFor(size), false);
-    return [full.subarray(0, size), { full, users: 1, filled: size }, pooled];
+    return [full.subarray(0, size), pooled, { full, users: 1, filled: size }];
   }
 
   /** Gives a whole array back: to its shared buffer's free list, or to the pool. */
@@ -397,8 +400,8 @@ export class CpuBackend implements Backend {
     const grow = this.extendInPlace && op.writesAll
       ? op.extendsInput?.(params, inMetas) ?? null
       : null;
-    let extent: Extent | undefined;
-    const outs = outMetas.map((m, i): [TypedArray, boolean] => {
+    // each output's array, whether it came from the pool (or in place), and its extent if any
+    const outs = outMetas.map((m, i): [TypedArray, boolean, Extent?] => {
       const j = alias?.[i];
       if (j !== undefined && j !== null) {
         forgetPacked(ins[j]); // written in place: a packed copy of it is stale
@@ -406,12 +409,9 @@ export class CpuBackend implements Backend {
       }
       let n = 1;
       for (const d of m.shape) n *= d;
-      const ext = i === 0 && grow !== null
+      return (i === 0 && grow !== null
         ? this.#extend(inputs[grow] as CpuStorage, m.dtype, n)
-        : null;
-      if (!ext) return this.#take(m.dtype, n, !op.writesAll);
-      extent = ext[1];
-      return [ext[0], ext[2]];
+        : null) ?? this.#take(m.dtype, n, !op.writesAll);
     });
     const t1 = prof ? performance.now() : 0;
     const g0 = gemmClock.ms;
@@ -432,10 +432,7 @@ export class CpuBackend implements Backend {
     }
     return outs.map((o, i) => {
       const j = alias?.[i];
-      if (j !== undefined && j !== null) return inputs[j];
-      if (i > 0 || !extent) return this.#wrap(...o);
-      this.#lostViews.register(o[0], extent, o[0]);
-      return { ...this.#wrap(...o), extent };
+      return j !== undefined && j !== null ? inputs[j] : this.#wrap(...o);
     });
   }
 
