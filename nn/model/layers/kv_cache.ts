@@ -104,8 +104,8 @@ export function selectCacheRows(cache: KvCache, rows: readonly number[]): KvCach
       throw new Error(`Cannot select cache row ${r}: the cache has ${b} rows`);
     }
   }
-  const pick = (x: Tensor, axis: number): Tensor => {
-    // gather along `axis` with an index broadcast over the other axes
+  // the index that gathers `rows` along `axis` of x, broadcast over the other axes
+  const index = (x: Tensor, axis: number): Tensor => {
     const shape = x.shape.map((d, i) => (i === axis ? rows.length : d));
     const inner = shape.slice(axis + 1).reduce((p, d) => p * d, 1);
     const idx = new Int32Array(shape.reduce((p, d) => p * d, 1));
@@ -114,12 +114,15 @@ export function selectCacheRows(cache: KvCache, rows: readonly number[]): KvCach
         idx.fill(rows[i], o + i * inner, o + (i + 1) * inner);
       }
     }
-    return takeAlongAxis(x, tensor(idx, shape, "i32", { backend: x.backend }), axis);
+    return tensor(idx, shape, "i32", { backend: x.backend });
   };
-  return {
-    layers: cache.layers.map((l) => ({ k: pick(l.k, 1), v: pick(l.v, 1) })), // (S, b, NKV, HD)
-    mask: cache.mask ? pick(cache.mask, 0) : null, // (b, S)
-  };
+  // every layer's keys and values have one shape: one index serves them all
+  const kv = cache.layers.length ? index(cache.layers[0].k, 1) : null;
+  const pick = (x: Tensor) => takeAlongAxis(x, kv!, 1); // (S, b, NKV, HD)
+  const layers = cache.layers.map((l) => ({ k: pick(l.k), v: pick(l.v) }));
+  kv?.dispose();
+  const m = cache.mask;
+  return { layers, mask: m ? takeAlongAxis(m, index(m, 0), 0) : null }; // mask (b, S)
 }
 
 /**
