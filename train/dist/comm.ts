@@ -9,6 +9,7 @@
  * that did not arrive, instead of waiting forever.
  * @module
  */
+import { addF32 } from "../../nn/backend/cpu/gemm_adapter.ts";
 
 /** A group of ranks that run the same program on different data. */
 export interface Communicator {
@@ -225,9 +226,10 @@ class Hub {
     const all = [...round.arrivals.entries()].sort((a, b) => a[0] - b[0]).map((e) => e[1]);
     if (round.kind === "allreduce") {
       // sum in rank order, in f32 like a reduction over the wire: each other rank's values added
-      // into rank 0's array in place, which every other rank then copies
+      // into rank 0's array in place (BLAS's saxpy where it applies, the loop's bits), which every
+      // other rank then copies
       const [first, ...rest] = all.map((a) => a.data as Float32Array);
-      for (const d of rest) addInto(first, d);
+      for (const d of rest) if (!addF32(first, d, first)) addInto(first, d);
       for (const d of rest) d.set(first);
     } else {
       const src = round.arrivals.get(round.root)!.data;
@@ -260,7 +262,7 @@ class Hub {
   }
 }
 
-/** sum += d elementwise (f32 stores, as the reduction of a wire collective). */
+/** sum += d elementwise (f32 stores): where `addF32` does not apply (short arrays, no BLAS). */
 function addInto(sum: Float32Array, d: Float32Array): void {
   for (let i = 0; i < sum.length; i++) sum[i] += d[i];
 }
