@@ -139,7 +139,7 @@ export interface Prim {
   mems: Deno.PointerValue[];
   /** The `dnnl_exec_arg_t {int arg; dnnl_memory_t memory;}` array. */
   args: BigUint64Array;
-  /** The weights' descriptor the primitive chose, when asked for (`Dnnl.prim`'s queryWeights). */
+  /** The weights' descriptor the primitive chose, when asked for (`Dnnl.matmul`'s queryWeights). */
   weights?: Uint8Array;
 }
 
@@ -209,7 +209,7 @@ export class Dnnl {
    * least recently used, so the products every decode step makes stay while one-off shapes (a
    * decode step's attention at each key length) pass through.
    */
-  cached(key: string): Prim | undefined {
+  #cached(key: string): Prim | undefined {
     const hit = this.#prims.get(key);
     if (hit) {
       this.#prims.delete(key);
@@ -219,20 +219,18 @@ export class Dnnl {
   }
 
   /**
-   * The primitive cached under `key`, else made from its descriptor by `makePd` with memories for
-   * `mds` (bound to the exec args `argIds`), evicting the least recently used beyond
-   * {@linkcode MAX_PRIMS}.
-   * `queryWeights` also copies out the weights' descriptor the primitive chose (`Prim.weights`).
+   * A new primitive cached under `key` (its callers looked there first), made from its descriptor
+   * by `makePd` with memories for `mds` (bound to the exec args `argIds`), evicting the least
+   * recently used beyond {@linkcode MAX_PRIMS}. `queryWeights` also copies out the weights'
+   * descriptor the primitive chose (`Prim.weights`).
    */
-  prim(
+  #make(
     key: string,
     makePd: (out: BigUint64Array) => number,
     mds: Uint8Array[],
     argIds: number[],
     queryWeights = false,
   ): Prim {
-    const hit = this.cached(key);
-    if (hit) return hit;
     const s = this.s;
     const pd = this.handle(makePd, `oneDNN primitive descriptor (${key})`);
     let prim: Deno.PointerValue;
@@ -285,12 +283,12 @@ export class Dnnl {
     make: () => [Uint8Array, Uint8Array, Uint8Array],
     queryWeights = false,
   ): Prim {
-    const hit = this.cached(key);
+    const hit = this.#cached(key);
     if (hit) return hit;
     const [a, w, c] = make();
     const desc = new Uint8Array(OP_DESC_BYTES);
     check(this.s.dnnl_matmul_desc_init!(desc, a, w, null, c), `matmul descriptor (${key})`);
-    return this.prim(
+    return this.#make(
       key,
       (o) => this.s.dnnl_primitive_desc_create(o, desc, null, this.engine, null),
       [a, w, c],
@@ -319,10 +317,10 @@ export class Dnnl {
 
   /** The reorder primitive src → dst cached under `key`, else made from what `make` gives. */
   reorder(key: string, make: () => [Uint8Array, Uint8Array]): Prim {
-    const hit = this.cached(key);
+    const hit = this.#cached(key);
     if (hit) return hit;
     const [src, dst] = make();
-    return this.prim(
+    return this.#make(
       key,
       (o) => this.s.dnnl_reorder_primitive_desc_create(o, src, this.engine, dst, this.engine, null),
       [src, dst],
