@@ -19,7 +19,7 @@ import { Tokenizer } from "./data/tokenizer.ts";
 import { countParams, init } from "./nn/model/minimind.ts";
 import { config } from "./nn/model/minimind_config.ts";
 import type { MiniMindParams } from "./nn/model/minimind.ts";
-import type { MiniMindConfig } from "./nn/model/minimind_config.ts";
+import type { ConfigOverrides, MiniMindConfig } from "./nn/model/minimind_config.ts";
 import { key } from "./nn/random.ts";
 import { dispose } from "./nn/tree.ts";
 import type { Tree } from "./nn/tree.ts";
@@ -46,12 +46,14 @@ export interface Stage {
   lr: number;
 }
 
+/** The sizes of a demo's model, as overrides of MiniMind2-Small's config. */
+type ModelSize = Required<
+  Pick<ConfigOverrides, "hiddenSize" | "numHiddenLayers" | "numAttentionHeads" | "numKeyValueHeads">
+>;
+
 /** Sizes of one demo run. */
 interface Plan {
-  hidden: number;
-  layers: number;
-  heads: number;
-  kvHeads: number;
+  model: ModelSize;
   pretrain: Stage;
   sft: Stage;
   /** Held-out texts for perplexity. */
@@ -60,11 +62,33 @@ interface Plan {
   perForm: number;
 }
 
+/**
+ * The demo's model (`deno task demo`): hidden 192, 4 layers, 6 query and 2 KV heads, 2.8M
+ * parameters; the benchmarks' "demo" rows use it too.
+ */
+export const DEMO_MODEL: Readonly<ModelSize> = Object.freeze({
+  hiddenSize: 192,
+  numHiddenLayers: 4,
+  numAttentionHeads: 6,
+  numKeyValueHeads: 2,
+});
+
+/**
+ * The training commands' flags for a model size (`--hidden_size` … `--num_key_value_heads`).
+ *
+ * @param m the sizes
+ * @returns the flags and their values
+ */
+export function modelFlags(m: Readonly<ModelSize>): string[] {
+  return [
+    ...["--hidden_size", String(m.hiddenSize), "--num_hidden_layers", String(m.numHiddenLayers)],
+    ...["--num_attention_heads", String(m.numAttentionHeads)],
+    ...["--num_key_value_heads", String(m.numKeyValueHeads)],
+  ];
+}
+
 const FULL: Plan = {
-  hidden: 192,
-  layers: 4,
-  heads: 6,
-  kvHeads: 2,
+  model: DEMO_MODEL,
   // one epoch: the 9,258 regulated poems pack into 4,700 windows of 128 tokens, 294 batches of 16
   // (400 was asked here before, and the epoch ended the run at 294 all the same)
   pretrain: { steps: 294, batch: 16, seqLen: 128, lr: 4e-3 },
@@ -74,10 +98,7 @@ const FULL: Plan = {
 };
 
 const QUICK: Plan = {
-  hidden: 64,
-  layers: 2,
-  heads: 4,
-  kvHeads: 2,
+  model: { hiddenSize: 64, numHiddenLayers: 2, numAttentionHeads: 4, numKeyValueHeads: 2 },
   pretrain: { steps: 20, batch: 8, seqLen: 64, lr: 3e-3 },
   sft: { steps: 20, batch: 8, seqLen: 96, lr: 2e-3 },
   pplTexts: 32,
@@ -201,10 +222,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   // 3. the model and the untrained baseline
   section("3. model and untrained baseline");
   const cfg: MiniMindConfig = config("minimind2-small", {
-    hiddenSize: plan.hidden,
-    numHiddenLayers: plan.layers,
-    numAttentionHeads: plan.heads,
-    numKeyValueHeads: plan.kvHeads,
+    ...plan.model,
     vocabSize: tokenizer.vocabSize,
   });
   say(
@@ -248,14 +266,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     a.save_dir,
     "--checkpoint_dir",
     join(a.save_dir, "checkpoints"),
-    "--hidden_size",
-    String(plan.hidden),
-    "--num_hidden_layers",
-    String(plan.layers),
-    "--num_attention_heads",
-    String(plan.heads),
-    "--num_key_value_heads",
-    String(plan.kvHeads),
+    ...modelFlags(plan.model),
     "--epochs",
     "1",
     "--accumulation_steps",

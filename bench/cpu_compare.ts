@@ -14,6 +14,7 @@
  *
  * @module
  */
+import { DEMO_MODEL, modelFlags } from "../demo.ts";
 import { parseFlags, runMain, usage } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
 
@@ -33,8 +34,7 @@ export const ROWS: readonly CompareRow[] = [
     id: "demo",
     label: "demo (192×4, 2.8M), 16×128",
     args: [
-      ...["--hidden_size", "192", "--num_hidden_layers", "4"],
-      ...["--num_attention_heads", "6", "--num_key_value_heads", "2"],
+      ...modelFlags(DEMO_MODEL),
       ...["--batch_size", "16", "--max_seq_len", "128"],
     ],
   },

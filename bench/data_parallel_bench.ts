@@ -12,6 +12,7 @@
  * @module
  */
 import { parseFlags, runMain, usage } from "../cli.ts";
+import { DEMO_MODEL, modelFlags } from "../demo.ts";
 import { inProcessGroup } from "../train/dist/comm.ts";
 import { countParams } from "../nn/model/minimind.ts";
 import { config } from "../nn/model/minimind_config.ts";
@@ -33,9 +34,6 @@ export const DP_BENCH_FLAGS = {
 } satisfies FlagTable;
 
 const COMMAND = "deno task bench:dp";
-
-/** The demo's model (`deno task demo`): hidden 192, 4 layers, 6 query and 2 KV heads. */
-const DEMO = { hiddenSize: 192, numHiddenLayers: 4, numAttentionHeads: 6, numKeyValueHeads: 2 };
 
 /** One `bench/train_bench.ts` run: its JSON line. */
 async function trainBench(
@@ -75,18 +73,7 @@ export async function main(argv: readonly string[]): Promise<number> {
   if (a.global_batch % N !== 0) {
     throw new Error(`Invalid --global_batch ${a.global_batch}: not a multiple of --ranks ${N}`);
   }
-  const model = a.model === "demo"
-    ? [
-      ...[
-        "--hidden_size",
-        String(DEMO.hiddenSize),
-        "--num_hidden_layers",
-        String(DEMO.numHiddenLayers),
-      ],
-      ...["--num_attention_heads", String(DEMO.numAttentionHeads)],
-      ...["--num_key_value_heads", String(DEMO.numKeyValueHeads)],
-    ]
-    : ["--preset", "minimind2-small"];
+  const model = a.model === "demo" ? modelFlags(DEMO_MODEL) : ["--preset", "minimind2-small"];
   const common = [...model, "--max_seq_len", String(a.max_seq_len), "--steps", String(a.steps)];
   const mpirun = ["mpirun", "--oversubscribe", "-np", String(N), "-x", "OPENBLAS_NUM_THREADS"];
   if (Deno.uid?.() === 0) mpirun.splice(1, 0, "--allow-run-as-root");
@@ -133,7 +120,7 @@ if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));
 // the all-reduce of one step's gradients (every parameter, f32) between 2 in-process ranks
 for (
   const [model, cfg] of [
-    ["demo", config("minimind2-small", DEMO)],
+    ["demo", config("minimind2-small", DEMO_MODEL)],
     ["MiniMind2-Small", config("minimind2-small")],
   ] as const
 ) {

@@ -12,7 +12,8 @@
  * @module
  */
 import { init } from "../nn/model/minimind.ts";
-import { config } from "../nn/model/minimind_config.ts";
+import { config, type ConfigOverrides } from "../nn/model/minimind_config.ts";
+import { DEMO_MODEL } from "../demo.ts";
 import { key } from "../nn/random.ts";
 import { tensor } from "../nn/creation.ts";
 import { decodeStep, type GenerateModel } from "../nn/model/generate.ts";
@@ -32,8 +33,9 @@ const FLAGS = {
 const COMMAND = "deno run -A bench/long_decode_bench.ts";
 const PROMPT = 64;
 
-function makeModel(hidden: number, layers: number): GenerateModel {
-  const cfg = config("minimind2-small", { hiddenSize: hidden, numHiddenLayers: layers });
+/** Random weights of MiniMind2-Small's architecture with `size`'s overrides. */
+function makeModel(size: ConfigOverrides): GenerateModel {
+  const cfg = config("minimind2-small", size);
   return { cfg, params: init(cfg, key(0)) };
 }
 
@@ -71,7 +73,7 @@ function main(argv: readonly string[]): number {
     );
     return 0;
   }
-  const model = makeModel(a.hidden_size, a.num_hidden_layers);
+  const model = makeModel({ hiddenSize: a.hidden_size, numHiddenLayers: a.num_hidden_layers });
   console.log(
     `model hidden ${a.hidden_size}, ${a.num_hidden_layers} layers; ${PROMPT}-token prompt to ` +
       `${a.to} tokens; best of ${a.repeat} (shared machine: figures vary with load)`,
@@ -104,10 +106,10 @@ function main(argv: readonly string[]): number {
   return 0;
 }
 
-// `deno bench bench/long_decode_bench.ts`: the demo's architecture, one stream to 512 tokens. A
+// `deno bench bench/long_decode_bench.ts`: the demo's model, one stream to 512 tokens. A
 // first case runs both ways once: whichever way ran first was otherwise ~10% slower (the heap and
 // the backend's free lists settle on the first run), which flipped the comparison with the order
-const benchModel = import.meta.main ? null : makeModel(192, 4);
+const benchModel = import.meta.main ? null : makeModel(DEMO_MODEL);
 Deno.bench({
   name: "warm-up: both ways once (not a measurement)",
   ignore: import.meta.main,

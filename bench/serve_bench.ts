@@ -13,6 +13,7 @@
  * Prints one JSON line per model and a table. Weights are random: speed does not depend on them.
  * @module
  */
+import { DEMO_MODEL } from "../demo.ts";
 import { fileURLToPath } from "node:url";
 import { init } from "../nn/model/minimind.ts";
 import { config } from "../nn/model/minimind_config.ts";
@@ -35,7 +36,7 @@ const MODELS: Record<
   { hiddenSize: number; numHiddenLayers: number; numAttentionHeads?: number }
 > = {
   tiny: { hiddenSize: 64, numHiddenLayers: 2, numAttentionHeads: 4 },
-  demo: { hiddenSize: 192, numHiddenLayers: 4, numAttentionHeads: 6 }, // `deno task demo`'s model
+  demo: DEMO_MODEL, // `deno task demo`'s model
   small: { hiddenSize: 512, numHiddenLayers: 8 }, // MiniMind2-Small
 };
 

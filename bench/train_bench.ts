@@ -21,6 +21,7 @@
  * only) and adds `lora_ms_per_step`, `lora_vs_full_step_cost` and both optimizer states' bytes.
  * @module
  */
+import { DEMO_MODEL } from "../demo.ts";
 import { cpuUsage } from "node:process";
 import { defaultBackend } from "../nn/backend/select.ts";
 import { type CpuBackend, cpuBackend, type OpProfileRow } from "../nn/backend/cpu/mod.ts";
@@ -368,11 +369,7 @@ if (import.meta.main) Deno.exit(await runMain(() => main(Deno.args), COMMAND));
 
 // `deno bench`: one CPU train step of the demo's model on a short batch, and its forward alone
 if (!import.meta.main) {
-  const cfg = config("minimind2-small", {
-    hiddenSize: 192,
-    numHiddenLayers: 4,
-    numAttentionHeads: 6,
-  });
+  const cfg = config("minimind2-small", DEMO_MODEL);
   const step = makeTrainStep<{ ids: Tensor; labels: Tensor }, Tensor>(
     lmLoss(cfg),
     adamw({ lr: 5e-4 }),
