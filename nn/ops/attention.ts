@@ -87,8 +87,9 @@ export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
   cpu: ([q, k, v, mask], [out, lse], { inputs, params }) => {
     const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[3], params.kvTimeMajor);
     const { b, t, s } = d;
+    const a = { q, k, v, mask: mask ?? null, out, lse };
     // f32 decode step: every unit's products in two batched oneDNN calls
-    if (batchedDecodeAttention(d, q, k, v, mask ?? null, out, lse, params)) return;
+    if (batchedDecodeAttention(d, a, params)) return;
     // f32 on a pool with several threads: whole (batch, KV group) units per thread
     if (pooledAttention(q, d, params, [q, k, v, out, lse], mask ?? null, false)) return;
     // f32: scores live in the SIMD module's memory and the softmax runs there
@@ -97,7 +98,7 @@ export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
     for (let bi = 0; bi < b; bi++) {
       if (ws && mask) ws.setMask(mask, bi * s);
       for (let g = 0; g < d.nkv; g++) {
-        attentionForwardUnit(d, bi, g, q, k, v, mask ?? null, out, lse, params, sc, ws);
+        attentionForwardUnit(d, bi, g, a, params, sc, ws);
       }
     }
   },

@@ -18,11 +18,10 @@
  * @module
  */
 // B = batch, S = key time, NH = query heads, NKV = kv heads, HD = head dim, REP = NH / NKV
-import type { TypedArray } from "../../dtype.ts";
 import type { AttnShape } from "../../ops/attention/wgsl.ts";
 import { stridesOf } from "../../shape.ts";
 import { DT_F32, nativeDnnl } from "./gemm/bf16.ts";
-import { type AttnOptions, kvOffset, kvStep } from "./attention_heads.ts";
+import { type AttnForwardArrays, type AttnOptions, kvOffset, kvStep } from "./attention_heads.ts";
 import { attnWorkspace } from "./simd/attention.ts";
 
 let enabled = true;
@@ -38,26 +37,18 @@ export function setBatchedDecodeAttention(on: boolean): void {
  * except where the key mask hides it.
  *
  * @param d the call's shape (K and V in either layout)
- * @param q queries [B, 1, NH, HD]
- * @param k keys ([B, S, NKV, HD], or [S, B, NKV, HD] time-major)
- * @param v values, as k
- * @param mask key mask [B, S] or null
- * @param out output [B, 1, NH, HD]
- * @param lse row log-sum-exp [B, NH, 1]
+ * @param a q [B, 1, NH, HD]; k, v ([B, S, NKV, HD], or [S, B, NKV, HD] time-major); the key mask
+ *   [B, S] or null; out [B, 1, NH, HD] and lse [B, NH, 1], written
  * @param p the score scale
  * @returns whether it ran
  */
 export function batchedDecodeAttention(
   d: AttnShape,
-  q: TypedArray,
-  k: TypedArray,
-  v: TypedArray,
-  mask: TypedArray | null,
-  out: TypedArray,
-  lse: TypedArray,
+  a: AttnForwardArrays,
   p: AttnOptions,
 ): boolean {
   const { b, s, nh, nkv, hd } = d;
+  const { q, k, v, mask, out, lse } = a;
   const rep = nh / nkv;
   if (
     !enabled || d.t !== 1 || b < 2 || !(q instanceof Float32Array) ||

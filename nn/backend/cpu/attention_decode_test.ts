@@ -70,9 +70,10 @@ Deno.test({
         // and the batched path is the one that ran (it refuses one row and prefill)
         const dims = { b, t: 1, s, nh, nkv, hd, kvTimeMajor: timeMajor };
         const out = new Float32Array(b * nh * hd), lse = new Float32Array(b * nh);
-        assert.ok(batchedDecodeAttention(dims, q, k, v, masked ? mask : null, out, lse, params));
-        assert.ok(!batchedDecodeAttention({ ...dims, b: 1 }, q, k, v, null, out, lse, params));
-        assert.ok(!batchedDecodeAttention({ ...dims, t: 2 }, q, k, v, null, out, lse, params));
+        const arrays = { q, k, v, out, lse };
+        assert.ok(batchedDecodeAttention(dims, { ...arrays, mask: masked ? mask : null }, params));
+        assert.ok(!batchedDecodeAttention({ ...dims, b: 1 }, { ...arrays, mask: null }, params));
+        assert.ok(!batchedDecodeAttention({ ...dims, t: 2 }, { ...arrays, mask: null }, params));
       }
     }
   },

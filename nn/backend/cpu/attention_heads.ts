@@ -118,26 +118,32 @@ function probs(
   }
 }
 
+/** The inputs and outputs of one attention forward call. */
+export interface AttnForwardArrays {
+  q: TypedArray;
+  k: TypedArray;
+  v: TypedArray;
+  mask: TypedArray | null;
+  out: TypedArray;
+  lse: TypedArray;
+}
+
 /**
  * Forward of one (batch, head): probabilities into `sc` (the workspace's when `ws`), lse, then
  * out = P·V block by block.
  */
-export function attentionForwardHead(
+function attentionForwardHead(
   d: AttnShape,
   bi: number,
   h: number,
-  q: TypedArray,
-  k: TypedArray,
-  v: TypedArray,
-  mask: TypedArray | null,
-  out: TypedArray,
-  lse: TypedArray,
+  a: AttnForwardArrays,
   p: AttnOptions,
   sc: TypedArray,
   ws: AttnWorkspace | null,
 ): void {
   const { t, s, nh, nkv, hd } = d;
-  probs(d, bi, h, q, k, mask, p, sc, lse, null, ws);
+  const { v, out } = a;
+  probs(d, bi, h, a.q, a.k, a.mask, p, sc, a.lse, null, ws);
   const g = Math.floor(h / (nh / nkv));
   for (const [r0, r1, lim] of rowBlocks(d, p.causal)) {
     gemm(
@@ -175,12 +181,7 @@ export function attentionForwardUnit(
   d: AttnShape,
   bi: number,
   g: number,
-  q: TypedArray,
-  k: TypedArray,
-  v: TypedArray,
-  mask: TypedArray | null,
-  out: TypedArray,
-  lse: TypedArray,
+  a: AttnForwardArrays,
   p: AttnOptions,
   sc: TypedArray,
   ws: AttnWorkspace | null,
@@ -189,14 +190,12 @@ export function attentionForwardUnit(
   const rep = nh / nkv;
   if (d.t === 1 && ws) {
     const h0 = bi * nh + g * rep, ko = kvOffset(d, bi, g), ks = kvStep(d);
-    gemm(false, true, rep, s, hd, q, h0 * hd, hd, k, ko, ks, ws.sc, 0, s);
-    ws.probs(false, 0, p.scale, lse, h0, false);
-    gemm(false, false, rep, hd, s, ws.sc, 0, s, v, ko, ks, out, h0 * hd, hd);
+    gemm(false, true, rep, s, hd, a.q, h0 * hd, hd, a.k, ko, ks, ws.sc, 0, s);
+    ws.probs(false, 0, p.scale, a.lse, h0, false);
+    gemm(false, false, rep, hd, s, ws.sc, 0, s, a.v, ko, ks, a.out, h0 * hd, hd);
     return;
   }
-  for (let h = g * rep; h < (g + 1) * rep; h++) {
-    attentionForwardHead(d, bi, h, q, k, v, mask, out, lse, p, sc, ws);
-  }
+  for (let h = g * rep; h < (g + 1) * rep; h++) attentionForwardHead(d, bi, h, a, p, sc, ws);
 }
 
 /** The saved tensors and gradients of one attention backward call. */
@@ -298,11 +297,12 @@ export function attentionForwardUnits(
 ): void {
   const [d, p] = unpack(sc);
   const [q, k, v, out, lse] = a;
+  const arrays = { q, k, v, mask, out, lse };
   const ws = new AttnWorkspace(unitSimd(), forwardScoreRows(d), d.s, false, mask !== null);
   for (let u = u0; u < u1; u++) {
     const bi = Math.floor(u / d.nkv), g = u % d.nkv;
     if (mask) ws.setMask(mask, bi * d.s);
-    attentionForwardUnit(d, bi, g, q, k, v, mask, out, lse, p, ws.sc, ws);
+    attentionForwardUnit(d, bi, g, arrays, p, ws.sc, ws);
   }
 }
 
