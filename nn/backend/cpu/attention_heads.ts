@@ -263,7 +263,7 @@ export function attentionBackwardHead(
 }
 
 /** The dimensions and options of a pooled call, as the kernel pool passes them (numbers). */
-function unpack(sc: readonly number[]): [AttnShape, AttnOptions] {
+export function unpackAttn(sc: readonly number[]): [AttnShape, AttnOptions] {
   const [b, t, s, nh, nkv, hd, causal, scale, timeMajor] = sc;
   return [{ b, t, s, nh, nkv, hd, kvTimeMajor: timeMajor !== 0 }, { causal: causal !== 0, scale }];
 }
@@ -295,7 +295,7 @@ export function attentionForwardUnits(
   u0: number,
   u1: number,
 ): void {
-  const [d, p] = unpack(sc);
+  const [d, p] = unpackAttn(sc);
   const [q, k, v, out, lse] = a;
   const arrays = { q, k, v, mask, out, lse };
   const ws = new AttnWorkspace(unitSimd(), forwardScoreRows(d), d.s, false, mask !== null);
@@ -317,7 +317,7 @@ export function attentionBackwardUnits(
   u0: number,
   u1: number,
 ): void {
-  const [d, p] = unpack(sc);
+  const [d, p] = unpackAttn(sc);
   const [q, k, v, o, lse, dout, dq, dk, dv] = a;
   const arrays = { q, k, v, o, lse, dout, mask, dq, dk, dv };
   const ws = new AttnWorkspace(unitSimd(), d.t, d.s, true, mask !== null);

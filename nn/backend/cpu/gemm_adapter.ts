@@ -6,7 +6,7 @@
 import type { TypedArray } from "../../dtype.ts";
 import { getGemm } from "./gemm/mod.ts";
 import type { Gemm } from "./gemm/mod.ts";
-import { Bf16Gemm, openBf16Gemm } from "./gemm/bf16.ts";
+import { Bf16Gemm, type Dnnl, nativeDnnl, openBf16Gemm } from "./gemm/bf16.ts";
 import { packedProduct } from "./gemm/packed.ts";
 
 type FastGemm = Pick<Gemm, "sgemm" | "sumSquares" | "addInPlace">;
@@ -226,10 +226,19 @@ export function matmulPrecision(): "float32" | "bfloat16" {
 }
 
 /**
+ * oneDNN 2.x when the bfloat16 precision is in effect on oneDNN's bf16 products (not a bf16 gemm a
+ * test gave), else null: what attention's bf16 products (`attention_bf16.ts`) run on.
+ */
+export function bf16Dnnl(): Dnnl | null {
+  return bf16 instanceof Bf16Gemm ? nativeDnnl() : null;
+}
+
+/**
  * Mixed precision for the matmul op (linear layers, the LM head) on the CPU: with "bfloat16" its
  * f32 operands are rounded to bf16 and multiplied with f32 accumulation into an f32 result
- * (oneDNN, where the CPU has native bf16); weights, gradients, optimizer state and every other op
- * stay f32. Returns null when the precision is in effect, or why it stays float32.
+ * (oneDNN, where the CPU has native bf16), and so are attention's products when T > 1
+ * (`attention_bf16.ts`); weights, gradients, optimizer state and every other op stay f32. Returns
+ * null when the precision is in effect, or why it stays float32.
  *
  * @param precision "float32" (default) or "bfloat16"
  * @param impl a bf16 gemm to use instead of oneDNN's (tests)

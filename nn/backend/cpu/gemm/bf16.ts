@@ -446,6 +446,42 @@ export class Bf16Gemm {
   }
 }
 
+/** libgomp's thread-count calls (oneDNN's OpenMP runtime), or null where it cannot be loaded. */
+let gomp: { set: (n: number) => void; get: () => number } | null | undefined;
+function openGomp(): typeof gomp {
+  if (gomp !== undefined) return gomp;
+  try {
+    const lib = Deno.dlopen("libgomp.so.1", {
+      omp_set_num_threads: { parameters: ["i32"], result: "void" },
+      omp_get_max_threads: { parameters: [], result: "i32" },
+    }).symbols;
+    return gomp = { set: (n) => lib.omp_set_num_threads(n), get: () => lib.omp_get_max_threads() };
+  } catch {
+    return gomp = null;
+  }
+}
+
+/** Whether {@linkcode oneOmpThread} can pin oneDNN's calls from a thread to that thread alone. */
+export function canPinOmp(): boolean {
+  return openGomp() !== null;
+}
+
+/**
+ * Makes the oneDNN calls this thread makes from now on run on it alone (OpenMP's thread count is a
+ * per-thread setting: the kernel pool's threads each call oneDNN on one thread, while the calling
+ * thread's products keep theirs) and returns what puts the count back. A primitive keeps the
+ * count it was made under, so primitives for such calls must be made after this. A no-op where
+ * libgomp cannot be loaded (see {@linkcode canPinOmp}).
+ */
+export function oneOmpThread(): () => void {
+  const g = openGomp();
+  if (!g) return () => {};
+  const before = g.get();
+  if (before === 1) return () => {};
+  g.set(1);
+  return () => g.set(before);
+}
+
 let cachedDnnl: Dnnl | string | null = null;
 let cached: Bf16Gemm | string | null = null;
 

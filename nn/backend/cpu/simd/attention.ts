@@ -66,7 +66,9 @@ export class AttnWorkspace {
    * j ≥ lim(ti) = min(n, ti + shift + 1) (when `causal`) or the key mask is 0. With `lseIn` the
    * row log-sum-exp is read from `lse` at `li`; otherwise it is computed and written there.
    * Fully hidden rows (lse = -Infinity) get 0 everywhere; rows whose lse is NaN get NaN, as the
-   * TypeScript loop does. Rows [r0, r1) only, when given (their lse at `li + r`).
+   * TypeScript loop does. Rows [r0, r1) only, when given (their lse at `li + r`). With `period`
+   * the rows are several heads' [period, n] blocks one after another: a row's causal limit is
+   * that of its time, ti mod period.
    */
   probs(
     causal: boolean,
@@ -77,9 +79,10 @@ export class AttnWorkspace {
     lseIn: boolean,
     r0 = 0,
     r1 = this.#t,
+    period = this.#t,
   ): void {
     const n = this.#n, s = this.#s, per = this.#per();
-    const lim = (ti: number) => causal ? Math.max(0, Math.min(n, ti + shift + 1)) : n;
+    const lim = (ti: number) => causal ? Math.max(0, Math.min(n, (ti % period) + shift + 1)) : n;
     let nanRows = false;
     if (lseIn) {
       // P = exp(v − lse): one exp per visible score

@@ -13,6 +13,7 @@ import type { TypedArray } from "../../../dtype.ts";
 import { EXPORTS, privateSimd, type SimdKernels } from "../simd/mod.ts";
 import type { KernelFn } from "../wasm_pool/protocol.ts";
 import { attentionBackwardUnits, attentionForwardUnits } from "../attention_heads.ts";
+import { bf16AttentionBackwardUnits, bf16AttentionForwardUnits } from "../attention_bf16.ts";
 import { addF32, gemm, sumSquaresF32 } from "../gemm_adapter.ts";
 
 /** Bounds [i0, i1) of piece `part` of `parts` equal pieces of `len` items. */
@@ -635,6 +636,30 @@ export const KERNELS = {
     arrays: 10,
     writes: [6, 7, 8],
     run: (a, s, lo, hi) => attentionBackwardUnits(a, a[9], s, lo, hi),
+  },
+  /** As attention_forward, the products in bf16 (`../attention_bf16.ts`). */
+  attention_forward_bf16: {
+    arrays: 5,
+    writes: [3, 4],
+    run: (a, s, lo, hi) => bf16AttentionForwardUnits(a, null, s, lo, hi),
+  },
+  /** As attention_forward_bf16, then the key mask. */
+  attention_forward_bf16_masked: {
+    arrays: 6,
+    writes: [3, 4],
+    run: (a, s, lo, hi) => bf16AttentionForwardUnits(a, a[5], s, lo, hi),
+  },
+  /** As attention_backward, the products in bf16. */
+  attention_backward_bf16: {
+    arrays: 9,
+    writes: [6, 7, 8],
+    run: (a, s, lo, hi) => bf16AttentionBackwardUnits(a, null, s, lo, hi),
+  },
+  /** As attention_backward_bf16, then the key mask. */
+  attention_backward_bf16_masked: {
+    arrays: 10,
+    writes: [6, 7, 8],
+    run: (a, s, lo, hi) => bf16AttentionBackwardUnits(a, a[9], s, lo, hi),
   },
   /** One input and one output; the map's index, 1. */
   simd_map1: {

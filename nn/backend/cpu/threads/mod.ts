@@ -33,13 +33,15 @@ import {
   spawnWorker,
 } from "../wasm_pool/chunk_pool.ts";
 import { KERNEL_NAMES, type KernelName, KERNELS } from "./kernels.ts";
-import { simd } from "../simd/mod.ts";
+import { privateSimd, simd } from "../simd/mod.ts";
 import {
   addF32,
+  bf16Dnnl,
   blasThreadsForProductsOnly,
   matmulPrecision,
   singleThreadedGemm,
 } from "../gemm_adapter.ts";
+import { canPinOmp } from "../gemm/bf16.ts";
 
 export { KERNEL_NAMES, type KernelName } from "./kernels.ts";
 
@@ -346,21 +348,42 @@ export function pooledAttention(
     const name = backward
       ? (mask ? "attention_backward_masked" : "attention_backward")
       : (mask ? "attention_forward_masked" : "attention_forward");
-    const scalars = [
-      d.b,
-      d.t,
-      d.s,
-      d.nh,
-      d.nkv,
-      d.hd,
-      params.causal ? 1 : 0,
-      params.scale,
-      d.kvTimeMajor ? 1 : 0,
-    ];
-    parallel(name, mask ? [...arrays, mask] : arrays, scalars, 0, units, 1);
+    parallel(name, mask ? [...arrays, mask] : arrays, attnScalars(d, params), 0, units, 1);
   } finally {
     restore();
   }
+  return true;
+}
+
+/** An attention call's numbers as the unit kernels take them (`../attention_heads.ts`). */
+function attnScalars(d: AttnShape, params: { causal: boolean; scale: number }): number[] {
+  const { b, t, s, nh, nkv, hd } = d;
+  return [b, t, s, nh, nkv, hd, params.causal ? 1 : 0, params.scale, d.kvTimeMajor ? 1 : 0];
+}
+
+/**
+ * Runs an attention call with T > 1 in the bfloat16 precision (forward, or backward with
+ * `backward`): whole (batch, KV group) units per thread of the pool (or all on this one when it has
+ * none), each unit's products in bf16 through oneDNN on the thread that runs it
+ * (`../attention_bf16.ts`). `arrays` as {@linkcode pooledAttention}'s. False (nothing done) when
+ * the bfloat16 precision is not in effect on oneDNN 2.x, T < 2 (a decode step), the arrays are not
+ * f32, SIMD is unavailable, or oneDNN's OpenMP threads cannot be set per thread.
+ */
+export function pooledBf16Attention(
+  q: TypedArray,
+  d: AttnShape,
+  params: { causal: boolean; scale: number },
+  arrays: TypedArray[],
+  mask: TypedArray | null,
+  backward: boolean,
+): boolean {
+  if (
+    !(q instanceof Float32Array) || d.t < 2 || !bf16Dnnl() || !privateSimd() || !canPinOmp()
+  ) return false;
+  const name = backward
+    ? (mask ? "attention_backward_bf16_masked" : "attention_backward_bf16")
+    : (mask ? "attention_forward_bf16_masked" : "attention_forward_bf16");
+  parallel(name, mask ? [...arrays, mask] : arrays, attnScalars(d, params), 0, d.b * d.nkv, 1);
   return true;
 }
 

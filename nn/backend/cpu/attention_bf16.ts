@@ -1,0 +1,231 @@
+/**
+ * Attention of T > 1 queries (training, prefill) in the bfloat16 precision, one (batch row, KV
+ * group) unit at a time as the f32 units (`attention_heads.ts`) run, but with the unit's matrix
+ * products in bf16 with f32 accumulation through oneDNN (AMX or AVX512-BF16), as PyTorch's CPU
+ * autocast runs MiniMind's attention: `q @ kᵀ` and `p @ v` on bf16 operands, the softmax in f32.
+ *
+ * A unit's REP query heads are stacked into one [REP·T, HD] operand, so each product covers the
+ * whole group (its dK and dV sum the heads inside the product). The operands are rounded to bf16 by
+ * oneDNN reorders that also gather them from the tensors' layouts; P and dS are rounded from the
+ * unit's f32 scores in the SIMD workspace, where the softmax and dS passes run as in f32. The
+ * products run over every key: the softmax writes 0 past a row's visible keys.
+ *
+ * The kernel pool's threads run the units (`threads/mod.ts`), each calling oneDNN on one OpenMP
+ * thread (`oneOmpThread`): oneDNN's own threads, woken a dozen times a layer between the SIMD
+ * passes, made the same products slower than f32 in a train step on two cores (41 ms against 32 a
+ * step forward when tried that way). Each thread has its own oneDNN primitives and scratch.
+ *
+ * @module
+ */
+// B = batch, T = query time, S = key time, NH = query heads, NKV = kv heads, HD = head dim,
+// REP = NH / NKV
+import type { TypedArray } from "../../dtype.ts";
+import type { AttnShape } from "../../ops/attention/wgsl.ts";
+import {
+  alignedU16,
+  type Dnnl,
+  DT_BF16,
+  DT_F32,
+  oneOmpThread,
+  openDnnl,
+  type Prim,
+} from "./gemm/bf16.ts";
+import { kvOffset, kvStep, unpackAttn } from "./attention_heads.ts";
+import { AttnWorkspace } from "./simd/attention.ts";
+import { privateSimd } from "./simd/mod.ts";
+
+/** This thread's scratch arrays, grown as needed and kept. */
+const scratch = new Map<string, Uint16Array | Float32Array>();
+function bf16Scratch(name: string, n: number): Uint16Array {
+  const a = scratch.get(name);
+  if (a instanceof Uint16Array && a.length >= n) return a.subarray(0, n);
+  const fresh = alignedU16(n);
+  scratch.set(name, fresh);
+  return fresh;
+}
+function f32Scratch(name: string, n: number): Float32Array {
+  const a = scratch.get(name);
+  if (a instanceof Float32Array && a.length >= n) return a.subarray(0, n);
+  const fresh = new Float32Array(n);
+  scratch.set(name, fresh);
+  return fresh;
+}
+
+/** This thread's oneDNN 2.x (the pool only sends work here where the calling thread has it). */
+function dnnl(): Dnnl {
+  const d = openDnnl();
+  if (typeof d === "string" || !d.native) {
+    throw new Error(`bf16 attention units: no oneDNN 2.x on this thread (${d})`);
+  }
+  return d;
+}
+
+/** This thread's SIMD kernels. */
+function unitSimd() {
+  const s = privateSimd();
+  if (!s) throw new Error("bf16 attention units: the wasm SIMD kernels are unavailable");
+  return s;
+}
+
+/**
+ * A reorder between f32 `dims` with `strides` (a unit's slice of a tensor) and the dense layout of
+ * `dt`: gathering (`gather`, f32 → dense) or scattering back (dense → f32).
+ */
+function reorder(dn: Dnnl, dims: number[], strides: number[], dt: number, gather: boolean): Prim {
+  const key = `attention unit ${gather ? "gather" : "scatter"} ${dims} ${strides} ${dt}`;
+  return dn.reorder(key, () => {
+    const dense = dims.map((_, i) => dims.slice(i + 1).reduce((p, q) => p * q, 1));
+    const strided = dn.md(dims, strides, DT_F32), packed = dn.md(dims, dense, dt);
+    return gather ? [strided, packed] : [packed, strided];
+  });
+}
+
+/**
+ * C [m, n] f32 (row stride ldc) = op(A)·op(B): A bf16 dense [m, k] (stored [k, m] when `ta`), B
+ * bf16 dense [k, n] (stored [n, k] when `tb`).
+ */
+function product(
+  dn: Dnnl,
+  m: number,
+  n: number,
+  k: number,
+  ta: boolean,
+  tb: boolean,
+  ldc: number,
+): Prim {
+  return dn.matmul(`attention unit ${m} ${n} ${k} ${ta} ${tb} ${ldc}`, () => [
+    dn.md([m, k], ta ? [1, m] : [k, 1], DT_BF16),
+    dn.md([k, n], tb ? [1, k] : [n, 1], DT_BF16),
+    dn.md([m, n], [ldc, 1], DT_F32),
+  ]);
+}
+
+/** The unit's operand gatherers: its query heads' rows of q (or dO, out, dQ) and its K or V rows. */
+function layouts(dn: Dnnl, d: AttnShape) {
+  const { t, s, nh, nkv, hd } = d;
+  const rep = nh / nkv;
+  const heads = (dt: number, gather: boolean) =>
+    reorder(dn, [rep, t, hd], [hd, nh * hd, 1], dt, gather);
+  return {
+    /** Element offset of the unit's first query row. */
+    qAt: (bi: number, g: number) => (bi * t * nh + g * rep) * hd,
+    headsIn: heads(DT_BF16, true),
+    headsOut: heads(DT_F32, false),
+    keysIn: reorder(dn, [s, hd], [kvStep(d), 1], DT_BF16, true),
+  };
+}
+
+/** f32 → bf16 of the first `n` values of `x` into `out`. */
+function round(dn: Dnnl, x: Float32Array, out: Uint16Array, n: number): void {
+  const p = dn.reorder(`attention unit round ${n}`, () => [
+    dn.md([n], [1], DT_F32),
+    dn.md([n], [1], DT_BF16),
+  ]);
+  dn.exec(p, [x.subarray(0, n), out.subarray(0, n)], `attention: rounding ${n} values to bf16`);
+}
+
+/**
+ * Forward over units [u0, u1) of (batch, KV group) in bf16 products, on this thread. `a` is q, k,
+ * v, out, lse; `sc` the dimensions as the f32 units take them (`attention_heads.ts`).
+ */
+export function bf16AttentionForwardUnits(
+  a: TypedArray[],
+  mask: TypedArray | null,
+  sc: readonly number[],
+  u0: number,
+  u1: number,
+): void {
+  // one OpenMP thread for oneDNN here, its primitives made under it too
+  const restore = oneOmpThread();
+  try {
+    const [d, p] = unpackAttn(sc);
+    const [q, k, v, out, lse] = a;
+    const { t, s, nh, nkv, hd } = d;
+    const rows = (nh / nkv) * t;
+    const dn = dnnl(), ws = new AttnWorkspace(unitSimd(), rows, s, false, mask !== null);
+    const L = layouts(dn, d);
+    const qb = bf16Scratch("q", rows * hd), kb = bf16Scratch("k", s * hd);
+    const vb = bf16Scratch("v", s * hd), pb = bf16Scratch("p", rows * s);
+    const ob = f32Scratch("o", rows * hd);
+    const scores = product(dn, rows, s, hd, false, true, s);
+    const outputs = product(dn, rows, hd, s, false, false, hd);
+    for (let u = u0; u < u1; u++) {
+      const bi = Math.floor(u / nkv), g = u % nkv, qo = L.qAt(bi, g), ko = kvOffset(d, bi, g);
+      dn.exec(L.headsIn, [q.subarray(qo), qb], "attention: q to bf16");
+      dn.exec(L.keysIn, [k.subarray(ko), kb], "attention: k to bf16");
+      dn.exec(L.keysIn, [v.subarray(ko), vb], "attention: v to bf16");
+      dn.exec(scores, [qb, kb, ws.sc], "attention: scores");
+      if (mask) ws.setMask(mask, bi * s);
+      // rows (head of the group, time): lse's index order, from the group's first head
+      ws.probs(p.causal, s - t, p.scale, lse, (bi * nh + g * (nh / nkv)) * t, false, 0, rows, t);
+      round(dn, ws.sc, pb, rows * s);
+      dn.exec(outputs, [pb, vb, ob], "attention: outputs");
+      dn.exec(L.headsOut, [ob, out.subarray(qo)], "attention: outputs to [B,T,NH,HD]");
+    }
+  } finally {
+    restore();
+  }
+}
+
+/**
+ * Backward over units [u0, u1) of (batch, KV group) in bf16 products, K and V batch-major, P
+ * recomputed from lse: dV = Pᵀ·dO ; dP = dO·Vᵀ ; dS = P ⊙ (dP − rowsum(dO ⊙ O))·scale ;
+ * dQ = dS·K ; dK = dSᵀ·Q. `a` is q, k, v, o, lse, dout, dq, dk, dv.
+ */
+export function bf16AttentionBackwardUnits(
+  a: TypedArray[],
+  mask: TypedArray | null,
+  sc: readonly number[],
+  u0: number,
+  u1: number,
+): void {
+  // one OpenMP thread for oneDNN here, its primitives made under it too
+  const restore = oneOmpThread();
+  try {
+    const [d, p] = unpackAttn(sc);
+    const [q, k, v, o, lse, dout, dq, dk, dv] = a;
+    const { t, s, nh, nkv, hd } = d;
+    const rep = nh / nkv, rows = rep * t, ldkv = kvStep(d);
+    const dn = dnnl(), ws = new AttnWorkspace(unitSimd(), rows, s, true, mask !== null);
+    const L = layouts(dn, d);
+    const qb = bf16Scratch("q", rows * hd), kb = bf16Scratch("k", s * hd);
+    const vb = bf16Scratch("v", s * hd), dob = bf16Scratch("do", rows * hd);
+    const pb = bf16Scratch("p", rows * s), dsb = bf16Scratch("ds", rows * s);
+    const dqb = f32Scratch("o", rows * hd);
+    const scores = product(dn, rows, s, hd, false, true, s);
+    const kvGrad = product(dn, s, hd, rows, true, false, ldkv);
+    const qGrad = product(dn, rows, hd, s, false, false, hd);
+    for (let u = u0; u < u1; u++) {
+      const bi = Math.floor(u / nkv), g = u % nkv, qo = L.qAt(bi, g), ko = kvOffset(d, bi, g);
+      dn.exec(L.headsIn, [q.subarray(qo), qb], "attention backward: q to bf16");
+      dn.exec(L.headsIn, [dout.subarray(qo), dob], "attention backward: dO to bf16");
+      dn.exec(L.keysIn, [k.subarray(ko), kb], "attention backward: k to bf16");
+      dn.exec(L.keysIn, [v.subarray(ko), vb], "attention backward: v to bf16");
+      // P again, from the scores and lse
+      dn.exec(scores, [qb, kb, ws.sc], "attention backward: scores");
+      if (mask) ws.setMask(mask, bi * s);
+      ws.probs(p.causal, s - t, p.scale, lse, (bi * nh + g * rep) * t, true, 0, rows, t);
+      // rowsum(dO ⊙ O) per row (head r of the group, time ti)
+      for (let r = 0; r < rep; r++) {
+        for (let ti = 0; ti < t; ti++) {
+          const at = qo + (ti * nh + r) * hd;
+          let acc = 0;
+          for (let i = 0; i < hd; i++) acc += dout[at + i] * o[at + i];
+          ws.dsum[r * t + ti] = acc;
+        }
+      }
+      dn.exec(scores, [dob, vb, ws.dp], "attention backward: dP");
+      ws.ds(p.scale);
+      round(dn, ws.sc, pb, rows * s);
+      round(dn, ws.dp, dsb, rows * s);
+      // dV = Pᵀ·dO and dK = dSᵀ·Q straight into the [B, S, NKV, HD] gradients (the group's heads
+      // summed by the product); dQ = dS·K, then scattered to [B, T, NH, HD]
+      dn.exec(kvGrad, [pb, dob, dv.subarray(ko)], "attention backward: dV");
+      dn.exec(kvGrad, [dsb, qb, dk.subarray(ko)], "attention backward: dK");
+      dn.exec(qGrad, [dsb, kb, dqb], "attention backward: dQ");
+      dn.exec(L.headsOut, [dqb, dq.subarray(qo)], "attention backward: dQ to [B,T,NH,HD]");
+    }
+  } finally {
+    restore();
+  }
+}

@@ -1,0 +1,252 @@
+import assert from "node:assert/strict";
+import { setMatmulPrecision } from "./gemm_adapter.ts";
+import { canPinOmp, cpuHasBf16, openDnnl } from "./gemm/bf16.ts";
+import type { AttnShape } from "../../ops/attention/wgsl.ts";
+import { kvOffset, kvStep } from "./attention_heads.ts";
+import { attentionBackwardOp, attentionOp } from "../../ops/attention.ts";
+import type { Meta } from "../../op.ts";
+import {
+  initKernelThreads,
+  kernelThreads,
+  pooledBf16Attention,
+  setKernelThreadsEnabled,
+  sharedArray,
+  workerChunks,
+} from "./threads/mod.ts";
+
+/** Values in [−1, 1) from a seed (a linear congruential sequence). */
+function values(n: number, seed: number, scale = 1): Float32Array {
+  const a = new Float32Array(n);
+  let s = seed;
+  for (let i = 0; i < n; i++) {
+    s = (s * 1103515245 + 12345) >>> 0;
+    a[i] = (s / 2 ** 32 - 0.5) * 2 * scale;
+  }
+  return a;
+}
+
+/**
+ * Attention and its gradients in f64 by the definition (K, V in either layout), each product's
+ * operands rounded to bf16 where the bf16 path rounds them (Q, K, V, dO, P, dS): what is left is
+ * f32 accumulation and exp.
+ */
+function reference(
+  d: AttnShape,
+  q: Float32Array,
+  k: Float32Array,
+  v: Float32Array,
+  mask: Float32Array | null,
+  causal: boolean,
+  scale: number,
+  dout: Float32Array,
+) {
+  const { b, t, s, nh, nkv, hd } = d;
+  const rep = nh / nkv;
+  const out = new Float64Array(b * t * nh * hd), lse = new Float64Array(b * nh * t);
+  const dq = new Float64Array(q.length), dk = new Float64Array(k.length);
+  const dv = new Float64Array(v.length);
+  for (let bi = 0; bi < b; bi++) {
+    for (let h = 0; h < nh; h++) {
+      const g = Math.floor(h / rep), ko = kvOffset(d, bi, g), ks = kvStep(d);
+      for (let ti = 0; ti < t; ti++) {
+        const qo = ((bi * t + ti) * nh + h) * hd;
+        const sc = new Float64Array(s).fill(-Infinity);
+        for (let j = 0; j < s; j++) {
+          if ((causal && j > ti + s - t) || (mask && mask[bi * s + j] === 0)) continue;
+          let acc = 0;
+          for (let i = 0; i < hd; i++) acc += bf(q[qo + i]) * bf(k[ko + j * ks + i]);
+          sc[j] = acc * scale;
+        }
+        const m = Math.max(...sc);
+        const z = m === -Infinity
+          ? -Infinity
+          : m + Math.log(sc.reduce((a, x) => a + Math.exp(x - m), 0));
+        lse[(bi * nh + h) * t + ti] = z;
+        const p = sc.map((x) => z === -Infinity ? 0 : Math.exp(x - z));
+        let dsum = 0;
+        for (let i = 0; i < hd; i++) {
+          let o = 0;
+          for (let j = 0; j < s; j++) o += bf(p[j]) * bf(v[ko + j * ks + i]);
+          out[qo + i] = o;
+          dsum += Math.fround(o) * dout[qo + i]; // O as the forward stored it, dO unrounded
+        }
+        for (let j = 0; j < s; j++) {
+          let dp = 0;
+          for (let i = 0; i < hd; i++) {
+            dp += bf(dout[qo + i]) * bf(v[ko + j * ks + i]);
+            dv[ko + j * ks + i] += bf(p[j]) * bf(dout[qo + i]);
+          }
+          const ds = bf(p[j] * (dp - dsum) * scale);
+          for (let i = 0; i < hd; i++) {
+            dq[qo + i] += ds * bf(k[ko + j * ks + i]);
+            dk[ko + j * ks + i] += ds * bf(q[qo + i]);
+          }
+        }
+      }
+    }
+  }
+  return { out, lse, dq, dk, dv };
+}
+
+/** ‖got − want‖ / ‖want‖ (0 when both are 0). */
+function relErr(got: Float32Array, want: Float64Array): number {
+  let e = 0, w = 0;
+  for (let i = 0; i < want.length; i++) {
+    e += (got[i] - want[i]) ** 2;
+    w += want[i] ** 2;
+  }
+  return w === 0 ? Math.sqrt(e) : Math.sqrt(e / w);
+}
+
+const f32 = new Float32Array(1), u32 = new Uint32Array(f32.buffer);
+/** x rounded to bf16 (nearest even), as oneDNN's reorders round operands. */
+function bf(x: number): number {
+  f32[0] = x;
+  const v = u32[0];
+  u32[0] = ((v + 0x7fff + ((v >>> 16) & 1)) >>> 16) << 16;
+  return f32[0];
+}
+
+const dnnl = openDnnl();
+const native = typeof dnnl !== "string" && dnnl.native && cpuHasBf16() && canPinOmp();
+const meta = (shape: number[]): Meta => ({ shape, dtype: "f32" });
+
+/** The attention op's forward and backward CPU kernels on `d`'s arrays: out, lse, dq, dk, dv. */
+function runOp(
+  d: AttnShape,
+  ins: { q: Float32Array; k: Float32Array; v: Float32Array; mask: Float32Array | null },
+  dout: Float32Array,
+  causal: boolean,
+  scale: number,
+) {
+  const { b, t, s, nh, nkv, hd } = d;
+  const qm = meta([b, t, nh, hd]), lm = meta([b, nh, t]);
+  const km = meta(d.kvTimeMajor ? [s, b, nkv, hd] : [b, s, nkv, hd]), mm = meta([b, s]);
+  const params = { causal, scale, kvTimeMajor: d.kvTimeMajor };
+  const fIns = ins.mask ? [ins.q, ins.k, ins.v, ins.mask] : [ins.q, ins.k, ins.v];
+  const fMetas = ins.mask ? [qm, km, km, mm] : [qm, km, km];
+  const out = sharedArray("f32", ins.q.length) as Float32Array;
+  const lse = sharedArray("f32", b * nh * t) as Float32Array;
+  attentionOp.cpu(fIns, [out, lse], { inputs: fMetas, outputs: [qm, lm], params });
+  if (d.kvTimeMajor) return { out, lse, dq: null, dk: null, dv: null };
+  const [dq, dk, dv] = [ins.q, ins.k, ins.v].map((x) =>
+    sharedArray("f32", x.length) as Float32Array
+  );
+  const bIns = [ins.q, ins.k, ins.v, out, lse, dout, ...(ins.mask ? [ins.mask] : [])];
+  const bMetas = [qm, km, km, qm, lm, qm, ...(ins.mask ? [mm] : [])];
+  attentionBackwardOp.cpu(bIns, [dq, dk, dv], {
+    inputs: bMetas,
+    outputs: [qm, km, km],
+    params: { causal, scale },
+  });
+  return { out, lse, dq, dk, dv };
+}
+
+/** A shared copy of `x` (the kernel pool reads shared arrays). */
+function shared(x: Float32Array): Float32Array {
+  const y = sharedArray("f32", x.length) as Float32Array;
+  y.set(x);
+  return y;
+}
+
+Deno.test(
+  `attention in the bfloat16 precision: bf16 products per unit, as f64 with the operands rounded${
+    native ? "" : " (no AVX512-BF16 / oneDNN 2.x / libgomp here: it declines and f32 runs)"
+  }`,
+  async () => {
+    await initKernelThreads();
+    const why = setMatmulPrecision("bfloat16");
+    try {
+      const cases: [string, AttnShape, boolean, boolean][] = [
+        ["causal, GQA", { b: 2, t: 9, s: 9, nh: 4, nkv: 2, hd: 16 }, true, false],
+        ["after a cache", { b: 2, t: 3, s: 8, nh: 4, nkv: 1, hd: 16 }, true, false],
+        [
+          "key mask, a row with nothing visible",
+          { b: 2, t: 4, s: 6, nh: 2, nkv: 2, hd: 8 },
+          true,
+          true,
+        ],
+        ["non-causal", { b: 1, t: 5, s: 7, nh: 6, nkv: 3, hd: 8 }, false, false],
+        [
+          "time-major K, V",
+          { b: 3, t: 2, s: 5, nh: 4, nkv: 2, hd: 8, kvTimeMajor: true },
+          true,
+          false,
+        ],
+      ];
+      for (const [label, d, causal, masked] of cases) {
+        const { b, t, s, nh, nkv, hd } = d;
+        const q = shared(values(b * t * nh * hd, 1, 2)), k = shared(values(b * s * nkv * hd, 2, 2));
+        const v = shared(values(b * s * nkv * hd, 3)), dout = shared(values(b * t * nh * hd, 4));
+        // batch row 1 hides keys 0…3: its first query (which sees keys 0…2) sees nothing
+        const mask = masked
+          ? new Float32Array(b * s).map((_, i) => Math.floor(i / s) === 1 && i % s < 4 ? 0 : 1)
+          : null;
+        const scale = 1 / Math.sqrt(hd);
+        const want = reference(d, q, k, v, mask, causal, scale, dout);
+        const got = runOp(d, { q, k, v, mask }, dout, causal, scale);
+        const arrays = [q, k, v, got.out, got.lse];
+        assert.equal(
+          pooledBf16Attention(q, d, { causal, scale }, arrays, mask, false),
+          native && why === null,
+        );
+        if (!(native && why === null)) continue;
+        // f32 products would be ~3·10⁻³ away from this reference: these bounds need the bf16 ones
+        assert.ok(relErr(got.out, want.out) < 1e-6, `${label}: out ${relErr(got.out, want.out)}`);
+        got.lse.forEach((z, i) => {
+          const w = want.lse[i];
+          assert.ok(
+            z === w || Math.abs(z - w) < 1e-5 * Math.max(1, Math.abs(w)),
+            `${label}: lse[${i}] ${z} vs ${w}`,
+          );
+        });
+        if (masked) assert.equal(got.lse[nh * t], -Infinity);
+        if (d.kvTimeMajor) continue; // the backward op takes K and V batch-major
+        for (const name of ["dq", "dk", "dv"] as const) {
+          const e = relErr(got[name]!, want[name]);
+          assert.ok(e < 2e-5, `${label}: ${name} ${e}`);
+        }
+      }
+      if (!(native && why === null)) return;
+      // split over the kernel pool's threads (each calling oneDNN on one thread): the bits of one
+      const d = { b: 2, t: 64, s: 64, nh: 4, nkv: 2, hd: 64 };
+      const q = shared(values(2 * 64 * 4 * 64, 5)), k = shared(values(2 * 64 * 2 * 64, 6));
+      const v = shared(values(2 * 64 * 2 * 64, 7)), dout = shared(values(q.length, 8));
+      const run = (pooled: boolean) => {
+        setKernelThreadsEnabled(pooled);
+        try {
+          return runOp(d, { q, k, v, mask: null }, dout, true, 0.125);
+        } finally {
+          setKernelThreadsEnabled(true);
+        }
+      };
+      const one = run(false);
+      // until a worker has taken units (this thread may claim them all before one wakes)
+      const chunks = workerChunks(), deadline = performance.now() + 10_000;
+      do {
+        const pooled = run(true);
+        for (const name of ["out", "lse", "dq", "dk", "dv"] as const) {
+          assert.deepEqual(pooled[name], one[name], `${name}, ${kernelThreads()} threads`);
+        }
+      } while (
+        kernelThreads() > 1 && workerChunks() === chunks && performance.now() < deadline
+      );
+      assert.equal(workerChunks() > chunks, kernelThreads() > 1);
+    } finally {
+      setMatmulPrecision("float32");
+    }
+    // float32 precision: it declines
+    const d = { b: 1, t: 2, s: 2, nh: 1, nkv: 1, hd: 4 };
+    const x = values(8, 5);
+    assert.ok(
+      !pooledBf16Attention(
+        x,
+        d,
+        { causal: true, scale: 0.5 },
+        [x, x, x, new Float32Array(8), new Float32Array(2)],
+        null,
+        false,
+      ),
+    );
+  },
+);
