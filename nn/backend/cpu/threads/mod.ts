@@ -362,12 +362,20 @@ function attnScalars(d: AttnShape, params: { causal: boolean; scale: number }): 
 }
 
 /**
+ * Most scores one unit of the bf16 attention holds ([REP·T, S] f32 in a thread's SIMD memory, and
+ * as much again for dP): 16 MiB, what the f32 kernels hold per head at T = S = 2,048. Past it the
+ * f32 kernels run (T = S = 1,024 with 4 query heads per KV group is the largest that fits).
+ */
+const BF16_UNIT_SCORES = 1 << 22;
+
+/**
  * Runs an attention call with T > 1 in the bfloat16 precision (forward, or backward with
  * `backward`): whole (batch, KV group) units per thread of the pool (or all on this one when it has
  * none), each unit's products in bf16 through oneDNN on the thread that runs it
  * (`../attention_bf16.ts`). `arrays` as {@linkcode pooledAttention}'s. False (nothing done) when
- * the bfloat16 precision is not in effect on oneDNN 2.x, T < 2 (a decode step), the arrays are not
- * f32, SIMD is unavailable, or oneDNN's OpenMP threads cannot be set per thread.
+ * the bfloat16 precision is not in effect on oneDNN 2.x, T < 2 (a decode step), a unit has more
+ * than `BF16_UNIT_SCORES` scores, the arrays are not f32, SIMD is unavailable, or oneDNN's OpenMP
+ * threads cannot be set per thread.
  */
 export function pooledBf16Attention(
   q: TypedArray,
@@ -378,7 +386,8 @@ export function pooledBf16Attention(
   backward: boolean,
 ): boolean {
   if (
-    !(q instanceof Float32Array) || d.t < 2 || !bf16Dnnl() || !privateSimd() || !canPinOmp()
+    !(q instanceof Float32Array) || d.t < 2 || (d.nh / d.nkv) * d.t * d.s > BF16_UNIT_SCORES ||
+    !bf16Dnnl() || !privateSimd() || !canPinOmp()
   ) return false;
   const name = backward
     ? (mask ? "attention_backward_bf16_masked" : "attention_backward_bf16")
