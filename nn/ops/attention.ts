@@ -13,7 +13,7 @@ import { apply } from "../apply.ts";
 import { transpose } from "./movement.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
-import { pooledAttention, pooledBf16Attention } from "../backend/cpu/threads/mod.ts";
+import { pooledAttention } from "../backend/cpu/threads/mod.ts";
 import {
   attentionBackwardHead,
   attentionForwardUnit,
@@ -90,11 +90,9 @@ export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
     const a = { q, k, v, mask: mask ?? null, out, lse };
     // f32 decode step: every unit's products in two batched oneDNN calls
     if (batchedDecodeAttention(d, a, params)) return;
-    // the bfloat16 precision, T > 1: each unit's products in bf16
-    const arrays = [q, k, v, out, lse];
-    if (pooledBf16Attention(q, d, params, arrays, mask ?? null, false)) return;
-    // f32 on a pool with several threads: whole (batch, KV group) units per thread
-    if (pooledAttention(q, d, params, arrays, mask ?? null, false)) return;
+    // whole (batch, KV group) units per thread: bf16 products in the bfloat16 precision (T > 1),
+    // else f32 on a pool with several threads
+    if (pooledAttention(q, d, params, [q, k, v, out, lse], mask ?? null, false)) return;
     // f32: scores live in the SIMD module's memory and the softmax runs there
     const ws = attnWorkspace(q, forwardScoreRows(d), s, false, !!mask);
     const sc = ws ? ws.sc : allocArray(inputs[0].dtype, t * s); // (T, S)
@@ -178,7 +176,6 @@ export const attentionBackwardOp: KernelOp<AttentionParams, "attention_backward"
     const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[6], batchMajor(params));
     const { b, t, s, nh } = d;
     const arrays = [q, k, v, o, lse, dout, dq, dk, dv];
-    if (pooledBf16Attention(q, d, params, arrays, mask ?? null, true)) return;
     if (pooledAttention(q, d, params, arrays, mask ?? null, true)) return;
     const dt = inputs[0].dtype;
     // f32: P, dP and rowsum(dO ⊙ O) live in the SIMD module's memory, dS is computed there

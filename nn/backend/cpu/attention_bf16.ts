@@ -30,7 +30,7 @@ import {
   openDnnl,
   type Prim,
 } from "./gemm/bf16.ts";
-import { kvOffset, kvStep, unpackAttn } from "./attention_heads.ts";
+import { kvOffset, kvStep, type UnitRun, unpackAttn } from "./attention_heads.ts";
 import { AttnWorkspace } from "./simd/attention.ts";
 import { privateSimd } from "./simd/mod.ts";
 
@@ -115,6 +115,21 @@ function layouts(dn: Dnnl, d: AttnShape) {
   };
 }
 
+/**
+ * `run` with this thread's oneDNN calls on one OpenMP thread: the unit's primitives are made under
+ * that count too (a primitive keeps the count it was made under).
+ */
+function onOneOmpThread(run: UnitRun): UnitRun {
+  return (a, mask, sc, u0, u1) => {
+    const restore = oneOmpThread();
+    try {
+      run(a, mask, sc, u0, u1);
+    } finally {
+      restore();
+    }
+  };
+}
+
 /** f32 → bf16 of the first `n` values of `x` into `out`. */
 function round(dn: Dnnl, x: Float32Array, out: Uint16Array, n: number): void {
   const p = dn.reorder(`attention unit round ${n}`, () => [
@@ -125,107 +140,102 @@ function round(dn: Dnnl, x: Float32Array, out: Uint16Array, n: number): void {
 }
 
 /**
- * Forward over units [u0, u1) of (batch, KV group) in bf16 products, on this thread. `a` is q, k,
- * v, out, lse; `sc` the dimensions as the f32 units take them (`attention_heads.ts`).
+ * What both unit kernels start from: the call's dimensions, this thread's oneDNN and a SIMD
+ * workspace for one unit's [REP·T, S] scores, the gatherers, bf16 scratch for Q, K, V and P, and
+ * the scores product (also dP's: [REP·T, HD] · [S, HD]ᵀ).
  */
-export function bf16AttentionForwardUnits(
-  a: TypedArray[],
-  mask: TypedArray | null,
-  sc: readonly number[],
-  u0: number,
-  u1: number,
-): void {
-  // one OpenMP thread for oneDNN here, its primitives made under it too
-  const restore = oneOmpThread();
-  try {
-    const [d, p] = unpackAttn(sc);
-    const [q, k, v, out, lse] = a;
-    const { t, s, nh, nkv, hd } = d;
-    const rows = (nh / nkv) * t;
-    const dn = dnnl(), ws = new AttnWorkspace(unitSimd(), rows, s, false, mask !== null);
-    const L = layouts(dn, d);
-    const qb = bf16Scratch("q", rows * hd), kb = bf16Scratch("k", s * hd);
-    const vb = bf16Scratch("v", s * hd), pb = bf16Scratch("p", rows * s);
-    const ob = f32Scratch("o", rows * hd);
-    const scores = product(dn, rows, s, hd, false, true, s);
-    const outputs = product(dn, rows, hd, s, false, false, hd);
-    for (let u = u0; u < u1; u++) {
+function setup(sc: readonly number[], mask: unknown, backward: boolean) {
+  const [d, p] = unpackAttn(sc);
+  const { t, s, nh, nkv, hd } = d;
+  const rep = nh / nkv, rows = rep * t;
+  const dn = dnnl(), L = layouts(dn, d);
+  const qb = bf16Scratch("q", rows * hd), kb = bf16Scratch("k", s * hd);
+  const vb = bf16Scratch("v", s * hd);
+  return {
+    d,
+    p,
+    rep,
+    rows,
+    dn,
+    ws: new AttnWorkspace(unitSimd(), rows, s, backward, mask !== null),
+    L,
+    qb,
+    kb,
+    vb,
+    pb: bf16Scratch("p", rows * s),
+    scores: product(dn, rows, s, hd, false, true, s),
+    /** Unit u's batch row and group, its offsets in q and in K/V, its Q, K and V gathered. */
+    gather(u: number, q: TypedArray, k: TypedArray, v: TypedArray) {
       const bi = Math.floor(u / nkv), g = u % nkv, qo = L.qAt(bi, g), ko = kvOffset(d, bi, g);
       dn.exec(L.headsIn, [q.subarray(qo), qb], "attention: q to bf16");
       dn.exec(L.keysIn, [k.subarray(ko), kb], "attention: k to bf16");
       dn.exec(L.keysIn, [v.subarray(ko), vb], "attention: v to bf16");
-      dn.exec(scores, [qb, kb, ws.sc], "attention: scores");
-      if (mask) ws.setMask(mask, bi * s);
-      // rows (head of the group, time): lse's index order, from the group's first head
-      ws.probs(p.causal, s - t, p.scale, lse, (bi * nh + g * (nh / nkv)) * t, false, 0, rows, t);
-      round(dn, ws.sc, pb, rows * s);
-      dn.exec(outputs, [pb, vb, ob], "attention: outputs");
-      dn.exec(L.headsOut, [ob, out.subarray(qo)], "attention: outputs to [B,T,NH,HD]");
-    }
-  } finally {
-    restore();
-  }
+      return { bi, g, qo, ko };
+    },
+  };
 }
+
+/**
+ * Forward over units [u0, u1) of (batch, KV group) in bf16 products, on this thread. `a` is q, k,
+ * v, out, lse; `sc` the dimensions as the f32 units take them (`attention_heads.ts`).
+ */
+export const bf16AttentionForwardUnits: UnitRun = onOneOmpThread((a, mask, sc, u0, u1) => {
+  const { d, p, rep, rows, dn, ws, L, qb, kb, vb, pb, scores, gather } = setup(sc, mask, false);
+  const [q, k, v, out, lse] = a;
+  const { t, s, nh, hd } = d;
+  const ob = f32Scratch("o", rows * hd);
+  const outputs = product(dn, rows, hd, s, false, false, hd);
+  for (let u = u0; u < u1; u++) {
+    const { bi, g, qo } = gather(u, q, k, v);
+    dn.exec(scores, [qb, kb, ws.sc], "attention: scores");
+    if (mask) ws.setMask(mask, bi * s);
+    // rows (head of the group, time): lse's index order, from the group's first head
+    ws.probs(p.causal, s - t, p.scale, lse, (bi * nh + g * rep) * t, false, 0, rows, t);
+    round(dn, ws.sc, pb, rows * s);
+    dn.exec(outputs, [pb, vb, ob], "attention: outputs");
+    dn.exec(L.headsOut, [ob, out.subarray(qo)], "attention: outputs to [B,T,NH,HD]");
+  }
+});
 
 /**
  * Backward over units [u0, u1) of (batch, KV group) in bf16 products, K and V batch-major, P
  * recomputed from lse: dV = Pᵀ·dO ; dP = dO·Vᵀ ; dS = P ⊙ (dP − rowsum(dO ⊙ O))·scale ;
  * dQ = dS·K ; dK = dSᵀ·Q. `a` is q, k, v, o, lse, dout, dq, dk, dv.
  */
-export function bf16AttentionBackwardUnits(
-  a: TypedArray[],
-  mask: TypedArray | null,
-  sc: readonly number[],
-  u0: number,
-  u1: number,
-): void {
-  // one OpenMP thread for oneDNN here, its primitives made under it too
-  const restore = oneOmpThread();
-  try {
-    const [d, p] = unpackAttn(sc);
-    const [q, k, v, o, lse, dout, dq, dk, dv] = a;
-    const { t, s, nh, nkv, hd } = d;
-    const rep = nh / nkv, rows = rep * t, ldkv = kvStep(d);
-    const dn = dnnl(), ws = new AttnWorkspace(unitSimd(), rows, s, true, mask !== null);
-    const L = layouts(dn, d);
-    const qb = bf16Scratch("q", rows * hd), kb = bf16Scratch("k", s * hd);
-    const vb = bf16Scratch("v", s * hd), dob = bf16Scratch("do", rows * hd);
-    const pb = bf16Scratch("p", rows * s), dsb = bf16Scratch("ds", rows * s);
-    const dqb = f32Scratch("o", rows * hd);
-    const scores = product(dn, rows, s, hd, false, true, s);
-    const kvGrad = product(dn, s, hd, rows, true, false, ldkv);
-    const qGrad = product(dn, rows, hd, s, false, false, hd);
-    for (let u = u0; u < u1; u++) {
-      const bi = Math.floor(u / nkv), g = u % nkv, qo = L.qAt(bi, g), ko = kvOffset(d, bi, g);
-      dn.exec(L.headsIn, [q.subarray(qo), qb], "attention backward: q to bf16");
-      dn.exec(L.headsIn, [dout.subarray(qo), dob], "attention backward: dO to bf16");
-      dn.exec(L.keysIn, [k.subarray(ko), kb], "attention backward: k to bf16");
-      dn.exec(L.keysIn, [v.subarray(ko), vb], "attention backward: v to bf16");
-      // P again, from the scores and lse
-      dn.exec(scores, [qb, kb, ws.sc], "attention backward: scores");
-      if (mask) ws.setMask(mask, bi * s);
-      ws.probs(p.causal, s - t, p.scale, lse, (bi * nh + g * rep) * t, true, 0, rows, t);
-      // rowsum(dO ⊙ O) per row (head r of the group, time ti)
-      for (let r = 0; r < rep; r++) {
-        for (let ti = 0; ti < t; ti++) {
-          const at = qo + (ti * nh + r) * hd;
-          let acc = 0;
-          for (let i = 0; i < hd; i++) acc += dout[at + i] * o[at + i];
-          ws.dsum[r * t + ti] = acc;
-        }
+export const bf16AttentionBackwardUnits: UnitRun = onOneOmpThread((a, mask, sc, u0, u1) => {
+  const { d, p, rep, rows, dn, ws, L, qb, kb, vb, pb, scores, gather } = setup(sc, mask, true);
+  const [q, k, v, o, lse, dout, dq, dk, dv] = a;
+  const { t, s, nh, hd } = d;
+  const ldkv = kvStep(d);
+  const dob = bf16Scratch("do", rows * hd), dsb = bf16Scratch("ds", rows * s);
+  const dqb = f32Scratch("o", rows * hd);
+  const kvGrad = product(dn, s, hd, rows, true, false, ldkv);
+  const qGrad = product(dn, rows, hd, s, false, false, hd);
+  for (let u = u0; u < u1; u++) {
+    const { bi, g, qo, ko } = gather(u, q, k, v);
+    dn.exec(L.headsIn, [dout.subarray(qo), dob], "attention backward: dO to bf16");
+    // P again, from the scores and lse
+    dn.exec(scores, [qb, kb, ws.sc], "attention backward: scores");
+    if (mask) ws.setMask(mask, bi * s);
+    ws.probs(p.causal, s - t, p.scale, lse, (bi * nh + g * rep) * t, true, 0, rows, t);
+    // rowsum(dO ⊙ O) per row (head r of the group, time ti)
+    for (let r = 0; r < rep; r++) {
+      for (let ti = 0; ti < t; ti++) {
+        const at = qo + (ti * nh + r) * hd;
+        let acc = 0;
+        for (let i = 0; i < hd; i++) acc += dout[at + i] * o[at + i];
+        ws.dsum[r * t + ti] = acc;
       }
-      dn.exec(scores, [dob, vb, ws.dp], "attention backward: dP");
-      ws.ds(p.scale);
-      round(dn, ws.sc, pb, rows * s);
-      round(dn, ws.dp, dsb, rows * s);
-      // dV = Pᵀ·dO and dK = dSᵀ·Q straight into the [B, S, NKV, HD] gradients (the group's heads
-      // summed by the product); dQ = dS·K, then scattered to [B, T, NH, HD]
-      dn.exec(kvGrad, [pb, dob, dv.subarray(ko)], "attention backward: dV");
-      dn.exec(kvGrad, [dsb, qb, dk.subarray(ko)], "attention backward: dK");
-      dn.exec(qGrad, [dsb, kb, dqb], "attention backward: dQ");
-      dn.exec(L.headsOut, [dqb, dq.subarray(qo)], "attention backward: dQ to [B,T,NH,HD]");
     }
-  } finally {
-    restore();
+    dn.exec(scores, [dob, vb, ws.dp], "attention backward: dP");
+    ws.ds(p.scale);
+    round(dn, ws.sc, pb, rows * s);
+    round(dn, ws.dp, dsb, rows * s);
+    // dV = Pᵀ·dO and dK = dSᵀ·Q straight into the [B, S, NKV, HD] gradients (the group's heads
+    // summed by the product); dQ = dS·K, then scattered to [B, T, NH, HD]
+    dn.exec(kvGrad, [pb, dob, dv.subarray(ko)], "attention backward: dV");
+    dn.exec(kvGrad, [dsb, qb, dk.subarray(ko)], "attention backward: dK");
+    dn.exec(qGrad, [dsb, kb, dqb], "attention backward: dQ");
+    dn.exec(L.headsOut, [dqb, dq.subarray(qo)], "attention backward: dQ to [B,T,NH,HD]");
   }
-}
+});

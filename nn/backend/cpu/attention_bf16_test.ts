@@ -6,9 +6,9 @@ import { kvOffset, kvStep } from "./attention_heads.ts";
 import { attentionBackwardOp, attentionOp } from "../../ops/attention.ts";
 import type { Meta } from "../../op.ts";
 import {
+  bf16Attention,
   initKernelThreads,
   kernelThreads,
-  pooledBf16Attention,
   setKernelThreadsEnabled,
   sharedArray,
   workerChunks,
@@ -185,11 +185,7 @@ Deno.test(
         const scale = 1 / Math.sqrt(hd);
         const want = reference(d, q, k, v, mask, causal, scale, dout);
         const got = runOp(d, { q, k, v, mask }, dout, causal, scale);
-        const arrays = [q, k, v, got.out, got.lse];
-        assert.equal(
-          pooledBf16Attention(q, d, { causal, scale }, arrays, mask, false),
-          native && why === null,
-        );
+        assert.equal(bf16Attention(q, d), native && why === null);
         if (!(native && why === null)) continue;
         // f32 products would be ~3·10⁻³ away from this reference: these bounds need the bf16 ones
         assert.ok(relErr(got.out, want.out) < 1e-6, `${label}: out ${relErr(got.out, want.out)}`);
@@ -235,28 +231,18 @@ Deno.test(
     } finally {
       setMatmulPrecision("float32");
     }
-    // too many scores for one unit, or float32 precision: it declines (the f32 kernels run)
+    // too many scores for one unit, or float32 precision: the f32 kernels run
     if (native && why === null) {
       setMatmulPrecision("bfloat16");
       try {
-        const big = { b: 1, t: 1024, s: 1025, nh: 4, nkv: 1, hd: 8 };
         const x = values(1, 9);
-        assert.ok(!pooledBf16Attention(x, big, { causal: true, scale: 1 }, [], null, false));
+        assert.ok(bf16Attention(x, { b: 1, t: 1024, s: 1024, nh: 4, nkv: 1, hd: 8 }));
+        assert.ok(!bf16Attention(x, { b: 1, t: 1024, s: 1025, nh: 4, nkv: 1, hd: 8 }));
+        assert.ok(!bf16Attention(x, { b: 4, t: 1, s: 9, nh: 4, nkv: 1, hd: 8 })); // a decode step
       } finally {
         setMatmulPrecision("float32");
       }
     }
-    const d = { b: 1, t: 2, s: 2, nh: 1, nkv: 1, hd: 4 };
-    const x = values(8, 5);
-    assert.ok(
-      !pooledBf16Attention(
-        x,
-        d,
-        { causal: true, scale: 0.5 },
-        [x, x, x, new Float32Array(8), new Float32Array(2)],
-        null,
-        false,
-      ),
-    );
+    assert.ok(!bf16Attention(values(8, 5), { b: 1, t: 2, s: 2, nh: 1, nkv: 1, hd: 4 }));
   },
 );

@@ -262,6 +262,19 @@ export function attentionBackwardHead(
   }
 }
 
+/**
+ * A unit kernel: an attention call's work over units [u0, u1) of (batch, KV group) on the calling
+ * thread. `a` holds the call's arrays in the kernel's order, `mask` the key mask or null, `sc` the
+ * dimensions and options as numbers (see {@linkcode unpackAttn}).
+ */
+export type UnitRun = (
+  a: TypedArray[],
+  mask: TypedArray | null,
+  sc: readonly number[],
+  u0: number,
+  u1: number,
+) => void;
+
 /** The dimensions and options of a pooled call, as the kernel pool passes them (numbers). */
 export function unpackAttn(sc: readonly number[]): [AttnShape, AttnOptions] {
   const [b, t, s, nh, nkv, hd, causal, scale, timeMajor] = sc;
@@ -288,13 +301,7 @@ function unitSimd() {
  * this thread with its own SIMD instance. `a` is q, k, v, out, lse; `sc` the dimensions (b, t, s,
  * nh, nkv, hd, causal 0/1, scale, K and V time-major 0/1).
  */
-export function attentionForwardUnits(
-  a: TypedArray[],
-  mask: TypedArray | null,
-  sc: readonly number[],
-  u0: number,
-  u1: number,
-): void {
+export const attentionForwardUnits: UnitRun = (a, mask, sc, u0, u1) => {
   const [d, p] = unpackAttn(sc);
   const [q, k, v, out, lse] = a;
   const arrays = { q, k, v, mask, out, lse };
@@ -304,19 +311,13 @@ export function attentionForwardUnits(
     if (mask) ws.setMask(mask, bi * d.s);
     attentionForwardUnit(d, bi, g, arrays, p, ws.sc, ws);
   }
-}
+};
 
 /**
  * Backward over units [u0, u1) of (batch, KV group), as {@linkcode attentionForwardUnits}. `a` is
  * q, k, v, o, lse, dout, dq, dk, dv.
  */
-export function attentionBackwardUnits(
-  a: TypedArray[],
-  mask: TypedArray | null,
-  sc: readonly number[],
-  u0: number,
-  u1: number,
-): void {
+export const attentionBackwardUnits: UnitRun = (a, mask, sc, u0, u1) => {
   const [d, p] = unpackAttn(sc);
   const [q, k, v, o, lse, dout, dq, dk, dv] = a;
   const arrays = { q, k, v, o, lse, dout, mask, dq, dk, dv };
@@ -329,4 +330,4 @@ export function attentionBackwardUnits(
       attentionBackwardHead(d, bi, h, arrays, p, ws.sc, ws.dp, ws.dsum, ws);
     }
   }
-}
+};

@@ -12,7 +12,7 @@
 import type { TypedArray } from "../../../dtype.ts";
 import { EXPORTS, privateSimd, type SimdKernels } from "../simd/mod.ts";
 import type { KernelFn } from "../wasm_pool/protocol.ts";
-import { attentionBackwardUnits, attentionForwardUnits } from "../attention_heads.ts";
+import { attentionBackwardUnits, attentionForwardUnits, type UnitRun } from "../attention_heads.ts";
 import { bf16AttentionBackwardUnits, bf16AttentionForwardUnits } from "../attention_bf16.ts";
 import { addF32, gemm, sumSquaresF32 } from "../gemm_adapter.ts";
 
@@ -504,6 +504,18 @@ function ropeKernel(rowsFn: typeof ropeRows, withPos: boolean): RangeKernel {
   };
 }
 
+/**
+ * An attention unit kernel over (batch, KV group) units: `arrays` of the call, then the key mask
+ * when `masked`; it writes `writes`.
+ */
+function units(run: UnitRun, arrays: number, writes: number[], masked: boolean): RangeKernel {
+  return {
+    arrays: arrays + (masked ? 1 : 0),
+    writes,
+    run: (a, s, lo, hi) => run(a, masked ? a[arrays] : null, s, lo, hi),
+  };
+}
+
 /** The pooled kernels by name; jobs name them by their index in {@linkcode KERNEL_NAMES}. */
 export const KERNELS = {
   /** p, g, m, v, po, mo, vo; β₁, β₂, eps, decay, 1−β₁, 1−β₂, step size, 1/√bc₂, grad scale. */
@@ -613,54 +625,22 @@ export const KERNELS = {
     writes: [1],
     run: (a, s, lo, hi) => simdRowExp(a[0], a[1], a[2], s[0], lo, hi),
   },
-  /** q, k, v, out, lse; b, t, s, nh, nkv, hd, causal, scale; (batch, KV group) units. */
-  attention_forward: {
-    arrays: 5,
-    writes: [3, 4],
-    run: (a, s, lo, hi) => attentionForwardUnits(a, null, s, lo, hi),
-  },
+  /** q, k, v, out, lse; b, t, s, nh, nkv, hd, causal, scale, time-major; (batch, KV group) units. */
+  attention_forward: units(attentionForwardUnits, 5, [3, 4], false),
   /** As attention_forward, then the key mask. */
-  attention_forward_masked: {
-    arrays: 6,
-    writes: [3, 4],
-    run: (a, s, lo, hi) => attentionForwardUnits(a, a[5], s, lo, hi),
-  },
+  attention_forward_masked: units(attentionForwardUnits, 5, [3, 4], true),
   /** q, k, v, o, lse, dout, dq, dk, dv; as attention_forward. */
-  attention_backward: {
-    arrays: 9,
-    writes: [6, 7, 8],
-    run: (a, s, lo, hi) => attentionBackwardUnits(a, null, s, lo, hi),
-  },
+  attention_backward: units(attentionBackwardUnits, 9, [6, 7, 8], false),
   /** As attention_backward, then the key mask. */
-  attention_backward_masked: {
-    arrays: 10,
-    writes: [6, 7, 8],
-    run: (a, s, lo, hi) => attentionBackwardUnits(a, a[9], s, lo, hi),
-  },
+  attention_backward_masked: units(attentionBackwardUnits, 9, [6, 7, 8], true),
   /** As attention_forward, the products in bf16 (`../attention_bf16.ts`). */
-  attention_forward_bf16: {
-    arrays: 5,
-    writes: [3, 4],
-    run: (a, s, lo, hi) => bf16AttentionForwardUnits(a, null, s, lo, hi),
-  },
+  attention_forward_bf16: units(bf16AttentionForwardUnits, 5, [3, 4], false),
   /** As attention_forward_bf16, then the key mask. */
-  attention_forward_bf16_masked: {
-    arrays: 6,
-    writes: [3, 4],
-    run: (a, s, lo, hi) => bf16AttentionForwardUnits(a, a[5], s, lo, hi),
-  },
+  attention_forward_bf16_masked: units(bf16AttentionForwardUnits, 5, [3, 4], true),
   /** As attention_backward, the products in bf16. */
-  attention_backward_bf16: {
-    arrays: 9,
-    writes: [6, 7, 8],
-    run: (a, s, lo, hi) => bf16AttentionBackwardUnits(a, null, s, lo, hi),
-  },
+  attention_backward_bf16: units(bf16AttentionBackwardUnits, 9, [6, 7, 8], false),
   /** As attention_backward_bf16, then the key mask. */
-  attention_backward_bf16_masked: {
-    arrays: 10,
-    writes: [6, 7, 8],
-    run: (a, s, lo, hi) => bf16AttentionBackwardUnits(a, a[9], s, lo, hi),
-  },
+  attention_backward_bf16_masked: units(bf16AttentionBackwardUnits, 9, [6, 7, 8], true),
   /** One input and one output; the map's index, 1. */
   simd_map1: {
     arrays: 2,

@@ -321,13 +321,15 @@ export function parallel(
 }
 
 /**
- * Runs an f32 attention call (forward, or backward with `backward`) on the pool: whole (batch, KV
- * group) units per thread, each thread's matrix products on one BLAS thread (OpenBLAS is set to one
- * thread for the call) and its softmax on its own SIMD instance. `arrays` are the op's outputs'
- * and inputs' arrays in the unit kernels' order (`../attention_heads.ts`). False (nothing done)
- * when the pool has one thread, the call has fewer than two units or too little work (a decode
- * step), or the arrays are not f32, SIMD is off or the products are not OpenBLAS's: the op then
- * runs its loop.
+ * Runs an attention call (forward, or backward with `backward`) by whole (batch, KV group) units
+ * per thread of the pool. In the bfloat16 precision with T > 1 (see {@linkcode bf16Attention}) each
+ * unit's products are bf16 through oneDNN on the thread that runs it (`../attention_bf16.ts`),
+ * all units on this thread when the pool has none. Otherwise (f32) each thread's products run on
+ * one BLAS thread (OpenBLAS is set to one thread for the call) and its softmax on its own SIMD
+ * instance (`../attention_heads.ts`). `arrays` are the op's outputs' and inputs' arrays in the unit
+ * kernels' order. False (nothing done) in f32 when the pool has one thread, the call has fewer
+ * than two units or too little work (a decode step), or the arrays are not f32, SIMD is off or the
+ * products are not OpenBLAS's: the op then runs its loop.
  */
 export function pooledAttention(
   q: TypedArray,
@@ -338,27 +340,35 @@ export function pooledAttention(
   backward: boolean,
 ): boolean {
   const units = d.b * d.nkv;
+  const bf16 = bf16Attention(q, d);
   if (
-    !(q instanceof Float32Array) || units < 2 || d.b * d.nh * d.t * d.s * d.hd < ATTENTION_MIN ||
-    kernelThreads() < 2 || !simd()
+    !bf16 &&
+    (!(q instanceof Float32Array) || units < 2 ||
+      d.b * d.nh * d.t * d.s * d.hd < ATTENTION_MIN || kernelThreads() < 2 || !simd())
   ) return false;
-  const restore = singleThreadedGemm();
+  const restore = bf16 ? () => {} : singleThreadedGemm();
   if (!restore) return false;
   try {
-    const name = backward
-      ? (mask ? "attention_backward_masked" : "attention_backward")
-      : (mask ? "attention_forward_masked" : "attention_forward");
-    parallel(name, mask ? [...arrays, mask] : arrays, attnScalars(d, params), 0, units, 1);
+    const name = `attention_${backward ? "backward" : "forward"}${bf16 ? "_bf16" : ""}${
+      mask ? "_masked" : ""
+    }` as KernelName;
+    const { b, t, s, nh, nkv, hd } = d;
+    const scalars = [
+      b,
+      t,
+      s,
+      nh,
+      nkv,
+      hd,
+      params.causal ? 1 : 0,
+      params.scale,
+      d.kvTimeMajor ? 1 : 0,
+    ];
+    parallel(name, mask ? [...arrays, mask] : arrays, scalars, 0, units, 1);
   } finally {
     restore();
   }
   return true;
-}
-
-/** An attention call's numbers as the unit kernels take them (`../attention_heads.ts`). */
-function attnScalars(d: AttnShape, params: { causal: boolean; scale: number }): number[] {
-  const { b, t, s, nh, nkv, hd } = d;
-  return [b, t, s, nh, nkv, hd, params.causal ? 1 : 0, params.scale, d.kvTimeMajor ? 1 : 0];
 }
 
 /**
@@ -369,31 +379,15 @@ function attnScalars(d: AttnShape, params: { causal: boolean; scale: number }): 
 const BF16_UNIT_SCORES = 1 << 22;
 
 /**
- * Runs an attention call with T > 1 in the bfloat16 precision (forward, or backward with
- * `backward`): whole (batch, KV group) units per thread of the pool (or all on this one when it has
- * none), each unit's products in bf16 through oneDNN on the thread that runs it
- * (`../attention_bf16.ts`). `arrays` as {@linkcode pooledAttention}'s. False (nothing done) when
- * the bfloat16 precision is not in effect on oneDNN 2.x, T < 2 (a decode step), a unit has more
- * than `BF16_UNIT_SCORES` scores, the arrays are not f32, SIMD is unavailable, or oneDNN's OpenMP
- * threads cannot be set per thread.
+ * Whether an attention call runs its products in bf16 (`../attention_bf16.ts`): the bfloat16
+ * precision is in effect on oneDNN 2.x, T > 1 (not a decode step), a unit has at most
+ * `BF16_UNIT_SCORES` scores, the arrays are f32, SIMD is available and oneDNN's OpenMP threads can
+ * be set per thread.
  */
-export function pooledBf16Attention(
-  q: TypedArray,
-  d: AttnShape,
-  params: { causal: boolean; scale: number },
-  arrays: TypedArray[],
-  mask: TypedArray | null,
-  backward: boolean,
-): boolean {
-  if (
-    !(q instanceof Float32Array) || d.t < 2 || (d.nh / d.nkv) * d.t * d.s > BF16_UNIT_SCORES ||
-    !bf16Dnnl() || !privateSimd() || !canPinOmp()
-  ) return false;
-  const name = backward
-    ? (mask ? "attention_backward_bf16_masked" : "attention_backward_bf16")
-    : (mask ? "attention_forward_bf16_masked" : "attention_forward_bf16");
-  parallel(name, mask ? [...arrays, mask] : arrays, attnScalars(d, params), 0, d.b * d.nkv, 1);
-  return true;
+export function bf16Attention(q: TypedArray, d: AttnShape): boolean {
+  return q instanceof Float32Array && d.t > 1 &&
+    (d.nh / d.nkv) * d.t * d.s <= BF16_UNIT_SCORES && bf16Dnnl() !== null &&
+    privateSimd() !== null && canPinOmp();
 }
 
 /**
