@@ -28,6 +28,7 @@ import { allocArray, byteSize, dtypeOfArray } from "../../dtype.ts";
 import type { KernelOp, Meta } from "../../op.ts";
 import { gemmClock } from "./gemm_adapter.ts";
 import { forgetPacked } from "./gemm/packed.ts";
+import { arraysMayChange } from "./gemm/bf16.ts";
 import { alignPad, CACHE_LINE } from "./align.ts";
 import { sharedArraysOn } from "./threads/mod.ts";
 
@@ -203,6 +204,7 @@ export class CpuBackend implements Backend {
         this.#pooledBytes -= a.byteLength;
         this.counters.poolHits++;
         forgetPacked(a); // the same array, about to hold other values
+        if (zero) arraysMayChange();
         return [zero ? a.fill(0) : a, true];
       }
       // a size wanted again after a free recurs (a train step's shapes do, step after step; a
@@ -233,7 +235,10 @@ export class CpuBackend implements Backend {
     const a = arrayView(dtype, b, size);
     if (reused) {
       this.counters.poolHits++;
-      if (zero) a.fill(0);
+      if (zero) {
+        arraysMayChange();
+        a.fill(0);
+      }
     }
     this.#lost.register(a, b, a);
     return [a, reused];
@@ -252,6 +257,7 @@ export class CpuBackend implements Backend {
   }
 
   fromArray(data: TypedArray): Storage {
+    arraysMayChange();
     const shared = data.byteLength >= POOL_MIN_BYTES && this.sharedArrays
       ? this.#takeShared(dtypeOfArray(data), data.length, data.byteLength, false)
       : null;
@@ -262,6 +268,7 @@ export class CpuBackend implements Backend {
 
   /** Wraps `data` without copying (the caller gives up ownership). */
   adopt(data: TypedArray): Storage {
+    arraysMayChange();
     const s = this.#wrap(data, false);
     this.#foreign.add(s);
     return s;
@@ -416,6 +423,7 @@ export class CpuBackend implements Backend {
     const t1 = prof ? performance.now() : 0;
     const g0 = gemmClock.ms;
     this.counters.dispatches++;
+    arraysMayChange();
     op.cpu(ins, outs.map((o) => o[0]), { inputs: inMetas, outputs: outMetas, params });
     if (prof) {
       const t2 = performance.now();

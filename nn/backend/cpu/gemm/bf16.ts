@@ -346,13 +346,40 @@ export function alignedU16(n: number): Uint16Array<ArrayBuffer> {
   return buf.subarray(skip, skip + n);
 }
 
+/**
+ * Events that may have changed some array's values: the CPU backend counts every kernel dispatch
+ * and every write it makes outside kernels into an array that held other values (a recycled array
+ * zeroed, `fromArray`, `adopt`). Arrays change no other way (reads copy), so a bf16 rounding made
+ * during one dispatch is still exact in the next one if nothing else was counted between.
+ */
+let changes = 0;
+
+/** Counts an event that may change array values (see `changes`; the CPU backend calls it). */
+export function arraysMayChange(): void {
+  changes++;
+}
+
+/** A rounded operand: the span of `buffer` from byte `at`, `n` values, in scratch `slot`. */
+interface Rounded {
+  buffer: ArrayBufferLike;
+  at: number;
+  n: number;
+  slot: number;
+  /** `changes` when it was rounded or last reused. */
+  changes: number;
+}
+
 /** A bf16 gemm with f32 accumulation (see the module doc). */
 export class Bf16Gemm {
   /** The library loaded. */
   readonly detail: string;
   readonly #d: Dnnl;
-  #sa = alignedU16(0);
-  #sb = alignedU16(0);
+  /** Scratch for rounded operands: this call's two and the previous call's two. */
+  readonly #slots = [alignedU16(0), alignedU16(0), alignedU16(0), alignedU16(0)];
+  /** The previous call's rounded operands. */
+  #held: Rounded[] = [];
+  /** f32 values rounded, and values whose rounding was reused from the previous call. */
+  readonly stats = { rounded: 0, reused: 0 };
 
   constructor(d: Dnnl) {
     this.#d = d;
@@ -390,6 +417,32 @@ export class Bf16Gemm {
     ]);
   }
 
+  /**
+   * `x[from, to)` rounded to bf16 in a scratch slot not in `mine` (this call's): the previous
+   * call's rounding of the same span of the same buffer when nothing can have written any array
+   * since, i.e. the only change is this product's own dispatch (see {@linkcode arraysMayChange}:
+   * a layer's q, k and v products read the same x, and a linear layer's backward products both
+   * read its output gradient, one right after the other), else a new rounding.
+   */
+  #rounded(x: Float32Array, from: number, to: number, mine: Set<number>): Rounded {
+    const n = to - from, at = x.byteOffset + 4 * from;
+    const hit = this.#held.find((h) =>
+      h.buffer === x.buffer && h.at === at && h.n === n && h.changes === changes - 1
+    );
+    let slot: number;
+    if (hit) {
+      slot = hit.slot;
+      this.stats.reused += n;
+    } else {
+      slot = [0, 1, 2, 3].find((i) => !mine.has(i) && !this.#held.some((h) => h.slot === i))!;
+      if (this.#slots[slot].length < n) this.#slots[slot] = alignedU16(n);
+      this.toBf16(x, from, to, this.#slots[slot]);
+      this.stats.rounded += n;
+    }
+    mine.add(slot);
+    return { buffer: x.buffer, at, n, slot, changes };
+  }
+
   /** `C = beta·C + op(A)·op(B)` with A and B rounded to bf16, accumulated and stored in f32. */
   sgemm(args: SgemmArgs): void {
     const r = resolveArgs(args);
@@ -399,10 +452,11 @@ export class Bf16Gemm {
     const [rB, cB] = r.transB ? [r.n, r.k] : [r.k, r.n];
     const endA = r.aOff + (r.batch - 1) * r.strideA + (rA - 1) * r.lda + cA;
     const endB = r.bOff + (r.batch - 1) * r.strideB + (rB - 1) * r.ldb + cB;
-    if (this.#sa.length < endA - r.aOff) this.#sa = alignedU16(endA - r.aOff);
-    if (this.#sb.length < endB - r.bOff) this.#sb = alignedU16(endB - r.bOff);
-    this.toBf16(r.a, r.aOff, endA, this.#sa);
-    this.toBf16(r.b, r.bOff, endB, this.#sb);
+    const mine = new Set<number>();
+    const ra = this.#rounded(r.a as Float32Array, r.aOff, endA, mine);
+    const rb = this.#rounded(r.b as Float32Array, r.bOff, endB, mine);
+    this.#held = [ra, rb];
+    const sa = this.#slots[ra.slot], sb = this.#slots[rb.slot];
     if (this.#d.native && r.beta === 0) {
       const p = this.#matmul(r);
       const what = `bf16 matmul m=${r.m} n=${r.n} k=${r.k}`;
@@ -412,7 +466,7 @@ export class Bf16Gemm {
         const c = r.c.subarray(co, co + (r.m - 1) * r.ldc + r.n);
         this.#d.exec(
           p,
-          [this.#sa.subarray(ao, ao + sizeA), this.#sb.subarray(bo, bo + sizeB), c],
+          [sa.subarray(ao, ao + sizeA), sb.subarray(bo, bo + sizeB), c],
           what,
         );
       }
@@ -429,9 +483,9 @@ export class Bf16Gemm {
         BigInt(r.n),
         BigInt(r.k),
         1,
-        ao === 0 ? this.#sa : this.#sa.subarray(ao),
+        ao === 0 ? sa : sa.subarray(ao),
         BigInt(r.lda),
-        bo === 0 ? this.#sb : this.#sb.subarray(bo),
+        bo === 0 ? sb : sb.subarray(bo),
         BigInt(r.ldb),
         r.beta,
         co === 0 ? r.c : r.c.subarray(co),

@@ -2,7 +2,11 @@ import assert from "node:assert/strict";
 import { alignedU16, cpuHasBf16, openBf16Gemm, toBf16 } from "./bf16.ts";
 import { matmulPrecision, setMatmulPrecision } from "../gemm_adapter.ts";
 import { tensor } from "../../../creation.ts";
+import type { Tensor } from "../../../tensor.ts";
 import { matmul } from "../../../ops/matmul.ts";
+import { mul, neg } from "../../../ops/arith.ts";
+import { sum } from "../../../ops/reduce.ts";
+import { grad } from "../../../autodiff.ts";
 import { key, normalArray } from "../../../random.ts";
 import { init } from "../../../model/minimind.ts";
 import { config } from "../../../model/minimind_config.ts";
@@ -75,6 +79,52 @@ Deno.test("bfloat16 matmul: bf16 products with f32 accumulation, or float32 with
     setMatmulPrecision("float32");
     ta.dispose();
     tb.dispose();
+  }
+});
+
+Deno.test("a bf16 product reuses the previous product's rounding of an operand only when nothing can have changed it", () => {
+  const g = openBf16Gemm();
+  if (typeof g === "string") {
+    // no bf16 gemm on this machine (the reason is the gemm test's)
+    assert.ok(g.length > 0);
+    return;
+  }
+  setMatmulPrecision("bfloat16");
+  const [m, k, n] = [48, 40, 16]; // more than 32 rows: not the packed decode products
+  const x = tensor(Float32Array.from(normalArray(key(4), m * k)), [m, k]);
+  const w1 = tensor(Float32Array.from(normalArray(key(5), n * k)), [n, k]);
+  const w2 = tensor(Float32Array.from(normalArray(key(6), n * k)), [n, k]);
+  try {
+    const reused = () => g.stats.reused;
+    // x·w1ᵀ then x·w2ᵀ, nothing between: x's rounding is the first product's
+    let r0 = reused();
+    const y1 = matmul(x, w1, { transB: true }), y2 = matmul(x, w2, { transB: true });
+    assert.equal(reused() - r0, m * k);
+    // another kernel between (any dispatch may write an array): rounded again, the same bits
+    r0 = reused();
+    const z = neg(w1);
+    const y2again = matmul(x, w2, { transB: true });
+    assert.equal(reused() - r0, 0);
+    assert.deepEqual(y2again.dataSync(), y2.dataSync());
+    // a tensor made between (a write outside kernels, maybe into a recycled array): rounded again
+    matmul(x, w1, { transB: true }).dispose();
+    r0 = reused();
+    const t = tensor(new Float32Array(m * k).fill(1), [m, k]);
+    matmul(x, w2, { transB: true }).dispose();
+    assert.equal(reused() - r0, 0);
+    // a linear layer's backward: dX = dY·W and dW = dYᵀ·X both read dY, one right after the other
+    r0 = reused();
+    const loss = (a: Tensor, b: Tensor) => sum(mul(matmul(a, b, { transB: true }), y1));
+    const [dx, dw] = grad(loss, { argnums: [0, 1] })(x, w1) as [Tensor, Tensor];
+    assert.ok(reused() - r0 >= m * n, `dY's rounding reused: ${reused() - r0}`);
+    // and the gradients are those of fresh roundings (dY = y1: dX = y1·w1, dW = y1ᵀ·x)
+    const want = [matmul(y1, w1), matmul(neg(neg(y1)), x, { transA: true })];
+    assert.deepEqual(dx.dataSync(), want[0].dataSync());
+    assert.deepEqual(dw.dataSync(), want[1].dataSync());
+    for (const a of [y1, y2, z, y2again, t, dx, dw, ...want]) a.dispose();
+  } finally {
+    setMatmulPrecision("float32");
+    for (const a of [x, w1, w2]) a.dispose();
   }
 });
 
