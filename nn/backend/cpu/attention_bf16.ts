@@ -32,6 +32,7 @@ import {
 } from "./gemm/bf16.ts";
 import { kvOffset, kvStep, type UnitRun, unpackAttn } from "./attention_heads.ts";
 import { AttnWorkspace } from "./simd/attention.ts";
+import { alignPad, CACHE_LINE } from "./align.ts";
 import { privateSimd } from "./simd/mod.ts";
 
 /** This thread's scratch arrays, grown as needed and kept. */
@@ -43,10 +44,12 @@ function bf16Scratch(name: string, n: number): Uint16Array {
   scratch.set(name, fresh);
   return fresh;
 }
+/** f32 scratch on a cache line, as `alignedU16` (oneDNN's products write it). */
 function f32Scratch(name: string, n: number): Float32Array {
   const a = scratch.get(name);
   if (a instanceof Float32Array && a.length >= n) return a.subarray(0, n);
-  const fresh = new Float32Array(n);
+  const buf = new Float32Array(n + CACHE_LINE / 4), skip = alignPad(buf) / 4;
+  const fresh = buf.subarray(skip, skip + n);
   scratch.set(name, fresh);
   return fresh;
 }
@@ -55,7 +58,8 @@ function f32Scratch(name: string, n: number): Float32Array {
 function dnnl(): Dnnl {
   const d = openDnnl();
   if (typeof d === "string" || !d.native) {
-    throw new Error(`bf16 attention units: no oneDNN 2.x on this thread (${d})`);
+    const why = typeof d === "string" ? d : `${d.path} has no oneDNN 2.x descriptor API`;
+    throw new Error(`bf16 attention units: no oneDNN 2.x on this thread (${why})`);
   }
   return d;
 }
