@@ -134,15 +134,6 @@ function onOneOmpThread(run: UnitRun): UnitRun {
   };
 }
 
-/** f32 → bf16 of the first `n` values of `x` into `out`. */
-function round(dn: Dnnl, x: Float32Array, out: Uint16Array, n: number): void {
-  const p = dn.reorder(`attention unit round ${n}`, () => [
-    dn.md([n], [1], DT_F32),
-    dn.md([n], [1], DT_BF16),
-  ]);
-  dn.exec(p, [x.subarray(0, n), out.subarray(0, n)], `attention: rounding ${n} values to bf16`);
-}
-
 /**
  * What both unit kernels start from: the call's dimensions, this thread's oneDNN and a SIMD
  * workspace for one unit's [REP·T, S] scores, the gatherers, bf16 scratch for Q, K, V and P, and
@@ -195,7 +186,7 @@ export const bf16AttentionForwardUnits: UnitRun = onOneOmpThread((a, mask, sc, u
     if (mask) ws.setMask(mask, bi * s);
     // rows (head of the group, time): lse's index order, from the group's first head
     ws.probs(p.causal, s - t, p.scale, lse, (bi * nh + g * rep) * t, false, 0, rows, t);
-    round(dn, ws.sc, pb, rows * s);
+    dn.toBf16(ws.sc.subarray(0, rows * s), pb);
     dn.exec(outputs, [pb, vb, ob], "attention: outputs");
     dn.exec(L.headsOut, [ob, out.subarray(qo)], "attention: outputs to [B,T,NH,HD]");
   }
@@ -233,8 +224,8 @@ export const bf16AttentionBackwardUnits: UnitRun = onOneOmpThread((a, mask, sc, 
     }
     dn.exec(scores, [dob, vb, ws.dp], "attention backward: dP");
     ws.ds(p.scale);
-    round(dn, ws.sc, pb, rows * s);
-    round(dn, ws.dp, dsb, rows * s);
+    dn.toBf16(ws.sc.subarray(0, rows * s), pb);
+    dn.toBf16(ws.dp.subarray(0, rows * s), dsb);
     // dV = Pᵀ·dO and dK = dSᵀ·Q straight into the [B, S, NKV, HD] gradients (the group's heads
     // summed by the product); dQ = dS·K, then scattered to [B, T, NH, HD]
     dn.exec(kvGrad, [pb, dob, dv.subarray(ko)], "attention backward: dV");

@@ -150,11 +150,7 @@ export function packedProduct(
   let x: ArrayBufferView = a.subarray(0, m * k);
   if (bf16) {
     if (xBf16.length < m * k) xBf16 = alignedU16(m * k);
-    const round = d.reorder(
-      `packed bf16 rounding ${m * k}`,
-      () => [d.md([m * k], [1], DT_F32), d.md([m * k], [1], DT_BF16)],
-    );
-    d.exec(round, [x, xBf16.subarray(0, m * k)], `f32→bf16 rounding of ${m}×${k} rows`);
+    d.toBf16(a.subarray(0, m * k), xBf16);
     x = xBf16.subarray(0, m * k);
   }
   d.exec(
