@@ -20,20 +20,20 @@
 // B = batch, T = query time, S = key time, NH = query heads, NKV = kv heads, HD = head dim,
 // REP = NH / NKV
 import type { TypedArray } from "../../dtype.ts";
-import type { AttnShape } from "../../ops/attention/wgsl.ts";
+import { type AttnShape, kvOffset, kvStep } from "../../ops/attention/wgsl.ts";
 import {
   alignedU16,
   type Dnnl,
   DT_BF16,
   DT_F32,
+  nativeDnnl,
   oneOmpThread,
   openDnnl,
   type Prim,
 } from "./gemm/bf16.ts";
-import { kvOffset, kvStep, type UnitRun, unpackAttn } from "./attention_heads.ts";
+import { type UnitRun, unitSimd, unpackAttn } from "./attention_heads.ts";
 import { AttnWorkspace } from "./simd/attention.ts";
 import { alignPad, CACHE_LINE } from "./align.ts";
-import { privateSimd } from "./simd/mod.ts";
 
 /** This thread's scratch arrays, grown as needed and kept. */
 const scratch = new Map<string, Uint16Array | Float32Array>();
@@ -56,19 +56,14 @@ function f32Scratch(name: string, n: number): Float32Array {
 
 /** This thread's oneDNN 2.x (the pool only sends work here where the calling thread has it). */
 function dnnl(): Dnnl {
-  const d = openDnnl();
-  if (typeof d === "string" || !d.native) {
-    const why = typeof d === "string" ? d : `${d.path} has no oneDNN 2.x descriptor API`;
-    throw new Error(`bf16 attention units: no oneDNN 2.x on this thread (${why})`);
-  }
-  return d;
-}
-
-/** This thread's SIMD kernels. */
-function unitSimd() {
-  const s = privateSimd();
-  if (!s) throw new Error("bf16 attention units: the wasm SIMD kernels are unavailable");
-  return s;
+  const d = nativeDnnl();
+  if (d) return d;
+  const why = openDnnl();
+  throw new Error(
+    `bf16 attention units: no oneDNN 2.x on this thread (${
+      typeof why === "string" ? why : `${why.path} has no 2.x descriptor API`
+    })`,
+  );
 }
 
 /**
@@ -152,7 +147,7 @@ function setup(sc: readonly number[], mask: unknown, backward: boolean) {
     rep,
     rows,
     dn,
-    ws: new AttnWorkspace(unitSimd(), rows, s, backward, mask !== null),
+    ws: new AttnWorkspace(unitSimd("bf16 attention units"), rows, s, backward, mask !== null),
     L,
     qb,
     kb,

@@ -11,18 +11,8 @@ import type { TypedArray } from "../../dtype.ts";
 import { gemm } from "./gemm_adapter.ts";
 import { getGemm } from "./gemm/mod.ts";
 import { AttnWorkspace } from "./simd/attention.ts";
-import { privateSimd } from "./simd/mod.ts";
-import type { AttnShape } from "../../ops/attention/wgsl.ts";
-
-/** Element offset of key step 0 of batch row `bi`, KV head `g` in K or V (either layout). */
-export function kvOffset(d: AttnShape, bi: number, g: number): number {
-  return ((d.kvTimeMajor ? bi : bi * d.s) * d.nkv + g) * d.hd;
-}
-
-/** Elements between consecutive key steps of one batch row and head in K or V. */
-export function kvStep(d: AttnShape): number {
-  return (d.kvTimeMajor ? d.b : 1) * d.nkv * d.hd;
-}
+import { privateSimd, type SimdKernels } from "./simd/mod.ts";
+import { type AttnShape, kvOffset, kvStep } from "../../ops/attention/wgsl.ts";
 
 /** The attention params the kernels read. */
 export interface AttnOptions {
@@ -281,14 +271,20 @@ export function unpackAttn(sc: readonly number[]): [AttnShape, AttnOptions] {
   return [{ b, t, s, nh, nkv, hd, kvTimeMajor: timeMajor !== 0 }, { causal: causal !== 0, scale }];
 }
 
+/** This thread's own SIMD instance for unit kernels (`what` names them if there is none). */
+export function unitSimd(what: string): SimdKernels {
+  const s = privateSimd();
+  if (!s) throw new Error(`${what}: the wasm SIMD kernels are unavailable`);
+  return s;
+}
+
 /**
  * This thread's SIMD instance without a pool (the pool's threads split the units instead). Units
  * only run where the calling thread's products are OpenBLAS's; a thread that could not load it
  * would compute other bits, so it refuses.
  */
-function unitSimd() {
-  const s = privateSimd();
-  if (!s) throw new Error("attention units: the wasm SIMD kernels are unavailable");
+function blasUnitSimd() {
+  const s = unitSimd("attention units");
   const g = getGemm();
   if (g.kind !== "blas") {
     throw new Error(`attention units: this thread's matrix products are ${g.detail}, not BLAS`);
@@ -305,7 +301,7 @@ export const attentionForwardUnits: UnitRun = (a, mask, sc, u0, u1) => {
   const [d, p] = unpackAttn(sc);
   const [q, k, v, out, lse] = a;
   const arrays = { q, k, v, mask, out, lse };
-  const ws = new AttnWorkspace(unitSimd(), forwardScoreRows(d), d.s, false, mask !== null);
+  const ws = new AttnWorkspace(blasUnitSimd(), forwardScoreRows(d), d.s, false, mask !== null);
   for (let u = u0; u < u1; u++) {
     const bi = Math.floor(u / d.nkv), g = u % d.nkv;
     if (mask) ws.setMask(mask, bi * d.s);
@@ -321,7 +317,7 @@ export const attentionBackwardUnits: UnitRun = (a, mask, sc, u0, u1) => {
   const [d, p] = unpackAttn(sc);
   const [q, k, v, o, lse, dout, dq, dk, dv] = a;
   const arrays = { q, k, v, o, lse, dout, mask, dq, dk, dv };
-  const ws = new AttnWorkspace(unitSimd(), d.t, d.s, true, mask !== null);
+  const ws = new AttnWorkspace(blasUnitSimd(), d.t, d.s, true, mask !== null);
   const rep = d.nh / d.nkv;
   for (let u = u0; u < u1; u++) {
     const bi = Math.floor(u / d.nkv), g = u % d.nkv;
