@@ -20,7 +20,7 @@
 // B = batch, T = query time, S = key time, NH = query heads, NKV = kv heads, HD = head dim,
 // REP = NH / NKV
 import type { TypedArray } from "../../dtype.ts";
-import { type AttnShape, kvOffset, kvStep } from "../../ops/attention/wgsl.ts";
+import type { AttnShape } from "../../ops/attention/wgsl.ts";
 import {
   alignedU16,
   type Dnnl,
@@ -31,7 +31,7 @@ import {
   openDnnl,
   type Prim,
 } from "./gemm/bf16.ts";
-import { type UnitRun, unitSimd, unpackAttn } from "./attention_heads.ts";
+import { kvOffset, kvStep, type UnitRun, unitSimd, unpackAttn } from "./attention_heads.ts";
 import { AttnWorkspace } from "./simd/attention.ts";
 import { alignPad, CACHE_LINE } from "./align.ts";
 

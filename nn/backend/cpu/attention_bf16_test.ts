@@ -1,7 +1,8 @@
 import assert from "node:assert/strict";
 import { setMatmulPrecision } from "./gemm_adapter.ts";
 import { canPinOmp, cpuHasBf16, openDnnl } from "./gemm/bf16.ts";
-import { type AttnShape, kvOffset, kvStep } from "../../ops/attention/wgsl.ts";
+import type { AttnShape } from "../../ops/attention/wgsl.ts";
+import { kvOffset, kvStep } from "./attention_heads.ts";
 import { attentionBackwardOp, attentionOp } from "../../ops/attention.ts";
 import type { Meta } from "../../op.ts";
 import {

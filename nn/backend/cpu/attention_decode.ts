@@ -18,10 +18,10 @@
  * @module
  */
 // B = batch, S = key time, NH = query heads, NKV = kv heads, HD = head dim, REP = NH / NKV
-import { type AttnShape, kvOffset, kvStep } from "../../ops/attention/wgsl.ts";
+import type { AttnShape } from "../../ops/attention/wgsl.ts";
 import { stridesOf } from "../../shape.ts";
 import { DT_F32, nativeDnnl } from "./gemm/bf16.ts";
-import type { AttnForwardArrays, AttnOptions } from "./attention_heads.ts";
+import { type AttnForwardArrays, type AttnOptions, kvOffset, kvStep } from "./attention_heads.ts";
 import { attnWorkspace } from "./simd/attention.ts";
 
 let enabled = true;

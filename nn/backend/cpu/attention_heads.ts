@@ -12,7 +12,17 @@ import { gemm } from "./gemm_adapter.ts";
 import { getGemm } from "./gemm/mod.ts";
 import { AttnWorkspace } from "./simd/attention.ts";
 import { privateSimd, type SimdKernels } from "./simd/mod.ts";
-import { type AttnShape, kvOffset, kvStep } from "../../ops/attention/wgsl.ts";
+import type { AttnShape } from "../../ops/attention/wgsl.ts";
+
+/** Element offset of key step 0 of batch row `bi`, KV head `g` in K or V (either layout). */
+export function kvOffset(d: AttnShape, bi: number, g: number): number {
+  return ((d.kvTimeMajor ? bi : bi * d.s) * d.nkv + g) * d.hd;
+}
+
+/** Elements between consecutive key steps of one batch row and head in K or V. */
+export function kvStep(d: AttnShape): number {
+  return (d.kvTimeMajor ? d.b : 1) * d.nkv * d.hd;
+}
 
 /** The attention params the kernels read. */
 export interface AttnOptions {

@@ -18,6 +18,7 @@ import {
   NEG_INF,
   rowGrid,
 } from "../../backend/webgpu/wgsl.ts";
+import { kvOffset, kvStep } from "../../backend/cpu/attention_heads.ts";
 
 /** Static shape of one attention call. */
 export interface AttnShape {
@@ -38,16 +39,6 @@ export interface AttnShape {
    * array in place), instead of [B, S, NKV, HD].
    */
   kvTimeMajor?: boolean;
-}
-
-/** Element offset of key step 0 of batch row `bi`, KV head `g` in K or V (either layout). */
-export function kvOffset(d: AttnShape, bi: number, g: number): number {
-  return ((d.kvTimeMajor ? bi : bi * d.s) * d.nkv + g) * d.hd;
-}
-
-/** Elements between consecutive key steps of one batch row and head in K or V. */
-export function kvStep(d: AttnShape): number {
-  return (d.kvTimeMajor ? d.b : 1) * d.nkv * d.hd;
 }
 
 const UNIFORMS =
