@@ -331,6 +331,7 @@ const TENSOR_DTYPE: Record<DType, SafetensorsDType> = {
   f64: "F64",
   i32: "I32",
   u32: "U32",
+  bf16: "BF16",
 };
 
 /**

@@ -2,27 +2,38 @@
  * Element types of tensors.
  *
  * `f32` is the working type everywhere; `f64` exists on the CPU backend for gradient checks;
- * `i32` / `u32` hold token ids, indices and masks.
+ * `i32` / `u32` hold token ids, indices and masks. `bf16` is a storage type of the bfloat16
+ * precision on the CPU: bfloat16 bits in a `Uint16Array`, which only the ops that say so take (the
+ * MLP's products and its SwiGLU, `model/layers/mlp.ts`); everything computes in f32 and rounds to
+ * nearest even when it stores bf16.
  * @module
  */
 
 /** The element type of a tensor. */
-export type DType = "f32" | "f64" | "i32" | "u32";
+export type DType = "f32" | "f64" | "i32" | "u32" | "bf16";
 
-/** Any typed array a tensor can be read back into. */
-export type TypedArray = Float32Array | Float64Array | Int32Array | Uint32Array;
+/** Any typed array a tensor can be read back into (bf16: the bits, in a `Uint16Array`). */
+export type TypedArray = Float32Array | Float64Array | Int32Array | Uint32Array | Uint16Array;
 
 /** Every dtype, in a fixed order (used by tests and error messages). */
-export const DTYPES: readonly DType[] = ["f32", "f64", "i32", "u32"];
+export const DTYPES: readonly DType[] = ["f32", "f64", "i32", "u32", "bf16"];
 
-/** Whether `dtype` is a floating-point type (differentiable). */
+/**
+ * Whether `dtype` is a floating-point type that ops compute in (f32, f64). bf16 is not: it is
+ * stored, and only the ops that say so read it.
+ */
 export function isFloat(dtype: DType): boolean {
   return dtype === "f32" || dtype === "f64";
 }
 
+/** Whether gradients flow through values of `dtype`: the floats, and bf16. */
+export function isDifferentiable(dtype: DType): boolean {
+  return isFloat(dtype) || dtype === "bf16";
+}
+
 /** Bytes per element of `dtype`. */
 export function byteSize(dtype: DType): number {
-  return dtype === "f64" ? 8 : 4;
+  return dtype === "f64" ? 8 : dtype === "bf16" ? 2 : 4;
 }
 
 /** A new zero-filled typed array of `size` elements of `dtype`. */
@@ -36,6 +47,8 @@ export function allocArray(dtype: DType, size: number): TypedArray {
       return new Int32Array(size);
     case "u32":
       return new Uint32Array(size);
+    case "bf16":
+      return new Uint16Array(size);
   }
 }
 
@@ -44,6 +57,7 @@ export function dtypeOfArray(a: TypedArray): DType {
   if (a instanceof Float32Array) return "f32";
   if (a instanceof Float64Array) return "f64";
   if (a instanceof Int32Array) return "i32";
+  if (a instanceof Uint16Array) return "bf16";
   return "u32";
 }
 
@@ -52,4 +66,19 @@ export function toTypedArray(src: ArrayLike<number>, dtype: DType): TypedArray {
   const out = allocArray(dtype, src.length);
   for (let i = 0; i < src.length; i++) out[i] = src[i];
   return out;
+}
+
+const bitsF32 = new Float32Array(1), bitsU32 = new Uint32Array(bitsF32.buffer);
+
+/** The f32 value of bf16 bits (exact). */
+export function bf16Value(bits: number): number {
+  bitsU32[0] = (bits & 0xffff) << 16;
+  return bitsF32[0];
+}
+
+/** `x` rounded to f32 and then to bf16 bits: round to nearest even; NaN stays NaN (quiet). */
+export function bf16Bits(x: number): number {
+  bitsF32[0] = x;
+  const v = bitsU32[0];
+  return (v & 0x7fffffff) > 0x7f800000 ? (v >>> 16) | 0x40 : (v + 0x7fff + ((v >>> 16) & 1)) >>> 16;
 }

@@ -4,7 +4,7 @@
  * @module
  */
 import type { Meta } from "./op.ts";
-import { isFloat } from "./dtype.ts";
+import { isDifferentiable } from "./dtype.ts";
 import { alias, metaOf } from "./tensor.ts";
 import type { Tensor } from "./tensor.ts";
 
@@ -129,7 +129,7 @@ export function record(
   // mark outputs on every tape first, so saved outputs carry their traces (grad of grad)
   const outIdsPer = on.map(({ tape }) =>
     outputs.map((o, i) => {
-      if (!isFloat(o.dtype) || noGrad?.includes(i)) return null;
+      if (!isDifferentiable(o.dtype) || noGrad?.includes(i)) return null;
       const id = tape.nextId++;
       mark(o, tape, id);
       return id;

@@ -19,7 +19,13 @@ import type { DType, TypedArray } from "../nn/dtype.ts";
 import type { TrainState } from "./step.ts";
 import { asTrainState } from "./trainer.ts";
 
-const ST_DTYPE: Record<DType, string> = { f32: "F32", f64: "F64", i32: "I32", u32: "U32" };
+const ST_DTYPE: Record<DType, string> = {
+  f32: "F32",
+  f64: "F64",
+  i32: "I32",
+  u32: "U32",
+  bf16: "BF16",
+};
 const FROM_ST: Record<string, DType> = { F32: "f32", F64: "f64", I32: "i32", U32: "u32" };
 
 /** A file name stem in MiniMind's convention: `{weight}_{hidden}{_moe}`. */

@@ -1,18 +1,21 @@
 /**
  * Batched matrix multiply with transpose flags. The VJP is two matmuls with flipped flags, so
  * backward never materialises a transpose. f32 runs on the fast gemm (BLAS / wasm SIMD), or in
- * bf16 with f32 accumulation when `setMatmulPrecision("bfloat16")` is in effect.
+ * bf16 with f32 accumulation when `setMatmulPrecision("bfloat16")` is in effect. On the CPU the
+ * operands may also be bf16 tensors (used as they are) and the result bf16 (`dtype`): the
+ * bfloat16 precision's activations, products with f32 accumulation rounded once when stored.
  * @module
  */
 // B = batch dims, M×K · K×N → M×N
-import { isFloat } from "../dtype.ts";
+import { type DType, isFloat } from "../dtype.ts";
 import type { KernelOp, Meta } from "../op.ts";
 import { defineOp } from "../op.ts";
 import { apply1 } from "../apply.ts";
 import { fmt, sameShape, sizeOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { reshape } from "./movement.ts";
-import { matmulGemm, packedMatmul } from "../backend/cpu/gemm_adapter.ts";
+import { bf16Activations, matmulGemm, packedMatmul } from "../backend/cpu/gemm_adapter.ts";
+import { PACKED_MAX_ROWS } from "../backend/cpu/gemm/packed.ts";
 import { pooledMatmul } from "../backend/cpu/threads/mod.ts";
 import { matmulKernel } from "./matmul/wgsl.ts";
 
@@ -22,6 +25,22 @@ export interface MatmulParams {
   readonly transA: boolean;
   /** Use Bᵀ (B stored [..., N, K]). */
   readonly transB: boolean;
+  /**
+   * The result's dtype where it is not the operands' common float dtype: "bf16", or "f32" from a
+   * bf16 operand (CPU only).
+   */
+  readonly dtype?: "f32" | "bf16";
+}
+
+/**
+ * The result dtype of a product of `a` and `b`, or null where they cannot be multiplied: one float
+ * dtype (f32, f64) by default; with a bf16 operand or `dtype`, any mix of f32 and bf16 operands,
+ * and the result `dtype` (f32 by default).
+ */
+function productDtype(a: DType, b: DType, dtype?: "f32" | "bf16"): DType | null {
+  if (dtype === undefined && a === b && isFloat(a)) return a;
+  const lowp = (d: DType) => d === "f32" || d === "bf16";
+  return lowp(a) && lowp(b) ? dtype ?? "f32" : null;
 }
 
 interface Dims {
@@ -67,13 +86,16 @@ function dims(a: Meta, b: Meta, p: MatmulParams): Dims {
 export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams, "matmul">({
   name: "matmul",
   infer: ([a, b], p) => {
-    if (a.dtype !== b.dtype || !isFloat(a.dtype)) {
+    const dtype = productDtype(a.dtype, b.dtype, p.dtype);
+    if (!dtype) {
       throw new Error(
-        `Cannot matmul ${a.dtype} and ${b.dtype} tensors: both must be the same float dtype`,
+        `Cannot matmul ${a.dtype} and ${b.dtype} tensors${
+          p.dtype ? ` into ${p.dtype}` : ""
+        }: both must be the same float dtype, or f32 and bf16 (CPU)`,
       );
     }
     const d = dims(a, b, p);
-    return [{ shape: [...d.batch, d.m, d.n], dtype: a.dtype }];
+    return [{ shape: [...d.batch, d.m, d.n], dtype }];
   },
   writesAll: true,
   cpu: ([a, b], [c], { inputs, params }) => {
@@ -121,22 +143,27 @@ export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams,
     const g = ct[0]!;
     const a = ctx.inputs[0]!, b = ctx.inputs[1]!;
     const { transA, transB } = ctx.params;
+    // each gradient in its input's dtype (a bf16 activation gets a bf16 gradient)
+    const as = (x: Tensor, y: Tensor, t: Tensor) =>
+      productDtype(x.dtype, y.dtype) === t.dtype ? {} : { dtype: t.dtype as "f32" | "bf16" };
     const da = !ctx.needsGrad[0]
       ? null
       : transA
-      ? matmul(b, g, { transA: transB, transB: true })
-      : matmul(g, b, { transB: !transB });
+      ? matmul(b, g, { transA: transB, transB: true, ...as(b, g, a) })
+      : matmul(g, b, { transB: !transB, ...as(g, b, a) });
     if (!ctx.needsGrad[1]) return [da, null];
     let db: Tensor;
     if (b.rank === 2 && a.rank > 2 && !transA) {
       // sum over A's batch inside one gemm instead of materialising per-batch gradients
       const a2 = reshape(a, [-1, a.shape[a.rank - 1]]);
       const g2 = reshape(g, [-1, g.shape[g.rank - 1]]);
-      db = transB ? matmul(g2, a2, { transA: true }) : matmul(a2, g2, { transA: true });
+      db = transB
+        ? matmul(g2, a2, { transA: true, ...as(g2, a2, b) })
+        : matmul(a2, g2, { transA: true, ...as(a2, g2, b) });
     } else {
       db = transB
-        ? matmul(g, a, { transA: true, transB: transA })
-        : matmul(a, g, { transA: !transA });
+        ? matmul(g, a, { transA: true, transB: transA, ...as(g, a, b) })
+        : matmul(a, g, { transA: !transA, ...as(a, g, b) });
     }
     return [da, db];
   },
@@ -180,7 +207,8 @@ export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams,
  *
  * @param a left operand [..., M, K] (or [..., K, M] with transA)
  * @param b right operand [..., K, N] (or [..., N, K] with transB)
- * @param options transpose flags
+ * @param options transpose flags; `dtype` of the result where it differs from the operands'
+ *   common float dtype (CPU: "bf16", or "f32" from bf16 operands)
  * @returns [..., M, N]
  * @example
  * ```ts
@@ -193,7 +221,26 @@ export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams,
 export function matmul(
   a: Tensor,
   b: Tensor,
-  options: { transA?: boolean; transB?: boolean } = {},
+  options: { transA?: boolean; transB?: boolean; dtype?: "f32" | "bf16" } = {},
 ): Tensor {
-  return apply1(matmulOp, [a, b], { transA: !!options.transA, transB: !!options.transB });
+  const flags = { transA: !!options.transA, transB: !!options.transB };
+  return apply1(matmulOp, [a, b], options.dtype ? { ...flags, dtype: options.dtype } : flags);
+}
+
+/**
+ * The dtype to keep activations derived from `x` in between products: "bf16" where `x` is on the
+ * CPU in the bfloat16 precision on oneDNN's native products (`setMatmulPrecision`) and has more
+ * rows than a decode step (training, prefill), else `x`'s own. A decode step's few rows keep f32
+ * activations: their products run on packed bf16 copies of the weights (`gemm/packed.ts`), which
+ * read f32 rows.
+ *
+ * @param x a tensor [..., K] the activations derive from
+ * @returns "bf16", or x's dtype
+ */
+export function activationDtype(x: Tensor): DType {
+  const rows = x.rank === 0 ? 1 : x.size / (x.shape[x.rank - 1] || 1);
+  return x.dtype === "f32" && rows > PACKED_MAX_ROWS && x.backend.name === "cpu" &&
+      bf16Activations()
+    ? "bf16"
+    : x.dtype;
 }

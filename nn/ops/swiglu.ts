@@ -1,8 +1,10 @@
 /**
- * Fused SwiGLU gate: silu(g) ⊙ u (the MLP's elementwise core), with a fused backward.
+ * Fused SwiGLU gate: silu(g) ⊙ u (the MLP's elementwise core), with a fused backward. Takes f32,
+ * f64, or bf16 (the CPU's bfloat16 precision: computed in f32 from the widened values, each result
+ * rounded to bf16 once, as PyTorch's CPU autocast runs MiniMind's MLP).
  * @module
  */
-import { isFloat } from "../dtype.ts";
+import { bf16Bits, bf16Value, type DType, isFloat, type TypedArray } from "../dtype.ts";
 import type { KernelOp, NoParams } from "../op.ts";
 import { defineOp, NONDIFF } from "../op.ts";
 import { apply, apply1 } from "../apply.ts";
@@ -20,11 +22,26 @@ function sig(x: number): number {
   return x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x));
 }
 
+/** The dtypes swiglu takes: the floats, and bf16 on the CPU. */
+function swigluDtype(d: DType): boolean {
+  return isFloat(d) || d === "bf16";
+}
+
+/** Element i as a number (bf16 bits widened). */
+function at(a: TypedArray, i: number): number {
+  return a instanceof Uint16Array ? bf16Value(a[i]) : a[i];
+}
+
+/** Stores v at i (to bf16 rounded from f32). */
+function put(a: TypedArray, i: number, v: number): void {
+  a[i] = a instanceof Uint16Array ? bf16Bits(v) : v;
+}
+
 /** g, u (same shape) → silu(g) ⊙ u. */
 export const swigluOp: KernelOp<NoParams, "swiglu"> = defineOp<NoParams, "swiglu">({
   name: "swiglu",
   infer: ([g, u]) => {
-    if (!isFloat(g.dtype) || g.dtype !== u.dtype || !sameShape(g.shape, u.shape)) {
+    if (!swigluDtype(g.dtype) || g.dtype !== u.dtype || !sameShape(g.shape, u.shape)) {
       throw new Error(
         `Cannot apply swiglu to ${g.dtype} ${fmt(g.shape)} and ${u.dtype} ${fmt(u.shape)}`,
       );
@@ -33,8 +50,11 @@ export const swigluOp: KernelOp<NoParams, "swiglu"> = defineOp<NoParams, "swiglu
   },
   writesAll: true,
   cpu: ([g, u], [y]) => {
-    if (simdSwiglu(g, u, y)) return; // f32: the wasm SIMD kernel
-    for (let i = 0; i < g.length; i++) y[i] = g[i] * sig(g[i]) * u[i];
+    if (simdSwiglu(g, u, y)) return; // f32, bf16: the wasm SIMD kernel
+    for (let i = 0; i < g.length; i++) {
+      const x = at(g, i);
+      put(y, i, x * sig(x) * at(u, i));
+    }
   },
   wgsl: ({ inputs: [g] }) => {
     let n = 1;
@@ -56,14 +76,25 @@ export const swigluBackwardOp: KernelOp<NoParams, "swiglu_backward"> = defineOp<
   "swiglu_backward"
 >({
   name: "swiglu_backward",
-  infer: ([, g, u]) => [{ shape: g.shape, dtype: g.dtype }, { shape: u.shape, dtype: u.dtype }],
+  infer: ([ct, g, u]) => {
+    const ok = swigluDtype(g.dtype) && ct.dtype === g.dtype && u.dtype === g.dtype &&
+      sameShape(ct.shape, g.shape) && sameShape(u.shape, g.shape);
+    if (!ok) {
+      throw new Error(
+        `Cannot apply swiglu_backward to ct ${ct.dtype} ${fmt(ct.shape)}, g ${g.dtype} ${
+          fmt(g.shape)
+        }, u ${u.dtype} ${fmt(u.shape)}: expected one float dtype and one shape`,
+      );
+    }
+    return [{ shape: g.shape, dtype: g.dtype }, { shape: u.shape, dtype: u.dtype }];
+  },
   writesAll: true,
   cpu: ([ct, g, u], [dg, du]) => {
-    if (simdSwigluBackward(ct, g, u, dg, du)) return; // f32: the wasm SIMD kernel
+    if (simdSwigluBackward(ct, g, u, dg, du)) return; // f32, bf16: the wasm SIMD kernel
     for (let i = 0; i < g.length; i++) {
-      const s = sig(g[i]);
-      du[i] = ct[i] * g[i] * s;
-      dg[i] = ct[i] * u[i] * s * (1 + g[i] * (1 - s));
+      const x = at(g, i), c = at(ct, i), s = sig(x);
+      put(du, i, c * x * s);
+      put(dg, i, c * at(u, i) * s * (1 + x * (1 - s)));
     }
   },
   wgsl: ({ inputs: [, g] }) => {

@@ -8,6 +8,7 @@ import { getGemm } from "./gemm/mod.ts";
 import type { Gemm } from "./gemm/mod.ts";
 import { Bf16Gemm, type Dnnl, nativeDnnl, openBf16Gemm } from "./gemm/bf16.ts";
 import { packedProduct } from "./gemm/packed.ts";
+import type { Bf16Operand } from "./gemm/types.ts";
 
 type FastGemm = Pick<Gemm, "sgemm" | "sumSquares" | "addInPlace">;
 let fast: FastGemm | null = null;
@@ -262,6 +263,25 @@ export function setMatmulPrecision(
 }
 
 /**
+ * The bf16 gemm for products of bf16 tensors: the precision's own, else oneDNN's where this CPU
+ * has native bf16; throws why not.
+ */
+function bf16Gemm(): Bf16Gemm {
+  if (bf16 instanceof Bf16Gemm) return bf16;
+  const g = openBf16Gemm();
+  if (typeof g === "string") throw new Error(`Cannot multiply bf16 tensors on the CPU: ${g}`);
+  return g;
+}
+
+/**
+ * Whether the matmul op may store bf16 activations on the CPU: the bfloat16 precision is in effect
+ * on oneDNN's native products (`model/layers/mlp.ts` then keeps its hidden activations in bf16).
+ */
+export function bf16Activations(): boolean {
+  return bf16 instanceof Bf16Gemm && nativeDnnl() !== null;
+}
+
+/**
  * `gemm` for the matmul op: in the bfloat16 precision (see `setMatmulPrecision`) f32 products go
  * to the bf16 gemm; otherwise it is `gemm`.
  */
@@ -282,6 +302,30 @@ export function matmulGemm(
   strideB = 0,
   strideC = 0,
 ): void {
+  if (a instanceof Uint16Array || b instanceof Uint16Array || c instanceof Uint16Array) {
+    // bf16 tensors (the bfloat16 precision's activations): only the bf16 gemm multiplies them
+    const mixed = bf16Gemm();
+    const t0 = gemmClock.on ? performance.now() : 0;
+    mixed.sgemm({
+      transA,
+      transB,
+      m,
+      n,
+      k,
+      a: a as Bf16Operand,
+      lda,
+      b: b as Bf16Operand,
+      ldb,
+      c: c as Bf16Operand,
+      ldc,
+      batch,
+      strideA,
+      strideB,
+      strideC,
+    });
+    if (gemmClock.on) gemmClock.ms += performance.now() - t0;
+    return;
+  }
   const g = bf16;
   if (
     !g || m === 0 || n === 0 || !(a instanceof Float32Array) || !(b instanceof Float32Array) ||

@@ -53,6 +53,8 @@ function arrayView(dtype: DType, b: SharedArrayBuffer, size: number): TypedArray
       return new Int32Array(b, at, size);
     case "u32":
       return new Uint32Array(b, at, size);
+    case "bf16":
+      return new Uint16Array(b, at, size);
   }
 }
 

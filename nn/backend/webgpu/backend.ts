@@ -208,6 +208,11 @@ export class WebGpuBackend implements Backend {
         `Cannot ${what} f64 on WebGPU: WGSL has no f64 (use f32, or the CPU backend)`,
       );
     }
+    if (dtype === "bf16") {
+      throw new Error(
+        `Cannot ${what} bf16 on WebGPU: bf16 tensors are the CPU's bfloat16 precision (use f32)`,
+      );
+    }
   }
 
   alloc(dtype: DType, size: number): Storage {

@@ -7,9 +7,11 @@
 import type { DType } from "../../dtype.ts";
 import { stridesOf } from "../../shape.ts";
 
-/** The WGSL scalar type of a dtype (f64 has none). */
+/** The WGSL scalar type of a dtype (f64 and bf16 have none). */
 export function wgslType(dtype: DType): "f32" | "i32" | "u32" {
-  if (dtype === "f64") throw new Error("Cannot use f64 in WGSL: the WebGPU backend supports f32");
+  if (dtype === "f64" || dtype === "bf16") {
+    throw new Error(`Cannot use ${dtype} in WGSL: the WebGPU backend supports f32`);
+  }
   return dtype;
 }
 

@@ -14,7 +14,13 @@
  * @module
  */
 
-import { handleTrivial, resolveArgs, type Resolved, type SgemmArgs } from "./types.ts";
+import {
+  type Bf16Operand,
+  handleTrivial,
+  type MixedArgs,
+  type MixedResolved,
+  resolveMixed,
+} from "./types.ts";
 import { alignPad, CACHE_LINE } from "../align.ts";
 
 const DIM = "i64";
@@ -420,14 +426,15 @@ export class Bf16Gemm {
    * n×k) with leading dimensions, f32 C (m×n, row stride ldc). oneDNN picks its best kernel (AMX or
    * AVX512-BF16 brgemm), 1.5–1.9× dnnl_gemm_bf16bf16f32 on the forward's A·Bᵀ products.
    */
-  #matmul(r: Resolved): Prim {
+  #matmul(r: MixedResolved): Prim {
     const { m, n, k, lda, ldb, ldc, transA, transB } = r;
-    const key = `matmul ${m} ${n} ${k} ${lda} ${ldb} ${ldc} ${transA} ${transB}`;
+    const dtC = r.c instanceof Uint16Array ? DT_BF16 : DT_F32;
+    const key = `matmul ${m} ${n} ${k} ${lda} ${ldb} ${ldc} ${transA} ${transB} ${dtC}`;
     const d = this.#d;
     return d.matmul(key, () => [
       d.md([m, k], transA ? [1, lda] : [lda, 1], DT_BF16),
       d.md([k, n], transB ? [1, ldb] : [ldb, 1], DT_BF16),
-      d.md([m, n], [ldc, 1], DT_F32),
+      d.md([m, n], [ldc, 1], dtC),
     ]);
   }
 
@@ -438,7 +445,8 @@ export class Bf16Gemm {
    * a layer's q, k and v products read the same x, and a linear layer's backward products both
    * read its output gradient, one right after the other), else a new rounding.
    */
-  #rounded(x: Float32Array, from: number, to: number, mine: Set<number>): Rounded {
+  #rounded(x: Bf16Operand, from: number, to: number, mine: Set<number>): Rounded | Uint16Array {
+    if (x instanceof Uint16Array) return x.subarray(from, to); // bf16 already
     const n = to - from, at = x.byteOffset + 4 * from;
     const hit = this.#held.find((h) =>
       h.buffer === x.buffer && h.at === at && h.n === n && h.changes === changes - 1
@@ -457,9 +465,17 @@ export class Bf16Gemm {
     return { buffer: x.buffer, at, n, slot, changes };
   }
 
-  /** `C = beta·C + op(A)·op(B)` with A and B rounded to bf16, accumulated and stored in f32. */
-  sgemm(args: SgemmArgs): void {
-    const r = resolveArgs(args);
+  /**
+   * `C = beta·C + op(A)·op(B)` with f32 A and B rounded to bf16 (bf16 ones used as they are),
+   * accumulated in f32 and stored in f32, or rounded once to a bf16 C.
+   */
+  sgemm(args: MixedArgs): void {
+    const r = resolveMixed(args);
+    if (r.c instanceof Uint16Array && !(this.#d.native && r.beta === 0)) {
+      throw new Error(
+        `Cannot store a bf16 product (m=${r.m} n=${r.n} k=${r.k}, beta ${r.beta}): it needs oneDNN 2.x's matmul primitive and beta 0 (${this.#d.path})`,
+      );
+    }
     if (handleTrivial(r)) return;
     // the spans of a and b the batch reads, rounded once
     const [rA, cA] = r.transA ? [r.k, r.m] : [r.m, r.k];
@@ -467,10 +483,11 @@ export class Bf16Gemm {
     const endA = r.aOff + (r.batch - 1) * r.strideA + (rA - 1) * r.lda + cA;
     const endB = r.bOff + (r.batch - 1) * r.strideB + (rB - 1) * r.ldb + cB;
     const mine = new Set<number>();
-    const ra = this.#rounded(r.a as Float32Array, r.aOff, endA, mine);
-    const rb = this.#rounded(r.b as Float32Array, r.bOff, endB, mine);
-    this.#held = [ra, rb];
-    const sa = this.#slots[ra.slot], sb = this.#slots[rb.slot];
+    const ra = this.#rounded(r.a, r.aOff, endA, mine);
+    const rb = this.#rounded(r.b, r.bOff, endB, mine);
+    this.#held = [ra, rb].filter((x): x is Rounded => !(x instanceof Uint16Array));
+    const sa = ra instanceof Uint16Array ? ra : this.#slots[ra.slot];
+    const sb = rb instanceof Uint16Array ? rb : this.#slots[rb.slot];
     if (this.#d.native && r.beta === 0) {
       const p = this.#matmul(r);
       const what = `bf16 matmul m=${r.m} n=${r.n} k=${r.k}`;
@@ -502,7 +519,7 @@ export class Bf16Gemm {
         bo === 0 ? sb : sb.subarray(bo),
         BigInt(r.ldb),
         r.beta,
-        co === 0 ? r.c : r.c.subarray(co),
+        (co === 0 ? r.c : r.c.subarray(co)) as Float32Array,
         BigInt(r.ldc),
       );
       if (status !== 0) {

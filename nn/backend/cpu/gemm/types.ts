@@ -61,6 +61,22 @@ export interface SgemmArgs {
   strideC?: number;
 }
 
+/** An operand of the bf16 gemm (`bf16.ts`): f32 values, or bf16 bits used as they are. */
+export type Bf16Operand = Float32Array | Uint16Array;
+
+/**
+ * {@linkcode SgemmArgs} for the bf16 gemm: A and B may hold bf16 bits (not rounded again), and C
+ * may be bf16 (the product rounds its f32 accumulator once); `beta` 1 needs an f32 C.
+ */
+export interface MixedArgs extends Omit<SgemmArgs, "a" | "b" | "c"> {
+  /** Storage of A: f32, or bf16 bits. */
+  a: Bf16Operand;
+  /** Storage of B: f32, or bf16 bits. */
+  b: Bf16Operand;
+  /** Storage of C: f32, or bf16 bits. */
+  c: Bf16Operand;
+}
+
 /** A matmul implementation. Every `sgemm` call is synchronous and leaves the result in `args.c`. */
 export interface Gemm {
   /** Which path computes: a BLAS library through FFI, the wasm SIMD kernel, or plain TypeScript. */
@@ -113,17 +129,24 @@ function isCount(x: unknown): x is number {
   return typeof x === "number" && Number.isSafeInteger(x) && x >= 0;
 }
 
-function shapeOf(args: SgemmArgs): string {
+function shapeOf(args: MixedArgs): string {
   const { transA, transB, m, n, k } = args;
   return `sgemm(transA=${transA}, transB=${transB}, m=${m}, n=${n}, k=${k}, batch=${
     args.batch ?? 1
   })`;
 }
 
+/** {@linkcode Resolved} of {@linkcode MixedArgs}. */
+export interface MixedResolved extends Omit<Resolved, "a" | "b" | "c"> {
+  a: Bf16Operand;
+  b: Bf16Operand;
+  c: Bf16Operand;
+}
+
 /** Checks one operand's leading dimension and that every batch element lies inside its array. */
 function checkOperand(
   what: string,
-  arr: Float32Array,
+  arr: Bf16Operand,
   off: number,
   ld: number,
   rows: number,
@@ -131,8 +154,13 @@ function checkOperand(
   batch: number,
   stride: number,
   ctx: string,
+  bf16: boolean,
 ): void {
-  if (!(arr instanceof Float32Array)) throw new TypeError(`${ctx}: ${what} must be a Float32Array`);
+  if (!(arr instanceof Float32Array) && !(bf16 && arr instanceof Uint16Array)) {
+    throw new TypeError(
+      `${ctx}: ${what} must be a Float32Array${bf16 ? " or a Uint16Array of bf16 bits" : ""}`,
+    );
+  }
   if (!isCount(off)) throw new RangeError(`${ctx}: ${what} offset=${off} is not a count`);
   if (!isCount(ld) || ld < Math.max(1, cols)) {
     throw new RangeError(
@@ -151,6 +179,15 @@ function checkOperand(
 
 /** Validates `args` and fills in defaults; throws a RangeError/TypeError naming the bad value. */
 export function resolveArgs(args: SgemmArgs): Resolved {
+  return resolveAny(args, false) as Resolved;
+}
+
+/** {@linkcode resolveArgs} for the bf16 gemm, whose operands may be bf16 bits. */
+export function resolveMixed(args: MixedArgs): MixedResolved {
+  return resolveAny(args, true);
+}
+
+function resolveAny(args: MixedArgs, bf16: boolean): MixedResolved {
   const { transA, transB, m, n, k } = args;
   const batch = args.batch ?? 1;
   const ctx = shapeOf(args);
@@ -161,7 +198,7 @@ export function resolveArgs(args: SgemmArgs): Resolved {
   if (beta !== 0 && beta !== 1) throw new RangeError(`${ctx}: beta=${beta} must be 0 or 1`);
   const [rA, cA] = transA ? [k, m] : [m, k];
   const [rB, cB] = transB ? [n, k] : [k, n];
-  const r: Resolved = {
+  const r: MixedResolved = {
     transA: !!transA,
     transB: !!transB,
     m,
@@ -182,9 +219,9 @@ export function resolveArgs(args: SgemmArgs): Resolved {
     strideB: args.strideB ?? rB * args.ldb,
     strideC: args.strideC ?? m * args.ldc,
   };
-  checkOperand("A", r.a, r.aOff, r.lda, rA, cA, batch, r.strideA, ctx);
-  checkOperand("B", r.b, r.bOff, r.ldb, rB, cB, batch, r.strideB, ctx);
-  checkOperand("C", r.c, r.cOff, r.ldc, m, n, batch, r.strideC, ctx);
+  checkOperand("A", r.a, r.aOff, r.lda, rA, cA, batch, r.strideA, ctx, bf16);
+  checkOperand("B", r.b, r.bOff, r.ldb, rB, cB, batch, r.strideB, ctx, bf16);
+  checkOperand("C", r.c, r.cOff, r.ldc, m, n, batch, r.strideC, ctx, bf16);
   return r;
 }
 
@@ -192,7 +229,7 @@ export function resolveArgs(args: SgemmArgs): Resolved {
  * Handles the calls with nothing to multiply (an empty C, or K = 0 where C = beta*C).
  * Returns true when the call is complete.
  */
-export function handleTrivial(r: Resolved): boolean {
+export function handleTrivial(r: Resolved | MixedResolved): boolean {
   if (r.m === 0 || r.n === 0 || r.batch === 0) return true;
   if (r.k > 0) return false;
   if (r.beta === 0) {

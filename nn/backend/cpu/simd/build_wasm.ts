@@ -914,6 +914,94 @@ function rope(): string {
   );
 }
 
+// ---- bf16 storage: widening and rounding ----
+
+/**
+ * `bf16_to_f32(src, dst, n)`: n bf16 values at byte `src` widened to f32 at `dst` (exact: the bits
+ * shifted up 16), eight per vector, then one at a time.
+ */
+function bf16ToF32(): string {
+  return func(
+    `(export "bf16_to_f32") (param $src i32) (param $dst i32) (param $n i32)`,
+    `(local $i i32) (local $v v128)`,
+    () => `
+    (block $done
+      (loop $l
+        (br_if $done (i32.gt_u (i32.add ${get("i")} ${i32(8)}) ${get("n")}))
+        ${set("v", load(add(get("src"), `(i32.shl ${get("i")} ${i32(1)})`)))}
+        ${
+      store(
+        add(get("dst"), `(i32.shl ${get("i")} ${i32(2)})`),
+        `(i32x4.shl (i32x4.extend_low_i16x8_u ${get("v")}) ${i32(16)})`,
+      )
+    }
+        (v128.store offset=16 ${add(get("dst"), `(i32.shl ${get("i")} ${i32(2)})`)}
+          (i32x4.shl (i32x4.extend_high_i16x8_u ${get("v")}) ${i32(16)}))
+        (local.set $i (i32.add ${get("i")} ${i32(8)}))
+        (br $l)))
+    (block $tail
+      (loop $t
+        (br_if $tail (i32.ge_u ${get("i")} ${get("n")}))
+        (i32.store ${add(get("dst"), `(i32.shl ${get("i")} ${i32(2)})`)}
+          (i32.shl (i32.load16_u ${add(get("src"), `(i32.shl ${get("i")} ${i32(1)})`)}) ${i32(16)}))
+        (local.set $i (i32.add ${get("i")} ${i32(1)}))
+        (br $t)))`,
+  );
+}
+
+/**
+ * The bf16 bits of f32 bits `v` (an i32x4 expression, used thrice): round to nearest even; NaN stays
+ * NaN with its quiet bit set, as `toBf16` in `../gemm/bf16.ts`.
+ */
+function roundBits4(v: string): string {
+  const top = `(i32x4.shr_u ${v} ${i32(16)})`;
+  const rounded = `(i32x4.shr_u (i32x4.add (i32x4.add ${v} ${i4(0x7fff)}) (v128.and ${top} ${
+    i4(1)
+  })) ${i32(16)})`;
+  const nan = `(i32x4.gt_s (v128.and ${v} ${i4(0x7fffffff)}) ${i4(0x7f800000)})`;
+  return sel(`(v128.or ${top} ${i4(0x40)})`, rounded, nan);
+}
+
+/**
+ * `f32_to_bf16(src, dst, n)`: n f32 values at byte `src` rounded to bf16 bits at `dst` (round to
+ * nearest even, NaN kept), eight per vector (two f32x4 narrowed), then one at a time.
+ */
+function f32ToBf16(): string {
+  const scalar = (v: string) =>
+    `(select (i32.or (i32.shr_u ${v} ${i32(16)}) ${i32(0x40)})
+            (i32.shr_u (i32.add (i32.add ${v} ${i32(0x7fff)}) (i32.and (i32.shr_u ${v} ${
+      i32(16)
+    }) ${i32(1)})) ${i32(16)})
+            (i32.gt_u (i32.and ${v} ${i32(0x7fffffff)}) ${i32(0x7f800000)}))`;
+  return func(
+    `(export "f32_to_bf16") (param $src i32) (param $dst i32) (param $n i32)`,
+    `(local $i i32) (local $a v128) (local $b v128) (local $w i32)`,
+    () => `
+    (block $done
+      (loop $l
+        (br_if $done (i32.gt_u (i32.add ${get("i")} ${i32(8)}) ${get("n")}))
+        ${set("a", load(add(get("src"), `(i32.shl ${get("i")} ${i32(2)})`)))}
+        ${set("b", `(v128.load offset=16 ${add(get("src"), `(i32.shl ${get("i")} ${i32(2)})`)})`)}
+        ${set("a", roundBits4(get("a")))}
+        ${set("b", roundBits4(get("b")))}
+        ${
+      store(
+        add(get("dst"), `(i32.shl ${get("i")} ${i32(1)})`),
+        `(i16x8.narrow_i32x4_u ${get("a")} ${get("b")})`,
+      )
+    }
+        (local.set $i (i32.add ${get("i")} ${i32(8)}))
+        (br $l)))
+    (block $tail
+      (loop $t
+        (br_if $tail (i32.ge_u ${get("i")} ${get("n")}))
+        ${set("w", `(i32.load ${add(get("src"), `(i32.shl ${get("i")} ${i32(2)})`)})`)}
+        (i32.store16 ${add(get("dst"), `(i32.shl ${get("i")} ${i32(1)})`)} ${scalar(get("w"))})
+        (local.set $i (i32.add ${get("i")} ${i32(1)}))
+        (br $t)))`,
+  );
+}
+
 /** The whole module. */
 export function moduleWat(shared: boolean): string {
   return `(module
@@ -928,6 +1016,8 @@ ${attnDs()}
 ${rmsFwd()}
 ${rmsBwd()}
 ${rope()}
+${bf16ToF32()}
+${f32ToBf16()}
 )
 `;
 }

@@ -42,6 +42,10 @@ export interface SimdExports {
   map_silu_grad: Map1;
   /** y = g·σ(g)·u. */
   swiglu: (g: number, u: number, y: number, i0: number, i1: number) => void;
+  /** n bf16 values at `src` widened to f32 at `dst`. */
+  bf16_to_f32: (src: number, dst: number, n: number) => void;
+  /** n f32 values at `src` rounded to bf16 bits at `dst` (nearest even, NaN kept). */
+  f32_to_bf16: (src: number, dst: number, n: number) => void;
   /** du = ct·g·σ(g), dg = ct·u·σ(g)·(1 + g·(1 − σ(g))). */
   swiglu_bwd: (
     ct: number,
@@ -186,6 +190,8 @@ export const EXPORTS = [
   "rms_fwd",
   "rms_bwd",
   "rope",
+  "bf16_to_f32",
+  "f32_to_bf16",
 ] as const;
 
 /** A kernel's name. */
@@ -208,6 +214,7 @@ export class SimdKernels {
   #f32: Float32Array;
   #f64: Float64Array;
   #i32: Int32Array;
+  #u16: Uint16Array;
   readonly #base: number;
   #top: number;
 
@@ -219,6 +226,7 @@ export class SimdKernels {
     this.#f32 = new Float32Array(this.memory.buffer);
     this.#f64 = new Float64Array(this.memory.buffer);
     this.#i32 = new Int32Array(this.memory.buffer);
+    this.#u16 = new Uint16Array(this.memory.buffer);
     const fns = EXPORTS.map((n) => this.k[n] as KernelFn);
     // Idle workers sleep at once (spin 0): the calls worth sharing take ~0.1-10 ms, so a futex
     // wake (a few µs) is cheap, while a polling worker would take the core from BLAS's threads
@@ -259,6 +267,32 @@ export class SimdKernels {
   get i32(): Int32Array {
     return this.#i32;
   }
+  /** u16 view of the whole memory (bf16 bits). */
+  get u16(): Uint16Array {
+    return this.#u16;
+  }
+
+  /**
+   * Copies `a[i0, i1)` to byte `at` as f32: f32 values as they are, bf16 bits widened (staged at
+   * `stage`, which holds i1 − i0 u16 values).
+   */
+  copyIn(a: TypedArray, i0: number, i1: number, at: number, stage: number): void {
+    if (a instanceof Uint16Array) {
+      this.#u16.set(a.subarray(i0, i1), stage >> 1);
+      this.k.bf16_to_f32(stage, at, i1 - i0);
+    } else this.#f32.set(a.subarray(i0, i1), at >> 2);
+  }
+
+  /**
+   * Copies n f32 values at byte `at` to `a` from index i0: to f32 arrays as they are, to bf16 ones
+   * rounded to nearest even (staged at `stage`).
+   */
+  copyOut(at: number, n: number, a: TypedArray, i0: number, stage: number): void {
+    if (a instanceof Uint16Array) {
+      this.k.f32_to_bf16(at, stage, n);
+      a.set(this.#u16.subarray(stage >> 1, (stage >> 1) + n), i0);
+    } else (a as Float32Array).set(this.#f32.subarray(at >> 2, (at >> 2) + n), i0);
+  }
 
   /** Frees every allocation (the start of an op call). */
   reset(): void {
@@ -289,6 +323,7 @@ export class SimdKernels {
       this.#f32 = new Float32Array(this.memory.buffer);
       this.#f64 = new Float64Array(this.memory.buffer);
       this.#i32 = new Int32Array(this.memory.buffer);
+      this.#u16 = new Uint16Array(this.memory.buffer);
     }
     return at;
   }
@@ -375,6 +410,18 @@ export function simd(): SimdKernels | null {
  */
 export function f32Simd(...arrays: TypedArray[]): SimdKernels | null {
   for (const a of arrays) if (!(a instanceof Float32Array)) return null;
+  return simd();
+}
+
+/**
+ * The kernels for an elementwise map over f32 or bf16 arrays (bf16 is widened on the way in and
+ * rounded on the way out: {@linkcode SimdKernels.copyIn}), or null when SIMD is off or another
+ * dtype is among them.
+ */
+export function mapSimd(...arrays: TypedArray[]): SimdKernels | null {
+  for (const a of arrays) {
+    if (!(a instanceof Float32Array) && !(a instanceof Uint16Array)) return null;
+  }
   return simd();
 }
 

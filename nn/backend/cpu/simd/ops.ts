@@ -10,7 +10,7 @@
 // N = rows, V = row length
 
 import type { TypedArray } from "../../../dtype.ts";
-import { EXPORTS, f32Simd, type KernelName, type SimdKernels } from "./mod.ts";
+import { EXPORTS, f32Simd, type KernelName, mapSimd, type SimdKernels } from "./mod.ts";
 import { kernelThreads, parallel } from "../threads/mod.ts";
 
 /** Fewest elements per piece of a map on the kernel pool. */
@@ -142,7 +142,7 @@ export type MapKind = "exp" | "sigmoid" | "silu" | "silu_grad";
  * chunks: `ins` copied in, `outs` copied out; false when the fast path does not apply.
  */
 function chunked(kernel: KernelName, ins: TypedArray[], outs: TypedArray[]): boolean {
-  const s = f32Simd(...ins, ...outs);
+  const s = mapSimd(...ins, ...outs);
   if (!s) return false;
   const len = ins[0].length;
   if (len >= 2 * MAP_GRAIN && kernelThreads() > 1) {
@@ -154,14 +154,12 @@ function chunked(kernel: KernelName, ins: TypedArray[], outs: TypedArray[]): boo
   const ch = Math.min(len, CHUNK * s.threads);
   s.reset();
   const ptrs = [...ins, ...outs].map(() => s.alloc(ch * 4));
+  const stage = s.alloc(ch * 2); // bf16 bits on their way in or out
   for (let i0 = 0; i0 < len; i0 += ch) {
     const i1 = Math.min(len, i0 + ch);
-    ins.forEach((a, q) => s.f32.set(a.subarray(i0, i1), ptrs[q] >> 2));
+    ins.forEach((a, q) => s.copyIn(a, i0, i1, ptrs[q], stage));
     s.par(kernel, ptrs, 0, i1 - i0, Math.max(MIN_PIECE, Math.ceil((i1 - i0) / (2 * s.threads))));
-    outs.forEach((a, q) => {
-      const p = ptrs[ins.length + q] >> 2;
-      (a as Float32Array).set(s.f32.subarray(p, p + i1 - i0), i0);
-    });
+    outs.forEach((a, q) => s.copyOut(ptrs[ins.length + q], i1 - i0, a, i0, stage));
   }
   return true;
 }
@@ -171,7 +169,7 @@ export function mapUnary(kind: MapKind, x: TypedArray, y: TypedArray): boolean {
   return chunked(`map_${kind}`, [x], [y]);
 }
 
-/** y = g·σ(g)·u; false when the fast path does not apply. */
+/** y = g·σ(g)·u (f32, or bf16 computed in f32); false when the fast path does not apply. */
 export function swiglu(g: TypedArray, u: TypedArray, y: TypedArray): boolean {
   return chunked("swiglu", [g, u], [y]);
 }

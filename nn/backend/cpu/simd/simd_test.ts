@@ -27,6 +27,7 @@ import { adamwOp } from "../../../ops/adamw.ts";
 import { rmsNormBackwardOp, rmsNormOp } from "../../../ops/rms_norm.ts";
 import { ropeOp } from "../../../ops/rope.ts";
 import { initSimd, setSimdEnabled, simd } from "./mod.ts";
+import { toBf16 } from "../gemm/bf16.ts";
 import { setKernelThreadsEnabled } from "../threads/mod.ts";
 
 const U = 2 ** -24;
@@ -229,6 +230,106 @@ function checkSwiglu(): void {
       return 12 * U * cu * s * (1 + Math.abs(g[i] * (1 - s))) +
         DENORM * (2 + cu * (1 + Math.abs(g[i])));
     });
+  }
+}
+
+// ---- bf16 storage -------------------------------------------------------------------------
+
+/** f32 values with the bit patterns rounding must get right, then random ones. */
+function bf16Cases(n: number, seed: number): Float32Array {
+  const bits = new Uint32Array([
+    0x3f808000, // 1 + 2⁻⁸: a tie, to even (down)
+    0x3f818000, // 1 + 3·2⁻⁸: a tie, to even (up)
+    0x3f808001, // just past the tie: up
+    0x7f7fffff, // FLT_MAX: rounds to +Infinity
+    0x7f800000, // +Infinity
+    0xff800000, // -Infinity
+    0x7fc00000, // quiet NaN
+    0x7f800001, // signalling NaN: must stay NaN, not become Infinity
+    0xffffffff, // NaN with the sign and every payload bit
+    0x00000001, // the smallest subnormal: kept, rounds to 0
+    0x00018000, // a subnormal tie
+    0x80000000, // -0
+  ]);
+  const x = new Float32Array(n);
+  const u = new Uint32Array(x.buffer);
+  const r = rand(n, seed, 100);
+  for (let i = 0; i < n; i++) u[i] = i < bits.length ? bits[i] : 0;
+  for (let i = bits.length; i < n; i++) x[i] = r[i];
+  return x;
+}
+
+/** bf16 bits of f32 values by the TypeScript reference (`toBf16`). */
+function bf16Of(x: Float32Array): Uint16Array {
+  const h = new Uint16Array(x.length);
+  toBf16(x, 0, x.length, h);
+  return h;
+}
+
+/** bf16 bits widened to f32 (exact). */
+function widen(h: Uint16Array): Float32Array {
+  return new Float32Array(Uint32Array.from(h, (v) => v << 16).buffer);
+}
+
+function checkBf16Copies(): void {
+  const s = simd();
+  assert(s !== null, "the SIMD kernels do not load here");
+  for (const n of [...LENGTHS.slice(0, 12), 4099]) {
+    const x = bf16Cases(n, n + 11), want = bf16Of(x);
+    s.reset();
+    const at = s.alloc(n * 4), stage = s.alloc(n * 2);
+    s.copyIn(x, 0, n, at, stage); // f32 in: as it is
+    const got = new Uint16Array(n);
+    s.copyOut(at, n, got, 0, stage); // rounded out
+    for (let i = 0; i < n; i++) {
+      assert(got[i] === want[i], `f32_to_bf16 n=${n} [${i}]: ${got[i]}, want ${want[i]}`);
+    }
+    // and back: bf16 in is widened exactly, bf16 out of a bf16 value is the same bits
+    const wide = new Float32Array(n);
+    s.copyIn(got, 0, n, at, stage);
+    s.copyOut(at, n, wide, 0, stage);
+    const w = widen(want);
+    for (let i = 0; i < n; i++) {
+      assert(same(wide[i], w[i]), `bf16_to_f32 n=${n} [${i}]: ${wide[i]}, want ${w[i]}`);
+    }
+    const again = new Uint16Array(n);
+    s.copyOut(at, n, again, 0, stage);
+    assert(again.every((v, i) => v === got[i]), `n=${n}: widening then rounding changed bits`);
+  }
+}
+
+/** swiglu in bf16 is the f32 kernel on the widened values, each result rounded once. */
+function checkSwigluBf16(): void {
+  for (const n of LENGTHS) {
+    const [g, u, ct] = [
+      bf16Of(f32(rand(n, n + 4, 10))),
+      bf16Of(f32(rand(n, n + 5, 3))),
+      bf16Of(
+        f32(rand(n, n + 6, 2)),
+      ),
+    ];
+    const shapes = [[n], [n], [n]];
+    const fwd = both(() => runCpu(swigluOp, [g, u], shapes, {})[0] as Uint16Array);
+    const ref = runCpu(swigluOp, [widen(g), widen(u)], shapes, {})[0] as Float32Array;
+    const wantY = bf16Of(ref);
+    assert(fwd.simd.every((v, i) => v === wantY[i]), `swiglu bf16 n=${n}: not f32 rounded`);
+    const bwd = both(() => runCpu(swigluBackwardOp, [ct, g, u], shapes, {}) as Uint16Array[]);
+    const refB = runCpu(swigluBackwardOp, [widen(ct), widen(g), widen(u)], shapes, {});
+    for (const o of [0, 1]) {
+      const want = bf16Of(refB[o] as Float32Array);
+      assert(bwd.simd[o].every((v, i) => v === want[i]), `swiglu_backward bf16 n=${n} out ${o}`);
+    }
+    // the loops (no SIMD) compute in f64 and round once: within one bf16 step (2⁻⁷ relative)
+    for (
+      const [label, a, b] of [["y", fwd.simd, fwd.loop], ["dg", bwd.simd[0], bwd.loop[0]], [
+        "du",
+        bwd.simd[1],
+        bwd.loop[1],
+      ]] as const
+    ) {
+      const [wa, wb] = [widen(a), widen(b)];
+      close(`swiglu bf16 ${label} n=${n}`, wa, wb, (i) => 2 ** -7 * Math.abs(wb[i]) + DENORM);
+    }
   }
 }
 
@@ -533,6 +634,14 @@ const CHECKS: [string, () => void][] = [
   ["exp is within 2 ulp of Math.exp over the f32 range; ±Infinity, NaN, edges exact", checkExp],
   ["sigmoid, silu, silu_grad match the loops", checkUnaryRows],
   ["swiglu and its backward match the loops on awkward lengths", checkSwiglu],
+  [
+    "bf16 widening and rounding are toBf16's bits (ties, NaN, Infinity, subnormals)",
+    checkBf16Copies,
+  ],
+  [
+    "swiglu and its backward in bf16: the f32 kernel on widened values, rounded once",
+    checkSwigluBf16,
+  ],
   ["cross-entropy and its backward match the loops", checkCrossEntropy],
   ["softmax, log_softmax, logsumexp match the loops (-Infinity and NaN rows too)", checkSoftmax],
   ["attention and its backward match the loops (masks, caches, fully hidden rows)", checkAttention],

@@ -250,8 +250,9 @@ function localSimd(): SimdKernels {
 /**
  * SIMD map `EXPORTS[map]` (`../simd/mod.ts`) over elements [i0, i1): the `ins` first arrays are
  * inputs, the rest outputs, `scalars` the map's f32 parameters; rounds of {@linkcode SIMD_ROUND}
- * elements are copied into this thread's own wasm memory, mapped, and copied out. Elementwise, so
- * any split gives the same bits.
+ * elements are copied into this thread's own wasm memory (bf16 arrays widened to f32), mapped, and
+ * copied out (to bf16 arrays rounded to nearest even). Elementwise, so any split gives the same
+ * bits.
  */
 export function simdMapRange(
   arrays: TypedArray[],
@@ -264,14 +265,12 @@ export function simdMapRange(
   const s = localSimd();
   const fn = s.k[EXPORTS[map]] as KernelFn;
   const ptrs = arrays.map(() => s.alloc(SIMD_ROUND * 4));
-  const f32 = s.f32; // after the allocations, which may grow the memory
+  const stage = s.alloc(SIMD_ROUND * 2); // bf16 bits on their way in or out
   for (let c = i0; c < i1; c += SIMD_ROUND) {
     const e = Math.min(i1, c + SIMD_ROUND);
-    for (let q = 0; q < ins; q++) f32.set(arrays[q].subarray(c, e), ptrs[q] >> 2);
+    for (let q = 0; q < ins; q++) s.copyIn(arrays[q], c, e, ptrs[q], stage);
     fn(...ptrs, ...scalars, 0, e - c);
-    for (let q = ins; q < arrays.length; q++) {
-      (arrays[q] as Float32Array).set(f32.subarray(ptrs[q] >> 2, (ptrs[q] >> 2) + e - c), c);
-    }
+    for (let q = ins; q < arrays.length; q++) s.copyOut(ptrs[q], e - c, arrays[q], c, stage);
   }
 }
 

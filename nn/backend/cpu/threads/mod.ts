@@ -64,6 +64,8 @@ export function arrayView(
       return new Float64Array(b, offset, length);
     case 2:
       return new Int32Array(b, offset, length);
+    case 4:
+      return new Uint16Array(b, offset, length);
     default:
       return new Uint32Array(b, offset, length);
   }
@@ -72,6 +74,7 @@ export function arrayView(
 function kindOf(a: TypedArray): number {
   if (a instanceof Float32Array) return 0;
   if (a instanceof Float64Array) return 1;
+  if (a instanceof Uint16Array) return 4; // bf16
   return a instanceof Int32Array ? 2 : 3;
 }
 
@@ -289,6 +292,8 @@ export function sharedArray(dtype: DType, size: number): TypedArray {
       return new Int32Array(new SharedArrayBuffer(size * 4));
     case "u32":
       return new Uint32Array(new SharedArrayBuffer(size * 4));
+    case "bf16":
+      return new Uint16Array(new SharedArrayBuffer(size * 2));
   }
 }
 
