@@ -18,6 +18,7 @@ import {
   attentionBackwardHead,
   attentionForwardUnit,
   forwardScoreRows,
+  zeroKvGrads,
 } from "../backend/cpu/attention_heads.ts";
 import { attentionBackward, attentionForward } from "./attention/wgsl.ts";
 import type { AttnShape } from "./attention/wgsl.ts";
@@ -172,6 +173,8 @@ export const attentionBackwardOp: KernelOp<AttentionParams, "attention_backward"
     { shape: k.shape, dtype: k.dtype },
     { shape: v.shape, dtype: v.dtype },
   ],
+  // dQ row blocks are stored whole; dK and dV are zeroed per unit before its heads add into them
+  writesAll: true,
   cpu: ([q, k, v, o, lse, dout, mask], [dq, dk, dv], { inputs, params }) => {
     const d = attnDims(inputs[0], inputs[1], inputs[2], inputs[6], batchMajor(params));
     const { b, t, s, nh } = d;
@@ -186,6 +189,7 @@ export const attentionBackwardOp: KernelOp<AttentionParams, "attention_backward"
     const a = { q, k, v, o, lse, dout, mask: mask ?? null, dq, dk, dv };
     for (let bi = 0; bi < b; bi++) {
       if (ws && mask) ws.setMask(mask, bi * s);
+      for (let g = 0; g < d.nkv; g++) zeroKvGrads(d, bi, g, dk, dv);
       for (let h = 0; h < nh; h++) attentionBackwardHead(d, bi, h, a, params, p, dp, dsum, ws);
     }
   },

@@ -4,7 +4,9 @@ import { key, normalArray, split } from "../random.ts";
 import { vjp } from "../autodiff.ts";
 import { scope } from "../scope.ts";
 import type { Tensor } from "../tensor.ts";
-import { attention } from "./attention.ts";
+import { attention, attentionBackwardOp, attentionOp } from "./attention.ts";
+import { initKernelThreads, setKernelThreadsEnabled } from "../backend/cpu/threads/mod.ts";
+import { setMatmulPrecision } from "../backend/cpu/gemm_adapter.ts";
 
 /** Plain f64 loops: causal GQA attention and its gradients for one output cotangent `dO`. */
 function reference(
@@ -133,4 +135,49 @@ Deno.test("a masked decode step: the grouped f32 path matches the f64 loops, hid
   }
   // the fully hidden row attends to nothing: zeros, as the loops give
   for (let e = 3 * nh * hd; e < 4 * nh * hd; e++) assert.equal(got[e], 0);
+});
+
+Deno.test("attention_backward writes every element of dq, dk and dv (recycled arrays come unzeroed)", async () => {
+  await initKernelThreads(); // the pooled units need the workers up
+  // B 2, T = S 128, NH 4, NKV 2, HD 32: big enough for the pooled units; row blocks, GQA
+  const [b, t, nh, nkv, hd] = [2, 128, 4, 2, 32];
+  const ks = split(key(7), 4);
+  const f = (kk: typeof ks[0], n: number) => Float32Array.from(normalArray(kk, n));
+  const q = f(ks[0], b * t * nh * hd), k = f(ks[1], b * t * nkv * hd);
+  const v = f(ks[2], b * t * nkv * hd), dO = f(ks[3], b * t * nh * hd);
+  const params = { causal: true, scale: 1 / Math.sqrt(hd) };
+  const metas = [[b, t, nh, hd], [b, t, nkv, hd], [b, t, nkv, hd]].map((shape) => ({
+    shape,
+    dtype: "f32" as const,
+  }));
+  const fwdOut = attentionOp.infer(metas, params);
+  const [o, lse] = fwdOut.map((m) => new Float32Array(m.shape.reduce((x, y) => x * y, 1)));
+  attentionOp.cpu([q, k, v], [o, lse], { inputs: metas, outputs: fwdOut, params });
+  const ins = [q, k, v, o, lse, dO];
+  const inMetas = [...metas, fwdOut[0], fwdOut[1], metas[0]];
+  const outMetas = attentionBackwardOp.infer(inMetas, params);
+  const run = (fill: number) => {
+    const outs = outMetas.map((m) =>
+      new Float32Array(m.shape.reduce((x, y) => x * y, 1)).fill(fill)
+    );
+    attentionBackwardOp.cpu(ins, outs, { inputs: inMetas, outputs: outMetas, params });
+    return outs;
+  };
+  for (
+    const [label, setup, undo] of [
+      ["kernel pool", () => {}, () => {}],
+      ["one thread", () => setKernelThreadsEnabled(false), () => setKernelThreadsEnabled(true)],
+      ["bfloat16", () => setMatmulPrecision("bfloat16"), () => setMatmulPrecision("float32")],
+    ] as const
+  ) {
+    setup();
+    try {
+      const [clean, dirty] = [run(0), run(NaN)];
+      ["dq", "dk", "dv"].forEach((name, i) => {
+        assert.deepEqual(dirty[i], clean[i], `${label}: ${name} kept values it did not write`);
+      });
+    } finally {
+      undo();
+    }
+  }
 });

@@ -263,6 +263,18 @@ export function attentionBackwardHead(
 }
 
 /**
+ * Zeroes unit (bi, g)'s rows of dK and dV (batch-major), which its heads then accumulate into: the
+ * op writes every element itself (`writesAll`), so recycled arrays come unzeroed.
+ */
+export function zeroKvGrads(d: AttnShape, bi: number, g: number, dk: TypedArray, dv: TypedArray) {
+  const ko = kvOffset(d, bi, g), ks = kvStep(d);
+  for (let j = 0; j < d.s; j++) {
+    dk.fill(0, ko + j * ks, ko + j * ks + d.hd);
+    dv.fill(0, ko + j * ks, ko + j * ks + d.hd);
+  }
+}
+
+/**
  * A unit kernel: an attention call's work over units [u0, u1) of (batch, KV group) on the calling
  * thread. `a` holds the call's arrays in the kernel's order, `mask` the key mask or null, `sc` the
  * dimensions and options as numbers (see {@linkcode unpackAttn}).
@@ -332,6 +344,7 @@ export const attentionBackwardUnits: UnitRun = (a, mask, sc, u0, u1) => {
   for (let u = u0; u < u1; u++) {
     const bi = Math.floor(u / d.nkv), g = u % d.nkv;
     if (mask) ws.setMask(mask, bi * d.s);
+    zeroKvGrads(d, bi, g, dk, dv);
     for (let h = g * rep; h < (g + 1) * rep; h++) {
       attentionBackwardHead(d, bi, h, arrays, p, ws.sc, ws.dp, ws.dsum, ws);
     }
