@@ -1,19 +1,21 @@
 /**
  * Fused causal grouped-query attention (flash-style contract): forward saves the row
- * log-sum-exp so backward recomputes probabilities instead of storing them. Query head h reads
+ * log-sum-exp so backward recomputes probabilities instead of storing them. On the CPU q, k, v
+ * (and so the output and the gradients) may be bf16, the bfloat16 precision's activations, for
+ * T > 1: the bf16 units (`backend/cpu/attention_bf16.ts`) run them; lse and a key mask are f32. Query head h reads
  * KV head ⌊h / (NH/NKV)⌋ (MiniMind's repeat_kv). A query at time t sees key s when
  * s ≤ t + (S − T) (new tokens sit after the cache) and, with a key mask, mask[b, s] ≠ 0.
  * @module
  */
 // B = batch, T = query time, S = key time, NH = query heads, NKV = kv heads, HD = head dim
-import { allocArray, isFloat } from "../dtype.ts";
+import { allocArray, type DType, isFloat } from "../dtype.ts";
 import type { KernelOp, Meta } from "../op.ts";
 import { defineOp, NONDIFF } from "../op.ts";
 import { apply } from "../apply.ts";
 import { transpose } from "./movement.ts";
 import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
-import { pooledAttention } from "../backend/cpu/threads/mod.ts";
+import { bf16AttentionFits, pooledAttention } from "../backend/cpu/threads/mod.ts";
 import {
   attentionBackwardHead,
   attentionForwardUnit,
@@ -44,7 +46,7 @@ function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta, kvTimeMajor = false): 
     ? [k.shape[1], k.shape[0], k.shape[2], k.shape[3]]
     : k.shape;
   const ok = q.shape.length === 4 && k.shape.length === 4 && v.shape.length === 4 &&
-    isFloat(q.dtype) &&
+    (isFloat(q.dtype) || q.dtype === "bf16") &&
     k.dtype === q.dtype && v.dtype === q.dtype && kb === b && khd === hd &&
     v.shape.every((d, i) => d === k.shape[i]) &&
     nkv > 0 && nh % nkv === 0;
@@ -60,15 +62,20 @@ function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta, kvTimeMajor = false): 
   if (
     mask &&
     (mask.shape.length !== 2 || mask.shape[0] !== b || mask.shape[1] !== s ||
-      mask.dtype !== q.dtype)
+      mask.dtype !== statDtype(q.dtype))
   ) {
     throw new Error(
-      `Cannot attend with key mask ${mask.dtype} ${
-        fmt(mask.shape)
-      }: expected ${q.dtype} [${b}, ${s}]`,
+      `Cannot attend with key mask ${mask.dtype} ${fmt(mask.shape)}: expected ${
+        statDtype(q.dtype)
+      } [${b}, ${s}]`,
     );
   }
   return { b, t, s, nh, nkv, hd, kvTimeMajor };
+}
+
+/** The dtype of lse and of a key mask for q of `dtype`: f32 for bf16 q, else q's. */
+function statDtype(dtype: DType): DType {
+  return dtype === "bf16" ? "f32" : dtype;
 }
 
 /** [S, B, …] ↔ [B, S, …]. */
@@ -82,7 +89,10 @@ export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
   name: "attention",
   infer: ([q, k, v, mask], params) => {
     const d = attnDims(q, k, v, mask, params.kvTimeMajor);
-    return [{ shape: q.shape, dtype: q.dtype }, { shape: [d.b, d.nh, d.t], dtype: q.dtype }];
+    return [{ shape: q.shape, dtype: q.dtype }, {
+      shape: [d.b, d.nh, d.t],
+      dtype: statDtype(q.dtype),
+    }];
   },
   writesAll: true,
   cpu: ([q, k, v, mask], [out, lse], { inputs, params }) => {
@@ -198,7 +208,20 @@ export const attentionBackwardOp: KernelOp<AttentionParams, "attention_backward"
     return attentionBackward(d, inputs.length > 6, params.causal, params.scale, device);
   },
   vjp: NONDIFF,
-  examples: [],
+  examples: [
+    {
+      // q, k, v, out, lse, dout
+      inputs: [
+        { shape: [2, 5, 4, 3] },
+        { shape: [2, 5, 2, 3] },
+        { shape: [2, 5, 2, 3] },
+        { shape: [2, 5, 4, 3] },
+        { shape: [2, 4, 5] },
+        { shape: [2, 5, 4, 3] },
+      ],
+      params: { causal: true, scale: 1 / Math.sqrt(3) },
+    },
+  ],
 });
 
 /** The backward op's K and V are batch-major (`attention`'s VJP transposes time-major ones). */
@@ -236,4 +259,16 @@ export function attention(q: Tensor, k: Tensor, v: Tensor, options: AttentionOpt
   const causal = options.causal ?? true;
   const params = options.kvTimeMajor ? { causal, scale, kvTimeMajor: true } : { causal, scale };
   return apply(attentionOp, ins, params)[0];
+}
+
+/**
+ * Whether attention over `t` queries and `s` keys with `nh` query and `nkv` KV heads can take bf16
+ * q, k and v on the CPU (the bfloat16 precision's activations): T > 1, a KV group's scores fit a
+ * unit, oneDNN 2.x in the bfloat16 precision.
+ *
+ * @param d the call's sizes
+ * @returns whether `attention` accepts bf16 tensors of this shape
+ */
+export function attentionTakesBf16(d: { t: number; s: number; nh: number; nkv: number }): boolean {
+  return bf16AttentionFits(d);
 }

@@ -1,7 +1,9 @@
 /**
  * Rotary position embedding, rotate-half (NeoX / HF Llama) layout:
  * x' = x·cos[p] + rotate_half(x)·sin[p], rotate_half(x) = concat(−x[d/2:], x[:d/2]).
- * With duplicated-half tables the VJP is the same op with −sin.
+ * With duplicated-half tables the VJP is the same op with −sin. On the CPU x may be bf16 (the
+ * bfloat16 precision's attention activations) with f32 tables: computed as for the widened f32
+ * values, each result rounded to bf16 once.
  * @module
  */
 // B = batch, T = time, NH = heads, HD = head dim, P = table positions
@@ -13,7 +15,7 @@ import { fmt } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { grid, GRID_ARGS, gridIndex, statusDecl } from "../backend/webgpu/wgsl.ts";
 import { parallel } from "../backend/cpu/threads/mod.ts";
-import { f32Simd } from "../backend/cpu/simd/mod.ts";
+import { f32Simd, mapSimd } from "../backend/cpu/simd/mod.ts";
 
 /** Fewest elements per piece of a pooled rotation (a handoff costs microseconds). */
 const ROPE_GRAIN = 32768;
@@ -31,12 +33,15 @@ export const ropeOp: KernelOp<RopeParams, "rope"> = defineOp<RopeParams, "rope">
   name: "rope",
   infer: ([x, c, s, pos], p) => {
     const [, t, , hd] = x.shape;
-    const ok = x.shape.length === 4 && isFloat(x.dtype) && hd % 2 === 0 && c.shape.length === 2 &&
-      c.shape[1] === hd && s.shape[0] === c.shape[0] && s.shape[1] === hd && c.dtype === x.dtype &&
-      s.dtype === x.dtype;
+    const table = x.dtype === "bf16" ? "f32" : x.dtype; // bf16 rows turn by f32 tables
+    const ok = x.shape.length === 4 && (isFloat(x.dtype) || x.dtype === "bf16") && hd % 2 === 0 &&
+      c.shape.length === 2 && c.shape[1] === hd && s.shape[0] === c.shape[0] &&
+      s.shape[1] === hd && c.dtype === table && s.dtype === table;
     if (!ok) {
       throw new Error(
-        `Cannot apply RoPE to ${fmt(x.shape)} with tables ${fmt(c.shape)} / ${fmt(s.shape)}`,
+        `Cannot apply RoPE to ${x.dtype} ${fmt(x.shape)} with tables ${c.dtype} ${
+          fmt(c.shape)
+        } / ${s.dtype} ${fmt(s.shape)}`,
       );
     }
     if (
@@ -70,7 +75,7 @@ export const ropeOp: KernelOp<RopeParams, "rope"> = defineOp<RopeParams, "rope">
       }
     }
     const grain = Math.max(1, Math.ceil(ROPE_GRAIN / Math.max(1, nh * hd)));
-    const vec = f32Simd(x, c, s, y) !== null;
+    const vec = f32Simd(c, s) !== null && mapSimd(x, y) !== null; // x, y f32 or bf16
     const kernel = pos ? (vec ? "rope_pos_simd" : "rope_pos") : vec ? "rope_simd" : "rope";
     const arrays = pos ? [x, c, s, pos, y] : [x, c, s, y];
     parallel(kernel, arrays, [t, nh, hd, pos ? 0 : params.offset, sg], 0, b * t, grain);

@@ -10,6 +10,10 @@
  * unit's f32 scores in the SIMD workspace, where the softmax and dS passes run as in f32. The
  * products run over every key: the softmax writes 0 past a row's visible keys.
  *
+ * The tensors may be f32 or, in the bfloat16 precision's attention activations, bf16 (q, k, v,
+ * the output and dO, dQ, dK, dV; lse stays f32): the gathers then copy bf16 as it is, the
+ * scatters round the f32 results once, and dK and dV come out of their products as bf16.
+ *
  * The kernel pool's threads run the units (`threads/mod.ts`), each calling oneDNN on one OpenMP
  * thread (`oneOmpThread`): oneDNN's own threads, woken a dozen times a layer between the SIMD
  * passes, made the same products slower than f32 in a train step on two cores (41 ms against 32 a
@@ -66,22 +70,36 @@ function dnnl(): Dnnl {
   );
 }
 
+/** oneDNN's data type for a tensor's array: bf16 bits or f32. */
+function dtOf(a: TypedArray): number {
+  return a instanceof Uint16Array ? DT_BF16 : DT_F32;
+}
+
 /**
- * A reorder between f32 `dims` with `strides` (a unit's slice of a tensor) and the dense layout of
- * `dt`: gathering (`gather`, f32 → dense) or scattering back (dense → f32).
+ * A reorder between `dims` with `strides` of data type `dtStrided` (a unit's slice of a tensor)
+ * and the dense layout of `dtDense`: gathering (`gather`, strided → dense) or scattering back.
  */
-function reorder(dn: Dnnl, dims: number[], strides: number[], dt: number, gather: boolean): Prim {
-  const key = `attention unit ${gather ? "gather" : "scatter"} ${dims} ${strides} ${dt}`;
+function reorder(
+  dn: Dnnl,
+  dims: number[],
+  strides: number[],
+  dtStrided: number,
+  dtDense: number,
+  gather: boolean,
+): Prim {
+  const key = `attention unit ${
+    gather ? "gather" : "scatter"
+  } ${dims} ${strides} ${dtStrided} ${dtDense}`;
   return dn.reorder(key, () => {
     const dense = dims.map((_, i) => dims.slice(i + 1).reduce((p, q) => p * q, 1));
-    const strided = dn.md(dims, strides, DT_F32), packed = dn.md(dims, dense, dt);
+    const strided = dn.md(dims, strides, dtStrided), packed = dn.md(dims, dense, dtDense);
     return gather ? [strided, packed] : [packed, strided];
   });
 }
 
 /**
- * C [m, n] f32 (row stride ldc) = op(A)·op(B): A bf16 dense [m, k] (stored [k, m] when `ta`), B
- * bf16 dense [k, n] (stored [n, k] when `tb`).
+ * C [m, n] (row stride ldc; f32, or bf16 with `dtC`) = op(A)·op(B): A bf16 dense [m, k] (stored
+ * [k, m] when `ta`), B bf16 dense [k, n] (stored [n, k] when `tb`).
  */
 function product(
   dn: Dnnl,
@@ -91,26 +109,32 @@ function product(
   ta: boolean,
   tb: boolean,
   ldc: number,
+  dtC = DT_F32,
 ): Prim {
-  return dn.matmul(`attention unit ${m} ${n} ${k} ${ta} ${tb} ${ldc}`, () => [
+  return dn.matmul(`attention unit ${m} ${n} ${k} ${ta} ${tb} ${ldc} ${dtC}`, () => [
     dn.md([m, k], ta ? [1, m] : [k, 1], DT_BF16),
     dn.md([k, n], tb ? [1, k] : [n, 1], DT_BF16),
-    dn.md([m, n], [ldc, 1], DT_F32),
+    dn.md([m, n], [ldc, 1], dtC),
   ]);
 }
 
-/** The unit's operand gatherers: its query heads' rows of q (or dO, out, dQ) and its K or V rows. */
-function layouts(dn: Dnnl, d: AttnShape) {
+/**
+ * The unit's operand gatherers: its query heads' rows of q (or dO, out, dQ) and its K or V rows,
+ * from tensors of data type `dt` (f32 or bf16).
+ */
+function layouts(dn: Dnnl, d: AttnShape, dt: number) {
   const { t, s, nh, nkv, hd } = d;
   const rep = nh / nkv;
-  const heads = (dt: number, gather: boolean) =>
-    reorder(dn, [rep, t, hd], [hd, nh * hd, 1], dt, gather);
+  const heads = (dense: number, gather: boolean) =>
+    reorder(dn, [rep, t, hd], [hd, nh * hd, 1], dt, dense, gather);
   return {
     /** Element offset of the unit's first query row. */
     qAt: (bi: number, g: number) => (bi * t * nh + g * rep) * hd,
     headsIn: heads(DT_BF16, true),
+    /** The heads' rows widened to dense f32 (the rows of O and dO for rowsum(dO ⊙ O)). */
+    headsF32: heads(DT_F32, true),
     headsOut: heads(DT_F32, false),
-    keysIn: reorder(dn, [s, hd], [kvStep(d), 1], DT_BF16, true),
+    keysIn: reorder(dn, [s, hd], [kvStep(d), 1], dt, DT_BF16, true),
   };
 }
 
@@ -134,11 +158,11 @@ function onOneOmpThread(run: UnitRun): UnitRun {
  * workspace for one unit's [REP·T, S] scores, the gatherers, bf16 scratch for Q, K, V and P, and
  * the scores product (also dP's: [REP·T, HD] · [S, HD]ᵀ).
  */
-function setup(sc: readonly number[], mask: unknown, backward: boolean) {
+function setup(sc: readonly number[], mask: unknown, backward: boolean, q: TypedArray) {
   const [d, p] = unpackAttn(sc);
   const { t, s, nh, nkv, hd } = d;
   const rep = nh / nkv, rows = rep * t;
-  const dn = dnnl(), L = layouts(dn, d);
+  const dn = dnnl(), L = layouts(dn, d, dtOf(q));
   const qb = bf16Scratch("q", rows * hd), kb = bf16Scratch("k", s * hd);
   const vb = bf16Scratch("v", s * hd);
   return {
@@ -170,7 +194,12 @@ function setup(sc: readonly number[], mask: unknown, backward: boolean) {
  * v, out, lse; `sc` the dimensions as the f32 units take them (`attention_heads.ts`).
  */
 export const bf16AttentionForwardUnits: UnitRun = onOneOmpThread((a, mask, sc, u0, u1) => {
-  const { d, p, rep, rows, dn, ws, L, qb, kb, vb, pb, scores, gather } = setup(sc, mask, false);
+  const { d, p, rep, rows, dn, ws, L, qb, kb, vb, pb, scores, gather } = setup(
+    sc,
+    mask,
+    false,
+    a[0],
+  );
   const [q, k, v, out, lse] = a;
   const { t, s, nh, hd } = d;
   const ob = f32Scratch("o", rows * hd);
@@ -193,13 +222,22 @@ export const bf16AttentionForwardUnits: UnitRun = onOneOmpThread((a, mask, sc, u
  * dQ = dS·K ; dK = dSᵀ·Q. `a` is q, k, v, o, lse, dout, dq, dk, dv.
  */
 export const bf16AttentionBackwardUnits: UnitRun = onOneOmpThread((a, mask, sc, u0, u1) => {
-  const { d, p, rep, rows, dn, ws, L, qb, kb, vb, pb, scores, gather } = setup(sc, mask, true);
+  const { d, p, rep, rows, dn, ws, L, qb, kb, vb, pb, scores, gather } = setup(
+    sc,
+    mask,
+    true,
+    a[0],
+  );
   const [q, k, v, o, lse, dout, dq, dk, dv] = a;
   const { t, s, nh, hd } = d;
   const ldkv = kvStep(d);
   const dob = bf16Scratch("do", rows * hd), dsb = bf16Scratch("ds", rows * s);
   const dqb = f32Scratch("o", rows * hd);
-  const kvGrad = product(dn, s, hd, rows, true, false, ldkv);
+  // bf16 tensors: O and dO widened to dense f32 rows for rowsum(dO ⊙ O)
+  const wide = o instanceof Uint16Array
+    ? { o: f32Scratch("o wide", rows * hd), dout: f32Scratch("do wide", rows * hd) }
+    : null;
+  const kvGrad = product(dn, s, hd, rows, true, false, ldkv, dtOf(dk));
   const qGrad = product(dn, rows, hd, s, false, false, hd);
   for (let u = u0; u < u1; u++) {
     const { bi, g, qo, ko } = gather(u, q, k, v);
@@ -209,12 +247,22 @@ export const bf16AttentionBackwardUnits: UnitRun = onOneOmpThread((a, mask, sc, 
     if (mask) ws.setMask(mask, bi * s);
     ws.probs(p.causal, s - t, p.scale, lse, (bi * nh + g * rep) * t, true, 0, rows, t);
     // rowsum(dO ⊙ O) per row (head r of the group, time ti)
-    for (let r = 0; r < rep; r++) {
-      for (let ti = 0; ti < t; ti++) {
-        const at = qo + (ti * nh + r) * hd;
+    if (wide) {
+      dn.exec(L.headsF32, [o.subarray(qo), wide.o], "attention backward: O widened");
+      dn.exec(L.headsF32, [dout.subarray(qo), wide.dout], "attention backward: dO widened");
+      for (let row = 0; row < rows; row++) {
         let acc = 0;
-        for (let i = 0; i < hd; i++) acc += dout[at + i] * o[at + i];
-        ws.dsum[r * t + ti] = acc;
+        for (let i = row * hd; i < (row + 1) * hd; i++) acc += wide.dout[i] * wide.o[i];
+        ws.dsum[row] = acc;
+      }
+    } else {
+      for (let r = 0; r < rep; r++) {
+        for (let ti = 0; ti < t; ti++) {
+          const at = qo + (ti * nh + r) * hd;
+          let acc = 0;
+          for (let i = 0; i < hd; i++) acc += dout[at + i] * o[at + i];
+          ws.dsum[r * t + ti] = acc;
+        }
       }
     }
     dn.exec(scores, [dob, vb, ws.dp], "attention backward: dP");

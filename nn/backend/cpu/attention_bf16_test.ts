@@ -1,4 +1,5 @@
 import assert from "node:assert/strict";
+import { bf16Bits, bf16Value } from "../../dtype.ts";
 import { setMatmulPrecision } from "./gemm_adapter.ts";
 import { canPinOmp, cpuHasBf16, openDnnl } from "./gemm/bf16.ts";
 import type { AttnShape } from "../../ops/attention/wgsl.ts";
@@ -244,5 +245,110 @@ Deno.test(
       }
     }
     assert.ok(!bf16Attention(values(8, 5), { b: 1, t: 2, s: 2, nh: 1, nkv: 1, hd: 4 }));
+  },
+);
+
+/** bf16 bits of f32 values (round to nearest even), in a shared array. */
+function bits(x: Float32Array): Uint16Array {
+  const h = sharedArray("bf16", x.length) as Uint16Array;
+  x.forEach((v, i) => h[i] = bf16Bits(v));
+  return h;
+}
+
+/** bf16 bits widened to f32, in a shared array. */
+function widen(h: Uint16Array): Float32Array {
+  const x = sharedArray("f32", h.length) as Float32Array;
+  h.forEach((v, i) => x[i] = bf16Value(v));
+  return x;
+}
+
+Deno.test(
+  `attention of bf16 tensors (the bfloat16 precision's activations): the f32 tensors' bf16 units, each result rounded once${
+    native ? "" : " (no native bf16 here: it says why it cannot run)"
+  }`,
+  async () => {
+    await initKernelThreads();
+    const d: AttnShape = { b: 2, t: 40, s: 40, nh: 4, nkv: 2, hd: 16 };
+    const { b, t, s, nh, nkv, hd } = d;
+    const qm = { shape: [b, t, nh, hd], dtype: "bf16" as const };
+    const km = { shape: [b, s, nkv, hd], dtype: "bf16" as const };
+    const lm = { shape: [b, nh, t], dtype: "f32" as const };
+    const params = { causal: true, scale: 1 / Math.sqrt(hd) };
+    // bf16 values, held once as bf16 bits and once as f32
+    const [q, k, v, dout] = [
+      values(b * t * nh * hd, 11, 2),
+      values(b * s * nkv * hd, 12, 2),
+      values(
+        b * s * nkv * hd,
+        13,
+      ),
+      values(b * t * nh * hd, 14),
+    ].map(bits);
+    const why = setMatmulPrecision("bfloat16");
+    try {
+      const out = sharedArray("bf16", q.length) as Uint16Array;
+      const lse = sharedArray("f32", b * nh * t) as Float32Array;
+      const forward = () =>
+        attentionOp.cpu([q, k, v], [out, lse], { inputs: [qm, km, km], outputs: [qm, lm], params });
+      if (!(native && why === null)) {
+        assert.throws(forward, /Cannot attend over bf16 q \[2, 40, 4, 16\] with 40 keys/);
+        return;
+      }
+      forward();
+      const want = runOp(
+        d,
+        { q: widen(q), k: widen(k), v: widen(v), mask: null },
+        widen(dout),
+        true,
+        params.scale,
+      );
+      assert.deepEqual(out, bits(want.out), "out is the f32 output rounded once");
+      assert.deepEqual(lse, want.lse, "lse is the same f32");
+      // backward: against the f32 tensors' backward from the same (bf16) output
+      const grads = [q, k, v].map((x) => sharedArray("bf16", x.length) as Uint16Array);
+      attentionBackwardOp.cpu([q, k, v, out, lse, dout], grads, {
+        inputs: [qm, km, km, qm, lm, qm],
+        outputs: [qm, km, km],
+        params,
+      });
+      const f32Grads = [q, k, v].map((x) => sharedArray("f32", x.length) as Float32Array);
+      const f = (m: Meta) => ({ shape: m.shape, dtype: "f32" as const });
+      attentionBackwardOp.cpu(
+        [widen(q), widen(k), widen(v), widen(out), lse, widen(dout)],
+        f32Grads,
+        {
+          inputs: [f(qm), f(km), f(km), f(qm), lm, f(qm)],
+          outputs: [f(qm), f(km), f(km)],
+          params,
+        },
+      );
+      assert.deepEqual(grads[0], bits(f32Grads[0]), "dq is the f32 dq rounded once");
+      // dK and dV come out of products that store bf16 themselves: one bf16 step at most
+      for (const [i, name] of [[1, "dk"], [2, "dv"]] as const) {
+        const w = f32Grads[i];
+        let same = 0;
+        grads[i].forEach((h, j) => {
+          if (h === bf16Bits(w[j])) same++;
+          assert.ok(Math.abs(bf16Value(h) - w[j]) <= 2 ** -8 * Math.abs(w[j]), `${name}[${j}]`);
+        });
+        assert.ok(same >= 0.99 * w.length, `${name}: ${same} of ${w.length} rounded alike`);
+      }
+      // a decode step's single query cannot take bf16 tensors: the error says why
+      const q1 = { shape: [b, 1, nh, hd], dtype: "bf16" as const };
+      assert.throws(
+        () =>
+          attentionOp.cpu([q.subarray(0, b * nh * hd), k, v], [
+            out.subarray(0, b * nh * hd),
+            lse.subarray(0, b * nh),
+          ], {
+            inputs: [q1, km, km],
+            outputs: [q1, { shape: [b, nh, 1], dtype: "f32" }],
+            params,
+          }),
+        /bf16 attention needs T > 1/,
+      );
+    } finally {
+      setMatmulPrecision("float32");
+    }
   },
 );

@@ -1,6 +1,11 @@
 /**
  * MiniMind self-attention (GQA) as a pure function: q/k/v projections, minimind3's per-head
  * QK-norm, RoPE, KV-cache append, fused causal attention, output projection.
+ *
+ * In the CPU's bfloat16 precision (`activationDtype`), without a KV cache (training, scoring) and
+ * without QK-norm or LoRA adapters, q, k and v are stored bf16 by their products, RoPE turns them
+ * in bf16, attention reads them as they are and writes its output bf16, which o_proj reads as it
+ * is; their gradients are bf16 too, as under PyTorch's autocast.
  * @module
  */
 // B = batch, T = new time steps, S = key time steps (cache + new), H = hidden,
@@ -12,7 +17,8 @@ import type { LinearParams } from "./linear.ts";
 import { concat, reshape, transpose } from "../../ops/movement.ts";
 import { rmsNorm } from "../../ops/rms_norm.ts";
 import { rope } from "../../ops/rope.ts";
-import { attention } from "../../ops/attention.ts";
+import { attention, attentionTakesBf16 } from "../../ops/attention.ts";
+import { activationDtype, matmul } from "../../ops/matmul.ts";
 import type { LayerCache } from "./kv_cache.ts";
 import type { RopeTables } from "./rope_table.ts";
 
@@ -65,6 +71,19 @@ export function selfAttention(
 ): { out: Tensor; kv: LayerCache | null } {
   const [b, t] = x.shape;
   const nh = cfg.numAttentionHeads, nkv = cfg.numKeyValueHeads, hd = cfg.headDim;
+  if (!ctx.cache && bf16Activations(p, x, { t, s: t, nh, nkv })) {
+    const lowp = { transB: true, dtype: "bf16" } as const;
+    const where = ctx.positions ? { positions: ctx.positions } : { offset: ctx.offset };
+    const proj = (w: Tensor, heads: number) => reshape(matmul(x, w, lowp), [b, t, heads, hd]); // bf16 (B, T, heads, HD)
+    const q = rope(proj(p.q_proj.weight, nh), ctx.tables.cos, ctx.tables.sin, where);
+    const k = rope(proj(p.k_proj.weight, nkv), ctx.tables.cos, ctx.tables.sin, where);
+    const o = attention(q, k, proj(p.v_proj.weight, nkv), { causal: true, mask: ctx.mask });
+    const out = matmul(reshape(o, [b, t, nh * hd]), p.o_proj.weight, {
+      transB: true,
+      dtype: "f32",
+    });
+    return { out, kv: null }; // (B, T, H)
+  }
   // x·Wᵀ (+ B(A(x)) on adapted Linears) on (B, T, H) directly: the CPU matmul folds B·T into one gemm
   let q = reshape(linear(p.q_proj, x), [b, t, nh, hd]); // (B, T, NH, HD)
   let k = reshape(linear(p.k_proj, x), [b, t, nkv, hd]); // (B, T, NKV, HD)
@@ -91,4 +110,14 @@ export function selfAttention(
   const o = attention(q, kAll, vAll, { causal: true, mask: ctx.mask, kvTimeMajor: true }); // (B, T, NH, HD)
   const out = linear(p.o_proj, reshape(o, [b, t, nh * hd])); // (B, T, H)
   return { out, kv: { k: kAll, v: vAll } };
+}
+
+/** Whether this block's attention activations are bf16 (see the module doc). */
+function bf16Activations(
+  p: SelfAttentionParams,
+  x: Tensor,
+  d: { t: number; s: number; nh: number; nkv: number },
+): boolean {
+  const plain = !p.q_proj.lora && !p.k_proj.lora && !p.v_proj.lora && !p.o_proj.lora;
+  return plain && !p.q_norm && activationDtype(x) === "bf16" && attentionTakesBf16(d);
 }

@@ -568,6 +568,20 @@ function checkRope(): void {
         runCpu(ropeOp, [x, c, sn, pos], [...shapes, [b, t]], { offset: 0, inverse })
       );
       close(`rope pos ${b}×${t}×${nh}×${hd}`, withPos.simd[0], withPos.loop[0], () => 0);
+      // bf16 rows, f32 tables: the f32 rotation of the widened values, rounded once (both paths)
+      const h = bf16Of(x);
+      const want = bf16Of(
+        runCpu(ropeOp, [widen(h), c, sn], shapes, { offset: 6, inverse })[0] as Float32Array,
+      );
+      const lowp = both(() =>
+        runCpu(ropeOp, [h, c, sn], shapes, { offset: 6, inverse }, ["bf16", "f32", "f32"])[0]
+      );
+      for (const [path, got] of [["simd", lowp.simd], ["loop", lowp.loop]] as const) {
+        assert(
+          got.every((v, i) => v === want[i]),
+          `rope bf16 ${b}×${t}×${nh}×${hd} (${path}): not the f32 rotation rounded once`,
+        );
+      }
     }
   }
 }
@@ -647,7 +661,10 @@ const CHECKS: [string, () => void][] = [
   ["attention and its backward match the loops (masks, caches, fully hidden rows)", checkAttention],
   ["adamw is torch's f32 arithmetic bit for bit, within 16u of the f64 loop", checkAdamw],
   ["rms_norm and its backward match the loops (tails, pieces, rounds)", checkRmsNorm],
-  ["rope matches the loop bit for bit (positions, offsets, inverse, odd half widths)", checkRope],
+  [
+    "rope matches the loop bit for bit (positions, offsets, inverse, odd half widths; bf16 rows)",
+    checkRope,
+  ],
 ];
 
 // One thread first (before any worker starts), then with a worker sharing the calls.

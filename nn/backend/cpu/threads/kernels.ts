@@ -9,7 +9,7 @@
  * @module
  */
 
-import type { TypedArray } from "../../../dtype.ts";
+import { bf16Bits, bf16Value, type TypedArray } from "../../../dtype.ts";
 import { EXPORTS, privateSimd, type SimdKernels } from "../simd/mod.ts";
 import type { KernelFn } from "../wasm_pool/protocol.ts";
 import { attentionBackwardUnits, attentionForwardUnits, type UnitRun } from "../attention_heads.ts";
@@ -201,15 +201,20 @@ export function ropeRows(
   q1: number,
 ): void {
   const half = hd / 2;
+  // bf16 rows (without the SIMD kernels): widened, turned in f64, rounded once
+  const get = x instanceof Uint16Array ? (i: number) => bf16Value(x[i]) : (i: number) => x[i];
+  const put = y instanceof Uint16Array
+    ? (i: number, v: number) => y[i] = bf16Bits(v)
+    : (i: number, v: number) => y[i] = v;
   for (let q = q0; q < q1; q++) {
     const p = pos ? pos[q] : offset + q % t;
     const tb = p * hd;
     for (let h = 0; h < nh; h++) {
       const base = (q * nh + h) * hd;
       for (let i = 0; i < half; i++) {
-        const x1 = x[base + i], x2 = x[base + i + half];
-        y[base + i] = x1 * c[tb + i] - x2 * sg * s[tb + i];
-        y[base + i + half] = x2 * c[tb + i + half] + x1 * sg * s[tb + i + half];
+        const x1 = get(base + i), x2 = get(base + i + half);
+        put(base + i, x1 * c[tb + i] - x2 * sg * s[tb + i]);
+        put(base + i + half, x2 * c[tb + i + half] + x1 * sg * s[tb + i + half]);
       }
     }
   }
@@ -338,8 +343,8 @@ export function simdRmsNormBackwardRows(
 
 /**
  * {@linkcode ropeRows} by the SIMD `rope` kernel on this thread's own memory: rounds of rows of x
- * are copied in with each row's cos and sin rows, rotated in place and copied out. The same f64
- * arithmetic, so the same bits, on any split.
+ * are copied in (bf16 widened) with each row's cos and sin rows, rotated in place and copied out
+ * (to bf16 rounded). The same f64 arithmetic, so the same bits, on any split.
  */
 export function simdRopeRows(
   x: TypedArray,
@@ -358,17 +363,18 @@ export function simdRopeRows(
   const w = nh * hd, rr = roundRows(w);
   const l = localSimd();
   const xp = l.alloc(rr * w * 4), cp = l.alloc(rr * hd * 4), sp = l.alloc(rr * hd * 4);
+  const stage = l.alloc(rr * w * 2); // bf16 bits on their way in or out
   const f = l.f32;
   for (let q = q0; q < q1; q += rr) {
     const e = Math.min(q1, q + rr);
-    f.set(x.subarray(q * w, e * w), xp >> 2);
+    l.copyIn(x, q * w, e * w, xp, stage);
     for (let r = q; r < e; r++) {
       const p = (pos ? pos[r] : offset + r % t) * hd, at = (r - q) * hd;
       f.set(c.subarray(p, p + hd), (cp >> 2) + at);
       f.set(s.subarray(p, p + hd), (sp >> 2) + at);
     }
     l.k.rope(xp, cp, sp, xp, nh, hd, sg, 0, e - q);
-    (y as Float32Array).set(f.subarray(xp >> 2, (xp >> 2) + (e - q) * w), q * w);
+    l.copyOut(xp, (e - q) * w, y, q * w, stage);
   }
 }
 
@@ -600,9 +606,9 @@ export const KERNELS = {
   rope: ropeKernel(ropeRows, false),
   /** x, cos, sin, pos, y; t, nh, hd, 0, sign; (batch, time) rows. */
   rope_pos: ropeKernel(ropeRows, true),
-  /** As `rope`, by the wasm SIMD kernel (f32 arrays). */
+  /** As `rope`, by the wasm SIMD kernel (f32 tables; x and y f32 or bf16). */
   rope_simd: ropeKernel(simdRopeRows, false),
-  /** As `rope_pos`, by the wasm SIMD kernel (f32 arrays). */
+  /** As `rope_pos`, by the wasm SIMD kernel (f32 tables; x and y f32 or bf16). */
   rope_pos_simd: ropeKernel(simdRopeRows, true),
   /** ct, ids, y; h, parts; parts (one at a time). */
   embedding_backward: {

@@ -384,15 +384,30 @@ export function pooledAttention(
 const BF16_UNIT_SCORES = 1 << 22;
 
 /**
- * Whether an attention call runs its products in bf16 (`../attention_bf16.ts`): the bfloat16
- * precision is in effect on oneDNN 2.x, T > 1 (not a decode step), a unit has at most
- * `BF16_UNIT_SCORES` scores, the arrays are f32, SIMD is available and oneDNN's OpenMP threads can
- * be set per thread.
+ * Whether attention of this shape can run its products in bf16 (`../attention_bf16.ts`): the
+ * bfloat16 precision is in effect on oneDNN 2.x, T > 1 (not a decode step), a unit has at most
+ * `BF16_UNIT_SCORES` scores, SIMD is available and oneDNN's OpenMP threads can be set per thread.
+ */
+export function bf16AttentionFits(d: Pick<AttnShape, "t" | "s" | "nh" | "nkv">): boolean {
+  return d.t > 1 && (d.nh / d.nkv) * d.t * d.s <= BF16_UNIT_SCORES && bf16Dnnl() !== null &&
+    privateSimd() !== null && canPinOmp();
+}
+
+/**
+ * Whether an attention call runs its products in bf16: f32 arrays where it fits
+ * ({@linkcode bf16AttentionFits}), and always for bf16 arrays (the bfloat16 precision's
+ * activations), which nothing else multiplies: throws where they do not fit.
  */
 export function bf16Attention(q: TypedArray, d: AttnShape): boolean {
-  return q instanceof Float32Array && d.t > 1 &&
-    (d.nh / d.nkv) * d.t * d.s <= BF16_UNIT_SCORES && bf16Dnnl() !== null &&
-    privateSimd() !== null && canPinOmp();
+  if (q instanceof Uint16Array) {
+    if (bf16AttentionFits(d)) return true;
+    throw new Error(
+      `Cannot attend over bf16 q [${d.b}, ${d.t}, ${d.nh}, ${d.hd}] with ${d.s} keys: bf16 attention needs T > 1, at most ${BF16_UNIT_SCORES} scores a KV group (${
+        (d.nh / d.nkv) * d.t * d.s
+      } here), and the bfloat16 precision on oneDNN 2.x`,
+    );
+  }
+  return q instanceof Float32Array && bf16AttentionFits(d);
 }
 
 /**
