@@ -198,8 +198,8 @@ export async function checkInputs(a: LmArgs): Promise<void> {
 /**
  * Applies `--dtype`: "bfloat16" on the CPU backend turns on bf16 matmuls with f32 accumulation
  * (`setMatmulPrecision`: the linear layers' products and attention's; the SwiGLU MLP's hidden
- * activations are stored in bf16, `model/layers/mlp.ts`; master weights, gradients and optimizer
- * state stay f32), where the CPU multiplies bf16 natively. Everything else trains in
+ * activations and attention's q, k, v and output are stored in bf16, `model/layers/`; master
+ * weights, gradients and optimizer state stay f32), where the CPU multiplies bf16 natively. Everything else trains in
  * float32. Returns the line to log, saying
  * which precision is in effect and why.
  *
@@ -215,7 +215,7 @@ export function applyDtype(dtype: string, device: string): string {
   }
   const why = setMatmulPrecision("bfloat16");
   return why === null
-    ? "Precision: bfloat16 matmuls (linear layers and attention) with float32 accumulation, the MLP's hidden activations stored in bfloat16; weights, softmax and all else float32"
+    ? "Precision: bfloat16 matmuls (linear layers and attention) with float32 accumulation, the MLP's and attention's activations stored in bfloat16; weights, softmax and all else float32"
     : `Precision: float32 (--dtype bfloat16 unavailable: ${why})`;
 }
 
