@@ -18,38 +18,27 @@ const rnd = (x: ArrayLike<number>) => Float64Array.from(x, (v) => bf16Value(bf16
 const f32 = (n: number, seed: number, scale = 1) =>
   Float32Array.from(normalArray(key(seed), n), (v) => v * scale);
 
-/** C [m, n] = A [m, k] · Bᵀ (B [n, k]) in f64. */
-function mmT(a: Float64Array, b: Float64Array, m: number, n: number, k: number): Float64Array {
+/**
+ * C [m, n] = op(A)·op(B) in f64: A [m, k] (stored [k, m] with `ta`), B [k, n] (stored [n, k] with
+ * `tb`).
+ */
+function mm(
+  a: Float64Array,
+  b: Float64Array,
+  m: number,
+  n: number,
+  k: number,
+  ta = false,
+  tb = false,
+): Float64Array {
   const c = new Float64Array(m * n);
   for (let i = 0; i < m; i++) {
     for (let j = 0; j < n; j++) {
       let s = 0;
-      for (let q = 0; q < k; q++) s += a[i * k + q] * b[j * k + q];
+      for (let q = 0; q < k; q++) {
+        s += (ta ? a[q * m + i] : a[i * k + q]) * (tb ? b[j * k + q] : b[q * n + j]);
+      }
       c[i * n + j] = s;
-    }
-  }
-  return c;
-}
-
-/** Aᵀ [k, m]ᵀ… : C [n, k] = Gᵀ (G [m, n]) · X (X [m, k]). */
-function tmm(g: Float64Array, x: Float64Array, m: number, n: number, k: number): Float64Array {
-  const c = new Float64Array(n * k);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      const v = g[i * n + j];
-      for (let q = 0; q < k; q++) c[j * k + q] += v * x[i * k + q];
-    }
-  }
-  return c;
-}
-
-/** C [m, k] = G [m, n] · W [n, k]. */
-function mm(g: Float64Array, w: Float64Array, m: number, n: number, k: number): Float64Array {
-  const c = new Float64Array(m * k);
-  for (let i = 0; i < m; i++) {
-    for (let j = 0; j < n; j++) {
-      const v = g[i * n + j];
-      for (let q = 0; q < k; q++) c[i * k + q] += v * w[j * k + q];
     }
   }
   return c;
@@ -84,7 +73,7 @@ Deno.test("matmul multiplies f32 and bf16 operands on the CPU into the dtype ask
     );
     return;
   }
-  const want = mmT(rnd(a), rnd(b), m, n, k);
+  const want = mm(rnd(a), rnd(b), m, n, k, false, true);
   const hb = matmul(ta, tb, { transB: true, dtype: "bf16" });
   assert.equal(hb.dtype, "bf16");
   const bits = hb.dataSync() as Uint16Array;
@@ -99,7 +88,7 @@ Deno.test("matmul multiplies f32 and bf16 operands on the CPU into the dtype ask
   // bf16 operands are used as they are: bf16 · f32 → f32 is the same product
   const back = matmul(hb, tensor(f32(5 * n, 3), [5, n]), { transB: true });
   assert.equal(back.dtype, "f32");
-  const wantBack = mmT(widen(hb), rnd(f32(5 * n, 3)), m, 5, n);
+  const wantBack = mm(widen(hb), rnd(f32(5 * n, 3)), m, 5, n, false, true);
   assert.ok(relErr(back.dataSync(), wantBack) < 1e-6, `${relErr(back.dataSync(), wantBack)}`);
 });
 
@@ -143,19 +132,19 @@ function runMlp(s: ReturnType<typeof setup>) {
 function reference(s: ReturnType<typeof setup>) {
   const { h, i, rows } = s;
   const xb = rnd(s.x), wg = rnd(s.wg), wu = rnd(s.wu), wd = rnd(s.wd), rb = rnd(s.r);
-  const g = rnd(mmT(xb, wg, rows, i, h)), u = rnd(mmT(xb, wu, rows, i, h));
+  const g = rnd(mm(xb, wg, rows, i, h, false, true)), u = rnd(mm(xb, wu, rows, i, h, false, true));
   const a = rnd(g.map((v, j) => v * sig(v) * u[j]));
-  const y = mmT(a, wd, rows, h, i);
-  const da = rnd(mm(rb, wd, rows, h, i));
-  const dwd = tmm(rb, a, rows, h, i);
+  const y = mm(a, wd, rows, h, i, false, true);
+  const da = rnd(mm(rb, wd, rows, i, h));
+  const dwd = mm(rb, a, h, i, rows, true);
   const dg = rnd(da.map((c, j) => {
     const sg = sig(g[j]);
     return c * u[j] * sg * (1 + g[j] * (1 - sg));
   }));
   const du = rnd(da.map((c, j) => c * g[j] * sig(g[j])));
-  const dxg = mm(dg, wg, rows, i, h), dxu = mm(du, wu, rows, i, h);
+  const dxg = mm(dg, wg, rows, h, i), dxu = mm(du, wu, rows, h, i);
   const dx = dxg.map((v, j) => v + dxu[j]);
-  return { y, grads: [dx, tmm(dg, xb, rows, i, h), tmm(du, xb, rows, i, h), dwd] };
+  return { y, grads: [dx, mm(dg, xb, i, h, rows, true), mm(du, xb, i, h, rows, true), dwd] };
 }
 
 Deno.test("the MLP in the bfloat16 precision keeps gate, up and SwiGLU in bf16: forward and gradients against f64 with the same roundings", () => {
