@@ -3,9 +3,9 @@
  *
  * `f32` is the working type everywhere; `f64` exists on the CPU backend for gradient checks;
  * `i32` / `u32` hold token ids, indices and masks. `bf16` is a storage type of the bfloat16
- * precision on the CPU: bfloat16 bits in a `Uint16Array`, which only the ops that say so take (the
- * MLP's products and its SwiGLU, `model/layers/mlp.ts`); everything computes in f32 and rounds to
- * nearest even when it stores bf16.
+ * precision on the CPU: bfloat16 bits in a `Uint16Array`, which only the ops that say so take
+ * (matmul, SwiGLU, RoPE and attention, for the activations of `model/layers/mlp.ts` and
+ * `attention.ts`); they compute in f32 and round to nearest even when they store bf16.
  * @module
  */
 
@@ -76,9 +76,13 @@ export function bf16Value(bits: number): number {
   return bitsF32[0];
 }
 
-/** `x` rounded to f32 and then to bf16 bits: round to nearest even; NaN stays NaN (quiet). */
+/** The bf16 bits of f32 bits `v`: round to nearest even; NaN stays NaN (its quiet bit set). */
+export function bf16OfF32Bits(v: number): number {
+  return (v & 0x7fffffff) > 0x7f800000 ? (v >>> 16) | 0x40 : (v + 0x7fff + ((v >>> 16) & 1)) >>> 16;
+}
+
+/** `x` rounded to f32 and then to bf16 bits ({@linkcode bf16OfF32Bits}). */
 export function bf16Bits(x: number): number {
   bitsF32[0] = x;
-  const v = bitsU32[0];
-  return (v & 0x7fffffff) > 0x7f800000 ? (v >>> 16) | 0x40 : (v + 0x7fff + ((v >>> 16) & 1)) >>> 16;
+  return bf16OfF32Bits(bitsU32[0]);
 }

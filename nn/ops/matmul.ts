@@ -144,13 +144,13 @@ export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams,
     const a = ctx.inputs[0]!, b = ctx.inputs[1]!;
     const { transA, transB } = ctx.params;
     // each gradient in its input's dtype (a bf16 activation gets a bf16 gradient)
-    const as = (x: Tensor, y: Tensor, t: Tensor) =>
+    const like = (x: Tensor, y: Tensor, t: Tensor) =>
       productDtype(x.dtype, y.dtype) === t.dtype ? {} : { dtype: t.dtype as "f32" | "bf16" };
     const da = !ctx.needsGrad[0]
       ? null
       : transA
-      ? matmul(b, g, { transA: transB, transB: true, ...as(b, g, a) })
-      : matmul(g, b, { transB: !transB, ...as(g, b, a) });
+      ? matmul(b, g, { transA: transB, transB: true, ...like(b, g, a) })
+      : matmul(g, b, { transB: !transB, ...like(g, b, a) });
     if (!ctx.needsGrad[1]) return [da, null];
     let db: Tensor;
     if (b.rank === 2 && a.rank > 2 && !transA) {
@@ -158,12 +158,12 @@ export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams,
       const a2 = reshape(a, [-1, a.shape[a.rank - 1]]);
       const g2 = reshape(g, [-1, g.shape[g.rank - 1]]);
       db = transB
-        ? matmul(g2, a2, { transA: true, ...as(g2, a2, b) })
-        : matmul(a2, g2, { transA: true, ...as(a2, g2, b) });
+        ? matmul(g2, a2, { transA: true, ...like(g2, a2, b) })
+        : matmul(a2, g2, { transA: true, ...like(a2, g2, b) });
     } else {
       db = transB
-        ? matmul(g, a, { transA: true, transB: transA, ...as(g, a, b) })
-        : matmul(a, g, { transA: !transA, ...as(a, g, b) });
+        ? matmul(g, a, { transA: true, transB: transA, ...like(g, a, b) })
+        : matmul(a, g, { transA: !transA, ...like(a, g, b) });
     }
     return [da, db];
   },

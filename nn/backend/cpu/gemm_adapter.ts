@@ -275,7 +275,8 @@ function bf16Gemm(): Bf16Gemm {
 
 /**
  * Whether the matmul op may store bf16 activations on the CPU: the bfloat16 precision is in effect
- * on oneDNN's native products (`model/layers/mlp.ts` then keeps its hidden activations in bf16).
+ * on oneDNN's native products (`model/layers/` then keep the MLP's and attention's activations in
+ * bf16).
  */
 export function bf16Activations(): boolean {
   return bf16 instanceof Bf16Gemm && nativeDnnl() !== null;

@@ -71,7 +71,7 @@ export function selfAttention(
 ): { out: Tensor; kv: LayerCache | null } {
   const [b, t] = x.shape;
   const nh = cfg.numAttentionHeads, nkv = cfg.numKeyValueHeads, hd = cfg.headDim;
-  if (!ctx.cache && bf16Activations(p, x, { t, s: t, nh, nkv })) {
+  if (!ctx.cache && bf16Path(p, x, { t, s: t, nh, nkv })) {
     const lowp = { transB: true, dtype: "bf16" } as const;
     const where = ctx.positions ? { positions: ctx.positions } : { offset: ctx.offset };
     const proj = (w: Tensor, heads: number) => reshape(matmul(x, w, lowp), [b, t, heads, hd]); // bf16 (B, T, heads, HD)
@@ -113,7 +113,7 @@ export function selfAttention(
 }
 
 /** Whether this block's attention activations are bf16 (see the module doc). */
-function bf16Activations(
+function bf16Path(
   p: SelfAttentionParams,
   x: Tensor,
   d: { t: number; s: number; nh: number; nkv: number },

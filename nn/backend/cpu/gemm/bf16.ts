@@ -4,8 +4,10 @@
  * where the CPU multiplies bf16 natively (AVX512-BF16 or AMX-BF16 in `/proc/cpuinfo`): elsewhere
  * oneDNN emulates it and f32 is faster. The f32 operands are rounded to bf16 (round to nearest
  * even) into scratch arrays on every call by oneDNN reorder primitives (native code, one per
- * length, made on first use); the result C is f32. A library without oneDNN 2.x's C API for
- * reorders (oneDNN 3 changed it) rounds in a JS loop instead, about 4× slower.
+ * length, made on first use); bf16 operands (the bfloat16 precision's activations) are read as
+ * they are. The result C is f32, or bf16 rounded once from the f32 accumulator. A library without
+ * oneDNN 2.x's C API for reorders (oneDNN 3 changed it) rounds in a JS loop instead, about 4×
+ * slower.
  *
  * The library is found at run time: `MINIMIND_DNNL`, then Debian's `libdnnl.so.3` / `.so.2`
  * (package libdnnl2/libdnnl3), and held by a `Dnnl` (engine, stream, descriptors, a primitive
@@ -22,6 +24,7 @@ import {
   resolveMixed,
 } from "./types.ts";
 import { alignPad, CACHE_LINE } from "../align.ts";
+import { bf16OfF32Bits } from "../../../dtype.ts";
 
 const DIM = "i64";
 const SYMBOLS = {
@@ -113,13 +116,7 @@ const N_CHAR = 78, T_CHAR = 84;
 /** Rounds f32 `x[from, to)` to bf16 bits in `out[0, to − from)` (round to nearest even). */
 export function toBf16(x: Float32Array, from: number, to: number, out: Uint16Array): void {
   const u = new Uint32Array(x.buffer, x.byteOffset + 4 * from, to - from);
-  for (let i = 0; i < u.length; i++) {
-    const v = u[i];
-    // NaN stays NaN (a quiet bit is kept); everything else rounds to nearest even
-    out[i] = (v & 0x7fffffff) > 0x7f800000
-      ? (v >>> 16) | 0x40
-      : (v + 0x7fff + ((v >>> 16) & 1)) >>> 16;
-  }
+  for (let i = 0; i < u.length; i++) out[i] = bf16OfF32Bits(u[i]);
 }
 
 /** Whether this CPU multiplies bf16 natively (Linux: AVX512-BF16 or AMX-BF16 in /proc/cpuinfo). */
@@ -423,7 +420,7 @@ export class Bf16Gemm {
 
   /**
    * The matmul primitive for one product shape: bf16 A (m×k, or stored k×m) and B (k×n, or stored
-   * n×k) with leading dimensions, f32 C (m×n, row stride ldc). oneDNN picks its best kernel (AMX or
+   * n×k) with leading dimensions, f32 or bf16 C (m×n, row stride ldc). oneDNN picks its best kernel (AMX or
    * AVX512-BF16 brgemm), 1.5–1.9× dnnl_gemm_bf16bf16f32 on the forward's A·Bᵀ products.
    */
   #matmul(r: MixedResolved): Prim {
