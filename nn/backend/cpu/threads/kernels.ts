@@ -368,10 +368,15 @@ export function simdRopeRows(
   for (let q = q0; q < q1; q += rr) {
     const e = Math.min(q1, q + rr);
     l.copyIn(x, q * w, e * w, xp, stage);
-    for (let r = q; r < e; r++) {
-      const p = (pos ? pos[r] : offset + r % t) * hd, at = (r - q) * hd;
-      f.set(c.subarray(p, p + hd), (cp >> 2) + at);
-      f.set(s.subarray(p, p + hd), (sp >> 2) + at);
+    // each row's table rows; runs of consecutive positions (a batch row's steps) in one copy
+    for (let r = q; r < e;) {
+      const p = pos ? pos[r] : offset + r % t;
+      let n = 1;
+      while (r + n < e && (pos ? pos[r + n] : offset + (r + n) % t) === p + n) n++;
+      const at = (cp >> 2) + (r - q) * hd;
+      f.set(c.subarray(p * hd, (p + n) * hd), at);
+      f.set(s.subarray(p * hd, (p + n) * hd), at - (cp >> 2) + (sp >> 2));
+      r += n;
     }
     l.k.rope(xp, cp, sp, xp, nh, hd, sg, 0, e - q);
     l.copyOut(xp, (e - q) * w, y, q * w, stage);
