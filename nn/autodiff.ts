@@ -14,7 +14,8 @@ import { alias, Tensor } from "./tensor.ts";
 import type { Tree } from "./tree.ts";
 import { leaves, mapTree } from "./tree.ts";
 import { fullLike, zeros } from "./creation.ts";
-import { add } from "./ops/binary.ts";
+import { accumulateOp, add } from "./ops/binary.ts";
+import { apply1 } from "./apply.ts";
 import { sum } from "./ops/reduce.ts";
 import { reshape } from "./ops/movement.ts";
 import { cast } from "./ops/arith.ts";
@@ -50,6 +51,20 @@ function reduceTo(g: Tensor, m: Meta, name: string): Tensor {
 }
 
 /**
+ * prev + g, for a cotangent `prev` about to be dropped: written into prev's storage (the CPU
+ * backend's in-place `accumulate`) when prev's is the only handle to it and neither is traced (no
+ * outer `grad` records this sum), so the sum needs no new array; else a new `add`.
+ */
+function sumInto(prev: Tensor, g: Tensor): Tensor {
+  const alone = prev.storage.refs === 1 && prev.storage !== g.storage;
+  const untraced = !prev._tr?.length && !g._tr?.length;
+  return alone && untraced && prev.dtype === g.dtype && isFloat(prev.dtype) &&
+      sameShape(prev.shape, g.shape)
+    ? apply1(accumulateOp, [prev, g], { into: true })
+    : add(prev, g);
+}
+
+/**
  * Sweeps `tape` backwards from the seeded cotangents and returns the cotangent of every id in
  * `wanted` (null where none flowed). Releases every node's saved values.
  */
@@ -63,7 +78,7 @@ function backward(
   let made: Tensor[] = [];
   const accumulate = (id: number, g: Tensor) => {
     const prev = cts.get(id);
-    const next = prev === undefined ? traced(g) : add(prev, g);
+    const next = prev === undefined ? traced(g) : sumInto(prev, g);
     cts.set(id, next);
     made.push(next);
     prev?.dispose();

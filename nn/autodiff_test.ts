@@ -197,3 +197,40 @@ Deno.test("vjp frees each forward activation once backward has passed its last u
   assert.equal(cpuBackend.counters.bytesInUse, base);
   x.dispose();
 });
+
+Deno.test("cotangents are summed in place into one autodiff alone holds, never into the caller's or a shared one", () => {
+  // count the in-place sums the CPU backend runs
+  let sums = 0;
+  const run = cpuBackend.run.bind(cpuBackend);
+  cpuBackend.run = (op, ...rest) => {
+    if (op.name === "accumulate") sums++;
+    return run(op, ...rest);
+  };
+  try {
+    const x = tensor([1, -2, 3, 0.5], [4]), a = tensor([2, 3, 4, 5], [4]);
+    const b = tensor([-1, 1, 0.5, 2], [4]), c = tensor([0.25, 0, 1, -3], [4]);
+    // x feeds three products: two sums of its cotangents, both into a temporary
+    const g = grad((x: Tensor) => sum(add(add(mul(x, a), mul(x, b)), mul(x, c))))(x);
+    assert.deepEqual([...g.dataSync()], [1.25, 4, 5.5, 4]);
+    assert.equal(sums, 2);
+    // the caller's cotangent reaches x unchanged through add: it is never written
+    const ct = tensor([1, 2, 3, 4], [4]);
+    const [, back] = vjp((x: Tensor) => add(mul(x, a), x), x);
+    const [dx] = back(ct) as Tensor[];
+    assert.deepEqual([...dx.dataSync()], [3, 8, 15, 24]);
+    assert.deepEqual([...ct.dataSync()], [1, 2, 3, 4]);
+    // x + x: both cotangents are the same storage, so the sum is a new one
+    sums = 0;
+    const g2 = grad((x: Tensor) => sum(mul(add(x, x), a)))(x);
+    assert.deepEqual([...g2.dataSync()], [4, 6, 8, 10]);
+    assert.equal(sums, 0);
+    // second order: sums inside an outer grad's trace are recorded, not done in place
+    const h = grad((x: Tensor) =>
+      sum(grad((y: Tensor) => sum(add(mul(y, y), mul(y, mul(y, y)))))(x))
+    )(x);
+    assert.deepEqual([...h.dataSync()], [1, -2, 3, 0.5].map((v) => 2 + 6 * v));
+    for (const t of [x, a, b, c, g, ct, dx, g2, h]) t.dispose();
+  } finally {
+    cpuBackend.run = run;
+  }
+});

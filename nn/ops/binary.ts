@@ -8,7 +8,7 @@ import { isFloat } from "../dtype.ts";
 import type { KernelOp, NoParams } from "../op.ts";
 import { defineOp } from "../op.ts";
 import { apply1 } from "../apply.ts";
-import { broadcastShapes, sizeOf } from "../shape.ts";
+import { broadcastShapes, fmt, sameShape, sizeOf } from "../shape.ts";
 import type { Tensor } from "../tensor.ts";
 import { full } from "../creation.ts";
 import { forEachBroadcast } from "./_broadcast.ts";
@@ -119,6 +119,46 @@ export function add(a: Tensor | number, b: Tensor | number): Tensor {
   if (typeof a === "number" && typeof b !== "number" && isFloat(b.dtype)) return affine(b, 1, a);
   return callBinary(BINARY_OPS.add, a, b);
 }
+/** Params of `accumulate`. */
+export interface AccumulateParams {
+  /** Write the sum into a's storage where the backend can (CPU): the caller gives a up. */
+  readonly into?: boolean;
+}
+
+/**
+ * a + b of one shape and float dtype; with `into`, written into a's storage where the backend can
+ * (CPU): the sum autodiff makes when it adds a cotangent into one it alone holds (`autodiff.ts`),
+ * which then needs no new array.
+ */
+export const accumulateOp: KernelOp<AccumulateParams, "accumulate"> = defineOp<
+  AccumulateParams,
+  "accumulate"
+>({
+  name: "accumulate",
+  infer: ([a, b]) => {
+    if (!isFloat(a.dtype) || a.dtype !== b.dtype || !sameShape(a.shape, b.shape)) {
+      throw new Error(
+        `Cannot accumulate ${b.dtype} ${fmt(b.shape)} into ${a.dtype} ${
+          fmt(a.shape)
+        }: one float dtype and one shape`,
+      );
+    }
+    return [{ shape: a.shape, dtype: a.dtype }];
+  },
+  writesAll: true,
+  inPlace: (p) => p.into ? [0] : null,
+  cpu: ([a, b], [y]) => {
+    if (addF32(a, b, y)) return; // y may be a: each element is read before it is written
+    for (let i = 0; i < y.length; i++) y[i] = a[i] + b[i];
+  },
+  wgsl: ({ inputs: [a] }) => {
+    const t = wgslType(a.dtype);
+    return [mapWgsl(["a", "b"], [t, t], t, "a + b", sizeOf(a.shape))];
+  },
+  vjp: (ct) => [ct[0], ct[0]],
+  examples: [{ inputs: [{ shape: [3, 4] }, { shape: [3, 4] }], params: {} }],
+});
+
 /** Elementwise a − b (broadcasting). @param a left @param b right @returns a − b */
 export function sub(a: Tensor | number, b: Tensor | number): Tensor {
   if (typeof b === "number" && typeof a !== "number" && isFloat(a.dtype)) return affine(a, 1, -b);

@@ -6,7 +6,7 @@
 import type { OpDef } from "../op.ts";
 import { affineOp, castOp } from "./arith.ts";
 import { UNARY_OPS } from "./unary.ts";
-import { BINARY_OPS, powScalarOp, whereOp } from "./binary.ts";
+import { accumulateOp, BINARY_OPS, powScalarOp, whereOp } from "./binary.ts";
 import { argmaxOp, maxOp, sumOp, sumSquaresOp } from "./reduce.ts";
 import { broadcastToOp, concatOp, padOp, reshapeOp, sliceOp, transposeOp } from "./movement.ts";
 import { matmulOp } from "./matmul.ts";
@@ -66,6 +66,7 @@ const ops = {
   swiglu: swigluOp,
   swiglu_backward: swigluBackwardOp,
   adamw: adamwOp,
+  accumulate: accumulateOp,
   sample: sampleOp,
 };
 
