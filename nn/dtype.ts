@@ -36,29 +36,33 @@ export function byteSize(dtype: DType): number {
   return dtype === "f64" ? 8 : dtype === "bf16" ? 2 : 4;
 }
 
+/** The typed array that holds each dtype. */
+const ARRAYS = {
+  f32: Float32Array,
+  f64: Float64Array,
+  i32: Int32Array,
+  u32: Uint32Array,
+  bf16: Uint16Array,
+} as const satisfies Record<DType, unknown>;
+
 /** A new zero-filled typed array of `size` elements of `dtype`. */
 export function allocArray(dtype: DType, size: number): TypedArray {
-  switch (dtype) {
-    case "f32":
-      return new Float32Array(size);
-    case "f64":
-      return new Float64Array(size);
-    case "i32":
-      return new Int32Array(size);
-    case "u32":
-      return new Uint32Array(size);
-    case "bf16":
-      return new Uint16Array(size);
-  }
+  return new ARRAYS[dtype](size);
+}
+
+/** A `dtype` view of `length` elements of `buffer` from byte `byteOffset`. */
+export function viewArray(
+  dtype: DType,
+  buffer: ArrayBufferLike,
+  byteOffset: number,
+  length: number,
+): TypedArray {
+  return new ARRAYS[dtype](buffer as ArrayBuffer, byteOffset, length); // shared buffers too
 }
 
 /** The dtype a typed array holds. */
 export function dtypeOfArray(a: TypedArray): DType {
-  if (a instanceof Float32Array) return "f32";
-  if (a instanceof Float64Array) return "f64";
-  if (a instanceof Int32Array) return "i32";
-  if (a instanceof Uint16Array) return "bf16";
-  return "u32";
+  return DTYPES.find((d) => a instanceof ARRAYS[d])!;
 }
 
 /** Copies `src` (any numeric array) into a new typed array of `dtype`. */

@@ -24,7 +24,7 @@
 import type { Backend, BackendCounters, Storage } from "../backend.ts";
 import { newCounters } from "../backend.ts";
 import type { DType, TypedArray } from "../../dtype.ts";
-import { allocArray, byteSize, dtypeOfArray } from "../../dtype.ts";
+import { allocArray, byteSize, dtypeOfArray, viewArray } from "../../dtype.ts";
 import type { KernelOp, Meta } from "../../op.ts";
 import { gemmClock } from "./gemm_adapter.ts";
 import { forgetPacked } from "./gemm/packed.ts";
@@ -39,23 +39,6 @@ import { sharedArraysOn } from "./threads/mod.ts";
 export function sharedCapacity(bytes: number): number {
   const step = 2 ** Math.max(3, Math.floor(Math.log2(bytes)) - 3);
   return Math.ceil(bytes / step) * step;
-}
-
-/** A `dtype` view of `size` elements of `b` starting on a 64-byte boundary. */
-function arrayView(dtype: DType, b: SharedArrayBuffer, size: number): TypedArray {
-  const at = alignPad(new Uint8Array(b));
-  switch (dtype) {
-    case "f32":
-      return new Float32Array(b, at, size);
-    case "f64":
-      return new Float64Array(b, at, size);
-    case "i32":
-      return new Int32Array(b, at, size);
-    case "u32":
-      return new Uint32Array(b, at, size);
-    case "bf16":
-      return new Uint16Array(b, at, size);
-  }
 }
 
 /** Arrays smaller than this are left to the GC (pooling pays off for large ones). */
@@ -234,7 +217,7 @@ export class CpuBackend implements Backend {
       b = new SharedArrayBuffer(cap);
       this.#sharedBytes += cap;
     } else return null;
-    const a = arrayView(dtype, b, size);
+    const a = viewArray(dtype, b, alignPad(new Uint8Array(b)), size); // on a 64-byte boundary
     if (reused) {
       this.counters.poolHits++;
       if (zero) {

@@ -22,7 +22,14 @@
  * @module
  */
 
-import type { DType, TypedArray } from "../../../dtype.ts";
+import {
+  byteSize,
+  type DType,
+  dtypeOfArray,
+  DTYPES,
+  type TypedArray,
+  viewArray,
+} from "../../../dtype.ts";
 import type { AttnShape } from "../../../ops/attention/wgsl.ts";
 import { CTRL_BYTES, type KernelFn } from "../wasm_pool/protocol.ts";
 import {
@@ -50,32 +57,21 @@ const WORKER_URL = new URL("./worker.ts", import.meta.url);
 /** Word of the control block a worker sets when a kernel threw (the call then throws). */
 export const ERROR_WORD = 96;
 
-/** A view of `length` elements at byte `offset` of `b`, of the kind a job's descriptor names. */
+/**
+ * A view of `length` elements at byte `offset` of `b`, of the kind a job's descriptor names: the
+ * dtype's index in `DTYPES`.
+ */
 export function arrayView(
   kind: number,
   b: SharedArrayBuffer,
   offset: number,
   length: number,
 ): TypedArray {
-  switch (kind) {
-    case 0:
-      return new Float32Array(b, offset, length);
-    case 1:
-      return new Float64Array(b, offset, length);
-    case 2:
-      return new Int32Array(b, offset, length);
-    case 4:
-      return new Uint16Array(b, offset, length);
-    default:
-      return new Uint32Array(b, offset, length);
-  }
+  return viewArray(DTYPES[kind], b, offset, length);
 }
 
 function kindOf(a: TypedArray): number {
-  if (a instanceof Float32Array) return 0;
-  if (a instanceof Float64Array) return 1;
-  if (a instanceof Uint16Array) return 4; // bf16
-  return a instanceof Int32Array ? 2 : 3;
+  return DTYPES.indexOf(dtypeOfArray(a));
 }
 
 /** Numbers per array descriptor in a job's arguments: buffer id, kind, byte offset, length. */
@@ -283,18 +279,7 @@ export function sharedArraysOn(): boolean {
 
 /** A zeroed typed array of `size` elements of `dtype` on a new `SharedArrayBuffer`. */
 export function sharedArray(dtype: DType, size: number): TypedArray {
-  switch (dtype) {
-    case "f32":
-      return new Float32Array(new SharedArrayBuffer(size * 4));
-    case "f64":
-      return new Float64Array(new SharedArrayBuffer(size * 8));
-    case "i32":
-      return new Int32Array(new SharedArrayBuffer(size * 4));
-    case "u32":
-      return new Uint32Array(new SharedArrayBuffer(size * 4));
-    case "bf16":
-      return new Uint16Array(new SharedArrayBuffer(size * 2));
-  }
+  return viewArray(dtype, new SharedArrayBuffer(size * byteSize(dtype)), 0, size);
 }
 
 /**
