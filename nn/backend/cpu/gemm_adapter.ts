@@ -8,7 +8,7 @@ import { getGemm } from "./gemm/mod.ts";
 import type { Gemm } from "./gemm/mod.ts";
 import { Bf16Gemm, type Dnnl, nativeDnnl, openBf16Gemm } from "./gemm/bf16.ts";
 import { packedProduct } from "./gemm/packed.ts";
-import type { Bf16Operand } from "./gemm/types.ts";
+import type { Bf16Operand, MixedArgs } from "./gemm/types.ts";
 
 type FastGemm = Pick<Gemm, "sgemm" | "sumSquares" | "addInPlace">;
 let fast: FastGemm | null = null;
@@ -303,34 +303,12 @@ export function matmulGemm(
   strideB = 0,
   strideC = 0,
 ): void {
-  if (a instanceof Uint16Array || b instanceof Uint16Array || c instanceof Uint16Array) {
-    // bf16 tensors (the bfloat16 precision's activations): only the bf16 gemm multiplies them
-    const mixed = bf16Gemm();
-    const t0 = gemmClock.on ? performance.now() : 0;
-    mixed.sgemm({
-      transA,
-      transB,
-      m,
-      n,
-      k,
-      a: a as Bf16Operand,
-      lda,
-      b: b as Bf16Operand,
-      ldb,
-      c: c as Bf16Operand,
-      ldc,
-      batch,
-      strideA,
-      strideB,
-      strideC,
-    });
-    if (gemmClock.on) gemmClock.ms += performance.now() - t0;
-    return;
-  }
-  const g = bf16;
+  // bf16 tensors (the bfloat16 precision's activations): only the bf16 gemm multiplies them
+  const lowp = a instanceof Uint16Array || b instanceof Uint16Array || c instanceof Uint16Array;
+  const g: { sgemm(args: MixedArgs): void } | null = lowp ? bf16Gemm() : bf16;
   if (
-    !g || m === 0 || n === 0 || !(a instanceof Float32Array) || !(b instanceof Float32Array) ||
-    !(c instanceof Float32Array)
+    !g || (!lowp && (m === 0 || n === 0 || !(a instanceof Float32Array) ||
+      !(b instanceof Float32Array) || !(c instanceof Float32Array)))
   ) {
     const blas = productThreads && !fast ? getGemm() : null;
     blas?.setThreads?.(productThreads);
@@ -362,6 +340,23 @@ export function matmulGemm(
     return;
   }
   const t0 = gemmClock.on ? performance.now() : 0;
-  g.sgemm({ transA, transB, m, n, k, a, lda, b, ldb, c, ldc, batch, strideA, strideB, strideC });
+  const [ma, mb, mc] = [a, b, c] as Bf16Operand[]; // f32, or bf16 bits (checked above)
+  g.sgemm({
+    transA,
+    transB,
+    m,
+    n,
+    k,
+    a: ma,
+    lda,
+    b: mb,
+    ldb,
+    c: mc,
+    ldc,
+    batch,
+    strideA,
+    strideB,
+    strideC,
+  });
   if (gemmClock.on) gemmClock.ms += performance.now() - t0;
 }
