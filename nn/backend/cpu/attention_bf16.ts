@@ -131,7 +131,7 @@ function layouts(dn: Dnnl, d: AttnShape, dt: number) {
     /** Element offset of the unit's first query row. */
     qAt: (bi: number, g: number) => (bi * t * nh + g * rep) * hd,
     headsIn: heads(DT_BF16, true),
-    /** The heads' rows widened to dense f32 (the rows of O and dO for rowsum(dO ⊙ O)). */
+    /** The heads' rows as dense f32, bf16 widened (O and dO for rowsum(dO ⊙ O)). */
     headsF32: heads(DT_F32, true),
     headsOut: heads(DT_F32, false),
     keysIn: reorder(dn, [s, hd], [kvStep(d), 1], dt, DT_BF16, true),
@@ -154,38 +154,51 @@ function onOneOmpThread(run: UnitRun): UnitRun {
 }
 
 /**
- * What both unit kernels start from: the call's dimensions, this thread's oneDNN and a SIMD
- * workspace for one unit's [REP·T, S] scores, the gatherers, bf16 scratch for Q, K, V and P, and
- * the scores product (also dP's: [REP·T, HD] · [S, HD]ᵀ).
+ * What both unit kernels start from, for the call's arrays `a` (q, k, v first, lse fifth): its
+ * dimensions, this thread's oneDNN and a SIMD workspace for one unit's [REP·T, S] scores, the
+ * gatherers, bf16 scratch for Q, K, V and P, and the scores product (also dP's:
+ * [REP·T, HD] · [S, HD]ᵀ).
  */
-function setup(sc: readonly number[], mask: unknown, backward: boolean, q: TypedArray) {
+function setup(sc: readonly number[], a: TypedArray[], mask: TypedArray | null, backward: boolean) {
   const [d, p] = unpackAttn(sc);
   const { t, s, nh, nkv, hd } = d;
   const rep = nh / nkv, rows = rep * t;
+  const [q, k, v, , lse] = a;
   const dn = dnnl(), L = layouts(dn, d, dtOf(q));
   const qb = bf16Scratch("q", rows * hd), kb = bf16Scratch("k", s * hd);
   const vb = bf16Scratch("v", s * hd);
+  const ws = new AttnWorkspace(unitSimd("bf16 attention units"), rows, s, backward, !!mask);
+  const scores = product(dn, rows, s, hd, false, true, s);
   return {
     d,
-    p,
-    rep,
     rows,
     dn,
-    ws: new AttnWorkspace(unitSimd("bf16 attention units"), rows, s, backward, mask !== null),
+    ws,
     L,
     qb,
     kb,
     vb,
     pb: bf16Scratch("p", rows * s),
-    scores: product(dn, rows, s, hd, false, true, s),
+    scores,
     /** Unit u's batch row and group, its offsets in q and in K/V, its Q, K and V gathered. */
-    gather(u: number, q: TypedArray, k: TypedArray, v: TypedArray) {
+    gather(u: number) {
       const bi = Math.floor(u / nkv), g = u % nkv, qo = L.qAt(bi, g), ko = kvOffset(d, bi, g);
       dn.exec(L.headsIn, [q.subarray(qo), qb], "attention: q to bf16");
       dn.exec(L.keysIn, [k.subarray(ko), kb], "attention: k to bf16");
       dn.exec(L.keysIn, [v.subarray(ko), vb], "attention: v to bf16");
       return { bi, g, qo, ko };
     },
+    /**
+     * The gathered unit's P in `ws.sc`: the scores Q·Kᵀ, then the softmax over its rows (head of
+     * the group, time: lse's order from the group's first head), writing lse, or with `fromLse`
+     * reading it.
+     */
+    probs(bi: number, g: number, fromLse: boolean) {
+      dn.exec(scores, [qb, kb, ws.sc], "attention: scores");
+      if (mask) ws.setMask(mask, bi * s);
+      ws.probs(p.causal, s - t, p.scale, lse, (bi * nh + g * rep) * t, fromLse, 0, rows, t);
+    },
+    scale: p.scale,
   };
 }
 
@@ -194,23 +207,14 @@ function setup(sc: readonly number[], mask: unknown, backward: boolean, q: Typed
  * v, out, lse; `sc` the dimensions as the f32 units take them (`attention_heads.ts`).
  */
 export const bf16AttentionForwardUnits: UnitRun = onOneOmpThread((a, mask, sc, u0, u1) => {
-  const { d, p, rep, rows, dn, ws, L, qb, kb, vb, pb, scores, gather } = setup(
-    sc,
-    mask,
-    false,
-    a[0],
-  );
-  const [q, k, v, out, lse] = a;
-  const { t, s, nh, hd } = d;
-  const ob = f32Scratch("o", rows * hd);
-  const outputs = product(dn, rows, hd, s, false, false, hd);
+  const { d, rows, dn, ws, L, vb, pb, gather, probs } = setup(sc, a, mask, false);
+  const out = a[3];
+  const ob = f32Scratch("o", rows * d.hd);
+  const outputs = product(dn, rows, d.hd, d.s, false, false, d.hd);
   for (let u = u0; u < u1; u++) {
-    const { bi, g, qo } = gather(u, q, k, v);
-    dn.exec(scores, [qb, kb, ws.sc], "attention: scores");
-    if (mask) ws.setMask(mask, bi * s);
-    // rows (head of the group, time): lse's index order, from the group's first head
-    ws.probs(p.causal, s - t, p.scale, lse, (bi * nh + g * rep) * t, false, 0, rows, t);
-    dn.toBf16(ws.sc.subarray(0, rows * s), pb);
+    const { bi, g, qo } = gather(u);
+    probs(bi, g, false);
+    dn.toBf16(ws.sc.subarray(0, rows * d.s), pb);
     dn.exec(outputs, [pb, vb, ob], "attention: outputs");
     dn.exec(L.headsOut, [ob, out.subarray(qo)], "attention: outputs to [B,T,NH,HD]");
   }
@@ -222,51 +226,34 @@ export const bf16AttentionForwardUnits: UnitRun = onOneOmpThread((a, mask, sc, u
  * dQ = dS·K ; dK = dSᵀ·Q. `a` is q, k, v, o, lse, dout, dq, dk, dv.
  */
 export const bf16AttentionBackwardUnits: UnitRun = onOneOmpThread((a, mask, sc, u0, u1) => {
-  const { d, p, rep, rows, dn, ws, L, qb, kb, vb, pb, scores, gather } = setup(
+  const { d, rows, dn, ws, L, qb, kb, vb, pb, scores, gather, probs, scale } = setup(
     sc,
+    a,
     mask,
     true,
-    a[0],
   );
-  const [q, k, v, o, lse, dout, dq, dk, dv] = a;
-  const { t, s, nh, hd } = d;
-  const ldkv = kvStep(d);
+  const [, , , o, , dout, dq, dk, dv] = a;
+  const { s, hd } = d;
   const dob = bf16Scratch("do", rows * hd), dsb = bf16Scratch("ds", rows * s);
   const dqb = f32Scratch("o", rows * hd);
-  // bf16 tensors: O and dO widened to dense f32 rows for rowsum(dO ⊙ O)
-  const wide = o instanceof Uint16Array
-    ? { o: f32Scratch("o wide", rows * hd), dout: f32Scratch("do wide", rows * hd) }
-    : null;
-  const kvGrad = product(dn, s, hd, rows, true, false, ldkv, dtOf(dk));
+  // O and dO as dense f32 rows (bf16 widened) for rowsum(dO ⊙ O)
+  const oRows = f32Scratch("o rows", rows * hd), doRows = f32Scratch("do rows", rows * hd);
+  const kvGrad = product(dn, s, hd, rows, true, false, kvStep(d), dtOf(dk));
   const qGrad = product(dn, rows, hd, s, false, false, hd);
   for (let u = u0; u < u1; u++) {
-    const { bi, g, qo, ko } = gather(u, q, k, v);
+    const { bi, g, qo, ko } = gather(u);
     dn.exec(L.headsIn, [dout.subarray(qo), dob], "attention backward: dO to bf16");
-    // P again, from the scores and lse
-    dn.exec(scores, [qb, kb, ws.sc], "attention backward: scores");
-    if (mask) ws.setMask(mask, bi * s);
-    ws.probs(p.causal, s - t, p.scale, lse, (bi * nh + g * rep) * t, true, 0, rows, t);
-    // rowsum(dO ⊙ O) per row (head r of the group, time ti)
-    if (wide) {
-      dn.exec(L.headsF32, [o.subarray(qo), wide.o], "attention backward: O widened");
-      dn.exec(L.headsF32, [dout.subarray(qo), wide.dout], "attention backward: dO widened");
-      for (let row = 0; row < rows; row++) {
-        let acc = 0;
-        for (let i = row * hd; i < (row + 1) * hd; i++) acc += wide.dout[i] * wide.o[i];
-        ws.dsum[row] = acc;
-      }
-    } else {
-      for (let r = 0; r < rep; r++) {
-        for (let ti = 0; ti < t; ti++) {
-          const at = qo + (ti * nh + r) * hd;
-          let acc = 0;
-          for (let i = 0; i < hd; i++) acc += dout[at + i] * o[at + i];
-          ws.dsum[r * t + ti] = acc;
-        }
-      }
+    probs(bi, g, true); // P again, from the scores and lse
+    // rowsum(dO ⊙ O) per row (head of the group, time)
+    dn.exec(L.headsF32, [o.subarray(qo), oRows], "attention backward: O rows");
+    dn.exec(L.headsF32, [dout.subarray(qo), doRows], "attention backward: dO rows");
+    for (let row = 0; row < rows; row++) {
+      let acc = 0;
+      for (let i = row * hd; i < (row + 1) * hd; i++) acc += doRows[i] * oRows[i];
+      ws.dsum[row] = acc;
     }
     dn.exec(scores, [dob, vb, ws.dp], "attention backward: dP");
-    ws.ds(p.scale);
+    ws.ds(scale);
     dn.toBf16(ws.sc.subarray(0, rows * s), pb);
     dn.toBf16(ws.dp.subarray(0, rows * s), dsb);
     // dV = Pᵀ·dO and dK = dSᵀ·Q straight into the [B, S, NKV, HD] gradients (the group's heads
