@@ -90,3 +90,13 @@ export function bf16Bits(x: number): number {
   bitsF32[0] = x;
   return bf16OfF32Bits(bitsU32[0]);
 }
+
+/** Element i of `a` as a number (bf16 bits widened). */
+export function valueAt(a: TypedArray, i: number): number {
+  return a instanceof Uint16Array ? bf16Value(a[i]) : a[i];
+}
+
+/** Stores `v` at i of `a` (into bf16, rounded once from f32). */
+export function storeAt(a: TypedArray, i: number, v: number): void {
+  a[i] = a instanceof Uint16Array ? bf16Bits(v) : v;
+}

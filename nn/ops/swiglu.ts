@@ -4,7 +4,7 @@
  * rounded to bf16 once, as PyTorch's CPU autocast runs MiniMind's MLP).
  * @module
  */
-import { bf16Bits, bf16Value, type DType, isFloat, type TypedArray } from "../dtype.ts";
+import { type DType, isFloat, storeAt, valueAt } from "../dtype.ts";
 import type { KernelOp, NoParams } from "../op.ts";
 import { defineOp, NONDIFF } from "../op.ts";
 import { apply, apply1 } from "../apply.ts";
@@ -27,16 +27,6 @@ function swigluDtype(d: DType): boolean {
   return isFloat(d) || d === "bf16";
 }
 
-/** Element i as a number (bf16 bits widened). */
-function at(a: TypedArray, i: number): number {
-  return a instanceof Uint16Array ? bf16Value(a[i]) : a[i];
-}
-
-/** Stores v at i (to bf16 rounded from f32). */
-function put(a: TypedArray, i: number, v: number): void {
-  a[i] = a instanceof Uint16Array ? bf16Bits(v) : v;
-}
-
 /** g, u (same shape) → silu(g) ⊙ u. */
 export const swigluOp: KernelOp<NoParams, "swiglu"> = defineOp<NoParams, "swiglu">({
   name: "swiglu",
@@ -52,8 +42,8 @@ export const swigluOp: KernelOp<NoParams, "swiglu"> = defineOp<NoParams, "swiglu
   cpu: ([g, u], [y]) => {
     if (simdSwiglu(g, u, y)) return; // f32, bf16: the wasm SIMD kernel
     for (let i = 0; i < g.length; i++) {
-      const x = at(g, i);
-      put(y, i, x * sig(x) * at(u, i));
+      const x = valueAt(g, i);
+      storeAt(y, i, x * sig(x) * valueAt(u, i));
     }
   },
   wgsl: ({ inputs: [g] }) => {
@@ -92,9 +82,9 @@ export const swigluBackwardOp: KernelOp<NoParams, "swiglu_backward"> = defineOp<
   cpu: ([ct, g, u], [dg, du]) => {
     if (simdSwigluBackward(ct, g, u, dg, du)) return; // f32, bf16: the wasm SIMD kernel
     for (let i = 0; i < g.length; i++) {
-      const x = at(g, i), c = at(ct, i), s = sig(x);
-      put(du, i, c * x * s);
-      put(dg, i, c * at(u, i) * s * (1 + x * (1 - s)));
+      const x = valueAt(g, i), c = valueAt(ct, i), s = sig(x);
+      storeAt(du, i, c * x * s);
+      storeAt(dg, i, c * valueAt(u, i) * s * (1 + x * (1 - s)));
     }
   },
   wgsl: ({ inputs: [, g] }) => {

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { bf16Bits, bf16Value, type TypedArray } from "../../../dtype.ts";
+import { storeAt, type TypedArray, valueAt } from "../../../dtype.ts";
 import { EXPORTS, privateSimd, type SimdKernels } from "../simd/mod.ts";
 import type { KernelFn } from "../wasm_pool/protocol.ts";
 import { attentionBackwardUnits, attentionForwardUnits, type UnitRun } from "../attention_heads.ts";
@@ -201,20 +201,16 @@ export function ropeRows(
   q1: number,
 ): void {
   const half = hd / 2;
-  // bf16 rows (without the SIMD kernels): widened, turned in f64, rounded once
-  const get = x instanceof Uint16Array ? (i: number) => bf16Value(x[i]) : (i: number) => x[i];
-  const put = y instanceof Uint16Array
-    ? (i: number, v: number) => y[i] = bf16Bits(v)
-    : (i: number, v: number) => y[i] = v;
   for (let q = q0; q < q1; q++) {
     const p = pos ? pos[q] : offset + q % t;
     const tb = p * hd;
     for (let h = 0; h < nh; h++) {
       const base = (q * nh + h) * hd;
       for (let i = 0; i < half; i++) {
-        const x1 = get(base + i), x2 = get(base + i + half);
-        put(base + i, x1 * c[tb + i] - x2 * sg * s[tb + i]);
-        put(base + i + half, x2 * c[tb + i + half] + x1 * sg * s[tb + i + half]);
+        // bf16 rows (without the SIMD kernels): widened, turned in f64, rounded once
+        const x1 = valueAt(x, base + i), x2 = valueAt(x, base + i + half);
+        storeAt(y, base + i, x1 * c[tb + i] - x2 * sg * s[tb + i]);
+        storeAt(y, base + i + half, x2 * c[tb + i + half] + x1 * sg * s[tb + i + half]);
       }
     }
   }
