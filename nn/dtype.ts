@@ -26,9 +26,14 @@ export function isFloat(dtype: DType): boolean {
   return dtype === "f32" || dtype === "f64";
 }
 
+/** The dtype ops compute `dtype`'s values in: f32 for bf16 (a storage type), else itself. */
+export function computeDtype(dtype: DType): DType {
+  return dtype === "bf16" ? "f32" : dtype;
+}
+
 /** Whether gradients flow through values of `dtype`: the floats, and bf16. */
 export function isDifferentiable(dtype: DType): boolean {
-  return isFloat(dtype) || dtype === "bf16";
+  return isFloat(computeDtype(dtype));
 }
 
 /** Bytes per element of `dtype`. */

@@ -2,13 +2,14 @@
  * Fused causal grouped-query attention (flash-style contract): forward saves the row
  * log-sum-exp so backward recomputes probabilities instead of storing them. On the CPU q, k, v
  * (and so the output and the gradients) may be bf16, the bfloat16 precision's activations, for
- * T > 1: the bf16 units (`backend/cpu/attention_bf16.ts`) run them; lse and a key mask are f32. Query head h reads
+ * T > 1: the bf16 units (`backend/cpu/attention_bf16.ts`) run them; lse and a key mask are f32
+ * (`computeDtype`). Query head h reads
  * KV head ⌊h / (NH/NKV)⌋ (MiniMind's repeat_kv). A query at time t sees key s when
  * s ≤ t + (S − T) (new tokens sit after the cache) and, with a key mask, mask[b, s] ≠ 0.
  * @module
  */
 // B = batch, T = query time, S = key time, NH = query heads, NKV = kv heads, HD = head dim
-import { allocArray, type DType, isFloat } from "../dtype.ts";
+import { allocArray, computeDtype, isFloat } from "../dtype.ts";
 import type { KernelOp, Meta } from "../op.ts";
 import { defineOp, NONDIFF } from "../op.ts";
 import { apply } from "../apply.ts";
@@ -46,7 +47,7 @@ function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta, kvTimeMajor = false): 
     ? [k.shape[1], k.shape[0], k.shape[2], k.shape[3]]
     : k.shape;
   const ok = q.shape.length === 4 && k.shape.length === 4 && v.shape.length === 4 &&
-    (isFloat(q.dtype) || q.dtype === "bf16") &&
+    isFloat(computeDtype(q.dtype)) &&
     k.dtype === q.dtype && v.dtype === q.dtype && kb === b && khd === hd &&
     v.shape.every((d, i) => d === k.shape[i]) &&
     nkv > 0 && nh % nkv === 0;
@@ -62,20 +63,15 @@ function attnDims(q: Meta, k: Meta, v: Meta, mask?: Meta, kvTimeMajor = false): 
   if (
     mask &&
     (mask.shape.length !== 2 || mask.shape[0] !== b || mask.shape[1] !== s ||
-      mask.dtype !== statDtype(q.dtype))
+      mask.dtype !== computeDtype(q.dtype))
   ) {
     throw new Error(
       `Cannot attend with key mask ${mask.dtype} ${fmt(mask.shape)}: expected ${
-        statDtype(q.dtype)
+        computeDtype(q.dtype)
       } [${b}, ${s}]`,
     );
   }
   return { b, t, s, nh, nkv, hd, kvTimeMajor };
-}
-
-/** The dtype of lse and of a key mask for q of `dtype`: f32 for bf16 q, else q's. */
-function statDtype(dtype: DType): DType {
-  return dtype === "bf16" ? "f32" : dtype;
 }
 
 /** [S, B, …] ↔ [B, S, …]. */
@@ -91,7 +87,7 @@ export const attentionOp: KernelOp<AttentionParams, "attention"> = defineOp<
     const d = attnDims(q, k, v, mask, params.kvTimeMajor);
     return [{ shape: q.shape, dtype: q.dtype }, {
       shape: [d.b, d.nh, d.t],
-      dtype: statDtype(q.dtype),
+      dtype: computeDtype(q.dtype),
     }];
   },
   writesAll: true,

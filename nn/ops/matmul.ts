@@ -7,7 +7,7 @@
  * @module
  */
 // B = batch dims, M×K · K×N → M×N
-import { type DType, isFloat } from "../dtype.ts";
+import { computeDtype, type DType, isFloat } from "../dtype.ts";
 import type { KernelOp, Meta } from "../op.ts";
 import { defineOp } from "../op.ts";
 import { apply1 } from "../apply.ts";
@@ -39,7 +39,7 @@ export interface MatmulParams {
  */
 function productDtype(a: DType, b: DType, dtype?: "f32" | "bf16"): DType | null {
   if (dtype === undefined && a === b && isFloat(a)) return a;
-  const lowp = (d: DType) => d === "f32" || d === "bf16";
+  const lowp = (d: DType) => computeDtype(d) === "f32"; // f32 or bf16
   return lowp(a) && lowp(b) ? dtype ?? "f32" : null;
 }
 

@@ -7,7 +7,7 @@
  * @module
  */
 // B = batch, T = time, NH = heads, HD = head dim, P = table positions
-import { isFloat } from "../dtype.ts";
+import { computeDtype, isFloat } from "../dtype.ts";
 import type { KernelOp } from "../op.ts";
 import { defineOp, STATUS_BINDING } from "../op.ts";
 import { apply1 } from "../apply.ts";
@@ -33,8 +33,8 @@ export const ropeOp: KernelOp<RopeParams, "rope"> = defineOp<RopeParams, "rope">
   name: "rope",
   infer: ([x, c, s, pos], p) => {
     const [, t, , hd] = x.shape;
-    const table = x.dtype === "bf16" ? "f32" : x.dtype; // bf16 rows turn by f32 tables
-    const ok = x.shape.length === 4 && (isFloat(x.dtype) || x.dtype === "bf16") && hd % 2 === 0 &&
+    const table = computeDtype(x.dtype); // bf16 rows turn by f32 tables
+    const ok = x.shape.length === 4 && isFloat(table) && hd % 2 === 0 &&
       c.shape.length === 2 && c.shape[1] === hd && s.shape[0] === c.shape[0] &&
       s.shape[1] === hd && c.dtype === table && s.dtype === table;
     if (!ok) {

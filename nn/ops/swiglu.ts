@@ -4,7 +4,7 @@
  * rounded to bf16 once, as PyTorch's CPU autocast runs MiniMind's MLP).
  * @module
  */
-import { type DType, isFloat, storeAt, valueAt } from "../dtype.ts";
+import { computeDtype, isFloat, storeAt, valueAt } from "../dtype.ts";
 import type { KernelOp, NoParams } from "../op.ts";
 import { defineOp, NONDIFF } from "../op.ts";
 import { apply, apply1 } from "../apply.ts";
@@ -22,16 +22,11 @@ function sig(x: number): number {
   return x >= 0 ? 1 / (1 + Math.exp(-x)) : Math.exp(x) / (1 + Math.exp(x));
 }
 
-/** The dtypes swiglu takes: the floats, and bf16 on the CPU. */
-function swigluDtype(d: DType): boolean {
-  return isFloat(d) || d === "bf16";
-}
-
 /** g, u (same shape) → silu(g) ⊙ u. */
 export const swigluOp: KernelOp<NoParams, "swiglu"> = defineOp<NoParams, "swiglu">({
   name: "swiglu",
   infer: ([g, u]) => {
-    if (!swigluDtype(g.dtype) || g.dtype !== u.dtype || !sameShape(g.shape, u.shape)) {
+    if (!isFloat(computeDtype(g.dtype)) || g.dtype !== u.dtype || !sameShape(g.shape, u.shape)) {
       throw new Error(
         `Cannot apply swiglu to ${g.dtype} ${fmt(g.shape)} and ${u.dtype} ${fmt(u.shape)}`,
       );
@@ -67,7 +62,7 @@ export const swigluBackwardOp: KernelOp<NoParams, "swiglu_backward"> = defineOp<
 >({
   name: "swiglu_backward",
   infer: ([ct, g, u]) => {
-    const ok = swigluDtype(g.dtype) && ct.dtype === g.dtype && u.dtype === g.dtype &&
+    const ok = isFloat(computeDtype(g.dtype)) && ct.dtype === g.dtype && u.dtype === g.dtype &&
       sameShape(ct.shape, g.shape) && sameShape(u.shape, g.shape);
     if (!ok) {
       throw new Error(
