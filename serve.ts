@@ -26,7 +26,7 @@ import { createApp, type ServeApp } from "./serve/mod.ts";
 import { deviceFlag, parseFlags, runMain, usage, UsageError } from "./cli.ts";
 import type { FlagTable } from "./cli.ts";
 import { builtinTools } from "./agent/builtin.ts";
-import { applyDtype } from "./train/lm.ts";
+import { applyDtype, decodeDtypeFlag } from "./train/lm.ts";
 
 /** A running server. */
 export interface RunningServer {
@@ -145,14 +145,7 @@ export const SERVE_FLAGS = {
     help: "CPU matmul threads (default: the gemm's choice; 1 is often best for decode on a " +
       "small, busy machine)",
   },
-  dtype: {
-    type: "choice",
-    default: "float32",
-    choices: ["float32", "bfloat16"],
-    help:
-      "bfloat16: matmuls on bf16-rounded operands with f32 accumulation, on a CPU with native " +
-      "bf16 (a decode step reads a bf16 copy of each weight); otherwise float32",
-  },
+  dtype: decodeDtypeFlag(),
   tools: {
     type: "choice",
     default: "none",

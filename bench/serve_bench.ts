@@ -24,7 +24,7 @@ import { disposeCache } from "../nn/model/layers/kv_cache.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { initGemm } from "../nn/backend/cpu/gemm/mod.ts";
 import { setFastSgemm } from "../nn/backend/cpu/gemm_adapter.ts";
-import { applyDtype } from "../train/lm.ts";
+import { applyDtype, decodeDtypeFlag } from "../train/lm.ts";
 import { environmentAsStarted } from "../nn/backend/cpu/gemm/bf16.ts";
 import { createApp, type ServeApp } from "../serve/mod.ts";
 import { parseFlags, runMain, usage, UsageError } from "../cli.ts";
@@ -59,12 +59,7 @@ const FLAGS = {
   torch: { type: "switch", default: false, help: "also run bench/torch_decode.py" },
   gemm_threads: { type: "int", default: 0, min: 0, help: "gemm threads (0 = auto)" },
   repeat: { type: "int", default: 3, min: 1, help: "runs per figure (the best is kept)" },
-  dtype: {
-    type: "choice",
-    default: "float32",
-    choices: ["float32", "bfloat16"],
-    help: "bfloat16: our bf16 matmuls (`serve --dtype`); PyTorch's model in bf16 (`model.to`)",
-  },
+  dtype: decodeDtypeFlag("; the PyTorch side (--torch) casts its model to bf16 (`model.to`)"),
 } satisfies FlagTable;
 
 const COMMAND = "deno run -A bench/serve_bench.ts";

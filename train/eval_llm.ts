@@ -19,7 +19,7 @@ import type { ChatMessage } from "../data/chat_template.ts";
 import { Tokenizer } from "../data/tokenizer.ts";
 import { deviceFlag, parseFlags, runMain, usage, UsageError } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
-import { applyDtype, DEFAULT_TOKENIZER, selectDevice } from "./lm.ts";
+import { applyDtype, decodeDtypeFlag, DEFAULT_TOKENIZER, selectDevice } from "./lm.ts";
 import { weightStem } from "./checkpoint.ts";
 
 /** eval_llm.py's flags (plus `--mode`, `--top_k`, `--seed`, `--tokenizer_path`). */
@@ -49,13 +49,7 @@ export const EVAL_FLAGS = {
   historys: { type: "int", default: 0, min: 0, help: "past messages kept (even)" },
   show_speed: { type: "bool01", default: true, help: "print tokens/s" },
   device: deviceFlag(),
-  dtype: {
-    type: "choice",
-    default: "float32",
-    choices: ["float32", "bfloat16"],
-    help:
-      "bfloat16: bf16 matmuls with f32 accumulation on a CPU with native bf16 (as serve --dtype)",
-  },
+  dtype: decodeDtypeFlag(),
   mode: {
     type: "choice",
     default: "ask",

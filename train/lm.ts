@@ -196,11 +196,31 @@ export async function checkInputs(a: LmArgs): Promise<void> {
 }
 
 /**
+ * The `--dtype` flag of the commands that decode (serve, eval, the serving benchmark): float32, or
+ * bfloat16 products where the CPU has native bf16 (`applyDtype`).
+ *
+ * @param also what the command adds to the help (the benchmark's PyTorch side)
+ * @returns the flag's spec
+ */
+export function decodeDtypeFlag(
+  also = "",
+): { type: "choice"; default: string; choices: readonly string[]; help: string } {
+  return {
+    type: "choice",
+    default: "float32",
+    choices: ["float32", "bfloat16"],
+    help:
+      "bfloat16: matmuls on bf16-rounded operands with f32 accumulation, on a CPU with native " +
+      `bf16 (a decode step reads a bf16 copy of each weight); otherwise float32${also}`,
+  };
+}
+
+/**
  * Applies `--dtype`: "bfloat16" on the CPU backend turns on bf16 matmuls with f32 accumulation
  * (`setMatmulPrecision`: the linear layers' products and attention's; the SwiGLU MLP's hidden
  * activations and attention's q, k, v and output are stored in bf16, `model/layers/`; master
- * weights, gradients and optimizer state stay f32), where the CPU multiplies bf16 natively. Everything else trains in
- * float32. Returns the line to log, saying
+ * weights, gradients and optimizer state stay f32), where the CPU multiplies bf16 natively.
+ * Everything else trains in float32. Returns the line to log, saying
  * which precision is in effect and why.
  *
  * @param dtype the `--dtype` flag
