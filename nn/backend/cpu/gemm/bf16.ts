@@ -420,8 +420,8 @@ export class Bf16Gemm {
 
   /**
    * The matmul primitive for one product shape: bf16 A (m×k, or stored k×m) and B (k×n, or stored
-   * n×k) with leading dimensions, f32 or bf16 C (m×n, row stride ldc). oneDNN picks its best kernel (AMX or
-   * AVX512-BF16 brgemm), 1.5–1.9× dnnl_gemm_bf16bf16f32 on the forward's A·Bᵀ products.
+   * n×k) with leading dimensions, f32 or bf16 C (m×n, row stride ldc). oneDNN picks its best kernel
+   * (AMX or AVX512-BF16 brgemm), 1.5–1.9× dnnl_gemm_bf16bf16f32 on the forward's A·Bᵀ products.
    */
   #matmul(r: MixedResolved): Prim {
     const { m, n, k, lda, ldb, ldc, transA, transB } = r;
