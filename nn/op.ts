@@ -92,6 +92,11 @@ export interface WgslDevice {
   readonly software: boolean;
   /** The device has `shader-f16`. */
   readonly f16: boolean;
+  /**
+   * The float16 precision is in effect (`WebGpuBackend.setMatmulPrecision`): the matmul op rounds
+   * its operands to f16 and accumulates in f32. Absent means false.
+   */
+  readonly matmulF16?: boolean;
 }
 
 /** Binding index of the device status buffer (kernels report bad indices there; see `WgslKernel.bindings`). */

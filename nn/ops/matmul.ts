@@ -4,6 +4,8 @@
  * bf16 with f32 accumulation when `setMatmulPrecision("bfloat16")` is in effect. On the CPU the
  * operands may also be bf16 tensors (used as they are) and the result bf16 (`dtype`): the
  * bfloat16 precision's activations, products with f32 accumulation rounded once when stored.
+ * On WebGPU the float16 precision (`WebGpuBackend.setMatmulPrecision`) rounds the operands to f16
+ * and accumulates in f32 (`matmul/wgsl.ts`).
  * @module
  */
 // B = batch dims, M×K · K×N → M×N
@@ -118,6 +120,7 @@ export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams,
   },
   wgsl: ({ inputs: [a, b], params }, device) => {
     const d = dims(a, b, params);
+    const f16 = device.matmulF16 === true;
     const batch = Math.max(d.batchA, d.batchB);
     if (b.shape.length === 2 && !params.transA) {
       // fold A's batch into rows: one big product
@@ -130,12 +133,15 @@ export const matmulOp: KernelOp<MatmulParams, "matmul"> = defineOp<MatmulParams,
           batch: 1,
           strideA: 0,
           strideB: 0,
+          f16,
         }, device),
       ];
     }
     const strideA = a.shape.length > 2 ? d.m * d.k : 0,
       strideB = b.shape.length > 2 ? d.k * d.n : 0;
-    return [matmulKernel({ ...params, m: d.m, n: d.n, k: d.k, batch, strideA, strideB }, device)];
+    return [
+      matmulKernel({ ...params, m: d.m, n: d.n, k: d.k, batch, strideA, strideB, f16 }, device),
+    ];
   },
   // C = op(A) op(B): dop(A) = ct op(B)ᵀ, dop(B) = op(A)ᵀ ct, then undo the flags; an input
   // that needs no gradient (a frozen weight) costs no gemm

@@ -69,6 +69,7 @@ export class WebGpuBackend implements Backend {
   /** Tuning knobs. */
   readonly tuning: WebGpuTuning = { maxBatchDispatches: 1024, variant: "auto" };
   readonly #opened: OpenedDevice;
+  #matmulF16 = false;
   readonly #pool: BufferPool;
   readonly #staging: BufferPool;
   readonly #pipelines: PipelineCache;
@@ -134,7 +135,31 @@ export class WebGpuBackend implements Backend {
       limits: this.#opened.limits,
       software: v === "auto" ? this.software : v === "software",
       f16: this.#opened.f16,
+      matmulF16: this.#matmulF16,
     };
+  }
+
+  /** The precision of the matmul op's products (see `setMatmulPrecision`). */
+  get matmulPrecision(): "float32" | "float16" {
+    return this.#matmulF16 ? "float16" : "float32";
+  }
+
+  /**
+   * Mixed precision for the matmul op (linear layers, the LM head): with "float16" its f32
+   * operands are rounded to f16 and their products accumulated in f32 into an f32 result, as
+   * PyTorch's CUDA autocast does; weights, gradients, optimizer state, attention and every other
+   * op stay f32. Needs the adapter's `shader-f16`. Returns null when the precision is in effect,
+   * or why it stays float32.
+   *
+   * @param precision "float32" (default) or "float16"
+   * @returns null, or the reason float16 is unavailable
+   */
+  setMatmulPrecision(precision: "float32" | "float16"): string | null {
+    this.#matmulF16 = false;
+    if (precision === "float32") return null;
+    if (!this.#opened.f16) return `the adapter (${this.description}) lacks shader-f16`;
+    this.#matmulF16 = true;
+    return null;
   }
 
   /** Pool and pipeline statistics. */

@@ -32,7 +32,15 @@ export interface MatmulDims {
   transA: boolean;
   /** B stored transposed. */
   transB: boolean;
+  /**
+   * Round both operands to f16 (the float16 precision, `shader-f16`): products of f16 values
+   * accumulated in f32, workgroup tiles stored as f16. Default false (f32 operands).
+   */
+  f16?: boolean;
 }
+
+/** The `enable` directive a kernel over f16 operands starts with. */
+const ENABLE_F16 = "enable f16;\n";
 
 const UNIFORMS = `struct U { m: u32, n: u32, k: u32, lda: u32, ldb: u32, sa: u32, sb: u32, sc: u32 }
 @group(1) @binding(0) var<uniform> u: U;`;
@@ -47,7 +55,9 @@ function blockedCode(d: MatmulDims, tm: number, tn: number): string {
   // vec4 loads need the contiguous axis (and every offset) to be a multiple of 4
   const vecA = d.transA ? d.m % 4 === 0 && tm % 4 === 0 : d.k % 4 === 0;
   const vecB = d.transB ? d.k % 4 === 0 : d.n % 4 === 0;
-  const L: string[] = [];
+  // the float16 precision rounds each loaded k slice to f16 (exact products, f32 sums)
+  const round = (v: string) => d.f16 ? `vec4<f32>(vec4<f16>(${v}))` : v;
+  const L: string[] = d.f16 ? [ENABLE_F16] : [];
   const I = [...Array(tm).keys()], J = [...Array(tn).keys()], KK = [0, 1, 2, 3];
   L.push(`@group(0) @binding(0) var<storage, read> A: array<${vecA ? "vec4<f32>" : "f32"}>;`);
   L.push(`@group(0) @binding(1) var<storage, read> B: array<${vecB ? "vec4<f32>" : "f32"}>;`);
@@ -94,9 +104,8 @@ function blockedCode(d: MatmulDims, tm: number, tn: number): string {
     if (!o.kMajor) {
       for (const i of o.list) {
         if (o.vec && !guard) {
-          out.push(
-            `    let ${o.out}${i} = ${o.buf}[(${o.off} + ${o.idx}${i} * ${o.ld} + k) >> 2u];`,
-          );
+          const v = `${o.buf}[(${o.off} + ${o.idx}${i} * ${o.ld} + k) >> 2u]`;
+          out.push(`    let ${o.out}${i} = ${round(v)};`);
         } else {
           const e = KK.map((kk) => {
             const idx = `${o.off} + ${o.idx}${i} * ${o.ld} + k + ${kk}u`;
@@ -104,7 +113,7 @@ function blockedCode(d: MatmulDims, tm: number, tn: number): string {
               ? `select(0.0, ${scalar(o.buf, idx, o.vec)}, k + ${kk}u < u.k)`
               : scalar(o.buf, idx, o.vec);
           });
-          out.push(`    let ${o.out}${i} = vec4<f32>(${e.join(", ")});`);
+          out.push(`    let ${o.out}${i} = ${round(`vec4<f32>(${e.join(", ")})`)};`);
         }
       }
       return out;
@@ -129,7 +138,7 @@ function blockedCode(d: MatmulDims, tm: number, tn: number): string {
     for (const i of o.list) {
       const comp = (kk: number) =>
         o.vec && !guard ? `${o.tmp}${kk}_${Math.floor(i / 4)}[${i % 4}]` : `${o.tmp}${kk}_s${i}`;
-      out.push(`    let ${o.out}${i} = vec4<f32>(${KK.map(comp).join(", ")});`);
+      out.push(`    let ${o.out}${i} = ${round(`vec4<f32>(${KK.map(comp).join(", ")})`)};`);
     }
     return out;
   };
@@ -226,12 +235,13 @@ function sliceLoads(d: MatmulDims, tile: number, bk: number): { ldA: string; ldB
 /** Shared-memory tiled kernel: 64×64 tiles, BK = 16, 4×4 outputs per invocation. */
 function tiledCode(d: MatmulDims): string {
   const { ldA, ldB } = sliceLoads(d, 64, 16);
-  return `@group(0) @binding(0) var<storage, read> A: array<f32>;
+  const [S, st, ld] = d.f16 ? ["f16", "f16(v)", "vec4<f32>(vec4<f16>"] : ["f32", "v", "(vec4<f32>"];
+  return `${d.f16 ? ENABLE_F16 : ""}@group(0) @binding(0) var<storage, read> A: array<f32>;
 @group(0) @binding(1) var<storage, read> B: array<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
 ${UNIFORMS}
-var<workgroup> As: array<f32, 1024>; // [kk][m] of a 64×16 slice of op(A)
-var<workgroup> Bs: array<f32, 1024>; // [kk][n] of a 16×64 slice of op(B)
+var<workgroup> As: array<${S}, 1024>; // [kk][m] of a 64×16 slice of op(A)
+var<workgroup> Bs: array<${S}, 1024>; // [kk][n] of a 16×64 slice of op(B)
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -247,19 +257,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var r = 0u; r < 4u; r++) {
       let e = lid + r * 256u;
       ${ldA}
-      As[kk * 64u + mm] = v;
+      As[kk * 64u + mm] = ${st};
     }
     for (var r = 0u; r < 4u; r++) {
       let e = lid + r * 256u;
       ${ldB}
-      Bs[kk * 64u + nn] = v;
+      Bs[kk * 64u + nn] = ${st};
     }
     workgroupBarrier();
     for (var kk = 0u; kk < 16u; kk++) {
-      let a = vec4<f32>(As[kk * 64u + ty * 4u], As[kk * 64u + ty * 4u + 1u],
-                        As[kk * 64u + ty * 4u + 2u], As[kk * 64u + ty * 4u + 3u]);
-      let b = vec4<f32>(Bs[kk * 64u + tx * 4u], Bs[kk * 64u + tx * 4u + 1u],
-                        Bs[kk * 64u + tx * 4u + 2u], Bs[kk * 64u + tx * 4u + 3u]);
+      let a = ${ld}(As[kk * 64u + ty * 4u], As[kk * 64u + ty * 4u + 1u],
+                        As[kk * 64u + ty * 4u + 2u], As[kk * 64u + ty * 4u + 3u]));
+      let b = ${ld}(Bs[kk * 64u + tx * 4u], Bs[kk * 64u + tx * 4u + 1u],
+                        Bs[kk * 64u + tx * 4u + 2u], Bs[kk * 64u + tx * 4u + 3u]));
       acc[0] += a.x * b;
       acc[1] += a.y * b;
       acc[2] += a.z * b;
@@ -285,12 +295,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
  */
 function tiled128Code(d: MatmulDims): string {
   const { ldA, ldB } = sliceLoads(d, 128, 8);
-  return `@group(0) @binding(0) var<storage, read> A: array<f32>;
+  const [V, st, ld] = d.f16 ? ["vec4<f16>", "f16(v)", "vec4<f32>"] : ["vec4<f32>", "v", ""];
+  return `${d.f16 ? ENABLE_F16 : ""}@group(0) @binding(0) var<storage, read> A: array<f32>;
 @group(0) @binding(1) var<storage, read> B: array<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
 ${UNIFORMS}
-var<workgroup> As: array<vec4<f32>, 256>; // [kk][m / 4] of a 128×8 slice of op(A)
-var<workgroup> Bs: array<vec4<f32>, 256>; // [kk][n / 4] of an 8×128 slice of op(B)
+var<workgroup> As: array<${V}, 256>; // [kk][m / 4] of a 128×8 slice of op(A)
+var<workgroup> Bs: array<${V}, 256>; // [kk][n / 4] of an 8×128 slice of op(B)
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -306,19 +317,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var r = 0u; r < 4u; r++) {
       let e = lid + r * 256u;
       ${ldA}
-      As[kk * 32u + mm / 4u][mm % 4u] = v;
+      As[kk * 32u + mm / 4u][mm % 4u] = ${st};
     }
     for (var r = 0u; r < 4u; r++) {
       let e = lid + r * 256u;
       ${ldB}
-      Bs[kk * 32u + nn / 4u][nn % 4u] = v;
+      Bs[kk * 32u + nn / 4u][nn % 4u] = ${st};
     }
     workgroupBarrier();
     for (var kk = 0u; kk < 8u; kk++) {
-      let a0 = As[kk * 32u + ty * 2u];
-      let a1 = As[kk * 32u + ty * 2u + 1u];
-      let b0 = Bs[kk * 32u + tx * 2u];
-      let b1 = Bs[kk * 32u + tx * 2u + 1u];
+      let a0 = ${ld}(As[kk * 32u + ty * 2u]);
+      let a1 = ${ld}(As[kk * 32u + ty * 2u + 1u]);
+      let b0 = ${ld}(Bs[kk * 32u + tx * 2u]);
+      let b1 = ${ld}(Bs[kk * 32u + tx * 2u + 1u]);
       for (var i = 0u; i < 4u; i++) {
         acc[2u * i] += a0[i] * b0;
         acc[2u * i + 1u] += a0[i] * b1;
@@ -354,6 +365,12 @@ export function matmulKernel(d: MatmulDims, device: WgslDevice): WgslKernel {
   if (d.batch > 65535) {
     throw new Error(`Cannot matmul a batch of ${d.batch} on WebGPU: at most 65535`);
   }
+  if (d.f16 && !device.f16) {
+    throw new Error(
+      `Cannot matmul ${d.m}×${d.k}·${d.k}×${d.n} in float16 on WebGPU: the adapter lacks shader-f16`,
+    );
+  }
+  const f16 = d.f16 === true;
   const uniforms = uniformWords(d);
   if (device.software || d.m <= 8) {
     // few rows (decode: M = batch) get a block of exactly that height, on every device
@@ -361,7 +378,9 @@ export function matmulKernel(d: MatmulDims, device: WgslDevice): WgslKernel {
     const tn = MATMUL_BLOCK.tn;
     return {
       code: cachedCode(
-        `matmul blocked ${d.transA} ${d.transB} ${tm} ${tn} ${d.m % 4} ${d.n % 4} ${d.k % 4}`,
+        `matmul blocked ${d.transA} ${d.transB} ${tm} ${tn} ${d.m % 4} ${d.n % 4} ${
+          d.k % 4
+        } ${f16}`,
         () => blockedCode(d, tm, tn),
       ),
       workgroups: [Math.ceil(d.n / (8 * tn)), Math.ceil(d.m / (8 * tm)), d.batch],
@@ -370,13 +389,13 @@ export function matmulKernel(d: MatmulDims, device: WgslDevice): WgslKernel {
   }
   if (d.m >= 128 && d.n >= 128) {
     return {
-      code: cachedCode(`matmul tiled128 ${d.transA} ${d.transB}`, () => tiled128Code(d)),
+      code: cachedCode(`matmul tiled128 ${d.transA} ${d.transB} ${f16}`, () => tiled128Code(d)),
       workgroups: [Math.ceil(d.n / 128), Math.ceil(d.m / 128), d.batch],
       uniforms,
     };
   }
   return {
-    code: cachedCode(`matmul tiled ${d.transA} ${d.transB}`, () => tiledCode(d)),
+    code: cachedCode(`matmul tiled ${d.transA} ${d.transB} ${f16}`, () => tiledCode(d)),
     workgroups: [Math.ceil(d.n / 64), Math.ceil(d.m / 64), d.batch],
     uniforms,
   };
