@@ -76,6 +76,7 @@ export {
   log,
   logSoftmax,
   logsumexp,
+  lossScaleUpdate,
   matmul,
   max,
   maximum,
@@ -121,6 +122,7 @@ export type {
   AdamwParams,
   AttentionOptions,
   CrossEntropyOptions,
+  LossScaleParams,
   SampleOptions,
 } from "./nn/ops/mod.ts";
 export * as ops from "./nn/ops/mod.ts";
@@ -265,6 +267,8 @@ export type { Schedule, WarmupCosineOptions } from "./train/schedule.ts";
 export { disposeOutput, disposeState, makeTrainStep } from "./train/step.ts";
 export type {
   LossFn,
+  LossScaleOptions,
+  LossScaleState,
   MicroGrads,
   StepOutput,
   TrainState,

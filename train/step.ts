@@ -4,7 +4,10 @@
  * global-norm clipping on the last micro-batch of a group, then the optimizer update. Everything
  * runs inside one `scope`; the old state's tensors that the new state no longer uses are disposed,
  * so memory stays flat from step to step. Nothing is read back: the loss comes out as a tensor the
- * loop reads late (after encoding the next step on WebGPU).
+ * loop reads late (after encoding the next step on WebGPU). With `lossScale` the loss is
+ * multiplied by a dynamic scale before backward (PyTorch's `GradScaler`, for the float16
+ * precision): the update unscales, skips itself when a gradient overflowed and adjusts the scale,
+ * all on the device (`lossScaleUpdate`).
  * @module
  */
 import type { Tree } from "../nn/tree.ts";
@@ -14,9 +17,11 @@ import { scope } from "../nn/scope.ts";
 import { defaultBackend } from "../nn/backend/select.ts";
 import { valueAndGrad } from "../nn/autodiff.ts";
 import { add } from "../nn/ops/binary.ts";
-import { affine } from "../nn/ops/arith.ts";
+import { affine, mul } from "../nn/ops/arith.ts";
+import { lossScaleUpdate } from "../nn/ops/loss_scale.ts";
+import { scalar } from "../nn/creation.ts";
 import type { Optimizer, StepHyper } from "./optim.ts";
-import { clipCoefficient, clipGrads } from "./optim.ts";
+import { clipCoefficient, clipGrads, globalNorm } from "./optim.ts";
 
 /** Everything a training run carries from one micro-batch to the next (a tree: checkpointable). */
 export type TrainState = {
@@ -30,7 +35,29 @@ export type TrainState = {
   micro: number;
   /** Optimizer updates done. */
   updates: number;
+  /** Dynamic loss scaling's state (absent or null without `lossScale`). */
+  lossScale?: LossScaleState | null;
 };
+
+/** The dynamic loss scale a run carries (scalar f32 tensors; checkpointed with the state). */
+export type LossScaleState = {
+  /** The factor the loss is multiplied by before backward. */
+  scale: Tensor;
+  /** Updates with finite gradients since the scale last changed. */
+  good: Tensor;
+};
+
+/** Dynamic loss scaling (PyTorch `torch.cuda.amp.GradScaler`; its defaults). */
+export interface LossScaleOptions {
+  /** The first scale (default 2¹⁶). */
+  initScale?: number;
+  /** Multiplies the scale after `growthInterval` finite updates in a row (default 2). */
+  growthFactor?: number;
+  /** Multiplies the scale after an update whose gradients overflowed (default 0.5). */
+  backoffFactor?: number;
+  /** Finite updates in a row before the scale grows (default 2000). */
+  growthInterval?: number;
+}
 
 /** What one call reports (tensors: read them late, then dispose them). */
 export interface StepOutput<A extends Tree = Tree> {
@@ -38,7 +65,10 @@ export interface StepOutput<A extends Tree = Tree> {
   loss: Tensor;
   /** The loss function's aux output (null without `hasAux`). */
   aux: A | null;
-  /** Global gradient norm before clipping (only when this call updated and clipping is on). */
+  /**
+   * Global gradient norm before clipping (only when this call updated and clipping is on; Inf or
+   * NaN when loss scaling skipped the update).
+   */
   gradNorm: Tensor | null;
   /** Whether this call ran an optimizer update. */
   updated: boolean;
@@ -74,6 +104,12 @@ export interface TrainStepOptions {
   gradClip?: number;
   /** The loss function returns `[loss, aux]` (default false). */
   hasAux?: boolean;
+  /**
+   * Dynamic loss scaling (default null: off). An update whose gradients hold an Inf or NaN is
+   * skipped (params and moments unchanged; AdamW's step count still advances) and halves the
+   * scale. Needs an optimizer that scales gradients inside its update (`adamw`).
+   */
+  lossScale?: LossScaleOptions | null;
 }
 
 /** The step function with its helpers. */
@@ -95,10 +131,11 @@ export interface TrainStep<B, A extends Tree = Tree> {
   warmup(state: TrainState, batch: B, hyper?: StepHyper): Promise<number>;
   /**
    * The first half of a call, for transforms that act between backward and the update (data
-   * parallel): the micro-batch's loss, aux and gradients of `loss / accumulationSteps`, with
-   * nothing accumulated or updated. Call it inside a `scope` (or dispose what it returns).
+   * parallel): the micro-batch's loss, aux and gradients of `loss / accumulationSteps` (times
+   * `lossScale`, the state's `lossScale.scale` under loss scaling), with nothing accumulated or
+   * updated. Call it inside a `scope` (or dispose what it returns).
    */
-  gradients(params: Tree, batch: B): MicroGrads<A>;
+  gradients(params: Tree, batch: B, lossScale?: Tensor | null): MicroGrads<A>;
   /**
    * The second half: adds `grads` (a tree like the params, of `loss / accumulationSteps`) to the
    * group and runs the update when the group is complete. Takes ownership of `grads`; the old
@@ -135,7 +172,7 @@ export function disposeReplaced(old: Tree, next: Tree): void {
 }
 
 function stateTree(s: TrainState): Tree {
-  return [s.params, s.optState, s.grads];
+  return [s.params, s.optState, s.grads, s.lossScale ?? null];
 }
 
 /**
@@ -169,18 +206,46 @@ export function makeTrainStep<B, A extends Tree = Tree>(
     accumulationSteps: options.accumulationSteps ?? 1,
     gradClip: options.gradClip ?? 1.0,
     hasAux: options.hasAux ?? false,
+    lossScale: options.lossScale ?? null,
   };
+  const ls = opts.lossScale && {
+    initScale: opts.lossScale.initScale ?? 65536,
+    growthFactor: opts.lossScale.growthFactor ?? 2,
+    backoffFactor: opts.lossScale.backoffFactor ?? 0.5,
+    growthInterval: opts.lossScale.growthInterval ?? 2000,
+  };
+  if (ls && !optimizer.scalesGrads) {
+    throw new Error(
+      "Cannot use loss scaling with this optimizer: a skipped update needs one that scales " +
+        "gradients inside its update (adamw)",
+    );
+  }
+  if (ls && !(ls.initScale > 0 && Number.isFinite(ls.initScale))) {
+    throw new Error(`Cannot use loss scale ${ls.initScale}: it must be finite and > 0`);
+  }
+  const freshScale = (): LossScaleState => ({
+    scale: scalar(ls!.initScale),
+    good: scalar(0),
+  });
+  // a state without the loss scale this step needs (a float32 run's checkpoint) gets a fresh one
+  const withScale = (s: TrainState): TrainState =>
+    ls && !s.lossScale ? { ...s, lossScale: freshScale() } : s;
   const accum = opts.accumulationSteps;
   if (!(Number.isInteger(accum) && accum >= 1)) {
     throw new Error(`Cannot use accumulationSteps ${accum}: it must be an integer ≥ 1`);
   }
   if (!(opts.gradClip >= 0)) throw new Error(`Cannot use gradClip ${opts.gradClip}: need ≥ 0`);
 
-  // loss / accumulation_steps, differentiated w.r.t. params; aux carries [loss, user aux]
-  const scaled = (params: Tree, batch: B): [Tensor, [Tensor, Tree]] => {
-    const r = lossFn(params, batch);
+  // loss / accumulation_steps (× the loss scale), differentiated w.r.t. params; aux carries
+  // [loss, user aux]
+  const scaled = (
+    params: Tree,
+    input: { batch: B; lossScale: Tensor | null },
+  ): [Tensor, [Tensor, Tree]] => {
+    const r = lossFn(params, input.batch);
     const [loss, aux] = opts.hasAux ? (r as [Tensor, Tree]) : [r as Tensor, null];
-    return [accum === 1 ? loss : affine(loss, 1 / accum), [loss, aux]];
+    const l = accum === 1 ? loss : affine(loss, 1 / accum);
+    return [input.lossScale ? mul(l, input.lossScale) : l, [loss, aux]];
   };
   const vg = valueAndGrad(scaled, { hasAux: true });
 
@@ -190,20 +255,46 @@ export function makeTrainStep<B, A extends Tree = Tree>(
     let norm: Tensor | null = null;
     // the step owns its state and disposes it after the update: the optimizer may write in place
     let h: StepHyper = { ...hyper, donate: true };
-    if (opts.gradClip > 0 && optimizer.scalesGrads) {
+    let lossScale: LossScaleState | null = null;
+    if (ls) {
+      // unscale, clip and skip on overflow in the optimizer's kernels; the next scale
+      const { scale, good } = s.lossScale!;
+      let coef: Tensor, scale2: Tensor, good2: Tensor;
+      [coef, norm, scale2, good2] = lossScaleUpdate(globalNorm(g), scale, good, {
+        maxNorm: opts.gradClip,
+        growthFactor: ls.growthFactor,
+        backoffFactor: ls.backoffFactor,
+        growthInterval: ls.growthInterval,
+      });
+      h = { ...h, gradScale: coef };
+      lossScale = { scale: scale2, good: good2 };
+    } else if (opts.gradClip > 0 && optimizer.scalesGrads) {
       // the optimizer scales each gradient inside its update kernel: no pass of its own
       let coef: Tensor;
       [coef, norm] = clipCoefficient(g, opts.gradClip);
       h = { ...h, gradScale: coef };
     } else if (opts.gradClip > 0) [g, norm] = clipGrads(g, opts.gradClip);
     const [params, optState] = optimizer.update(g, s.optState, s.params, h);
-    const next: TrainState = { params, optState, grads: null, micro: 0, updates: s.updates + 1 };
+    const next: TrainState = {
+      params,
+      optState,
+      grads: null,
+      micro: 0,
+      updates: s.updates + 1,
+      lossScale,
+    };
     return { next, norm };
   };
 
   // micro-batch gradients: the loss scaled for accumulation, differentiated
-  const gradients = (params: Tree, batch: B): MicroGrads<A> => {
-    const [[scaledLoss, [loss, aux]], grads] = vg(params, batch);
+  const gradients = (params: Tree, batch: B, lossScale?: Tensor | null): MicroGrads<A> => {
+    if (ls && !lossScale) {
+      throw new Error("Cannot take the gradients of a loss-scaled step without the loss scale");
+    }
+    const [[scaledLoss, [loss, aux]], grads] = vg(params, {
+      batch,
+      lossScale: ls ? lossScale! : null,
+    });
     if (scaledLoss !== loss) scaledLoss.dispose();
     return { loss, aux: aux as A | null, grads };
   };
@@ -221,19 +312,25 @@ export function makeTrainStep<B, A extends Tree = Tree>(
     return { ...update(state, grads, hyper), updated: true };
   };
 
-  const step = ((state: TrainState, batch: B, hyper?: StepHyper) => {
+  const step = ((given: TrainState, batch: B, hyper?: StepHyper) => {
+    const state = withScale(given);
     const [next, out] = scope(() => {
-      const { loss, aux, grads } = gradients(state.params, batch);
+      const scale = state.lossScale?.scale ?? null;
+      const { loss, aux, grads } = gradients(state.params, batch, scale);
       const r = accumulate(state, grads, hyper);
-      return [r.next, { loss, aux, gradNorm: r.norm, updated: r.updated }] as const;
+      const o: StepOutput<A> = { loss, aux: aux as A | null, gradNorm: r.norm, updated: r.updated };
+      // the scale this micro-batch's loss was multiplied by, logged with the metrics
+      if (ls) o.scalars = { loss_scale: alias(scale!) };
+      return [r.next, o] as const;
     });
     disposeReplaced(stateTree(state), stateTree(next));
-    return [next, out as StepOutput<A>];
+    return [next, out];
   }) as TrainStep<B, A>;
 
   step.gradients = gradients;
 
-  step.applyGradients = (state: TrainState, grads: Tree, hyper?: StepHyper) => {
+  step.applyGradients = (given: TrainState, grads: Tree, hyper?: StepHyper) => {
+    const state = withScale(given);
     const r = scope(() => accumulate(state, grads, hyper));
     disposeReplaced([stateTree(state), grads], stateTree(r.next));
     return [r.next, { gradNorm: r.norm, updated: r.updated }];
@@ -251,6 +348,7 @@ export function makeTrainStep<B, A extends Tree = Tree>(
           params: own(state.params),
           optState: own(state.optState),
           grads: state.grads && own(state.grads),
+          lossScale: state.lossScale && (own(state.lossScale) as LossScaleState),
         };
         step(alias, batch, hyper);
       })
@@ -263,10 +361,12 @@ export function makeTrainStep<B, A extends Tree = Tree>(
     grads: null,
     micro: 0,
     updates: 0,
+    lossScale: ls ? freshScale() : null,
   });
 
-  step.flush = (state: TrainState, hyper?: StepHyper): [TrainState, Tensor | null] => {
-    if (state.grads === null || state.micro === 0) return [state, null];
+  step.flush = (given: TrainState, hyper?: StepHyper): [TrainState, Tensor | null] => {
+    if (given.grads === null || given.micro === 0) return [given, null];
+    const state = withScale(given);
     const [next, norm] = scope(() => {
       const u = update(state, state.grads!, hyper);
       return [u.next, u.norm] as const;

@@ -10,8 +10,10 @@ import { scope } from "../nn/scope.ts";
 import { defaultBackend } from "../nn/backend/select.ts";
 import { adamw, type AdamwState, clipGrads } from "./optim.ts";
 import { valueAndGrad } from "../nn/autodiff.ts";
-import { disposeState, makeTrainStep } from "./step.ts";
+import { disposeOutput, disposeState, makeTrainStep } from "./step.ts";
 import type { TrainState } from "./step.ts";
+import { loadResume, saveResume } from "./checkpoint.ts";
+import { join } from "node:path";
 
 interface Batch {
   x: Float32Array;
@@ -196,4 +198,101 @@ Deno.test("the train step updates params and moments in place on the CPU, with t
     s = n;
   }
   disposeState(s);
+});
+
+Deno.test("loss scaling by powers of two trains bit for bit as without it, and grows the scale", async () => {
+  // scaling by 2^k commutes with every f32 rounding: the scaled run must equal the plain one
+  const opts = { accumulationSteps: 2, gradClip: 0.05 };
+  const plain = makeTrainStep(loss, adamw({ lr: 0.05 }), opts);
+  const scaled = makeTrainStep(loss, adamw({ lr: 0.05 }), {
+    ...opts,
+    lossScale: { initScale: 1024, growthInterval: 2 },
+  });
+  let a = plain.init(params()), b = scaled.init(params());
+  const seen: number[] = [];
+  for (let s = 0; s < 12; s++) {
+    const batch = rows(s % 2 === 0 ? 0 : 4, s % 2 === 0 ? 4 : 8);
+    const [na, oa] = plain(a, batch);
+    const [nb, ob] = scaled(b, batch);
+    [a, b] = [na, nb];
+    assert.equal(await oa.loss.item(), await ob.loss.item(), `loss ${s}`);
+    seen.push(await ob.scalars!.loss_scale.item());
+    if (oa.updated) assert.equal(await oa.gradNorm!.item(), await ob.gradNorm!.item());
+    disposeOutput(oa);
+    disposeOutput(ob);
+  }
+  assert.deepEqual(await values(a), await values(b));
+  const mu = (s: TrainState) => (s.optState as AdamwState).mu as { w1: Tensor };
+  assert.deepEqual(await mu(a).w1.data(), await mu(b).w1.data());
+  // 6 updates, the scale doubling after every 2 finite ones; each micro-batch logs its scale
+  assert.deepEqual(seen, [1024, 1024, 1024, 1024, 2048, 2048, 2048, 2048, 4096, 4096, 4096, 4096]);
+  assert.equal(await b.lossScale!.scale.item(), 8192);
+  assert.equal(a.lossScale, null);
+  disposeState(a);
+  disposeState(b);
+});
+
+Deno.test("an overflowing loss-scaled gradient skips the update and halves the scale", async () => {
+  // the scale that makes ‖scale · g‖² just overflow f32 on the first step, not on the second
+  const [[, g]] = [valueAndGrad(loss)(params(), rows(0, 8))];
+  const norm = Math.hypot(...(await Promise.all(
+    Object.values(g as Record<string, Tensor>)
+      .map(async (t) => [...await t.data()]),
+  )).flat());
+  const initScale = 2 ** (64 - Math.floor(Math.log2(norm)));
+  const step = makeTrainStep(loss, adamw({ lr: 0.05 }), {
+    gradClip: 1,
+    lossScale: { initScale, growthInterval: 1000 },
+  });
+  let s = step.init(params());
+  const [s1, o1] = step(s, rows(0, 8));
+  s = s1;
+  assert.equal(await o1.gradNorm!.item(), Infinity, "the overflow shows in the norm");
+  assert.equal(s.updates, 1);
+  assert.deepEqual(await values(s), [...W1, ...W2], "params unchanged");
+  const st = s.optState as AdamwState;
+  assert.ok((await (st.mu as { w1: Tensor }).w1.data()).every((x) => x === 0), "moments unchanged");
+  assert.equal(await s.lossScale!.scale.item(), initScale / 2);
+  assert.equal(await s.lossScale!.good.item(), 0);
+  disposeOutput(o1);
+  const [s2, o2] = step(s, rows(0, 8));
+  s = s2;
+  const n2 = await o2.gradNorm!.item();
+  assert.ok(Math.abs(n2 - norm) < 1e-5 * norm, `unscaled norm ${n2} vs ${norm}`);
+  assert.notDeepEqual(await values(s), [...W1, ...W2], "the second update ran");
+  assert.equal(await s.lossScale!.scale.item(), initScale / 2);
+  assert.equal(await s.lossScale!.good.item(), 1);
+  disposeOutput(o2);
+  // the scale is part of the checkpoint: a resumed run goes on with it
+  const dir = await Deno.makeTempDir();
+  const path = join(dir, "resume.safetensors");
+  await saveResume(path, s, {
+    epoch: 0,
+    step: 2,
+    epochs: 1,
+    iters: 2,
+    seed: 1,
+    tokens: 0,
+    elapsedS: 0,
+    worldSize: 1,
+    extra: {},
+  });
+  const { state: r } = await loadResume(path);
+  assert.equal(await r.lossScale!.scale.item(), initScale / 2);
+  assert.equal(await r.lossScale!.good.item(), 1);
+  await Deno.remove(dir, { recursive: true });
+  for (const x of Object.values(g as Record<string, Tensor>)) x.dispose();
+  disposeState(r);
+  disposeState(s);
+});
+
+Deno.test("loss scaling needs an optimizer that scales inside its update", () => {
+  assert.throws(
+    () => makeTrainStep(loss, { ...adamw({ lr: 0.05 }), scalesGrads: false }, { lossScale: {} }),
+    /Cannot use loss scaling with this optimizer/,
+  );
+  assert.throws(
+    () => makeTrainStep(loss, adamw({ lr: 0.05 }), { lossScale: { initScale: Infinity } }),
+    /Cannot use loss scale Infinity/,
+  );
 });

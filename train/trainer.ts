@@ -10,7 +10,7 @@
  */
 import type { Tree } from "../nn/tree.ts";
 import { Tensor } from "../nn/tensor.ts";
-import type { StepOutput, TrainState, TrainStep } from "./step.ts";
+import type { LossScaleState, StepOutput, TrainState, TrainStep } from "./step.ts";
 
 /** The hyperparameters the loop passes to each step. */
 export interface LoopHyper {
@@ -146,7 +146,23 @@ export function asTrainState(saved: Tree, path: string): TrainState {
     grads: savedField(saved, "grads", path) ?? null,
     micro: savedNumber(saved, "micro", path),
     updates: savedNumber(saved, "updates", path),
+    lossScale: savedLossScale(saved, path),
   };
+}
+
+/** A saved state's loss scale: float16 runs carry one; other checkpoints have none (null). */
+function savedLossScale(saved: Tree, path: string): LossScaleState | null {
+  const ls = (saved as { readonly [key: string]: Tree }).lossScale ?? null;
+  if (ls === null) return null;
+  const f = ls as { readonly [key: string]: Tree };
+  if (!(f.scale instanceof Tensor && f.good instanceof Tensor)) {
+    throw new Error(
+      `Cannot resume from ${path}: its "lossScale" is not {scale, good} (it holds ${
+        typeof ls === "object" ? Object.keys(ls).join(", ") : typeof ls
+      })`,
+    );
+  }
+  return { scale: f.scale, good: f.good };
 }
 
 /**

@@ -2,7 +2,9 @@
  * Fused AdamW update (PyTorch `torch.optim.AdamW`, single-tensor path): one kernel per parameter
  * tensor reads p, g, m, v (and optionally a scalar the gradient is first multiplied by: the
  * global-norm clipping coefficient, so clipping costs no pass of its own) and writes p', m', v'.
- * Decoupled weight decay, bias correction, eps outside the square root. Not differentiable.
+ * A non-finite scalar skips the update: p, m, v are written back as they are (loss scaling's
+ * overflow, `train/loss_scale.ts`). Decoupled weight decay, bias correction, eps outside the
+ * square root. Not differentiable.
  * @module
  */
 import type { KernelOp } from "../op.ts";
@@ -102,6 +104,13 @@ export const adamwOp: KernelOp<AdamwParams, "adamw"> = defineOp<AdamwParams, "ad
   inPlace: (p) => p.inPlace ? [0, 2, 3] : null,
   cpu: ([p, g, m, v, scale], [po, mo, vo], { params }) => {
     const k = scale ? scale[0] : 1;
+    if (!Number.isFinite(k)) {
+      // a skipped update (loss scaling found an overflow): p, m, v as they are
+      po.set(p);
+      mo.set(m);
+      vo.set(v);
+      return;
+    }
     if (po instanceof Float32Array) {
       const c = adamwConstants(params);
       // torch's f32 update (threads/kernels.ts): the wasm SIMD map where SIMD is on (f32
@@ -150,7 +159,19 @@ struct U { n: u32, decay: f32, b1: f32, a1: f32, b2: f32, a2: f32, step_size: f3
 fn main(${GRID_ARGS}) {
   let i = ${gridIndex(256)};
   if (i >= u.n) { return; }
-  let gi = g[i]${scale ? " * scale[0]" : ""};
+${
+        scale
+          ? `  let k = scale[0];
+  // a non-finite scale skips the update (bit test: compilers may assume floats are finite)
+  if ((bitcast<u32>(k) & 0x7f800000u) == 0x7f800000u) {
+    po[i] = p[i];
+    mo[i] = m[i];
+    vo[i] = v[i];
+    return;
+  }`
+          : ""
+      }
+  let gi = g[i]${scale ? " * k" : ""};
   let mi = m[i] * u.b1 + u.a1 * gi;
   let vi = v[i] * u.b2 + u.a2 * gi * gi;
   let denom = sqrt(vi) / u.bc2 + u.eps;
@@ -203,6 +224,17 @@ fn main(${GRID_ARGS}) {
       params: { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 2 },
       label: "clipped gradient (scale input)",
     },
+    {
+      inputs: [
+        { shape: [2, 4] },
+        { shape: [2, 4] },
+        { shape: [2, 4] },
+        { shape: [2, 4], kind: "positive" },
+        { shape: [], values: [NaN] },
+      ],
+      params: { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 2 },
+      label: "skipped update (non-finite scale)",
+    },
   ],
 });
 
@@ -215,7 +247,8 @@ fn main(${GRID_ARGS}) {
  * @param m first moment
  * @param v second moment
  * @param params learning rate, betas, eps, weight decay and the 1-based step count
- * @param gradScale optional scalar tensor `g` is multiplied by first (a clipping coefficient)
+ * @param gradScale optional scalar tensor `g` is multiplied by first (a clipping coefficient); a
+ *   non-finite one leaves p, m and v as they are
  * @returns `[p', m', v']`
  * @example
  * ```ts

@@ -24,6 +24,7 @@ import { ropeOp } from "./rope.ts";
 import { attentionBackwardOp, attentionOp } from "./attention.ts";
 import { swigluBackwardOp, swigluOp } from "./swiglu.ts";
 import { adamwOp } from "./adamw.ts";
+import { lossScaleOp } from "./loss_scale.ts";
 import { sampleOp } from "./sample.ts";
 
 /** Each key names its op: an op filed under another name fails to type-check. */
@@ -66,6 +67,7 @@ const ops = {
   swiglu: swigluOp,
   swiglu_backward: swigluBackwardOp,
   adamw: adamwOp,
+  loss_scale: lossScaleOp,
   accumulate: accumulateOp,
   sample: sampleOp,
 };
@@ -88,4 +90,5 @@ export * from "./rope.ts";
 export * from "./attention.ts";
 export * from "./swiglu.ts";
 export * from "./adamw.ts";
+export * from "./loss_scale.ts";
 export * from "./sample.ts";

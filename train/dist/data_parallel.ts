@@ -197,7 +197,7 @@ export function dataParallel<B, A extends Tree = Tree>(
     }
     const local = { loss: 0, aux: 0, tokens: batch === null ? 0 : options.tokens?.(batch) ?? 0 };
     if (w > 0) {
-      const m = scope(() => step.gradients(state.params, batch as B));
+      const m = scope(() => step.gradients(state.params, batch as B, state.lossScale?.scale));
       try {
         // the grad tree mirrors the params leaf for leaf; a missing gradient is zero
         const pl = leaves(state.params), gl = leaves(m.grads);
