@@ -4,7 +4,9 @@
  * tokens/s at B 32 × T 512 with dispatches / submits / syncs per step and the model FLOPs
  * utilisation (6·N·tokens/s over the fp32 peak), decode tokens/s at batch 1 / 8 / 64 (a readback
  * per token, as serving does), and the same train step in PyTorch CUDA fp32 eager
- * (`bench/torch_train.py --device cuda`) with our ratio.
+ * (`bench/torch_train.py --device cuda`) with our ratio. Where the adapter has `shader-f16`, the
+ * float16 precision too: the matmuls with f16 operands, and MiniMind2-Small's step with f16
+ * matmuls and dynamic loss scaling beside PyTorch's float16 autocast with a GradScaler.
  *
  * `--tiny 1` shrinks every size so that the whole report runs in seconds on the software adapter
  * (CI runs it that way); PyTorch is then skipped with the reason printed.
@@ -82,6 +84,7 @@ async function trainRow(
   b: number,
   t: number,
   steps: number,
+  float16 = false,
 ): Promise<TrainRow> {
   // the loss of train/lm.ts, without its data imports (npm packages are not on the GPU machine)
   const lossFn = (p: Tree, x: { ids: Tensor; labels: Tensor }) =>
@@ -91,6 +94,7 @@ async function trainRow(
     );
   const step = makeTrainStep<{ ids: Tensor; labels: Tensor }>(lossFn, adamw({ lr: 1e-4 }), {
     gradClip: 1,
+    lossScale: float16 ? {} : null, // as train/lm.ts's lossScaling() for --dtype float16
   });
   let state = step.init(init(cfg, key(1)) as unknown as Tree);
   const ids = tensor(
@@ -104,6 +108,7 @@ async function trainRow(
     const [next, out] = step(state, batch);
     state = next;
     out.gradNorm?.dispose();
+    for (const x of Object.values(out.scalars ?? {})) x.dispose();
     return out.loss;
   };
   const first = one(); // the optimizer's pipelines compile here
@@ -161,12 +166,20 @@ async function decodeRate(cfg: MiniMindConfig, batch: number, prompt: number, n:
 /** What PyTorch CUDA did on one model, or why it did not run. */
 type TorchResult = { tokensPerS: number; device: string } | { skipped: string };
 
-async function torchCuda(cfg: MiniMindConfig, b: number, t: number, steps: number) {
+async function torchCuda(
+  cfg: MiniMindConfig,
+  b: number,
+  t: number,
+  steps: number,
+  dtype = "float32",
+) {
   const py = new URL("./torch_train.py", import.meta.url).pathname;
   const args = [
     py,
     "--device",
     "cuda",
+    "--dtype",
+    dtype,
     ...[
       "--hidden_size",
       String(cfg.hiddenSize),
@@ -223,14 +236,20 @@ export async function main(argv: readonly string[]): Promise<number> {
     peak > 0 ? `${f(peak / 1e12)} TFLOP/s` : "unknown (pass --peak_tflops for MFU)",
   ]);
 
-  // square matmuls
+  // square matmuls, in f32 and (with shader-f16) on f16 operands
+  const f16 = gpu.device.features.has("shader-f16");
   for (const n of tiny ? [64, 128] : [1024, 2048, 4096]) {
     const [fx, fy] = [n, n + 1].map((s) =>
       tensor(Float32Array.from(uniformArray(key(s), n * n), (u) => u - 0.5), [n, n])
     );
-    const s = await timeGpu(gpu, () => void matmul(fx, fy), tiny ? 20 : 200);
-    const fl = 2 * n ** 3 / s;
-    rows.push(["matmul", `${n}³ f32 NN`, `${f(fl / 1e9)} GFLOP/s${ofPeak(fl)}`]);
+    for (const precision of f16 ? ["float32", "float16"] as const : ["float32"] as const) {
+      gpu.setMatmulPrecision(precision);
+      const s = await timeGpu(gpu, () => void matmul(fx, fy), tiny ? 20 : 200);
+      const fl = 2 * n ** 3 / s;
+      const what = precision === "float32" ? "f32" : "f16 operands, f32 sums";
+      rows.push(["matmul", `${n}³ ${what} NN`, `${f(fl / 1e9)} GFLOP/s${ofPeak(fl)}`]);
+    }
+    gpu.setMatmulPrecision("float32");
     fx.dispose();
     fy.dispose();
   }
@@ -244,12 +263,17 @@ export async function main(argv: readonly string[]): Promise<number> {
     ]
     : [["MiniMind2-Small", config("minimind2-small")], ["minimind3", config("minimind3")]];
   const steps = tiny ? 2 : a.steps;
-  for (const [name, cfg] of models) {
-    const r = await trainRow(gpu, name, cfg, B, T, steps);
+  // every model in float32; the first again in float16 where the adapter has shader-f16
+  const runs = models.map(([name, cfg]) => [name, cfg, false] as const);
+  if (f16) runs.splice(1, 0, [models[0][0], models[0][1], true]);
+  for (const [name, cfg, float16] of runs) {
+    gpu.setMatmulPrecision(float16 ? "float16" : "float32");
+    const r = await trainRow(gpu, name, cfg, B, T, steps, float16);
+    gpu.setMatmulPrecision("float32");
     const n = countParams(cfg).total;
     const model = `${name} (H${cfg.hiddenSize} L${cfg.numHiddenLayers}, ${
       f(n / 1e6)
-    }M) B${B}×T${T}`;
+    }M) B${B}×T${T}${float16 ? " float16" : ""}`;
     const mfu = 6 * n * r.tokensPerS;
     rows.push([
       "train",
@@ -267,10 +291,10 @@ export async function main(argv: readonly string[]): Promise<number> {
     let torch: TorchResult;
     if (!a.torch) torch = { skipped: "--torch 0" };
     else if (gpu.software) torch = { skipped: "software adapter: no CUDA device to compare on" };
-    else torch = await torchCuda(cfg, B, T, steps);
+    else torch = await torchCuda(cfg, B, T, steps, float16 ? "float16" : "float32");
     rows.push([
       "train",
-      "  PyTorch CUDA fp32 eager",
+      float16 ? "  PyTorch CUDA float16 autocast + GradScaler" : "  PyTorch CUDA fp32 eager",
       "skipped" in torch
         ? `skipped: ${torch.skipped}`
         : `${f(torch.tokensPerS, 0)} tokens/s on ${torch.device}; ours ${

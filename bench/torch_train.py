@@ -42,9 +42,12 @@ def main():
     ap.add_argument("--warmup", type=int, default=1)
     ap.add_argument("--threads", type=int, default=os.cpu_count())
     ap.add_argument("--device", default="cpu", help="cpu or cuda (fp32 eager, TF32 off)")
-    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16"],
-                    help="bfloat16: torch.autocast(dtype=bfloat16) around forward and loss (MiniMind's)")
+    ap.add_argument("--dtype", default="float32", choices=["float32", "bfloat16", "float16"],
+                    help="bfloat16: torch.autocast(dtype=bfloat16) around forward and loss (MiniMind's); "
+                         "float16: the same in float16 with a GradScaler (CUDA only, as MiniMind)")
     a = ap.parse_args()
+    if a.dtype == "float16" and a.device != "cuda":
+        sys.exit("--dtype float16 needs --device cuda (CPU autocast is bfloat16 only)")
     if a.device == "cuda":
         if not torch.cuda.is_available():
             sys.exit(f"torch {torch.__version__}: CUDA is not available")
@@ -57,16 +60,21 @@ def main():
     model = MiniMind(c).to(a.device).train()
     opt = torch.optim.AdamW(model.parameters(), lr=5e-4)
     ids = torch.randint(3, a.vocab_size, (a.batch_size, a.max_seq_len), device=a.device)
+    half = a.dtype in ("bfloat16", "float16")
+    autocast_dtype = torch.float16 if a.dtype == "float16" else torch.bfloat16
+    scaler = torch.cuda.amp.GradScaler(enabled=a.dtype == "float16")  # MiniMind's trainers
     times = []
     cpu = 0.0
     for s in range(a.warmup + a.steps):
         t0 = time.perf_counter()
         c0 = time.process_time()
-        with torch.autocast(a.device, dtype=torch.bfloat16, enabled=a.dtype == "bfloat16"):
+        with torch.autocast(a.device, dtype=autocast_dtype, enabled=half):
             loss = model.loss(ids, ids)
-        loss.backward()
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
+        scaler.step(opt)
+        scaler.update()
         opt.zero_grad(set_to_none=True)
         loss.item()
         if s >= a.warmup:

@@ -38,7 +38,7 @@ import * as lora from "../convert/lora.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { parseFlags, runMain, usage } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
-import { applyDtype, lmLoss, selectDevice } from "../train/lm.ts";
+import { applyDtype, lmLoss, lossScaling, selectDevice } from "../train/lm.ts";
 import { adamw } from "../train/optim.ts";
 import { disposeState, makeTrainStep } from "../train/step.ts";
 import type { StepOutput } from "../train/step.ts";
@@ -79,8 +79,9 @@ export const BENCH_FLAGS = {
   dtype: {
     type: "choice",
     default: "float32",
-    choices: ["float32", "bfloat16"],
-    help: "bfloat16: our bf16 matmuls (CPU with native bf16); PyTorch runs under CPU bf16 autocast",
+    choices: ["float32", "bfloat16", "float16"],
+    help: "bfloat16: our bf16 matmuls (CPU with native bf16), PyTorch under CPU bf16 autocast; " +
+      "float16: f16 matmuls and loss scaling (WebGPU with shader-f16; PyTorch's side is CUDA only)",
   },
   profile: {
     type: "bool01",
@@ -171,7 +172,11 @@ async function timeSteps<B>(
   comm?: Communicator,
   profile = false,
 ): Promise<Timing> {
-  const step = makeTrainStep<B, Tensor>(lossFn, adamw({ lr: 5e-4 }), { hasAux: true, gradClip: 1 });
+  const step = makeTrainStep<B, Tensor>(lossFn, adamw({ lr: 5e-4 }), {
+    hasAux: true,
+    gradClip: 1,
+    lossScale: lossScaling(),
+  });
   const dp = comm && comm.size > 1 ? dataParallel(step, comm) : null;
   let state = dp ? await dp.init(trainable) : step.init(trainable); // owned by the state now
   let peak = Deno.memoryUsage().rss;
@@ -197,6 +202,7 @@ async function timeSteps<B>(
     prev = out.loss;
     out.aux?.dispose();
     out.gradNorm?.dispose();
+    for (const t of Object.values(out.scalars ?? {})) t.dispose();
     if (s === warmup + steps - 1) {
       await prev.item(); // the last step: wait for it
       prev.dispose();
@@ -313,7 +319,9 @@ export async function main(argv: readonly string[]): Promise<number> {
     result.lora_vs_full_step_cost = Math.round(loraRun.ms / full.ms * 1000) / 1000;
     result.lora_opt_state_bytes = loraRun.optBytes;
   }
-  if (a.torch) {
+  if (a.torch && a.dtype === "float16") {
+    console.error("PyTorch: skipped (its float16 autocast runs on CUDA: bench/gpu_check.sh)");
+  } else if (a.torch) {
     const py = new URL("./torch_train.py", import.meta.url).pathname;
     const out = await new Deno.Command("/usr/bin/python3", {
       args: [

@@ -1,7 +1,7 @@
 /**
  * `bench/gpu_check.sh --tiny` runs end to end on the software adapter (what a GPU machine runs at
- * full size): every row of the GPU report is there with a number, and the PyTorch CUDA side says
- * why it was skipped.
+ * full size): every row of the GPU report is there with a number (the float16 ones too: the
+ * software adapter has shader-f16), and the PyTorch CUDA side says why it was skipped.
  * @module
  */
 import assert from "node:assert/strict";
@@ -19,11 +19,19 @@ Deno.test("bench/gpu_check.sh --tiny prints the whole GPU report on the software
   assert.equal(out.code, 0, `exit ${out.code}\n${text}\n${new TextDecoder().decode(out.stderr)}`);
   const rows = text.split("\n").filter((l) => l.startsWith("| "));
   const row = (re: RegExp) => rows.filter((l) => re.test(l));
-  assert.equal(row(/^\| matmul .*GFLOP\/s/).length, 2, text);
+  // the software adapter has shader-f16: the float16 rows are there too
+  assert.equal(row(/^\| matmul .* f32 NN .*GFLOP\/s/).length, 2, text);
+  assert.equal(row(/^\| matmul .* f16 operands, f32 sums NN .*GFLOP\/s/).length, 2, text);
   const train = row(/^\| train .*B2×T32 .*\d+ tokens\/s \(loss \d/);
-  assert.equal(train.length, 2, `one train row per model (minimind2, minimind3):\n${text}`);
-  assert.equal(row(/dispatches \/ submits \/ syncs \| [\d.]+ \/ [\d.]+ \/ [\d.]+/).length, 2, text);
+  assert.equal(train.length, 3, `minimind2, minimind2 float16, minimind3:\n${text}`);
+  assert.equal(row(/B2×T32 float16 .*\d+ tokens\/s/).length, 1, text);
+  assert.equal(row(/dispatches \/ submits \/ syncs\s+\| [\d.]+ \/ [\d.]+ \/ [\d.]+/).length, 3, text);
   assert.equal(row(/PyTorch CUDA fp32 eager .*skipped: software adapter/).length, 2, text);
+  assert.equal(
+    row(/PyTorch CUDA float16 autocast \+ GradScaler .*skipped: software/).length,
+    1,
+    text,
+  );
   assert.equal(row(/^\| decode .*batch \d+ .*[\d.]+ tokens\/s/).length, 3, text);
   assert.match(text, /tests: skipped with --tiny/);
 });

@@ -6,7 +6,8 @@
  * @module
  */
 import { join } from "node:path";
-import { setBackendFromFlag } from "../nn/backend/select.ts";
+import { defaultBackend, setBackendFromFlag } from "../nn/backend/select.ts";
+import type { WebGpuBackend } from "../nn/backend/webgpu/backend.ts";
 import { setMatmulPrecision } from "../nn/backend/cpu/gemm_adapter.ts";
 import { tensor } from "../nn/creation.ts";
 import { key } from "../nn/random.ts";
@@ -34,7 +35,7 @@ import { runTraining } from "./loop.ts";
 import type { BatchSource } from "./loop.ts";
 import type { LossFn } from "./step.ts";
 import { makeTrainStep } from "./step.ts";
-import type { TrainState } from "./step.ts";
+import type { LossScaleOptions, TrainState } from "./step.ts";
 import { stepTrainer } from "./trainer.ts";
 import type { AsyncTrainer, Trainer } from "./trainer.ts";
 import type { LoopResult } from "./loop.ts";
@@ -81,8 +82,8 @@ export function lmFlags(d: LmDefaults) {
       type: "choice",
       default: "float32",
       choices: ["float32", "bfloat16", "float16"],
-      help:
-        "bfloat16: mixed-precision matmuls on a CPU with native bf16 (f32 weights and accumulation); otherwise float32",
+      help: "mixed-precision matmuls with f32 weights and accumulation: bfloat16 on a CPU with " +
+        "native bf16, float16 on WebGPU with shader-f16 (and dynamic loss scaling); otherwise float32",
     },
     num_workers: { type: "int", default: 0, min: 0, help: "accepted for compatibility (unused)" },
     accumulation_steps: {
@@ -196,8 +197,8 @@ export async function checkInputs(a: LmArgs): Promise<void> {
 }
 
 /**
- * The `--dtype` flag of the commands that decode (serve, eval, the serving benchmark): float32, or
- * bfloat16 products where the CPU has native bf16 (`applyDtype`).
+ * The `--dtype` flag of the commands that decode (serve, eval, the serving benchmark): float32,
+ * bfloat16 products where the CPU has native bf16, or float16 products on WebGPU (`applyDtype`).
  *
  * @param also what the command adds to the help (the benchmark's PyTorch side)
  * @returns the flag's spec
@@ -208,10 +209,11 @@ export function decodeDtypeFlag(
   return {
     type: "choice",
     default: "float32",
-    choices: ["float32", "bfloat16"],
+    choices: ["float32", "bfloat16", "float16"],
     help:
       "bfloat16: matmuls on bf16-rounded operands with f32 accumulation, on a CPU with native " +
-      `bf16 (a decode step reads a bf16 copy of each weight); otherwise float32${also}`,
+      "bf16 (a decode step reads a bf16 copy of each weight); float16: the same in f16 on " +
+      `WebGPU with shader-f16; otherwise float32${also}`,
   };
 }
 
@@ -220,8 +222,10 @@ export function decodeDtypeFlag(
  * (`setMatmulPrecision`: the linear layers' products and attention's; the SwiGLU MLP's hidden
  * activations and attention's q, k, v and output are stored in bf16, `model/layers/`; master
  * weights, gradients and optimizer state stay f32), where the CPU multiplies bf16 natively.
- * Everything else trains in float32. Returns the line to log, saying
- * which precision is in effect and why.
+ * "float16" on the WebGPU backend turns on f16 operands with f32 accumulation in the matmul op
+ * (`WebGpuBackend.setMatmulPrecision`), where the adapter has `shader-f16`; training then scales
+ * the loss ({@linkcode lossScaling}). Everything else trains in float32. Returns the line to log,
+ * saying which precision is in effect and why.
  *
  * @param dtype the `--dtype` flag
  * @param device the backend name `selectDevice` returned
@@ -229,14 +233,42 @@ export function decodeDtypeFlag(
  */
 export function applyDtype(dtype: string, device: string): string {
   setMatmulPrecision("float32");
+  const gpu = webGpu();
+  gpu?.setMatmulPrecision("float32");
   if (dtype === "float32") return "Precision: float32";
+  if (dtype === "float16") {
+    const why = gpu
+      ? gpu.setMatmulPrecision("float16")
+      : "it is implemented on WebGPU (--device webgpu); on the CPU use bfloat16";
+    return why === null
+      ? "Precision: float16 matmuls (linear layers and the LM head) with float32 accumulation, dynamic loss scaling; weights, attention, softmax and all else float32"
+      : `Precision: float32 (--dtype float16 unavailable: ${why})`;
+  }
   if (dtype !== "bfloat16" || device !== "cpu") {
-    return `Precision: float32 (--dtype ${dtype} is implemented for bfloat16 on the CPU only)`;
+    return `Precision: float32 (--dtype ${dtype} is implemented on the CPU: WGSL has no ` +
+      "bfloat16; use float16 on WebGPU)";
   }
   const why = setMatmulPrecision("bfloat16");
   return why === null
     ? "Precision: bfloat16 matmuls (linear layers and attention) with float32 accumulation, the MLP's and attention's activations stored in bfloat16; weights, softmax and all else float32"
     : `Precision: float32 (--dtype bfloat16 unavailable: ${why})`;
+}
+
+/** The WebGPU backend when it is the one in use. */
+function webGpu(): WebGpuBackend | null {
+  const b = defaultBackend();
+  return b.name === "webgpu" ? b as WebGpuBackend : null;
+}
+
+/**
+ * Dynamic loss scaling (PyTorch `GradScaler`'s defaults) when the float16 precision is in effect,
+ * else null: MiniMind enables its GradScaler for `--dtype float16` only (bfloat16 has float32's
+ * range).
+ *
+ * @returns the train step's `lossScale` option
+ */
+export function lossScaling(): LossScaleOptions | null {
+  return webGpu()?.matmulPrecision === "float16" ? {} : null;
 }
 
 /** The default tokenizer folder. */
@@ -476,6 +508,7 @@ export async function runLm<D extends object = LMSample, B = { ids: Tensor; labe
     accumulationSteps: a.accumulation_steps,
     gradClip: a.grad_clip,
     hasAux: true,
+    lossScale: lossScaling(),
   });
   // data parallel: rank 0's seed and params; each rank takes its rows of the global batch
   const seed = await broadcastJson(comm, a.seed);
