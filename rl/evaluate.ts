@@ -49,6 +49,9 @@ export interface PoetryEval {
   totals?: number[];
 }
 
+/** Rows per forward of the reference's log-probs in the KL (16 × 97 × 6,400 f32 logits: 40 MB). */
+const KL_ROWS = 16;
+
 /**
  * Samples and scores poems for held-out titles.
  *
@@ -92,14 +95,19 @@ export async function evaluatePoetry(
       if ((i + j) % k === 0) examples.push({ prompt: p, text: r.texts[j], score: s });
     });
     if (options.ref) {
+      // the reference's log-probs KL_ROWS rows at a time: one forward's (rows, R + 1, vocab)
+      // logits of the whole group can pass a device's largest buffer (128 MiB on Mesa's adapter)
       const ref = options.ref;
-      const t = scope(() => {
-        const x = rolloutTensors(r);
-        const refLp = policyLogProbs(model.cfg, ref, x).logp;
-        return sequenceMean(k3Kl(x.oldLogp, refLp), x.mask);
-      });
-      klSum += (await t.item()) * group.length;
-      t.dispose();
+      for (let a = 0; a < group.length; a += KL_ROWS) {
+        const rows = Array.from({ length: Math.min(KL_ROWS, group.length - a) }, (_, j) => a + j);
+        const t = scope(() => {
+          const x = rolloutTensors(r, rows);
+          const refLp = policyLogProbs(model.cfg, ref, x).logp;
+          return sequenceMean(k3Kl(x.oldLogp, refLp), x.mask);
+        });
+        klSum += (await t.item()) * rows.length;
+        t.dispose();
+      }
     }
   }
   const n = rows.length;
