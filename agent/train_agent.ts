@@ -25,7 +25,7 @@ import type { Dataset } from "../data/datasets.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { parseFlags, runMain, usage, UsageError } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
-import { lmFlags, resolveTokenizer, selectDevice } from "../train/lm.ts";
+import { applyDtype, lmFlags, lossScaling, resolveTokenizer, selectDevice } from "../train/lm.ts";
 
 import type { LoopResult } from "../train/loop.ts";
 import { weightStem } from "../train/checkpoint.ts";
@@ -213,7 +213,9 @@ export async function runAgent(
       if (!given.has(k)) a[k] = v;
     }
   }
-  say(`Device: ${await selectDevice(String(a.device))}`);
+  const device = await selectDevice(String(a.device));
+  say(`Device: ${device}`);
+  say(applyDtype(String(a.dtype), device));
 
   // 1. the starting model (actor = reference) and its tokenizer
   const path = await startWeights(a);
@@ -263,6 +265,7 @@ export async function runAgent(
     totalUpdates: Math.ceil(steps / accum),
     accumulationSteps: accum,
     gradClip: Number(a.grad_clip),
+    lossScale: lossScaling(),
     lossType: a.loss_type as "grpo" | "cispo",
     beta: Number(a.beta),
     clipEpsilon: Number(a.epsilon),

@@ -28,6 +28,7 @@ import type { Tokenizer } from "../data/tokenizer.ts";
 import { adamw } from "../train/optim.ts";
 import { getLr } from "../train/schedule.ts";
 import { makeTrainStep } from "../train/step.ts";
+import type { LossScaleOptions } from "../train/step.ts";
 import type { StepOutput, TrainStep } from "../train/step.ts";
 import type { AsyncTrainer } from "../train/trainer.ts";
 import { groupAdvantages } from "../rl/advantages.ts";
@@ -84,6 +85,8 @@ export interface AgentSettings {
   accumulationSteps: number;
   /** Global-norm clip (1.0). */
   gradClip: number;
+  /** Dynamic loss scaling (`--dtype float16`; default off). */
+  lossScale?: LossScaleOptions | null;
   /** "cispo" (default) or "grpo". */
   lossType: "grpo" | "cispo";
   /** KL weight β (0.1). */
@@ -354,7 +357,12 @@ export class AgentTrainer implements AsyncTrainer<RlState, AgentBatch> {
     this.#step = makeTrainStep<RlMinibatch, Tree>(
       (p, b) => actorObjective(objective, p as MiniMindParams, b),
       adamw({ lr: (c: number) => getLr(c, Math.max(1, s.totalUpdates), s.learningRate) }),
-      { accumulationSteps: s.accumulationSteps, gradClip: s.gradClip, hasAux: true },
+      {
+        accumulationSteps: s.accumulationSteps,
+        gradClip: s.gradClip,
+        hasAux: true,
+        lossScale: s.lossScale,
+      },
     );
     // the GRPO trainer's state handling (a frozen reference copy, no critic, no tracker)
     this.#state = new RlTrainer({

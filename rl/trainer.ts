@@ -26,6 +26,7 @@ import type { GenerateTokenizer } from "../nn/model/generate.ts";
 import { adamw } from "../train/optim.ts";
 import { getLr } from "../train/schedule.ts";
 import { makeTrainStep } from "../train/step.ts";
+import type { LossScaleOptions } from "../train/step.ts";
 import { asTrainState, savedField } from "../train/trainer.ts";
 import type { AsyncTrainer } from "../train/trainer.ts";
 import type { StepOutput, TrainState, TrainStep } from "../train/step.ts";
@@ -82,6 +83,8 @@ export interface RlSettings {
   accumulationSteps: number;
   /** Global-norm clip per model (0 = off). */
   gradClip: number;
+  /** Dynamic loss scaling of both models' steps (`--dtype float16`; default off). */
+  lossScale?: LossScaleOptions | null;
   /** GRPO completions per prompt. */
   numGenerations: number;
   /** GRPO loss type. */
@@ -193,7 +196,12 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
     this.#actorStep = makeTrainStep<RlMinibatch, Tree>(
       (p, b) => actorObjective(s, p as MiniMindParams, b),
       adamw({ lr: actorLr }),
-      { accumulationSteps: s.accumulationSteps, gradClip: s.gradClip, hasAux: true },
+      {
+        accumulationSteps: s.accumulationSteps,
+        gradClip: s.gradClip,
+        hasAux: true,
+        lossScale: s.lossScale,
+      },
     );
     const criticLr = (c: number) =>
       getLr(c, Math.max(1, s.criticTotalUpdates), s.criticLearningRate);
@@ -201,7 +209,12 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
       ? makeTrainStep<RlMinibatch, Tree>(
         (p, b) => criticObjective(s, p as unknown as CriticParams, b),
         adamw({ lr: criticLr }),
-        { accumulationSteps: s.accumulationSteps, gradClip: s.gradClip, hasAux: true },
+        {
+          accumulationSteps: s.accumulationSteps,
+          gradClip: s.gradClip,
+          hasAux: true,
+          lossScale: s.lossScale,
+        },
       )
       : null;
   }

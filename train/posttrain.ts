@@ -42,7 +42,15 @@ import type { Tokenizer } from "../data/tokenizer.ts";
 import type { FlagTable } from "../cli.ts";
 import { parseFlags, usage, UsageError } from "../cli.ts";
 import { weightStem } from "./checkpoint.ts";
-import { lmBatch, lmFlags, reportRun, resolveTokenizer, runLm, selectDevice } from "./lm.ts";
+import {
+  applyDtype,
+  lmBatch,
+  lmFlags,
+  reportRun,
+  resolveTokenizer,
+  runLm,
+  selectDevice,
+} from "./lm.ts";
 import type { LmArgs, LmRunResult, Objective, ObjectiveFn } from "./lm.ts";
 import type { Progress } from "./progress.ts";
 
@@ -565,7 +573,9 @@ export async function postMain(kind: PostKind, argv: readonly string[]): Promise
     console.log(usage(command, SUMMARY[kind], table));
     return 0;
   }
-  console.log(`Device: ${await selectDevice(String(parsed.values.device))}`);
+  const device = await selectDevice(String(parsed.values.device));
+  console.log(`Device: ${device}`);
+  console.log(applyDtype(String(parsed.values.dtype), device));
   const r = await runPost(kind, parsed as unknown as { values: PostArgs; given: Set<string> });
   return reportRun(r);
 }
