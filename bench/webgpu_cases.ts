@@ -81,6 +81,26 @@ export function kernelCases(b: Backend, big: boolean): GpuCase[] {
       dispose: () => (a.dispose(), w.dispose()),
     });
   }
+  // the square product again on f16 operands (the float16 precision), where the adapter has them
+  const gpu = b.name === "webgpu" ? b as WebGpuBackend : null;
+  if (gpu?.device.features.has("shader-f16")) {
+    const a = randn(b, [mm[0], mm[2]], 1), w = randn(b, [mm[2], mm[1]], 2);
+    out.push({
+      family: "matmul",
+      name: `square ${mm[0]}³ NN, f16 operands`,
+      flops: 2 * mm[0] * mm[1] * mm[2],
+      bytes: 4 * (mm[0] * mm[2] + mm[2] * mm[1] + mm[0] * mm[1]),
+      run: () => {
+        gpu.setMatmulPrecision("float16");
+        try {
+          void matmul(a, w);
+        } finally {
+          gpu.setMatmulPrecision("float32");
+        }
+      },
+      dispose: () => (a.dispose(), w.dispose()),
+    });
+  }
   // attention (causal GQA): QKᵀ and PV are 2·T²·HD each per head, halved by the mask
   const [ab, at, anh, ankv, ahd] = big ? [8, 512, 8, 2, 64] : [1, 128, 4, 2, 32];
   {

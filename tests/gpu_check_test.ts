@@ -25,7 +25,11 @@ Deno.test("bench/gpu_check.sh --tiny prints the whole GPU report on the software
   const train = row(/^\| train .*B2×T32 .*\d+ tokens\/s \(loss \d/);
   assert.equal(train.length, 3, `minimind2, minimind2 float16, minimind3:\n${text}`);
   assert.equal(row(/B2×T32 float16 .*\d+ tokens\/s/).length, 1, text);
-  assert.equal(row(/dispatches \/ submits \/ syncs\s+\| [\d.]+ \/ [\d.]+ \/ [\d.]+/).length, 3, text);
+  assert.equal(
+    row(/dispatches \/ submits \/ syncs\s+\| [\d.]+ \/ [\d.]+ \/ [\d.]+/).length,
+    3,
+    text,
+  );
   assert.equal(row(/PyTorch CUDA fp32 eager .*skipped: software adapter/).length, 2, text);
   assert.equal(
     row(/PyTorch CUDA float16 autocast \+ GradScaler .*skipped: software/).length,
