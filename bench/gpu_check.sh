@@ -1,10 +1,11 @@
 #!/usr/bin/env bash
-# WebGPU check on a GPU machine: the CPU↔WebGPU parity suite, the backend and train-step tests,
-# the kernel table (GFLOP/s, GB/s, dispatch/readback overhead), then the GPU report
+# WebGPU check on a GPU machine: the CPU↔WebGPU parity suite, the backend, train-step and float16
+# tests, the kernel table (GFLOP/s, GB/s, dispatch/readback overhead), then the GPU report
 # (bench/gpu_report.ts: adapter, matmul 1024–4096 against the fp32 peak, MiniMind2-Small and
 # minimind3 train tokens/s at B 32 × T 512 with submits/syncs per step and MFU, decode tokens/s at
-# batch 1/8/64, PyTorch CUDA fp32 eager on the same model and batch with our ratio). Budget: one
-# 10-minute call.
+# batch 1/8/64, PyTorch CUDA fp32 eager on the same model and batch with our ratio; with
+# shader-f16 also f16 matmuls and a float16 MiniMind2-Small step beside PyTorch's float16
+# autocast). Budget: one 10-minute call.
 #
 #   bash bench/gpu_check.sh --tiny      # the software adapter, tiny sizes, no tests (CI runs it)
 #
@@ -88,7 +89,8 @@ if [ "$tiny" = 1 ]; then
   test_status=0 table_status=0
 else
   timeout 200 "$DENO" test -A --cached-only tests/webgpu_parity_test.ts \
-    tests/webgpu_backend_test.ts tests/webgpu_train_test.ts >"$out/gpu_check_tests.log" 2>&1
+    tests/webgpu_backend_test.ts tests/webgpu_train_test.ts tests/webgpu_f16_test.ts \
+    >"$out/gpu_check_tests.log" 2>&1
   test_status=$?
   timeout 100 "$DENO" run -A --cached-only bench/webgpu_table.ts --steps 5 \
     >"$out/gpu_check_table.md" 2>"$out/gpu_check_table.err"
@@ -111,7 +113,7 @@ fi
 echo
 echo "## WebGPU check — ${adapter#adapter: }"
 echo
-echo "tests (parity, backend, train step): ${summary:-no summary (exit $test_status)}"
+echo "tests (parity, backend, train step, float16): ${summary:-no summary (exit $test_status)}"
 if [ -n "$failed_tests" ]; then echo "failed: $(echo "$failed_tests" | paste -sd, -)"; fi
 echo
 if [ "$tiny" = 1 ]; then
