@@ -35,8 +35,9 @@ export interface StepHyper {
   lr?: number;
   /**
    * A scalar every gradient is multiplied by before the update (the global-norm clipping
-   * coefficient). Only passed to optimizers with `scalesGrads`, which apply it inside their own
-   * kernels instead of a separate pass over the gradients.
+   * coefficient; under loss scaling also 1/scale, and +Inf for an update to skip, which leaves
+   * params and state unchanged). Only passed to optimizers with `scalesGrads`, which apply it
+   * inside their own kernels instead of a separate pass over the gradients.
    */
   gradScale?: Tensor;
   /**
