@@ -241,7 +241,7 @@ export function applyDtype(dtype: string, device: string): string {
       ? gpu.setMatmulPrecision("float16")
       : "it is implemented on WebGPU (--device webgpu); on the CPU use bfloat16";
     return why === null
-      ? "Precision: float16 matmuls (linear layers and the LM head) with float32 accumulation, dynamic loss scaling; weights, attention, softmax and all else float32"
+      ? "Precision: float16 matmuls (linear layers and the LM head) with float32 accumulation; weights, attention, softmax and all else float32; training scales the loss dynamically"
       : `Precision: float32 (--dtype float16 unavailable: ${why})`;
   }
   if (dtype !== "bfloat16" || device !== "cpu") {
