@@ -41,6 +41,12 @@ export interface StepHyper {
    */
   gradScale?: Tensor;
   /**
+   * This update's 1-based step count as a device scalar, for the bias corrections instead of the
+   * optimizer's own count (loss scaling: skipped updates do not count). Only passed with
+   * `gradScale`, to optimizers with `scalesGrads`.
+   */
+  stepCount?: Tensor;
+  /**
    * The caller gives up `params` and the optimizer state (the train step disposes them right
    * after): the update may write the new values into their buffers (CPU), as PyTorch's optimizers
    * update in place.
@@ -223,15 +229,23 @@ export function adamw(options: AdamwOptions = {}): Optimizer<AdamwState> {
           return p;
         }
         const weightDecay = mask && !mask(path, p) ? 0 : wd;
-        const [p2, m2, v2] = adamwUpdate(p, g, m as Tensor, v as Tensor, {
-          lr,
-          beta1,
-          beta2,
-          eps,
-          weightDecay,
-          step,
-          inPlace: hyper?.donate,
-        }, hyper?.gradScale);
+        const [p2, m2, v2] = adamwUpdate(
+          p,
+          g,
+          m as Tensor,
+          v as Tensor,
+          {
+            lr,
+            beta1,
+            beta2,
+            eps,
+            weightDecay,
+            step,
+            inPlace: hyper?.donate,
+          },
+          hyper?.gradScale,
+          hyper?.stepCount,
+        );
         newMu.push(m2);
         newNu.push(v2);
         return p2;

@@ -45,6 +45,8 @@ export type LossScaleState = {
   scale: Tensor;
   /** Updates with finite gradients since the scale last changed. */
   good: Tensor;
+  /** Updates applied (skipped ones not counted): the step count of AdamW's bias corrections. */
+  steps: Tensor;
 };
 
 /** Dynamic loss scaling (PyTorch `torch.cuda.amp.GradScaler`; its defaults). */
@@ -106,8 +108,9 @@ export interface TrainStepOptions {
   hasAux?: boolean;
   /**
    * Dynamic loss scaling (default null: off). An update whose gradients hold an Inf or NaN is
-   * skipped (params and moments unchanged; AdamW's step count still advances) and halves the
-   * scale. Needs an optimizer that scales gradients inside its update (`adamw`).
+   * skipped (params and moments unchanged, and it does not count in AdamW's bias corrections) and
+   * halves the scale. Needs an optimizer that scales gradients inside its update (`adamw`).
+   * `TrainState.updates` and the learning-rate schedule count every update, as MiniMind's do.
    */
   lossScale?: LossScaleOptions | null;
 }
@@ -223,13 +226,14 @@ export function makeTrainStep<B, A extends Tree = Tree>(
   if (ls && !(ls.initScale > 0 && Number.isFinite(ls.initScale))) {
     throw new Error(`Cannot use loss scale ${ls.initScale}: it must be finite and > 0`);
   }
-  const freshScale = (): LossScaleState => ({
+  const freshScale = (updates: number): LossScaleState => ({
     scale: scalar(ls!.initScale),
     good: scalar(0),
+    steps: scalar(updates),
   });
   // a state without the loss scale this step needs (a float32 run's checkpoint) gets a fresh one
   const withScale = (s: TrainState): TrainState =>
-    ls && !s.lossScale ? { ...s, lossScale: freshScale() } : s;
+    ls && !s.lossScale ? { ...s, lossScale: freshScale(s.updates) } : s;
   const accum = opts.accumulationSteps;
   if (!(Number.isInteger(accum) && accum >= 1)) {
     throw new Error(`Cannot use accumulationSteps ${accum}: it must be an integer ≥ 1`);
@@ -258,16 +262,16 @@ export function makeTrainStep<B, A extends Tree = Tree>(
     let lossScale: LossScaleState | null = null;
     if (ls) {
       // unscale, clip and skip on overflow in the optimizer's kernels; the next scale
-      const { scale, good } = s.lossScale!;
-      let coef: Tensor, scale2: Tensor, good2: Tensor;
-      [coef, norm, scale2, good2] = lossScaleUpdate(globalNorm(g), scale, good, {
+      const { scale, good, steps } = s.lossScale!;
+      let coef: Tensor, scale2: Tensor, good2: Tensor, steps2: Tensor;
+      [coef, norm, scale2, good2, steps2] = lossScaleUpdate(globalNorm(g), scale, good, steps, {
         maxNorm: opts.gradClip,
         growthFactor: ls.growthFactor,
         backoffFactor: ls.backoffFactor,
         growthInterval: ls.growthInterval,
       });
-      h = { ...h, gradScale: coef };
-      lossScale = { scale: scale2, good: good2 };
+      h = { ...h, gradScale: coef, stepCount: steps2 };
+      lossScale = { scale: scale2, good: good2, steps: steps2 };
     } else if (opts.gradClip > 0 && optimizer.scalesGrads) {
       // the optimizer scales each gradient inside its update kernel: no pass of its own
       let coef: Tensor;
@@ -361,7 +365,7 @@ export function makeTrainStep<B, A extends Tree = Tree>(
     grads: null,
     micro: 0,
     updates: 0,
-    lossScale: ls ? freshScale() : null,
+    lossScale: ls ? freshScale(0) : null,
   });
 
   step.flush = (given: TrainState, hyper?: StepHyper): [TrainState, Tensor | null] => {

@@ -155,14 +155,14 @@ function savedLossScale(saved: Tree, path: string): LossScaleState | null {
   const ls = (saved as { readonly [key: string]: Tree }).lossScale ?? null;
   if (ls === null) return null;
   const f = ls as { readonly [key: string]: Tree };
-  if (!(f.scale instanceof Tensor && f.good instanceof Tensor)) {
+  if (!(f.scale instanceof Tensor && f.good instanceof Tensor && f.steps instanceof Tensor)) {
     throw new Error(
-      `Cannot resume from ${path}: its "lossScale" is not {scale, good} (it holds ${
+      `Cannot resume from ${path}: its "lossScale" is not {scale, good, steps} (it holds ${
         typeof ls === "object" ? Object.keys(ls).join(", ") : typeof ls
       })`,
     );
   }
-  return { scale: f.scale, good: f.good };
+  return { scale: f.scale, good: f.good, steps: f.steps };
 }
 
 /**

@@ -3,8 +3,10 @@
  * tensor reads p, g, m, v (and optionally a scalar the gradient is first multiplied by: the
  * global-norm clipping coefficient, so clipping costs no pass of its own) and writes p', m', v'.
  * A non-finite scalar skips the update: p, m, v are written back as they are (loss scaling's
- * overflow, `train/loss_scale.ts`). Decoupled weight decay, bias correction, eps outside the
- * square root. Not differentiable.
+ * overflow, `nn/ops/loss_scale.ts`); a sixth input, a scalar step count on the device, then
+ * replaces `params.step` in the bias corrections, so that skipped updates do not count (as
+ * torch's `GradScaler.step`). Decoupled weight decay, bias correction, eps outside the square
+ * root. Not differentiable.
  * @module
  */
 import type { KernelOp } from "../op.ts";
@@ -78,21 +80,24 @@ function adamwF64(
   }
 }
 
-/** p, g, m, v (same shape, f32/f64), [scale (a scalar g is multiplied by)] → p', m', v'. */
+/**
+ * p, g, m, v (same shape, f32/f64), [scale (a scalar g is multiplied by), [t (the 1-based step
+ * count, a scalar)]] → p', m', v'.
+ */
 export const adamwOp: KernelOp<AdamwParams, "adamw"> = defineOp<AdamwParams, "adamw">({
   name: "adamw",
   infer: (ins, { step }) => {
     const [p] = ins;
-    const scale = ins[4];
     if (
-      (ins.length !== 4 && ins.length !== 5) || (p.dtype !== "f32" && p.dtype !== "f64") ||
+      ins.length < 4 || ins.length > 6 || (p.dtype !== "f32" && p.dtype !== "f64") ||
       ins.slice(0, 4).some((x) => x.dtype !== p.dtype || !sameShape(x.shape, p.shape)) ||
-      (scale && (scale.dtype !== p.dtype || scale.shape.length !== 0))
+      ins.slice(4).some((x) => x.dtype !== p.dtype || x.shape.length !== 0)
     ) {
       throw new Error(
         `Cannot apply adamw to ${
           ins.map((x) => `${x.dtype} ${fmt(x.shape)}`).join(", ")
-        }: expected p, g, m, v of one float dtype and shape, then optionally a scalar of that dtype`,
+        }: expected p, g, m, v of one float dtype and shape, then optionally a scale and a step ` +
+          "count, scalars of that dtype",
       );
     }
     if (!(Number.isInteger(step) && step >= 1)) {
@@ -102,8 +107,9 @@ export const adamwOp: KernelOp<AdamwParams, "adamw"> = defineOp<AdamwParams, "ad
   },
   writesAll: true,
   inPlace: (p) => p.inPlace ? [0, 2, 3] : null,
-  cpu: ([p, g, m, v, scale], [po, mo, vo], { params }) => {
+  cpu: ([p, g, m, v, scale, t], [po, mo, vo], { params: given }) => {
     const k = scale ? scale[0] : 1;
+    const params = t ? { ...given, step: t[0] } : given;
     if (!Number.isFinite(k)) {
       // a skipped update (loss scaling found an overflow): p, m, v as they are
       po.set(p);
@@ -135,25 +141,27 @@ export const adamwOp: KernelOp<AdamwParams, "adamw"> = defineOp<AdamwParams, "ad
       );
     } else adamwF64(p, g, m, v, po, mo, vo, params, k);
   },
-  // torch's operation order in f32 (vec4 when the size allows); step scalars come from the host
-  wgsl: ({ inputs: [p, , , , scale], params }) => {
+  // torch's operation order in f32 (vec4 when the size allows); the step's scalars come from the
+  // host, or from the device's step count t (bias corrections in f32 then)
+  wgsl: ({ inputs: [p, , , , scale, t], params }) => {
     const { lr, beta1, beta2, eps, weightDecay, step } = params;
     let n = 1;
     for (const d of p.shape) n *= d;
     const vec = n % 4 === 0;
     const T = vec ? "vec4<f32>" : "f32";
     const count = vec ? n / 4 : n;
-    const o = scale ? 5 : 4;
+    const o = t ? 6 : scale ? 5 : 4;
     return [{
       code: `@group(0) @binding(0) var<storage, read> p: array<${T}>;
 @group(0) @binding(1) var<storage, read> g: array<${T}>;
 @group(0) @binding(2) var<storage, read> m: array<${T}>;
 @group(0) @binding(3) var<storage, read> v: array<${T}>;
 ${scale ? "@group(0) @binding(4) var<storage, read> scale: array<f32>;" : ""}
+${t ? "@group(0) @binding(5) var<storage, read> t: array<f32>;" : ""}
 @group(0) @binding(${o}) var<storage, read_write> po: array<${T}>;
 @group(0) @binding(${o + 1}) var<storage, read_write> mo: array<${T}>;
 @group(0) @binding(${o + 2}) var<storage, read_write> vo: array<${T}>;
-struct U { n: u32, decay: f32, b1: f32, a1: f32, b2: f32, a2: f32, step_size: f32, bc2: f32, eps: f32 }
+struct U { n: u32, decay: f32, b1: f32, a1: f32, b2: f32, a2: f32, step_size: f32, bc2: f32, eps: f32, lr: f32 }
 @group(1) @binding(0) var<uniform> u: U;
 @compute @workgroup_size(256)
 fn main(${GRID_ARGS}) {
@@ -174,8 +182,15 @@ ${
   let gi = g[i]${scale ? " * k" : ""};
   let mi = m[i] * u.b1 + u.a1 * gi;
   let vi = v[i] * u.b2 + u.a2 * gi * gi;
-  let denom = sqrt(vi) / u.bc2 + u.eps;
-  po[i] = p[i] * u.decay + (u.step_size * mi) / denom;
+${
+        t
+          ? `  let step_size = -u.lr / (1.0 - pow(u.b1, t[0]));
+  let bc2 = sqrt(1.0 - pow(u.b2, t[0]));`
+          : `  let step_size = u.step_size;
+  let bc2 = u.bc2;`
+      }
+  let denom = sqrt(vi) / bc2 + u.eps;
+  po[i] = p[i] * u.decay + (step_size * mi) / denom;
   mo[i] = mi;
   vo[i] = vi;
 }`,
@@ -190,8 +205,9 @@ ${
         -(lr / (1 - Math.pow(beta1, step))),
         Math.sqrt(1 - Math.pow(beta2, step)),
         eps,
+        lr,
       ],
-      uniformTypes: ["u32", "f32", "f32", "f32", "f32", "f32", "f32", "f32", "f32"],
+      uniformTypes: ["u32", "f32", "f32", "f32", "f32", "f32", "f32", "f32", "f32", "f32"],
     }];
   },
   vjp: NONDIFF,
@@ -235,6 +251,18 @@ ${
       params: { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 2 },
       label: "skipped update (non-finite scale)",
     },
+    {
+      inputs: [
+        { shape: [2, 4] },
+        { shape: [2, 4] },
+        { shape: [2, 4] },
+        { shape: [2, 4], kind: "positive" },
+        { shape: [], values: [0.5] },
+        { shape: [], values: [3] },
+      ],
+      params: { lr: 1e-2, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.1, step: 7 },
+      label: "the step count from the device (t = 3, not params.step)",
+    },
   ],
 });
 
@@ -249,6 +277,8 @@ ${
  * @param params learning rate, betas, eps, weight decay and the 1-based step count
  * @param gradScale optional scalar tensor `g` is multiplied by first (a clipping coefficient); a
  *   non-finite one leaves p, m and v as they are
+ * @param stepCount optional scalar tensor: the 1-based step count, instead of `params.step`
+ *   (loss scaling counts only the updates it did not skip); needs `gradScale`
  * @returns `[p', m', v']`
  * @example
  * ```ts
@@ -265,7 +295,12 @@ export function adamwUpdate(
   v: Tensor,
   params: AdamwParams,
   gradScale?: Tensor,
+  stepCount?: Tensor,
 ): [Tensor, Tensor, Tensor] {
-  const [po, mo, vo] = apply(adamwOp, gradScale ? [p, g, m, v, gradScale] : [p, g, m, v], params);
+  if (stepCount && !gradScale) {
+    throw new Error("Cannot apply adamw with a step count tensor but no scale: pass both");
+  }
+  const extra = [gradScale, stepCount].filter((x): x is Tensor => x !== undefined);
+  const [po, mo, vo] = apply(adamwOp, [p, g, m, v, ...extra], params);
   return [po, mo, vo];
 }
