@@ -97,6 +97,25 @@ Deno.test("WebGPU refuses f64 with a clear error", () => {
   assert.throws(() => tensor(new Float64Array(3), [3], "f64", on), /f64 on WebGPU/);
 });
 
+Deno.test("WebGPU names the op and shape of an output past the binding limit, and leaks nothing", () => {
+  // n × n f32 logits-like output just past the device's maxStorageBufferBindingSize
+  const limit = gpu.info.limits.maxStorageBufferBindingSize;
+  const n = Math.ceil(Math.sqrt(limit / 4)) + 1;
+  const a = tensor(new Float32Array(n).fill(1), [n, 1], "f32", { backend: gpu });
+  const b = tensor(new Float32Array(n).fill(1), [1, n], "f32", { backend: gpu });
+  const before = gpu.counters.bytesInUse;
+  assert.throws(
+    () => matmul(a, b),
+    new RegExp(
+      `Cannot allocate matmul's f32 \\[${n}, ${n}\\] output \\(${4 * n * n} bytes\\) on WebGPU: ` +
+        `the device binds at most ${limit} bytes per buffer .*a smaller batch or sequence length`,
+    ),
+  );
+  assert.equal(gpu.counters.bytesInUse, before);
+  a.dispose();
+  b.dispose();
+});
+
 Deno.test("WebGPU warmup() compiles a step's pipelines without dispatching", async () => {
   const x = tensor(new Float32Array(6 * 10).fill(0.1), [6, 10], "f32", on);
   const w = tensor(new Float32Array(7 * 10).fill(0.2), [7, 10], "f32", on);

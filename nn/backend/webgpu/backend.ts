@@ -211,11 +211,15 @@ export class WebGpuBackend implements Backend {
   // ----------------------------------------------------------------------------------------
   // storage
 
-  #storage(bytes: number): WebGpuStorage {
+  /** A pooled buffer of `bytes`; `what` names it in the error when it is past the binding limit. */
+  #storage(bytes: number, what = `${bytes} bytes`): WebGpuStorage {
     const max = this.#opened.limits.maxStorageBufferBindingSize ?? 134217728;
     if (bytes > max) {
       throw new Error(
-        `Cannot allocate ${bytes} bytes on WebGPU: the device binds at most ${max} bytes per buffer (maxStorageBufferBindingSize)`,
+        `Cannot allocate ${what} on WebGPU: the device binds at most ${max} bytes per buffer ` +
+          `(maxStorageBufferBindingSize${
+            this.software ? ", 128 MiB on Mesa's software adapter" : ""
+          }); a smaller batch or sequence length (or --device cpu) fits`,
       );
     }
     const { buf, fresh } = this.#pool.acquire(Math.max(bytes, 4));
@@ -403,7 +407,18 @@ export class WebGpuBackend implements Backend {
     for (const m of [...inMetas, ...outMetas]) this.#checkDtype(m.dtype, `run ${op.name} on`);
     const raw = op.wgsl({ inputs: inMetas, outputs: outMetas, params }, this.info);
     const plan: WgslPlan = Array.isArray(raw) ? { kernels: raw } : raw as WgslPlan;
-    const outs = outMetas.map((m) => this.#storage(sizeOf(m.shape) * 4));
+    const outs: WebGpuStorage[] = [];
+    try {
+      for (const m of outMetas) {
+        const bytes = sizeOf(m.shape) * 4;
+        outs.push(
+          this.#storage(bytes, `${op.name}'s ${m.dtype} ${fmt(m.shape)} output (${bytes} bytes)`),
+        );
+      }
+    } catch (e) {
+      for (const s of outs) this.free(s);
+      throw e;
+    }
     for (const i of plan.zero ?? []) {
       const n = sizeOf(outMetas[i].shape);
       if (n > 0) this.#fill(outs[i], n);
