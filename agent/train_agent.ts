@@ -25,7 +25,7 @@ import type { Dataset } from "../data/datasets.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { parseFlags, runMain, usage, UsageError } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
-import { applyDtype, lmFlags, lossScaling, resolveTokenizer, selectDevice } from "../train/lm.ts";
+import { lmFlags, lossScaling, resolveTokenizer, startDevice } from "../train/lm.ts";
 
 import type { LoopResult } from "../train/loop.ts";
 import { weightStem } from "../train/checkpoint.ts";
@@ -213,9 +213,7 @@ export async function runAgent(
       if (!given.has(k)) a[k] = v;
     }
   }
-  const device = await selectDevice(String(a.device));
-  say(`Device: ${device}`);
-  say(applyDtype(String(a.dtype), device));
+  await startDevice(String(a.device), String(a.dtype), say);
 
   // 1. the starting model (actor = reference) and its tokenizer
   const path = await startWeights(a);

@@ -30,7 +30,7 @@ import { readTrainingTexts } from "../data/train_tokenizer.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { parseFlags, usage, UsageError } from "../cli.ts";
 import type { FlagTable } from "../cli.ts";
-import { applyDtype, lmFlags, lossScaling, resolveTokenizer, selectDevice } from "../train/lm.ts";
+import { lmFlags, lossScaling, resolveTokenizer, startDevice } from "../train/lm.ts";
 import { runTraining } from "../train/loop.ts";
 import type { LoopResult } from "../train/loop.ts";
 import { saveWeights, weightStem } from "../train/checkpoint.ts";
@@ -454,9 +454,7 @@ export async function runRl(
   if (embedded) {
     for (const [k, v] of Object.entries(EMBEDDED[algo])) if (!given.has(k)) a[k] = v;
   }
-  const device = await selectDevice(String(a.device));
-  say(`Device: ${device}`);
-  say(applyDtype(String(a.dtype), device));
+  await startDevice(String(a.device), String(a.dtype), say);
 
   // 1. model (actor = reference = the starting weights) and tokenizer
   const path = await startWeights(a, embedded);

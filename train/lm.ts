@@ -165,6 +165,25 @@ export async function selectDevice(device: string): Promise<string> {
   return (await setBackendFromFlag(device)).name;
 }
 
+/**
+ * A trainer's start-up: selects the backend for `--device`, applies `--dtype` to it
+ * (`applyDtype`) and logs both (`Device: …`, `Precision: …`).
+ *
+ * @param device auto, cpu or webgpu
+ * @param dtype the `--dtype` flag
+ * @param log where the two lines go
+ * @returns when both are in effect
+ */
+export async function startDevice(
+  device: string,
+  dtype: string,
+  log: (m: string) => void,
+): Promise<void> {
+  const name = await selectDevice(device);
+  log(`Device: ${name}`);
+  log(applyDtype(dtype, name));
+}
+
 /** `--from_weight`'s path, which must exist. */
 async function existingFromWeight(a: LmArgs): Promise<string> {
   const path = fromWeightPath(a);
@@ -611,9 +630,7 @@ export async function runLmCommand(
   // 1. device, and the data-parallel group under mpirun (rank 0 logs)
   const comm = openCommunicator();
   const log = comm.rank === 0 ? console.log : () => {};
-  const device = await selectDevice(args.device);
-  log(`Device: ${device}`);
-  log(applyDtype(args.dtype, device));
+  await startDevice(args.device, args.dtype, log);
 
   // 2. tokenizer and data (default: the embedded corpus)
   const { tokenizer, data, dataset } = await rankZeroFirst(comm, async () => {

@@ -42,15 +42,7 @@ import type { Tokenizer } from "../data/tokenizer.ts";
 import type { FlagTable } from "../cli.ts";
 import { parseFlags, usage, UsageError } from "../cli.ts";
 import { weightStem } from "./checkpoint.ts";
-import {
-  applyDtype,
-  lmBatch,
-  lmFlags,
-  reportRun,
-  resolveTokenizer,
-  runLm,
-  selectDevice,
-} from "./lm.ts";
+import { lmBatch, lmFlags, reportRun, resolveTokenizer, runLm, startDevice } from "./lm.ts";
 import type { LmArgs, LmRunResult, Objective, ObjectiveFn } from "./lm.ts";
 import type { Progress } from "./progress.ts";
 
@@ -573,9 +565,7 @@ export async function postMain(kind: PostKind, argv: readonly string[]): Promise
     console.log(usage(command, SUMMARY[kind], table));
     return 0;
   }
-  const device = await selectDevice(String(parsed.values.device));
-  console.log(`Device: ${device}`);
-  console.log(applyDtype(String(parsed.values.dtype), device));
+  await startDevice(String(parsed.values.device), String(parsed.values.dtype), console.log);
   const r = await runPost(kind, parsed as unknown as { values: PostArgs; given: Set<string> });
   return reportRun(r);
 }
