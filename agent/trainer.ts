@@ -28,13 +28,12 @@ import type { Tokenizer } from "../data/tokenizer.ts";
 import { adamw } from "../train/optim.ts";
 import { getLr } from "../train/schedule.ts";
 import { makeTrainStep } from "../train/step.ts";
-import type { LossScaleOptions } from "../train/step.ts";
-import type { StepOutput, TrainStep } from "../train/step.ts";
+import type { LossScaleOptions, StepOutput, TrainStep } from "../train/step.ts";
 import type { AsyncTrainer } from "../train/trainer.ts";
 import { groupAdvantages } from "../rl/advantages.ts";
-import { packRollout, rollout } from "../rl/rollout.ts";
+import { packRollout, rollout, scoreLogProbs } from "../rl/rollout.ts";
 import type { Rollout } from "../rl/rollout.ts";
-import { actorObjective, referenceLogProbs, RlTrainer, updateOnRows } from "../rl/trainer.ts";
+import { actorObjective, RlTrainer, updateOnRows } from "../rl/trainer.ts";
 import type { AuxName, RlMinibatch, RlState } from "../rl/trainer.ts";
 import {
   type AgentResult,
@@ -434,7 +433,8 @@ export class AgentTrainer implements AsyncTrainer<RlState, AgentBatch> {
     let aux: Partial<Record<AuxName, number>> = { loss: 0 };
     if (rows.length) {
       // the reference forward on the trained rows only (dynamic sampling drops most of them)
-      const R = r.responseWidth, kept = await referenceLogProbs(s.cfg, state.ref, r, rows);
+      const R = r.responseWidth,
+        kept = await scoreLogProbs(s.cfg, state.ref as unknown as MiniMindParams, r, rows);
       const refLogp = new Float32Array(r.rows * R);
       rows.forEach((row, i) => refLogp.set(kept.subarray(i * R, (i + 1) * R), row * R));
       [actorNext, aux] = await updateOnRows(this.#step, state.actor, r, rows, {

@@ -5,13 +5,14 @@
  * @module
  */
 import { scope } from "../nn/scope.ts";
+import { tensor } from "../nn/creation.ts";
 import type { MiniMindParams } from "../nn/model/minimind.ts";
 import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { composePrompt } from "../train/scores.ts";
 import type { FormPrompt } from "../train/scores.ts";
 import { k3Kl, sequenceMean } from "./losses.ts";
-import { policyLogProbs, rollout, rolloutTensors } from "./rollout.ts";
+import { rollout, rolloutTensors, scoreLogProbs } from "./rollout.ts";
 import { poetryScore } from "./poetry.ts";
 import type { PoetryScore } from "./poetry.ts";
 
@@ -48,9 +49,6 @@ export interface PoetryEval {
   /** Each poem's total, title by title (`samples` per title, in draw order). */
   totals?: number[];
 }
-
-/** Rows per forward of the reference's log-probs in the KL (16 × 97 × 6,400 f32 logits: 40 MB). */
-const KL_ROWS = 16;
 
 /**
  * Samples and scores poems for held-out titles.
@@ -95,19 +93,14 @@ export async function evaluatePoetry(
       if ((i + j) % k === 0) examples.push({ prompt: p, text: r.texts[j], score: s });
     });
     if (options.ref) {
-      // the reference's log-probs KL_ROWS rows at a time: one forward's (rows, R + 1, vocab)
-      // logits of the whole group can pass a device's largest buffer (128 MiB on Mesa's adapter)
-      const ref = options.ref;
-      for (let a = 0; a < group.length; a += KL_ROWS) {
-        const rows = Array.from({ length: Math.min(KL_ROWS, group.length - a) }, (_, j) => a + j);
-        const t = scope(() => {
-          const x = rolloutTensors(r, rows);
-          const refLp = policyLogProbs(model.cfg, ref, x).logp;
-          return sequenceMean(k3Kl(x.oldLogp, refLp), x.mask);
-        });
-        klSum += (await t.item()) * rows.length;
-        t.dispose();
-      }
+      const refLogp = await scoreLogProbs(model.cfg, options.ref, r);
+      const t = scope(() => {
+        const x = rolloutTensors(r);
+        const ref = tensor(refLogp, [r.rows, r.responseWidth], "f32");
+        return sequenceMean(k3Kl(x.oldLogp, ref), x.mask);
+      });
+      klSum += (await t.item()) * group.length;
+      t.dispose();
     }
   }
   const n = rows.length;

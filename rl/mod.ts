@@ -39,7 +39,7 @@ export type {
 } from "./losses.ts";
 export { criticValues, initValueHead } from "./critic.ts";
 export type { CriticOptions, CriticParams, ValueHead } from "./critic.ts";
-export { packRollout, policyLogProbs, rollout, rolloutTensors } from "./rollout.ts";
+export { packRollout, policyLogProbs, rollout, rolloutTensors, scoreLogProbs } from "./rollout.ts";
 export type { Rollout, RolloutOptions, RolloutRow, RolloutTensors } from "./rollout.ts";
 export {
   parseChatPrompt,

@@ -19,6 +19,7 @@ import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { generateBatch } from "../nn/model/generate.ts";
 import type { GenerateModel, GenerationPiece } from "../nn/model/generate.ts";
 import { responseLogProbs } from "./losses.ts";
+import { scope } from "../nn/scope.ts";
 
 /** Sampling settings of a rollout (MiniMind's RL defaults). */
 export interface RolloutOptions {
@@ -219,4 +220,43 @@ export function policyLogProbs(
     logitsToKeep: r + 1,
   }); // (N, R + 1, V)
   return { logp: responseLogProbs(logits, x.response), logits: sliceAxis(logits, 1, 0, r) };
+}
+
+/**
+ * Rows per forward of {@link scoreLogProbs}: one forward's (rows, R + 1, vocab) f32 logits must fit
+ * one device buffer (16 × 97 × 6,400: 40 MB; Mesa's software adapter binds at most 128 MiB, and a
+ * 64-row group's logits were 140 MB).
+ */
+export const SCORE_ROWS = 16;
+
+/**
+ * The response tokens' log-probs under `params` without gradients (a reference model, the old
+ * policy), read back: all rows (N·R) or rows `rows` (rows.length·R, in their order), scored
+ * {@link SCORE_ROWS} rows per forward.
+ *
+ * @param cfg model config
+ * @param params model params
+ * @param r the rollout
+ * @param rows the rows to score (default: all)
+ * @returns log π, row-major (N, R) or (rows.length, R)
+ */
+export async function scoreLogProbs(
+  cfg: MiniMindConfig,
+  params: MiniMindParams,
+  r: Rollout,
+  rows?: readonly number[],
+): Promise<Float32Array> {
+  const pick = rows ?? Array.from({ length: r.rows }, (_, i) => i);
+  const R = r.responseWidth;
+  const out = new Float32Array(pick.length * R);
+  for (let a = 0; a < pick.length; a += SCORE_ROWS) {
+    const part = pick.slice(a, a + SCORE_ROWS);
+    const t = scope(() => policyLogProbs(cfg, params, rolloutTensors(r, part)).logp);
+    try {
+      out.set(await t.data(), a * R);
+    } finally {
+      t.dispose();
+    }
+  }
+  return out;
 }

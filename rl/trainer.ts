@@ -26,10 +26,9 @@ import type { GenerateTokenizer } from "../nn/model/generate.ts";
 import { adamw } from "../train/optim.ts";
 import { getLr } from "../train/schedule.ts";
 import { makeTrainStep } from "../train/step.ts";
-import type { LossScaleOptions } from "../train/step.ts";
 import { asTrainState, savedField } from "../train/trainer.ts";
 import type { AsyncTrainer } from "../train/trainer.ts";
-import type { StepOutput, TrainState, TrainStep } from "../train/step.ts";
+import type { LossScaleOptions, StepOutput, TrainState, TrainStep } from "../train/step.ts";
 import { gae, groupAdvantages, SpoTracker } from "./advantages.ts";
 import {
   entropy,
@@ -43,7 +42,7 @@ import {
 } from "./losses.ts";
 import { criticValues, initValueHead } from "./critic.ts";
 import type { CriticParams } from "./critic.ts";
-import { policyLogProbs, rollout, rolloutTensors } from "./rollout.ts";
+import { rollout, rolloutTensors, scoreLogProbs } from "./rollout.ts";
 import type { Rollout, RolloutTensors } from "./rollout.ts";
 import { scoreRewards } from "./rewards.ts";
 import type { RewardFunction, RewardScore } from "./rewards.ts";
@@ -358,7 +357,7 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
     const t1 = performance.now();
     // 3. reference log-probs, then the algorithm's advantages and update(s)
     const all = Array.from({ length: r.rows }, (_, i) => i);
-    const refLogp = await referenceLogProbs(cfg, state.ref, r);
+    const refLogp = await scoreLogProbs(cfg, state.ref as unknown as MiniMindParams, r);
     const scalars: Record<string, number> = {};
     const log: Record<AuxName, number>[] = [];
     let next: RlState, advantages: Float32Array;
@@ -457,9 +456,7 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
   ): Promise<[RlState, Float32Array]> {
     const s = this.settings;
     const n = r.rows, R = r.responseWidth, W = r.promptWidth + r.responseWidth;
-    const oldLogp = await readBack(() =>
-      policyLogProbs(s.cfg, state.oldActor as unknown as MiniMindParams, rolloutTensors(r)).logp
-    );
+    const oldLogp = await scoreLogProbs(s.cfg, state.oldActor as unknown as MiniMindParams, r);
     // one-hot of each row's last token (the last prompt token when nothing was generated)
     const last = new Float32Array(n * W);
     r.lengths.forEach((len, i) => (last[i * W + r.promptWidth + len - 1] = 1));
@@ -644,27 +641,6 @@ export function criticObjective(
   return [mul(affine(vl, s.vfCoef ?? 0.5), reshape(sliceAxis(b.scale!, 0, 0, 1), [])), {
     value: vl,
   }];
-}
-
-/**
- * The frozen reference model's log-probs of a rollout's response tokens, read back (N·R), or of
- * the rows `rows` only (then rows.length·R, in their order).
- *
- * @param cfg model config
- * @param ref the reference params
- * @param r the rollout
- * @param rows the rows to score (default: all)
- * @returns log π_ref, row-major (N, R) or (rows.length, R)
- */
-export function referenceLogProbs(
-  cfg: MiniMindConfig,
-  ref: Tree,
-  r: Rollout,
-  rows?: readonly number[],
-): Promise<Float32Array> {
-  return readBack(() =>
-    policyLogProbs(cfg, ref as unknown as MiniMindParams, rolloutTensors(r, rows)).logp
-  );
 }
 
 /**
