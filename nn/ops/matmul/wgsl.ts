@@ -39,8 +39,20 @@ export interface MatmulDims {
   f16?: boolean;
 }
 
-/** The `enable` directive a kernel over f16 operands starts with. */
-const ENABLE_F16 = "enable f16;\n";
+/**
+ * What the float16 precision changes in a kernel: the directive it starts with, the element type
+ * operands are held in (workgroup tiles), and `widen`, which reads a vec4 of that type as
+ * vec4<f32> for the f32 sums (the identity in f32).
+ */
+function operandType(d: MatmulDims): {
+  enable: string;
+  elem: "f16" | "f32";
+  widen: (x: string) => string;
+} {
+  return d.f16
+    ? { enable: "enable f16;\n", elem: "f16", widen: (x) => `vec4<f32>(${x})` }
+    : { enable: "", elem: "f32", widen: (x) => x };
+}
 
 const UNIFORMS = `struct U { m: u32, n: u32, k: u32, lda: u32, ldb: u32, sa: u32, sb: u32, sc: u32 }
 @group(1) @binding(0) var<uniform> u: U;`;
@@ -56,8 +68,9 @@ function blockedCode(d: MatmulDims, tm: number, tn: number): string {
   const vecA = d.transA ? d.m % 4 === 0 && tm % 4 === 0 : d.k % 4 === 0;
   const vecB = d.transB ? d.k % 4 === 0 : d.n % 4 === 0;
   // the float16 precision rounds each loaded k slice to f16 (exact products, f32 sums)
-  const round = (v: string) => d.f16 ? `vec4<f32>(vec4<f16>(${v}))` : v;
-  const L: string[] = d.f16 ? [ENABLE_F16] : [];
+  const { enable, elem, widen } = operandType(d);
+  const round = (v: string) => d.f16 ? widen(`vec4<${elem}>(${v})`) : v;
+  const L: string[] = enable ? [enable] : [];
   const I = [...Array(tm).keys()], J = [...Array(tn).keys()], KK = [0, 1, 2, 3];
   L.push(`@group(0) @binding(0) var<storage, read> A: array<${vecA ? "vec4<f32>" : "f32"}>;`);
   L.push(`@group(0) @binding(1) var<storage, read> B: array<${vecB ? "vec4<f32>" : "f32"}>;`);
@@ -235,13 +248,18 @@ function sliceLoads(d: MatmulDims, tile: number, bk: number): { ldA: string; ldB
 /** Shared-memory tiled kernel: 64×64 tiles, BK = 16, 4×4 outputs per invocation. */
 function tiledCode(d: MatmulDims): string {
   const { ldA, ldB } = sliceLoads(d, 64, 16);
-  const [S, st, ld] = d.f16 ? ["f16", "f16(v)", "vec4<f32>(vec4<f16>"] : ["f32", "v", "(vec4<f32>"];
-  return `${d.f16 ? ENABLE_F16 : ""}@group(0) @binding(0) var<storage, read> A: array<f32>;
+  const { enable, elem, widen } = operandType(d);
+  // four consecutive tile elements from index i, as vec4<f32>
+  const four = (t: string, i: string) =>
+    widen(
+      `vec4<${elem}>(${[0, 1, 2, 3].map((j) => `${t}[${i}${j ? ` + ${j}u` : ""}]`).join(", ")})`,
+    );
+  return `${enable}@group(0) @binding(0) var<storage, read> A: array<f32>;
 @group(0) @binding(1) var<storage, read> B: array<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
 ${UNIFORMS}
-var<workgroup> As: array<${S}, 1024>; // [kk][m] of a 64×16 slice of op(A)
-var<workgroup> Bs: array<${S}, 1024>; // [kk][n] of a 16×64 slice of op(B)
+var<workgroup> As: array<${elem}, 1024>; // [kk][m] of a 64×16 slice of op(A)
+var<workgroup> Bs: array<${elem}, 1024>; // [kk][n] of a 16×64 slice of op(B)
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -257,19 +275,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var r = 0u; r < 4u; r++) {
       let e = lid + r * 256u;
       ${ldA}
-      As[kk * 64u + mm] = ${st};
+      As[kk * 64u + mm] = ${elem}(v);
     }
     for (var r = 0u; r < 4u; r++) {
       let e = lid + r * 256u;
       ${ldB}
-      Bs[kk * 64u + nn] = ${st};
+      Bs[kk * 64u + nn] = ${elem}(v);
     }
     workgroupBarrier();
     for (var kk = 0u; kk < 16u; kk++) {
-      let a = ${ld}(As[kk * 64u + ty * 4u], As[kk * 64u + ty * 4u + 1u],
-                        As[kk * 64u + ty * 4u + 2u], As[kk * 64u + ty * 4u + 3u]));
-      let b = ${ld}(Bs[kk * 64u + tx * 4u], Bs[kk * 64u + tx * 4u + 1u],
-                        Bs[kk * 64u + tx * 4u + 2u], Bs[kk * 64u + tx * 4u + 3u]));
+      let a = ${four("As", "kk * 64u + ty * 4u")};
+      let b = ${four("Bs", "kk * 64u + tx * 4u")};
       acc[0] += a.x * b;
       acc[1] += a.y * b;
       acc[2] += a.z * b;
@@ -295,13 +311,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
  */
 function tiled128Code(d: MatmulDims): string {
   const { ldA, ldB } = sliceLoads(d, 128, 8);
-  const [V, st, ld] = d.f16 ? ["vec4<f16>", "f16(v)", "vec4<f32>"] : ["vec4<f32>", "v", ""];
-  return `${d.f16 ? ENABLE_F16 : ""}@group(0) @binding(0) var<storage, read> A: array<f32>;
+  const { enable, elem, widen } = operandType(d);
+  return `${enable}@group(0) @binding(0) var<storage, read> A: array<f32>;
 @group(0) @binding(1) var<storage, read> B: array<f32>;
 @group(0) @binding(2) var<storage, read_write> C: array<f32>;
 ${UNIFORMS}
-var<workgroup> As: array<${V}, 256>; // [kk][m / 4] of a 128×8 slice of op(A)
-var<workgroup> Bs: array<${V}, 256>; // [kk][n / 4] of an 8×128 slice of op(B)
+var<workgroup> As: array<vec4<${elem}>, 256>; // [kk][m / 4] of a 128×8 slice of op(A)
+var<workgroup> Bs: array<vec4<${elem}>, 256>; // [kk][n / 4] of an 8×128 slice of op(B)
 @compute @workgroup_size(16, 16)
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid3: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -317,19 +333,19 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_id) lid
     for (var r = 0u; r < 4u; r++) {
       let e = lid + r * 256u;
       ${ldA}
-      As[kk * 32u + mm / 4u][mm % 4u] = ${st};
+      As[kk * 32u + mm / 4u][mm % 4u] = ${elem}(v);
     }
     for (var r = 0u; r < 4u; r++) {
       let e = lid + r * 256u;
       ${ldB}
-      Bs[kk * 32u + nn / 4u][nn % 4u] = ${st};
+      Bs[kk * 32u + nn / 4u][nn % 4u] = ${elem}(v);
     }
     workgroupBarrier();
     for (var kk = 0u; kk < 8u; kk++) {
-      let a0 = ${ld}(As[kk * 32u + ty * 2u]);
-      let a1 = ${ld}(As[kk * 32u + ty * 2u + 1u]);
-      let b0 = ${ld}(Bs[kk * 32u + tx * 2u]);
-      let b1 = ${ld}(Bs[kk * 32u + tx * 2u + 1u]);
+      let a0 = ${widen("As[kk * 32u + ty * 2u]")};
+      let a1 = ${widen("As[kk * 32u + ty * 2u + 1u]")};
+      let b0 = ${widen("Bs[kk * 32u + tx * 2u]")};
+      let b1 = ${widen("Bs[kk * 32u + tx * 2u + 1u]")};
       for (var i = 0u; i < 4u; i++) {
         acc[2u * i] += a0[i] * b0;
         acc[2u * i + 1u] += a0[i] * b1;
