@@ -5,7 +5,7 @@
  * both.
  */
 import assert from "node:assert/strict";
-import { forward, init, lossFromLogits } from "../nn/model/minimind.ts";
+import { init } from "../nn/model/minimind.ts";
 import { config } from "../nn/model/minimind_config.ts";
 import type { MiniMindConfig } from "../nn/model/minimind_config.ts";
 import { key, uniformArray } from "../nn/random.ts";
@@ -18,7 +18,7 @@ import { cpuBackend } from "../nn/backend/cpu/mod.ts";
 import { defaultBackend, useBackend } from "../nn/backend/select.ts";
 import { adamw } from "../train/optim.ts";
 import { disposeOutput, disposeState, makeTrainStep } from "../train/step.ts";
-import { applyDtype, lossScaling } from "../train/lm.ts";
+import { applyDtype, lmLoss, lossScaling } from "../train/lm.ts";
 import { openWebGpuForTests } from "./_webgpu.ts";
 
 const gpu = await openWebGpuForTests();
@@ -114,13 +114,10 @@ const CFG: MiniMindConfig = config("minimind2-small", {
 });
 const B = 4, T = 16;
 
-function lossFn(params: Tree, ids: Int32Array): Tensor {
-  const be = (leaves(params)[0] as Tensor).backend;
-  const x = tensor(ids, [B, T], "i32", { backend: be });
-  return lossFromLogits(
-    forward(CFG, params as ReturnType<typeof init>, x, { train: true }).logits,
-    x,
-  );
+/** An LM batch of `ids` on the default backend (the labels are the ids, as pretraining's). */
+function batchOf(ids: Int32Array, shape: [number, number]) {
+  const x = tensor(ids, shape, "i32");
+  return { ids: x, labels: x };
 }
 
 Deno.test("training in float16 with loss scaling on WebGPU follows float32's losses", async () => {
@@ -129,14 +126,17 @@ Deno.test("training in float16 with loss scaling on WebGPU follows float32's los
   );
   const losses = async (precision: "float32" | "float16") =>
     await on(gpu, precision, async () => {
-      const step = makeTrainStep(lossFn, adamw({ lr: 3e-3 }), {
+      const step = makeTrainStep(lmLoss(CFG), adamw({ lr: 3e-3 }), {
         gradClip: 1,
+        hasAux: true,
         lossScale: precision === "float16" ? {} : null,
       });
       let s = step.init(init(CFG, key(9)) as unknown as Tree);
       const out: number[] = [], scales: number[] = [];
       for (let i = 0; i < 12; i++) {
-        const [next, o] = step(s, batches[i % 4]);
+        const x = batchOf(batches[i % 4], [B, T]);
+        const [next, o] = step(s, x);
+        x.ids.dispose();
         s = next;
         out.push(await o.loss.item());
         if (o.scalars) scales.push(await o.scalars.loss_scale.item());
@@ -167,21 +167,21 @@ Deno.test("loss scaling keeps a demo-sized batch's f16 gradients out of the subn
   });
   const [b, t] = [16, 128];
   const ids = Int32Array.from(uniformArray(key(2), b * t), (u) => 3 + Math.floor(u * 6397));
-  const loss = (p: Tree, x: Int32Array) => {
-    const i = tensor(x, [b, t], "i32", { backend: (leaves(p)[0] as Tensor).backend });
-    return lossFromLogits(forward(cfg, p as ReturnType<typeof init>, i, { train: true }).logits, i);
-  };
   const grads = (precision: "float32" | "float16", scale: number) =>
     on(gpu, precision, async () => {
       // the train step's own gradients of scale · loss, unscaled here
-      const step = makeTrainStep(loss, adamw({ lr: 1e-3 }), { lossScale: { initScale: scale } });
+      const step = makeTrainStep(lmLoss(cfg), adamw({ lr: 1e-3 }), {
+        hasAux: true,
+        lossScale: { initScale: scale },
+      });
       const params = init(cfg, key(1)) as unknown as Tree;
       const s = tensor([scale], []);
-      const { loss: l, grads: g } = step.gradients(params, ids, s);
+      const x = batchOf(ids, [b, t]);
+      const { loss: l, aux, grads: g } = step.gradients(params, x, s);
       const out = await Promise.all(
         leaves(g).map(async (x) => Float64Array.from(await (x as Tensor).data(), (v) => v / scale)),
       );
-      for (const x of [...leaves(g), ...leaves(params), l, s]) (x as Tensor).dispose();
+      for (const y of [...leaves(g), ...leaves(params), l, aux!, s, x.ids]) (y as Tensor).dispose();
       return out;
     });
   const f32 = await grads("float32", 1);
