@@ -876,6 +876,22 @@ export class Tokenizer {
   }
 
   /**
+   * The bytes an id decodes to on its own (what OpenAI's `logprobs` report as `bytes`): a
+   * byte-level BPE token may hold part of a UTF-8 character.
+   * @param id A token id.
+   * @returns A copy of the bytes, or `undefined` for an id outside the vocab.
+   * @example
+   * ```ts
+   * import { Tokenizer } from "./tokenizer.ts";
+   * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
+   * tok.tokenBytes(234); // Uint8Array [10] ("\n")
+   * ```
+   */
+  tokenBytes(id: number): Uint8Array | undefined {
+    return this.#bytesOf(id)?.slice();
+  }
+
+  /**
    * The tokenizer.json content this tokenizer was built from (a deep copy).
    *
    * @returns An HF tokenizer.json object.

@@ -266,7 +266,7 @@ Deno.test("serve: bad requests are 400s naming the field", async () => {
       ],
       [{ messages: HELLO, model: "gpt-4o" }, 400, "model", "model_not_found"],
       [{ messages: HELLO, model: 4 }, 400, "model"],
-      [{ messages: HELLO, logprobs: true }, 400, "logprobs"],
+      [{ messages: HELLO, logprobs: "yes" }, 400, "logprobs"],
     ];
     for (const [body, status, param, code] of cases) {
       const res = await postJson(app, "/v1/chat/completions", body);
@@ -797,6 +797,154 @@ Deno.test("serve: when the last request ends the CPU pool is given back", async 
     }
     await new Promise((r) => setTimeout(r, 20)); // the loop notices it is idle
     assert.equal(cpuBackend.pooledBytes, 0);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: chat logprobs are mm.generate's raw log-probs, with top_logprobs; stream and JSON agree", async () => {
+  const { generateBatch } = await import("../nn/model/generate.ts");
+  const tok = await tokenizer();
+  const app = await tinyApp();
+  try {
+    const body = {
+      max_tokens: 8,
+      temperature: 0,
+      logprobs: true,
+      top_logprobs: 3,
+      ignore_eos: true,
+    };
+    const r = await chat(app, body);
+    const lp = r.choices[0].logprobs;
+    assert.equal(lp.refusal, null);
+    assert.equal(lp.content.length, r.usage.completion_tokens);
+    // the same greedy tokens and log π(token) from the library's generate (its own reduction)
+    const prompt = tok.encode(tok.applyChatTemplate(HELLO, { addGenerationPrompt: true }));
+    const want: { token: number; logprob: number }[] = [];
+    for await (
+      const p of generateBatch({ ...tinyModel(), tokenizer: tok }, [prompt], {
+        maxNewTokens: 8,
+        greedy: true,
+        logprobs: true,
+        eos: [],
+      })
+    ) if (p.token >= 0) want.push({ token: p.token, logprob: p.logprob! });
+    assert.equal(want.length, 8);
+    lp.content.forEach((e: Record<string, unknown>, i: number) => {
+      const bytes = tok.tokenBytes(want[i].token)!;
+      assert.deepEqual(e.bytes, [...bytes], `token ${i}`);
+      assert.ok(Math.abs((e.logprob as number) - want[i].logprob) < 1e-4, `logprob ${i}`);
+      const top = e.top_logprobs as { token: string; logprob: number; bytes: number[] }[];
+      assert.equal(top.length, 3);
+      // greedy: the sampled token is the most likely one; the list is sorted; a distribution
+      assert.deepEqual(top[0].bytes, e.bytes);
+      assert.equal(top[0].logprob, e.logprob);
+      assert.ok(top[0].logprob >= top[1].logprob && top[1].logprob >= top[2].logprob);
+      assert.ok(top.reduce((s, t) => s + Math.exp(t.logprob), 0) <= 1 + 1e-9);
+      // text: the UTF-8 of its bytes, or OpenAI's "bytes:\xNN" form for part of a character
+      const text = e.token as string;
+      if (text.startsWith("bytes:")) {
+        assert.equal(
+          text,
+          "bytes:" + [...bytes].map((b) => `\\x${b.toString(16).padStart(2, "0")}`).join(""),
+        );
+      } else assert.deepEqual([...new TextEncoder().encode(text)], [...bytes]);
+    });
+    // streamed: the same entries, spread over the chunks
+    const res = await postJson(app, "/v1/chat/completions", {
+      messages: HELLO,
+      ...body,
+      stream: true,
+    });
+    const s = joinStream(await res.text());
+    assert.equal(s.content, r.choices[0].message.content);
+    const streamed = s.chunks.flatMap((c) => c.choices[0]?.logprobs?.content ?? []);
+    assert.deepEqual(streamed, lp.content);
+    // without logprobs: null, as before
+    assert.equal((await chat(app, { max_tokens: 2 })).choices[0].logprobs, null);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: /v1/completions logprobs: tokens, token_logprobs, top maps, text offsets into the text", async () => {
+  const app = await tinyApp();
+  try {
+    const body = {
+      prompt: "你好，世界",
+      max_tokens: 10,
+      temperature: 0,
+      logprobs: 2,
+      ignore_eos: true,
+    };
+    const res = await postJson(app, "/v1/completions", body);
+    assert.equal(res.status, 200);
+    const r = await res.json();
+    const { text, logprobs: lp } = r.choices[0];
+    assert.equal(lp.tokens.length, 10);
+    assert.equal(lp.token_logprobs.length, 10);
+    lp.top_logprobs.forEach((m: Record<string, number>, i: number) => {
+      const entries = Object.entries(m);
+      assert.equal(entries.length, 2);
+      // greedy: the sampled token heads its map
+      assert.deepEqual(entries[0], [lp.tokens[i], lp.token_logprobs[i]]);
+    });
+    // the tokens' bytes make the text; each offset is where the token's text starts in it, a
+    // token that ends part of a character counting from that character
+    const bytesOf = (t: string) =>
+      t.startsWith("bytes:")
+        ? t.slice(6).split("\\x").slice(1).map((h) => parseInt(h, 16))
+        : [...new TextEncoder().encode(t)];
+    const dec = new TextDecoder();
+    let seen = 0;
+    lp.tokens.forEach((t: string, i: number) => {
+      assert.equal(lp.text_offset[i], seen, `offset ${i}`);
+      seen += dec.decode(Uint8Array.from(bytesOf(t)), { stream: true }).length;
+    });
+    assert.equal(new TextDecoder().decode(Uint8Array.from(lp.tokens.flatMap(bytesOf))), text);
+    // streamed: the same arrays, chunk by chunk
+    const sres = await postJson(app, "/v1/completions", { ...body, stream: true });
+    const chunks = sseData(await sres.text()).slice(0, -1).map((d) => JSON.parse(d));
+    const joined = { tokens: [], token_logprobs: [], top_logprobs: [], text_offset: [] } as Record<
+      string,
+      unknown[]
+    >;
+    for (const c of chunks) {
+      const l = c.choices?.[0]?.logprobs;
+      if (l) { for (const k of Object.keys(joined)) joined[k].push(...l[k]); }
+    }
+    assert.deepEqual(joined, lp);
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: presence and frequency penalties reach the sampler; bad logprobs fields are 400s", async () => {
+  const app = await tinyApp();
+  try {
+    const base = { max_tokens: 24, temperature: 0, ignore_eos: true };
+    const plain = (await chat(app, base)).choices[0].message.content as string;
+    const fp = (await chat(app, { ...base, frequency_penalty: 2 })).choices[0].message.content;
+    const pp = (await chat(app, { ...base, presence_penalty: 2 })).choices[0].message.content;
+    // the tiny random model repeats itself greedily; the penalties change the reply
+    assert.notEqual(fp, plain);
+    assert.notEqual(pp, plain);
+    for (
+      const [b, param] of [
+        [{ top_logprobs: 2 }, "top_logprobs"],
+        [{ logprobs: true, top_logprobs: 21 }, "top_logprobs"],
+        [{ logprobs: 3 }, "logprobs"],
+        [{ frequency_penalty: 2.5 }, "frequency_penalty"],
+        [{ presence_penalty: "1" }, "presence_penalty"],
+      ] as const
+    ) {
+      const res = await postJson(app, "/v1/chat/completions", { messages: HELLO, ...b });
+      assert.equal(res.status, 400, JSON.stringify(b));
+      assert.equal((await res.json()).error.param, param);
+    }
+    const bad = await postJson(app, "/v1/completions", { prompt: "hi", logprobs: 21 });
+    assert.equal(bad.status, 400);
+    assert.equal((await bad.json()).error.param, "logprobs");
   } finally {
     await app.close();
   }

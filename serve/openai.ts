@@ -18,6 +18,7 @@ import {
 } from "./tools.ts";
 import { replyText } from "./reply.ts";
 import type { Job, Scheduler } from "./scheduler.ts";
+import type { StepLogprobs, TokenLogprob } from "./sampling.ts";
 import {
   type ChatRequest,
   parseChatRequest,
@@ -183,6 +184,7 @@ function submit(
   sampling: SamplingSettings,
   seed: number | null,
   ignoreEos: boolean,
+  logprobs: number | null,
 ): Job {
   return deps.scheduler.submit({
     promptIds,
@@ -191,7 +193,97 @@ function submit(
     seed: seed ?? undefined,
     stopIds: ignoreEos ? new Set() : deps.stopIds,
     signal: c.req.raw.signal,
+    logprobs: logprobs ?? undefined,
   });
+}
+
+/** OpenAI writes a log-prob of −∞ as −9999 (JSON has no infinities). */
+function lpValue(x: number): number {
+  return Number.isFinite(x) ? x : -9999;
+}
+
+const STRICT_UTF8 = new TextDecoder("utf-8", { fatal: true });
+
+/**
+ * A token's text as OpenAI writes it in log-probs: its UTF-8, or — for a byte-level token that
+ * holds part of a character — `bytes:` and the bytes as `\\xNN` escapes.
+ */
+function tokenText(bytes: Uint8Array): string {
+  try {
+    return STRICT_UTF8.decode(bytes);
+  } catch {
+    return "bytes:" + Array.from(bytes, (b) => "\\x" + b.toString(16).padStart(2, "0")).join("");
+  }
+}
+
+/** One token as OpenAI's chat `logprobs.content` lists it: its text, log-prob and bytes. */
+function tokenEntry(tok: Tokenizer, t: TokenLogprob): Record<string, unknown> {
+  const bytes = tok.tokenBytes(t.id) ?? new Uint8Array();
+  return { token: tokenText(bytes), logprob: lpValue(t.logprob), bytes: [...bytes] };
+}
+
+/** A chat `logprobs` object (null when there is nothing to report). */
+function chatLogprobs(tok: Tokenizer, lps: readonly StepLogprobs[] | null): unknown {
+  if (!lps) return null;
+  return {
+    content: lps.map((s) => ({
+      ...tokenEntry(tok, s),
+      top_logprobs: s.top.map((t) => tokenEntry(tok, t)),
+    })),
+    refusal: null,
+  };
+}
+
+/**
+ * The legacy endpoint's `logprobs` objects (`tokens`, `token_logprobs`, `top_logprobs` as
+ * {text: log-prob} maps, `text_offset` into the reply), piece by piece: offsets run on across
+ * calls, following the reply's text (special tokens are not in it).
+ */
+class LegacyLogprobs {
+  readonly #tok: Tokenizer;
+  readonly #dec: ReturnType<Tokenizer["decodeStream"]>;
+  #offset = 0;
+
+  constructor(tok: Tokenizer) {
+    this.#tok = tok;
+    this.#dec = tok.decodeStream({ skipSpecialTokens: true });
+  }
+
+  /** The object for the next tokens of the reply. */
+  next(lps: readonly StepLogprobs[]): Record<string, unknown[]> {
+    const text = (t: TokenLogprob) => tokenText(this.#tok.tokenBytes(t.id) ?? new Uint8Array());
+    const out: Record<string, unknown[]> = {
+      tokens: [],
+      token_logprobs: [],
+      top_logprobs: [],
+      text_offset: [],
+    };
+    for (const s of lps) {
+      out.tokens.push(text(s));
+      out.token_logprobs.push(lpValue(s.logprob));
+      out.top_logprobs.push(Object.fromEntries(s.top.map((t) => [text(t), lpValue(t.logprob)])));
+      out.text_offset.push(this.#offset);
+      this.#offset += this.#dec.push(s.id).length;
+    }
+    return out;
+  }
+}
+
+/** Hands out a job's token log-probs as its reply consumes the tokens. */
+class LogprobCursor {
+  readonly #job: Job;
+  #at = 0;
+
+  constructor(job: Job) {
+    this.#job = job;
+  }
+
+  /** The log-probs of the tokens consumed since the last call. */
+  take(): StepLogprobs[] {
+    const out = this.#job.logprobs.slice(this.#at, this.#job.consumed);
+    this.#at += out.length;
+    return out;
+  }
 }
 
 function chatPrompt(
@@ -270,7 +362,7 @@ async function chatJob(
     "messages",
   );
   const seed = req.seed === null ? null : req.seed + turn;
-  return submit(c, deps, promptIds, maxTokens, req.sampling, seed, req.ignoreEos);
+  return submit(c, deps, promptIds, maxTokens, req.sampling, seed, req.ignoreEos, req.logprobs);
 }
 
 function toolCallDeltas(calls: ToolCall[]): unknown[] {
@@ -306,20 +398,25 @@ interface ChatOutcome {
   /** Calls the server ran, with results. */
   executed: Record<string, unknown>[];
   usage: Usage;
+  /** With `logprobs`: every reply token's, all turns (else null). */
+  logprobs: StepLogprobs[] | null;
+  /** With `logprobs`: those not yet handed to `emit` (they go with the finish chunk). */
+  unsent: StepLogprobs[];
 }
 
 /**
  * Runs a chat request: one turn, or — when the request offers tools this server runs
  * (`--tools builtin`) — the tool loop, which runs those calls, appends the results and generates
  * again. Calls of any other tool end the loop and go back to the client. `emit` receives the
- * deltas as they are produced (content, reasoning, and an `executed_tool_calls` delta per round).
+ * deltas as they are produced (content, reasoning, and an `executed_tool_calls` delta per round),
+ * each with the log-probs of the tokens consumed since the last (empty unless asked for).
  */
 async function runChat(
   c: Context,
   deps: RouteDeps,
   req: ChatRequest,
   first: Job,
-  emit: (delta: Record<string, unknown>) => Promise<void>,
+  emit: (delta: Record<string, unknown>, logprobs: StepLogprobs[]) => Promise<void>,
 ): Promise<ChatOutcome> {
   const offered = new Set((req.tools ?? []).map((t) => toolName(t)));
   const runnable = req.parseToolCalls ? deps.tools.filter((t) => offered.has(t.name)) : [];
@@ -327,6 +424,13 @@ async function runChat(
   const jobs: Job[] = [];
   let finish: "stop" | "length" | "cancelled" = "stop";
   let last = new ReplyParser();
+  const all: StepLogprobs[] = [];
+  let unsent: StepLogprobs[] = [];
+  const send = async (d: Record<string, unknown>, cursor: LogprobCursor | null) => {
+    const lps = [...unsent, ...(cursor?.take() ?? [])];
+    unsent = [];
+    await emit(d, lps);
+  };
   const turn: TurnGenerator = async (messages) => {
     const job = jobs.length === 0
       ? first
@@ -338,13 +442,16 @@ async function runChat(
       parseTools: req.parseToolCalls,
     });
     last = parser;
+    const cursor = new LogprobCursor(job);
     let raw = "";
     finish = await drain(replyText(job, deps.tokenizer, req.stop), async (piece) => {
       raw += piece;
-      for (const d of parser.push(piece)) await emit(d);
+      for (const d of parser.push(piece)) await send(d, cursor);
     });
     if (finish === "cancelled") throw new Cancelled();
-    for (const d of parser.end()) await emit(d);
+    for (const d of parser.end()) await send(d, cursor);
+    unsent.push(...cursor.take());
+    all.push(...job.logprobs.slice(0, job.consumed));
     return raw;
   };
   const executed: Record<string, unknown>[] = [];
@@ -364,7 +471,7 @@ async function runChat(
         if (!t.outcomes.length) return;
         const entries = t.outcomes.map(executedEntry);
         executed.push(...entries);
-        await emit({ executed_tool_calls: entries });
+        await send({ executed_tool_calls: entries }, null);
       },
     });
   } catch (e) {
@@ -377,10 +484,11 @@ async function runChat(
     usage.completion_tokens += u.completion_tokens;
     usage.total_tokens += u.total_tokens;
   }
-  if (!result) return { finish: "cancelled", last, calls: [], executed, usage };
+  const logprobs = req.logprobs === null ? null : all;
+  if (!result) return { finish: "cancelled", last, calls: [], executed, usage, logprobs, unsent };
   // without server tools a call is never run: it goes back to the client, as before
   const calls = result.pending.length ? result.pending : runnable.length ? [] : last.toolCalls;
-  return { finish, last, calls, executed, usage };
+  return { finish, last, calls, executed, usage, logprobs, unsent };
 }
 
 function toolName(t: Record<string, unknown>): string {
@@ -424,7 +532,7 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
         choices: [{
           index: 0,
           message,
-          logprobs: null,
+          logprobs: chatLogprobs(deps.tokenizer, r.logprobs),
           finish_reason: chatFinish(r.finish, r.calls),
         }],
         usage: r.usage,
@@ -433,22 +541,37 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
 
     const base = { id, object: "chat.completion.chunk", created, model: deps.modelId };
     const usageNull = req.includeUsage ? { usage: null } : {};
-    const chunk = (delta: Record<string, unknown>, finish: string | null = null) =>
+    const chunk = (
+      delta: Record<string, unknown>,
+      finish: string | null = null,
+      lps: StepLogprobs[] = [],
+    ) =>
       JSON.stringify({
         ...base,
-        choices: [{ index: 0, delta, logprobs: null, finish_reason: finish }],
+        choices: [{
+          index: 0,
+          delta,
+          logprobs: chatLogprobs(deps.tokenizer, lps.length ? lps : null),
+          finish_reason: finish,
+        }],
         ...usageNull,
       });
     return streamSSE(c, async (s) => {
       s.onAbort(() => job.cancel());
       try {
         await s.writeSSE({ data: chunk({ role: "assistant", content: "" }) });
-        const r = await runChat(c, deps, req, job, (d) => s.writeSSE({ data: chunk(d) }));
+        const r = await runChat(
+          c,
+          deps,
+          req,
+          job,
+          (d, lps) => s.writeSSE({ data: chunk(d, null, lps) }),
+        );
         if (r.finish === "cancelled") return;
         if (r.calls.length) {
           await s.writeSSE({ data: chunk({ tool_calls: toolCallDeltas(r.calls) }) });
         }
-        await s.writeSSE({ data: chunk({}, chatFinish(r.finish, r.calls)) });
+        await s.writeSSE({ data: chunk({}, chatFinish(r.finish, r.calls), r.unsent) });
         await endStream(s, req.includeUsage ? { ...base, choices: [], usage: r.usage } : null);
       } catch (e) {
         await failStream(s, job, e);
@@ -490,7 +613,18 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
     }
     // OpenAI's default for the legacy endpoint is 16 tokens.
     const maxTokens = budget(deps, promptIds.length, req.maxTokens, 16, "prompt");
-    const job = submit(c, deps, promptIds, maxTokens, req.sampling, req.seed, req.ignoreEos);
+    const job = submit(
+      c,
+      deps,
+      promptIds,
+      maxTokens,
+      req.sampling,
+      req.seed,
+      req.ignoreEos,
+      req.logprobs,
+    );
+    const legacy = req.logprobs === null ? null : new LegacyLogprobs(deps.tokenizer);
+    const cursor = new LogprobCursor(job);
     await job.admitted;
     const id = newId("cmpl-");
     const created = Math.floor(Date.now() / 1000);
@@ -502,18 +636,26 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
       const finish = end === "length" ? "length" : "stop";
       return c.json({
         ...base,
-        choices: [{ text, index: 0, logprobs: null, finish_reason: finish }],
+        choices: [{
+          text,
+          index: 0,
+          logprobs: legacy?.next(cursor.take()) ?? null,
+          finish_reason: finish,
+        }],
         usage: usageOf(job),
       });
     }
 
     const usageNull = req.includeUsage ? { usage: null } : {};
-    const chunk = (text: string, finish: string | null = null) =>
-      JSON.stringify({
+    const chunk = (text: string, finish: string | null = null) => {
+      const lps = cursor.take();
+      const logprobs = legacy && lps.length ? legacy.next(lps) : null;
+      return JSON.stringify({
         ...base,
-        choices: [{ text, index: 0, logprobs: null, finish_reason: finish }],
+        choices: [{ text, index: 0, logprobs, finish_reason: finish }],
         ...usageNull,
       });
+    };
     return streamSSE(c, async (s) => {
       s.onAbort(() => job.cancel());
       try {

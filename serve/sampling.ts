@@ -1,7 +1,8 @@
 /**
  * Batched next-token sampling with per-request settings, on the `sample` op (MiniMind's
- * `generate` filters: temperature → repetition penalty → top-k → top-p → inverse-CDF draw). Rows
- * with equal settings share one op call. Each request draws its uniform from its own key and
+ * `generate` filters: temperature → repetition penalty → top-k → top-p → inverse-CDF draw), after
+ * OpenAI's presence and frequency penalties on the raw logits (as vLLM orders them). Rows with
+ * equal filter settings share one op call. Each request draws its uniform from its own key and
  * step (`foldIn(key, step)`), so the token a request gets never depends on what else is decoded
  * in the same batch, and a request with a seed gets exactly what `generate` gives for that seed.
  * @module
@@ -12,6 +13,7 @@ import { foldIn, key as seedKey, uniformArray } from "../nn/random.ts";
 import type { Key } from "../nn/random.ts";
 import type { Tensor } from "../nn/tensor.ts";
 import { concat, sliceAxis } from "../nn/ops/movement.ts";
+import { add } from "../nn/ops/binary.ts";
 import { sample } from "../nn/ops/sample.ts";
 import type { SamplingSettings } from "./validate.ts";
 
@@ -28,29 +30,112 @@ export function requestKey(seed: number): Key {
   return foldIn(seedKey(seed), 0);
 }
 
-/** One row to sample: its settings, its uniform, and (for the penalty) the tokens it has seen. */
+/** One row to sample: its settings, its uniform, and (for the penalties) the tokens it has seen. */
 export interface SampleRow {
-  /** Temperature, top-p, top-k, repetition penalty. */
+  /** Temperature, top-p, top-k, the penalties. */
   sampling: SamplingSettings;
   /** The row's uniform for this step. */
   u: number;
   /** Prompt + generated ids (read only when the repetition penalty is not 1). */
   seen?: Iterable<number>;
+  /**
+   * How often each id was generated so far (read only when the presence or frequency penalty is
+   * not 0: OpenAI counts the completion's tokens, not the prompt's).
+   */
+  counts?: ReadonlyMap<number, number>;
+  /** Return the log-prob of the sampled token and of this many most likely ones (off when absent). */
+  logprobs?: number;
+}
+
+/** A token and its log-prob under the model's raw distribution. */
+export interface TokenLogprob {
+  /** Token id. */
+  id: number;
+  /** log-softmax of the raw logits (before penalties, temperature and filtering) at `id`. */
+  logprob: number;
+}
+
+/** The log-prob of a sampled token and the most likely alternatives at that step. */
+export interface StepLogprobs extends TokenLogprob {
+  /** The `logprobs` most likely tokens, most likely first (ties: lower id first). */
+  top: TokenLogprob[];
+}
+
+/** What {@linkcode sampleRows} returns: one id per row, and log-probs for the rows that asked. */
+export interface SampledRows {
+  /** The B sampled ids. */
+  ids: Int32Array;
+  /** Per row: its {@linkcode StepLogprobs}, or null when the row did not ask. */
+  logprobs: (StepLogprobs | null)[];
+}
+
+/**
+ * log-softmax of `row` at `id` and its `top` largest entries (f64 sums). NaN logits never rank.
+ *
+ * @param row one row of raw logits (V)
+ * @param id the sampled token
+ * @param top how many of the most likely tokens to list (0..V)
+ * @returns the token's log-prob and the top list
+ */
+export function stepLogprobs(row: ArrayLike<number>, id: number, top: number): StepLogprobs {
+  const V = row.length;
+  let mx = -Infinity;
+  for (let i = 0; i < V; i++) if (row[i] > mx) mx = row[i];
+  let z = 0;
+  for (let i = 0; i < V; i++) z += Math.exp(row[i] - mx);
+  const lse = mx + Math.log(z);
+  // the `top` best so far, best first (insertion into a short sorted list)
+  const best: number[] = [];
+  const k = Math.min(top, V);
+  for (let i = 0; i < V && k > 0; i++) {
+    const v = row[i];
+    if (!(v >= -Infinity)) continue; // NaN
+    if (best.length === k && !(v > row[best[k - 1]])) continue;
+    let j = best.length;
+    while (j > 0 && v > row[best[j - 1]]) j--;
+    best.splice(j, 0, i);
+    if (best.length > k) best.pop();
+  }
+  return {
+    id,
+    logprob: row[id] - lse,
+    top: best.map((i) => ({ id: i, logprob: row[i] - lse })),
+  };
 }
 
 function groupKey(s: SamplingSettings): string {
   return `${s.temperature}|${s.topK}|${s.topP}|${s.repetitionPenalty}`;
 }
 
+function penalized(s: SamplingSettings): boolean {
+  return s.presencePenalty !== 0 || s.frequencyPenalty !== 0;
+}
+
+/**
+ * OpenAI's penalties of a group's rows as one (G, V) addend: −(count·frequency + presence) at
+ * each generated id, 0 elsewhere.
+ */
+function penaltyRows(rows: readonly SampleRow[], idx: readonly number[], V: number): Float32Array {
+  const pen = new Float32Array(idx.length * V);
+  idx.forEach((i, g) => {
+    const { presencePenalty: pp, frequencyPenalty: fp } = rows[i].sampling;
+    for (const [id, c] of rows[i].counts ?? []) {
+      if (id >= 0 && id < V && c > 0) pen[g * V + id] = -(c * fp + pp);
+    }
+  });
+  return pen;
+}
+
 /**
  * Samples one token per row of `logits` (B, V). Reads the ids back (one sync point per settings
- * group); disposes everything it creates, never `logits`.
+ * group, one more for the logits when a row asks for log-probs); disposes everything it creates,
+ * never `logits`.
  *
  * @param logits last-position logits [B, V]
  * @param rows per-row settings, B of them
- * @returns the B token ids
+ * @returns the B token ids, and the log-probs of the rows that asked
  */
-export async function sampleRows(logits: Tensor, rows: readonly SampleRow[]): Promise<Int32Array> {
+export async function sampleRows(logits: Tensor, rows: readonly SampleRow[]): Promise<SampledRows> {
   const [B, V] = logits.shape;
   if (rows.length !== B) {
     throw new Error(`Cannot sample ${rows.length} rows from logits of shape [${logits.shape}]`);
@@ -72,6 +157,12 @@ export async function sampleRows(logits: Tensor, rows: readonly SampleRow[]): Pr
         const parts = idx.map((i) => sliceAxis(logits, 0, i, i + 1)); // (1, V) each
         made.push(...parts);
         x = concat(parts, 0); // (G, V)
+        made.push(x);
+      }
+      if (idx.some((i) => penalized(rows[i].sampling))) {
+        const pen = tensor(penaltyRows(rows, idx, V), [idx.length, V]); // (G, V)
+        made.push(pen);
+        x = add(x, pen);
         made.push(x);
       }
       const u = tensor(Float32Array.from(idx, (i) => rows[i].u), [idx.length]); // (G)
@@ -100,5 +191,13 @@ export async function sampleRows(logits: Tensor, rows: readonly SampleRow[]): Pr
       for (const t of made) t.dispose();
     }
   }
-  return out;
+  const logprobs: (StepLogprobs | null)[] = rows.map(() => null);
+  if (rows.some((r) => r.logprobs !== undefined)) {
+    const all = await logits.data(); // sync point, only for requests that ask
+    rows.forEach((r, i) => {
+      if (r.logprobs === undefined) return;
+      logprobs[i] = stepLogprobs(all.subarray(i * V, (i + 1) * V), out[i], r.logprobs);
+    });
+  }
+  return { ids: out, logprobs };
 }

@@ -12,7 +12,14 @@ import { setImmediate } from "node:timers";
 import type { Tensor } from "../nn/tensor.ts";
 import type { Key } from "../nn/random.ts";
 import { ApiError } from "./errors.ts";
-import { requestKey, type SampleRow, sampleRows, stepUniform } from "./sampling.ts";
+import {
+  requestKey,
+  type SampledRows,
+  type SampleRow,
+  sampleRows,
+  type StepLogprobs,
+  stepUniform,
+} from "./sampling.ts";
 import type { SamplingSettings } from "./validate.ts";
 
 /** An opaque KV-cache row owned by an engine. */
@@ -66,6 +73,11 @@ export interface JobSpec {
   seed?: number;
   /** Token ids that end the generation (not yielded). */
   stopIds: ReadonlySet<number>;
+  /**
+   * Record each yielded token's log-prob with this many most likely alternatives
+   * (`Job.logprobs`); off when absent.
+   */
+  logprobs?: number;
   /** Aborting it cancels the job. */
   signal?: AbortSignal;
 }
@@ -104,6 +116,10 @@ export class Job {
   completionTokens = 0;
   /** Why it ended (null while running). */
   finishReason: FinishReason | null = null;
+  /** With `spec.logprobs`: the log-probs of the yielded tokens, in order (else empty). */
+  readonly logprobs: StepLogprobs[] = [];
+  /** Tokens `tokens()` has handed out so far. */
+  consumed = 0;
   /** The failure, when `finishReason` is "error". */
   error: Error | null = null;
   /** Resolves when the job got its slot (its prompt is prefilled); rejects when refused. */
@@ -114,6 +130,7 @@ export class Job {
   /** @internal */ row: EngineRow | null = null;
   /** @internal */ last = -1;
   /** @internal */ seen: number[] | null;
+  /** @internal */ counts: Map<number, number> | null;
   /** @internal */ readonly enqueuedAt: number = performance.now();
   /** @internal */ cancelled = false;
   #queue: number[] = [];
@@ -129,6 +146,8 @@ export class Job {
     this.promptTokens = spec.promptIds.length;
     this.key = requestKey(spec.seed ?? Math.floor(Math.random() * 2 ** 52));
     this.seen = spec.sampling.repetitionPenalty !== 1 ? [...spec.promptIds] : null;
+    const { presencePenalty: pp, frequencyPenalty: fp } = spec.sampling;
+    this.counts = pp !== 0 || fp !== 0 ? new Map() : null;
     this.admitted = new Promise<void>((res, rej) => {
       this.#admit = res;
       this.#refuse = rej;
@@ -154,8 +173,9 @@ export class Job {
   }
 
   /** @internal */
-  push(id: number): void {
+  push(id: number, logprobs: StepLogprobs | null): void {
     this.#queue.push(id);
+    if (logprobs) this.logprobs.push(logprobs);
     this.#wake?.();
   }
 
@@ -178,7 +198,10 @@ export class Job {
    */
   async *tokens(): AsyncGenerator<number, void, undefined> {
     for (;;) {
-      while (this.#queue.length) yield this.#queue.shift()!;
+      while (this.#queue.length) {
+        this.consumed++;
+        yield this.#queue.shift()!;
+      }
       if (this.finishReason !== null) return;
       await new Promise<void>((r) => (this.#wake = r));
       this.#wake = null;
@@ -305,7 +328,7 @@ export class Scheduler {
   }
 
   /** Records token `id` for job `j` (sampled at step `j.completionTokens`). */
-  #accept(j: Job, id: number): void {
+  #accept(j: Job, id: number, logprobs: StepLogprobs | null): void {
     j.completionTokens++;
     this.#stats.tokens++;
     if (j.spec.stopIds.has(id)) {
@@ -314,7 +337,8 @@ export class Scheduler {
     }
     j.last = id;
     j.seen?.push(id);
-    j.push(id);
+    if (j.counts) j.counts.set(id, (j.counts.get(id) ?? 0) + 1);
+    j.push(id, logprobs);
     const total = j.promptTokens + j.completionTokens;
     if (j.completionTokens >= j.spec.maxTokens || total >= this.#engine.maxPositions) {
       j.end("length");
@@ -326,6 +350,8 @@ export class Scheduler {
       sampling: j.spec.sampling,
       u: stepUniform(j.key, j.completionTokens),
       seen: j.seen ?? undefined,
+      counts: j.counts ?? undefined,
+      logprobs: j.spec.logprobs,
     };
   }
 
@@ -344,8 +370,8 @@ export class Scheduler {
         logits = r.logits;
         this.#running.push(j);
         j.markAdmitted();
-        const [id] = await sampleRows(logits, [this.#row(j)]);
-        this.#accept(j, id);
+        const got = await sampleRows(logits, [this.#row(j)]);
+        this.#accept(j, got.ids[0], got.logprobs[0]);
       } catch (e) {
         j.end("error", e instanceof Error ? e : new Error(String(e)));
       } finally {
@@ -359,11 +385,11 @@ export class Scheduler {
     let logits: Tensor | null = null;
     try {
       logits = this.#engine.decode(jobs.map((j) => j.row!), jobs.map((j) => j.last));
-      const ids = await sampleRows(logits, jobs.map((j) => this.#row(j)));
+      const got: SampledRows = await sampleRows(logits, jobs.map((j) => this.#row(j)));
       this.#stats.steps++;
       this.#stats.maxBatchSeen = Math.max(this.#stats.maxBatchSeen, jobs.length);
       jobs.forEach((j, i) => {
-        if (j.finishReason === null) this.#accept(j, ids[i]);
+        if (j.finishReason === null) this.#accept(j, got.ids[i], got.logprobs[i]);
       });
     } catch (e) {
       const err = e instanceof Error ? e : new Error(String(e));

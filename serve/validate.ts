@@ -34,6 +34,10 @@ export interface SamplingSettings {
   topK: number;
   /** MiniMind repetition penalty (1 = off). */
   repetitionPenalty: number;
+  /** OpenAI presence penalty in [-2, 2], subtracted once from each generated token's logit (0 = off). */
+  presencePenalty: number;
+  /** OpenAI frequency penalty in [-2, 2], subtracted per occurrence of a generated token (0 = off). */
+  frequencyPenalty: number;
 }
 
 /** Defaults the server applies to omitted fields. */
@@ -82,6 +86,11 @@ export interface GenerationRequest {
   includeUsage: boolean;
   /** Keep generating past end-of-sequence tokens (vLLM's `ignore_eos`; for benchmarks). */
   ignoreEos: boolean;
+  /**
+   * Log-probs of the reply's tokens with this many most likely alternatives each (chat:
+   * `logprobs: true` + `top_logprobs`; legacy: `logprobs: N`); null = not asked.
+   */
+  logprobs: number | null;
 }
 
 /** A validated chat completion request. */
@@ -202,13 +211,35 @@ function parseSampling(body: Json, defaults: RequestDefaults): SamplingSettings 
   const topP = optNumber(body, "top_p", { min: 0, max: 1, minExclusive: true }) ?? defaults.topP;
   const topK = optInteger(body, "top_k", -1, 1_000_000) ?? defaults.topK;
   const rp = optNumber(body, "repetition_penalty", { min: 0, max: 10, minExclusive: true }) ?? 1;
-  for (const f of ["frequency_penalty", "presence_penalty"]) {
-    const p = optNumber(body, f, { min: -2, max: 2 });
-    if (p !== undefined && p !== 0) {
-      throw badRequest(f, `Unsupported '${f}': ${p}; only 0 is supported (use repetition_penalty)`);
-    }
+  return {
+    temperature,
+    topP,
+    topK: topK < 0 ? 0 : topK,
+    repetitionPenalty: rp,
+    presencePenalty: optNumber(body, "presence_penalty", { min: -2, max: 2 }) ?? 0,
+    frequencyPenalty: optNumber(body, "frequency_penalty", { min: -2, max: 2 }) ?? 0,
+  };
+}
+
+/** Most `top_logprobs` a request may ask for (OpenAI's limit). */
+export const MAX_TOP_LOGPROBS = 20;
+
+/** Chat's `logprobs` (boolean) and `top_logprobs` (0..20, only with `logprobs: true`). */
+function parseChatLogprobs(body: Json): number | null {
+  const on = optBoolean(body, "logprobs") ?? false;
+  const top = optInteger(body, "top_logprobs", 0, MAX_TOP_LOGPROBS);
+  if (top !== undefined && !on) {
+    throw badRequest(
+      "top_logprobs",
+      `Invalid 'top_logprobs': ${top} needs 'logprobs' set to true`,
+    );
   }
-  return { temperature, topP, topK: topK < 0 ? 0 : topK, repetitionPenalty: rp };
+  return on ? top ?? 0 : null;
+}
+
+/** The legacy endpoint's `logprobs`: how many most likely tokens to list per position (0..20). */
+function parseCompletionLogprobs(body: Json): number | null {
+  return optInteger(body, "logprobs", 0, MAX_TOP_LOGPROBS) ?? null;
 }
 
 function parseCommon(
@@ -231,10 +262,6 @@ function parseCommon(
       );
     }
     includeUsage = optBoolean(so, "include_usage", "stream_options.include_usage") ?? false;
-  }
-  const lp = body.logprobs;
-  if (lp !== undefined && lp !== null && lp !== false && lp !== 0) {
-    throw badRequest("logprobs", "Unsupported 'logprobs': log probabilities are not returned");
   }
   void limits;
   const ignoreEos = optBoolean(body, "ignore_eos") ?? false;
@@ -506,6 +533,7 @@ export function parseChatRequest(
     maxTokensField: field,
     sampling: parseSampling(body, defaults),
     stop: parseStop(body, limits),
+    logprobs: parseChatLogprobs(body),
     ...parseCommon(body, limits),
   };
 }
@@ -555,6 +583,7 @@ export function parseCompletionRequest(
     maxTokens,
     sampling: parseSampling(body, defaults),
     stop: parseStop(body, limits),
+    logprobs: parseCompletionLogprobs(body),
     ...parseCommon(body, limits),
   };
 }

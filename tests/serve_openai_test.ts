@@ -92,6 +92,16 @@ Deno.test("openai client: chat completions, JSON and streaming, with usage and s
     });
     const final = await runner.finalChatCompletion();
     assert.equal(final.choices[0].message.content, text);
+
+    // log-probs: the SDK's stream helper puts the streamed entries back together as in JSON
+    const ask = { model: "minimind", messages: HELLO, max_tokens: 12, seed: 9, temperature: 0.9 };
+    const lp = await client.chat.completions.create({ ...ask, logprobs: true, top_logprobs: 2 });
+    const entries = lp.choices[0].logprobs?.content ?? [];
+    assert.equal(entries.length, 12);
+    assert.ok(entries.every((e) => e.top_logprobs.length === 2 && e.logprob <= 0));
+    const lpRunner = client.chat.completions.stream({ ...ask, logprobs: true, top_logprobs: 2 });
+    const lpFinal = await lpRunner.finalChatCompletion();
+    assert.deepEqual(lpFinal.choices[0].logprobs?.content, entries);
   });
 });
 
