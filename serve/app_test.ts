@@ -949,3 +949,117 @@ Deno.test("serve: presence and frequency penalties reach the sampler; bad logpro
     await app.close();
   }
 });
+
+Deno.test("serve: response_format json_object: the reply is one JSON object, and ends with it", async () => {
+  const { rankedEngine, scriptedEngine } = await import("../tests/_serve.ts");
+  const { ReplyConstraint, vocabBytes } = await import("./constrain.ts");
+  const tok = await tokenizer();
+  const json = { response_format: { type: "json_object" }, max_tokens: 40, temperature: 0 };
+  // a model that writes an object and talks on: the reply stops at the object's end
+  const talker = await tinyApp({ engine: scriptedEngine(tok, () => '{"a": [1, "x"]} and more') });
+  // a model that prefers '"', then '}', then ':': greedy goes through key, colon, value and end
+  const ranked = await tinyApp({ engine: rankedEngine(tok, ['"', "}", ":"], 50) });
+  const app = await tinyApp();
+  try {
+    const free = await chat(talker, { max_tokens: 40, temperature: 0 });
+    assert.equal(free.choices[0].message.content, '{"a": [1, "x"]} and more');
+    const r = await chat(talker, json);
+    assert.equal(r.choices[0].message.content, '{"a": [1, "x"]}');
+    assert.equal(r.choices[0].finish_reason, "stop");
+    const k = await chat(ranked, json);
+    assert.equal(k.choices[0].message.content, '{"":""}');
+    assert.equal(k.choices[0].finish_reason, "stop");
+    // a random model: whatever it writes is a JSON object or (cut by max_tokens) the start of one
+    const vocab = vocabBytes(6400, (id) => tok.tokenBytes(id), tok.specialIds);
+    for (const seed of [1, 2, 3]) {
+      const body = { ...json, temperature: 1, seed, max_tokens: 24 };
+      const x = await chat(app, body);
+      const text: string = x.choices[0].message.content;
+      const c = new ReplyConstraint({ segments: [{ kind: "json" }] }, vocab, []);
+      for (const id of tok.encode(text, { addSpecialTokens: false })) c.accept(id);
+      if (x.choices[0].finish_reason === "stop") assert.equal(typeof JSON.parse(text), "object");
+      else assert.equal(x.choices[0].finish_reason, "length");
+      const res = await postJson(app, "/v1/chat/completions", {
+        messages: HELLO,
+        ...body,
+        stream: true,
+      });
+      assert.equal(joinStream(await res.text()).content, text, `seed ${seed}`);
+    }
+  } finally {
+    await Promise.all([talker.close(), ranked.close(), app.close()]);
+  }
+});
+
+Deno.test("serve: tool_choice required / a named function makes the reply tool calls", async () => {
+  const { rankedEngine } = await import("../tests/_serve.ts");
+  const tok = await tokenizer();
+  const tools = ["get_weather", "calculate_math"].map((name) => ({
+    type: "function",
+    function: { name, parameters: { type: "object", properties: {} } },
+  }));
+  // prefers '{' and '}' (empty arguments) and ending over going on; with every other token at 0,
+  // greedy spells the forced text out byte token by byte token (the lowest ids)
+  const app = await tinyApp({ engine: rankedEngine(tok, ["{", "}", '"'], 99) });
+  try {
+    const auto = await chat(app, { tools, max_tokens: 40, temperature: 0 });
+    // unconstrained, this model writes "{" forever
+    assert.equal(auto.choices[0].message.content, "{".repeat(40));
+    assert.equal(auto.choices[0].message.tool_calls, undefined);
+    for (const name of ["get_weather", "calculate_math"]) {
+      const tool_choice = { type: "function", function: { name } };
+      const r = await chat(app, { tools, tool_choice, max_tokens: 120, temperature: 0 });
+      assert.equal(r.choices[0].finish_reason, "tool_calls");
+      const calls = r.choices[0].message.tool_calls;
+      assert.equal(calls.length, 1);
+      assert.deepEqual(calls[0].function, { name, arguments: "{}" });
+    }
+    const req = await chat(app, {
+      tools,
+      tool_choice: "required",
+      max_tokens: 120,
+      temperature: 0,
+    });
+    assert.equal(req.choices[0].finish_reason, "tool_calls");
+    assert.ok(
+      ["get_weather", "calculate_math"].includes(
+        req.choices[0].message.tool_calls[0].function.name,
+      ),
+    );
+    // streamed: the same call
+    const res = await postJson(app, "/v1/chat/completions", {
+      messages: HELLO,
+      tools,
+      tool_choice: { type: "function", function: { name: "calculate_math" } },
+      max_tokens: 120,
+      temperature: 0,
+      stream: true,
+    });
+    const s = joinStream(await res.text());
+    assert.equal(s.finish, "tool_calls");
+    const delta = s.chunks.find((c) => c.choices[0]?.delta.tool_calls)!.choices[0].delta;
+    assert.equal(delta.tool_calls[0].function.name, "calculate_math");
+    // bad choices are 400s naming the field
+    for (
+      const [b, param] of [
+        [{ tool_choice: "required" }, "tool_choice"],
+        [
+          { tools, tool_choice: { type: "function", function: { name: "nope" } } },
+          "tool_choice.function.name",
+        ],
+        [{ tools, tool_choice: "sometimes" }, "tool_choice"],
+        [
+          { tools, tool_choice: "required", response_format: { type: "json_object" } },
+          "response_format",
+        ],
+        [{ response_format: { type: "json_schema", json_schema: {} } }, "response_format"],
+      ] as const
+    ) {
+      const bad = await postJson(app, "/v1/chat/completions", { messages: HELLO, ...b });
+      assert.equal(bad.status, 400, JSON.stringify(b));
+      assert.equal((await bad.json()).error.param, param);
+    }
+  } finally {
+    await app.close();
+  }
+});

@@ -20,6 +20,13 @@ import { replyText } from "./reply.ts";
 import type { Job, Scheduler } from "./scheduler.ts";
 import type { StepLogprobs, TokenLogprob } from "./sampling.ts";
 import {
+  ReplyConstraint,
+  type ReplyShape,
+  type Segment,
+  type VocabBytes,
+  vocabBytes,
+} from "./constrain.ts";
+import {
   type ChatRequest,
   parseChatRequest,
   parseCompletionRequest,
@@ -185,16 +192,60 @@ function submit(
   seed: number | null,
   ignoreEos: boolean,
   logprobs: number | null,
+  shape: ReplyShape | null = null,
 ): Job {
+  const stopIds = ignoreEos ? new Set<number>() : deps.stopIds;
   return deps.scheduler.submit({
     promptIds,
     maxTokens,
     sampling,
     seed: seed ?? undefined,
-    stopIds: ignoreEos ? new Set() : deps.stopIds,
+    stopIds,
     signal: c.req.raw.signal,
     logprobs: logprobs ?? undefined,
+    constraint: shape ? new ReplyConstraint(shape, vocabOf(deps), stopIds) : undefined,
   });
+}
+
+const VOCABS = new WeakMap<Tokenizer, VocabBytes>();
+
+/** The served vocabulary's token bytes, for constrained replies (built once per tokenizer). */
+function vocabOf(deps: RouteDeps): VocabBytes {
+  let v = VOCABS.get(deps.tokenizer);
+  if (!v) {
+    const tok = deps.tokenizer;
+    v = vocabBytes(deps.scheduler.engine.vocabSize, (id) => tok.tokenBytes(id), tok.specialIds);
+    VOCABS.set(tok, v);
+  }
+  return v;
+}
+
+/**
+ * The shape a chat turn's reply must follow, or null: one JSON object (`response_format`
+ * json_object), or — on the first turn — tool calls in the chat template's form (`tool_choice`
+ * "required": one or more, of any offered tool; a named tool: one call of it). A reply that
+ * starts inside a think block (open_thinking) may think first, up to `</think>`.
+ */
+function replyShape(req: ChatRequest, turn: number): ReplyShape | null {
+  const head: Segment[] = req.openThinking
+    ? [{ kind: "until", text: "</think>" }, { kind: "space" }]
+    : [];
+  if (req.jsonMode) return { segments: [...head, { kind: "json" }] };
+  const choice = turn === 0 ? req.toolChoice : "auto";
+  if (choice !== "required" && typeof choice !== "object") return null;
+  const names = choice === "required" ? (req.tools ?? []).map(toolName) : [choice.name];
+  return {
+    segments: [
+      ...head,
+      { kind: "literal", text: '<tool_call>\n{"name": "' },
+      // names go inside a JSON string
+      { kind: "oneOf", texts: names.map((n) => JSON.stringify(n).slice(1, -1)) },
+      { kind: "literal", text: '", "arguments": ' },
+      { kind: "json" },
+      { kind: "literal", text: "}\n</tool_call>" },
+    ],
+    repeat: choice === "required" ? { separator: "\n", from: head.length } : undefined,
+  };
 }
 
 /** OpenAI writes a log-prob of −∞ as −9999 (JSON has no infinities). */
@@ -362,7 +413,17 @@ async function chatJob(
     "messages",
   );
   const seed = req.seed === null ? null : req.seed + turn;
-  return submit(c, deps, promptIds, maxTokens, req.sampling, seed, req.ignoreEos, req.logprobs);
+  return submit(
+    c,
+    deps,
+    promptIds,
+    maxTokens,
+    req.sampling,
+    seed,
+    req.ignoreEos,
+    req.logprobs,
+    replyShape(req, turn),
+  );
 }
 
 function toolCallDeltas(calls: ToolCall[]): unknown[] {

@@ -1,7 +1,8 @@
 /**
  * Batched next-token sampling with per-request settings, on the `sample` op (MiniMind's
  * `generate` filters: temperature → repetition penalty → top-k → top-p → inverse-CDF draw), after
- * OpenAI's presence and frequency penalties on the raw logits (as vLLM orders them). Rows with
+ * OpenAI's presence and frequency penalties on the raw logits (as vLLM orders them) and the
+ * token mask of a constrained reply. Rows with
  * equal filter settings share one op call. Each request draws its uniform from its own key and
  * step (`foldIn(key, step)`), so the token a request gets never depends on what else is decoded
  * in the same batch, and a request with a seed gets exactly what `generate` gives for that seed.
@@ -45,6 +46,8 @@ export interface SampleRow {
   counts?: ReadonlyMap<number, number>;
   /** Return the log-prob of the sampled token and of this many most likely ones (off when absent). */
   logprobs?: number;
+  /** A (V) logit addend of 0 and −∞: the tokens a constrained reply allows (`constrain.ts`). */
+  allowed?: Float32Array;
 }
 
 /** A token and its log-prob under the model's raw distribution. */
@@ -107,23 +110,33 @@ function groupKey(s: SamplingSettings): string {
   return `${s.temperature}|${s.topK}|${s.topP}|${s.repetitionPenalty}`;
 }
 
-function penalized(s: SamplingSettings): boolean {
-  return s.presencePenalty !== 0 || s.frequencyPenalty !== 0;
+function adjusted(r: SampleRow): boolean {
+  return r.sampling.presencePenalty !== 0 || r.sampling.frequencyPenalty !== 0 ||
+    r.allowed !== undefined;
 }
 
 /**
- * OpenAI's penalties of a group's rows as one (G, V) addend: −(count·frequency + presence) at
- * each generated id, 0 elsewhere.
+ * What a group's rows add to their logits, as one (G, V) addend: OpenAI's penalties
+ * −(count·frequency + presence) at each generated id, and −∞ where a constrained reply forbids
+ * a token.
  */
-function penaltyRows(rows: readonly SampleRow[], idx: readonly number[], V: number): Float32Array {
-  const pen = new Float32Array(idx.length * V);
+function addendRows(rows: readonly SampleRow[], idx: readonly number[], V: number): Float32Array {
+  const add = new Float32Array(idx.length * V);
   idx.forEach((i, g) => {
-    const { presencePenalty: pp, frequencyPenalty: fp } = rows[i].sampling;
-    for (const [id, c] of rows[i].counts ?? []) {
-      if (id >= 0 && id < V && c > 0) pen[g * V + id] = -(c * fp + pp);
+    const r = rows[i];
+    if (r.allowed) {
+      if (r.allowed.length !== V) {
+        throw new Error(`A token mask of ${r.allowed.length} entries for a vocab of ${V}`);
+      }
+      add.set(r.allowed, g * V);
+    }
+    const { presencePenalty: pp, frequencyPenalty: fp } = r.sampling;
+    if (pp === 0 && fp === 0) return;
+    for (const [id, c] of r.counts ?? []) {
+      if (id >= 0 && id < V && c > 0) add[g * V + id] -= c * fp + pp;
     }
   });
-  return pen;
+  return add;
 }
 
 /**
@@ -159,8 +172,8 @@ export async function sampleRows(logits: Tensor, rows: readonly SampleRow[]): Pr
         x = concat(parts, 0); // (G, V)
         made.push(x);
       }
-      if (idx.some((i) => penalized(rows[i].sampling))) {
-        const pen = tensor(penaltyRows(rows, idx, V), [idx.length, V]); // (G, V)
+      if (idx.some((i) => adjusted(rows[i]))) {
+        const pen = tensor(addendRows(rows, idx, V), [idx.length, V]); // (G, V)
         made.push(pen);
         x = add(x, pen);
         made.push(x);

@@ -21,6 +21,7 @@ import {
   stepUniform,
 } from "./sampling.ts";
 import type { SamplingSettings } from "./validate.ts";
+import type { ReplyConstraint } from "./constrain.ts";
 
 /** An opaque KV-cache row owned by an engine. */
 export interface EngineRow {
@@ -78,6 +79,11 @@ export interface JobSpec {
    * (`Job.logprobs`); off when absent.
    */
   logprobs?: number;
+  /**
+   * The shape the reply must follow (JSON mode, forced tool calls): tokens that cannot continue
+   * it are masked, and the job stops once the shape is complete. Owned by the job.
+   */
+  constraint?: ReplyConstraint;
   /** Aborting it cancels the job. */
   signal?: AbortSignal;
 }
@@ -335,23 +341,38 @@ export class Scheduler {
       j.end("stop");
       return;
     }
+    try {
+      j.spec.constraint?.accept(id);
+    } catch (e) {
+      j.end("error", e as Error);
+      return;
+    }
     j.last = id;
     j.seen?.push(id);
     if (j.counts) j.counts.set(id, (j.counts.get(id) ?? 0) + 1);
     j.push(id, logprobs);
     const total = j.promptTokens + j.completionTokens;
-    if (j.completionTokens >= j.spec.maxTokens || total >= this.#engine.maxPositions) {
+    if (j.spec.constraint?.done) j.end("stop");
+    else if (j.completionTokens >= j.spec.maxTokens || total >= this.#engine.maxPositions) {
       j.end("length");
     }
   }
 
   #row(j: Job): SampleRow {
+    let allowed: Float32Array | undefined;
+    if (j.spec.constraint && j.finishReason === null) {
+      const m = j.spec.constraint.mask();
+      // a vocabulary without byte tokens can leave nothing: that request fails, not the batch
+      if (m.allowed === 0) j.end("error", new Error("No token can continue the constrained reply"));
+      else allowed = m.addend;
+    }
     return {
       sampling: j.spec.sampling,
       u: stepUniform(j.key, j.completionTokens),
       seen: j.seen ?? undefined,
       counts: j.counts ?? undefined,
       logprobs: j.spec.logprobs,
+      allowed,
     };
   }
 
@@ -371,7 +392,7 @@ export class Scheduler {
         this.#running.push(j);
         j.markAdmitted();
         const got = await sampleRows(logits, [this.#row(j)]);
-        this.#accept(j, got.ids[0], got.logprobs[0]);
+        if (j.finishReason === null) this.#accept(j, got.ids[0], got.logprobs[0]);
       } catch (e) {
         j.end("error", e instanceof Error ? e : new Error(String(e)));
       } finally {

@@ -93,6 +93,9 @@ export interface GenerationRequest {
   logprobs: number | null;
 }
 
+/** A request's `tool_choice`: a named tool is `{ name }`. */
+export type ToolChoice = "none" | "auto" | "required" | { name: string };
+
 /** A validated chat completion request. */
 export interface ChatRequest extends GenerationRequest {
   /** Messages, normalised for the template. */
@@ -101,6 +104,10 @@ export interface ChatRequest extends GenerationRequest {
   tools: Record<string, unknown>[] | null;
   /** Whether tool calls are parsed from the reply (tools given and tool_choice ≠ "none"). */
   parseToolCalls: boolean;
+  /** `tool_choice`; "required" and a named tool make the first turn's reply tool calls. */
+  toolChoice: ToolChoice;
+  /** `response_format: {"type": "json_object"}`: the reply is one JSON object. */
+  jsonMode: boolean;
   /** Start the reply inside an open think block. */
   openThinking: boolean;
   /** Which field set `maxTokens` (for error messages). */
@@ -457,14 +464,39 @@ function parseTools(body: Json): Record<string, unknown>[] | null {
   return v.length ? v as Record<string, unknown>[] : null;
 }
 
-function parseToolChoice(body: Json): "none" | "auto" {
+/**
+ * `tool_choice`: "none", "auto" (the default), "required" (the reply is one or more tool calls)
+ * or {"type": "function", "function": {"name"}} (the reply is a call of that tool). The last two
+ * need `tools`, and the name must be one of them.
+ */
+function parseToolChoice(body: Json, tools: Record<string, unknown>[] | null): ToolChoice {
   const v = body.tool_choice;
-  if (v === undefined || v === null || v === "auto" || v === "required") return "auto";
+  if (v === undefined || v === null || v === "auto") return "auto";
   if (v === "none") return "none";
-  if (isObject(v)) return "auto";
+  const names = (tools ?? []).map((t) => (t.function as Json).name as string);
+  if (v === "required") {
+    if (!names.length) {
+      throw badRequest("tool_choice", `Invalid 'tool_choice': "required" needs 'tools'`);
+    }
+    return "required";
+  }
+  if (isObject(v) && v.type === "function" && isObject(v.function)) {
+    const name = v.function.name;
+    if (typeof name !== "string" || !names.includes(name)) {
+      throw badRequest(
+        "tool_choice.function.name",
+        `Invalid 'tool_choice.function.name': ${JSON.stringify(name)} is not among 'tools' (${
+          names.length ? names.map((n) => JSON.stringify(n)).join(", ") : "none given"
+        })`,
+      );
+    }
+    return { name };
+  }
   throw badRequest(
     "tool_choice",
-    `Invalid 'tool_choice': ${JSON.stringify(v)}; expected "none", "auto" or "required"`,
+    `Invalid 'tool_choice': ${
+      JSON.stringify(v)
+    }; expected "none", "auto", "required" or {"type": "function", "function": {"name": …}}`,
   );
 }
 
@@ -485,15 +517,18 @@ function parseThinking(body: Json): boolean {
   return fromKw ?? top ?? false;
 }
 
-function parseResponseFormat(body: Json): void {
+/** `response_format`: {"type": "text"} (the default) or {"type": "json_object"} (true). */
+function parseJsonMode(body: Json): boolean {
   const v = body.response_format;
-  if (v === undefined || v === null) return;
-  if (!isObject(v) || v.type !== "text") {
-    throw badRequest(
-      "response_format",
-      `Unsupported 'response_format': only {"type": "text"} is supported`,
-    );
-  }
+  if (v === undefined || v === null) return false;
+  if (isObject(v) && v.type === "text") return false;
+  if (isObject(v) && v.type === "json_object") return true;
+  throw badRequest(
+    "response_format",
+    `Unsupported 'response_format': ${
+      JSON.stringify(isObject(v) ? v.type : v)
+    }; this server takes {"type": "text"} or {"type": "json_object"} (no JSON schemas)`,
+  );
 }
 
 function requireObject(body: unknown): Json {
@@ -520,14 +555,22 @@ export function parseChatRequest(
   const model = parseModel(body);
   const messages = parseMessages(body, limits);
   const tools = parseTools(body);
-  const toolChoice = parseToolChoice(body);
+  const toolChoice = parseToolChoice(body, tools);
   const { maxTokens, field } = parseMaxTokens(body, limits);
-  parseResponseFormat(body);
+  const jsonMode = parseJsonMode(body);
+  if (jsonMode && toolChoice !== "auto" && toolChoice !== "none") {
+    throw badRequest(
+      "response_format",
+      `Invalid 'response_format': a JSON object reply cannot also be the tool calls 'tool_choice' asks for`,
+    );
+  }
   return {
     model,
     messages,
     tools: toolChoice === "none" ? null : tools,
     parseToolCalls: tools !== null && toolChoice !== "none",
+    toolChoice,
+    jsonMode,
     openThinking: parseThinking(body),
     maxTokens,
     maxTokensField: field,

@@ -97,3 +97,42 @@ export function scriptedEngine(tok: Tokenizer, reply: (prompt: string) => string
     release() {},
   };
 }
+
+/**
+ * An engine with the same logits at every step: `prefs[i]` (a token's text) gets 100 − i, the
+ * end-of-sequence token `eos`, every other token 0. Greedy decoding then picks the most preferred
+ * token a constraint allows, so a constrained reply's path is known.
+ *
+ * @param tok the tokenizer (to find the tokens)
+ * @param prefs token texts, most preferred first
+ * @param eos the logit of the end-of-sequence token
+ * @returns the engine
+ */
+export function rankedEngine(tok: Tokenizer, prefs: readonly string[], eos: number): Engine {
+  const V = 6400;
+  const row = new Float32Array(V);
+  prefs.forEach((t, i) => {
+    const ids = tok.encode(t, { addSpecialTokens: false });
+    if (ids.length !== 1) {
+      throw new Error(`rankedEngine: ${JSON.stringify(t)} is ${ids.length} tokens`);
+    }
+    row[ids[0]] = 100 - i;
+  });
+  row[tok.eosId] = eos;
+  const logits = (n: number) => {
+    const data = new Float32Array(n * V);
+    for (let i = 0; i < n; i++) data.set(row, i * V);
+    return tensor(data, [n, V]);
+  };
+  return {
+    vocabSize: V,
+    maxPositions: 4096,
+    prefill(ids) {
+      return { row: { length: ids.length }, logits: logits(1) };
+    },
+    decode(rows) {
+      return logits(rows.length);
+    },
+    release() {},
+  };
+}
