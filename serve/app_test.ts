@@ -356,15 +356,30 @@ Deno.test("serve: concurrent requests are decoded together and match their seque
   const app = await tinyApp({ scheduler: { maxBatch: 8 } });
   try {
     const seeds = [1, 2, 3, 4, 5, 6];
+    // mixed settings in one batch: JSON mode, penalties and log-probs are per row
+    const extra = (seed: number) =>
+      [
+        {},
+        { response_format: { type: "json_object" } },
+        { frequency_penalty: 1.5 },
+        { presence_penalty: -1, logprobs: true },
+      ][seed % 4];
     const ask = (seed: number) =>
-      chat(app, { max_tokens: 10 + seed, seed, temperature: 1, top_p: 0.95 }).then((r) =>
-        r.choices[0].message.content as string
-      );
+      chat(app, { max_tokens: 10 + seed, seed, temperature: 1, top_p: 0.95, ...extra(seed) })
+        .then((r) => r.choices[0]);
     const together = await Promise.all(seeds.map(ask));
     assert.ok(app.stats().maxBatchSeen >= 4, `largest batch ${app.stats().maxBatchSeen}`);
-    const alone: string[] = [];
+    const alone: { message: { content: string }; logprobs: unknown }[] = [];
     for (const s of seeds) alone.push(await ask(s));
-    assert.deepEqual(together, alone);
+    assert.deepEqual(together.map((c) => c.message.content), alone.map((c) => c.message.content));
+    // a batched step's logits round differently from a lone one's: the log-probs agree closely
+    together.forEach((c, i) => {
+      const lp = (x: { logprobs: unknown }) =>
+        (x.logprobs as { content: { logprob: number }[] } | null)?.content.map((e) => e.logprob);
+      const [a, b] = [lp(c), lp(alone[i])];
+      assert.equal(a?.length, b?.length);
+      a?.forEach((v, j) => assert.ok(Math.abs(v - b![j]) < 1e-5, `seed ${seeds[i]} token ${j}`));
+    });
   } finally {
     await app.close();
   }
