@@ -984,6 +984,16 @@ Deno.test("serve: response_format json_object: the reply is one JSON object, and
     const k = await chat(ranked, json);
     assert.equal(k.choices[0].message.content, '{"":""}');
     assert.equal(k.choices[0].finish_reason, "stop");
+    // json_schema: the required keys in their order, an enum value, then the end
+    const schema = {
+      type: "object",
+      properties: { name: { type: "string" }, n: { enum: [1, 10] }, extra: { type: "boolean" } },
+      required: ["name", "n"],
+    };
+    const response_format = { type: "json_schema", json_schema: { name: "thing", schema } };
+    const js = await chat(ranked, { ...json, response_format });
+    assert.equal(js.choices[0].message.content, '{"name":"","n":1}');
+    assert.equal(js.choices[0].finish_reason, "stop");
     // a random model: whatever it writes is a JSON object or (cut by max_tokens) the start of one
     const vocab = vocabBytes(6400, (id) => tok.tokenBytes(id), tok.specialIds);
     for (const seed of [1, 2, 3]) {
@@ -1009,17 +1019,22 @@ Deno.test("serve: response_format json_object: the reply is one JSON object, and
 Deno.test("serve: tool_choice required / a named function makes the reply tool calls", async () => {
   const { rankedEngine } = await import("../tests/_serve.ts");
   const tok = await tokenizer();
+  // get_weather's arguments need a city; calculate_math's take nothing
+  const city = { type: "object", properties: { city: { type: "string" } }, required: ["city"] };
   const tools = ["get_weather", "calculate_math"].map((name) => ({
     type: "function",
-    function: { name, parameters: { type: "object", properties: {} } },
+    function: {
+      name,
+      parameters: name === "get_weather" ? city : { type: "object", properties: {} },
+    },
   }));
-  // prefers '{' and '}' (empty arguments) and ending over going on; with every other token at 0,
+  // prefers '"', '{' and '}' (empty strings and objects), then ending; with every other token at 0,
   // greedy spells the forced text out byte token by byte token (the lowest ids)
-  const app = await tinyApp({ engine: rankedEngine(tok, ["{", "}", '"'], 99) });
+  const app = await tinyApp({ engine: rankedEngine(tok, ['"', "{", "}"], 97) });
   try {
     const auto = await chat(app, { tools, max_tokens: 40, temperature: 0 });
-    // unconstrained, this model writes "{" forever
-    assert.equal(auto.choices[0].message.content, "{".repeat(40));
+    // unconstrained, this model writes '"' forever
+    assert.equal(auto.choices[0].message.content, '"'.repeat(40));
     assert.equal(auto.choices[0].message.tool_calls, undefined);
     for (const name of ["get_weather", "calculate_math"]) {
       const tool_choice = { type: "function", function: { name } };
@@ -1027,7 +1042,9 @@ Deno.test("serve: tool_choice required / a named function makes the reply tool c
       assert.equal(r.choices[0].finish_reason, "tool_calls");
       const calls = r.choices[0].message.tool_calls;
       assert.equal(calls.length, 1);
-      assert.deepEqual(calls[0].function, { name, arguments: "{}" });
+      // a named tool's arguments follow its parameters schema
+      const args = name === "get_weather" ? '{"city":""}' : "{}";
+      assert.deepEqual(calls[0].function, { name, arguments: args });
     }
     const req = await chat(app, {
       tools,
@@ -1067,7 +1084,31 @@ Deno.test("serve: tool_choice required / a named function makes the reply tool c
           { tools, tool_choice: "required", response_format: { type: "json_object" } },
           "response_format",
         ],
-        [{ response_format: { type: "json_schema", json_schema: {} } }, "response_format"],
+        [
+          { response_format: { type: "json_schema", json_schema: {} } },
+          "response_format.json_schema.name",
+        ],
+        [
+          {
+            response_format: {
+              type: "json_schema",
+              json_schema: {
+                name: "x",
+                schema: { type: "object", properties: { a: { pattern: "^a" } } },
+              },
+            },
+          },
+          "response_format.json_schema.schema.properties.a.pattern",
+        ],
+        [
+          {
+            response_format: {
+              type: "json_schema",
+              json_schema: { name: "x", schema: { type: "array" } },
+            },
+          },
+          "response_format.json_schema.schema",
+        ],
       ] as const
     ) {
       const bad = await postJson(app, "/v1/chat/completions", { messages: HELLO, ...b });

@@ -1,5 +1,6 @@
 import assert from "node:assert/strict";
-import { MAX_DEPTH, ReplyConstraint, type ReplyShape, vocabBytes } from "./constrain.ts";
+import { ReplyConstraint, type ReplyShape, vocabBytes } from "./constrain.ts";
+import { MAX_DEPTH } from "./json_grammar.ts";
 
 const enc = new TextEncoder();
 const JSON_SHAPE: ReplyShape = { segments: [{ kind: "json" }] };

@@ -27,6 +27,13 @@ import {
   vocabBytes,
 } from "./constrain.ts";
 import {
+  ANY_OBJECT,
+  compileSchema,
+  OBJECT_TYPE,
+  SchemaError,
+  type SchemaNode,
+} from "./json_grammar.ts";
+import {
   type ChatRequest,
   parseChatRequest,
   parseCompletionRequest,
@@ -221,6 +228,23 @@ function vocabOf(deps: RouteDeps): VocabBytes {
 }
 
 /**
+ * The arguments of a call of tool `name`: its `parameters` schema where `json_grammar.ts` can
+ * follow it (tool schemas guide the model; OpenAI enforces them only in strict mode), else any
+ * JSON object.
+ */
+function argumentsSchema(req: ChatRequest, name: string): SchemaNode {
+  const tool = (req.tools ?? []).find((t) => toolName(t) === name);
+  const params = (tool?.function as Record<string, unknown> | undefined)?.parameters;
+  try {
+    const node = compileSchema(params ?? { type: "object" });
+    return node.types === OBJECT_TYPE && !node.literals ? node : ANY_OBJECT;
+  } catch (e) {
+    if (e instanceof SchemaError) return ANY_OBJECT;
+    throw e;
+  }
+}
+
+/**
  * The shape a chat turn's reply must follow, or null: one JSON object (`response_format`
  * json_object), or — on the first turn — tool calls in the chat template's form (`tool_choice`
  * "required": one or more, of any offered tool; a named tool: one call of it). A reply that
@@ -230,7 +254,7 @@ function replyShape(req: ChatRequest, turn: number): ReplyShape | null {
   const head: Segment[] = req.openThinking
     ? [{ kind: "until", text: "</think>" }, { kind: "space" }]
     : [];
-  if (req.jsonMode) return { segments: [...head, { kind: "json" }] };
+  if (req.json) return { segments: [...head, { kind: "json", schema: req.json }] };
   const choice = turn === 0 ? req.toolChoice : "auto";
   if (choice !== "required" && typeof choice !== "object") return null;
   const names = choice === "required" ? (req.tools ?? []).map(toolName) : [choice.name];
@@ -241,7 +265,10 @@ function replyShape(req: ChatRequest, turn: number): ReplyShape | null {
       // names go inside a JSON string
       { kind: "oneOf", texts: names.map((n) => JSON.stringify(n).slice(1, -1)) },
       { kind: "literal", text: '", "arguments": ' },
-      { kind: "json" },
+      {
+        kind: "json",
+        schema: choice === "required" ? ANY_OBJECT : argumentsSchema(req, choice.name),
+      },
       { kind: "literal", text: "}\n</tool_call>" },
     ],
     repeat: choice === "required" ? { separator: "\n", from: head.length } : undefined,

@@ -5,6 +5,13 @@
  * @module
  */
 import { badRequest } from "./errors.ts";
+import {
+  ANY_OBJECT,
+  compileSchema,
+  OBJECT_TYPE,
+  SchemaError,
+  type SchemaNode,
+} from "./json_grammar.ts";
 
 /** A chat message as the template sees it. */
 export interface TemplateMessage {
@@ -106,8 +113,8 @@ export interface ChatRequest extends GenerationRequest {
   parseToolCalls: boolean;
   /** `tool_choice`; "required" and a named tool make the first turn's reply tool calls. */
   toolChoice: ToolChoice;
-  /** `response_format: {"type": "json_object"}`: the reply is one JSON object. */
-  jsonMode: boolean;
+  /** `response_format` json_object / json_schema: the reply is one JSON object of this node. */
+  json: SchemaNode | null;
   /** Start the reply inside an open think block. */
   openThinking: boolean;
   /** Which field set `maxTokens` (for error messages). */
@@ -517,17 +524,46 @@ function parseThinking(body: Json): boolean {
   return fromKw ?? top ?? false;
 }
 
-/** `response_format`: {"type": "text"} (the default) or {"type": "json_object"} (true). */
-function parseJsonMode(body: Json): boolean {
+/**
+ * `response_format`: {"type": "text"} (the default: null), {"type": "json_object"} (any JSON
+ * object) or {"type": "json_schema", "json_schema": {"name", "schema"}} (an object of that
+ * schema, compiled by `json_grammar.ts`; the root must be an object, as OpenAI requires).
+ */
+function parseResponseFormat(body: Json): SchemaNode | null {
   const v = body.response_format;
-  if (v === undefined || v === null) return false;
-  if (isObject(v) && v.type === "text") return false;
-  if (isObject(v) && v.type === "json_object") return true;
+  if (v === undefined || v === null) return null;
+  if (isObject(v) && v.type === "text") return null;
+  if (isObject(v) && v.type === "json_object") return ANY_OBJECT;
+  if (isObject(v) && v.type === "json_schema") {
+    const js = v.json_schema;
+    const at = "response_format.json_schema";
+    if (!isObject(js)) throw badRequest(at, `Invalid '${at}': expected an object with 'schema'`);
+    if (typeof js.name !== "string" || !/^[A-Za-z0-9_-]{1,64}$/.test(js.name)) {
+      throw badRequest(
+        `${at}.name`,
+        `Invalid '${at}.name': expected 1-64 of a-z, A-Z, 0-9, _ and -`,
+      );
+    }
+    let root: SchemaNode;
+    try {
+      root = compileSchema(js.schema, `${at}.schema`);
+    } catch (e) {
+      if (!(e instanceof SchemaError)) throw e;
+      throw badRequest(e.path, `Unsupported '${e.path}': ${e.reason}`);
+    }
+    if (root.types !== OBJECT_TYPE || root.literals) {
+      throw badRequest(
+        `${at}.schema`,
+        `Invalid '${at}.schema': the root must be {"type": "object", …}`,
+      );
+    }
+    return root;
+  }
   throw badRequest(
     "response_format",
     `Unsupported 'response_format': ${
       JSON.stringify(isObject(v) ? v.type : v)
-    }; this server takes {"type": "text"} or {"type": "json_object"} (no JSON schemas)`,
+    }; expected {"type": "text"}, {"type": "json_object"} or {"type": "json_schema", "json_schema": {…}}`,
   );
 }
 
@@ -557,8 +593,8 @@ export function parseChatRequest(
   const tools = parseTools(body);
   const toolChoice = parseToolChoice(body, tools);
   const { maxTokens, field } = parseMaxTokens(body, limits);
-  const jsonMode = parseJsonMode(body);
-  if (jsonMode && toolChoice !== "auto" && toolChoice !== "none") {
+  const json = parseResponseFormat(body);
+  if (json && toolChoice !== "auto" && toolChoice !== "none") {
     throw badRequest(
       "response_format",
       `Invalid 'response_format': a JSON object reply cannot also be the tool calls 'tool_choice' asks for`,
@@ -570,7 +606,7 @@ export function parseChatRequest(
     tools: toolChoice === "none" ? null : tools,
     parseToolCalls: tools !== null && toolChoice !== "none",
     toolChoice,
-    jsonMode,
+    json,
     openThinking: parseThinking(body),
     maxTokens,
     maxTokensField: field,
