@@ -1119,3 +1119,48 @@ Deno.test("serve: tool_choice required / a named function makes the reply tool c
     await app.close();
   }
 });
+
+Deno.test("serve: logit_bias moves the tokens it names, on both routes; bad entries are 400s", async () => {
+  const { rankedEngine } = await import("../tests/_serve.ts");
+  const tok = await tokenizer();
+  const app = await tinyApp();
+  try {
+    const base = { max_tokens: 6, temperature: 0, ignore_eos: true };
+    // a model that always says "a" (then "b"): −100 on "a" leaves "b"
+    const [a] = tok.encode("a", { addSpecialTokens: false });
+    const ranked = await tinyApp({ engine: rankedEngine(tok, ["a", "b"], 0) });
+    try {
+      assert.equal((await chat(ranked, base)).choices[0].message.content, "aaaaaa");
+      const banned = await chat(ranked, { ...base, logit_bias: { [a]: -100 } });
+      assert.equal(banned.choices[0].message.content, "bbbbbb");
+    } finally {
+      await ranked.close();
+    }
+    // +100 on a token makes the random model say nothing else
+    const forced = await chat(app, { ...base, logit_bias: { "300": 100 } });
+    assert.equal(forced.choices[0].message.content, tok.decode(Array(6).fill(300)));
+    const legacy = await postJson(app, "/v1/completions", {
+      prompt: "hi",
+      ...base,
+      logit_bias: { "300": 100 },
+    });
+    assert.equal((await legacy.json()).choices[0].text, tok.decode(Array(6).fill(300)));
+    for (
+      const [bias, param] of [
+        [{ "-1": 5 }, "logit_bias.-1"],
+        [{ "7": 101 }, "logit_bias.7"],
+        [{ "99999": 1 }, "logit_bias.99999"],
+        [[1, 2], "logit_bias"],
+      ] as const
+    ) {
+      const res = await postJson(app, "/v1/chat/completions", {
+        messages: HELLO,
+        logit_bias: bias,
+      });
+      assert.equal(res.status, 400, JSON.stringify(bias));
+      assert.equal((await res.json()).error.param, param);
+    }
+  } finally {
+    await app.close();
+  }
+});

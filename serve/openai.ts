@@ -162,6 +162,19 @@ export async function readJson(c: Context, maxBytes: number, timeoutMs = 30_000)
   }
 }
 
+/** `logit_bias` keys must be ids of the served vocabulary. */
+function checkLogitBias(deps: RouteDeps, sampling: SamplingSettings): void {
+  const V = deps.scheduler.engine.vocabSize;
+  for (const id of sampling.logitBias?.keys() ?? []) {
+    if (id >= V) {
+      throw badRequest(
+        `logit_bias.${id}`,
+        `Invalid 'logit_bias.${id}': token id ${id} is outside 0..${V - 1}`,
+      );
+    }
+  }
+}
+
 function checkModel(deps: RouteDeps, model: string | null): void {
   if (model !== null && !deps.modelIds.includes(model)) {
     throw new ApiError(
@@ -598,6 +611,7 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
       deps.limits,
     );
     checkModel(deps, req.model);
+    checkLogitBias(deps, req.sampling);
     const job = await chatJob(c, deps, req, req.messages, 0);
     await job.admitted;
     const id = newId("chatcmpl-");
@@ -682,6 +696,7 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
       deps.limits,
     );
     checkModel(deps, req.model);
+    checkLogitBias(deps, req.sampling);
     let promptIds: number[];
     if (typeof req.prompt === "string") {
       promptIds = await encodePrompt(deps, req.prompt, "prompt");

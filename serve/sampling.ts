@@ -1,8 +1,8 @@
 /**
  * Batched next-token sampling with per-request settings, on the `sample` op (MiniMind's
  * `generate` filters: temperature → repetition penalty → top-k → top-p → inverse-CDF draw), after
- * OpenAI's presence and frequency penalties on the raw logits (as vLLM orders them) and the
- * token mask of a constrained reply. Rows with
+ * OpenAI's logit bias and presence and frequency penalties on the raw logits (as vLLM orders
+ * them) and the token mask of a constrained reply. Rows with
  * equal filter settings share one op call. Each request draws its uniform from its own key and
  * step (`foldIn(key, step)`), so the token a request gets never depends on what else is decoded
  * in the same batch, and a request with a seed gets exactly what `generate` gives for that seed.
@@ -112,13 +112,13 @@ function groupKey(s: SamplingSettings): string {
 
 function adjusted(r: SampleRow): boolean {
   return r.sampling.presencePenalty !== 0 || r.sampling.frequencyPenalty !== 0 ||
-    r.allowed !== undefined;
+    r.allowed !== undefined || (r.sampling.logitBias?.size ?? 0) > 0;
 }
 
 /**
- * What a group's rows add to their logits, as one (G, V) addend: OpenAI's penalties
- * −(count·frequency + presence) at each generated id, and −∞ where a constrained reply forbids
- * a token.
+ * What a group's rows add to their logits, as one (G, V) addend: OpenAI's `logit_bias`, its
+ * penalties −(count·frequency + presence) at each generated id, and −∞ where a constrained reply
+ * forbids a token.
  */
 function addendRows(rows: readonly SampleRow[], idx: readonly number[], V: number): Float32Array {
   const add = new Float32Array(idx.length * V);
@@ -129,6 +129,9 @@ function addendRows(rows: readonly SampleRow[], idx: readonly number[], V: numbe
         throw new Error(`A token mask of ${r.allowed.length} entries for a vocab of ${V}`);
       }
       add.set(r.allowed, g * V);
+    }
+    for (const [id, b] of r.sampling.logitBias ?? []) {
+      if (id >= 0 && id < V) add[g * V + id] += b;
     }
     const { presencePenalty: pp, frequencyPenalty: fp } = r.sampling;
     if (pp === 0 && fp === 0) return;

@@ -45,6 +45,8 @@ export interface SamplingSettings {
   presencePenalty: number;
   /** OpenAI frequency penalty in [-2, 2], subtracted per occurrence of a generated token (0 = off). */
   frequencyPenalty: number;
+  /** OpenAI `logit_bias`: token id → value in [-100, 100] added to its logit at every step. */
+  logitBias?: ReadonlyMap<number, number>;
 }
 
 /** Defaults the server applies to omitted fields. */
@@ -232,7 +234,39 @@ function parseSampling(body: Json, defaults: RequestDefaults): SamplingSettings 
     repetitionPenalty: rp,
     presencePenalty: optNumber(body, "presence_penalty", { min: -2, max: 2 }) ?? 0,
     frequencyPenalty: optNumber(body, "frequency_penalty", { min: -2, max: 2 }) ?? 0,
+    ...parseLogitBias(body),
   };
+}
+
+/** Most `logit_bias` entries (OpenAI's limit). */
+export const MAX_LOGIT_BIAS = 300;
+
+/** `logit_bias`: {"token id": bias in [-100, 100]}; ids are checked against the vocab later. */
+function parseLogitBias(body: Json): { logitBias?: Map<number, number> } {
+  const v = body.logit_bias;
+  if (v === undefined || v === null) return {};
+  if (!isObject(v)) {
+    throw badRequest("logit_bias", `Invalid 'logit_bias': expected an object, got ${kind(v)}`);
+  }
+  const entries = Object.entries(v);
+  if (entries.length > MAX_LOGIT_BIAS) {
+    throw badRequest(
+      "logit_bias",
+      `Invalid 'logit_bias': ${entries.length} entries; at most ${MAX_LOGIT_BIAS}`,
+    );
+  }
+  const out = new Map<number, number>();
+  for (const [k, b] of entries) {
+    const p = `logit_bias.${k}`;
+    if (!/^(0|[1-9][0-9]{0,8})$/.test(k)) {
+      throw badRequest(p, `Invalid '${p}': the key must be a token id (a non-negative integer)`);
+    }
+    if (typeof b !== "number" || !(b >= -100 && b <= 100)) {
+      throw badRequest(p, `Invalid '${p}': ${JSON.stringify(b)}; expected a number in [-100, 100]`);
+    }
+    if (b !== 0) out.set(Number(k), b);
+  }
+  return out.size ? { logitBias: out } : {};
 }
 
 /** Most `top_logprobs` a request may ask for (OpenAI's limit). */
