@@ -247,7 +247,7 @@ Deno.test("serve: bad requests are 400s naming the field", async () => {
       [{ messages: HELLO, max_tokens: 0 }, 400, "max_tokens"],
       [{ messages: HELLO, max_tokens: 10 ** 9 }, 400, "max_tokens"],
       [{ messages: HELLO, max_completion_tokens: "9" }, 400, "max_completion_tokens"],
-      [{ messages: HELLO, n: 2 }, 400, "n"],
+      [{ messages: HELLO, n: 17 }, 400, "n"],
       [{ messages: HELLO, stop: 7 }, 400, "stop"],
       [{ messages: HELLO, stop: ["a", 3] }, 400, "stop[1]"],
       [{ messages: HELLO, stop: ["a", "b", "c", "d", "e"] }, 400, "stop"],
@@ -1160,6 +1160,79 @@ Deno.test("serve: logit_bias moves the tokens it names, on both routes; bad entr
       assert.equal(res.status, 400, JSON.stringify(bias));
       assert.equal((await res.json()).error.param, param);
     }
+  } finally {
+    await app.close();
+  }
+});
+
+Deno.test("serve: n choices are generate's rows for the seed; usage counts the prompt once; SSE agrees", async () => {
+  const { generateBatch } = await import("../nn/model/generate.ts");
+  const tok = await tokenizer();
+  const app = await tinyApp();
+  try {
+    const ask = { max_tokens: 10, seed: 11, temperature: 0.9, top_p: 0.9, top_k: 40, n: 3 };
+    const r = await chat(app, ask);
+    assert.deepEqual(r.choices.map((c: { index: number }) => c.index), [0, 1, 2]);
+    const prompt = tok.encode(tok.applyChatTemplate(HELLO, { addGenerationPrompt: true }));
+    const rows = ["", "", ""];
+    for await (
+      const p of generateBatch({ ...tinyModel(), tokenizer: tok }, [prompt, prompt, prompt], {
+        maxNewTokens: 10,
+        seed: 11,
+        temperature: 0.9,
+        topP: 0.9,
+        topK: 40,
+      })
+    ) rows[p.index] += p.text;
+    assert.deepEqual(
+      r.choices.map((c: { message: { content: string } }) => c.message.content),
+      rows,
+    );
+    const completion = r.choices.reduce(
+      (s: number, c: { finish_reason: string }, i: number) =>
+        s +
+        (c.finish_reason === "length"
+          ? 10
+          : tok.encode(rows[i], { addSpecialTokens: false }).length + 1),
+      0,
+    );
+    assert.deepEqual(r.usage, {
+      prompt_tokens: prompt.length,
+      completion_tokens: completion,
+      total_tokens: prompt.length + completion,
+    });
+    // streamed: the chunks of the three choices interleave, each in order
+    const res = await postJson(app, "/v1/chat/completions", {
+      messages: HELLO,
+      ...ask,
+      stream: true,
+      stream_options: { include_usage: true },
+    });
+    const chunks = sseData(await res.text()).slice(0, -1).map((d) => JSON.parse(d));
+    const text = ["", "", ""], finish: (string | null)[] = [null, null, null];
+    for (const c of chunks) {
+      for (const ch of c.choices) {
+        text[ch.index] += ch.delta.content ?? "";
+        if (ch.finish_reason) finish[ch.index] = ch.finish_reason;
+      }
+    }
+    assert.deepEqual(text, rows);
+    assert.deepEqual(finish, r.choices.map((c: { finish_reason: string }) => c.finish_reason));
+    assert.deepEqual(chunks.at(-1).usage, r.usage);
+    // the legacy route: n texts, each with its own log-probs
+    const legacy = await postJson(app, "/v1/completions", {
+      prompt: "你好",
+      max_tokens: 5,
+      n: 2,
+      seed: 3,
+      logprobs: 1,
+      ignore_eos: true,
+    });
+    const l = await legacy.json();
+    assert.equal(l.choices.length, 2);
+    for (const c of l.choices) assert.equal(c.logprobs.tokens.length, 5);
+    assert.equal(l.usage.completion_tokens, 10);
+    assert.equal(l.usage.prompt_tokens, tok.encode("你好", { addSpecialTokens: false }).length);
   } finally {
     await app.close();
   }

@@ -81,6 +81,45 @@ function usageOf(job: Job): Usage {
   };
 }
 
+/**
+ * The usage of a request's choices: the prompt they share counted once (OpenAI's way with n > 1),
+ * the prompts of later tool turns and every completion token added up.
+ */
+function sumUsage(usages: readonly Usage[], shared: number): Usage {
+  let prompt = shared, completion = 0;
+  for (const u of usages) {
+    prompt += u.prompt_tokens - shared;
+    completion += u.completion_tokens;
+  }
+  return {
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+  };
+}
+
+/**
+ * Submits one job per choice; if one is refused (a full queue), cancels those already submitted.
+ * Resolves once all are admitted (prefilled).
+ */
+async function submitAll(n: number, one: (choice: number) => Job): Promise<Job[]> {
+  const jobs: Job[] = [];
+  try {
+    for (let i = 0; i < n; i++) jobs.push(one(i));
+    await Promise.all(jobs.map((j) => j.admitted));
+  } catch (e) {
+    for (const j of jobs) j.cancel();
+    throw e;
+  }
+  return jobs;
+}
+
+/** Writes SSE events one after another, whichever choice produces them. */
+function serialWriter(s: SSE): (data: string) => Promise<void> {
+  let chain = Promise.resolve();
+  return (data) => (chain = chain.then(() => s.writeSSE({ data })));
+}
+
 function newId(prefix: string): string {
   const r = crypto.getRandomValues(new Uint8Array(12));
   return prefix + Array.from(r, (b) => b.toString(16).padStart(2, "0")).join("");
@@ -213,6 +252,7 @@ function submit(
   ignoreEos: boolean,
   logprobs: number | null,
   shape: ReplyShape | null = null,
+  choice = 0,
 ): Job {
   const stopIds = ignoreEos ? new Set<number>() : deps.stopIds;
   return deps.scheduler.submit({
@@ -220,6 +260,7 @@ function submit(
     maxTokens,
     sampling,
     seed: seed ?? undefined,
+    choice,
     stopIds,
     signal: c.req.raw.signal,
     logprobs: logprobs ?? undefined,
@@ -436,14 +477,18 @@ function contextExceeded(ctx: number, promptLen: number | string, param: string)
   );
 }
 
-/** Submits one assistant turn of a chat request (turn t > 0 follows tool results). */
-async function chatJob(
+/**
+ * Submits one assistant turn of a chat request for each of `choices` (turn t > 0 follows tool
+ * results): the prompt is rendered and tokenized once.
+ */
+async function chatJobs(
   c: Context,
   deps: RouteDeps,
   req: ChatRequest,
   messages: ChatRequest["messages"],
   turn: number,
-): Promise<Job> {
+  choices: readonly number[],
+): Promise<Job[]> {
   const promptIds = await chatPrompt(deps, req, messages);
   const maxTokens = budget(
     deps,
@@ -453,17 +498,19 @@ async function chatJob(
     "messages",
   );
   const seed = req.seed === null ? null : req.seed + turn;
-  return submit(
-    c,
-    deps,
-    promptIds,
-    maxTokens,
-    req.sampling,
-    seed,
-    req.ignoreEos,
-    req.logprobs,
-    replyShape(req, turn),
-  );
+  return submitAll(choices.length, (i) =>
+    submit(
+      c,
+      deps,
+      promptIds,
+      maxTokens,
+      req.sampling,
+      seed,
+      req.ignoreEos,
+      req.logprobs,
+      replyShape(req, turn),
+      choices[i],
+    ));
 }
 
 function toolCallDeltas(calls: ToolCall[]): unknown[] {
@@ -518,6 +565,7 @@ async function runChat(
   req: ChatRequest,
   first: Job,
   emit: (delta: Record<string, unknown>, logprobs: StepLogprobs[]) => Promise<void>,
+  choice = 0,
 ): Promise<ChatOutcome> {
   const offered = new Set((req.tools ?? []).map((t) => toolName(t)));
   const runnable = req.parseToolCalls ? deps.tools.filter((t) => offered.has(t.name)) : [];
@@ -535,7 +583,9 @@ async function runChat(
   const turn: TurnGenerator = async (messages) => {
     const job = jobs.length === 0
       ? first
-      : await chatJob(c, deps, req, messages as ChatRequest["messages"], jobs.length);
+      : (await chatJobs(c, deps, req, messages as ChatRequest["messages"], jobs.length, [
+        choice,
+      ]))[0];
     jobs.push(job);
     await job.admitted;
     const parser = new ReplyParser({
@@ -612,38 +662,44 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
     );
     checkModel(deps, req.model);
     checkLogitBias(deps, req.sampling);
-    const job = await chatJob(c, deps, req, req.messages, 0);
-    await job.admitted;
+    const choices = Array.from({ length: req.n }, (_, i) => i);
+    const jobs = await chatJobs(c, deps, req, req.messages, 0, choices);
+    const shared = jobs[0].promptTokens;
     const id = newId("chatcmpl-");
     const created = Math.floor(Date.now() / 1000);
 
     if (!req.stream) {
-      const r = await runChat(c, deps, req, job, () => Promise.resolve());
-      const message: Record<string, unknown> = {
-        role: "assistant",
-        content: r.calls.length && !r.last.content ? null : r.last.content,
-      };
-      if (r.last.reasoning) message.reasoning_content = r.last.reasoning;
-      if (r.calls.length) message.tool_calls = r.calls;
-      if (r.executed.length) message.executed_tool_calls = r.executed;
+      const outs = await Promise.all(
+        jobs.map((job, i) => runChat(c, deps, req, job, () => Promise.resolve(), i)),
+      );
       return c.json({
         id,
         object: "chat.completion",
         created,
         model: deps.modelId,
-        choices: [{
-          index: 0,
-          message,
-          logprobs: chatLogprobs(deps.tokenizer, r.logprobs),
-          finish_reason: chatFinish(r.finish, r.calls),
-        }],
-        usage: r.usage,
+        choices: outs.map((r, index) => {
+          const message: Record<string, unknown> = {
+            role: "assistant",
+            content: r.calls.length && !r.last.content ? null : r.last.content,
+          };
+          if (r.last.reasoning) message.reasoning_content = r.last.reasoning;
+          if (r.calls.length) message.tool_calls = r.calls;
+          if (r.executed.length) message.executed_tool_calls = r.executed;
+          return {
+            index,
+            message,
+            logprobs: chatLogprobs(deps.tokenizer, r.logprobs),
+            finish_reason: chatFinish(r.finish, r.calls),
+          };
+        }),
+        usage: sumUsage(outs.map((r) => r.usage), shared),
       });
     }
 
     const base = { id, object: "chat.completion.chunk", created, model: deps.modelId };
     const usageNull = req.includeUsage ? { usage: null } : {};
     const chunk = (
+      index: number,
       delta: Record<string, unknown>,
       finish: string | null = null,
       lps: StepLogprobs[] = [],
@@ -651,7 +707,7 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
       JSON.stringify({
         ...base,
         choices: [{
-          index: 0,
+          index,
           delta,
           logprobs: chatLogprobs(deps.tokenizer, lps.length ? lps : null),
           finish_reason: finish,
@@ -659,24 +715,22 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
         ...usageNull,
       });
     return streamSSE(c, async (s) => {
-      s.onAbort(() => job.cancel());
+      s.onAbort(() => jobs.forEach((j) => j.cancel()));
+      const write = serialWriter(s);
       try {
-        await s.writeSSE({ data: chunk({ role: "assistant", content: "" }) });
-        const r = await runChat(
-          c,
-          deps,
-          req,
-          job,
-          (d, lps) => s.writeSSE({ data: chunk(d, null, lps) }),
-        );
-        if (r.finish === "cancelled") return;
-        if (r.calls.length) {
-          await s.writeSSE({ data: chunk({ tool_calls: toolCallDeltas(r.calls) }) });
-        }
-        await s.writeSSE({ data: chunk({}, chatFinish(r.finish, r.calls), r.unsent) });
-        await endStream(s, req.includeUsage ? { ...base, choices: [], usage: r.usage } : null);
+        for (const i of choices) await write(chunk(i, { role: "assistant", content: "" }));
+        const outs = await Promise.all(jobs.map(async (job, i) => {
+          const r = await runChat(c, deps, req, job, (d, lps) => write(chunk(i, d, null, lps)), i);
+          if (r.finish === "cancelled") return r;
+          if (r.calls.length) await write(chunk(i, { tool_calls: toolCallDeltas(r.calls) }));
+          await write(chunk(i, {}, chatFinish(r.finish, r.calls), r.unsent));
+          return r;
+        }));
+        if (outs.some((r) => r.finish === "cancelled")) return;
+        const usage = sumUsage(outs.map((r) => r.usage), shared);
+        await endStream(s, req.includeUsage ? { ...base, choices: [], usage } : null);
       } catch (e) {
-        await failStream(s, job, e);
+        await failStream(s, jobs, e);
       }
     });
   };
@@ -716,61 +770,70 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
     }
     // OpenAI's default for the legacy endpoint is 16 tokens.
     const maxTokens = budget(deps, promptIds.length, req.maxTokens, 16, "prompt");
-    const job = submit(
-      c,
-      deps,
-      promptIds,
-      maxTokens,
-      req.sampling,
-      req.seed,
-      req.ignoreEos,
-      req.logprobs,
-    );
-    const legacy = req.logprobs === null ? null : new LegacyLogprobs(deps.tokenizer);
-    const cursor = new LogprobCursor(job);
-    await job.admitted;
+    const jobs = await submitAll(req.n, (i) =>
+      submit(
+        c,
+        deps,
+        promptIds,
+        maxTokens,
+        req.sampling,
+        req.seed,
+        req.ignoreEos,
+        req.logprobs,
+        null,
+        i,
+      ));
+    const logs = jobs.map((job) => ({
+      cursor: new LogprobCursor(job),
+      legacy: req.logprobs === null ? null : new LegacyLogprobs(deps.tokenizer),
+    }));
     const id = newId("cmpl-");
     const created = Math.floor(Date.now() / 1000);
     const base = { id, object: "text_completion", created, model: deps.modelId };
+    const usage = () => sumUsage(jobs.map(usageOf), promptIds.length);
 
     if (!req.stream) {
-      let text = "";
-      const end = await drain(replyText(job, deps.tokenizer, req.stop), (piece) => (text += piece));
-      const finish = end === "length" ? "length" : "stop";
-      return c.json({
-        ...base,
-        choices: [{
+      const outs = await Promise.all(jobs.map(async (job, index) => {
+        let text = "";
+        const end = await drain(replyText(job, deps.tokenizer, req.stop), (p) => (text += p));
+        const { cursor, legacy } = logs[index];
+        return {
           text,
-          index: 0,
+          index,
           logprobs: legacy?.next(cursor.take()) ?? null,
-          finish_reason: finish,
-        }],
-        usage: usageOf(job),
-      });
+          finish_reason: end === "length" ? "length" : "stop",
+        };
+      }));
+      return c.json({ ...base, choices: outs, usage: usage() });
     }
 
     const usageNull = req.includeUsage ? { usage: null } : {};
-    const chunk = (text: string, finish: string | null = null) => {
+    const chunk = (index: number, text: string, finish: string | null = null) => {
+      const { cursor, legacy } = logs[index];
       const lps = cursor.take();
       const logprobs = legacy && lps.length ? legacy.next(lps) : null;
       return JSON.stringify({
         ...base,
-        choices: [{ text, index: 0, logprobs, finish_reason: finish }],
+        choices: [{ text, index, logprobs, finish_reason: finish }],
         ...usageNull,
       });
     };
     return streamSSE(c, async (s) => {
-      s.onAbort(() => job.cancel());
+      s.onAbort(() => jobs.forEach((j) => j.cancel()));
+      const write = serialWriter(s);
       try {
-        const finish = await drain(
-          replyText(job, deps.tokenizer, req.stop),
-          (piece) => s.writeSSE({ data: chunk(piece) }),
-        );
-        if (finish === "cancelled") return;
-        await s.writeSSE({ data: chunk("", finish) });
-        await endStream(s, req.includeUsage ? { ...base, choices: [], usage: usageOf(job) } : null);
+        const ends = await Promise.all(jobs.map(async (job, i) => {
+          const finish = await drain(
+            replyText(job, deps.tokenizer, req.stop),
+            (piece) => write(chunk(i, piece)),
+          );
+          if (finish !== "cancelled") await write(chunk(i, "", finish));
+          return finish;
+        }));
+        if (ends.includes("cancelled")) return;
+        await endStream(s, req.includeUsage ? { ...base, choices: [], usage: usage() } : null);
       } catch (e) {
-        await failStream(s, job, e);
+        await failStream(s, jobs, e);
       }
     });
   };
@@ -796,9 +859,9 @@ async function endStream(s: SSE, usageChunk: Record<string, unknown> | null): Pr
   await s.writeSSE({ data: "[DONE]" });
 }
 
-/** A generation that failed mid-stream: cancel it and, if the client is still there, send the error and `[DONE]`. */
-async function failStream(s: SSE, job: Job, e: unknown): Promise<void> {
-  job.cancel();
+/** A generation that failed mid-stream: cancel its jobs and, if the client is still there, send the error and `[DONE]`. */
+async function failStream(s: SSE, jobs: readonly Job[], e: unknown): Promise<void> {
+  for (const j of jobs) j.cancel();
   if (s.aborted || s.closed) return;
   const err = e instanceof ApiError
     ? e

@@ -24,11 +24,12 @@ export function stepUniform(k: Key, step: number): number {
 }
 
 /**
- * The key of a request seed: row 0 of `generate`'s scheme (row r, step s uses
- * `foldIn(foldIn(key(seed), r), s)`), so a seeded request returns what `generate` returns.
+ * The key of a request seed's choice `row`: row `row` of `generate`'s scheme (row r, step s uses
+ * `foldIn(foldIn(key(seed), r), s)`), so a seeded request's choice r returns what `generate`
+ * returns for row r of the same prompts.
  */
-export function requestKey(seed: number): Key {
-  return foldIn(seedKey(seed), 0);
+export function requestKey(seed: number, row = 0): Key {
+  return foldIn(seedKey(seed), row);
 }
 
 /** One row to sample: its settings, its uniform, and (for the penalties) the tokens it has seen. */

@@ -72,6 +72,8 @@ export interface JobSpec {
   sampling: SamplingSettings;
   /** Seed of the request's key (random when omitted). */
   seed?: number;
+  /** Which choice of its request this is (its key is the seed's row `choice`; default 0). */
+  choice?: number;
   /** Token ids that end the generation (not yielded). */
   stopIds: ReadonlySet<number>;
   /**
@@ -150,7 +152,7 @@ export class Job {
   constructor(spec: JobSpec) {
     this.spec = spec;
     this.promptTokens = spec.promptIds.length;
-    this.key = requestKey(spec.seed ?? Math.floor(Math.random() * 2 ** 52));
+    this.key = requestKey(spec.seed ?? Math.floor(Math.random() * 2 ** 52), spec.choice ?? 0);
     this.seen = spec.sampling.repetitionPenalty !== 1 ? [...spec.promptIds] : null;
     const { presencePenalty: pp, frequencyPenalty: fp } = spec.sampling;
     this.counts = pp !== 0 || fp !== 0 ? new Map() : null;

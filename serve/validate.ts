@@ -87,6 +87,8 @@ export interface GenerationRequest {
   sampling: SamplingSettings;
   /** Stop strings. */
   stop: string[];
+  /** Choices to generate (`n`, 1..{@linkcode MAX_CHOICES}), each its own sample of the prompt. */
+  n: number;
   /** Seed (null = random). */
   seed: number | null;
   /** SSE streaming. */
@@ -269,6 +271,9 @@ function parseLogitBias(body: Json): { logitBias?: Map<number, number> } {
   return out.size ? { logitBias: out } : {};
 }
 
+/** Most choices (`n`) one request may ask for. */
+export const MAX_CHOICES = 16;
+
 /** Most `top_logprobs` a request may ask for (OpenAI's limit). */
 export const MAX_TOP_LOGPROBS = 20;
 
@@ -293,11 +298,8 @@ function parseCompletionLogprobs(body: Json): number | null {
 function parseCommon(
   body: Json,
   limits: RequestLimits,
-): { seed: number | null; stream: boolean; includeUsage: boolean; ignoreEos: boolean } {
-  const n = optInteger(body, "n", 1, 128);
-  if (n !== undefined && n !== 1) {
-    throw badRequest("n", `Unsupported 'n': ${n}; only one choice (n=1) is supported`);
-  }
+): { n: number; seed: number | null; stream: boolean; includeUsage: boolean; ignoreEos: boolean } {
+  const n = optInteger(body, "n", 1, MAX_CHOICES) ?? 1;
   const seed = optInteger(body, "seed", Number.MIN_SAFE_INTEGER, Number.MAX_SAFE_INTEGER) ?? null;
   const stream = optBoolean(body, "stream") ?? false;
   let includeUsage = false;
@@ -313,7 +315,7 @@ function parseCommon(
   }
   void limits;
   const ignoreEos = optBoolean(body, "ignore_eos") ?? false;
-  return { seed, stream, includeUsage, ignoreEos };
+  return { n, seed, stream, includeUsage, ignoreEos };
 }
 
 function parseMaxTokens(

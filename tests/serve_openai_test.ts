@@ -131,8 +131,26 @@ Deno.test("openai client: legacy completions and typed errors", async () => {
       (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === "temperature",
     );
     await assert.rejects(
-      client.chat.completions.create({ model: "minimind", messages: HELLO, n: 3 }),
+      client.chat.completions.create({ model: "minimind", messages: HELLO, n: 17 }),
       (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === "n",
+    );
+    // n choices, each its own sample; the SDK's stream helper puts the streamed ones together
+    const ask = {
+      model: "minimind",
+      messages: HELLO,
+      n: 3,
+      max_tokens: 8,
+      seed: 4,
+      temperature: 1,
+    };
+    const three = await client.chat.completions.create(ask);
+    assert.deepEqual(three.choices.map((c) => c.index), [0, 1, 2]);
+    assert.equal(new Set(three.choices.map((c) => c.message.content)).size, 3);
+    assert.equal(three.usage?.completion_tokens, 24);
+    const streamed = await client.chat.completions.stream(ask).finalChatCompletion();
+    assert.deepEqual(
+      streamed.choices.map((c) => c.message.content),
+      three.choices.map((c) => c.message.content),
     );
     const wrong = new OpenAI({ baseURL: `${url}/v1`, apiKey: "sk-wrong", maxRetries: 0 });
     await assert.rejects(
