@@ -207,6 +207,7 @@ export type {
   EngineRow,
   ErrorBody,
   ErrorStatus,
+  PrefixCacheStats,
   RequestDefaults,
   RequestLimits,
   SchedulerOptions,

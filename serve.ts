@@ -139,6 +139,13 @@ export const SERVE_FLAGS = {
   max_context: { type: "int", default: 4096, min: 2, help: "prompt + reply tokens" },
   max_tokens: { type: "int", default: 512, min: 1, help: "default reply length" },
   max_body_bytes: { type: "int", default: 1 << 20, min: 1024, help: "request body limit" },
+  prefix_cache_mb: {
+    type: "int",
+    default: 64,
+    min: 0,
+    help: "MiB of finished requests' keys/values kept so a prompt that starts the same way (a " +
+      "chat's next turn, a shared system prompt) prefills only the rest; 0 = off",
+  },
   threads: {
     type: "optional_int",
     min: 1,
@@ -247,6 +254,7 @@ export async function main(argv: readonly string[]): Promise<number> {
     defaults: { maxTokens: v.max_tokens },
     scheduler: { maxBatch: v.max_batch, maxQueue: v.max_queue },
     tools: v.tools === "builtin" ? builtinTools() : [],
+    prefixCacheBytes: v.prefix_cache_mb * 2 ** 20,
   });
   const server = startServer(app, { host: v.host, port: v.port, log: true });
   const n = countParams(model.cfg).total;

@@ -199,6 +199,8 @@ async function main(argv: readonly string[]): Promise<number> {
       model: { cfg, params: init(cfg, key(0)) },
       tokenizer: tok,
       scheduler: { maxBatch: S },
+      // every stream pays its prefill, as in PyTorch's loop (the same prompts would be reused)
+      prefixCacheBytes: 0,
     });
     await stream(app, 0, 8); // warm-up (JIT, RoPE tables)
 

@@ -6,7 +6,7 @@
 import { Hono } from "hono";
 import type { Tokenizer } from "../data/tokenizer.ts";
 import { ApiError } from "./errors.ts";
-import { MiniMindEngine, type ServeModel } from "./engine.ts";
+import { MiniMindEngine, type PrefixCacheStats, type ServeModel } from "./engine.ts";
 import { apiKeyAuth, bodyLimit, jsonOnly, originGuard, renderError } from "./middleware.ts";
 import { chatCompletions, completions, modelEntry, type RouteDeps } from "./openai.ts";
 import { CHAT_PAGE_HTML } from "./page.ts";
@@ -77,6 +77,12 @@ export interface CreateAppOptions {
   /** An engine to use instead of the MiniMind engine built from `model` (advanced). */
   engine?: Engine;
   /**
+   * Bytes of finished requests' keys and values the engine keeps, so that a prompt starting
+   * with the same tokens (a chat's next turn, a shared system prompt) prefills only the rest
+   * (default 64 MiB; 0 = off).
+   */
+  prefixCacheBytes?: number;
+  /**
    * Tools the server runs itself (`serve.ts --tools builtin`): a request that offers one of them
    * gets the tool loop — calls run here, results fed back, the next turn generated — and the
    * executed calls reported as `executed_tool_calls`. Calls of other tools go back to the client
@@ -107,8 +113,8 @@ export interface ServeApp {
   request(input: string | URL | Request, init?: RequestInit): Response | Promise<Response>;
   /** Stops accepting requests, cancels running ones, and waits for the batching loop to end. */
   close(): Promise<void>;
-  /** Scheduler counters (running, waiting, steps, tokens, largest batch). */
-  stats(): SchedulerStats;
+  /** Scheduler counters (running, waiting, steps, tokens, largest batch) and the prefix cache's. */
+  stats(): SchedulerStats & { prefixCache: PrefixCacheStats | null };
 }
 
 /**
@@ -141,7 +147,10 @@ export function createApp(options: CreateAppOptions): ServeApp {
   const limits = { ...DEFAULT_LIMITS, ...options.limits };
   const defaults = { ...DEFAULT_REQUEST_DEFAULTS, ...options.defaults };
   const engine = options.engine ??
-    new MiniMindEngine(options.model, { maxPositions: limits.maxContextTokens + 1 });
+    new MiniMindEngine(options.model, {
+      maxPositions: limits.maxContextTokens + 1,
+      prefixCacheBytes: options.prefixCacheBytes,
+    });
   const scheduler = new Scheduler(engine, options.scheduler);
   const tok = options.tokenizer;
   tok.minTokens(""); // finds the longest token now rather than during the first request
@@ -219,6 +228,9 @@ export function createApp(options: CreateAppOptions): ServeApp {
       await scheduler.close();
       if (engine instanceof MiniMindEngine) engine.dispose();
     },
-    stats: () => scheduler.stats,
+    stats: () => ({
+      ...scheduler.stats,
+      prefixCache: engine instanceof MiniMindEngine ? engine.prefixStats : null,
+    }),
   }) as unknown as ServeApp;
 }

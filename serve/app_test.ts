@@ -77,7 +77,12 @@ Deno.test("serve: chat JSON reply has the OpenAI shape, usage and finish_reason 
     assert.equal(typeof r.choices[0].message.content, "string");
     assert.equal(r.choices[0].finish_reason, "length");
     // the prompt is the template's 18 tokens for [user 你好] (spec §10.8)
-    assert.deepEqual(r.usage, { prompt_tokens: 18, completion_tokens: 6, total_tokens: 24 });
+    assert.deepEqual(r.usage, {
+      prompt_tokens: 18,
+      completion_tokens: 6,
+      total_tokens: 24,
+      prompt_tokens_details: { cached_tokens: 0 },
+    });
     // max_completion_tokens wins over max_tokens (llama.cpp's priority)
     const r2 = await chat(app, { max_tokens: 9, max_completion_tokens: 3, seed: 3 });
     assert.equal(r2.usage.completion_tokens, 3);
@@ -93,6 +98,9 @@ Deno.test("serve: a seed fixes the reply; streaming and JSON agree; include_usag
     const a = await chat(app, body);
     const b = await chat(app, body);
     assert.equal(a.choices[0].message.content, b.choices[0].message.content);
+    // b reused a's prompt from the prefix cache: all but its last token
+    assert.equal(a.usage.prompt_tokens_details.cached_tokens, 0);
+    assert.equal(b.usage.prompt_tokens_details.cached_tokens, 17);
     const res = await postJson(app, "/v1/chat/completions", {
       messages: HELLO,
       ...body,
@@ -104,7 +112,7 @@ Deno.test("serve: a seed fixes the reply; streaming and JSON agree; include_usag
     const s = joinStream(await res.text());
     assert.equal(s.content, a.choices[0].message.content);
     assert.equal(s.finish, "length");
-    assert.deepEqual(s.usage, a.usage);
+    assert.deepEqual(s.usage, b.usage);
     // usage chunk: choices [] and the only non-null usage; the others carry usage: null
     const last = s.chunks.at(-1);
     assert.deepEqual(last.choices, []);
@@ -190,7 +198,12 @@ Deno.test("serve: /v1/completions, JSON and SSE, text or token-id prompts", asyn
     const r = await res.json();
     assert.equal(r.object, "text_completion");
     assert.equal(r.choices[0].finish_reason, "length");
-    assert.deepEqual(r.usage, { prompt_tokens: 5, completion_tokens: 5, total_tokens: 10 });
+    assert.deepEqual(r.usage, {
+      prompt_tokens: 5,
+      completion_tokens: 5,
+      total_tokens: 10,
+      prompt_tokens_details: { cached_tokens: 0 }, // shorter than the cache's 16-token minimum
+    });
     const ids = await (await postJson(app, "/v1/completions", {
       prompt: [2178, 1053, 2472, 2302, 1932],
       max_tokens: 5,
@@ -513,6 +526,8 @@ Deno.test("serve: no device memory is left behind by finished, stopped or cancel
     await chat(app, { max_tokens: 4, seed: 1 }); // warm-up: RoPE tables and other caches
     await settle(); // the finished row is released at the scheduler's next iteration
     const before = defaultBackend().counters.bytesInUse;
+    const kept = () => app.stats().prefixCache!.bytes; // finished rows kept for reuse, bounded
+    const keptBefore = kept();
     const ctl = new AbortController();
     const jobs = [
       ...[1, 2, 3, 4, 5].map((seed) => chat(app, { max_tokens: 5 + seed, seed })),
@@ -531,7 +546,8 @@ Deno.test("serve: no device memory is left behind by finished, stopped or cancel
     ];
     await Promise.all(jobs);
     await settle();
-    assert.equal(defaultBackend().counters.bytesInUse, before);
+    assert.ok(kept() > 0 && kept() <= 64 * 2 ** 20);
+    assert.equal(defaultBackend().counters.bytesInUse - before, kept() - keptBefore);
   } finally {
     await app.close();
   }
@@ -874,7 +890,14 @@ Deno.test("serve: chat logprobs are mm.generate's raw log-probs, with top_logpro
     const s = joinStream(await res.text());
     assert.equal(s.content, r.choices[0].message.content);
     const streamed = s.chunks.flatMap((c) => c.choices[0]?.logprobs?.content ?? []);
-    assert.deepEqual(streamed, lp.content);
+    // (the stream reused the prompt from the prefix cache: log-probs agree to float rounding)
+    const round = (es: { logprob: number; top_logprobs: { logprob: number }[] }[]) =>
+      es.map((e) => ({
+        ...e,
+        logprob: +e.logprob.toFixed(4),
+        top_logprobs: e.top_logprobs.map((t) => ({ ...t, logprob: +t.logprob.toFixed(4) })),
+      }));
+    assert.deepEqual(round(streamed), round(lp.content));
     // without logprobs: null, as before
     assert.equal((await chat(app, { max_tokens: 2 })).choices[0].logprobs, null);
   } finally {
@@ -1200,6 +1223,7 @@ Deno.test("serve: n choices are generate's rows for the seed; usage counts the p
       prompt_tokens: prompt.length,
       completion_tokens: completion,
       total_tokens: prompt.length + completion,
+      prompt_tokens_details: { cached_tokens: 0 },
     });
     // streamed: the chunks of the three choices interleave, each in order
     const res = await postJson(app, "/v1/chat/completions", {
@@ -1218,7 +1242,11 @@ Deno.test("serve: n choices are generate's rows for the seed; usage counts the p
     }
     assert.deepEqual(text, rows);
     assert.deepEqual(finish, r.choices.map((c: { finish_reason: string }) => c.finish_reason));
-    assert.deepEqual(chunks.at(-1).usage, r.usage);
+    // (the streamed choices reused the prompt from the prefix cache)
+    assert.deepEqual(chunks.at(-1).usage, {
+      ...r.usage,
+      prompt_tokens_details: { cached_tokens: 17 },
+    });
     // the legacy route: n texts, each with its own log-probs
     const legacy = await postJson(app, "/v1/completions", {
       prompt: "你好",

@@ -3,12 +3,20 @@
  * different lengths. A new request is prefilled alone (B = 1) and joins the batch at the next
  * decode step (`concatCacheRows` left-pads it with masked slots); a finished one leaves it
  * (`selectCacheRows`); columns no row uses any more are trimmed. Each decode step feeds one token
- * per row with per-row RoPE positions and the cache's key mask, so a row computes exactly what it
- * would compute alone.
+ * per row with per-row RoPE positions and the cache's key mask, so a row computes what it would
+ * compute alone.
+ *
+ * Prefix cache (llama.cpp's `cache_prompt`, vLLM's prefix caching): a finished row's keys and
+ * values are kept, within a byte budget (least recently used out first), and a prompt that starts
+ * with the same tokens — the next turn of a chat, a shared system prompt or tool list — prefills
+ * only the rest. The reused steps come from an earlier, differently shaped computation, so the
+ * logits can differ from a whole prefill's by float rounding.
  * @module
  */
 // B = rows, S = cache length, V = vocab size
 import { tensor } from "../nn/creation.ts";
+import { byteSize } from "../nn/dtype.ts";
+import { sliceAxis } from "../nn/ops/movement.ts";
 import { defaultBackend } from "../nn/backend/select.ts";
 import { keep, scope } from "../nn/scope.ts";
 import type { Tensor } from "../nn/tensor.ts";
@@ -38,10 +46,36 @@ class Row implements EngineRow {
   /** Its own cache until it joins the batch. */
   pending: KvCache | null;
   released = false;
-  constructor(length: number, cache: KvCache) {
-    this.length = length;
+  /** The tokens in its cache (prompt, then each token fed), for the prefix cache. */
+  readonly ids: number[];
+  constructor(ids: readonly number[], cache: KvCache) {
+    this.length = ids.length;
+    this.ids = [...ids];
     this.pending = cache;
   }
+}
+
+/** A finished row's keys and values, kept for prompts that start with its tokens. */
+interface PrefixEntry {
+  readonly ids: readonly number[];
+  readonly cache: KvCache;
+  readonly bytes: number;
+  used: number;
+}
+
+/** Bytes of a cache's keys and values. */
+function cacheBytes(c: KvCache): number {
+  let n = 0;
+  for (const l of c.layers) n += l.k.size * byteSize(l.k.dtype) + l.v.size * byteSize(l.v.dtype);
+  return n;
+}
+
+/** Length of the common prefix of a and b. */
+function commonPrefix(a: readonly number[], b: readonly number[]): number {
+  const n = Math.min(a.length, b.length);
+  let i = 0;
+  while (i < n && a[i] === b[i]) i++;
+  return i;
 }
 
 /** Options of {@link MiniMindEngine}. */
@@ -50,6 +84,22 @@ export interface EngineOptions {
   maxPositions?: number;
   /** Trim unused leading cache columns once there are at least this many (default 32). */
   trimAt?: number;
+  /** Bytes of finished rows' keys and values kept for reuse (default 64 MiB; 0 = off). */
+  prefixCacheBytes?: number;
+  /** Shortest shared prefix worth reusing, in tokens (default 16). */
+  prefixMinTokens?: number;
+}
+
+/** Counters of the prefix cache. */
+export interface PrefixCacheStats {
+  /** Prompts that reused cached steps. */
+  hits: number;
+  /** Prompt tokens not prefilled thanks to it. */
+  reusedTokens: number;
+  /** Rows kept now. */
+  entries: number;
+  /** Bytes they hold. */
+  bytes: number;
 }
 
 /** The MiniMind {@link Engine}: batched decode over one shared, masked KV cache. */
@@ -58,8 +108,14 @@ export class MiniMindEngine implements Engine {
   readonly maxPositions: number;
   readonly #model: ServeModel;
   readonly #trimAt: number;
+  readonly #prefixBytes: number;
+  readonly #prefixMin: number;
   #cache: KvCache | null = null;
   #rows: Row[] = [];
+  #prefixes: PrefixEntry[] = [];
+  #clock = 0;
+  #hits = 0;
+  #reused = 0;
 
   /**
    * Creates an engine with an empty batch.
@@ -72,6 +128,18 @@ export class MiniMindEngine implements Engine {
     this.vocabSize = model.cfg.vocabSize;
     this.maxPositions = Math.min(options.maxPositions ?? Infinity, model.cfg.maxPositionEmbeddings);
     this.#trimAt = options.trimAt ?? 32;
+    this.#prefixBytes = options.prefixCacheBytes ?? 64 * 2 ** 20;
+    this.#prefixMin = Math.max(1, options.prefixMinTokens ?? 16);
+  }
+
+  /** The prefix cache's counters. */
+  get prefixStats(): PrefixCacheStats {
+    return {
+      hits: this.#hits,
+      reusedTokens: this.#reused,
+      entries: this.#prefixes.length,
+      bytes: this.#prefixes.reduce((s, e) => s + e.bytes, 0),
+    };
   }
 
   /** Rows in the shared cache and its length (for tests). */
@@ -79,27 +147,84 @@ export class MiniMindEngine implements Engine {
     return { rows: this.#rows.length, length: cacheLength(this.#cache) };
   }
 
-  prefill(ids: readonly number[]): { row: EngineRow; logits: Tensor } {
+  prefill(ids: readonly number[]): { row: EngineRow; logits: Tensor; cached: number } {
     const n = ids.length;
     if (n === 0 || n >= this.maxPositions) {
       throw new Error(`Cannot prefill ${n} tokens: expected 1..${this.maxPositions - 1}`);
     }
-    const state: DecodeState = { cache: null };
+    const [prefix, cached] = this.#takePrefix(ids);
+    const state: DecodeState = { cache: prefix };
     const logits = keep(scope(() => {
-      const x = tensor(Int32Array.from(ids), [1, n], "i32"); // (1, T)
+      const x = tensor(Int32Array.from(ids.slice(cached)), [1, n - cached], "i32"); // (1, T)
       return decodeStep(this.#model, state, x); // (1, V)
     }));
-    return { row: new Row(n, state.cache!), logits };
+    return { row: new Row(ids, state.cache!), logits, cached };
+  }
+
+  /**
+   * The cached steps of the longest kept prefix of `ids` (at most all but the last token, whose
+   * logits the prefill must compute) as a cache of the caller's, and how many; [null, 0] when
+   * none is long enough. An entry used whole is handed over (a chat's next turn supersedes it).
+   */
+  #takePrefix(ids: readonly number[]): [KvCache | null, number] {
+    let best: PrefixEntry | null = null, len = 0;
+    for (const e of this.#prefixes) {
+      const p = Math.min(commonPrefix(e.ids, ids), ids.length - 1);
+      if (p > len) [best, len] = [e, p];
+    }
+    if (!best || len < this.#prefixMin) return [null, 0];
+    this.#hits++;
+    this.#reused += len;
+    best.used = ++this.#clock;
+    if (len === best.ids.length) {
+      this.#prefixes = this.#prefixes.filter((e) => e !== best);
+      return [best.cache, len];
+    }
+    const { layers } = best.cache;
+    const steps = layers.map((l) => ({
+      k: sliceAxis(l.k, 0, 0, len),
+      v: sliceAxis(l.v, 0, 0, len),
+    }));
+    return [{ layers: steps, mask: null }, len];
+  }
+
+  /** Keeps a finished row's cache (B = 1, its steps only) for prompts that start with its tokens. */
+  #keepPrefix(ids: readonly number[], cache: KvCache): void {
+    const entry: PrefixEntry = { ids, cache, bytes: cacheBytes(cache), used: ++this.#clock };
+    // entries this one extends are superseded; the least recently used go over the budget
+    const out: PrefixEntry[] = [], drop: PrefixEntry[] = [];
+    let total = 0;
+    const all = [entry, ...this.#prefixes].sort((a, b) => b.used - a.used);
+    for (const e of all) {
+      const superseded = e !== entry && commonPrefix(e.ids, ids) === e.ids.length;
+      if (!superseded && total + e.bytes <= this.#prefixBytes) {
+        total += e.bytes;
+        out.push(e);
+      } else drop.push(e);
+    }
+    for (const e of drop) disposeCache(e.cache);
+    this.#prefixes = out;
+  }
+
+  /** Row `r`'s steps of the shared cache, as a cache of its own (B = 1, no padding). */
+  #ownCache(r: Row): KvCache | null {
+    const i = this.#rows.indexOf(r), shared = this.#cache;
+    if (i < 0 || !shared) return null;
+    return keep(scope(() => {
+      const steps = dropCacheSteps(selectCacheRows(shared, [i]), cacheLength(shared) - r.length);
+      return { layers: steps.layers, mask: null };
+    }));
   }
 
   release(row: EngineRow): void {
     const r = row as Row;
     if (r.released) return;
     r.released = true;
-    if (r.pending) {
-      disposeCache(r.pending);
-      r.pending = null;
-    }
+    const reuse = this.#prefixBytes > 0 && r.length >= this.#prefixMin;
+    const own = r.pending ?? (reuse ? this.#ownCache(r) : null);
+    r.pending = null;
+    if (own && reuse) this.#keepPrefix(r.ids.slice(0, r.length), own);
+    else disposeCache(own);
     // the shared cache drops released rows at the next decode; free it now if none is left
     if (this.#rows.length && this.#rows.every((x) => x.released)) {
       disposeCache(this.#cache);
@@ -176,7 +301,10 @@ export class MiniMindEngine implements Engine {
       return decodeStep(this.#model, state, ids, { positions: pos }); // (B, V)
     }));
     this.#cache = state.cache; // decodeStep disposed the old one
-    for (const r of rs) r.length++;
+    rs.forEach((r, i) => {
+      r.length++;
+      r.ids.push(tokens[i]);
+    });
     return logits;
   }
 
@@ -185,11 +313,17 @@ export class MiniMindEngine implements Engine {
     defaultBackend().trim?.();
   }
 
-  /** Frees the shared cache and every pending row. */
+  /** Frees the shared cache, every pending row and the prefix cache. */
   dispose(): void {
+    for (const r of this.#rows) {
+      r.released = true;
+      disposeCache(r.pending);
+      r.pending = null;
+    }
     disposeCache(this.#cache);
     this.#cache = null;
-    for (const r of this.#rows) this.release(r);
     this.#rows = [];
+    for (const e of this.#prefixes) disposeCache(e.cache);
+    this.#prefixes = [];
   }
 }

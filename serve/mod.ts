@@ -12,7 +12,12 @@ export {
   DEFAULT_REQUEST_DEFAULTS,
   type ServeApp,
 } from "./app.ts";
-export { type EngineOptions, MiniMindEngine, type ServeModel } from "./engine.ts";
+export {
+  type EngineOptions,
+  MiniMindEngine,
+  type PrefixCacheStats,
+  type ServeModel,
+} from "./engine.ts";
 export { ApiError, type ErrorBody, type ErrorStatus } from "./errors.ts";
 export {
   type Engine,

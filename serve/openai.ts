@@ -71,13 +71,20 @@ interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
+  /** Prompt tokens the prefix cache spared (OpenAI's and vLLM's field). */
+  prompt_tokens_details: { cached_tokens: number };
 }
 
 function usageOf(job: Job): Usage {
+  return usage(job.promptTokens, job.completionTokens, job.cachedTokens);
+}
+
+function usage(prompt: number, completion: number, cached: number): Usage {
   return {
-    prompt_tokens: job.promptTokens,
-    completion_tokens: job.completionTokens,
-    total_tokens: job.promptTokens + job.completionTokens,
+    prompt_tokens: prompt,
+    completion_tokens: completion,
+    total_tokens: prompt + completion,
+    prompt_tokens_details: { cached_tokens: cached },
   };
 }
 
@@ -85,17 +92,15 @@ function usageOf(job: Job): Usage {
  * The usage of a request's choices: the prompt they share counted once (OpenAI's way with n > 1),
  * the prompts of later tool turns and every completion token added up.
  */
-function sumUsage(usages: readonly Usage[], shared: number): Usage {
-  let prompt = shared, completion = 0;
+function sumUsage(usages: readonly Usage[], shared: Usage | null = null): Usage {
+  const sp = shared?.prompt_tokens ?? 0, sc = shared?.prompt_tokens_details.cached_tokens ?? 0;
+  let prompt = sp, completion = 0, cached = sc;
   for (const u of usages) {
-    prompt += u.prompt_tokens - shared;
+    prompt += u.prompt_tokens - sp;
+    cached += u.prompt_tokens_details.cached_tokens - sc;
     completion += u.completion_tokens;
   }
-  return {
-    prompt_tokens: prompt,
-    completion_tokens: completion,
-    total_tokens: prompt + completion,
-  };
+  return usage(prompt, completion, cached);
 }
 
 /**
@@ -628,18 +633,14 @@ async function runChat(
   } catch (e) {
     if (!(e instanceof Cancelled)) throw e;
   }
-  const usage = { prompt_tokens: 0, completion_tokens: 0, total_tokens: 0 };
-  for (const j of jobs) {
-    const u = usageOf(j);
-    usage.prompt_tokens += u.prompt_tokens;
-    usage.completion_tokens += u.completion_tokens;
-    usage.total_tokens += u.total_tokens;
-  }
+  const used = sumUsage(jobs.map(usageOf));
   const logprobs = req.logprobs === null ? null : all;
-  if (!result) return { finish: "cancelled", last, calls: [], executed, usage, logprobs, unsent };
+  if (!result) {
+    return { finish: "cancelled", last, calls: [], executed, usage: used, logprobs, unsent };
+  }
   // without server tools a call is never run: it goes back to the client, as before
   const calls = result.pending.length ? result.pending : runnable.length ? [] : last.toolCalls;
-  return { finish, last, calls, executed, usage, logprobs, unsent };
+  return { finish, last, calls, executed, usage: used, logprobs, unsent };
 }
 
 function toolName(t: Record<string, unknown>): string {
@@ -664,7 +665,7 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
     checkLogitBias(deps, req.sampling);
     const choices = Array.from({ length: req.n }, (_, i) => i);
     const jobs = await chatJobs(c, deps, req, req.messages, 0, choices);
-    const shared = jobs[0].promptTokens;
+    const shared = usage(jobs[0].promptTokens, 0, jobs[0].cachedTokens);
     const id = newId("chatcmpl-");
     const created = Math.floor(Date.now() / 1000);
 
@@ -727,8 +728,8 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
           return r;
         }));
         if (outs.some((r) => r.finish === "cancelled")) return;
-        const usage = sumUsage(outs.map((r) => r.usage), shared);
-        await endStream(s, req.includeUsage ? { ...base, choices: [], usage } : null);
+        const total = sumUsage(outs.map((r) => r.usage), shared);
+        await endStream(s, req.includeUsage ? { ...base, choices: [], usage: total } : null);
       } catch (e) {
         await failStream(s, jobs, e);
       }
@@ -790,7 +791,8 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
     const id = newId("cmpl-");
     const created = Math.floor(Date.now() / 1000);
     const base = { id, object: "text_completion", created, model: deps.modelId };
-    const usage = () => sumUsage(jobs.map(usageOf), promptIds.length);
+    const shared = usage(jobs[0].promptTokens, 0, jobs[0].cachedTokens);
+    const used = () => sumUsage(jobs.map(usageOf), shared);
 
     if (!req.stream) {
       const outs = await Promise.all(jobs.map(async (job, index) => {
@@ -804,7 +806,7 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
           finish_reason: end === "length" ? "length" : "stop",
         };
       }));
-      return c.json({ ...base, choices: outs, usage: usage() });
+      return c.json({ ...base, choices: outs, usage: used() });
     }
 
     const usageNull = req.includeUsage ? { usage: null } : {};
@@ -831,7 +833,7 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
           return finish;
         }));
         if (ends.includes("cancelled")) return;
-        await endStream(s, req.includeUsage ? { ...base, choices: [], usage: usage() } : null);
+        await endStream(s, req.includeUsage ? { ...base, choices: [], usage: used() } : null);
       } catch (e) {
         await failStream(s, jobs, e);
       }

@@ -5,7 +5,8 @@
  * them) and the token mask of a constrained reply. Rows with
  * equal filter settings share one op call. Each request draws its uniform from its own key and
  * step (`foldIn(key, step)`), so the token a request gets never depends on what else is decoded
- * in the same batch, and a request with a seed gets exactly what `generate` gives for that seed.
+ * in the same batch, and a request with a seed gets what `generate` gives for that seed (exactly,
+ * up to the float rounding of a prompt taken from the engine's prefix cache).
  * @module
  */
 // B = rows in the batch, G = rows in one settings group, V = vocab size

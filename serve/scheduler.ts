@@ -42,9 +42,10 @@ export interface Engine {
    * Runs the prompt and opens a cache row for it.
    *
    * @param ids prompt token ids (non-empty)
-   * @returns the row and the logits of the last prompt position [1, V]
+   * @returns the row, the logits of the last prompt position [1, V], and how many leading
+   *   prompt tokens came from a cache instead of being computed (0 when absent)
    */
-  prefill(ids: readonly number[]): { row: EngineRow; logits: Tensor };
+  prefill(ids: readonly number[]): { row: EngineRow; logits: Tensor; cached?: number };
   /**
    * Feeds one token to each row (in order) and appends it to the row's cache.
    *
@@ -112,6 +113,8 @@ export interface SchedulerStats {
   steps: number;
   /** Tokens sampled (all requests). */
   tokens: number;
+  /** Prompt tokens the engine reused from its prefix cache instead of prefilling. */
+  cachedTokens: number;
   /** Largest batch decoded so far. */
   maxBatchSeen: number;
 }
@@ -120,6 +123,8 @@ export interface SchedulerStats {
 export class Job {
   /** Prompt length in tokens. */
   readonly promptTokens: number;
+  /** Leading prompt tokens the engine took from its prefix cache (known once admitted). */
+  cachedTokens = 0;
   /** Tokens sampled so far (an end-of-sequence token included). */
   completionTokens = 0;
   /** Why it ended (null while running). */
@@ -237,6 +242,7 @@ export class Scheduler {
     waiting: 0,
     steps: 0,
     tokens: 0,
+    cachedTokens: 0,
     maxBatchSeen: 0,
   };
 
@@ -390,6 +396,8 @@ export class Scheduler {
       try {
         const r = this.#engine.prefill(j.spec.promptIds);
         j.row = r.row;
+        j.cachedTokens = r.cached ?? 0;
+        this.#stats.cachedTokens += j.cachedTokens;
         logits = r.logits;
         this.#running.push(j);
         j.markAdmitted();
