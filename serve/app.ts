@@ -8,7 +8,14 @@ import type { Tokenizer } from "../data/tokenizer.ts";
 import { ApiError } from "./errors.ts";
 import { MiniMindEngine, type PrefixCacheStats, type ServeModel } from "./engine.ts";
 import { apiKeyAuth, bodyLimit, jsonOnly, originGuard, renderError } from "./middleware.ts";
-import { chatCompletions, completions, modelEntry, type RouteDeps } from "./openai.ts";
+import {
+  chatCompletions,
+  completions,
+  detokenize,
+  modelEntry,
+  type RouteDeps,
+  tokenize,
+} from "./openai.ts";
 import { CHAT_PAGE_HTML } from "./page.ts";
 import { type Tool, toolSchema } from "./tools.ts";
 import { type Engine, Scheduler, type SchedulerOptions, type SchedulerStats } from "./scheduler.ts";
@@ -178,10 +185,13 @@ export function createApp(options: CreateAppOptions): ServeApp {
     });
     return c.json(e.toBody(), 404);
   });
-  app.use("/v1/*", originGuard({ allow: options.corsOrigins ?? [] }));
-  if (options.apiKey) app.use("/v1/*", apiKeyAuth({ apiKey: options.apiKey }));
-  app.use("/v1/*", bodyLimit({ maxBytes: limits.maxBodyBytes }));
-  app.use("/v1/*", jsonOnly());
+  // the API, and llama.cpp's / vLLM's token routes beside it, behind the same guards
+  for (const path of ["/v1/*", "/tokenize", "/detokenize"]) {
+    app.use(path, originGuard({ allow: options.corsOrigins ?? [] }));
+    if (options.apiKey) app.use(path, apiKeyAuth({ apiKey: options.apiKey }));
+    app.use(path, bodyLimit({ maxBytes: limits.maxBodyBytes }));
+    app.use(path, jsonOnly());
+  }
 
   app.get("/health", (c) => {
     const s = scheduler.stats;
@@ -204,6 +214,8 @@ export function createApp(options: CreateAppOptions): ServeApp {
   app.get("/v1/tools", (c) => c.json({ object: "list", data: deps.tools.map(toolSchema) }));
   app.post("/v1/chat/completions", chatCompletions(deps));
   app.post("/v1/completions", completions(deps));
+  app.post("/tokenize", tokenize(deps));
+  app.post("/detokenize", detokenize(deps));
   for (const path of ["/v1/chat/completions", "/v1/completions"]) {
     app.on(["GET", "PUT", "DELETE", "PATCH"], path, (c) => {
       throw new ApiError(405, `Method ${c.req.method} is not allowed on ${path}; use POST`, {

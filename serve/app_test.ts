@@ -1265,3 +1265,48 @@ Deno.test("serve: n choices are generate's rows for the seed; usage counts the p
     await app.close();
   }
 });
+
+Deno.test("serve: /tokenize and /detokenize (llama.cpp's and vLLM's shapes), behind the API key", async () => {
+  const tok = await tokenizer();
+  const app = await tinyApp({ apiKey: "k" });
+  const auth: Record<string, string> = { authorization: "Bearer k" };
+  try {
+    const post = (path: string, body: unknown, headers = auth) =>
+      postJson(app, path, body, headers);
+    assert.equal((await post("/tokenize", { content: "hi" }, {})).status, 401);
+    const text = "白日依山尽，黄河入海流😀";
+    const a = await (await post("/tokenize", { content: text })).json();
+    assert.deepEqual(a.tokens, tok.encode(text, { addSpecialTokens: false }));
+    assert.equal(a.count, a.tokens.length);
+    assert.equal(typeof a.max_model_len, "number");
+    const b = await (await post("/tokenize", { prompt: text, with_pieces: true })).json();
+    assert.deepEqual(b.tokens.map((t: { id: number }) => t.id), a.tokens);
+    // the pieces' bytes make the text
+    const bytes = b.tokens.flatMap((t: { piece: string }) =>
+      t.piece.startsWith("bytes:")
+        ? t.piece.slice(6).split("\\x").slice(1).map((h) => parseInt(h, 16))
+        : [...new TextEncoder().encode(t.piece)]
+    );
+    assert.equal(new TextDecoder().decode(Uint8Array.from(bytes)), text);
+    // messages: the chat template's prompt, the 18 tokens of [user 你好] (spec §10.8)
+    const m = await (await post("/tokenize", { messages: HELLO })).json();
+    assert.equal(m.count, 18);
+    const d = await (await post("/detokenize", { tokens: a.tokens })).json();
+    assert.deepEqual(d, { content: text, prompt: text });
+    for (
+      const [path, body, param] of [
+        ["/tokenize", { content: 5 }, "content"],
+        ["/tokenize", {}, "prompt"],
+        ["/detokenize", { tokens: [1, -2] }, "tokens[1]"],
+        ["/detokenize", { tokens: [1, 99999] }, "tokens[1]"],
+        ["/detokenize", { tokens: "1 2" }, "tokens"],
+      ] as const
+    ) {
+      const res = await post(path, body);
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.equal((await res.json()).error.param, param);
+    }
+  } finally {
+    await app.close();
+  }
+});

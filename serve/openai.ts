@@ -37,6 +37,8 @@ import {
   type ChatRequest,
   parseChatRequest,
   parseCompletionRequest,
+  parseDetokenizeRequest,
+  parseTokenizeRequest,
   type RequestDefaults,
   type RequestLimits,
   type SamplingSettings,
@@ -838,6 +840,60 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
         await failStream(s, jobs, e);
       }
     });
+  };
+}
+
+/**
+ * `POST /tokenize` (llama.cpp and vLLM): text, or chat messages rendered by the template with its
+ * generation prompt, to ids — `{tokens, count, max_model_len}`; with `with_pieces` each token is
+ * `{id, piece}` (a piece that holds part of a character is its bytes, as in log-probs).
+ *
+ * @param deps shared state
+ * @returns the handler
+ */
+export function tokenize(deps: RouteDeps): (c: Context) => Promise<Response> {
+  return async function tokenizeHandler(c: Context): Promise<Response> {
+    const req = parseTokenizeRequest(
+      await readJson(c, deps.limits.maxBodyBytes, deps.limits.bodyTimeoutMs),
+      deps.limits,
+    );
+    const tok = deps.tokenizer;
+    const text = req.messages
+      ? tok.applyChatTemplate(req.messages, { addGenerationPrompt: true })
+      : req.text!;
+    const ids = await tok.encodeAsync(text, {
+      addSpecialTokens: req.messages ? false : req.addSpecial,
+      sliceMs: 5,
+    });
+    const tokens = req.withPieces
+      ? ids.map((id) => ({ id, piece: tokenText(tok.tokenBytes(id) ?? new Uint8Array()) }))
+      : ids;
+    return c.json({ tokens, count: ids.length, max_model_len: contextTokens(deps) });
+  };
+}
+
+/**
+ * `POST /detokenize` (llama.cpp and vLLM): ids to text, special tokens kept — `{content, prompt}`
+ * (llama.cpp's and vLLM's names for it).
+ *
+ * @param deps shared state
+ * @returns the handler
+ */
+export function detokenize(deps: RouteDeps): (c: Context) => Promise<Response> {
+  return async function detokenizeHandler(c: Context): Promise<Response> {
+    const ids = parseDetokenizeRequest(
+      await readJson(c, deps.limits.maxBodyBytes, deps.limits.bodyTimeoutMs),
+    );
+    const V = deps.scheduler.engine.vocabSize;
+    const bad = ids.findIndex((t) => t >= V);
+    if (bad >= 0) {
+      throw badRequest(
+        `tokens[${bad}]`,
+        `Invalid 'tokens[${bad}]': token id ${ids[bad]} is outside 0..${V - 1}`,
+      );
+    }
+    const text = deps.tokenizer.decode(ids);
+    return c.json({ content: text, prompt: text });
   };
 }
 

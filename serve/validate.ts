@@ -702,3 +702,66 @@ export function parseCompletionRequest(
     ...parseCommon(body, limits),
   };
 }
+
+/** A validated `/tokenize` body (llama.cpp's `content` or vLLM's `prompt` / `messages`). */
+export interface TokenizeRequest {
+  /** Text to tokenize as it is (null when `messages` are given). */
+  text: string | null;
+  /** Chat messages to render with the template and its generation prompt (vLLM). */
+  messages: TemplateMessage[] | null;
+  /** Add the tokenizer's special tokens (`add_special` / `add_special_tokens`; default false). */
+  addSpecial: boolean;
+  /** Return each id with its text (llama.cpp's `with_pieces`). */
+  withPieces: boolean;
+}
+
+/**
+ * Validates a `/tokenize` body: `content` (llama.cpp) or `prompt` (vLLM) text, or vLLM's chat
+ * `messages`.
+ *
+ * @param raw the parsed JSON body
+ * @param limits request limits (messages count)
+ * @returns the request
+ */
+export function parseTokenizeRequest(raw: unknown, limits: RequestLimits): TokenizeRequest {
+  const body = requireObject(raw);
+  const addSpecial = optBoolean(body, "add_special") ?? optBoolean(body, "add_special_tokens") ??
+    false;
+  const withPieces = optBoolean(body, "with_pieces") ?? false;
+  if (body.messages !== undefined && body.messages !== null) {
+    return { text: null, messages: parseMessages(body, limits), addSpecial, withPieces };
+  }
+  const field = body.content !== undefined ? "content" : "prompt";
+  const text = body[field];
+  if (typeof text !== "string") {
+    throw badRequest(
+      field,
+      `Invalid '${field}': expected a string (or 'messages'), got ${kind(text)}`,
+    );
+  }
+  return { text, messages: null, addSpecial, withPieces };
+}
+
+/**
+ * Validates a `/detokenize` body: `tokens`, an array of token ids (checked against the vocab by
+ * the route).
+ *
+ * @param raw the parsed JSON body
+ * @returns the ids
+ */
+export function parseDetokenizeRequest(raw: unknown): number[] {
+  const body = requireObject(raw);
+  const t = body.tokens;
+  if (!Array.isArray(t)) {
+    throw badRequest("tokens", `Invalid 'tokens': expected an array of token ids, got ${kind(t)}`);
+  }
+  t.forEach((x, i) => {
+    if (typeof x !== "number" || !Number.isInteger(x) || x < 0) {
+      throw badRequest(
+        `tokens[${i}]`,
+        `Invalid 'tokens[${i}]': expected a token id, got ${kind(x)}`,
+      );
+    }
+  });
+  return t as number[];
+}
