@@ -1310,3 +1310,99 @@ Deno.test("serve: /tokenize and /detokenize (llama.cpp's and vLLM's shapes), beh
     await app.close();
   }
 });
+
+Deno.test("serve: /v1/completions echo + logprobs scores the prompt (lm-eval's log-likelihood request); lists of prompts", async () => {
+  const { forward } = await import("../nn/model/minimind.ts");
+  const { tensor } = await import("../nn/creation.ts");
+  const { scope } = await import("../nn/scope.ts");
+  const tok = await tokenizer();
+  const app = await tinyApp();
+  try {
+    // 300 tokens: more than one of the engine's 256-position scoring chunks
+    const ids = Array.from({ length: 300 }, (_, i) => 3 + ((i * 37) % 6000));
+    const r = await (await postJson(app, "/v1/completions", {
+      prompt: [ids],
+      max_tokens: 0,
+      echo: true,
+      logprobs: 1,
+    })).json();
+    const lp = r.choices[0].logprobs;
+    assert.equal(r.choices[0].text, tok.decode(ids));
+    assert.equal(lp.tokens.length, 300);
+    assert.equal(lp.token_logprobs[0], null);
+    assert.equal(lp.top_logprobs[0], null);
+    assert.deepEqual(r.usage.completion_tokens, 0);
+    // the log-softmax of one whole forward's logits, computed here
+    const { cfg, params } = tinyModel();
+    const logits = scope(() =>
+      forward(cfg, params, tensor(Int32Array.from(ids), [1, 300], "i32"), { logitsToKeep: 300 })
+        .logits.dataSync() as Float32Array
+    );
+    const V = cfg.vocabSize;
+    for (let t = 1; t < 300; t++) {
+      const row = logits.subarray((t - 1) * V, t * V);
+      let mx = -Infinity, z = 0, best = 0;
+      for (let j = 0; j < V; j++) if (row[j] > mx) [mx, best] = [row[j], j];
+      for (let j = 0; j < V; j++) z += Math.exp(row[j] - mx);
+      const want = row[ids[t]] - mx - Math.log(z);
+      assert.ok(Math.abs(lp.token_logprobs[t] - want) < 1e-4, `position ${t}`);
+      // the top-1 map: is the token the greedy choice? (lm-eval's is_greedy)
+      const [[, topLp]] = Object.entries(lp.top_logprobs[t]) as [string, number][];
+      assert.ok(Math.abs(topLp - (row[best] - mx - Math.log(z))) < 1e-4);
+    }
+    // echo with generation: the prompt, then its completion; offsets run across both
+    const g = await (await postJson(app, "/v1/completions", {
+      prompt: "白日依山尽",
+      max_tokens: 3,
+      echo: true,
+      logprobs: 1,
+      temperature: 0,
+      ignore_eos: true,
+    })).json();
+    const plain = await (await postJson(app, "/v1/completions", {
+      prompt: "白日依山尽",
+      max_tokens: 3,
+      temperature: 0,
+      ignore_eos: true,
+    })).json();
+    assert.equal(g.choices[0].text, "白日依山尽" + plain.choices[0].text);
+    const gl = g.choices[0].logprobs;
+    assert.equal(gl.tokens.length, 5 + 3);
+    assert.equal(gl.text_offset[5], "白日依山尽".length);
+    // streamed: the echoed prompt first, then the completion
+    const sres = await postJson(app, "/v1/completions", {
+      prompt: "白日依山尽",
+      max_tokens: 3,
+      echo: true,
+      temperature: 0,
+      ignore_eos: true,
+      stream: true,
+    });
+    const chunks = sseData(await sres.text()).slice(0, -1).map((d) => JSON.parse(d));
+    assert.equal(chunks[0].choices[0].text, "白日依山尽");
+    assert.equal(chunks.map((c) => c.choices[0].text).join(""), g.choices[0].text);
+    // a list of prompts × n: choice i·n + j
+    const many = await (await postJson(app, "/v1/completions", {
+      prompt: ["白日依山尽", [2178, 1053]],
+      n: 2,
+      max_tokens: 2,
+      seed: 1,
+    })).json();
+    assert.deepEqual(many.choices.map((c: { index: number }) => c.index), [0, 1, 2, 3]);
+    assert.equal(many.usage.prompt_tokens, 5 + 2);
+    for (
+      const [body, param] of [
+        [{ prompt: ["a", 5] }, "prompt[1]"],
+        [{ prompt: ["a", [1, 99999]] }, "prompt[1][1]"],
+        [{ prompt: "a", max_tokens: 0 }, "max_tokens"],
+        [{ prompt: Array(33).fill("a"), n: 2 }, "n"],
+      ] as const
+    ) {
+      const res = await postJson(app, "/v1/completions", body);
+      assert.equal(res.status, 400, JSON.stringify(body));
+      assert.equal((await res.json()).error.param, param);
+    }
+  } finally {
+    await app.close();
+  }
+});

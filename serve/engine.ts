@@ -17,6 +17,8 @@
 import { tensor } from "../nn/creation.ts";
 import { byteSize } from "../nn/dtype.ts";
 import { sliceAxis } from "../nn/ops/movement.ts";
+import { forward, type ForwardResult } from "../nn/model/minimind.ts";
+import { type StepLogprobs, stepLogprobs } from "./sampling.ts";
 import { defaultBackend } from "../nn/backend/select.ts";
 import { keep, scope } from "../nn/scope.ts";
 import type { Tensor } from "../nn/tensor.ts";
@@ -77,6 +79,9 @@ function commonPrefix(a: readonly number[], b: readonly number[]): number {
   while (i < n && a[i] === b[i]) i++;
   return i;
 }
+
+/** Positions per forward when scoring a sequence (bounds its logits to SCORE_CHUNK × V). */
+export const SCORE_CHUNK = 256;
 
 /** Options of {@link MiniMindEngine}. */
 export interface EngineOptions {
@@ -306,6 +311,49 @@ export class MiniMindEngine implements Engine {
       r.ids.push(tokens[i]);
     });
     return logits;
+  }
+
+  /**
+   * Log-probs of `ids[1..]` under the model, each given the tokens before it, with the `top`
+   * most likely tokens at each position: one forward over the sequence in chunks of
+   * {@linkcode SCORE_CHUNK} positions on a KV cache of its own (the batch's is untouched), each
+   * chunk's logits read back and reduced on the host.
+   *
+   * @param ids the tokens (at least 1; at most the engine's positions)
+   * @param top alternatives per position
+   * @returns ids.length − 1 entries
+   */
+  async score(ids: readonly number[], top: number): Promise<StepLogprobs[]> {
+    if (ids.length === 0 || ids.length > this.maxPositions) {
+      throw new Error(`Cannot score ${ids.length} tokens: expected 1..${this.maxPositions}`);
+    }
+    const { cfg, params } = this.#model;
+    const V = cfg.vocabSize;
+    const out: StepLogprobs[] = [];
+    let cache: KvCache | null = null;
+    try {
+      for (let s = 0; s + 1 < ids.length; s += SCORE_CHUNK) {
+        const e = Math.min(ids.length - 1, s + SCORE_CHUNK); // positions s..e-1 predict s+1..e
+        const past: KvCache | null = cache;
+        const r: ForwardResult = scope(() =>
+          forward(cfg, params, tensor(Int32Array.from(ids.slice(s, e)), [1, e - s], "i32"), {
+            cache: past,
+            useCache: true,
+            logitsToKeep: e - s,
+          })
+        ); // logits (1, e − s, V)
+        disposeCache(past);
+        cache = r.cache;
+        const all = await r.logits.data();
+        r.logits.dispose();
+        for (let t = 0; t < e - s; t++) {
+          out.push(stepLogprobs(all.subarray(t * V, (t + 1) * V), ids[s + t + 1], top));
+        }
+      }
+    } finally {
+      disposeCache(cache);
+    }
+    return out;
   }
 
   /** No request is left: the backend gives back the arrays it kept for reuse (the CPU pool). */

@@ -388,6 +388,37 @@ class LegacyLogprobs {
     this.#dec = tok.decodeStream({ skipSpecialTokens: true });
   }
 
+  /**
+   * The object for an echoed prompt's tokens, which come first (`scored[t − 1]` is token t's
+   * log-prob; the first token has none: null, as OpenAI writes it). The prompt's text keeps its
+   * special tokens.
+   */
+  prompt(ids: readonly number[], scored: readonly StepLogprobs[]): Record<string, unknown[]> {
+    const dec = this.#tok.decodeStream({ skipSpecialTokens: false });
+    const out: Record<string, unknown[]> = {
+      tokens: [],
+      token_logprobs: [],
+      top_logprobs: [],
+      text_offset: [],
+    };
+    ids.forEach((id, t) => {
+      const s = t > 0 ? scored[t - 1] : null;
+      out.tokens.push(this.#text(id));
+      out.token_logprobs.push(s ? lpValue(s.logprob) : null);
+      out.top_logprobs.push(
+        s ? Object.fromEntries(s.top.map((x) => [this.#text(x.id), lpValue(x.logprob)])) : null,
+      );
+      out.text_offset.push(this.#offset);
+      this.#offset += dec.push(id).length;
+    });
+    this.#offset += dec.flush().length;
+    return out;
+  }
+
+  #text(id: number): string {
+    return tokenText(this.#tok.tokenBytes(id) ?? new Uint8Array());
+  }
+
   /** The object for the next tokens of the reply. */
   next(lps: readonly StepLogprobs[]): Record<string, unknown[]> {
     const text = (t: TokenLogprob) => tokenText(this.#tok.tokenBytes(t.id) ?? new Uint8Array());
@@ -739,8 +770,42 @@ export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Respon
   };
 }
 
+/** A legacy prompt's ids: text tokenized as it is, or token ids checked against the vocab. */
+async function legacyPromptIds(
+  deps: RouteDeps,
+  prompt: string | number[],
+  param: string,
+): Promise<number[]> {
+  if (typeof prompt === "string") {
+    const ids = await encodePrompt(deps, prompt, param);
+    if (ids.length === 0) throw badRequest(param, `Invalid '${param}': it encodes to no tokens`);
+    return ids;
+  }
+  const V = deps.scheduler.engine.vocabSize;
+  const bad = prompt.findIndex((t) => t < 0 || t >= V);
+  if (bad >= 0) {
+    throw badRequest(
+      `${param}[${bad}]`,
+      `Invalid '${param}[${bad}]': token id ${prompt[bad]} is outside 0..${V - 1}`,
+    );
+  }
+  const ctx = contextTokens(deps);
+  if (prompt.length >= ctx) throw contextExceeded(ctx, prompt.length, param);
+  return prompt;
+}
+
+/** Joins the arrays of legacy log-prob objects, in order. */
+function joinLegacy(parts: Record<string, unknown[]>[]): Record<string, unknown[]> {
+  const out: Record<string, unknown[]> = {};
+  for (const p of parts) for (const [k, v] of Object.entries(p)) (out[k] ??= []).push(...v);
+  return out;
+}
+
 /**
- * `POST /v1/completions` (legacy text completion; no template).
+ * `POST /v1/completions` (legacy text completion; no template). `prompt` may list several
+ * prompts; choice `i·n + j` is prompt i's j-th. `echo` returns each prompt before its completion
+ * and, with `logprobs`, the log-prob of each prompt token after the first (the engine scores the
+ * prompt); `max_tokens: 0` then only scores — lm-evaluation-harness's log-likelihood requests.
  *
  * @param deps shared state
  * @returns the handler
@@ -754,68 +819,86 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
     );
     checkModel(deps, req.model);
     checkLogitBias(deps, req.sampling);
-    let promptIds: number[];
-    if (typeof req.prompt === "string") {
-      promptIds = await encodePrompt(deps, req.prompt, "prompt");
-      if (promptIds.length === 0) {
-        throw badRequest("prompt", "Invalid 'prompt': it encodes to no tokens");
-      }
-    } else {
-      const V = deps.scheduler.engine.vocabSize;
-      const bad = req.prompt.findIndex((t) => t < 0 || t >= V);
-      if (bad >= 0) {
-        throw badRequest(
-          `prompt[${bad}]`,
-          `Invalid 'prompt[${bad}]': token id ${req.prompt[bad]} is outside 0..${V - 1}`,
+    const many = req.prompts.length > 1;
+    const param = (i: number) => (many ? `prompt[${i}]` : "prompt");
+    const prompts: number[][] = [];
+    for (const [i, p] of req.prompts.entries()) {
+      prompts.push(await legacyPromptIds(deps, p, param(i)));
+    }
+    const n = req.n, tok = deps.tokenizer, engine = deps.scheduler.engine;
+    // the prompts' own log-probs, for echo with logprobs
+    let scored: StepLogprobs[][] | null = null;
+    if (req.echo && req.logprobs !== null) {
+      if (!engine.score) {
+        throw new ApiError(
+          400,
+          "This server's engine cannot score prompts ('echo' with 'logprobs')",
+          {
+            param: "echo",
+          },
         );
       }
-      promptIds = req.prompt;
+      scored = [];
+      for (const ids of prompts) scored.push(await engine.score(ids, req.logprobs));
     }
-    // OpenAI's default for the legacy endpoint is 16 tokens.
-    const maxTokens = budget(deps, promptIds.length, req.maxTokens, 16, "prompt");
-    const jobs = await submitAll(req.n, (i) =>
-      submit(
-        c,
-        deps,
-        promptIds,
-        maxTokens,
-        req.sampling,
-        req.seed,
-        req.ignoreEos,
-        req.logprobs,
-        null,
-        i,
-      ));
-    const logs = jobs.map((job) => ({
-      cursor: new LogprobCursor(job),
-      legacy: req.logprobs === null ? null : new LegacyLogprobs(deps.tokenizer),
-    }));
+    // OpenAI's default for this endpoint is 16 tokens; 0 (with echo) generates nothing
+    const jobs = req.maxTokens === 0 ? [] : await submitAll(prompts.length * n, (k) => {
+      const i = Math.floor(k / n), ids = prompts[i];
+      const maxTokens = budget(deps, ids.length, req.maxTokens, 16, param(i));
+      const { sampling, seed, ignoreEos, logprobs } = req;
+      return submit(c, deps, ids, maxTokens, sampling, seed, ignoreEos, logprobs, null, k % n);
+    });
+    const choices = Array.from({ length: prompts.length * n }, (_, k) => {
+      const i = Math.floor(k / n), job = jobs[k] ?? null;
+      const legacy = req.logprobs === null ? null : new LegacyLogprobs(tok);
+      const echo = req.echo ? tok.decode(prompts[i]) : "";
+      return {
+        job,
+        cursor: job ? new LogprobCursor(job) : null,
+        legacy,
+        echo,
+        echoLogprobs: legacy && scored ? legacy.prompt(prompts[i], scored[i]) : null,
+      };
+    });
     const id = newId("cmpl-");
     const created = Math.floor(Date.now() / 1000);
     const base = { id, object: "text_completion", created, model: deps.modelId };
-    const shared = usage(jobs[0].promptTokens, 0, jobs[0].cachedTokens);
-    const used = () => sumUsage(jobs.map(usageOf), shared);
+    const used = () => {
+      // each prompt counted once for its n choices
+      const parts = prompts.map((ids, i) => {
+        const own = jobs.slice(i * n, (i + 1) * n);
+        if (!own.length) return usage(ids.length, 0, 0);
+        return sumUsage(own.map(usageOf), usage(ids.length, 0, own[0].cachedTokens));
+      });
+      return sumUsage(parts);
+    };
+    const take = (k: number) => {
+      const { cursor, legacy } = choices[k];
+      return legacy && cursor ? legacy.next(cursor.take()) : null;
+    };
 
     if (!req.stream) {
-      const outs = await Promise.all(jobs.map(async (job, index) => {
-        let text = "";
-        const end = await drain(replyText(job, deps.tokenizer, req.stop), (p) => (text += p));
-        const { cursor, legacy } = logs[index];
-        return {
-          text,
-          index,
-          logprobs: legacy?.next(cursor.take()) ?? null,
-          finish_reason: end === "length" ? "length" : "stop",
-        };
+      const outs = await Promise.all(choices.map(async (ch, index) => {
+        let text = ch.echo, finish = "length";
+        if (ch.job) {
+          const end = await drain(replyText(ch.job, tok, req.stop), (p) => (text += p));
+          finish = end === "length" ? "length" : "stop";
+        }
+        const parts = [ch.echoLogprobs, take(index)].filter((x) => x !== null);
+        const logprobs = ch.legacy ? joinLegacy(parts) : null;
+        return { text, index, logprobs, finish_reason: finish };
       }));
       return c.json({ ...base, choices: outs, usage: used() });
     }
 
     const usageNull = req.includeUsage ? { usage: null } : {};
-    const chunk = (index: number, text: string, finish: string | null = null) => {
-      const { cursor, legacy } = logs[index];
-      const lps = cursor.take();
-      const logprobs = legacy && lps.length ? legacy.next(lps) : null;
+    const chunk = (
+      index: number,
+      text: string,
+      finish: string | null = null,
+      lp: Record<string, unknown[]> | null = take(index),
+    ) => {
+      const logprobs = lp && (lp.tokens?.length ?? 0) > 0 ? lp : null;
       return JSON.stringify({
         ...base,
         choices: [{ text, index, logprobs, finish_reason: finish }],
@@ -823,21 +906,26 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
       });
     };
     return streamSSE(c, async (s) => {
-      s.onAbort(() => jobs.forEach((j) => j.cancel()));
+      const all = jobs;
+      s.onAbort(() => all.forEach((j) => j.cancel()));
       const write = serialWriter(s);
       try {
-        const ends = await Promise.all(jobs.map(async (job, i) => {
-          const finish = await drain(
-            replyText(job, deps.tokenizer, req.stop),
-            (piece) => write(chunk(i, piece)),
-          );
-          if (finish !== "cancelled") await write(chunk(i, "", finish));
+        const ends = await Promise.all(choices.map(async (ch, k) => {
+          if (ch.echo) await write(chunk(k, ch.echo, null, ch.echoLogprobs));
+          let finish: string = "length";
+          if (ch.job) {
+            finish = await drain(
+              replyText(ch.job, tok, req.stop),
+              (piece) => write(chunk(k, piece)),
+            );
+          }
+          if (finish !== "cancelled") await write(chunk(k, "", finish));
           return finish;
         }));
         if (ends.includes("cancelled")) return;
         await endStream(s, req.includeUsage ? { ...base, choices: [], usage: used() } : null);
       } catch (e) {
-        await failStream(s, jobs, e);
+        await failStream(s, all, e);
       }
     });
   };

@@ -56,6 +56,16 @@ export interface Engine {
   decode(rows: readonly EngineRow[], tokens: readonly number[]): Tensor;
   /** Frees a row's cache. */
   release(row: EngineRow): void;
+  /**
+   * Scores a sequence (optional; the legacy route's `echo` with `logprobs` needs it): the
+   * log-prob of each token after the first given those before it, with the `top` most likely
+   * tokens at each position.
+   *
+   * @param ids the tokens (at least 1)
+   * @param top alternatives listed per position
+   * @returns ids.length − 1 entries
+   */
+  score?(ids: readonly number[], top: number): Promise<StepLogprobs[]>;
   /** Called when no request is left: give back memory kept for the next ones (optional). */
   idle?(): void;
 }

@@ -127,9 +127,14 @@ export interface ChatRequest extends GenerationRequest {
 
 /** A validated legacy completion request. */
 export interface CompletionRequest extends GenerationRequest {
-  /** Prompt text, or token ids. */
-  prompt: string | number[];
+  /** The prompts (`prompt` is one, or a list): text, or token ids. */
+  prompts: (string | number[])[];
+  /** Return each prompt before its completion, and with `logprobs` its tokens' log-probs too. */
+  echo: boolean;
 }
+
+/** Most prompts one legacy completion request may list. */
+export const MAX_PROMPTS = 64;
 
 type Json = Record<string, unknown>;
 
@@ -321,10 +326,11 @@ function parseCommon(
 function parseMaxTokens(
   body: Json,
   limits: RequestLimits,
+  least = 1,
 ): { maxTokens: number | null; field: string } {
   // llama.cpp's priority: max_completion_tokens over max_tokens.
   for (const f of ["max_completion_tokens", "max_tokens"]) {
-    const v = optInteger(body, f, 1, Number.MAX_SAFE_INTEGER);
+    const v = optInteger(body, f, least, Number.MAX_SAFE_INTEGER);
     if (v === undefined) continue;
     if (v > limits.maxCompletionTokens) {
       throw badRequest(
@@ -668,39 +674,68 @@ export function parseCompletionRequest(
 ): CompletionRequest {
   const body = requireObject(raw);
   const model = parseModel(body);
-  let prompt: string | number[];
-  const p = body.prompt;
-  if (p === undefined || p === null) {
-    throw badRequest("prompt", "Missing required parameter: 'prompt'");
-  }
-  if (typeof p === "string") prompt = p;
-  else if (Array.isArray(p) && p.length === 1 && typeof p[0] === "string") prompt = p[0];
-  else if (Array.isArray(p) && p.length > 0 && p.every((x) => Number.isInteger(x))) {
-    prompt = p as number[];
-  } else if (Array.isArray(p) && p.length > 1 && p.every((x) => typeof x === "string")) {
-    throw badRequest("prompt", `Unsupported 'prompt': ${p.length} prompts; one prompt per request`);
-  } else {
-    throw badRequest(
-      "prompt",
-      `Invalid 'prompt': expected a string or an array of token ids, got ${kind(p)}`,
-    );
-  }
-  for (const f of ["suffix", "echo", "best_of"]) {
+  const prompts = parsePrompts(body.prompt);
+  for (const f of ["suffix", "best_of"]) {
     const v = body[f];
     if (v !== undefined && v !== null && v !== false && v !== 1) {
       throw badRequest(f, `Unsupported '${f}'`);
     }
   }
-  const { maxTokens } = parseMaxTokens(body, limits);
+  const echo = optBoolean(body, "echo") ?? false;
+  // with echo, 0 new tokens scores the prompt (lm-evaluation-harness's log-likelihood requests)
+  const { maxTokens } = parseMaxTokens(body, limits, echo ? 0 : 1);
+  const common = parseCommon(body, limits);
+  if (prompts.length * common.n > MAX_PROMPTS) {
+    throw badRequest(
+      "n",
+      `Invalid 'n': ${prompts.length} prompts × n = ${common.n} is ${
+        prompts.length * common.n
+      } completions; at most ${MAX_PROMPTS}`,
+    );
+  }
   return {
     model,
-    prompt,
+    prompts,
+    echo,
     maxTokens,
     sampling: parseSampling(body, defaults),
     stop: parseStop(body, limits),
     logprobs: parseCompletionLogprobs(body),
-    ...parseCommon(body, limits),
+    ...common,
   };
+}
+
+/**
+ * The legacy `prompt`: a string, token ids, or a list of either (one completion per prompt, in
+ * order; at most {@linkcode MAX_PROMPTS}).
+ */
+function parsePrompts(p: unknown): (string | number[])[] {
+  if (p === undefined || p === null) {
+    throw badRequest("prompt", "Missing required parameter: 'prompt'");
+  }
+  const ids = (x: unknown): x is number[] =>
+    Array.isArray(x) && x.length > 0 && x.every((t) => Number.isInteger(t));
+  if (typeof p === "string" || ids(p)) return [p];
+  if (!Array.isArray(p) || p.length === 0) {
+    throw badRequest(
+      "prompt",
+      `Invalid 'prompt': expected a string, token ids, or a list of them, got ${kind(p)}`,
+    );
+  }
+  if (p.length > MAX_PROMPTS) {
+    throw badRequest("prompt", `Invalid 'prompt': ${p.length} prompts; at most ${MAX_PROMPTS}`);
+  }
+  p.forEach((x, i) => {
+    if (typeof x !== "string" && !ids(x)) {
+      throw badRequest(
+        `prompt[${i}]`,
+        `Invalid 'prompt[${i}]': expected a string or a non-empty array of token ids, got ${
+          kind(x)
+        }`,
+      );
+    }
+  });
+  return p as (string | number[])[];
 }
 
 /** A validated `/tokenize` body (llama.cpp's `content` or vLLM's `prompt` / `messages`). */
