@@ -214,6 +214,8 @@ export type {
   SchedulerStats,
   ServeApp,
   ServeModel,
+  StepLogprobs,
+  TokenLogprob,
 } from "./serve/mod.ts";
 export { loadModel, saveModel, saveModelPth, stateDict } from "./convert/hf.ts";
 export type {

@@ -30,3 +30,4 @@ export {
   type SchedulerStats,
 } from "./scheduler.ts";
 export type { RequestDefaults, RequestLimits, SamplingSettings } from "./validate.ts";
+export type { StepLogprobs, TokenLogprob } from "./sampling.ts";
