@@ -9,7 +9,15 @@
  * @module
  */
 // V = vocab size
-import { ANY_OBJECT, isSpace, JsonCursor, type SchemaNode, sortBytes } from "./json_grammar.ts";
+import {
+  ANY_OBJECT,
+  isSpace,
+  JsonCursor,
+  type SchemaNode,
+  sortBytes,
+  startChoice,
+  stepChoice,
+} from "./json_grammar.ts";
 
 /** One piece of a reply's shape. */
 export type Segment =
@@ -199,11 +207,7 @@ export class ReplyConstraint {
     c.pos = 0;
     const s = this.#segs[seg];
     if (!s) return;
-    if (s.kind === "oneOf") {
-      c.lo = 0;
-      c.hi = s.options.length;
-      c.endable = false;
-    }
+    if (s.kind === "oneOf") startChoice(c, s.options.length);
     if (s.kind === "json") c.json.start(s.schema);
   }
 
@@ -230,24 +234,14 @@ export class ReplyConstraint {
           if (++c.pos === s.bytes.length) this.#enter(c, c.seg + 1);
           return true;
         case "oneOf": {
-          // the options are sorted, so those still matching are a range [lo, hi), a text that
-          // ends here first in it
-          const o = s.options;
-          let lo = c.lo, hi = c.hi;
-          while (lo < hi && o[lo][c.pos] !== b) lo++;
-          while (hi > lo && o[hi - 1][c.pos] !== b) hi--;
-          if (lo === hi) {
-            if (!c.endable) return false;
+          const r = stepChoice(s.options, c, b);
+          if (r === "no") return false;
+          if (r === "end") {
             // a text that is a prefix of another ended before this byte
             this.#enter(c, c.seg + 1);
             continue;
           }
-          c.pos++;
-          c.endable = o[lo].length === c.pos;
-          if (c.endable) lo++;
-          c.lo = lo;
-          c.hi = hi;
-          if (lo === hi) this.#enter(c, c.seg + 1);
+          if (c.lo === c.hi) this.#enter(c, c.seg + 1);
           return true;
         }
         case "until":

@@ -16,11 +16,8 @@ export const MAX_PROPERTIES = 64;
 /** Most nodes (sub-schemas) one schema may compile to. */
 export const MAX_NODES = 1000;
 
-/** `SchemaNode.types` of a node that allows objects only. */
-export const OBJECT_TYPE = 1;
-
 // value kinds a node allows (bits)
-const OBJ = OBJECT_TYPE, ARR = 2, STR = 4, NUM = 8, INT = 16, BOOL = 32, NULL = 64;
+const OBJ = 1, ARR = 2, STR = 4, NUM = 8, INT = 16, BOOL = 32, NULL = 64;
 const ALL = OBJ | ARR | STR | NUM | INT | BOOL | NULL;
 const TYPE_BITS: Record<string, number> = {
   object: OBJ,
@@ -32,12 +29,53 @@ const TYPE_BITS: Record<string, number> = {
   null: NULL,
 };
 
-/** A key that may come next in a schema object, and the index of its property. */
-interface KeyChoice {
-  /** The key as JSON text, quotes included. */
-  readonly bytes: Uint8Array;
-  /** Index in the node's properties. */
-  readonly index: number;
+/** The keys that may come next in a schema object, sorted, and their properties' indices. */
+interface KeyChoices {
+  /** The keys as JSON text, quotes included, sorted ({@linkcode sortBytes}). */
+  readonly texts: readonly Uint8Array[];
+  /** index[i]: the property of texts[i]. */
+  readonly index: readonly number[];
+}
+
+/** Where a match of one of several sorted byte strings stands (see {@linkcode stepChoice}). */
+export interface ChoiceState {
+  /** The texts [lo, hi) still match. */
+  lo: number;
+  hi: number;
+  /** Bytes matched. */
+  pos: number;
+  /** A text ended at the last byte (it is texts[lo − 1]) while longer ones may go on. */
+  endable: boolean;
+}
+
+/** Starts matching one of `n` texts. */
+export function startChoice(st: ChoiceState, n: number): void {
+  st.lo = 0;
+  st.hi = n;
+  st.pos = 0;
+  st.endable = false;
+}
+
+/**
+ * One byte of a match of one of several texts, sorted so that those still matching are a range
+ * and a text that ends here is first in it (a prefix before its extensions). "took": b taken, and
+ * if then `lo === hi` a text is complete (texts[lo − 1]); "end": b goes on none of them but a text
+ * ended before it (texts[lo − 1]: the caller moves on and feeds b again); "no": refused.
+ */
+export function stepChoice(
+  texts: readonly Uint8Array[],
+  st: ChoiceState,
+  b: number,
+): "took" | "end" | "no" {
+  let lo = st.lo, hi = st.hi;
+  while (lo < hi && texts[lo][st.pos] !== b) lo++;
+  while (hi > lo && texts[hi - 1][st.pos] !== b) hi--;
+  if (lo === hi) return st.endable ? "end" : "no";
+  st.pos++;
+  st.endable = texts[lo].length === st.pos;
+  st.lo = st.endable ? lo + 1 : lo;
+  st.hi = hi;
+  return "took";
 }
 
 /** One compiled (sub-)schema. */
@@ -46,8 +84,8 @@ export interface SchemaNode {
   readonly types: number;
   /** Object properties in their order (null: any keys, values of `anyValue`). */
   readonly props: readonly { readonly node: SchemaNode; readonly required: boolean }[] | null;
-  /** keys[i]: the keys allowed when properties i… remain (up to the first required one), sorted. */
-  readonly keys: readonly (readonly KeyChoice[])[];
+  /** keys[i]: the keys allowed when properties i… remain (up to the first required one). */
+  readonly keys: readonly KeyChoices[];
   /** requiredFrom[i]: a required property is at index i or later. */
   readonly requiredFrom: readonly boolean[];
   /** Array items (every element). */
@@ -94,6 +132,23 @@ export function sortBytes<T>(list: T[], bytes: (x: T) => Uint8Array): T[] {
     for (let i = 0; i < Math.min(a.length, b.length); i++) if (a[i] !== b[i]) return a[i] - b[i];
     return a.length - b.length;
   });
+}
+
+/**
+ * Compiles a schema whose root must be an object (OpenAI's rule for `json_schema`; a tool's
+ * `parameters`).
+ *
+ * @param schema the schema
+ * @param path how errors name the schema's root
+ * @returns the root node
+ * @throws SchemaError as {@linkcode compileSchema}, or when the root is not `{"type": "object"}`
+ */
+export function compileObjectSchema(schema: unknown, path = "schema"): SchemaNode {
+  const root = compileSchema(schema, path);
+  if (root.types !== OBJ || root.literals) {
+    throw new SchemaError(path, 'the root must be {"type": "object", …}');
+  }
+  return root;
 }
 
 /** A schema the reader cannot follow: `path` names the place (`schema.properties.age`). */
@@ -215,12 +270,13 @@ export function compileSchema(schema: unknown, path = "schema"): SchemaNode {
       extra.requiredFrom = names.map((_, i) => props.slice(i).some((q) => q.required))
         .concat(false);
       extra.keys = names.map((_, i) => {
-        const out: KeyChoice[] = [];
+        const at: number[] = [];
         for (let j = i; j < names.length; j++) {
-          out.push({ bytes: keyBytes[j], index: j });
+          at.push(j);
           if (props[j].required) break;
         }
-        return sortBytes(out, (k) => k.bytes);
+        sortBytes(at, (j) => keyBytes[j]);
+        return { texts: at.map((j) => keyBytes[j]), index: at };
       });
     } else if ("required" in s) {
       throw new SchemaError(`${p}.required`, "needs 'properties'");
@@ -298,9 +354,9 @@ export class JsonCursor {
   word = 0;
   pos = 0; // bytes matched of a word or literal
   spaces = 0;
-  // Lit / KeyLit: the candidates [lo, hi) of `lits` / `keys`, sorted
+  // Lit / KeyLit: matching one of `lits` / `keys.texts` (a ChoiceState)
   lits: readonly Uint8Array[] = [];
-  keys: readonly KeyChoice[] = [];
+  keys: KeyChoices | null = null;
   lo = 0;
   hi = 0;
   endable = false;
@@ -365,26 +421,18 @@ export class JsonCursor {
           return true;
         }
         const keys = f.node.keys[f.next];
-        if (!keys?.length) return false;
+        if (!keys) return false;
         this.mode = M.KeyLit;
         this.keys = keys;
-        this.lo = 0;
-        this.hi = keys.length;
-        this.pos = 0;
+        startChoice(this, keys.texts.length);
         return this.feed(b);
       }
       case M.KeyLit: {
-        // keys are JSON strings: none is a prefix of another
-        const k = this.keys;
-        let lo = this.lo, hi = this.hi;
-        while (lo < hi && k[lo].bytes[this.pos] !== b) lo++;
-        while (hi > lo && k[hi - 1].bytes[this.pos] !== b) hi--;
-        if (lo === hi) return false;
-        this.pos++;
-        this.lo = lo;
-        this.hi = hi;
-        if (k[lo].bytes.length === this.pos) {
-          const f = this.frame!, i = k[lo].index;
+        // keys are JSON strings: none is a prefix of another, so "end" never comes
+        const k = this.keys!;
+        if (stepChoice(k.texts, this, b) !== "took") return false;
+        if (this.lo === this.hi) {
+          const f = this.frame!, i = k.index[this.lo - 1];
           this.frame = { ...f, next: i + 1 };
           this.node = f.node.props![i].node;
           this.mode = M.Colon;
@@ -455,21 +503,13 @@ export class JsonCursor {
         if (++this.hex === 4) this.mode = M.Str;
         return true;
       case M.Lit: {
-        const l = this.lits;
-        let lo = this.lo, hi = this.hi;
-        while (lo < hi && l[lo][this.pos] !== b) lo++;
-        while (hi > lo && l[hi - 1][this.pos] !== b) hi--;
-        if (lo === hi) {
-          if (!this.endable) return false;
+        const r = stepChoice(this.lits, this, b);
+        if (r === "no") return false;
+        if (r === "end") {
           this.#after(); // a value that is a prefix of another (1 and 10) ended before b
           return this.mode === M.Done ? false : "again";
         }
-        this.pos++;
-        this.endable = l[lo].length === this.pos;
-        if (this.endable) lo++;
-        this.lo = lo;
-        this.hi = hi;
-        if (lo === hi) this.#after();
+        if (this.lo === this.hi) this.#after();
         return true;
       }
       case M.Minus:
@@ -523,10 +563,7 @@ export class JsonCursor {
     if (n.literals) {
       this.mode = M.Lit;
       this.lits = n.literals;
-      this.lo = 0;
-      this.hi = n.literals.length;
-      this.pos = 0;
-      this.endable = false;
+      startChoice(this, n.literals.length);
       return this.feed(b) === true;
     }
     if (b === 0x7b || b === 0x5b) {

@@ -26,13 +26,7 @@ import {
   type VocabBytes,
   vocabBytes,
 } from "./constrain.ts";
-import {
-  ANY_OBJECT,
-  compileSchema,
-  OBJECT_TYPE,
-  SchemaError,
-  type SchemaNode,
-} from "./json_grammar.ts";
+import { ANY_OBJECT, compileObjectSchema, SchemaError, type SchemaNode } from "./json_grammar.ts";
 import {
   type ChatRequest,
   parseChatRequest,
@@ -297,8 +291,7 @@ function argumentsSchema(req: ChatRequest, name: string): SchemaNode {
   const tool = (req.tools ?? []).find((t) => toolName(t) === name);
   const params = (tool?.function as Record<string, unknown> | undefined)?.parameters;
   try {
-    const node = compileSchema(params ?? { type: "object" });
-    return node.types === OBJECT_TYPE && !node.literals ? node : ANY_OBJECT;
+    return compileObjectSchema(params ?? { type: "object" });
   } catch (e) {
     if (e instanceof SchemaError) return ANY_OBJECT;
     throw e;

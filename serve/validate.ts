@@ -5,13 +5,7 @@
  * @module
  */
 import { badRequest } from "./errors.ts";
-import {
-  ANY_OBJECT,
-  compileSchema,
-  OBJECT_TYPE,
-  SchemaError,
-  type SchemaNode,
-} from "./json_grammar.ts";
+import { ANY_OBJECT, compileObjectSchema, SchemaError, type SchemaNode } from "./json_grammar.ts";
 
 /** A chat message as the template sees it. */
 export interface TemplateMessage {
@@ -586,20 +580,12 @@ function parseResponseFormat(body: Json): SchemaNode | null {
         `Invalid '${at}.name': expected 1-64 of a-z, A-Z, 0-9, _ and -`,
       );
     }
-    let root: SchemaNode;
     try {
-      root = compileSchema(js.schema, `${at}.schema`);
+      return compileObjectSchema(js.schema, `${at}.schema`);
     } catch (e) {
       if (!(e instanceof SchemaError)) throw e;
-      throw badRequest(e.path, `Unsupported '${e.path}': ${e.reason}`);
+      throw badRequest(e.path, `Invalid '${e.path}': ${e.reason}`);
     }
-    if (root.types !== OBJECT_TYPE || root.literals) {
-      throw badRequest(
-        `${at}.schema`,
-        `Invalid '${at}.schema': the root must be {"type": "object", …}`,
-      );
-    }
-    return root;
   }
   throw badRequest(
     "response_format",
