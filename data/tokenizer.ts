@@ -959,19 +959,24 @@ function firstChar(s: string, start: number): string {
  * UTF-8 sequence. Cutting there never changes how the whole is decoded, because a WHATWG UTF-8
  * decoder is in its initial state right before a lead byte.
  */
+/**
+ * Bytes of the UTF-8 sequence that lead byte `c` starts: 2, 3 or 4; 0 for ASCII, a continuation
+ * byte or a byte that never leads a well-formed sequence (0xc0, 0xc1, 0xf5–0xff).
+ *
+ * @param c a byte
+ * @returns the sequence length, or 0
+ */
+export function utf8Length(c: number): number {
+  return c >= 0xc2 && c <= 0xdf ? 2 : c >= 0xe0 && c <= 0xef ? 3 : c >= 0xf0 && c <= 0xf4 ? 4 : 0;
+}
+
 function completeUtf8Prefix(b: Uint8Array): number {
   const n = b.length;
   for (let back = 1; back <= 3 && back <= n; back++) {
     const i = n - back;
     const c = b[i];
     if (c >= 0x80 && c <= 0xbf) continue; // continuation byte: look further back
-    const need = c >= 0xc2 && c <= 0xdf
-      ? 2
-      : c >= 0xe0 && c <= 0xef
-      ? 3
-      : c >= 0xf0 && c <= 0xf4
-      ? 4
-      : 0;
+    const need = utf8Length(c);
     if (need === 0 || back >= need) return n; // ASCII/invalid lead, or the sequence is complete
     if (back >= 2) {
       // The second byte's allowed range depends on the lead (no overlongs, no surrogates, ≤ U+10FFFF).

@@ -9,6 +9,8 @@
  * @module
  */
 
+import { utf8Length } from "../data/tokenizer.ts";
+
 /** Deepest nesting of arrays and objects the reader accepts. */
 export const MAX_DEPTH = 32;
 /** Most properties one schema object may list. */
@@ -473,14 +475,8 @@ export class JsonCursor {
           return true;
         }
         if (b >= 0x80) {
-          const n = b >= 0xc2 && b <= 0xdf
-            ? 1
-            : b >= 0xe0 && b <= 0xef
-            ? 2
-            : b >= 0xf0 && b <= 0xf4
-            ? 3
-            : 0;
-          this.utf8 = n;
+          const n = utf8Length(b);
+          this.utf8 = Math.max(0, n - 1);
           return n > 0;
         }
         if (b === 0x22) {
