@@ -109,3 +109,24 @@ Deno.test("serve (default): tool calls go back to the client; a client-side tool
     await withTools.close();
   }
 });
+
+Deno.test("serve --tools builtin: tool_choice forces the first turn's call; the turn after the result is free", async () => {
+  const a = await app(true);
+  try {
+    for (
+      const tool_choice of [
+        "required",
+        { type: "function", function: { name: "calculate_math" } },
+      ]
+    ) {
+      const body = await (await postJson(a, "/v1/chat/completions", ask({ tool_choice }))).json();
+      const choice = body.choices[0];
+      // the scripted call fits the forced shape, runs, and the answer after it is not forced
+      assert.equal(choice.finish_reason, "stop", JSON.stringify(tool_choice));
+      assert.equal(choice.message.content, "结果是 444。");
+      assert.equal(choice.message.executed_tool_calls[0].result, "444");
+    }
+  } finally {
+    await a.close();
+  }
+});
