@@ -244,7 +244,7 @@ export type {
 export type { ChatMessage, ChatTemplateOptions } from "./data/chat_template.ts";
 export { BpeModel } from "./data/bpe.ts";
 export type { BpeModelOptions } from "./data/bpe.ts";
-export { decodeStep, generate, generateBatch } from "./nn/model/generate.ts";
+export { decodeStep, generate, generateBatch, logitAddend } from "./nn/model/generate.ts";
 export type {
   DecodeState,
   DecodeStepOptions,
@@ -252,7 +252,19 @@ export type {
   GenerateOptions,
   GenerateTokenizer,
   GenerationPiece,
+  LogitAdjustment,
+  TokenConstraint,
 } from "./nn/model/generate.ts";
+export { ReplyConstraint, tokenizerVocab, vocabBytes } from "./data/constrain.ts";
+export type { ReplyShape, Segment, VocabBytes } from "./data/constrain.ts";
+export {
+  ANY_OBJECT,
+  ANY_VALUE,
+  compileObjectSchema,
+  compileSchema,
+  SchemaError,
+} from "./data/json_grammar.ts";
+export type { KeyChoices, SchemaNode } from "./data/json_grammar.ts";
 export * as optim from "./train/optim.ts";
 export type {
   AdamwOptions,

@@ -600,7 +600,7 @@ Deno.test("serve: tools are rendered by the chat template; tool turns in the his
   }
 });
 
-Deno.test("serve: repetition_penalty and unfiltered sampling reach the sampler", async () => {
+Deno.test("serve: repetition_penalty, OpenAI's penalties and logit_bias, unfiltered sampling: what generate samples", async () => {
   const { generate } = await import("../nn/model/generate.ts");
   const { tinyModel, tokenizer } = await import("../tests/_serve.ts");
   const tok = await tokenizer();
@@ -608,7 +608,12 @@ Deno.test("serve: repetition_penalty and unfiltered sampling reach the sampler",
   try {
     const prompt = tok.encode(tok.applyChatTemplate(HELLO, { addGenerationPrompt: true }));
     for (
-      const s of [{ repetition_penalty: 1.5, top_k: 20 }, { top_k: 0, top_p: 1, temperature: 1.1 }]
+      const s of [
+        { repetition_penalty: 1.5, top_k: 20 },
+        { top_k: 0, top_p: 1, temperature: 1.1 },
+        // OpenAI's penalties and bias: the server's sampler and generate share one formula
+        { frequency_penalty: 1.2, presence_penalty: 0.4, logit_bias: { "300": 3, "301": -50 } },
+      ]
     ) {
       const r = await chat(app, { max_tokens: 12, seed: 5, temperature: 0.8, top_p: 0.9, ...s });
       let text = "";
@@ -620,6 +625,15 @@ Deno.test("serve: repetition_penalty and unfiltered sampling reach the sampler",
           topP: s.top_p ?? 0.9,
           topK: s.top_k,
           repetitionPenalty: (s as { repetition_penalty?: number }).repetition_penalty ?? 1,
+          frequencyPenalty: (s as { frequency_penalty?: number }).frequency_penalty,
+          presencePenalty: (s as { presence_penalty?: number }).presence_penalty,
+          logitBias: "logit_bias" in s
+            ? new Map(
+              Object.entries(s.logit_bias as Record<string, number>).map((
+                [k, v],
+              ) => [Number(k), v]),
+            )
+            : undefined,
         })
       ) text += piece;
       assert.equal(r.choices[0].message.content, text, JSON.stringify(s));
@@ -990,7 +1004,7 @@ Deno.test("serve: presence and frequency penalties reach the sampler; bad logpro
 
 Deno.test("serve: response_format json_object: the reply is one JSON object, and ends with it", async () => {
   const { rankedEngine, scriptedEngine } = await import("../tests/_serve.ts");
-  const { ReplyConstraint, vocabBytes } = await import("./constrain.ts");
+  const { ReplyConstraint, vocabBytes } = await import("../data/constrain.ts");
   const tok = await tokenizer();
   const json = { response_format: { type: "json_object" }, max_tokens: 40, temperature: 0 };
   // a model that writes an object and talks on: the reply stops at the object's end

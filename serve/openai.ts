@@ -23,10 +23,14 @@ import {
   ReplyConstraint,
   type ReplyShape,
   type Segment,
-  type VocabBytes,
-  vocabBytes,
-} from "./constrain.ts";
-import { ANY_OBJECT, compileObjectSchema, SchemaError, type SchemaNode } from "./json_grammar.ts";
+  tokenizerVocab,
+} from "../data/constrain.ts";
+import {
+  ANY_OBJECT,
+  compileObjectSchema,
+  SchemaError,
+  type SchemaNode,
+} from "../data/json_grammar.ts";
 import {
   type ChatRequest,
   parseChatRequest,
@@ -265,21 +269,14 @@ function submit(
     stopIds,
     signal: c.req.raw.signal,
     logprobs: logprobs ?? undefined,
-    constraint: shape ? new ReplyConstraint(shape, vocabOf(deps), stopIds) : undefined,
+    constraint: shape
+      ? new ReplyConstraint(
+        shape,
+        tokenizerVocab(deps.tokenizer, deps.scheduler.engine.vocabSize),
+        stopIds,
+      )
+      : undefined,
   });
-}
-
-const VOCABS = new WeakMap<Tokenizer, VocabBytes>();
-
-/** The served vocabulary's token bytes, for constrained replies (built once per tokenizer). */
-function vocabOf(deps: RouteDeps): VocabBytes {
-  let v = VOCABS.get(deps.tokenizer);
-  if (!v) {
-    const tok = deps.tokenizer;
-    v = vocabBytes(deps.scheduler.engine.vocabSize, (id) => tok.tokenBytes(id), tok.specialIds);
-    VOCABS.set(tok, v);
-  }
-  return v;
 }
 
 /**

@@ -17,6 +17,7 @@ import type { Tensor } from "../nn/tensor.ts";
 import { concat, sliceAxis } from "../nn/ops/movement.ts";
 import { add } from "../nn/ops/binary.ts";
 import { sample } from "../nn/ops/sample.ts";
+import { logitAddend } from "../nn/model/generate.ts";
 import type { SamplingSettings } from "./validate.ts";
 
 /** The uniform in [0, 1) a request uses at decode step `step`. */
@@ -117,31 +118,21 @@ function adjusted(r: SampleRow): boolean {
     r.allowed !== undefined || (r.sampling.logitBias?.size ?? 0) > 0;
 }
 
-/**
- * What a group's rows add to their logits, as one (G, V) addend: OpenAI's `logit_bias`, its
- * penalties −(count·frequency + presence) at each generated id, and −∞ where a constrained reply
- * forbids a token.
- */
+/** A group's rows' logit addends (G, V) ({@linkcode logitAddend}: the one formula `generate` uses). */
 function addendRows(rows: readonly SampleRow[], idx: readonly number[], V: number): Float32Array {
-  const add = new Float32Array(idx.length * V);
-  idx.forEach((i, g) => {
-    const r = rows[i];
-    if (r.allowed) {
-      if (r.allowed.length !== V) {
-        throw new Error(`A token mask of ${r.allowed.length} entries for a vocab of ${V}`);
-      }
-      add.set(r.allowed, g * V);
-    }
-    for (const [id, b] of r.sampling.logitBias ?? []) {
-      if (id >= 0 && id < V) add[g * V + id] += b;
-    }
-    const { presencePenalty: pp, frequencyPenalty: fp } = r.sampling;
-    if (pp === 0 && fp === 0) return;
-    for (const [id, c] of r.counts ?? []) {
-      if (id >= 0 && id < V && c > 0) add[g * V + id] -= c * fp + pp;
-    }
-  });
-  return add;
+  return logitAddend(
+    idx.map((i) => {
+      const r = rows[i];
+      return {
+        logitBias: r.sampling.logitBias,
+        counts: r.counts,
+        presencePenalty: r.sampling.presencePenalty,
+        frequencyPenalty: r.sampling.frequencyPenalty,
+        allowed: r.allowed,
+      };
+    }),
+    V,
+  );
 }
 
 /**

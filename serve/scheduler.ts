@@ -21,7 +21,7 @@ import {
   stepUniform,
 } from "./sampling.ts";
 import type { SamplingSettings } from "./validate.ts";
-import type { ReplyConstraint } from "./constrain.ts";
+import type { ReplyConstraint } from "../data/constrain.ts";
 
 /** An opaque KV-cache row owned by an engine. */
 export interface EngineRow {

@@ -5,7 +5,12 @@
  * @module
  */
 import { badRequest } from "./errors.ts";
-import { ANY_OBJECT, compileObjectSchema, SchemaError, type SchemaNode } from "./json_grammar.ts";
+import {
+  ANY_OBJECT,
+  compileObjectSchema,
+  SchemaError,
+  type SchemaNode,
+} from "../data/json_grammar.ts";
 
 /** A chat message as the template sees it. */
 export interface TemplateMessage {

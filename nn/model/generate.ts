@@ -20,7 +20,7 @@ import type { Key } from "../random.ts";
 import { concat, reshape } from "../ops/movement.ts";
 import { scatterAdd, takeAlongAxis } from "../ops/gather.ts";
 import { logsumexp } from "../ops/softmax.ts";
-import { sub } from "../ops/binary.ts";
+import { add, sub } from "../ops/binary.ts";
 import { sample } from "../ops/sample.ts";
 import { forward } from "./minimind.ts";
 import { disposeCache } from "./layers/kv_cache.ts";
@@ -83,6 +83,73 @@ export interface GenerateOptions {
    * read back with the tokens (default false).
    */
   logprobs?: boolean;
+  /** OpenAI's presence penalty: subtracted once from the logit of each token generated so far. */
+  presencePenalty?: number;
+  /** OpenAI's frequency penalty: subtracted from a token's logit per time it was generated. */
+  frequencyPenalty?: number;
+  /** OpenAI's `logit_bias`: id → value added to its logit at every step. */
+  logitBias?: ReadonlyMap<number, number>;
+  /**
+   * Per prompt, a constraint on its reply (a JSON object or schema, tool calls: `ReplyConstraint`
+   * of `data/constrain.ts`) or null: tokens it forbids are masked, and the row ends once it is
+   * done.
+   */
+  constraints?: readonly (TokenConstraint | null)[];
+}
+
+/**
+ * What a row's reply must follow, token by token (`ReplyConstraint` of `data/constrain.ts` is
+ * one): the tokens that may come next, and the reply so far.
+ */
+export interface TokenConstraint {
+  /** The (V) logit addend of the next step: 0 where a token may come, −∞ elsewhere. */
+  mask(): { addend: Float32Array; allowed: number };
+  /** Advances past a sampled token. */
+  accept(id: number): void;
+  /** Whether the reply is complete (the row ends). */
+  readonly done: boolean;
+}
+
+/** What one row adds to its logits before sampling ({@linkcode logitAddend}). */
+export interface LogitAdjustment {
+  /** id → value added to its logit. */
+  logitBias?: ReadonlyMap<number, number>;
+  /** How often each id was generated so far (for the penalties). */
+  counts?: ReadonlyMap<number, number>;
+  /** Subtracted once from each generated id's logit. */
+  presencePenalty?: number;
+  /** Subtracted per time an id was generated. */
+  frequencyPenalty?: number;
+  /** A (V) mask of 0 and −∞ ({@linkcode TokenConstraint.mask}). */
+  allowed?: Float32Array;
+}
+
+/**
+ * Rows' logit addends as one (B, V) array: the mask, then `logitBias`, then
+ * −(count·frequency + presence) at each generated id — OpenAI's formulas, before temperature
+ * and the filters (vLLM's order). Shared by `generate` and the server's sampler.
+ *
+ * @param rows one adjustment per row
+ * @param V vocab size
+ * @returns the addend (B, V)
+ */
+export function logitAddend(rows: readonly LogitAdjustment[], V: number): Float32Array {
+  const out = new Float32Array(rows.length * V);
+  rows.forEach((r, b) => {
+    if (r.allowed) {
+      if (r.allowed.length !== V) {
+        throw new Error(`A token mask of ${r.allowed.length} entries for a vocab of ${V}`);
+      }
+      out.set(r.allowed, b * V);
+    }
+    for (const [id, v] of r.logitBias ?? []) if (id >= 0 && id < V) out[b * V + id] += v;
+    const pp = r.presencePenalty ?? 0, fp = r.frequencyPenalty ?? 0;
+    if (pp === 0 && fp === 0) return;
+    for (const [id, c] of r.counts ?? []) {
+      if (id >= 0 && id < V && c > 0) out[b * V + id] -= c * fp + pp;
+    }
+  });
+  return out;
 }
 
 /** A piece of a batched generation. */
@@ -253,7 +320,16 @@ export async function* generateBatch(
   const baseKey: Key = makeKey(options.seed ?? 0);
   const rowKeys = rows.map((_, r) => foldIn(baseKey, r));
   const backend = model.params.model.embed_tokens.weight.backend;
-  const chunk = Math.max(1, options.chunk ?? (backend.name === "cpu" ? 1 : 8));
+  const constraints = options.constraints ?? [];
+  if (constraints.length > B) {
+    throw new Error(`Cannot apply ${constraints.length} constraints to ${B} prompts`);
+  }
+  const presence = options.presencePenalty ?? 0, frequency = options.frequencyPenalty ?? 0;
+  // a host-side addend each step (penalties, bias, constraints) needs each token read back
+  const adjusted = presence !== 0 || frequency !== 0 || (options.logitBias?.size ?? 0) > 0 ||
+    constraints.some((c) => c);
+  const counts = rows.map(() => new Map<number, number>());
+  const chunk = adjusted ? 1 : Math.max(1, options.chunk ?? (backend.name === "cpu" ? 1 : 8));
   const streams = rows.map(() =>
     tok?.decodeStream({ skipSpecialTokens: options.skipSpecialTokens ?? true }) ?? null
   );
@@ -283,6 +359,31 @@ export async function* generateBatch(
         if (options.signal?.aborted) return;
         const u = new Float32Array(B);
         for (let b = 0; b < B; b++) u[b] = uniformArray(foldIn(rowKeys[b], step), 1)[0];
+        const addend = adjusted
+          ? logitAddend(
+            rows.map((_, b) => {
+              const c = constraints[b];
+              let allowed: Float32Array | undefined;
+              if (c && !done[b]) {
+                const m = c.mask();
+                if (m.allowed === 0) {
+                  throw new Error(
+                    `Cannot continue prompt ${b}'s reply: its constraint allows no token`,
+                  );
+                }
+                allowed = m.addend;
+              }
+              return {
+                logitBias: options.logitBias,
+                counts: counts[b],
+                presencePenalty: presence,
+                frequencyPenalty: frequency,
+                allowed,
+              };
+            }),
+            V,
+          )
+          : null;
         const { next, lp } = scope(() => {
           const input = last === null
             ? tensor(ids0, [B, L], "i32", { backend })
@@ -292,7 +393,8 @@ export async function* generateBatch(
               ? tensor(mask0, [B, L], "f32", { backend })
               : undefined,
           }); // (B, V)
-          const next = sample(logits, tensor(u, [B], "f32", { backend }), {
+          const x = addend ? add(logits, tensor(addend, [B, V], "f32", { backend })) : logits;
+          const next = sample(x, tensor(u, [B], "f32", { backend }), {
             ...sampling,
             seen: seen ?? undefined,
           }); // (B)
@@ -345,8 +447,15 @@ export async function* generateBatch(
             yield { index: b, text: tail, token: id, ...lp };
             continue;
           }
+          constraints[b]?.accept(id);
+          counts[b].set(id, (counts[b].get(id) ?? 0) + 1);
           const text = streams[b]?.push(id) ?? "";
           yield { index: b, text, token: id, ...lp };
+          if (constraints[b]?.done) {
+            done[b] = true; // the reply is complete
+            const tail = streams[b]?.flush() ?? "";
+            if (tail) yield { index: b, text: tail, token: -1 };
+          }
           if (options.signal?.aborted) return;
         }
       }

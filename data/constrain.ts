@@ -9,6 +9,7 @@
  * @module
  */
 // V = vocab size
+import type { Tokenizer } from "./tokenizer.ts";
 import {
   ANY_OBJECT,
   isSpace,
@@ -116,9 +117,12 @@ export class ReplyConstraint {
   readonly #mask: Float32Array;
 
   /**
+   * A constraint at the start of its shape.
+   *
    * @param shape the reply's shape
-   * @param vocab every token's bytes ({@linkcode vocabBytes})
+   * @param vocab every token's bytes ({@linkcode vocabBytes}, {@linkcode tokenizerVocab})
    * @param stopIds end-of-sequence ids: allowed only where the shape may end
+   * @throws Error when the shape is malformed (no segments, an empty text, a bad repeat)
    */
   constructor(shape: ReplyShape, vocab: VocabBytes, stopIds: Iterable<number>) {
     if (!shape.segments.length) throw new Error("A reply shape needs at least one segment");
@@ -274,6 +278,32 @@ export interface VocabBytes {
   readonly bytes: readonly (Uint8Array | null)[];
   /** Per first byte: the ids whose bytes start with it. */
   readonly byFirst: readonly Int32Array[];
+}
+
+const VOCABS = new WeakMap<Tokenizer, Map<number, VocabBytes>>();
+
+/**
+ * A tokenizer's byte table for {@linkcode ReplyConstraint}, its special tokens left out (built
+ * once per tokenizer and size).
+ *
+ * @param tok the tokenizer
+ * @param size the model's vocab size V (default: the tokenizer's; ids beyond it have no bytes)
+ * @returns the table
+ * @example
+ * ```ts
+ * import { Tokenizer } from "./tokenizer.ts";
+ * import { ReplyConstraint, tokenizerVocab } from "./constrain.ts";
+ * const tok = await Tokenizer.fromFile("tokenizers/minimind-3/tokenizer.json");
+ * const json = new ReplyConstraint({ segments: [{ kind: "json" }] }, tokenizerVocab(tok), [tok.eosId]);
+ * json.mask().allowed; // the tokens that can start a JSON object
+ * ```
+ */
+export function tokenizerVocab(tok: Tokenizer, size: number = tok.vocabSize): VocabBytes {
+  let bySize = VOCABS.get(tok);
+  if (!bySize) VOCABS.set(tok, bySize = new Map());
+  let v = bySize.get(size);
+  if (!v) bySize.set(size, v = vocabBytes(size, (id) => tok.tokenBytes(id), tok.specialIds));
+  return v;
 }
 
 /**

@@ -9,7 +9,7 @@
  * @module
  */
 
-import { utf8Length } from "../data/tokenizer.ts";
+import { utf8Length } from "./tokenizer.ts";
 
 /** Deepest nesting of arrays and objects the reader accepts. */
 export const MAX_DEPTH = 32;
@@ -32,7 +32,7 @@ const TYPE_BITS: Record<string, number> = {
 };
 
 /** The keys that may come next in a schema object, sorted, and their properties' indices. */
-interface KeyChoices {
+export interface KeyChoices {
   /** The keys as JSON text, quotes included, sorted ({@linkcode sortBytes}). */
   readonly texts: readonly Uint8Array[];
   /** index[i]: the property of texts[i]. */
@@ -160,6 +160,12 @@ export class SchemaError extends Error {
   /** What is wrong there. */
   readonly reason: string;
 
+  /**
+   * An error at one place of a schema.
+   *
+   * @param path where in the schema
+   * @param reason what is wrong there
+   */
   constructor(path: string, reason: string) {
     super(`${path}: ${reason}`);
     this.name = "SchemaError";
