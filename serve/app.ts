@@ -16,6 +16,7 @@ import {
   type RouteDeps,
   tokenize,
 } from "./openai.ts";
+import { responses } from "./responses.ts";
 import { CHAT_PAGE_HTML } from "./page.ts";
 import { type Tool, toolSchema } from "./tools.ts";
 import { type Engine, Scheduler, type SchedulerOptions, type SchedulerStats } from "./scheduler.ts";
@@ -214,9 +215,10 @@ export function createApp(options: CreateAppOptions): ServeApp {
   app.get("/v1/tools", (c) => c.json({ object: "list", data: deps.tools.map(toolSchema) }));
   app.post("/v1/chat/completions", chatCompletions(deps));
   app.post("/v1/completions", completions(deps));
+  app.post("/v1/responses", responses(deps));
   app.post("/tokenize", tokenize(deps));
   app.post("/detokenize", detokenize(deps));
-  for (const path of ["/v1/chat/completions", "/v1/completions"]) {
+  for (const path of ["/v1/chat/completions", "/v1/completions", "/v1/responses"]) {
     app.on(["GET", "PUT", "DELETE", "PATCH"], path, (c) => {
       throw new ApiError(405, `Method ${c.req.method} is not allowed on ${path}; use POST`, {
         code: "method_not_allowed",

@@ -66,8 +66,8 @@ export interface RouteDeps {
   maxToolTurns: number;
 }
 
-/** Usage block of a reply. */
-interface Usage {
+/** Usage block of a reply (Chat Completions' names; the Responses route renames them). */
+export interface Usage {
   prompt_tokens: number;
   completion_tokens: number;
   total_tokens: number;
@@ -92,7 +92,7 @@ function usage(prompt: number, completion: number, cached: number): Usage {
  * The usage of a request's choices: the prompt they share counted once (OpenAI's way with n > 1),
  * the prompts of later tool turns and every completion token added up.
  */
-function sumUsage(usages: readonly Usage[], shared: Usage | null = null): Usage {
+export function sumUsage(usages: readonly Usage[], shared: Usage | null = null): Usage {
   const sp = shared?.prompt_tokens ?? 0, sc = shared?.prompt_tokens_details.cached_tokens ?? 0;
   let prompt = sp, completion = 0, cached = sc;
   for (const u of usages) {
@@ -120,12 +120,13 @@ async function submitAll(n: number, one: (choice: number) => Job): Promise<Job[]
 }
 
 /** Writes SSE events one after another, whichever choice produces them. */
-function serialWriter(s: SSE): (data: string) => Promise<void> {
+export function serialWriter(s: SSE): (data: string) => Promise<void> {
   let chain = Promise.resolve();
   return (data) => (chain = chain.then(() => s.writeSSE({ data })));
 }
 
-function newId(prefix: string): string {
+/** A new random id with `prefix` (`chatcmpl-`, `resp_`, …). */
+export function newId(prefix: string): string {
   const r = crypto.getRandomValues(new Uint8Array(12));
   return prefix + Array.from(r, (b) => b.toString(16).padStart(2, "0")).join("");
 }
@@ -219,7 +220,8 @@ function checkLogitBias(deps: RouteDeps, sampling: SamplingSettings): void {
   }
 }
 
-function checkModel(deps: RouteDeps, model: string | null): void {
+/** Refuses a request that names another model than the served one (or an alias). */
+export function checkModel(deps: RouteDeps, model: string | null): void {
   if (model !== null && !deps.modelIds.includes(model)) {
     throw new ApiError(
       400,
@@ -509,7 +511,7 @@ function contextExceeded(ctx: number, promptLen: number | string, param: string)
  * Submits one assistant turn of a chat request for each of `choices` (turn t > 0 follows tool
  * results): the prompt is rendered and tokenized once.
  */
-async function chatJobs(
+export async function chatJobs(
   c: Context,
   deps: RouteDeps,
   req: ChatRequest,
@@ -565,7 +567,7 @@ function executedEntry(o: ToolOutcome): Record<string, unknown> {
 class Cancelled extends Error {}
 
 /** What a chat request produced over all its turns. */
-interface ChatOutcome {
+export interface ChatOutcome {
   finish: "stop" | "length" | "cancelled";
   /** The last turn's parser (its content and reasoning are the reply). */
   last: ReplyParser;
@@ -587,7 +589,7 @@ interface ChatOutcome {
  * deltas as they are produced (content, reasoning, and an `executed_tool_calls` delta per round),
  * each with the log-probs of the tokens consumed since the last (empty unless asked for).
  */
-async function runChat(
+export async function runChat(
   c: Context,
   deps: RouteDeps,
   req: ChatRequest,
@@ -666,7 +668,8 @@ async function runChat(
   return { finish, last, calls, executed, usage: used, logprobs, unsent };
 }
 
-function toolName(t: Record<string, unknown>): string {
+/** The name of a tool definition (`function.name`, or a bare `name`). */
+export function toolName(t: Record<string, unknown>): string {
   const f = t.function as Record<string, unknown> | undefined;
   return String(f?.name ?? t.name ?? "");
 }
@@ -975,7 +978,8 @@ export function detokenize(deps: RouteDeps): (c: Context) => Promise<Response> {
   };
 }
 
-type SSE = Parameters<Parameters<typeof streamSSE>[1]>[0];
+/** An open SSE stream of Hono's `streamSSE`. */
+export type SSE = Parameters<Parameters<typeof streamSSE>[1]>[0];
 
 /** Hands each piece of a reply to `each` (awaited, in order) and returns how the reply ended. */
 async function drain<T>(
@@ -996,7 +1000,7 @@ async function endStream(s: SSE, usageChunk: Record<string, unknown> | null): Pr
 }
 
 /** A generation that failed mid-stream: cancel its jobs and, if the client is still there, send the error and `[DONE]`. */
-async function failStream(s: SSE, jobs: readonly Job[], e: unknown): Promise<void> {
+export async function failStream(s: SSE, jobs: readonly Job[], e: unknown): Promise<void> {
   for (const j of jobs) j.cancel();
   if (s.aborted || s.closed) return;
   const err = e instanceof ApiError

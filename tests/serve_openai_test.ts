@@ -209,3 +209,78 @@ Deno.test("openai client: aborting a stream stops generation on the server", asy
     await server.shutdown();
   }
 });
+
+Deno.test("openai client: the Responses API (stateless) — output_text, its event stream, a JSON schema, errors", async () => {
+  await withServer(async (client) => {
+    const chat = await client.chat.completions.create({
+      model: "minimind",
+      messages: [{ role: "system", content: "你是诗人。" }, ...HELLO],
+      max_tokens: 10,
+      temperature: 0,
+    });
+    const ask = {
+      model: "minimind",
+      instructions: "你是诗人。",
+      input: "你好",
+      max_output_tokens: 10,
+      temperature: 0,
+    };
+    // the same template, scheduler and sampler as the chat route
+    const r = await client.responses.create(ask);
+    assert.equal(r.object, "response");
+    assert.equal(r.output_text, chat.choices[0].message.content);
+    assert.equal(r.status, "incomplete");
+    assert.equal(r.incomplete_details?.reason, "max_output_tokens");
+    assert.equal(r.usage?.input_tokens, chat.usage?.prompt_tokens);
+    assert.equal(r.usage?.output_tokens, 10);
+    // streamed: the SDK's accumulator checks the events' items and ids against the final response
+    const stream = client.responses.stream(ask);
+    const types = new Set<string>();
+    for await (const ev of stream) types.add(ev.type);
+    const final = await stream.finalResponse();
+    assert.equal(final.output_text, r.output_text);
+    for (
+      const t of [
+        "response.created",
+        "response.output_item.added",
+        "response.content_part.added",
+        "response.output_text.delta",
+        "response.output_text.done",
+        "response.output_item.done",
+        "response.incomplete",
+      ]
+    ) assert.ok(types.has(t), t);
+    // a message-item input and a JSON schema: the output is one object of it
+    const js = await client.responses.create({
+      model: "minimind",
+      input: [{ role: "user", content: [{ type: "input_text", text: "你好" }] }],
+      max_output_tokens: 40,
+      temperature: 0,
+      text: {
+        format: {
+          type: "json_schema",
+          name: "answer",
+          schema: {
+            type: "object",
+            properties: { ok: { type: "boolean" } },
+            required: ["ok"],
+            additionalProperties: false,
+          },
+        },
+      },
+    });
+    assert.equal(js.status, "completed");
+    assert.equal(typeof JSON.parse(js.output_text).ok, "boolean");
+    await assert.rejects(
+      client.responses.create({ model: "minimind", input: "hi", previous_response_id: "resp_1" }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === "previous_response_id",
+    );
+    await assert.rejects(
+      client.responses.create({
+        model: "minimind",
+        input: [{ type: "web_search_call" } as unknown as OpenAI.Responses.ResponseInputItem],
+      }),
+      (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === "input[0].type",
+    );
+  });
+});

@@ -130,3 +130,55 @@ Deno.test("serve --tools builtin: tool_choice forces the first turn's call; the 
     await a.close();
   }
 });
+
+Deno.test("serve /v1/responses: a function_call item, then the call's output in the next input", async () => {
+  const a = await app(false);
+  try {
+    const tools = [{
+      type: "function",
+      name: "calculate_math",
+      parameters: CALC.function.parameters,
+    }];
+    const input = [{ role: "user", content: "12 乘 37 是多少？" }];
+    const r = await (await postJson(a, "/v1/responses", { input, tools, max_output_tokens: 64 }))
+      .json();
+    assert.equal(r.status, "completed");
+    const call = r.output.find((o: { type: string }) => o.type === "function_call");
+    assert.equal(call.name, "calculate_math");
+    assert.deepEqual(JSON.parse(call.arguments), { expression: "12*37" });
+    assert.match(call.call_id, /^call_/);
+    // streamed: the call's item and its arguments' events
+    const res = await postJson(a, "/v1/responses", {
+      input,
+      tools,
+      max_output_tokens: 64,
+      stream: true,
+    });
+    const text = await res.text();
+    const events = [...text.matchAll(/^event: (.+)$/gm)].map((m) => m[1]);
+    assert.deepEqual(events.slice(-4), [
+      "response.function_call_arguments.delta",
+      "response.function_call_arguments.done",
+      "response.output_item.done",
+      "response.completed",
+    ]);
+    // the client ran it: the next request carries the call and its output; the model answers
+    const next = await (await postJson(a, "/v1/responses", {
+      input: [
+        ...input,
+        {
+          type: "function_call",
+          call_id: call.call_id,
+          name: call.name,
+          arguments: call.arguments,
+        },
+        { type: "function_call_output", call_id: call.call_id, output: "444" },
+      ],
+      tools,
+      max_output_tokens: 64,
+    })).json();
+    assert.equal(next.output[0].content[0].text, "结果是 444。"); // (output_text is the SDK's sum)
+  } finally {
+    await a.close();
+  }
+});
