@@ -177,6 +177,27 @@ function chatToolChoice(v: unknown): unknown {
   return v;
 }
 
+/**
+ * `reasoning: {effort}`: "low", "medium" or "high" opens the reply in a think block (MiniMind's
+ * `open_thinking`); "none", "minimal" or no `reasoning` leave it closed.
+ */
+function thinking(r: unknown): Json | undefined {
+  if (r === undefined || r === null) return undefined;
+  if (!isObject(r)) {
+    throw badRequest("reasoning", `Invalid 'reasoning': expected an object, got ${kind(r)}`);
+  }
+  const effort = r.effort ?? "medium";
+  if (!["none", "minimal", "low", "medium", "high"].includes(effort as string)) {
+    throw badRequest(
+      "reasoning.effort",
+      `Invalid 'reasoning.effort': ${
+        JSON.stringify(effort)
+      }; expected none, minimal, low, medium or high`,
+    );
+  }
+  return { open_thinking: effort !== "none" && effort !== "minimal" };
+}
+
 /** The chat completion request a Responses request stands for. */
 function asChatBody(body: Json): Json {
   if (body.previous_response_id !== undefined && body.previous_response_id !== null) {
@@ -197,6 +218,7 @@ function asChatBody(body: Json): Json {
     tools: chatTools(body.tools),
     tool_choice: chatToolChoice(body.tool_choice),
     response_format: responseFormat(body.text),
+    chat_template_kwargs: body.chat_template_kwargs ?? thinking(body.reasoning),
   };
   for (const k of Object.keys(chat)) if (chat[k] === undefined) delete chat[k];
   return chat;
@@ -322,11 +344,11 @@ export function responses(deps: RouteDeps): (c: Context) => Promise<Response> {
         const { kind, index, text } = open;
         open = null;
         if (kind === "reasoning") {
-          await event("response.reasoning_text.done", {
-            item_id: ids.reasoning,
-            output_index: index,
-            content_index: 0,
-            text,
+          const at = { item_id: ids.reasoning, output_index: index, content_index: 0 };
+          await event("response.reasoning_text.done", { ...at, text });
+          await event("response.content_part.done", {
+            ...at,
+            part: { type: "reasoning_text", text },
           });
           await event("response.output_item.done", {
             output_index: index,
@@ -352,6 +374,12 @@ export function responses(deps: RouteDeps): (c: Context) => Promise<Response> {
           await event("response.output_item.added", {
             output_index: index,
             item: { type: "reasoning", id: ids.reasoning, summary: [], content: [] },
+          });
+          await event("response.content_part.added", {
+            item_id: ids.reasoning,
+            output_index: index,
+            content_index: 0,
+            part: { type: "reasoning_text", text: "" },
           });
         } else {
           await event("response.output_item.added", {

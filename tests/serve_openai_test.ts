@@ -271,6 +271,18 @@ Deno.test("openai client: the Responses API (stateless) — output_text, its eve
     });
     assert.equal(js.status, "completed");
     assert.equal(typeof JSON.parse(js.output_text).ok, "boolean");
+    // reasoning: the reply opens in a think block; the random model never closes it, so all of it
+    // is one reasoning item (and the message is empty), streamed the same way
+    const think = { model: "minimind", input: "你好", max_output_tokens: 8, temperature: 0 };
+    const rs = await client.responses.create({ ...think, reasoning: { effort: "high" } });
+    const item = rs.output[0] as unknown as { type: string; content: { text: string }[] };
+    assert.equal(item.type, "reasoning");
+    assert.ok(item.content[0].text.length > 0);
+    const rstream = client.responses.stream({ ...think, reasoning: { effort: "high" } });
+    for await (const _ of rstream) { /* the accumulator checks the events */ }
+    const streamedItem = (await rstream.finalResponse()).output[0] as unknown as typeof item;
+    assert.equal(streamedItem.type, "reasoning");
+    assert.equal(streamedItem.content[0].text, item.content[0].text);
     await assert.rejects(
       client.responses.create({ model: "minimind", input: "hi", previous_response_id: "resp_1" }),
       (e: unknown) => e instanceof OpenAI.BadRequestError && e.param === "previous_response_id",
