@@ -127,8 +127,8 @@ export interface ServeApp {
 
 /**
  * Builds the OpenAI-compatible server app: `POST /v1/chat/completions`, `POST /v1/completions`,
- * `GET /v1/models`, `GET /v1/tools` (the tools the server runs), `GET /health`, and the chat page
- * at `/`.
+ * `POST /v1/responses`, `GET /v1/models`, `GET /v1/tools` (the tools the server runs),
+ * `POST /tokenize`, `POST /detokenize`, `GET /health`, and the chat page at `/`.
  *
  * @param options model, tokenizer, key, limits, defaults, scheduler settings
  * @returns the app (bind it with `Deno.serve(app.fetch)`)

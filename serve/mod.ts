@@ -1,7 +1,8 @@
 /**
  * The OpenAI-compatible server: `createApp({model, tokenizer, ...})` returns a Hono app with
- * `/v1/chat/completions` (JSON and SSE), `/v1/completions`, `/v1/models`, `/health` and the chat
- * page at `/`; requests are decoded together by a continuous-batching scheduler over one KV cache.
+ * `/v1/chat/completions` (JSON and SSE), `/v1/completions`, `/v1/responses`, `/v1/models`,
+ * `/tokenize`, `/detokenize`, `/health` and the chat page at `/`; requests are decoded together
+ * by a continuous-batching scheduler over one KV cache, with a prefix cache beside it.
  * `serve.ts` at the repository root binds the port.
  * @module
  */
