@@ -613,6 +613,7 @@ Deno.test("serve: repetition_penalty, OpenAI's penalties and logit_bias, unfilte
         { top_k: 0, top_p: 1, temperature: 1.1 },
         // OpenAI's penalties and bias: the server's sampler and generate share one formula
         { frequency_penalty: 1.2, presence_penalty: 0.4, logit_bias: { "300": 3, "301": -50 } },
+        { min_p: 0.3, top_k: 0, top_p: 1, temperature: 1.3 },
       ]
     ) {
       const r = await chat(app, { max_tokens: 12, seed: 5, temperature: 0.8, top_p: 0.9, ...s });
@@ -626,6 +627,7 @@ Deno.test("serve: repetition_penalty, OpenAI's penalties and logit_bias, unfilte
           topK: s.top_k,
           repetitionPenalty: (s as { repetition_penalty?: number }).repetition_penalty ?? 1,
           frequencyPenalty: (s as { frequency_penalty?: number }).frequency_penalty,
+          minP: (s as { min_p?: number }).min_p,
           presencePenalty: (s as { presence_penalty?: number }).presence_penalty,
           logitBias: "logit_bias" in s
             ? new Map(

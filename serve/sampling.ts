@@ -110,7 +110,7 @@ export function stepLogprobs(row: ArrayLike<number>, id: number, top: number): S
 }
 
 function groupKey(s: SamplingSettings): string {
-  return `${s.temperature}|${s.topK}|${s.topP}|${s.repetitionPenalty}`;
+  return `${s.temperature}|${s.topK}|${s.topP}|${s.repetitionPenalty}|${s.minP ?? 0}`;
 }
 
 function adjusted(r: SampleRow): boolean {
@@ -191,6 +191,7 @@ export async function sampleRows(logits: Tensor, rows: readonly SampleRow[]): Pr
         topK: s.topK,
         topP: s.topP,
         repetitionPenalty: s.repetitionPenalty,
+        minP: s.minP,
         seen,
       }); // (G) i32
       made.push(ids);

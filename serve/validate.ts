@@ -46,6 +46,8 @@ export interface SamplingSettings {
   frequencyPenalty: number;
   /** OpenAI `logit_bias`: token id → value in [-100, 100] added to its logit at every step. */
   logitBias?: ReadonlyMap<number, number>;
+  /** llama.cpp's and vLLM's `min_p` in [0, 1]: after top-p, drop tokens below it × the best one's probability (0 = off). */
+  minP?: number;
 }
 
 /** Defaults the server applies to omitted fields. */
@@ -240,6 +242,7 @@ function parseSampling(body: Json, defaults: RequestDefaults): SamplingSettings 
     repetitionPenalty: rp,
     presencePenalty: optNumber(body, "presence_penalty", { min: -2, max: 2 }) ?? 0,
     frequencyPenalty: optNumber(body, "frequency_penalty", { min: -2, max: 2 }) ?? 0,
+    minP: optNumber(body, "min_p", { min: 0, max: 1 }) ?? 0,
     ...parseLogitBias(body),
   };
 }

@@ -286,3 +286,31 @@ Deno.test("every registered op has a WGSL kernel (or is a view)", () => {
   const missing = Object.entries(OPS).filter(([, op]) => !op.view && !op.wgsl).map(([n]) => n);
   assert.deepEqual(missing, [], `ops without WGSL: ${missing.join(", ")}`);
 });
+
+Deno.test("sample() min-p on WebGPU draws what the CPU draws, over a sweep of uniforms", async () => {
+  const { sample } = await import("../nn/ops/sample.ts");
+  // probabilities 0.5, 0.3, 0.15, 0.05 (and a long tail), so each setting cuts in a different place
+  const row = [Math.log(0.3), Math.log(0.15), Math.log(0.5), Math.log(0.05)];
+  for (let i = 0; i < 60; i++) row.push(Math.log(0.001 + 0.0001 * i));
+  const us = Array.from({ length: 50 }, (_, i) => i / 50 + 0.001);
+  const draw = async (backend: Backend, o: Record<string, number>) => {
+    const l = tensor(us.flatMap(() => row), [us.length, row.length], "f32", { backend });
+    const u = tensor(us, [us.length], "f32", { backend });
+    const ids = sample(l, u, { topK: 0, topP: 1, temperature: 1, ...o });
+    const out = [...await ids.data()];
+    for (const t of [l, u, ids]) t.dispose();
+    return out;
+  };
+  const settings: Record<string, number>[] = [
+    { minP: 0.2 },
+    { minP: 0.5 },
+    { minP: 0.05, topP: 0.9 },
+    { minP: 0.3, temperature: 0.5 },
+    { minP: 0.01, topK: 3 },
+  ];
+  for (const o of settings) {
+    const cpu = await draw(cpuBackend, o);
+    assert.ok(new Set(cpu).size > 1, "the sweep draws several tokens");
+    assert.deepEqual(await draw(gpu, o), cpu, JSON.stringify(o));
+  }
+});

@@ -65,6 +65,8 @@ export interface GenerateOptions {
   topK?: number;
   /** Repetition penalty on tokens already in the row, prompt included (default 1 = off). */
   repetitionPenalty?: number;
+  /** Min-p: after top-p, drop tokens below `minP` × the best one's probability (default 0 = off). */
+  minP?: number;
   /** Argmax decoding (default false). */
   greedy?: boolean;
   /** Seed of the sampling uniforms (default 0); row r, step s uses foldIn(foldIn(key(seed), r), s). */
@@ -316,6 +318,7 @@ export async function* generateBatch(
     topP: options.topP ?? 0.85,
     repetitionPenalty: options.repetitionPenalty ?? 1,
     greedy: options.greedy ?? false,
+    minP: options.minP ?? 0,
   };
   const baseKey: Key = makeKey(options.seed ?? 0);
   const rowKeys = rows.map((_, r) => foldIn(baseKey, r));

@@ -1,8 +1,10 @@
 /**
  * Next-token sampling in one kernel, in MiniMind's `generate()` order (HEAD, §1.11): logits /
  * temperature → repetition penalty on seen tokens (÷ if > 0, else ×) → top-k → top-p (sorted
- * cumulative softmax, mask shifted right so the best token always survives) → inverse-CDF sampling
- * with one host-drawn uniform per row (or argmax when greedy). Not differentiable.
+ * cumulative softmax, mask shifted right so the best token always survives) → min-p (llama.cpp's
+ * and vLLM's: drop tokens below `minP` × the best one's probability, after top-p as both order it)
+ * → inverse-CDF sampling with one host-drawn uniform per row (or argmax when greedy). Not
+ * differentiable.
  * @module
  */
 // B = rows (sequences), V = vocabulary
@@ -24,13 +26,16 @@ import { cachedCode, NEG_INF, ROW_INDEX, rowGrid } from "../backend/webgpu/wgsl.
 function sampleKernel(rows: number, v: number, p: SampleParams, hasSeen: boolean): WgslKernel {
   const useTopK = p.topK > 0 && p.topK < v;
   const useTopP = p.topP < 1;
-  const key = `sample ${useTopK} ${useTopP} ${hasSeen}`;
+  const useMinP = (p.minP ?? 0) > 0;
+  // min-p keeps x ≥ max + log(minP) (thr), as one more term of every keep condition
+  const minP = useMinP ? " && x >= thr" : "";
+  const key = `sample ${useTopK} ${useTopP} ${hasSeen} ${useMinP}`;
   const code = cachedCode(key, () =>
     `@group(0) @binding(0) var<storage, read> logits: array<f32>;
 @group(0) @binding(1) var<storage, read> unif: array<f32>;
 ${hasSeen ? "@group(0) @binding(2) var<storage, read> seen: array<u32>;" : ""}
 @group(0) @binding(${hasSeen ? 3 : 2}) var<storage, read_write> ids: array<i32>;
-struct U { rows: u32, v: u32, k: u32, greedy: u32, temp: f32, rep: f32, topp: f32, chunk: u32 }
+struct U { rows: u32, v: u32, k: u32, greedy: u32, temp: f32, rep: f32, topp: f32, chunk: u32, lminp: f32 }
 @group(1) @binding(0) var<uniform> u: U;
 var<workgroup> rf: array<f32, 256>;
 var<workgroup> ru: array<u32, 256>;
@@ -122,6 +127,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   let mx = rf[0];
   let best = ru[0];
+  let thr = ${useMinP ? "mx + u.lminp" : "0.0"};
   if (u.greedy != 0u) {
     if (lid == 0u) { ids[row] = i32(best); }
     return;
@@ -191,6 +197,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let kx = key(x);
     var keep = kx >= tk && kx >= vb;
     if (kx == vb${useTopP ? "" : " && false"}) { keep = keep && rank < nkeep; rank += 1u; }
+    keep = keep${minP};
     if (keep) { w += exp(x - mx); }
   }
   workgroupBarrier();
@@ -212,6 +219,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let kx = key(x);
       var keep = kx >= tk && kx >= vb;
       if (kx == vb${useTopP ? "" : " && false"}) { keep = keep && rank < nkeep; rank += 1u; }
+      keep = keep${minP};
       if (keep) {
         atomicMax(&lastKept, i);
         cum += exp(x - mx);
@@ -220,9 +228,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
   } else {
     for (var i = lo; i < hi; i++) {
-      let kx = key(val(i));
+      let x = val(i);
+      let kx = key(x);
       var keep = kx >= tk && kx >= vb;
       if (kx == vb${useTopP ? "" : " && false"}) { keep = keep && rank < nkeep; rank += 1u; }
+      keep = keep${minP};
       if (keep) { atomicMax(&lastKept, i); }
     }
   }
@@ -245,8 +255,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       p.repetitionPenalty,
       p.topP,
       Math.ceil(v / 256),
+      useMinP ? Math.log(p.minP!) : 0,
     ],
-    uniformTypes: ["u32", "u32", "u32", "u32", "f32", "f32", "f32", "u32"],
+    uniformTypes: ["u32", "u32", "u32", "u32", "f32", "f32", "f32", "u32", "f32"],
   };
 }
 
@@ -262,6 +273,11 @@ export interface SampleParams {
   readonly repetitionPenalty: number;
   /** Argmax instead of sampling. */
   readonly greedy: boolean;
+  /**
+   * Min-p: after top-p, drop tokens whose probability is below `minP` × the most likely one's
+   * (0 or absent = off; at most 1).
+   */
+  readonly minP?: number;
 }
 
 /**
@@ -334,6 +350,13 @@ function filterRow(
       cum += pr;
     }
   }
+  if ((p.minP ?? 0) > 0) {
+    // x ≥ max + log(minP) ⇔ p ≥ minP · p_max (the max itself always stays)
+    let mx = -Infinity;
+    for (let i = 0; i < V; i++) if (x[i] > mx) mx = x[i];
+    const thr = mx + Math.log(p.minP!);
+    for (let i = 0; i < V; i++) if (x[i] < thr) x[i] = -Infinity;
+  }
 }
 
 /** logits [B, V] float, uniforms [B] float, seen? [B, V] → ids [B] i32. */
@@ -364,6 +387,9 @@ export const sampleOp: KernelOp<SampleParams, "sample"> = defineOp<SampleParams,
     }
     if (!(p.repetitionPenalty > 0)) {
       throw new Error(`Cannot sample with repetitionPenalty ${p.repetitionPenalty}: need > 0`);
+    }
+    if (p.minP !== undefined && !(p.minP >= 0 && p.minP <= 1)) {
+      throw new Error(`Cannot sample with minP ${p.minP}: it must be in [0, 1]`);
     }
     return [{ shape: [l.shape[0]], dtype: "i32" }];
   },
@@ -422,6 +448,18 @@ export const sampleOp: KernelOp<SampleParams, "sample"> = defineOp<SampleParams,
       params: { temperature: 1, topK: 0, topP: 1, repetitionPenalty: 1, greedy: true },
       label: "greedy",
     },
+    {
+      inputs: [{ shape: [3, 60] }, { shape: [3], values: [0.2, 0.6, 0.97] }],
+      params: {
+        temperature: 0.8,
+        topK: 0,
+        topP: 0.95,
+        repetitionPenalty: 1,
+        greedy: false,
+        minP: 0.2,
+      },
+      label: "min-p after top-p",
+    },
   ],
 });
 
@@ -437,6 +475,8 @@ export interface SampleOptions {
   repetitionPenalty?: number;
   /** Argmax (default false). */
   greedy?: boolean;
+  /** Min-p (default 0 = off): drop tokens below `minP` × the best one's probability. */
+  minP?: number;
   /** u32/i32 [B, V], non-zero where a token already occurs in the row (prompt included). */
   seen?: Tensor;
 }
@@ -447,7 +487,7 @@ export interface SampleOptions {
  *
  * @param logits last-position logits (B, V)
  * @param uniforms one uniform in [0, 1) per row (B)
- * @param options temperature, topK, topP, repetitionPenalty (+ `seen`), greedy
+ * @param options temperature, topK, topP, repetitionPenalty (+ `seen`), minP, greedy
  * @returns token ids (B) i32
  * @example
  * ```ts
@@ -463,6 +503,7 @@ export function sample(logits: Tensor, uniforms: Tensor, options: SampleOptions 
     topP: options.topP ?? 0.85,
     repetitionPenalty: options.repetitionPenalty ?? 1,
     greedy: options.greedy ?? false,
+    ...(options.minP ? { minP: options.minP } : {}),
   };
   const ins = options.seen ? [logits, uniforms, options.seen] : [logits, uniforms];
   return apply1(sampleOp, ins, params);

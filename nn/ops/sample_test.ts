@@ -59,6 +59,26 @@ Deno.test("sample() top-p drops tokens once the mass before them exceeds p", asy
   assert.deepEqual(await ids(l, [0.01], { ...OFF, topP: 1e-6 }), [2]);
 });
 
+Deno.test("sample() min-p drops tokens below minP × the best probability, after top-p", async () => {
+  // probabilities 0.5, 0.3, 0.15, 0.05 at indices 2, 0, 1, 3
+  const l = [[Math.log(0.3), Math.log(0.15), Math.log(0.5), Math.log(0.05)]];
+  const drawn = async (o: Record<string, number>) => {
+    const got = new Set<number>();
+    for (let u = 0; u < 1; u += 0.02) got.add((await ids(l, [u], { ...OFF, ...o }))[0]);
+    return [...got].sort();
+  };
+  // 0.2 × 0.5 = 0.1: 0.05 goes; the others are drawn in proportion (renormalized)
+  assert.deepEqual(await drawn({ minP: 0.2 }), [0, 1, 2]);
+  assert.deepEqual(await drawn({ minP: 0.5 }), [0, 2]); // 0.15 < 0.25
+  assert.deepEqual(await drawn({ minP: 1 }), [2]);
+  assert.deepEqual(await drawn({ minP: 0 }), [0, 1, 2, 3]);
+  // after top-p (0.85 keeps 0.5, 0.3, 0.15 by the shifted mask): min-p 0.2 keeps the same three
+  assert.deepEqual(await drawn({ topP: 0.85, minP: 0.2 }), [0, 1, 2]);
+  // with the temperature: p ∝ p^(1/t); at t = 0.5, 0.15² / 0.5² = 0.09 < 0.2 → dropped
+  assert.deepEqual(await drawn({ temperature: 0.5, minP: 0.2 }), [0, 2]);
+  assert.throws(() => sample(tensor(l), tensor([0.5]), { minP: 1.5 }), /minP 1.5/);
+});
+
 Deno.test("sample() repetition penalty divides positive and multiplies negative seen logits", async () => {
   const seen = tensor([[1, 0, 1]], [1, 3], "u32");
   // logits [2, 1.5, -1] with penalty 2 → [1, 1.5, -2]: greedy picks index 1
