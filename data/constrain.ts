@@ -51,15 +51,19 @@ type Compiled =
   | { kind: "literal"; bytes: Uint8Array }
   | { kind: "oneOf"; options: Uint8Array[] }
   | { kind: "json"; schema: SchemaNode }
-  | { kind: "until"; bytes: Uint8Array }
+  | { kind: "until"; bytes: Uint8Array; fail: Int32Array }
   | { kind: "space" };
 
 function compile(s: Segment): Compiled {
   switch (s.kind) {
     case "literal":
-    case "until":
+    case "until": {
       if (!s.text) throw new Error(`A ${s.kind} segment needs a non-empty text`);
-      return { kind: s.kind, bytes: enc.encode(s.text) };
+      const bytes = enc.encode(s.text);
+      return s.kind === "literal"
+        ? { kind: s.kind, bytes }
+        : { kind: s.kind, bytes, fail: kmp(bytes) };
+    }
     case "oneOf":
       if (!s.texts.length || s.texts.some((t) => !t)) {
         throw new Error("A oneOf segment needs at least one text, none empty");
@@ -73,6 +77,17 @@ function compile(s: Segment): Compiled {
     default:
       return s;
   }
+}
+
+/** fail[i]: the longest proper prefix of `t` that ends `t[0..i]` (Knuth–Morris–Pratt). */
+function kmp(t: Uint8Array): Int32Array {
+  const fail = new Int32Array(t.length);
+  for (let i = 1, k = 0; i < t.length; i++) {
+    while (k > 0 && t[i] !== t[k]) k = fail[k - 1];
+    if (t[i] === t[k]) k++;
+    fail[i] = k;
+  }
+  return fail;
 }
 
 /**
@@ -249,8 +264,9 @@ export class ReplyConstraint {
           return true;
         }
         case "until":
+          // the longest prefix of the terminator the text now ends with (Knuth–Morris–Pratt)
+          while (c.pos > 0 && s.bytes[c.pos] !== b) c.pos = s.fail[c.pos - 1];
           if (s.bytes[c.pos] === b) c.pos++;
-          else c.pos = s.bytes[0] === b ? 1 : 0;
           if (c.pos === s.bytes.length) this.#enter(c, c.seg + 1);
           return true;
         case "space":

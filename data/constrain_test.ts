@@ -202,6 +202,15 @@ Deno.test("ReplyConstraint: tool-call shape with a choice of names (one a prefix
   assert.ok(accepts(think, 'let me see </think </think>\n\n{"a":1}'));
   assert.equal(accepts(think, '</think>\n\n\n{"a":1}'), false);
   assert.equal(accepts(think, '{"a":1}'), false);
+  // a terminator that overlaps itself: "aab" inside "aaab" ends the text (the match restarts at
+  // "aa", not at "a")
+  const overlap: ReplyShape = {
+    segments: [{ kind: "until", text: "aab" }, { kind: "literal", text: "!" }],
+  };
+  assert.ok(accepts(overlap, "xaaab!"));
+  assert.ok(accepts(overlap, "abaabaab!") === false); // ends at the first "aab", then "aab!" ≠ "!"
+  assert.ok(accepts(overlap, "abaab!"));
+  assert.equal(accepts(overlap, "aaa!"), false);
 });
 
 Deno.test("ReplyConstraint: bad shapes are refused with what is wrong", () => {
