@@ -320,7 +320,7 @@ const enum M {
   Str, // inside a string
   Esc, // after '\' in a string
   Hex, // inside \uXXXX
-  Lit, // inside an enum / const value (matching `lits`)
+  Lit, // inside an enum / const value or true / false / null (matching `lits`)
   Minus,
   Zero,
   Int,
@@ -329,7 +329,6 @@ const enum M {
   E,
   ESign,
   Exp,
-  Word, // inside true / false / null
   Done,
 }
 
@@ -346,7 +345,10 @@ const isDigit = (b: number) => b >= 0x30 && b <= 0x39;
 const isHex = (b: number) => isDigit(b) || (b >= 0x61 && b <= 0x66) || (b >= 0x41 && b <= 0x46);
 /** Whether b is JSON whitespace. */
 export const isSpace = (b: number): boolean => b === 0x20 || b === 0x0a || b === 0x0d || b === 0x09;
-const WORDS = [enc.encode("true"), enc.encode("false"), enc.encode("null")];
+/** The words a node may take, by its types: [none, booleans, null, both] (each sorted). */
+const WORDS = [[], ["false", "true"], ["null"], ["false", "null", "true"]].map((w) =>
+  w.map((x) => enc.encode(x))
+);
 const ESCAPES = new Set([0x22, 0x5c, 0x2f, 0x62, 0x66, 0x6e, 0x72, 0x74]);
 
 /** Where a JSON value being read stands. */
@@ -359,8 +361,7 @@ export class JsonCursor {
   int = false; // the number being read must be an integer
   hex = 0;
   utf8 = 0; // continuation bytes the current character still needs
-  word = 0;
-  pos = 0; // bytes matched of a word or literal
+  pos = 0; // bytes matched of a literal
   spaces = 0;
   // Lit / KeyLit: matching one of `lits` / `keys.texts` (a ChoiceState)
   lits: readonly Uint8Array[] = [];
@@ -390,7 +391,6 @@ export class JsonCursor {
     this.int = o.int;
     this.hex = o.hex;
     this.utf8 = o.utf8;
-    this.word = o.word;
     this.pos = o.pos;
     this.spaces = o.spaces;
     this.lits = o.lits;
@@ -548,12 +548,6 @@ export class JsonCursor {
         return true;
       case M.Exp:
         return isDigit(b) ? true : this.#endNumber();
-      case M.Word: {
-        const w = WORDS[this.word];
-        if (w[this.pos] !== b) return false;
-        if (++this.pos === w.length) this.#after();
-        return true;
-      }
       case M.Done:
         return false;
     }
@@ -562,12 +556,7 @@ export class JsonCursor {
   /** The first byte of a value of `this.node`. */
   #value(b: number): boolean {
     const n = this.node;
-    if (n.literals) {
-      this.mode = M.Lit;
-      this.lits = n.literals;
-      startChoice(this, n.literals.length);
-      return this.feed(b) === true;
-    }
+    if (n.literals) return this.#literal(n.literals, b);
     if (b === 0x7b || b === 0x5b) {
       const obj = b === 0x7b;
       if (!(n.types & (obj ? OBJ : ARR))) return false;
@@ -588,12 +577,17 @@ export class JsonCursor {
       this.mode = b === 0x2d ? M.Minus : b === 0x30 ? M.Zero : M.Int;
       return true;
     }
-    const w = WORDS.findIndex((x) => x[0] === b);
-    if (w < 0 || !(n.types & (w === 2 ? NULL : BOOL))) return false;
-    this.mode = M.Word;
-    this.word = w;
-    this.pos = 1;
-    return true;
+    // true, false, null: the literal matcher, over the words the node's types allow
+    const words = WORDS[(n.types & BOOL ? 1 : 0) | (n.types & NULL ? 2 : 0)];
+    return words.length > 0 && this.#literal(words, b);
+  }
+
+  /** Starts matching one of `lits` (sorted) at byte b. */
+  #literal(lits: readonly Uint8Array[], b: number): boolean {
+    this.mode = M.Lit;
+    this.lits = lits;
+    startChoice(this, lits.length);
+    return this.feed(b) === true;
   }
 
   #string(isKey: boolean): void {
