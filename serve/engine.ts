@@ -44,16 +44,18 @@ export interface ServeModel {
 }
 
 class Row implements EngineRow {
-  length: number;
   /** Its own cache until it joins the batch. */
   pending: KvCache | null;
   released = false;
   /** The tokens in its cache (prompt, then each token fed), for the prefix cache. */
   readonly ids: number[];
   constructor(ids: readonly number[], cache: KvCache) {
-    this.length = ids.length;
     this.ids = [...ids];
     this.pending = cache;
+  }
+  /** Tokens in its cache. */
+  get length(): number {
+    return this.ids.length;
   }
 }
 
@@ -228,7 +230,7 @@ export class MiniMindEngine implements Engine {
     const reuse = this.#prefixBytes > 0 && r.length >= this.#prefixMin;
     const own = r.pending ?? (reuse ? this.#ownCache(r) : null);
     r.pending = null;
-    if (own && reuse) this.#keepPrefix(r.ids.slice(0, r.length), own);
+    if (own && reuse) this.#keepPrefix(r.ids, own);
     else disposeCache(own);
     // the shared cache drops released rows at the next decode; free it now if none is left
     if (this.#rows.length && this.#rows.every((x) => x.released)) {
@@ -306,10 +308,7 @@ export class MiniMindEngine implements Engine {
       return decodeStep(this.#model, state, ids, { positions: pos }); // (B, V)
     }));
     this.#cache = state.cache; // decodeStep disposed the old one
-    rs.forEach((r, i) => {
-      r.length++;
-      r.ids.push(tokens[i]);
-    });
+    rs.forEach((r, i) => r.ids.push(tokens[i]));
     return logits;
   }
 
