@@ -33,6 +33,7 @@ import {
 } from "../data/json_grammar.ts";
 import {
   type ChatRequest,
+  type GenerationRequest,
   parseChatRequest,
   parseCompletionRequest,
   parseDetokenizeRequest,
@@ -120,7 +121,7 @@ async function submitAll(n: number, one: (choice: number) => Job): Promise<Job[]
 }
 
 /** Writes SSE events one after another, whichever choice produces them. */
-export function serialWriter(s: SSE): (data: string) => Promise<void> {
+function serialWriter(s: SSE): (data: string) => Promise<void> {
   let chain = Promise.resolve();
   return (data) => (chain = chain.then(() => s.writeSSE({ data })));
 }
@@ -207,6 +208,23 @@ export async function readJson(c: Context, maxBytes: number, timeoutMs = 30_000)
   }
 }
 
+/** A route's JSON body, within the server's size and time limits ({@linkcode readJson}). */
+export function readBody(c: Context, deps: RouteDeps): Promise<unknown> {
+  return readJson(c, deps.limits.maxBodyBytes, deps.limits.bodyTimeoutMs);
+}
+
+/** Token ids a request gives (`param`) must be ids of the served vocabulary. */
+function checkTokenIds(deps: RouteDeps, ids: readonly number[], param: string): void {
+  const V = deps.scheduler.engine.vocabSize;
+  const bad = ids.findIndex((t) => t < 0 || t >= V);
+  if (bad >= 0) {
+    throw badRequest(
+      `${param}[${bad}]`,
+      `Invalid '${param}[${bad}]': token id ${ids[bad]} is outside 0..${V - 1}`,
+    );
+  }
+}
+
 /** `logit_bias` keys must be ids of the served vocabulary. */
 function checkLogitBias(deps: RouteDeps, sampling: SamplingSettings): void {
   const V = deps.scheduler.engine.vocabSize;
@@ -249,28 +267,33 @@ function budget(
   return Math.max(1, Math.min(asked ?? fallback, ctx - promptLen));
 }
 
+/**
+ * Submits one generation of `req` (its sampling, seed, `ignore_eos`, log-probs) for `promptIds`;
+ * `seed` overrides the request's (a later tool turn's), `shape` constrains the reply, `choice`
+ * picks the seed's row.
+ */
 function submit(
   c: Context,
   deps: RouteDeps,
+  req: GenerationRequest,
   promptIds: number[],
   maxTokens: number,
-  sampling: SamplingSettings,
-  seed: number | null,
-  ignoreEos: boolean,
-  logprobs: number | null,
-  shape: ReplyShape | null = null,
-  choice = 0,
+  { seed = req.seed, shape = null, choice = 0 }: {
+    seed?: number | null;
+    shape?: ReplyShape | null;
+    choice?: number;
+  } = {},
 ): Job {
-  const stopIds = ignoreEos ? new Set<number>() : deps.stopIds;
+  const stopIds = req.ignoreEos ? new Set<number>() : deps.stopIds;
   return deps.scheduler.submit({
     promptIds,
     maxTokens,
-    sampling,
+    sampling: req.sampling,
     seed: seed ?? undefined,
     choice,
     stopIds,
     signal: c.req.raw.signal,
-    logprobs: logprobs ?? undefined,
+    logprobs: req.logprobs ?? undefined,
     constraint: shape
       ? new ReplyConstraint(
         shape,
@@ -347,10 +370,16 @@ function tokenText(bytes: Uint8Array): string {
   }
 }
 
+/** Token `id`'s bytes and its text as log-probs write it ({@linkcode tokenText}). */
+function tokenPiece(tok: Tokenizer, id: number): { bytes: Uint8Array; text: string } {
+  const bytes = tok.tokenBytes(id) ?? new Uint8Array();
+  return { bytes, text: tokenText(bytes) };
+}
+
 /** One token as OpenAI's chat `logprobs.content` lists it: its text, log-prob and bytes. */
 function tokenEntry(tok: Tokenizer, t: TokenLogprob): Record<string, unknown> {
-  const bytes = tok.tokenBytes(t.id) ?? new Uint8Array();
-  return { token: tokenText(bytes), logprob: lpValue(t.logprob), bytes: [...bytes] };
+  const { bytes, text } = tokenPiece(tok, t.id);
+  return { token: text, logprob: lpValue(t.logprob), bytes: [...bytes] };
 }
 
 /** A chat `logprobs` object (null when there is nothing to report). */
@@ -387,45 +416,36 @@ class LegacyLogprobs {
    */
   prompt(ids: readonly number[], scored: readonly StepLogprobs[]): Record<string, unknown[]> {
     const dec = this.#tok.decodeStream({ skipSpecialTokens: false });
-    const out: Record<string, unknown[]> = {
-      tokens: [],
-      token_logprobs: [],
-      top_logprobs: [],
-      text_offset: [],
-    };
-    ids.forEach((id, t) => {
-      const s = t > 0 ? scored[t - 1] : null;
-      out.tokens.push(this.#text(id));
-      out.token_logprobs.push(s ? lpValue(s.logprob) : null);
-      out.top_logprobs.push(
-        s ? Object.fromEntries(s.top.map((x) => [this.#text(x.id), lpValue(x.logprob)])) : null,
-      );
-      out.text_offset.push(this.#offset);
-      this.#offset += dec.push(id).length;
-    });
+    const out = this.#entries(ids.map((id, t) => [id, t > 0 ? scored[t - 1] : null]), dec);
     this.#offset += dec.flush().length;
     return out;
   }
 
-  #text(id: number): string {
-    return tokenText(this.#tok.tokenBytes(id) ?? new Uint8Array());
-  }
-
   /** The object for the next tokens of the reply. */
   next(lps: readonly StepLogprobs[]): Record<string, unknown[]> {
-    const text = (t: TokenLogprob) => tokenText(this.#tok.tokenBytes(t.id) ?? new Uint8Array());
+    return this.#entries(lps.map((s) => [s.id, s]), this.#dec);
+  }
+
+  /** The columns of tokens `[id, its log-probs or null]`, offsets advanced through `dec`. */
+  #entries(
+    tokens: readonly [number, StepLogprobs | null][],
+    dec: ReturnType<Tokenizer["decodeStream"]>,
+  ): Record<string, unknown[]> {
+    const text = (id: number) => tokenPiece(this.#tok, id).text;
     const out: Record<string, unknown[]> = {
       tokens: [],
       token_logprobs: [],
       top_logprobs: [],
       text_offset: [],
     };
-    for (const s of lps) {
-      out.tokens.push(text(s));
-      out.token_logprobs.push(lpValue(s.logprob));
-      out.top_logprobs.push(Object.fromEntries(s.top.map((t) => [text(t), lpValue(t.logprob)])));
+    for (const [id, s] of tokens) {
+      out.tokens.push(text(id));
+      out.token_logprobs.push(s ? lpValue(s.logprob) : null);
+      out.top_logprobs.push(
+        s ? Object.fromEntries(s.top.map((t) => [text(t.id), lpValue(t.logprob)])) : null,
+      );
       out.text_offset.push(this.#offset);
-      this.#offset += this.#dec.push(s.id).length;
+      this.#offset += dec.push(id).length;
     }
     return out;
   }
@@ -528,19 +548,11 @@ export async function chatJobs(
     "messages",
   );
   const seed = req.seed === null ? null : req.seed + turn;
-  return submitAll(choices.length, (i) =>
-    submit(
-      c,
-      deps,
-      promptIds,
-      maxTokens,
-      req.sampling,
-      seed,
-      req.ignoreEos,
-      req.logprobs,
-      replyShape(req, turn),
-      choices[i],
-    ));
+  const shape = replyShape(req, turn);
+  return submitAll(
+    choices.length,
+    (i) => submit(c, deps, req, promptIds, maxTokens, { seed, shape, choice: choices[i] }),
+  );
 }
 
 function toolCallDeltas(calls: ToolCall[]): unknown[] {
@@ -683,7 +695,7 @@ export function toolName(t: Record<string, unknown>): string {
 export function chatCompletions(deps: RouteDeps): (c: Context) => Promise<Response> {
   return async function chatCompletionsHandler(c: Context): Promise<Response> {
     const req = parseChatRequest(
-      await readJson(c, deps.limits.maxBodyBytes, deps.limits.bodyTimeoutMs),
+      await readBody(c, deps),
       deps.defaults,
       deps.limits,
     );
@@ -774,14 +786,7 @@ async function legacyPromptIds(
     if (ids.length === 0) throw badRequest(param, `Invalid '${param}': it encodes to no tokens`);
     return ids;
   }
-  const V = deps.scheduler.engine.vocabSize;
-  const bad = prompt.findIndex((t) => t < 0 || t >= V);
-  if (bad >= 0) {
-    throw badRequest(
-      `${param}[${bad}]`,
-      `Invalid '${param}[${bad}]': token id ${prompt[bad]} is outside 0..${V - 1}`,
-    );
-  }
+  checkTokenIds(deps, prompt, param);
   const ctx = contextTokens(deps);
   if (prompt.length >= ctx) throw contextExceeded(ctx, prompt.length, param);
   return prompt;
@@ -806,7 +811,7 @@ function joinLegacy(parts: Record<string, unknown[]>[]): Record<string, unknown[
 export function completions(deps: RouteDeps): (c: Context) => Promise<Response> {
   return async function completionsHandler(c: Context): Promise<Response> {
     const req = parseCompletionRequest(
-      await readJson(c, deps.limits.maxBodyBytes, deps.limits.bodyTimeoutMs),
+      await readBody(c, deps),
       deps.defaults,
       deps.limits,
     );
@@ -838,8 +843,7 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
     const jobs = req.maxTokens === 0 ? [] : await submitAll(prompts.length * n, (k) => {
       const i = Math.floor(k / n), ids = prompts[i];
       const maxTokens = budget(deps, ids.length, req.maxTokens, 16, param(i));
-      const { sampling, seed, ignoreEos, logprobs } = req;
-      return submit(c, deps, ids, maxTokens, sampling, seed, ignoreEos, logprobs, null, k % n);
+      return submit(c, deps, req, ids, maxTokens, { choice: k % n });
     });
     const choices = Array.from({ length: prompts.length * n }, (_, k) => {
       const i = Math.floor(k / n), job = jobs[k] ?? null;
@@ -899,8 +903,7 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
       });
     };
     return streamSSE(c, async (s) => {
-      const all = jobs;
-      s.onAbort(() => all.forEach((j) => j.cancel()));
+      s.onAbort(() => jobs.forEach((j) => j.cancel()));
       const write = serialWriter(s);
       try {
         const ends = await Promise.all(choices.map(async (ch, k) => {
@@ -918,7 +921,7 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
         if (ends.includes("cancelled")) return;
         await endStream(s, req.includeUsage ? { ...base, choices: [], usage: used() } : null);
       } catch (e) {
-        await failStream(s, all, e);
+        await failStream(s, jobs, e);
       }
     });
   };
@@ -935,7 +938,7 @@ export function completions(deps: RouteDeps): (c: Context) => Promise<Response> 
 export function tokenize(deps: RouteDeps): (c: Context) => Promise<Response> {
   return async function tokenizeHandler(c: Context): Promise<Response> {
     const req = parseTokenizeRequest(
-      await readJson(c, deps.limits.maxBodyBytes, deps.limits.bodyTimeoutMs),
+      await readBody(c, deps),
       deps.limits,
     );
     const tok = deps.tokenizer;
@@ -947,7 +950,7 @@ export function tokenize(deps: RouteDeps): (c: Context) => Promise<Response> {
       sliceMs: 5,
     });
     const tokens = req.withPieces
-      ? ids.map((id) => ({ id, piece: tokenText(tok.tokenBytes(id) ?? new Uint8Array()) }))
+      ? ids.map((id) => ({ id, piece: tokenPiece(tok, id).text }))
       : ids;
     return c.json({ tokens, count: ids.length, max_model_len: contextTokens(deps) });
   };
@@ -963,16 +966,9 @@ export function tokenize(deps: RouteDeps): (c: Context) => Promise<Response> {
 export function detokenize(deps: RouteDeps): (c: Context) => Promise<Response> {
   return async function detokenizeHandler(c: Context): Promise<Response> {
     const ids = parseDetokenizeRequest(
-      await readJson(c, deps.limits.maxBodyBytes, deps.limits.bodyTimeoutMs),
+      await readBody(c, deps),
     );
-    const V = deps.scheduler.engine.vocabSize;
-    const bad = ids.findIndex((t) => t >= V);
-    if (bad >= 0) {
-      throw badRequest(
-        `tokens[${bad}]`,
-        `Invalid 'tokens[${bad}]': token id ${ids[bad]} is outside 0..${V - 1}`,
-      );
-    }
+    checkTokenIds(deps, ids, "tokens");
     const text = deps.tokenizer.decode(ids);
     return c.json({ content: text, prompt: text });
   };

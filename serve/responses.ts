@@ -16,7 +16,7 @@ import {
   type ChatOutcome,
   checkModel,
   newId,
-  readJson,
+  readBody,
   type RouteDeps,
   runChat,
   type Usage,
@@ -279,7 +279,7 @@ function callItem(callId: string, name: string, args: string): Json {
  */
 export function responses(deps: RouteDeps): (c: Context) => Promise<Response> {
   return async function responsesHandler(c: Context): Promise<Response> {
-    const raw = await readJson(c, deps.limits.maxBodyBytes, deps.limits.bodyTimeoutMs);
+    const raw = await readBody(c, deps);
     if (!isObject(raw)) {
       throw badRequest(null, `Invalid request body: expected a JSON object, got ${kind(raw)}`);
     }
