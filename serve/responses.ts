@@ -21,45 +21,12 @@ import {
   runChat,
   type Usage,
 } from "./openai.ts";
-import { parseChatRequest } from "./validate.ts";
+import { isObject, kind, parseChatRequest, parseContent } from "./validate.ts";
 
 type Json = Record<string, unknown>;
 
-const isObject = (v: unknown): v is Json =>
-  typeof v === "object" && v !== null && !Array.isArray(v);
-
-function kind(v: unknown): string {
-  return v === null ? "null" : Array.isArray(v) ? "array" : typeof v;
-}
-
-/** The text of a message item's `content`: a string, or text parts joined. */
-function itemText(v: unknown, path: string): string {
-  if (typeof v === "string") return v;
-  if (!Array.isArray(v)) {
-    throw badRequest(
-      path,
-      `Invalid '${path}': expected a string or an array of parts, got ${kind(v)}`,
-    );
-  }
-  return v.map((part, j) => {
-    const p = `${path}[${j}]`;
-    if (!isObject(part) || !["input_text", "output_text", "text"].includes(part.type as string)) {
-      throw badRequest(
-        `${p}.type`,
-        `Unsupported '${p}.type': ${
-          JSON.stringify(isObject(part) ? part.type : part)
-        }; only "input_text" and "output_text" parts are supported`,
-      );
-    }
-    if (typeof part.text !== "string") {
-      throw badRequest(
-        `${p}.text`,
-        `Invalid '${p}.text': expected a string, got ${kind(part.text)}`,
-      );
-    }
-    return part.text;
-  }).join("");
-}
+/** The content part types a Responses message may hold. */
+const PART_TYPES = ["input_text", "output_text", "text"];
 
 const ROLES = new Set(["user", "system", "developer", "assistant"]);
 
@@ -98,7 +65,10 @@ function inputMessages(body: Json): Json[] {
           }`,
         );
       }
-      out.push({ role: item.role, content: itemText(item.content, `${p}.content`) });
+      out.push({
+        role: item.role,
+        content: parseContent(item.content, `${p}.content`, PART_TYPES),
+      });
     } else if (type === "function_call") {
       for (const f of ["call_id", "name", "arguments"]) {
         if (typeof item[f] !== "string") {

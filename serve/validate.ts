@@ -139,7 +139,8 @@ export const MAX_PROMPTS = 64;
 
 type Json = Record<string, unknown>;
 
-function kind(v: unknown): string {
+/** A JSON value's kind as error messages name it ("null", "array", "string", …). */
+export function kind(v: unknown): string {
   if (v === null) return "null";
   // JSON.parse turns a literal beyond the double range (1e309) into ±Infinity
   if (typeof v === "number" && !Number.isFinite(v)) {
@@ -149,7 +150,8 @@ function kind(v: unknown): string {
   return typeof v;
 }
 
-function isObject(v: unknown): v is Json {
+/** Whether a JSON value is an object (not null, not an array). */
+export function isObject(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
 
@@ -345,7 +347,15 @@ function parseMaxTokens(
   return { maxTokens: null, field: "max_tokens" };
 }
 
-function parseContent(v: unknown, path: string): string {
+/**
+ * A message's content: a string, or an array of text parts (of the `partTypes` kinds) joined.
+ *
+ * @param v the content
+ * @param path how errors name it (`messages[2].content`)
+ * @param partTypes the part types taken as text (Chat Completions: "text")
+ * @returns the text
+ */
+export function parseContent(v: unknown, path: string, partTypes = ["text"]): string {
   if (v === undefined || v === null) return "";
   if (typeof v === "string") return v;
   if (!Array.isArray(v)) {
@@ -360,10 +370,12 @@ function parseContent(v: unknown, path: string): string {
     if (!isObject(part)) {
       throw badRequest(p, `Invalid '${p}': expected an object, got ${kind(part)}`);
     }
-    if (part.type !== "text") {
+    if (!partTypes.includes(part.type as string)) {
       throw badRequest(
         `${p}.type`,
-        `Unsupported '${p}.type': ${JSON.stringify(part.type)}; only "text" parts are supported`,
+        `Unsupported '${p}.type': ${JSON.stringify(part.type)}; only ${
+          partTypes.map((t) => JSON.stringify(t)).join(", ")
+        } parts are supported`,
       );
     }
     if (typeof part.text !== "string") {
