@@ -191,16 +191,18 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
   constructor(settings: RlSettings) {
     this.settings = settings;
     const s = settings;
+    // both models step alike: the run's accumulation, clip and loss scaling
+    const stepOptions = {
+      accumulationSteps: s.accumulationSteps,
+      gradClip: s.gradClip,
+      hasAux: true,
+      lossScale: s.lossScale,
+    };
     const actorLr = (c: number) => getLr(c, Math.max(1, s.totalUpdates), s.learningRate);
     this.#actorStep = makeTrainStep<RlMinibatch, Tree>(
       (p, b) => actorObjective(s, p as MiniMindParams, b),
       adamw({ lr: actorLr }),
-      {
-        accumulationSteps: s.accumulationSteps,
-        gradClip: s.gradClip,
-        hasAux: true,
-        lossScale: s.lossScale,
-      },
+      stepOptions,
     );
     const criticLr = (c: number) =>
       getLr(c, Math.max(1, s.criticTotalUpdates), s.criticLearningRate);
@@ -208,12 +210,7 @@ export class RlTrainer implements AsyncTrainer<RlState, RlBatch> {
       ? makeTrainStep<RlMinibatch, Tree>(
         (p, b) => criticObjective(s, p as unknown as CriticParams, b),
         adamw({ lr: criticLr }),
-        {
-          accumulationSteps: s.accumulationSteps,
-          gradClip: s.gradClip,
-          hasAux: true,
-          lossScale: s.lossScale,
-        },
+        stepOptions,
       )
       : null;
   }
