@@ -328,11 +328,19 @@ export async function* generateBatch(
     throw new Error(`Cannot apply ${constraints.length} constraints to ${B} prompts`);
   }
   const presence = options.presencePenalty ?? 0, frequency = options.frequencyPenalty ?? 0;
-  // a host-side addend each step (penalties, bias, constraints) needs each token read back
-  const adjusted = presence !== 0 || frequency !== 0 || (options.logitBias?.size ?? 0) > 0 ||
-    constraints.some((c) => c);
-  const counts = rows.map(() => new Map<number, number>());
-  const chunk = adjusted ? 1 : Math.max(1, options.chunk ?? (backend.name === "cpu" ? 1 : 8));
+  const penalized = presence !== 0 || frequency !== 0;
+  // penalties and constraints change with every token: their addend is built on the host each
+  // step, so each token is read back before the next
+  const perStep = penalized || constraints.some((c) => c);
+  // generated ids and their counts, for the penalties
+  const counts = penalized ? rows.map(() => new Map<number, number>()) : null;
+  const chunk = perStep ? 1 : Math.max(1, options.chunk ?? (backend.name === "cpu" ? 1 : 8));
+  // the bias alone is the same at every step: one addend on the device for the whole run
+  const biasAddend = !perStep && (options.logitBias?.size ?? 0) > 0
+    ? tensor(logitAddend(rows.map(() => ({ logitBias: options.logitBias })), V), [B, V], "f32", {
+      backend,
+    })
+    : null; // (B, V)
   const streams = rows.map(() =>
     tok?.decodeStream({ skipSpecialTokens: options.skipSpecialTokens ?? true }) ?? null
   );
@@ -362,7 +370,7 @@ export async function* generateBatch(
         if (options.signal?.aborted) return;
         const u = new Float32Array(B);
         for (let b = 0; b < B; b++) u[b] = uniformArray(foldIn(rowKeys[b], step), 1)[0];
-        const addend = adjusted
+        const addend = perStep
           ? logitAddend(
             rows.map((_, b) => {
               const c = constraints[b];
@@ -378,7 +386,7 @@ export async function* generateBatch(
               }
               return {
                 logitBias: options.logitBias,
-                counts: counts[b],
+                counts: counts?.[b],
                 presencePenalty: presence,
                 frequencyPenalty: frequency,
                 allowed,
@@ -396,7 +404,8 @@ export async function* generateBatch(
               ? tensor(mask0, [B, L], "f32", { backend })
               : undefined,
           }); // (B, V)
-          const x = addend ? add(logits, tensor(addend, [B, V], "f32", { backend })) : logits;
+          const adj = addend ? tensor(addend, [B, V], "f32", { backend }) : biasAddend;
+          const x = adj ? add(logits, adj) : logits;
           const next = sample(x, tensor(u, [B], "f32", { backend }), {
             ...sampling,
             seen: seen ?? undefined,
@@ -451,7 +460,7 @@ export async function* generateBatch(
             continue;
           }
           constraints[b]?.accept(id);
-          counts[b].set(id, (counts[b].get(id) ?? 0) + 1);
+          counts?.[b].set(id, (counts[b].get(id) ?? 0) + 1);
           const text = streams[b]?.push(id) ?? "";
           yield { index: b, text, token: id, ...lp };
           if (constraints[b]?.done) {
@@ -471,6 +480,7 @@ export async function* generateBatch(
   } finally {
     (last as Tensor | null)?.dispose();
     (seen as Tensor | null)?.dispose();
+    biasAddend?.dispose();
     disposeCache(state.cache);
   }
 }

@@ -153,3 +153,19 @@ Deno.test("generate() with chunked readback keeps bytesInUse flat over generatio
     }
   }
 });
+
+Deno.test("generate() logitBias: a device addend that keeps the chunked readback; penalties read each token", async () => {
+  const prompts = [[1, 5, 9], [1, 7]];
+  // +30 on id 11 makes it every token; chunked (4 per readback) or not, the same tokens
+  const logitBias = new Map([[11, 30]]);
+  const one = await tokens(prompts, 8, { logitBias, chunk: 1 });
+  assert.deepEqual(one, [Array(8).fill(11), Array(8).fill(11)]);
+  assert.deepEqual(await tokens(prompts, 8, { logitBias, chunk: 4 }), one);
+  // a frequency penalty on top outweighs the bias once 11 has come twice
+  const both = await tokens(prompts, 8, { logitBias, frequencyPenalty: 20, chunk: 4 });
+  assert.deepEqual(both[0].slice(0, 2), [11, 11]);
+  assert.notEqual(both[0][2], 11);
+  const before = defaultBackend().counters.bytesInUse;
+  await tokens(prompts, 8, { logitBias, chunk: 4 });
+  assert.equal(defaultBackend().counters.bytesInUse, before, "the bias addend is freed");
+});
