@@ -93,7 +93,7 @@ function usage(prompt: number, completion: number, cached: number): Usage {
  * The usage of a request's choices: the prompt they share counted once (OpenAI's way with n > 1),
  * the prompts of later tool turns and every completion token added up.
  */
-export function sumUsage(usages: readonly Usage[], shared: Usage | null = null): Usage {
+function sumUsage(usages: readonly Usage[], shared: Usage | null = null): Usage {
   const sp = shared?.prompt_tokens ?? 0, sc = shared?.prompt_tokens_details.cached_tokens ?? 0;
   let prompt = sp, completion = 0, cached = sc;
   for (const u of usages) {
@@ -681,7 +681,7 @@ export async function runChat(
 }
 
 /** The name of a tool definition (`function.name`, or a bare `name`). */
-export function toolName(t: Record<string, unknown>): string {
+function toolName(t: Record<string, unknown>): string {
   const f = t.function as Record<string, unknown> | undefined;
   return String(f?.name ?? t.name ?? "");
 }
@@ -975,7 +975,7 @@ export function detokenize(deps: RouteDeps): (c: Context) => Promise<Response> {
 }
 
 /** An open SSE stream of Hono's `streamSSE`. */
-export type SSE = Parameters<Parameters<typeof streamSSE>[1]>[0];
+type SSE = Parameters<Parameters<typeof streamSSE>[1]>[0];
 
 /** Hands each piece of a reply to `each` (awaited, in order) and returns how the reply ended. */
 async function drain<T>(
@@ -996,7 +996,7 @@ async function endStream(s: SSE, usageChunk: Record<string, unknown> | null): Pr
 }
 
 /** A generation that failed mid-stream: cancel its jobs and, if the client is still there, send the error and `[DONE]`. */
-export async function failStream(s: SSE, jobs: readonly Job[], e: unknown): Promise<void> {
+async function failStream(s: SSE, jobs: readonly Job[], e: unknown): Promise<void> {
   for (const j of jobs) j.cancel();
   if (s.aborted || s.closed) return;
   const err = e instanceof ApiError
